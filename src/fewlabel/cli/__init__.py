@@ -1,0 +1,62 @@
+"""Command line: ``python -m fewlabel <stage> ...``; every Snakemake rule calls one stage.
+
+Each module in this package (not starting with ``_``) defines ``register(subparsers)`` that adds
+its stage(s); a stage's handler receives the parsed ``argparse.Namespace`` and returns None.
+Common options (``--log``, ``--threads``, ``--seed``) are added by :func:`add_common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from fewlabel.errors import FewlabelError
+from fewlabel.logs import configure_logging
+
+log = logging.getLogger("fewlabel.cli")
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every stage accepts."""
+    parser.add_argument("--log", default=None, help="append log lines to this file")
+    parser.add_argument("--threads", type=int, default=1, help="worker threads / torch threads")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def json_arg(text: str) -> Any:
+    """argparse ``type=`` for a JSON value (e.g. a config section passed by a rule)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fewlabel", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log)
+    log.info("fewlabel %s %s", args.stage, " ".join(sys.argv[2:] if argv is None else argv[1:]))
+    try:
+        args.handler(args)
+    except FewlabelError as exc:
+        log.error("%s", exc)
+        print(f"fewlabel {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
