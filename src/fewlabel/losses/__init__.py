@@ -1,0 +1,1 @@
+"""Loss functions: density regression (adaptive wing) and segmentation (BCE/Dice/Focal/Tversky...)."""

@@ -1,0 +1,1 @@
+"""Evaluation metrics: detection (points) and segmentation (masks, instances, counts)."""

@@ -1,0 +1,1 @@
+"""Neural network architectures and the model-folder store."""

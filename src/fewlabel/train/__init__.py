@@ -1,0 +1,1 @@
+"""Training loops (detector, ISL pretraining, segmenter) and shared training utilities."""
