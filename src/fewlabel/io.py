@@ -563,6 +563,10 @@ def read_points_csv(path: str | Path, *, shape: Sequence[int] | None = None,
     except Exception as exc:  # noqa: BLE001
         raise InputDataError(f"cannot parse points CSV ({exc}).", sample=sample, path=path) from exc
     table.columns = [str(c).strip().lower() for c in table.columns]
+    if table.empty and len(table.columns) == 0 and not allow_empty:
+        raise InputDataError("points file is empty.", sample=sample, path=path,
+                             fix="annotate at least one point (header z,y,x) or remove the "
+                                 "'points' entry.")
     if "z" not in table.columns and {"y", "x"} <= set(table.columns):
         table.insert(0, "z", 0.0)
     missing = [c for c in POINT_COLUMNS if c not in table.columns]

@@ -14,15 +14,16 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def configure_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
-    """Attach a stderr handler and, optionally, a file handler to the root logger."""
+    """Log to ``log_file`` when given (rule logs), else to stderr."""
     root = logging.getLogger()
     root.setLevel(level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter(_FORMAT))
-    root.addHandler(stream)
-    if log_file is not None:
+    if log_file is None:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter(_FORMAT))
+        root.addHandler(stream)
+    else:  # rules also send stderr to the same file (2>> log): one handler avoids duplicates
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(log_file, mode="a")
         file_handler.setFormatter(logging.Formatter(_FORMAT))

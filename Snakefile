@@ -1,0 +1,48 @@
+"""fewlabel: few-annotation detection and instance segmentation of 3D microscopy volumes.
+
+Run `snakemake --cores N` (workstation) or `snakemake --profile profiles/slurm` (cluster).
+See README.md; configuration in config/config.yaml, samples in config/samples.tsv.
+"""
+
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from fewlabel.config import load_samples, validate_config  # noqa: E402
+from fewlabel.errors import ConfigError  # noqa: E402
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    validate_config(config)
+    SAMPLES = load_samples(
+        config["samples"],
+        generated_dirs=[config["demo"]["output_dir"]] if config["demo"]["enabled"] else [],
+    )
+except ConfigError as error:
+    raise WorkflowError(f"fewlabel configuration error: {error}") from None
+
+
+resource_scopes:
+    gpu="local",
+
+
+include: "workflow/rules/paths.smk"
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/roi.smk"
+include: "workflow/rules/summary.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,161 @@
+"""Configuration and sample-sheet validation (run at Snakemake parse time, before any job).
+
+The JSON schemas in ``workflow/schemas/`` define keys, types and defaults; this module adds the
+checks a schema cannot express (unique and safe sample ids, existing paths, voxel sizes) and
+reports every problem with the sheet row and column that caused it.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from fewlabel.errors import ConfigError
+
+SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SPLITS = ("train", "val", "test", "predict")
+TASKS = ("detect", "segment", "both")
+PATH_COLUMNS = ("image", "points", "labels", "target")
+SHEET_COLUMNS = ("sample", "image", "channel", "voxel_size", "split", "task", *PATH_COLUMNS[1:])
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+
+
+def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
+    """Load ``workflow/schemas/<name>.schema.yaml``."""
+    return yaml.safe_load((schema_dir / f"{name}.schema.yaml").read_text())
+
+
+def _set_defaults(validator_class: Any) -> Any:
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: Any, instance: Any, schema: Any) -> Any:
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if "default" in subschema and key not in instance:
+                    instance[key] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _set_defaults(jsonschema.Draft202012Validator)
+
+
+def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate ``config`` in place against the config schema, filling defaults.
+
+    Raises ConfigError naming the offending key path and the expected form.
+    """
+    schema = schema or load_schema("config")
+    errors = sorted(_DefaultingValidator(schema).iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"config key '{'.'.join(str(p) for p in e.path) or '<top>'}': {e.message}"
+                 for e in errors[:10]]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines),
+                          fix="edit config/config.yaml (every key is documented there).")
+    return config
+
+
+def parse_voxel_size(text: Any, *, row: int | None = None, sample: str | None = None
+                     ) -> tuple[float, float, float] | None:
+    """Parse ``"z,y,x"`` (µm, positive, finite); empty → None (taken from the file later)."""
+    if text is None or (isinstance(text, float) and pd.isna(text)) or str(text).strip() == "":
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
+    where = f"row {row}" if row is not None else ""
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(v > 0 and v < float("inf") for v in values):
+        raise ConfigError(f"sample sheet {where} column 'voxel_size': '{text}' is not three "
+                          "positive numbers.", sample=sample,
+                          fix="write the voxel size as z,y,x in µm, e.g. 0.5,0.1,0.1.")
+    return values  # type: ignore[return-value]
+
+
+def load_samples(
+    path: str | Path,
+    *,
+    base_dir: str | Path = ".",
+    generated_dirs: Iterable[str | Path] = (),
+    schema: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Read and validate the sample sheet; return it indexed by sample id.
+
+    Paths are resolved relative to ``base_dir``; paths under one of ``generated_dirs`` (e.g.
+    the demo-data folder that a rule creates) need not exist yet.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("sample sheet not found.", path=path,
+                          fix="set 'samples' in config/config.yaml to your TSV.")
+    try:
+        sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#", keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"cannot parse sample sheet as TSV ({exc}).", path=path) from exc
+    sheet.columns = [c.strip() for c in sheet.columns]
+    unknown = [c for c in sheet.columns if c not in SHEET_COLUMNS]
+    if unknown:
+        raise ConfigError(f"unknown column(s) {unknown}; allowed: {list(SHEET_COLUMNS)}.",
+                          path=path, fix="rename or remove the column (tab-separated!).")
+    for column in ("sample", "image", "split"):
+        if column not in sheet.columns:
+            raise ConfigError(f"missing required column '{column}'.", path=path,
+                              fix=f"add a '{column}' column (tab-separated).")
+    for column in SHEET_COLUMNS:
+        if column not in sheet.columns:
+            sheet[column] = ""
+    sheet = sheet.map(lambda v: v.strip() if isinstance(v, str) else v)
+    schema = schema or load_schema("samples")
+    validator = _DefaultingValidator(schema)
+    generated = [Path(base_dir, g).resolve() for g in generated_dirs]
+    seen: dict[str, int] = {}
+    voxel_sizes: list[list[float] | None] = []
+    for index, record in enumerate(sheet.to_dict("records")):
+        row = index + 2  # header is line 1
+        sample = record["sample"]
+        if not SAMPLE_ID.match(sample or ""):
+            raise ConfigError(
+                f"sample sheet row {row}: sample id '{sample}' is not allowed (unsafe or empty).",
+                path=path, fix="use letters, digits, '_', '.', '-' only, starting with a letter "
+                               "or digit (no spaces, '/', ';' or '..').")
+        if sample in seen:
+            raise ConfigError(f"sample sheet rows {seen[sample]} and {row}: duplicate sample id "
+                              f"'{sample}'.", sample=sample, path=path,
+                              fix="give every row a unique sample id.")
+        seen[sample] = row
+        doc = {k: v for k, v in record.items() if v != ""}
+        for error in validator.iter_errors(doc):
+            key = ".".join(str(p) for p in error.path) or "row"
+            raise ConfigError(f"sample sheet row {row} column '{key}': {error.message}",
+                              sample=sample, path=path,
+                              fix=f"split must be one of {list(SPLITS)}, task one of "
+                                  f"{list(TASKS)}.")
+        vs = parse_voxel_size(record["voxel_size"], row=row, sample=sample)
+        voxel_sizes.append(list(vs) if vs else None)
+        for column in PATH_COLUMNS:
+            value = record[column]
+            if not value:
+                continue
+            resolved = Path(base_dir, value).resolve()
+            if any(resolved.is_relative_to(g) for g in generated):
+                continue
+            if not resolved.exists():
+                raise ConfigError(f"sample sheet row {row} column '{column}': file '{value}' does "
+                                  "not exist.", sample=sample, path=path,
+                                  fix="correct the path (relative to the workflow directory).")
+        if record["split"] in ("train", "val") and not (record["points"] or record["labels"]):
+            raise ConfigError(f"sample sheet row {row}: split '{record['split']}' needs "
+                              "annotations ('points' or 'labels').", sample=sample, path=path,
+                              fix="add a points CSV / label image, or use split test/predict.")
+    sheet["task"] = sheet["task"].replace("", "detect")
+    sheet["voxel_size"] = voxel_sizes
+    return sheet.set_index("sample", drop=False)

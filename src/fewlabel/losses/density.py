@@ -1,0 +1,115 @@
+"""Density-regression losses: weighted adaptive wing loss (seed eqs. 1 and 3) and weighted MSE.
+
+Adaptive wing loss (Wang et al., ICCV 2019; seed eq. 1), with ``d = |y − ŷ|`` and ``a = α − y``::
+
+    AWing(y, ŷ) = ω · ln(1 + (d/ε)^a)            if d < θ
+                = A · d − C                      otherwise
+    A = ω · (1 / (1 + (θ/ε)^a)) · a · (θ/ε)^(a−1) · (1/ε)
+    C = θ·A − ω · ln(1 + (θ/ε)^a)
+
+``A`` and ``C`` make the two branches meet with equal value and slope at ``d = θ``.
+The training loss (seed eq. 3) is the mean over voxels of ``W ⊙ AWing`` with the weight map
+``W`` of :func:`fewlabel.labels.weight_map`. The target is treated as a constant (no gradient).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fewlabel.errors import ConfigError
+
+_TINY = 1e-12
+
+
+def adaptive_wing(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float = 2.1,
+    omega: float = 14.0,
+    epsilon: float = 1.0,
+    theta: float = 0.5,
+) -> torch.Tensor:
+    """Element-wise adaptive wing loss (seed eq. 1), computed in float32.
+
+    The base ``d/ε`` is clamped at 1e-12 before the power so that the gradient stays finite
+    even when ``α − y − 1 < 0`` (targets above ``α − 1``) and ``d → 0``.
+    """
+    pred = pred.float()
+    target = target.detach().float()
+    diff = (target - pred).abs()
+    power = alpha - target
+    ratio = theta / epsilon
+    a_coef = (omega * (1.0 / (1.0 + torch.pow(ratio, power))) * power
+              * torch.pow(ratio, power - 1.0) * (1.0 / epsilon))
+    c_coef = theta * a_coef - omega * torch.log1p(torch.pow(ratio, power))
+    small = omega * torch.log1p(torch.pow((diff / epsilon).clamp_min(_TINY), power))
+    large = a_coef * diff - c_coef
+    return torch.where(diff < theta, small, large)
+
+
+def weighted_mean(loss: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Seed eq. 3: ``mean(W ⊙ loss)`` (plain mean when ``weight`` is None)."""
+    if weight is None:
+        return loss.mean()
+    return (weight.detach().float() * loss).mean()
+
+
+def weighted_adaptive_wing_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    alpha: float = 2.1,
+    omega: float = 14.0,
+    epsilon: float = 1.0,
+    theta: float = 0.5,
+) -> torch.Tensor:
+    """Weighted adaptive wing loss: ``mean(W ⊙ AWing(y, ŷ))`` (seed eqs. 1 and 3)."""
+    return weighted_mean(adaptive_wing(pred, target, alpha=alpha, omega=omega, epsilon=epsilon,
+                                       theta=theta), weight)
+
+
+def weighted_mse_loss(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Weighted mean squared error ``mean(W ⊙ (y − ŷ)²)`` (alternative to AWing)."""
+    return weighted_mean((target.detach().float() - pred.float()) ** 2, weight)
+
+
+@dataclass(frozen=True)
+class AWingParams:
+    """Adaptive wing parameters (defaults from Wang et al. / the seed)."""
+
+    alpha: float = 2.1
+    omega: float = 14.0
+    epsilon: float = 1.0
+    theta: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (self.epsilon > 0 and self.theta > 0 and self.omega > 0):
+            raise ConfigError(f"awing epsilon, theta and omega must be > 0; got {self}.")
+        if self.alpha <= 1.0:
+            raise ConfigError(f"awing alpha must be > 1 (targets lie in [0, 1]); got {self.alpha}.")
+
+
+class DensityLoss(nn.Module):
+    """``loss(pred, target, weight)`` for density regression: 'awing' (eqs. 1, 3) or 'mse'."""
+
+    def __init__(self, kind: str = "awing", awing: AWingParams | None = None) -> None:
+        super().__init__()
+        if kind not in ("awing", "mse"):
+            raise ConfigError(f"loss must be 'awing' or 'mse'; got {kind!r}.")
+        self.kind = kind
+        self.awing = awing or AWingParams()
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+        if self.kind == "mse":
+            return weighted_mse_loss(pred, target, weight)
+        p = self.awing
+        return weighted_adaptive_wing_loss(pred, target, weight, alpha=p.alpha, omega=p.omega,
+                                           epsilon=p.epsilon, theta=p.theta)

@@ -1,0 +1,30 @@
+# Synthetic demo inputs (config: demo). Their paths in the sample sheet may not exist yet.
+
+DEMO_FILES = [
+    f"{stem}{suffix}"
+    for split in ("train", "val", "test")
+    for stem, suffix in [
+        (f"spots_{split}", ".tif"),
+        (f"spots_{split}", ".csv"),
+        (f"nuclei_{split}_labelfree", ".tif"),
+        (f"nuclei_{split}_fluo", ".tif"),
+        (f"nuclei_{split}_labels", ".tif"),
+        (f"nuclei_{split}", ".csv"),
+    ]
+]
+
+
+rule make_demo_data:
+    output:
+        manifest=f"{config['demo']['output_dir']}/manifest.json",
+        files=[f"{config['demo']['output_dir']}/{name}" for name in DEMO_FILES],
+    params:
+        demo=to_json(config["demo"]["params"]),
+        seed=config["seed"],
+    log:
+        "logs/make_demo_data/demo.log",
+    conda:
+        "../../envs/io.yaml"
+    shell:
+        "python -m fewlabel make-demo --outdir \"$(dirname {output.manifest})\" --params {params.demo:q} "
+        "--seed {params.seed} --log {log} 2>> {log}"

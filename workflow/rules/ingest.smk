@@ -1,0 +1,42 @@
+# Ingest: every input image (image, instance labels, ISL target) -> chunked OME-Zarr;
+# points CSVs validated against the volume.
+
+
+rule ingest_volume:
+    input:
+        ingest_source,
+    output:
+        zarr=directory("results/ingest/{sample}/{kind}.ome.zarr"),
+        summary="results/ingest/{sample}/{kind}.json",
+    wildcard_constraints:
+        kind="image|labels|target",
+    params:
+        channel=channel_arg,
+        voxel=voxel_size_arg,
+        chunks=to_json(config["ingest"]["chunks"]),
+        level=config["ingest"]["compression_level"],
+    log:
+        "logs/ingest_volume/{sample}.{kind}.log",
+    benchmark:
+        "results/benchmarks/ingest_volume/{sample}.{kind}.tsv"
+    conda:
+        "../../envs/io.yaml"
+    shell:
+        "python -m fewlabel ingest --sample {wildcards.sample} --input {input:q} --output {output.zarr} "
+        "--kind {wildcards.kind} {params.channel} {params.voxel} --chunks '{params.chunks}' "
+        "--compression-level {params.level} --summary {output.summary} --log {log} 2>> {log}"
+
+
+rule ingest_points:
+    input:
+        points=sheet_path("points"),
+        volume=IMAGE,
+    output:
+        POINTS,
+    log:
+        "logs/ingest_points/{sample}.log",
+    conda:
+        "../../envs/io.yaml"
+    shell:
+        "python -m fewlabel ingest-points --sample {wildcards.sample} --points {input.points:q} "
+        "--volume {input.volume} --output {output} --log {log} 2>> {log}"

@@ -1,0 +1,24 @@
+# ROI segmentation (few-shot particle picking §2.2): CLAHE + 2-Gaussian mixture + morphology.
+
+
+
+rule segment_roi:
+    input:
+        IMAGE,
+    output:
+        mask=directory(ROI_MASK),
+        json=ROI_JSON,
+    params:
+        roi=section_params("roi"),
+        seed=config["seed"],
+    threads: 2
+    log:
+        "logs/segment_roi/{sample}.log",
+    benchmark:
+        "results/benchmarks/segment_roi/{sample}.tsv"
+    conda:
+        "../../envs/image.yaml"
+    shell:
+        "python -m fewlabel segment-roi --sample {wildcards.sample} --image {input} "
+        "--mask-out {output.mask} --json-out {output.json} --params {params.roi:q} "
+        "--threads {threads} --seed {params.seed} --log {log} 2>> {log}"
