@@ -1,0 +1,215 @@
+"""Real Snakemake runs on tiny data: the default chain, lint, planning, env files, bad config."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fewlabel.io import open_ome_zarr
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+pytestmark = pytest.mark.workflow
+
+# Small enough for 2 CPU cores; keys not given take the shipped defaults.
+TINY_CONFIG = {
+    "samples": "config/samples.tsv",
+    "seed": 0,
+    "demo": {"enabled": True, "output_dir": "demo_data", "params": {
+        "spots_shape": [8, 64, 64], "nuclei_shape": [12, 48, 48], "nuclei_count": 5}},
+    "ingest": {"chunks": [8, 32, 32]},
+}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-6000:]}")
+    return result
+
+
+def make_workdir(path: Path, config: dict | None = None) -> Path:
+    (path / "config").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "config" / "samples.tsv", path / "config" / "samples.tsv")
+    (path / "config.yaml").write_text(yaml.safe_dump(config or TINY_CONFIG))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """One real `snakemake --cores 2` run of the default chain on tiny demo data."""
+    workdir = make_workdir(tmp_path_factory.mktemp("run"))
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_default_chain_outputs(finished_run):
+    results = finished_run / "results"
+    sheet = pd.read_csv(finished_run / "config" / "samples.tsv", sep="\t")
+    for sample in sheet["sample"]:
+        image = open_ome_zarr(results / "ingest" / sample / "image.ome.zarr")
+        assert image.array.ndim == 3 and image.voxel_size[0] > 0
+        roi = json.loads((results / "roi" / sample / "roi.json").read_text())
+        assert 0 < roi["roi_fraction"] < 1
+        mask = open_ome_zarr(results / "roi" / sample / "roi.ome.zarr")
+        assert mask.shape == image.shape
+    summary = pd.read_csv(results / "summary.tsv", sep="\t")
+    assert set(summary["sample"]) == set(sheet["sample"])
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert provenance["versions"]["torch"].startswith("2.13")
+    assert provenance["inputs"], "input checksums recorded"
+    assert (finished_run / "logs" / "segment_roi" / "spots_test.log").stat().st_size > 0
+
+
+def test_rerun_is_noop(finished_run):
+    result = snakemake(finished_run, "-n", "--cores", "2")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_new_sample_plans_only_its_jobs(finished_run, tmp_path):
+    workdir = finished_run
+    sheet_path = workdir / "config" / "samples.tsv"
+    original = sheet_path.read_text()
+    try:
+        shutil.copy(workdir / "demo_data" / "spots_test.tif", workdir / "new_volume.tif")
+        sheet_path.write_text(original + "brand_new\tnew_volume.tif\t\t0.3,0.1,0.1\tpredict\t"
+                              "detect\t\t\t\n")
+        result = snakemake(workdir, "-n", "--cores", "2", "--quiet", "rules")
+        text = result.stdout + result.stderr
+        planned = dict(re.findall(r"^(\w+)\s+(\d+)$", text, flags=re.MULTILINE))
+        planned.pop("total", None)
+        per_sample_rules = {"ingest_volume", "segment_roi"}
+        assert per_sample_rules <= set(planned), text
+        for rule in per_sample_rules:
+            assert planned[rule] == "1", f"{rule} planned for more than the new sample:\n{text}"
+        assert "make_demo_data" not in planned
+        detail = snakemake(workdir, "-n", "--cores", "2").stdout
+        touched = set(re.findall(r"wildcards: sample=([\w.-]+)", detail))
+        assert touched == {"brand_new"}, touched
+    finally:
+        sheet_path.write_text(original)
+
+
+def test_lint_is_clean():
+    result = subprocess.run([*SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile")], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    workdir = make_workdir(tmp_path, {**TINY_CONFIG, "ingest": {"chunks": [0, 32, 32]}})
+    result = snakemake(workdir, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert "config key 'ingest.chunks.0'" in result.stdout + result.stderr
+    assert not (workdir / "results").exists() and not (workdir / "demo_data").exists()
+
+
+def test_unsafe_sample_id_fails_before_any_job(tmp_path):
+    workdir = make_workdir(tmp_path)
+    with open(workdir / "config" / "samples.tsv", "a") as sheet:
+        sheet.write("a;rm -rf x\tdemo_data/spots_test.tif\t\t1,1,1\tpredict\tdetect\t\t\t\n")
+    result = snakemake(workdir, "-n", "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert "sample id 'a;rm -rf x' is not allowed" in result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------- env files
+IMPORT_TO_PACKAGE = {"skimage": "scikit-image", "yaml": "pyyaml", "torch": "torch",
+                     "zarr": "zarr", "numcodecs": "numcodecs", "tifffile": "tifffile",
+                     "numpy": "numpy", "scipy": "scipy", "pandas": "pandas",
+                     "matplotlib": "matplotlib", "jinja2": "jinja2", "jsonschema": "jsonschema"}
+RULE_RE = re.compile(r"^(?:rule (\w+):|use rule \w+ as (\w+) with:)", re.MULTILINE)
+
+
+def rules_with_env_and_stage() -> list[tuple[str, str | None, str | None, Path]]:
+    found = []
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        text = path.read_text()
+        starts = [(m.start(), m.group(1) or m.group(2)) for m in RULE_RE.finditer(text)]
+        for index, (start, name) in enumerate(starts):
+            end = starts[index + 1][0] if index + 1 < len(starts) else len(text)
+            body = text[start:end]
+            conda = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", body)
+            stage = re.search(r"python -m fewlabel ([\w-]+)", body)
+            found.append((name, conda.group(1) if conda else None,
+                          stage.group(1) if stage else None, path))
+    return found
+
+
+def third_party_imports(module_file: Path, seen: set[Path] | None = None) -> set[str]:
+    """Top-level third-party imports of a fewlabel module and every fewlabel module it imports."""
+    seen = seen if seen is not None else set()
+    if module_file in seen or not module_file.exists():
+        return set()
+    seen.add(module_file)
+    names: set[str] = set()
+    tree = ast.parse(module_file.read_text())
+    src = REPO / "src"
+    for node in ast.walk(tree):
+        modules = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for module in modules:
+            top = module.split(".")[0]
+            if top == "fewlabel":
+                base = src / Path(*module.split("."))
+                for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                    names |= third_party_imports(candidate, seen)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                names.add(top)
+    return names
+
+
+def stage_module_file(stage: str) -> Path:
+    from fewlabel.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    handler = subparsers.choices[stage].get_default("handler")
+    return Path(sys.modules[handler.__module__].__file__)
+
+
+def env_packages(env_file: Path) -> set[str]:
+    env = yaml.safe_load(env_file.read_text())
+    names = set()
+    for dep in env["dependencies"]:
+        entries = dep["pip"] if isinstance(dep, dict) else [dep]
+        for entry in entries:
+            names.add(re.split(r"[=<>! ]", entry)[0].lower())
+    return names
+
+
+def test_every_rule_has_an_env_file_listing_its_imports():
+    rules = rules_with_env_and_stage()
+    assert len(rules) >= 5
+    for name, conda, stage, path in rules:
+        if name == "all":
+            continue
+        assert conda, f"rule {name} ({path.name}) has no conda: env file"
+        env_file = (path.parent / conda).resolve()
+        assert env_file.exists(), f"rule {name}: env file {conda} does not exist"
+        assert stage, f"rule {name} does not call `python -m fewlabel <stage>`"
+        packages = env_packages(env_file)
+        for env_dep in yaml.safe_load(env_file.read_text())["dependencies"]:
+            if isinstance(env_dep, str):
+                assert "=" in env_dep, f"{conda}: '{env_dep}' is not pinned"
+        needed = third_party_imports(stage_module_file(stage))
+        for module in needed:
+            package = IMPORT_TO_PACKAGE.get(module, module)
+            assert package in packages, (f"rule {name} (stage {stage}) imports {module}, but "
+                                         f"{conda} does not list {package}")
