@@ -1,0 +1,163 @@
+"""Detection metrics: Hungarian matching with a gate, empty cases, µm gates, aggregation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fewlabel.metrics.detection import (
+    aggregate_metrics,
+    evaluate_sample,
+    match_points,
+    prf,
+    sweep_thresholds,
+)
+
+
+def _pts(*xs):
+    return np.array([[0.0, 0.0, x] for x in xs])
+
+
+def test_hungarian_beats_greedy():
+    # greedy (closest pair first) would pair gt x=2 with pred x=1.1 (0.9) and then fail on x=0;
+    # the optimal one-to-one matching pairs 0↔1.1 and 2↔3.2 (both within the gate of 1.5)
+    res = match_points(_pts(0, 2), _pts(1.1, 3.2), max_distance=1.5)
+    assert (res.tp, res.fp, res.fn) == (2, 0, 0)
+    assert res.pairs[:, :2].tolist() == [[0, 0], [1, 1]]
+    assert math.isclose(res.rmse, math.sqrt((1.1**2 + 1.2**2) / 2))
+    assert res.f1 == 1.0
+
+
+def test_minimum_total_distance_among_maximal_matchings():
+    gt = _pts(0, 1)
+    pred = _pts(0.1, 0.9)
+    res = match_points(gt, pred, max_distance=2.0)
+    assert res.pairs[:, :2].tolist() == [[0, 0], [1, 1]]
+    np.testing.assert_allclose(res.pairs[:, 2], [0.1, 0.1])
+
+
+def test_gate_excludes_far_pairs_and_counts():
+    gt = _pts(0, 10, 20, 30)
+    pred = _pts(0.5, 10.0, 23.5, 50, 51)
+    res = match_points(gt, pred, max_distance=3.0)
+    assert (res.tp, res.fp, res.fn) == (2, 3, 2)
+    assert res.unmatched_gt.tolist() == [2, 3]
+    assert res.unmatched_pred.tolist() == [2, 3, 4]
+    assert math.isclose(res.precision, 2 / 5) and math.isclose(res.recall, 0.5)
+    assert math.isclose(res.f1, 2 * 0.4 * 0.5 / 0.9)
+    # a pair exactly at the gate counts, and coincident points (distance 0) match
+    res = match_points(_pts(0, 5), _pts(3, 5), max_distance=3.0)
+    assert res.tp == 2 and res.pairs[1, 2] == 0.0
+
+
+def test_gate_in_um_vs_voxels():
+    gt = np.array([[0.0, 0.0, 0.0]])
+    pred = np.array([[2.0, 0.0, 0.0]])  # 2 voxels in z = 4 µm with a 2 µm z spacing
+    assert match_points(gt, pred, max_distance=3.0).tp == 1
+    res = match_points(gt, pred, max_distance=3.0, scale=(2.0, 0.5, 0.5))
+    assert res.tp == 0 and res.fn == 1 and res.fp == 1
+    res = match_points(gt, pred, max_distance=4.0, scale=(2.0, 0.5, 0.5))
+    assert res.tp == 1 and math.isclose(res.rmse, 4.0)
+
+
+def test_empty_cases():
+    none = np.zeros((0, 3))
+    both = match_points(none, none, max_distance=1.0)
+    assert (both.precision, both.recall, both.f1) == (1.0, 1.0, 1.0) and math.isnan(both.rmse)
+    no_pred = match_points(_pts(1, 2), none, max_distance=1.0)
+    assert (no_pred.tp, no_pred.fn, no_pred.precision, no_pred.recall, no_pred.f1) == (0, 2, 1.0, 0.0, 0.0)
+    no_gt = match_points(none, _pts(1), max_distance=1.0)
+    assert (no_gt.fp, no_gt.precision, no_gt.recall, no_gt.f1) == (1, 0.0, 1.0, 0.0)
+    far = match_points(_pts(0), _pts(9), max_distance=1.0)
+    assert far.f1 == 0.0 and far.pairs.shape == (0, 3)
+    assert prf(0, 0, 0) == (1.0, 1.0, 1.0)
+
+
+def test_large_random_sets_match_dense_hungarian():
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(0, 40, (300, 3))
+    pred = np.concatenate([gt[:250] + rng.normal(0, 1.0, (250, 3)), rng.uniform(0, 40, (60, 3))])
+    gate = 2.5
+    res = match_points(gt, pred, max_distance=gate)
+    dense = cdist(gt, pred)
+    big = gate * 400 + 1
+    cost = np.where(dense <= gate, dense, big)
+    r, c = linear_sum_assignment(cost)
+    ok = cost[r, c] < big
+    assert res.tp == int(ok.sum())
+    assert math.isclose(res.pairs[:, 2].sum(), dense[r[ok], c[ok]].sum(), rel_tol=1e-9)
+
+
+def _write_points(path, pts):
+    pd.DataFrame(np.asarray(pts, float).reshape(-1, 3), columns=["z", "y", "x"]).to_csv(path, index=False)
+
+
+def test_evaluate_sample_writes_tsv_and_matches(tmp_path):
+    _write_points(tmp_path / "gt.csv", [[1, 1, 1], [5, 5, 5], [9, 9, 9]])
+    _write_points(tmp_path / "pred.csv", [[1, 1, 2], [5, 6, 5], [20, 20, 20]])
+    row = evaluate_sample(tmp_path / "gt.csv", tmp_path / "pred.csv", sample="s1", gate=1.5,
+                          gate_unit="um", voxel_size=(1.0, 1.0, 1.0),
+                          output=tmp_path / "m.tsv", matches=tmp_path / "matches.csv")
+    assert (row["tp"], row["fp"], row["fn"]) == (2, 1, 1)
+    table = pd.read_csv(tmp_path / "m.tsv", sep="\t")
+    assert table["sample"].tolist() == ["s1"] and table["gate_unit"].iloc[0] == "um"
+    matches = pd.read_csv(tmp_path / "matches.csv")
+    assert sorted(matches["status"]) == ["fn", "fp", "tp", "tp"]
+    assert matches.loc[matches["status"] == "fn", "pred_index"].tolist() == [-1]
+    assert matches.loc[matches["status"] == "fp", "gt_index"].tolist() == [-1]
+    # the same gate in voxels with a coarse z spacing in µm loses nothing here (shifts are in y/x)
+    row_um = evaluate_sample(tmp_path / "gt.csv", tmp_path / "pred.csv", sample="s1", gate=0.9,
+                             gate_unit="um", voxel_size=(3.0, 0.5, 0.5))
+    assert row_um["tp"] == 2 and math.isclose(row_um["rmse"], 0.5)
+
+
+def test_evaluate_sample_empty_prediction_file(tmp_path):
+    _write_points(tmp_path / "gt.csv", [[1, 1, 1]])
+    (tmp_path / "pred.csv").write_text("z,y,x,score\n")
+    row = evaluate_sample(tmp_path / "gt.csv", tmp_path / "pred.csv", sample="s", gate=2.0)
+    assert (row["n_pred"], row["tp"], row["fn"], row["f1"]) == (0, 0, 1, 0.0)
+
+
+def test_aggregate_pooled_and_macro_by_hand(tmp_path):
+    rows = [
+        {"sample": "a", "n_gt": 10, "n_pred": 8, "tp": 6, "fp": 2, "fn": 4, "precision": 0.75,
+         "recall": 0.6, "f1": 2 * 0.75 * 0.6 / 1.35, "rmse": 1.0, "gate": 3.0, "gate_unit": "voxel"},
+        {"sample": "b", "n_gt": 5, "n_pred": 7, "tp": 4, "fp": 3, "fn": 1, "precision": 4 / 7,
+         "recall": 0.8, "f1": 2 * (4 / 7) * 0.8 / (4 / 7 + 0.8), "rmse": 2.0, "gate": 3.0,
+         "gate_unit": "voxel"},
+    ]
+    paths = []
+    for row in rows:
+        path = tmp_path / f"{row['sample']}.tsv"
+        pd.DataFrame([row]).to_csv(path, sep="\t", index=False)
+        paths.append(path)
+    out = aggregate_metrics(paths).set_index("sample")
+    pooled = out.loc["ALL"]
+    assert (pooled["tp"], pooled["fp"], pooled["fn"], pooled["n_gt"]) == (10, 5, 5, 15)
+    assert math.isclose(pooled["precision"], 10 / 15) and math.isclose(pooled["recall"], 10 / 15)
+    assert math.isclose(pooled["rmse"], math.sqrt((6 * 1.0 + 4 * 4.0) / 10))
+    macro = out.loc["MEAN"]
+    assert math.isclose(macro["f1"], (rows[0]["f1"] + rows[1]["f1"]) / 2)
+    assert math.isclose(macro["rmse"], 1.5)
+    assert list(out.index) == ["a", "b", "ALL", "MEAN"]
+
+
+def test_sweep_thresholds_picks_the_separating_score():
+    gt = _pts(0, 10, 20)
+    preds = pd.DataFrame({"z": 0.0, "y": 0.0, "x": [0.2, 10.1, 19.8, 5.0, 15.0],
+                          "score": [0.9, 0.8, 0.7, 0.3, 0.2]})
+    best, table = sweep_thresholds([preds], [gt], gate=1.0)
+    assert 0.3 <= best < 0.7
+    assert table["f1"].max() == 1.0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_invalid_gate(bad):
+    with pytest.raises(ValueError):
+        match_points(_pts(0), _pts(0), max_distance=bad)
