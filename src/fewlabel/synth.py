@@ -181,7 +181,7 @@ def _points_frame(coords: np.ndarray) -> pd.DataFrame:
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     """A uniformly random 3x3 rotation matrix (normalised Gaussian quaternion)."""
-    w, x, y, z = rng.normal(size=4) / 1.0
+    w, x, y, z = rng.normal(size=4)
     norm = np.sqrt(w * w + x * x + y * y + z * z)
     w, x, y, z = w / norm, x / norm, y / norm, z / norm
     return np.array([
@@ -258,7 +258,7 @@ def spot_volume(
         if n_blobs is None:
             n_blobs = max(1, int(round(3 * float(np.prod(size)) / (10 * 128 * 128))))
         blob_sigma_factor = rng.uniform(3.5, 5.0, size=n_blobs)
-        margin = np.minimum(sigma * 2, size / 2)
+        margin = np.minimum(sigma * 2, (size - 1) / 2)
         for k in range(n_blobs):
             centre = rng.uniform(margin, size - 1 - margin + 1e-9)
             blobs.append({"centre": centre.tolist(),
@@ -370,7 +370,7 @@ def centriole_volume(
     rng = np.random.default_rng(seed)
     size_um = np.asarray(shape, float) * voxel
     extent = barrel_length_um / 2 + barrel_radius_um + daughter_fraction * barrel_length_um
-    margin = np.minimum(np.full(3, extent * 0.75), size_um / 2)
+    margin = np.minimum(np.full(3, extent * 0.75), (size_um - voxel) / 2)
     centres_um = _sample_separated(rng, int(n_particles), margin, size_um - voxel - margin,
                                    np.ones(3), 2.0 * extent)
     step = float(voxel.min()) / 2
@@ -395,8 +395,9 @@ def centriole_volume(
         _splat(grid, kept / voxel, np.full(len(kept), brightness * step))
         points.append(centre / voxel)
     sigma_vox = np.asarray(psf_sigma_um, float) / voxel
-    # normalise: one triplet line (density 1 per µm along its axis) -> peak ~ photons
-    line_peak = 1.0 / (2 * np.pi * sigma_vox[1] * sigma_vox[2] * voxel[1] * voxel[2]) * voxel[0]
+    # normalise: a fully labelled triplet line (weight 1 per µm) along x peaks at ``photons``;
+    # its blurred peak is (weight per voxel along x) / (2 pi sigma_z sigma_y)
+    line_peak = voxel[2] / (2 * np.pi * sigma_vox[0] * sigma_vox[1])
     signal = ndi.gaussian_filter(grid, sigma_vox, mode="constant") * (photons / line_peak)
 
     n_specks = int(n_specks if n_specks is not None else max(1, round(n_particles / 2)))
@@ -529,15 +530,10 @@ def nuclei_pair(
     centres = _place_nuclei(rng, n, size_phys, forms, extents_z)
     n = len(centres)
 
-    grid = np.stack(np.meshgrid(*[np.arange(s) * sp for s, sp in zip(shape, spacing,
-                                                                       strict=True)],
-                                indexing="ij"), axis=-1).reshape(-1, 3)
-    q = np.empty((n, grid.shape[0]), np.float32)
-    for i in range(n):
-        q[i] = np.linalg.norm((grid - centres[i]) @ forms[i].T, axis=1)
+    q = np.stack([_ellipsoid_q(shape, spacing, centres[i], forms[i]) for i in range(n)])
     owner = np.argmin(q, axis=0)
-    qmin = q[owner, np.arange(q.shape[1])]
-    labels = np.where(qmin <= 1.0, owner + 1, 0).reshape(shape).astype(np.uint32)
+    qmin = np.take_along_axis(q, owner[None], axis=0)[0]
+    labels = np.where(qmin <= 1.0, owner + 1, 0).astype(np.uint32)
     labels = _keep_largest_components(labels)
 
     # nucleoli (a few small dense ellipsoids inside each nucleus), in normalised coordinates
@@ -546,9 +542,8 @@ def nuclei_pair(
         for _ in range(int(rng.integers(1, 3))):
             off = rng.normal(size=3)
             off = off / np.linalg.norm(off) * rng.uniform(0.0, 0.45)
-            local = (grid - centres[i]) @ forms[i].T - off
-            nucleoli |= ((np.linalg.norm(local, axis=1) <= rng.uniform(0.18, 0.28))
-                         .reshape(shape) & (labels == i + 1))
+            local = _ellipsoid_q(shape, spacing, centres[i], forms[i], offset=off)
+            nucleoli |= (local <= rng.uniform(0.18, 0.28)) & (labels == i + 1)
     inside = labels > 0
     ids = np.arange(1, n + 1)
 
@@ -599,6 +594,21 @@ def nuclei_pair(
                        points=points, meta=meta)
 
 
+def _ellipsoid_q(shape: tuple[int, int, int], spacing: np.ndarray, centre: np.ndarray,
+                 form: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+    """``q(x) = ||form (x - centre) - offset||`` on the voxel grid (physical ``x``), float32."""
+    d = [(np.arange(n) * sp - c).astype(np.float32)
+         for n, sp, c in zip(shape, spacing, centre, strict=True)]
+    d = [d[0][:, None, None], d[1][None, :, None], d[2][None, None, :]]
+    total = np.zeros(shape, np.float32)
+    for k in range(3):
+        comp = form[k, 0] * d[0] + form[k, 1] * d[1] + form[k, 2] * d[2]
+        if offset is not None:
+            comp = comp - offset[k]
+        total += comp * comp
+    return np.sqrt(total)
+
+
 def _small_rotation(rot: np.ndarray, fraction: float) -> np.ndarray:
     """A rotation ``fraction`` of the way from the identity to ``rot`` (axis-angle scaling)."""
     angle = np.arccos(np.clip((np.trace(rot) - 1) / 2, -1.0, 1.0))
@@ -632,114 +642,96 @@ def _keep_largest_components(labels: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- demo data
-@dataclass
-class SpotsDemoParams:
-    """Spot demo volumes (``spots_{split}.tif``)."""
-
-    shape: tuple[int, int, int] = (12, 96, 96)
-    snr: float = 4.0
-    density: str | float = "medium"
-    voxel_size: tuple[float, float, float] = (0.3, 0.1, 0.1)
-    sigma_xy: float = 1.0
-    sigma_z: float = 0.7
-    background: float = 10.0
-    clutter: bool = True
-
-
-@dataclass
-class NucleiDemoParams:
-    """Nuclei demo volumes (``nuclei_{split}_{labelfree,fluo,labels}.tif``)."""
-
-    shape: tuple[int, int, int] = (16, 64, 64)
-    n_nuclei: int = 6
-    radius_range: tuple[float, float] = (5.0, 9.0)
-    voxel_size: tuple[float, float, float] = (0.5, 0.25, 0.25)
+DEMO_SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class DemoParams:
-    """Parameters of :func:`make_demo`: ``{"spots": {...}, "nuclei": {...}, "splits": [...]}``.
+    """Parameters of :func:`make_demo` (the ``demo.params`` section of config.yaml).
 
-    Nuclei anisotropy is ``voxel_size[0] / voxel_size[2]``.
+    Flat keys, shapes ``[z, y, x]`` in voxels, voxel sizes ``[z, y, x]`` in µm. The nuclei
+    anisotropy (z / xy spacing) follows ``nuclei_voxel_size``.
     """
 
-    spots: SpotsDemoParams = field(default_factory=SpotsDemoParams)
-    nuclei: NucleiDemoParams = field(default_factory=NucleiDemoParams)
-    splits: tuple[str, ...] = ("train", "val", "test")
+    spots_shape: tuple[int, int, int] = (12, 96, 96)
+    spots_snr: float = 4.0
+    spots_density: str | float = "medium"
+    spots_voxel_size: tuple[float, float, float] = (0.3, 0.1, 0.1)
+    spots_sigma_xy: float = 1.0
+    spots_sigma_z: float = 0.7
+    spots_background: float = 10.0
+    spots_clutter: bool = True
+    nuclei_shape: tuple[int, int, int] = (16, 64, 64)
+    nuclei_count: int = 6
+    nuclei_radius_range: tuple[float, float] = (5.0, 9.0)
+    nuclei_voxel_size: tuple[float, float, float] = (0.5, 0.25, 0.25)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DemoParams:
-        """Build from a (partial) JSON dict; unknown keys raise ConfigError."""
+        """Build from a (partial) JSON dict; unknown keys and bad types raise ConfigError."""
         if data is None:
-            data = {}
+            return cls()
         if not isinstance(data, dict):
             raise ConfigError(f"demo params must be a JSON object, got {type(data).__name__}.",
-                              fix='pass e.g. {"spots": {"snr": 4}}.')
-        _reject_unknown(data, cls, "demo")
-        spots = _sub_params(SpotsDemoParams, data.get("spots"), "demo.spots")
-        nuclei = _sub_params(NucleiDemoParams, data.get("nuclei"), "demo.nuclei")
-        splits = tuple(str(s) for s in data.get("splits", cls().splits))
-        bad = [s for s in splits if s not in ("train", "val", "test", "predict")]
-        if bad or not splits or len(set(splits)) != len(splits):
-            raise ConfigError(f"demo.splits {list(splits)} invalid.",
-                              fix="use distinct values from train, val, test, predict.")
-        return cls(spots=spots, nuclei=nuclei, splits=splits)
+                              fix='pass e.g. {"spots_snr": 4}.')
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown demo parameter(s) {unknown}; allowed: {sorted(known)}.",
+                              fix="check the spelling under demo.params in config/config.yaml.")
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            values[name] = _check_param(name, value, getattr(defaults, name))
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _reject_unknown(data: dict[str, Any], cls: type, where: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in '{where}'; allowed: {sorted(known)}.",
-                          fix="check the spelling in config/config.yaml.")
-
-
-def _sub_params(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ConfigError(f"'{where}' must be a mapping, got {data!r}.")
-    _reject_unknown(data, cls, where)
-    defaults = cls()
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        default = getattr(defaults, f.name)
-        if isinstance(default, tuple):
-            if not isinstance(value, (list, tuple)) or len(value) != len(default):
-                raise ConfigError(f"'{where}.{f.name}' must be a list of {len(default)} numbers, "
-                                  f"got {value!r}.")
-            value = tuple(type(d)(v) for d, v in zip(default, value, strict=True))
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"'{where}.{f.name}' must be true/false, got {value!r}.")
-        elif f.name == "density":
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ConfigError(f"'{where}.density' must be low/medium/high or a number.")
-        elif isinstance(default, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"'{where}.{f.name}' must be a number, got {value!r}.")
-            value = type(default)(value)
-        values[f.name] = value
-    return cls(**values)
+def _check_param(name: str, value: Any, default: Any) -> Any:
+    where = f"demo.params.{name}"
+    if name == "spots_density":
+        if isinstance(value, str) and value in DENSITIES:
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        raise ConfigError(f"'{where}' = {value!r} is not {list(DENSITIES)} or a positive "
+                          "number (spots per 100^3 voxels).")
+    if isinstance(default, tuple):
+        ok = (isinstance(value, (list, tuple)) and len(value) == len(default)
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                      for v in value))
+        if not ok:
+            raise ConfigError(f"'{where}' = {value!r} is not a list of {len(default)} positive "
+                              "numbers.", fix="e.g. " + str(list(default)) + ".")
+        if isinstance(default[0], int) and not all(float(v).is_integer() for v in value):
+            raise ConfigError(f"'{where}' = {value!r} must hold integers.")
+        return tuple(type(d)(v) for d, v in zip(default, value, strict=True))
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{where}' must be true or false, got {value!r}.")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"'{where}' must be a positive number, got {value!r}.")
+    if isinstance(default, int) and not float(value).is_integer():
+        raise ConfigError(f"'{where}' must be an integer, got {value!r}.")
+    return type(default)(value)
 
 
 def write_tiff(path: str | Path, data: np.ndarray, voxel_size: Sequence[float]) -> None:
     """Write a ZYX array atomically as an ImageJ hyperstack TIFF with voxel size (µm).
 
-    uint8/uint16/float32 go to ImageJ TIFF; other integers (e.g. uint32 labels with ids above
-    65535) go to OME-TIFF.
+    uint8/uint16/float32 go to ImageJ TIFF (wider unsigned integers, e.g. uint32 labels, are
+    stored as uint16 when their maximum allows); anything else goes to OME-TIFF.
     """
     import tifffile
 
     from fewlabel.io import atomic_path
 
     vz, vy, vx = (float(v) for v in voxel_size)
+    if data.dtype.kind == "u" and data.dtype.itemsize > 2 and int(data.max(initial=0)) < 65536:
+        data = data.astype(np.uint16)
     with atomic_path(path) as tmp:
         if data.dtype in (np.uint8, np.uint16, np.float32):
             tifffile.imwrite(tmp, data, imagej=True, resolution=(1.0 / vx, 1.0 / vy),
@@ -748,10 +740,6 @@ def write_tiff(path: str | Path, data: np.ndarray, voxel_size: Sequence[float]) 
             tifffile.imwrite(tmp, data, ome=True, photometric="minisblack",
                              metadata={"axes": "ZYX", "PhysicalSizeZ": vz, "PhysicalSizeY": vy,
                                        "PhysicalSizeX": vx})
-
-
-def _label_dtype(labels: np.ndarray) -> np.ndarray:
-    return labels.astype(np.uint16) if int(labels.max(initial=0)) < 65536 else labels
 
 
 def _write_csv(points: pd.DataFrame, path: Path) -> None:
@@ -764,7 +752,7 @@ def make_demo(outdir: str | Path, *, params: DemoParams | None = None,
               seed: int = 0) -> list[dict[str, str]]:
     """Write the demo inputs and return their sample-sheet rows.
 
-    Files (for each split in ``params.splits``): ``spots_{split}.tif`` (uint16 Poisson counts)
+    Files (for each split train, val, test): ``spots_{split}.tif`` (uint16 Poisson counts)
     + ``spots_{split}.csv``; ``nuclei_{split}_labelfree.tif``, ``nuclei_{split}_fluo.tif``
     (float32), ``nuclei_{split}_labels.tif`` (uint16 instance ids) + ``nuclei_{split}.csv``
     (centroids); ``manifest.json`` written last (its presence means complete). Each file set
@@ -779,38 +767,41 @@ def make_demo(outdir: str | Path, *, params: DemoParams | None = None,
     manifest_path = outdir / "manifest.json"
     if manifest_path.exists():
         manifest_path.unlink()  # an old manifest must not vouch for a partial rewrite
-    sp, nu = params.spots, params.nuclei
+    p = params
     rows: list[dict[str, str]] = []
     files: list[str] = []
 
     def vs_text(v: Sequence[float]) -> str:
         return ",".join(f"{float(x):g}" for x in v)
 
-    for split in params.splits:
-        s = spot_volume(sp.shape, snr=sp.snr, density=sp.density, sigma_xy=sp.sigma_xy,
-                        sigma_z=sp.sigma_z, background=sp.background, clutter=sp.clutter,
+    for split in DEMO_SPLITS:
+        s = spot_volume(p.spots_shape, snr=p.spots_snr, density=p.spots_density,
+                        sigma_xy=p.spots_sigma_xy, sigma_z=p.spots_sigma_z,
+                        background=p.spots_background, clutter=p.spots_clutter,
                         seed=derive_seed(seed, "spots", split))
         image = np.clip(np.rint(s.image), 0, 65535).astype(np.uint16)
-        write_tiff(outdir / f"spots_{split}.tif", image, sp.voxel_size)
+        write_tiff(outdir / f"spots_{split}.tif", image, p.spots_voxel_size)
         _write_csv(s.points, outdir / f"spots_{split}.csv")
         files += [f"spots_{split}.tif", f"spots_{split}.csv"]
         rows.append({"sample": f"spots_{split}", "image": str(outdir / f"spots_{split}.tif"),
-                     "channel": "", "voxel_size": vs_text(sp.voxel_size), "split": split,
+                     "channel": "", "voxel_size": vs_text(p.spots_voxel_size), "split": split,
                      "task": "detect", "points": str(outdir / f"spots_{split}.csv"),
                      "labels": "", "target": ""})
 
-        anisotropy = float(nu.voxel_size[0]) / float(nu.voxel_size[2])
-        n = nuclei_pair(nu.shape, n_nuclei=nu.n_nuclei, radius_range=nu.radius_range,
-                        anisotropy=anisotropy, seed=derive_seed(seed, "nuclei", split))
+    for split in DEMO_SPLITS:
+        anisotropy = float(p.nuclei_voxel_size[0]) / float(p.nuclei_voxel_size[2])
+        n = nuclei_pair(p.nuclei_shape, n_nuclei=p.nuclei_count,
+                        radius_range=p.nuclei_radius_range, anisotropy=anisotropy,
+                        seed=derive_seed(seed, "nuclei", split))
         stem = f"nuclei_{split}"
-        write_tiff(outdir / f"{stem}_labelfree.tif", n.label_free, nu.voxel_size)
-        write_tiff(outdir / f"{stem}_fluo.tif", n.fluorescence, nu.voxel_size)
-        write_tiff(outdir / f"{stem}_labels.tif", _label_dtype(n.labels), nu.voxel_size)
+        write_tiff(outdir / f"{stem}_labelfree.tif", n.label_free, p.nuclei_voxel_size)
+        write_tiff(outdir / f"{stem}_fluo.tif", n.fluorescence, p.nuclei_voxel_size)
+        write_tiff(outdir / f"{stem}_labels.tif", n.labels, p.nuclei_voxel_size)
         _write_csv(n.points, outdir / f"{stem}.csv")
         files += [f"{stem}_labelfree.tif", f"{stem}_fluo.tif", f"{stem}_labels.tif",
                   f"{stem}.csv"]
         rows.append({"sample": stem, "image": str(outdir / f"{stem}_labelfree.tif"),
-                     "channel": "", "voxel_size": vs_text(nu.voxel_size), "split": split,
+                     "channel": "", "voxel_size": vs_text(p.nuclei_voxel_size), "split": split,
                      "task": "segment", "points": str(outdir / f"{stem}.csv"),
                      "labels": str(outdir / f"{stem}_labels.tif"),
                      "target": str(outdir / f"{stem}_fluo.tif")})
