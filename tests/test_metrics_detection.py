@@ -68,7 +68,8 @@ def test_empty_cases():
     both = match_points(none, none, max_distance=1.0)
     assert (both.precision, both.recall, both.f1) == (1.0, 1.0, 1.0) and math.isnan(both.rmse)
     no_pred = match_points(_pts(1, 2), none, max_distance=1.0)
-    assert (no_pred.tp, no_pred.fn, no_pred.precision, no_pred.recall, no_pred.f1) == (0, 2, 1.0, 0.0, 0.0)
+    assert (no_pred.tp, no_pred.fn, no_pred.precision, no_pred.recall, no_pred.f1) == \
+        (0, 2, 1.0, 0.0, 0.0)
     no_gt = match_points(none, _pts(1), max_distance=1.0)
     assert (no_gt.fp, no_gt.precision, no_gt.recall, no_gt.f1) == (1, 0.0, 1.0, 0.0)
     far = match_points(_pts(0), _pts(9), max_distance=1.0)
@@ -95,7 +96,8 @@ def test_large_random_sets_match_dense_hungarian():
 
 
 def _write_points(path, pts):
-    pd.DataFrame(np.asarray(pts, float).reshape(-1, 3), columns=["z", "y", "x"]).to_csv(path, index=False)
+    table = pd.DataFrame(np.asarray(pts, float).reshape(-1, 3), columns=["z", "y", "x"])
+    table.to_csv(path, index=False)
 
 
 def test_evaluate_sample_writes_tsv_and_matches(tmp_path):
@@ -127,7 +129,8 @@ def test_evaluate_sample_empty_prediction_file(tmp_path):
 def test_aggregate_pooled_and_macro_by_hand(tmp_path):
     rows = [
         {"sample": "a", "n_gt": 10, "n_pred": 8, "tp": 6, "fp": 2, "fn": 4, "precision": 0.75,
-         "recall": 0.6, "f1": 2 * 0.75 * 0.6 / 1.35, "rmse": 1.0, "gate": 3.0, "gate_unit": "voxel"},
+         "recall": 0.6, "f1": 2 * 0.75 * 0.6 / 1.35, "rmse": 1.0, "gate": 3.0,
+         "gate_unit": "voxel"},
         {"sample": "b", "n_gt": 5, "n_pred": 7, "tp": 4, "fp": 3, "fn": 1, "precision": 4 / 7,
          "recall": 0.8, "f1": 2 * (4 / 7) * 0.8 / (4 / 7 + 0.8), "rmse": 2.0, "gate": 3.0,
          "gate_unit": "voxel"},

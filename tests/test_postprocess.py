@@ -86,8 +86,10 @@ def _noise_density(shape, seed):
     return ndimage.gaussian_filter(rng.random(shape), 1.0).astype(np.float32)
 
 
-@pytest.mark.parametrize("block_shape", [(5, 7, 9), (8, 16, 16), (3, 4, 5), (23, 1, 37), (64, 64, 64)])
-@pytest.mark.parametrize("min_distance,refine", [((1, 2, 2), (1, 1, 1)), (2, (1, 2, 2)), ((0, 1, 3), 0)])
+@pytest.mark.parametrize("block_shape",
+                         [(5, 7, 9), (8, 16, 16), (3, 4, 5), (23, 1, 37), (64, 64, 64)])
+@pytest.mark.parametrize("min_distance,refine",
+                         [((1, 2, 2), (1, 1, 1)), (2, (1, 2, 2)), ((0, 1, 3), 0)])
 def test_chunked_extraction_equals_whole_volume(block_shape, min_distance, refine):
     density = _noise_density((23, 41, 37), seed=1)  # not a multiple of any block shape
     whole = find_peaks(density, threshold=0.5, min_distance=min_distance, refine_radius=refine)

@@ -55,7 +55,7 @@ def _triple(value: Sequence[int] | int, name: str) -> tuple[int, int, int]:
 
 
 def ellipsoid_offsets(radius: Sequence[int] | int) -> np.ndarray:
-    """Integer offsets (K, 3) of the ellipsoid ``Σ (o_i / r_i)² ≤ 1`` (axes with r_i = 0: o_i = 0)."""
+    """Integer offsets (K, 3) of the ellipsoid ``Σ (o_i / r_i)² ≤ 1`` (o_i = 0 where r_i = 0)."""
     r = _triple(radius, "min_distance")
     axes = [np.arange(-ri, ri + 1) for ri in r]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
@@ -107,7 +107,7 @@ def _is_peak(d: np.ndarray, cand: np.ndarray, offsets: np.ndarray) -> np.ndarray
     for off in offsets:
         if not off.any():
             continue
-        lex_before = bool(off[0] < 0 or (off[0] == 0 and (off[1] < 0 or (off[1] == 0 and off[2] < 0))))
+        lex_before = bool(tuple(off) < (0, 0, 0))  # u precedes v in (z, y, x) order
         nb = cand + off
         inside = ((nb >= 0) & (nb < shape)).all(axis=1) & keep
         if not inside.any():

@@ -125,6 +125,10 @@ def match_points(
             order = np.argsort(comp_of_pair, kind="stable")
             bounds = np.flatnonzero(np.diff(comp_of_pair[order])) + 1
             for chunk in np.split(order, bounds):
+                if len(chunk) == 1:  # an isolated pair (the common case): nothing to solve
+                    k = int(chunk[0])
+                    pairs.append((int(rows[k]), int(cols[k]), float(dists[k])))
+                    continue
                 cr, cc, cd = rows[chunk], cols[chunk], dists[chunk]
                 ug, ri = np.unique(cr, return_inverse=True)
                 up, ci = np.unique(cc, return_inverse=True)
@@ -160,20 +164,24 @@ def sweep_thresholds(
 
     ``pred_tables`` hold detections found at the lowest threshold of interest (columns
     ``z, y, x, score``); keeping rows with ``score > t`` gives the detections at threshold ``t``
-    (exact for :func:`fewlabel.postprocess.find_peaks`). Candidates default to ``n_candidates``
-    quantiles of all scores. Returns the threshold with the best F1 (the highest such threshold
-    on ties) and the table ``threshold, precision, recall, f1, tp, fp, fn``.
+    (exact for :func:`fewlabel.postprocess.find_peaks`).
+
+    Candidates default to :func:`default_candidates` (just below detection scores); the best
+    one (max pooled F1; the median one on ties) is then moved to the middle of its score gap
+    — halfway between the lowest kept and the highest dropped score, which keeps the same
+    detections with the widest margin — and that value is returned and written in its row.
+    Given ``candidates`` are returned as they are (max F1, median on ties).
+
+    Returns ``(best_threshold, table)`` with columns threshold, precision, recall, f1, tp, fp, fn
+    (sorted by threshold).
     """
     scales = scales or [(1.0, 1.0, 1.0)] * len(pred_tables)
+    scores = np.concatenate([t["score"].to_numpy(float) for t in pred_tables]) \
+        if pred_tables else np.zeros(0)
+    given = candidates is not None
     if candidates is None:
-        scores = np.concatenate([t["score"].to_numpy(float) for t in pred_tables]) \
-            if pred_tables else np.zeros(0)
-        if len(scores) == 0:
-            candidates = [0.0]
-        else:
-            # thresholds just below each quantile score so that score itself is kept
-            qs = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, n_candidates)))
-            candidates = np.nextafter(qs, -np.inf)
+        candidates = default_candidates(scores, sum(len(g) for g in gt_points_list),
+                                        n_candidates=n_candidates)
     rows = []
     for t in sorted(float(c) for c in candidates):
         tp = fp = fn = 0
@@ -185,9 +193,36 @@ def sweep_thresholds(
         rows.append({"threshold": t, "precision": precision, "recall": recall, "f1": f1,
                      "tp": tp, "fp": fp, "fn": fn})
     table = pd.DataFrame(rows)
-    best = table["f1"].to_numpy()
-    best_index = int(np.flatnonzero(best == best.max())[-1])
-    return float(table["threshold"].iloc[best_index]), table
+    if table.empty:
+        raise ValueError("no candidate thresholds given")
+    f1s = table["f1"].to_numpy()
+    tied = np.flatnonzero(f1s == f1s.max())
+    best_index = int(tied[len(tied) // 2])
+    best = float(table["threshold"].iloc[best_index])
+    if not given:
+        kept, dropped = scores[scores > best], scores[scores <= best]
+        if len(kept) and len(dropped):
+            best = float((kept.min() + dropped.max()) / 2.0)
+            table.loc[best_index, "threshold"] = best
+    return best, table
+
+
+def default_candidates(scores: np.ndarray, n_gt: int, *, n_candidates: int = 100) -> np.ndarray:
+    """Candidate thresholds just below detection scores, dense where #kept ≈ #ground truth.
+
+    With scores sorted in descending order, threshold ``nextafter(score_k, -inf)`` keeps the
+    ``k`` best detections. ``k`` runs over ``n_candidates`` values spread evenly on
+    ``1..min(M, 4·n_gt + 10)`` (where the F1 optimum lies) plus ``n_candidates // 4`` values
+    spread over all ``M`` detections. No detections → ``[0.0]``.
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    m = len(scores)
+    if m == 0:
+        return np.asarray([0.0])
+    dense = np.linspace(1, min(m, 4 * int(n_gt) + 10), max(2, int(n_candidates)))
+    coarse = np.linspace(1, m, max(2, int(n_candidates) // 4))
+    ranks = np.unique(np.round(np.concatenate([dense, coarse])).astype(int))
+    return np.unique(np.nextafter(scores[ranks - 1], -np.inf))
 
 
 def gate_scale(gate_unit: str, voxel_size: Sequence[float]) -> tuple[float, float, float]:

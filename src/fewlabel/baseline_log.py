@@ -1,0 +1,376 @@
+"""Classical baseline: SEF3D-style Laplacian-of-Gaussian spot detector with a tuned threshold.
+
+Response (scale-normalised LoG, sign flipped so bright spots give positive peaks)::
+
+    R(x) = - Σ_i σ_i² ∂²/∂x_i² (G_σ * I')(x),      I' = (I - p_low) / (p_high - p_low)
+
+with per-axis σ = (σ_z, σ_y, σ_x) in voxels (≈ the PSF s.d.; for isotropic σ this is
+``-σ² scipy.ndimage.gaussian_laplace``) and ``I'`` the image normalised by its intensity
+percentiles (so one threshold transfers between volumes). Detections are the local maxima of
+``R`` above a threshold (:func:`fewlabel.postprocess.find_peaks`); the threshold is the one
+maximising the pooled F1 on the annotated training volumes (:func:`tune_log_threshold`).
+
+The Gaussian kernels are truncated at ``ceil(4σ)`` voxels, so the response is computed block by
+block with that halo (:func:`fewlabel.blocks.map_blocks`) and equals the whole-volume response.
+
+A "LoG model folder" (same layout as other model folders, without weights)::
+
+    model.json          {"format": 1, "name": "log", "sigma": [z, y, x], "min_distance": ...,
+                         "refine_radius": ..., "truncate": 4.0}
+    thresholds.json     {"detection_threshold": t, "f1_curve": [{threshold, precision, ...}]}
+    normalization.json  {"percentiles": [low, high]}  (or {} when not normalised)
+    training.json       training settings and summary (samples, gate, best F1)
+    curve.tsv           the threshold sweep: threshold, precision, recall, f1, tp, fp, fn
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from fewlabel.errors import ConfigError, ModelError
+from fewlabel.postprocess import find_peaks
+
+log = logging.getLogger(__name__)
+
+TRUNCATE = 4.0
+MODEL_JSON = "model.json"
+THRESHOLDS_JSON = "thresholds.json"
+NORMALIZATION_JSON = "normalization.json"
+TRAINING_JSON = "training.json"
+CURVE_TSV = "curve.tsv"
+THRESHOLD_KEY = "detection_threshold"
+
+
+@dataclass
+class LogParams:
+    """Settings of the LoG baseline (``detection.log`` config section).
+
+    sigma : LoG scale (z, y, x) in voxels, ≈ the PSF s.d. of a spot.
+    min_distance : peak suppression radii (z, y, x) in voxels.
+    refine_radius : sub-voxel centroid box half-size (z, y, x).
+    gate, gate_unit : matching gate used to tune the threshold ('voxel' or 'um').
+    n_candidates : thresholds tried (quantiles of the training peak scores).
+    percentiles : intensity normalisation percentiles; ``None`` disables normalisation.
+    """
+
+    sigma: list[float] = field(default_factory=lambda: [1.0, 1.5, 1.5])
+    min_distance: list[int] = field(default_factory=lambda: [1, 2, 2])
+    refine_radius: list[int] = field(default_factory=lambda: [1, 1, 1])
+    gate: float = 3.0
+    gate_unit: str = "voxel"
+    n_candidates: int = 100
+    percentiles: list[float] | None = field(default_factory=lambda: [1.0, 99.8])
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> LogParams:
+        """Build from a (partial) dict; unknown keys or bad values raise ConfigError."""
+        data = dict(data or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown LoG setting(s) {unknown}; known: {sorted(known)}.",
+                              fix="check the detection.log section of the config.")
+        params = cls(**data)
+        params.sigma = [float(v) for v in _triple_list(params.sigma, "sigma")]
+        params.min_distance = [int(v) for v in _triple_list(params.min_distance, "min_distance")]
+        params.refine_radius = [int(v) for v in _triple_list(params.refine_radius,
+                                                             "refine_radius")]
+        if min(params.sigma) < 0 or max(params.sigma) <= 0:
+            raise ConfigError(f"LoG sigma {params.sigma} must be >= 0 with one axis > 0.",
+                              fix="give sigma as [z, y, x] voxels, e.g. [1.0, 1.5, 1.5].")
+        if min(params.min_distance) < 0 or min(params.refine_radius) < 0:
+            raise ConfigError("LoG min_distance / refine_radius must be >= 0.",
+                              fix="use e.g. min_distance [1, 2, 2], refine_radius [1, 1, 1].")
+        if params.gate_unit not in ("voxel", "um") or not params.gate > 0:
+            raise ConfigError(f"LoG gate {params.gate} {params.gate_unit!r} is invalid.",
+                              fix="gate > 0 with gate_unit 'voxel' or 'um'.")
+        if params.percentiles is not None and (
+                len(params.percentiles) != 2 or not 0 <= params.percentiles[0]
+                < params.percentiles[1] <= 100):
+            raise ConfigError(f"LoG percentiles {params.percentiles} must be [low, high] in "
+                              "0..100 with low < high.", fix="use e.g. [1, 99.8] or null.")
+        return params
+
+
+def _triple_list(value: Any, name: str) -> list[Any]:
+    if isinstance(value, (int, float)):
+        return [value] * 3
+    values = list(value)
+    if len(values) != 3:
+        raise ConfigError(f"LoG {name} must be a number or [z, y, x], got {value!r}.",
+                          fix=f"write {name} as a list of three numbers.")
+    return values
+
+
+def log_halo(sigma_zyx: Sequence[float]) -> tuple[int, int, int]:
+    """Halo (voxels) for exact blockwise LoG: the kernel radius ``ceil(4σ)`` per axis."""
+    halo = tuple(int(math.ceil(TRUNCATE * float(s))) for s in sigma_zyx)
+    return halo  # type: ignore[return-value]
+
+
+def log_response(volume: np.ndarray, sigma_zyx: Sequence[float], *, scale: float = 1.0,
+                 offset: float = 0.0) -> np.ndarray:
+    """Scale-normalised, sign-flipped LoG ``R = -Σ σ_i² ∂²_i (G_σ * I')`` (module docstring).
+
+    ``I' = (volume - offset) / scale`` (the offset cancels in the derivatives and is accepted for
+    symmetry with the normalisation). ZYX in, float32 ZYX out; borders use scipy's 'reflect'.
+    """
+    data = np.asarray(volume, dtype=np.float64)
+    if data.ndim == 2:
+        data = data[None]
+    sigma = [float(s) for s in sigma_zyx]
+    out = np.zeros(data.shape, dtype=np.float64)
+    for axis in range(3):
+        if sigma[axis] <= 0 or data.shape[axis] == 1:
+            continue  # no derivative along a flat axis (e.g. z of a 2D image)
+        order = [0, 0, 0]
+        order[axis] = 2
+        out -= sigma[axis] ** 2 * ndimage.gaussian_filter(data, sigma, order=order,
+                                                          truncate=TRUNCATE, mode="reflect")
+    del offset  # the LoG of a constant is zero
+    return (out / float(scale)).astype(np.float32)
+
+
+def _normalization(array: Any, percentiles: Sequence[float] | None) -> tuple[float, float]:
+    if percentiles is None:
+        return 0.0, 1.0
+    from fewlabel.normalize import percentile_range
+
+    low, high = percentile_range(array, tuple(percentiles))
+    return low, high - low
+
+
+def detect_log(
+    volume: np.ndarray,
+    *,
+    sigma: Sequence[float],
+    threshold: float,
+    min_distance: Sequence[int] | int,
+    refine_radius: Sequence[int] | int = 1,
+    percentiles: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """Detect spots in a (small, in-memory) ZYX volume: peaks of :func:`log_response`.
+
+    Returns the :func:`fewlabel.postprocess.find_peaks` table ``z, y, x, score``.
+    """
+    offset, scale = _normalization(volume, percentiles)
+    response = log_response(volume, sigma, scale=scale, offset=offset)
+    return find_peaks(response, threshold=threshold, min_distance=tuple(_ints(min_distance)),
+                      refine_radius=tuple(_ints(refine_radius)))
+
+
+def _ints(value: Sequence[int] | int) -> list[int]:
+    return [int(value)] * 3 if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+
+
+def tune_log_threshold(
+    volumes: Sequence[np.ndarray],
+    gt_points_list: Sequence[np.ndarray],
+    *,
+    sigma: Sequence[float],
+    min_distance: Sequence[int] | int,
+    gate: float,
+    candidates: Sequence[float] | None = None,
+    refine_radius: Sequence[int] | int = 1,
+    scales: Sequence[Sequence[float]] | None = None,
+    percentiles: Sequence[float] | None = None,
+    n_candidates: int = 100,
+) -> tuple[float, pd.DataFrame]:
+    """Threshold maximising the pooled F1 of :func:`detect_log` on annotated volumes.
+
+    Peaks are found once per volume at the lowest threshold (0, or min(candidates)); since the
+    peak rule is local, the detections at a higher threshold ``t`` are the peaks with score > t,
+    so every candidate is scored by Hungarian matching without re-detection.
+    ``scales`` (one (z, y, x) per volume) makes the ``gate`` physical (µm); default voxels.
+
+    Returns ``(best_threshold, table)`` with columns threshold, precision, recall, f1, tp, fp, fn.
+    """
+    from fewlabel.metrics.detection import sweep_thresholds
+
+    if len(volumes) != len(gt_points_list) or not volumes:
+        raise ValueError("need one ground-truth point array per volume (and at least one)")
+    # peaks at t >= base are the peaks at base with score > t (local peak rule)
+    base = float(min(candidates)) if candidates is not None and len(candidates) else 0.0
+    tables = [detect_log(v, sigma=sigma, threshold=base, min_distance=min_distance,
+                         refine_radius=refine_radius, percentiles=percentiles) for v in volumes]
+    gts = [np.asarray(g, dtype=np.float64).reshape(-1, 3) for g in gt_points_list]
+    best, table = sweep_thresholds(tables, gts, gate=gate, scales=scales, candidates=candidates,
+                                   n_candidates=n_candidates)
+    row = table.loc[table["threshold"] == best].iloc[0]
+    log.info("LoG threshold %.4g: P=%.3f R=%.3f F1=%.3f on %d volume(s)", best, row["precision"],
+             row["recall"], row["f1"], len(volumes))
+    return best, table
+
+
+def log_response_zarr(
+    source: Any,
+    output: str | Path,
+    *,
+    sigma: Sequence[float],
+    voxel_size: Sequence[float],
+    percentiles: Sequence[float] | None = None,
+    workers: int = 1,
+    chunks: Sequence[int] | None = None,
+    sample: str | None = None,
+) -> tuple[float, float]:
+    """Write :func:`log_response` of a (Zarr) ZYX image to a float32 OME-Zarr, block by block.
+
+    Blocks follow ``chunks`` (default: the source's chunks) with a halo of ``ceil(4σ)``, so the
+    result equals the whole-volume response. Written atomically. Returns the normalisation
+    ``(offset, scale)`` used.
+    """
+    from fewlabel.blocks import map_blocks
+    from fewlabel.io import atomic_path, create_ome_zarr
+
+    shape = tuple(int(s) for s in source.shape[-3:])
+    chunks = tuple(chunks or getattr(source, "chunks", None) or (32, 128, 128))[-3:]
+    offset, scale = _normalization(source, percentiles)
+    attrs = {"kind": "log_response", "sigma": [float(s) for s in sigma],
+             "normalization": {"offset": offset, "scale": scale}}
+    if sample is not None:
+        attrs["sample"] = sample
+    with atomic_path(output) as tmp:
+        target = create_ome_zarr(tmp, shape, np.float32, chunks, voxel_size,
+                                 name=f"{sample or 'image'}:log", extra_attrs=attrs)
+
+        def func(block: np.ndarray) -> np.ndarray:
+            return log_response(block, sigma, scale=scale, offset=offset)
+
+        map_blocks(func, source, target, halo=log_halo(sigma), workers=workers, desc="LoG blocks")
+    return offset, scale
+
+
+# --------------------------------------------------------------------------- model folder
+def save_log_model(
+    folder: str | Path,
+    sigma: Sequence[float],
+    threshold: float,
+    f1_table: pd.DataFrame,
+    *,
+    params: LogParams | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write a LoG model folder atomically (layout in the module docstring)."""
+    from fewlabel.io import atomic_path
+    from fewlabel.runtime import write_json
+
+    params = params or LogParams(sigma=[float(s) for s in sigma])
+    folder = Path(folder)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir(parents=True)
+        write_json({"format": 1, "name": "log", "sigma": [float(s) for s in sigma],
+                    "min_distance": list(params.min_distance),
+                    "refine_radius": list(params.refine_radius), "truncate": TRUNCATE},
+                   tmp / MODEL_JSON)
+        write_json({THRESHOLD_KEY: float(threshold),
+                    "f1_curve": f1_table.to_dict(orient="records")}, tmp / THRESHOLDS_JSON)
+        write_json({"percentiles": list(params.percentiles)} if params.percentiles else {},
+                   tmp / NORMALIZATION_JSON)
+        write_json({"params": asdict(params), **(training or {})}, tmp / TRAINING_JSON)
+        f1_table.to_csv(tmp / CURVE_TSV, sep="\t", index=False, float_format="%.6g")
+    log.info("saved LoG model (sigma=%s, threshold=%.4g) to %s", list(sigma), threshold, folder)
+    return folder
+
+
+@dataclass
+class LogModel:
+    """A loaded LoG model folder."""
+
+    sigma: list[float]
+    threshold: float
+    min_distance: list[int]
+    refine_radius: list[int]
+    percentiles: list[float] | None
+    folder: Path
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    import json
+
+    if not path.exists():
+        raise ModelError(f"{what} '{path.name}' is missing from the model folder.", path=path,
+                         fix="train the model again (train-log) or point --model-dir at a "
+                             "complete model folder.")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{what} is not valid JSON ({exc}).", path=path,
+                         fix="retrain the model; the folder is corrupt.") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{what} must hold a JSON object.", path=path, fix="retrain the model.")
+    return data
+
+
+def read_threshold(model_dir: str | Path, key: str = THRESHOLD_KEY) -> float:
+    """The tuned ``key`` of ``<model_dir>/thresholds.json``; ModelError naming the file if absent."""
+    path = Path(model_dir) / THRESHOLDS_JSON
+    data = _read_json(path, "thresholds file")
+    if key not in data or not isinstance(data[key], (int, float)):
+        raise ModelError(f"thresholds file has no numeric '{key}' (keys: {sorted(data)}).",
+                         path=path, fix="retrain the model so that it tunes a detection "
+                                        "threshold, or pass --threshold explicitly.")
+    return float(data[key])
+
+
+def load_log_model(folder: str | Path) -> LogModel:
+    """Read a LoG model folder written by :func:`save_log_model`."""
+    folder = Path(folder)
+    model = _read_json(folder / MODEL_JSON, "model description")
+    if model.get("name") != "log":
+        raise ModelError(f"model folder holds a '{model.get('name')}' model, not a LoG model.",
+                         path=folder / MODEL_JSON, fix="use the LoG model folder (train-log).")
+    norm = _read_json(folder / NORMALIZATION_JSON, "normalisation file") \
+        if (folder / NORMALIZATION_JSON).exists() else {}
+    return LogModel(sigma=[float(s) for s in model["sigma"]], threshold=read_threshold(folder),
+                    min_distance=[int(v) for v in model.get("min_distance", [1, 2, 2])],
+                    refine_radius=[int(v) for v in model.get("refine_radius", [1, 1, 1])],
+                    percentiles=norm.get("percentiles"), folder=folder)
+
+
+def train_log(
+    samples: Sequence[dict[str, Any]],
+    output_dir: str | Path,
+    *,
+    params: LogParams,
+) -> tuple[float, pd.DataFrame]:
+    """Tune the LoG threshold on annotated samples ``[{sample, image, points}]`` and save a model.
+
+    ``image`` is an OME-Zarr (read whole: training volumes are few-shot crops), ``points`` a
+    CSV of z,y,x voxels. Gates in µm use each image's voxel size.
+    """
+    from fewlabel.io import open_ome_zarr, read_points_csv
+
+    if not samples:
+        raise ConfigError("train-log needs at least one annotated sample.",
+                          fix="mark samples with points as split 'train' in the sample sheet.")
+    volumes, gts, scales = [], [], []
+    for entry in samples:
+        missing = [k for k in ("sample", "image", "points") if k not in entry]
+        if missing:
+            raise ConfigError(f"train-log sample entry {entry} lacks {missing}.",
+                              fix="give a list of {sample, image, points} objects.")
+        vol = open_ome_zarr(entry["image"], sample=entry["sample"])
+        data = np.asarray(vol.array[...])
+        volumes.append(data[0] if data.ndim == 4 else data)
+        pts = read_points_csv(entry["points"], shape=vol.shape[-3:], sample=entry["sample"],
+                              allow_empty=True)
+        gts.append(pts[["z", "y", "x"]].to_numpy(float))
+        scales.append(tuple(vol.voxel_size) if params.gate_unit == "um" else (1.0, 1.0, 1.0))
+    best, table = tune_log_threshold(
+        volumes, gts, sigma=params.sigma, min_distance=params.min_distance, gate=params.gate,
+        refine_radius=params.refine_radius, scales=scales, percentiles=params.percentiles,
+        n_candidates=params.n_candidates)
+    row = table.loc[table["threshold"] == best].iloc[0]
+    summary = {"samples": [str(e["sample"]) for e in samples],
+               "best": {k: float(row[k]) for k in ("threshold", "precision", "recall", "f1")}}
+    save_log_model(output_dir, params.sigma, best, table, params=params, training=summary)
+    return best, table

@@ -1,0 +1,98 @@
+"""Stages ``evaluate-detection`` (F1@gate + RMSE per sample) and ``aggregate-metrics``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fewlabel.cli import add_common, json_arg
+from fewlabel.errors import ConfigError
+
+
+@dataclass
+class DetectionEvalParams:
+    """``--params`` of evaluate-detection (config ``evaluation.detection``).
+
+    gate : matching gate (pairs farther apart never match).
+    gate_unit : 'voxel' (distances in voxels) or 'um' (coordinates × voxel size first).
+    """
+
+    gate: float = 3.0
+    gate_unit: str = "voxel"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> DetectionEvalParams:
+        data = dict(data or {})
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown evaluate-detection setting(s) {unknown}; known: "
+                              f"{sorted(cls.__dataclass_fields__)}.",
+                              fix="check the evaluation section of the config.")
+        params = cls(**data)
+        if not isinstance(params.gate, (int, float)) or not params.gate > 0 \
+                or not math.isfinite(params.gate):
+            raise ConfigError(f"evaluation gate {params.gate!r} must be a positive number.",
+                              fix="use e.g. 3 (voxels) or 2.0 (µm).")
+        if params.gate_unit not in ("voxel", "um"):
+            raise ConfigError(f"evaluation gate_unit {params.gate_unit!r} must be 'voxel' or "
+                              "'um'.", fix="set gate_unit: voxel or gate_unit: um.")
+        params.gate = float(params.gate)
+        return params
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate-detection",
+                              help="match predicted to ground-truth points: P/R/F1@gate, RMSE")
+    p.add_argument("--sample", required=True)
+    p.add_argument("--gt", required=True, help="ground-truth points CSV (z,y,x voxels)")
+    p.add_argument("--pred", required=True, help="predicted points CSV (z,y,x voxels)")
+    p.add_argument("--voxel-size", type=json_arg, default=None,
+                   help="JSON [z, y, x] µm (needed for gate_unit 'um')")
+    p.add_argument("--params", type=json_arg, default=None,
+                   help='JSON {"gate": 3.0, "gate_unit": "voxel"|"um"}')
+    p.add_argument("--output", required=True, help="one-row metrics TSV")
+    p.add_argument("--matches", default=None, help="per-point matches CSV")
+    add_common(p)
+    p.set_defaults(handler=run_evaluate_detection)
+
+    q = subparsers.add_parser("aggregate-metrics",
+                              help="per-sample detection metrics -> table with pooled/mean rows")
+    q.add_argument("--inputs", nargs="+", required=True, help="metrics TSVs (evaluate-detection)")
+    q.add_argument("--output", required=True, help="summary TSV")
+    add_common(q)
+    q.set_defaults(handler=run_aggregate_metrics)
+
+
+def _voxel_size(value: Any, sample: str) -> tuple[float, float, float]:
+    try:
+        vs = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        vs = ()
+    if len(vs) != 3 or not all(v > 0 and math.isfinite(v) for v in vs):
+        raise ConfigError(f"--voxel-size {value!r} is not three positive numbers.",
+                          sample=sample, fix="pass --voxel-size '[z, y, x]' in µm.")
+    return vs  # type: ignore[return-value]
+
+
+def run_evaluate_detection(args: argparse.Namespace) -> None:
+    from fewlabel.metrics.detection import evaluate_sample
+
+    params = DetectionEvalParams.from_dict(args.params)
+    if args.voxel_size is None:
+        if params.gate_unit == "um":
+            raise ConfigError("gate_unit 'um' needs the sample's voxel size.", sample=args.sample,
+                              fix="pass --voxel-size '[z, y, x]' (µm) or use gate_unit 'voxel'.")
+        voxel = (1.0, 1.0, 1.0)
+    else:
+        voxel = _voxel_size(args.voxel_size, args.sample)
+    evaluate_sample(args.gt, args.pred, sample=args.sample, gate=params.gate,
+                    gate_unit=params.gate_unit, voxel_size=voxel, output=args.output,
+                    matches=args.matches)
+
+
+def run_aggregate_metrics(args: argparse.Namespace) -> None:
+    from fewlabel.metrics.detection import aggregate_metrics, write_tsv
+
+    write_tsv(aggregate_metrics(args.inputs), args.output)

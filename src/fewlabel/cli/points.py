@@ -1,0 +1,169 @@
+"""Stages ``extract-points`` (density/response map → points CSV) and the LoG baseline
+(``train-log``: tune a LoG threshold on annotated samples; ``predict-log``: LoG response map)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fewlabel.cli import add_common, json_arg
+from fewlabel.errors import ConfigError
+
+
+@dataclass
+class PointParams:
+    """``--params`` of extract-points (config ``detection.points``).
+
+    min_distance : peak suppression ellipsoid radii (z, y, x) in voxels (int = all axes).
+    refine_radius : sub-voxel centroid box half-size (z, y, x) in voxels (0 = integer peaks).
+    block_shape : optional processing block (z, y, x); default the map's chunk grid.
+    """
+
+    min_distance: Any = field(default_factory=lambda: [1, 2, 2])
+    refine_radius: Any = field(default_factory=lambda: [1, 1, 1])
+    block_shape: Any = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PointParams:
+        data = dict(data or {})
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown extract-points setting(s) {unknown}; known: "
+                              f"{sorted(cls.__dataclass_fields__)}.",
+                              fix="check the detection.points section of the config.")
+        params = cls(**data)
+        params.min_distance = _int_triple(params.min_distance, "min_distance")
+        params.refine_radius = _int_triple(params.refine_radius, "refine_radius")
+        if params.block_shape is not None:
+            params.block_shape = _int_triple(params.block_shape, "block_shape", minimum=1)
+        return params
+
+
+def _int_triple(value: Any, name: str, *, minimum: int = 0) -> list[int]:
+    values = [value] * 3 if isinstance(value, (int, float)) else value
+    try:
+        out = [int(v) for v in values]
+    except (TypeError, ValueError):
+        out = []
+    if len(out) != 3 or min(out) < minimum or any(float(a) != b for a, b in zip(values, out)):
+        raise ConfigError(f"extract-points {name} = {value!r} is not an integer >= {minimum} or "
+                          "a list [z, y, x] of such integers.",
+                          fix=f"write {name} like [1, 2, 2] (voxels).")
+    return out
+
+
+class _FirstChannel:
+    """ZYX view of channel 0 of a CZYX array (a density map written with a channel axis)."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.shape = tuple(array.shape[1:])
+        chunks = getattr(array, "chunks", None)
+        self.chunks = tuple(chunks[1:]) if chunks is not None else None
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, tuple):
+            index = (index,)
+        return self.array[(0, *index)]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("extract-points",
+                              help="local maxima of a density/response map -> points CSV")
+    p.add_argument("--sample", required=True)
+    p.add_argument("--density", required=True, help="density or response map (.ome.zarr)")
+    p.add_argument("--model-dir", default=None,
+                   help="model folder; its thresholds.json gives 'detection_threshold'")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="override the model's detection threshold")
+    p.add_argument("--params", type=json_arg, default=None,
+                   help='JSON {"min_distance": [z,y,x], "refine_radius": [z,y,x]}')
+    p.add_argument("--output", required=True, help="points CSV (z,y,x,z_um,y_um,x_um,score)")
+    add_common(p)
+    p.set_defaults(handler=run_extract_points)
+
+    t = subparsers.add_parser("train-log", help="tune the LoG baseline's threshold on annotations")
+    t.add_argument("--samples-json", required=True,
+                   help="JSON list (or a .json file) of {sample, image (.ome.zarr), points (csv)}")
+    t.add_argument("--params", type=json_arg, default=None,
+                   help='JSON {"sigma": [z,y,x], "min_distance", "refine_radius", "gate", '
+                        '"gate_unit", "n_candidates", "percentiles"}')
+    t.add_argument("--output-dir", required=True, help="LoG model folder to write")
+    add_common(t)
+    t.set_defaults(handler=run_train_log)
+
+    q = subparsers.add_parser("predict-log", help="LoG response map of an image (OME-Zarr)")
+    q.add_argument("--model-dir", required=True, help="LoG model folder (train-log)")
+    q.add_argument("--image", required=True, help="input .ome.zarr")
+    q.add_argument("--output", required=True, help="response .ome.zarr")
+    q.add_argument("--sample", default=None)
+    add_common(q)
+    q.set_defaults(handler=run_predict_log)
+
+
+def run_extract_points(args: argparse.Namespace) -> None:
+    from fewlabel.baseline_log import read_threshold
+    from fewlabel.io import atomic_path, open_ome_zarr
+    from fewlabel.postprocess import extract_points
+
+    params = PointParams.from_dict(args.params)
+    if args.threshold is not None:
+        threshold = float(args.threshold)
+    elif args.model_dir is not None:
+        threshold = read_threshold(args.model_dir)
+    else:
+        raise ConfigError("extract-points needs --model-dir (with thresholds.json) or --threshold.",
+                          sample=args.sample, fix="pass the trained model folder.")
+    volume = open_ome_zarr(args.density, sample=args.sample)
+    array = volume.array if volume.array.ndim == 3 else _FirstChannel(volume.array)
+    table = extract_points(array, threshold=threshold, min_distance=tuple(params.min_distance),
+                           refine_radius=tuple(params.refine_radius),
+                           voxel_size=volume.voxel_size, workers=args.threads,
+                           block_shape=params.block_shape)
+    with atomic_path(args.output) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _load_samples(text: str) -> list[dict[str, Any]]:
+    stripped = text.strip()
+    if stripped.startswith("[") or stripped.startswith("{"):
+        source, raw = "--samples-json", stripped
+    else:
+        path = Path(stripped)
+        if not path.exists():
+            raise ConfigError("samples JSON file not found.", path=path,
+                              fix="pass a JSON list of {sample, image, points} or its file.")
+        source, raw = str(path), path.read_text()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON ({exc}).",
+                          fix="pass a JSON list of {sample, image, points} objects.") from exc
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        raise ConfigError(f"{source} must be a list of {{sample, image, points}} objects.",
+                          fix="e.g. [{\"sample\": \"a\", \"image\": \"a.ome.zarr\", "
+                              "\"points\": \"a.csv\"}].")
+    return data
+
+
+def run_train_log(args: argparse.Namespace) -> None:
+    from fewlabel.baseline_log import LogParams, train_log
+
+    params = LogParams.from_dict(args.params)
+    train_log(_load_samples(args.samples_json), args.output_dir, params=params)
+
+
+def run_predict_log(args: argparse.Namespace) -> None:
+    from fewlabel.baseline_log import load_log_model, log_response_zarr
+    from fewlabel.io import open_ome_zarr
+
+    model = load_log_model(args.model_dir)
+    volume = open_ome_zarr(args.image, sample=args.sample)
+    array = volume.array if volume.array.ndim == 3 else _FirstChannel(volume.array)
+    log_response_zarr(array, args.output, sigma=model.sigma, voxel_size=volume.voxel_size,
+                      percentiles=model.percentiles, workers=args.threads, sample=args.sample)
