@@ -1,0 +1,375 @@
+"""Instance splitting of a (mask probability, distance) prediction: h-maxima markers + watershed.
+
+Seed procedure (mask + distance heads, ISL / few-image instance segmentation)::
+
+    F       = {mask_prob > mask_threshold}                          foreground
+    M       = h-maxima(distance, h) ∩ F, labelled per HMAX plateau   one marker per object
+    labels  = watershed(−distance, M, mask=F)                        (6-connected flooding)
+    [fill holes per object]  [remove objects with < min_size voxels]
+
+Conventions: volumes are ZYX float arrays (2D → Z = 1); the output is ``uint32`` with 0 =
+background and ids 1..N numbered in the raster order (global C-order linear index) of each
+object's marker's first voxel. Outside ``F`` the distance is replaced by a constant at least
+``2h + 1`` below every foreground value, so every connected foreground component holds at least
+one marker and the markers inside ``F`` do not depend on that constant. Exact ties of the
+distance are broken by a tiny (1e-12) pseudo-random function of the *global* voxel index, so
+watershed fronts meeting on a plateau are resolved identically in a whole volume and in blocks.
+
+Chunk-safe version (:func:`split_instances_chunked`), three passes over output-chunk blocks:
+
+A. each block reads block ± halo, computes the markers there and keeps the ones it *owns*:
+   a marker is owned by the block whose inner region holds its first voxel (lowest global
+   linear index) — so every marker is counted exactly once; the owned first-voxel indices of all
+   blocks are gathered and sorted → global id = rank + 1 (unique, deterministic);
+B. each block recomputes markers + watershed (+ hole filling) on block ± halo, maps its local
+   markers to global ids through their first-voxel index and writes its inner region only
+   (writers own whole chunks); per-id voxel counts are accumulated;
+C. only if ``min_size > 0``: ids of objects smaller than ``min_size`` become 0 and the remaining
+   ids are renumbered consecutively (same rule as the whole-volume path).
+
+When every object (including the saddles that decide its h-maxima) lies within ``halo`` voxels of
+any block it touches — i.e. objects are smaller than the halo — pass B sees each object, its
+marker and all competing neighbours exactly as the whole-volume computation does, and the
+chunked labelling equals :func:`split_instances` voxel for voxel (ids included).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from fewlabel.blocks import Block, block_grid, expand_block
+from fewlabel.errors import ConfigError, InputDataError
+from fewlabel.logs import progress
+
+log = logging.getLogger(__name__)
+
+_FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity for markers
+_TIE_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Parameters of the ``split-instances`` stage (``--params`` JSON keys, with defaults).
+
+    mask_threshold : foreground = mask probability > this.
+    h : h-maxima height, in the units of the distance map.
+    min_size : objects with fewer voxels are removed (0 keeps all).
+    fill_holes : fill enclosed background inside each object (2D per plane when Z = 1).
+    halo : voxels of context (z, y, x) read around each block; must exceed the object size.
+    """
+
+    mask_threshold: float = 0.5
+    h: float = 0.1
+    min_size: int = 0
+    fill_holes: bool = False
+    halo: tuple[int, int, int] = field(default=(8, 32, 32))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, *, sample: str | None = None) -> SplitParams:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown split-instances parameter(s) {unknown}.", sample=sample,
+                              fix=f"allowed keys: {sorted(known)}.")
+        if "halo" in data:
+            data["halo"] = _halo3(data["halo"])
+        try:
+            params = cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"bad split-instances parameters: {exc}.", sample=sample) from exc
+        params.validate(sample=sample)
+        return params
+
+    def validate(self, *, sample: str | None = None) -> None:
+        if not float(self.h) > 0:
+            raise ConfigError(f"h must be > 0 (h-maxima height), got {self.h}.", sample=sample,
+                              fix="use e.g. h: 0.1 for a distance map normalised to [0, 1].")
+        if int(self.min_size) < 0:
+            raise ConfigError(f"min_size must be ≥ 0, got {self.min_size}.", sample=sample)
+        if any(int(v) < 0 for v in self.halo):
+            raise ConfigError(f"halo must be ≥ 0 voxels per axis, got {self.halo}.",
+                              sample=sample)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["halo"] = list(self.halo)
+        return out
+
+
+def _halo3(value: int | Sequence[int]) -> tuple[int, int, int]:
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * 3  # type: ignore[return-value]
+    values = tuple(int(v) for v in value)
+    if len(values) != 3:
+        raise ConfigError(f"halo must be an int or [z, y, x], got {value}.")
+    return values  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- core (one region)
+def _linear_index(origin: Sequence[int], shape: Sequence[int],
+                  global_shape: Sequence[int]) -> np.ndarray:
+    """Global C-order linear index of every voxel of the region ``origin + [0, shape)``."""
+    gz, gy, gx = (int(s) for s in global_shape)
+    z = np.arange(origin[0], origin[0] + shape[0], dtype=np.int64)[:, None, None]
+    y = np.arange(origin[1], origin[1] + shape[1], dtype=np.int64)[None, :, None]
+    x = np.arange(origin[2], origin[2] + shape[2], dtype=np.int64)[None, None, :]
+    return (z * gy + y) * gx + x
+
+
+def _tie_break(lin: np.ndarray) -> np.ndarray:
+    """Deterministic pseudo-random numbers in [0, 1) from global indices (splitmix64)."""
+    x = lin.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def _markers(mask_prob: np.ndarray, distance: np.ndarray, *, mask_threshold: float, h: float,
+             origin: Sequence[int], global_shape: Sequence[int]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Foreground, labelled h-maxima markers (local ids 1..n) and each marker's first voxel.
+
+    Returns ``(fg, distance64, marker_labels, first_index)`` where ``first_index[i - 1]`` is the
+    lowest global linear index among the voxels of local marker ``i``.
+    """
+    fg = np.asarray(mask_prob) > mask_threshold
+    dist = np.asarray(distance, dtype=np.float64)
+    if not fg.any():
+        return fg, dist, np.zeros(fg.shape, np.int32), np.zeros(0, np.int64)
+    values = dist[fg]
+    if not np.isfinite(values).all():
+        raise InputDataError("distance map has NaN/Inf values inside the foreground.",
+                             fix="check the prediction (model output) for non-finite values.")
+    low = min(float(values.min()), 0.0) - 2.0 * h - 1.0
+    lifted = np.where(fg, dist, low)
+    labels, n = _h_maxima_labels(lifted, h)
+    labels[~fg] = 0
+    coords = np.nonzero(labels)
+    ids = labels[coords]
+    lin = (((coords[0].astype(np.int64) + origin[0]) * global_shape[1] + coords[1] + origin[1])
+           * global_shape[2] + coords[2] + origin[2])
+    first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, ids, lin)
+    return fg, dist, labels.astype(np.int32, copy=False), first[1:]
+
+
+def _h_maxima_labels(image: np.ndarray, h: float) -> tuple[np.ndarray, int]:
+    """Labelled h-maxima: ``skimage.morphology.h_maxima`` tops, grouped by HMAX plateau.
+
+    As in ``h_maxima``: ``HMAX = R^δ_f(f − h − res)`` (reconstruction by dilation, 26-connected,
+    ``res`` = float resolution) and the tops are ``f − HMAX ≥ h``. Tops of equal height joined
+    by a path that stays above ``max − h`` lie on one regional-maximum plateau of HMAX (Soille's
+    h-maxima transform) and get ONE label, so exact ties never split an object. Tops of dynamic
+    exactly ``h`` (on no maximal plateau) keep their own connected-component label.
+    """
+    from skimage.morphology import local_maxima, reconstruction
+
+    resolution = 2 * np.finfo(image.dtype).resolution * np.abs(image)
+    hmax = reconstruction(image - h - resolution, image, method="dilation", footprint=_FULL)
+    tops = (image - hmax) >= h
+    plateaus, n = ndi.label(local_maxima(hmax, footprint=_FULL, allow_borders=True),
+                            structure=_FULL)
+    labels = np.where(tops, plateaus, 0)
+    # tops whose dynamic is exactly h sit on a non-maximal HMAX plateau: keep them as they are
+    alone, n_alone = ndi.label(tops & (labels == 0), structure=_FULL)
+    labels = np.where(alone > 0, alone + n, labels)
+    n += n_alone
+    used = np.unique(labels[labels > 0])
+    lookup = np.zeros(n + 1, dtype=np.int32)
+    lookup[used] = np.arange(1, len(used) + 1, dtype=np.int32)
+    return lookup[labels], len(used)
+
+
+def _fill_holes(labels: np.ndarray, order: np.ndarray) -> None:
+    """Per object (in ``order`` of local ids), set enclosed background voxels to its id, in place."""
+    slices = ndi.find_objects(labels)
+    shape = labels.shape
+    for lab in order:
+        sl = slices[lab - 1] if lab - 1 < len(slices) else None
+        if sl is None:
+            continue
+        grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(sl, shape))
+        sub = labels[grown]
+        obj = sub == lab
+        if shape[0] == 1:
+            filled = ndi.binary_fill_holes(obj[0])[None]
+        else:
+            filled = ndi.binary_fill_holes(obj)
+        sub[filled & (sub == 0)] = lab
+
+
+def _segment_region(mask_prob: np.ndarray, distance: np.ndarray, *, mask_threshold: float,
+                    h: float, fill_holes: bool, origin: Sequence[int],
+                    global_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Markers + watershed (+ hole filling) of one region; local labels and marker first-indices."""
+    from skimage.segmentation import watershed
+
+    fg, dist, markers, first = _markers(mask_prob, distance, mask_threshold=mask_threshold, h=h,
+                                        origin=origin, global_shape=global_shape)
+    if len(first) == 0:
+        return np.zeros(fg.shape, np.int32), first
+    key = -dist + _TIE_EPS * _tie_break(_linear_index(origin, fg.shape, global_shape))
+    labels = watershed(key, markers=markers, mask=fg, connectivity=1).astype(np.int32, copy=False)
+    if fill_holes:
+        _fill_holes(labels, np.argsort(first, kind="stable") + 1)
+    return labels, first
+
+
+def _drop_small(sizes: np.ndarray, min_size: int) -> np.ndarray:
+    """Lookup old id → new id (0 for objects with < ``min_size`` voxels), consecutive, order kept."""
+    keep = sizes >= max(int(min_size), 0)
+    keep[0] = False
+    lookup = np.cumsum(keep).astype(np.uint32)
+    lookup[~keep] = 0
+    return lookup
+
+
+def split_instances(
+    mask_prob: np.ndarray,
+    distance: np.ndarray,
+    *,
+    mask_threshold: float = 0.5,
+    h: float = 0.1,
+    min_size: int = 0,
+    fill_holes: bool = False,
+) -> np.ndarray:
+    """Instance labels (ZYX ``uint32``) from a mask probability and a distance map (seed procedure).
+
+    Markers are the h-maxima (height ``h``) of the distance inside ``mask_prob > mask_threshold``,
+    labelled 26-connected; a 6-connected watershed of ``−distance`` from the markers, restricted
+    to the foreground, gives the objects; optional per-object hole filling and removal of objects
+    with fewer than ``min_size`` voxels. Ids follow the raster order of the markers' first voxels.
+    """
+    mask_prob = np.asarray(mask_prob)
+    distance = np.asarray(distance)
+    if mask_prob.ndim == 2:
+        mask_prob, distance = mask_prob[None], distance[None]
+    if mask_prob.shape != distance.shape or mask_prob.ndim != 3:
+        raise InputDataError(f"mask {mask_prob.shape} and distance {distance.shape} must be "
+                             "ZYX arrays of the same shape.")
+    SplitParams(mask_threshold=mask_threshold, h=h, min_size=min_size).validate()
+    labels, first = _segment_region(mask_prob, distance, mask_threshold=mask_threshold, h=h,
+                                    fill_holes=fill_holes, origin=(0, 0, 0),
+                                    global_shape=mask_prob.shape)
+    lookup = np.zeros(len(first) + 1, dtype=np.uint32)
+    lookup[np.argsort(first, kind="stable") + 1] = np.arange(1, len(first) + 1, dtype=np.uint32)
+    out = lookup[labels]
+    if min_size > 0 and len(first):
+        sizes = np.bincount(out.ravel(), minlength=len(first) + 1)
+        out = _drop_small(sizes, min_size)[out]
+    return out
+
+
+# --------------------------------------------------------------------------- chunked
+def _run(func: Callable[[Block], Any], blocks: list[Block], workers: int, desc: str) -> list[Any]:
+    if workers <= 1:
+        return [func(b) for b in progress(blocks, desc=desc, logger=log)]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(progress(pool.map(func, blocks), total=len(blocks), desc=desc, logger=log))
+
+
+def _in_block(first: np.ndarray, block: Block, global_shape: Sequence[int]) -> np.ndarray:
+    z, y, x = np.unravel_index(first, tuple(global_shape))
+    return ((z >= block[0].start) & (z < block[0].stop) & (y >= block[1].start)
+            & (y < block[1].stop) & (x >= block[2].start) & (x < block[2].stop))
+
+
+def split_instances_chunked(
+    mask_zarr: Any,
+    dist_zarr: Any,
+    labels_out_zarr: Any,
+    *,
+    halo: int | Sequence[int],
+    mask_threshold: float = 0.5,
+    h: float = 0.1,
+    min_size: int = 0,
+    fill_holes: bool = False,
+    block_shape: Sequence[int] | None = None,
+    workers: int = 1,
+) -> int:
+    """Chunk-safe :func:`split_instances`: blockwise with a halo, globally unique ids.
+
+    ``mask_zarr`` and ``dist_zarr`` are ZYX array-likes (numpy or Zarr, sliceable), and
+    ``labels_out_zarr`` a ZYX ``uint32`` array of the same shape (blocks default to its chunks,
+    so parallel writers own whole chunks). See the module docstring for the three passes and the
+    ownership rule; the result equals the whole-volume result whenever objects are smaller than
+    ``halo``. Returns the number of objects N (ids are 1..N).
+    """
+    shape = tuple(int(s) for s in labels_out_zarr.shape)
+    if tuple(mask_zarr.shape) != shape or tuple(dist_zarr.shape) != shape or len(shape) != 3:
+        raise InputDataError(f"mask {tuple(mask_zarr.shape)}, distance "
+                             f"{tuple(dist_zarr.shape)} and output {shape} must be ZYX arrays "
+                             "of the same shape.")
+    halo3 = _halo3(halo)
+    SplitParams(mask_threshold=mask_threshold, h=h, min_size=min_size, halo=halo3).validate()
+    if block_shape is None:
+        chunks = getattr(labels_out_zarr, "chunks", None)
+        block_shape = tuple(chunks) if chunks is not None else shape
+    blocks = block_grid(shape, block_shape)
+
+    def read(block: Block) -> tuple[Block, Block, np.ndarray, np.ndarray]:
+        outer, inner = expand_block(block, halo3, shape)
+        return outer, inner, np.asarray(mask_zarr[outer]), np.asarray(dist_zarr[outer])
+
+    def pass_a(block: Block) -> np.ndarray:
+        outer, _, mask, dist = read(block)
+        _, _, _, first = _markers(mask, dist, mask_threshold=mask_threshold, h=h,
+                                  origin=[s.start for s in outer], global_shape=shape)
+        return first[_in_block(first, block, shape)]
+
+    owned = _run(pass_a, blocks, workers, "split-instances markers")
+    all_first = np.sort(np.concatenate([np.zeros(0, np.int64), *owned]))
+    n_objects = len(all_first)
+    sizes = np.zeros(n_objects + 1, dtype=np.int64)
+    lock = threading.Lock()
+    orphans = [0, 0]  # marker views not found, foreground voxels left unlabelled
+
+    def pass_b(block: Block) -> None:
+        outer, inner, mask, dist = read(block)
+        labels, first = _segment_region(mask, dist, mask_threshold=mask_threshold, h=h,
+                                        fill_holes=fill_holes, origin=[s.start for s in outer],
+                                        global_shape=shape)
+        lookup = np.zeros(len(first) + 1, dtype=np.uint32)
+        if len(first) and n_objects:
+            pos = np.clip(np.searchsorted(all_first, first), 0, n_objects - 1)
+            found = all_first[pos] == first
+            lookup[1:][found] = (pos[found] + 1).astype(np.uint32)
+            missing = int((~found).sum())
+        else:
+            missing = len(first)
+        core = lookup[labels[inner]]
+        labels_out_zarr[block] = core
+        ids, counts = np.unique(core, return_counts=True)
+        lost = int(np.count_nonzero((core == 0) & (mask[inner] > mask_threshold)))
+        with lock:
+            sizes[ids] += counts
+            orphans[0] += missing
+            orphans[1] += lost
+
+    _run(pass_b, blocks, workers, "split-instances watershed")
+    if orphans[1]:
+        log.warning("%d foreground voxels could not be given a global id (%d marker views cut "
+                    "by a halo border): objects are larger than the halo %s; increase 'halo'.",
+                    orphans[1], orphans[0], halo3)
+    if min_size > 0 and n_objects:
+        lookup = _drop_small(sizes, min_size)
+
+        def pass_c(block: Block) -> None:
+            labels_out_zarr[block] = lookup[np.asarray(labels_out_zarr[block])]
+
+        _run(pass_c, blocks, workers, "split-instances min_size")
+        n_objects = int(lookup.max())
+    log.info("split-instances: %d objects in a volume of shape %s (%d blocks, halo %s)",
+             n_objects, shape, len(blocks), halo3)
+    return n_objects
