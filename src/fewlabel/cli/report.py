@@ -1,0 +1,45 @@
+"""Stage ``build-report``: the self-contained HTML run report."""
+
+from __future__ import annotations
+
+import argparse
+
+from fewlabel.cli import add_common, json_arg
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("build-report", help="one self-contained HTML report for the run")
+    p.add_argument("--output", required=True, help="report .html")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--inputs-json", type=json_arg, default=None,
+                        help="JSON object of ReportInputs fields (paths as strings)")
+    source.add_argument("--inputs-file", default=None,
+                        help="path to a JSON file holding the same object")
+    p.add_argument("--max-px", type=int, default=1024,
+                   help="largest side in pixels of a projected or sliced image")
+    add_common(p)
+    p.set_defaults(handler=run_build_report)
+
+
+def run_build_report(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from fewlabel.errors import ConfigError
+    from fewlabel.report import ReportInputs, build_report
+
+    if args.inputs_file is not None:
+        path = Path(args.inputs_file)
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read the report inputs ({exc}).", path=path,
+                              fix="write a JSON object of report inputs.") from exc
+    else:
+        values = args.inputs_json
+    if not isinstance(values, dict):
+        raise ConfigError("report inputs must be a JSON object.",
+                          fix="pass e.g. --inputs-json '{\"title\": \"run\"}'.")
+    if args.max_px < 16:
+        raise ConfigError(f"--max-px {args.max_px} is too small.", fix="use e.g. 1024.")
+    build_report(args.output, inputs=ReportInputs.from_dict(values), max_px=args.max_px)
