@@ -285,7 +285,8 @@ def test_mismatched_label_shape_is_an_input_error(run_dir, tmp_path):
     run_dir["segmentation_samples"][0]["pred_labels"] = str(tmp_path / "small.ome.zarr")
 
     with pytest.raises(InputDataError, match="shape"):
-        build_report(tmp_path / "r.html", inputs=ReportInputs.from_dict(run_dir))
+        build_report(tmp_path / "r.html", inputs=ReportInputs.from_dict(
+            {"segmentation_samples": run_dir["segmentation_samples"]}))
 
 
 # --------------------------------------------------------------------------- projections
