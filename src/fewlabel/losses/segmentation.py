@@ -59,7 +59,7 @@ PRESETS: dict[str, tuple[float, float, float]] = {
     "cellvit": (0.5, 0.3, 0.5),
 }
 LOSS_NAMES = ("bce", "dice", "focal", "focal_tversky", "combined", "combined_ft", "mask_distance")
-_PAIR_CLAMP = 1e-6  # lower bound of (1 − TI) before the power γ < 1 (finite gradient at TI = 1)
+_FT_CLAMP = 1e-6  # lower bound of (1 − TI) before the power γ < 1 (finite gradient at TI = 1)
 
 
 # --------------------------------------------------------------------------- shape helpers
@@ -177,7 +177,7 @@ def focal_tversky(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | 
     ``1 − TI`` is clamped at 1e-6 before the power so the gradient stays finite at TI = 1.
     """
     ti = tversky_index(logits, target, alpha=alpha, beta=beta, smooth=smooth, valid=valid)
-    return (1.0 - ti).clamp_min(_PAIR_CLAMP).pow(gamma)
+    return (1.0 - ti).clamp_min(_FT_CLAMP).pow(gamma)
 
 
 def _weights(preset: str | None, weights: Sequence[float] | None) -> tuple[float, float, float]:
