@@ -1,0 +1,73 @@
+"""Stages ``predict`` (tiled inference with a model folder), ``predict-init`` and
+``predict-finalize`` (slab fan-out: create the shared array once, publish it when all slabs
+are done)."""
+
+from __future__ import annotations
+
+import argparse
+
+from fewlabel.cli import add_common, json_arg
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample", required=True)
+    p.add_argument("--model-dir", required=True, help="trained model folder")
+    p.add_argument("--image", required=True, help="input .ome.zarr (ZYX or CZYX)")
+    p.add_argument("--output", required=True, help="output .ome.zarr (float32)")
+    p.add_argument("--params", type=json_arg, default=None,
+                   help='JSON predict section, e.g. {"tile": [16, 64, 64], "overlap": '
+                        '[4, 16, 16], "batch_size": 4, "cache_tiles": 64, "out_chunks": null}')
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="tiled, Gaussian-blended inference -> OME-Zarr")
+    _add_inputs(p)
+    p.add_argument("--slab", type=int, default=None,
+                   help="slab job index (needs predict-init first); omit for one job")
+    p.add_argument("--n-slabs", type=int, default=1, help="number of slab jobs")
+    add_common(p)
+    p.set_defaults(handler=run_predict)
+
+    q = subparsers.add_parser("predict-init",
+                              help="create the shared prediction array for slab jobs")
+    _add_inputs(q)
+    q.add_argument("--n-slabs", type=int, required=True)
+    add_common(q)
+    q.set_defaults(handler=run_predict_init)
+
+    r = subparsers.add_parser("predict-finalize",
+                              help="publish the prediction once every slab job has finished")
+    r.add_argument("--sample", required=True)
+    r.add_argument("--output", required=True)
+    add_common(r)
+    r.set_defaults(handler=run_predict_finalize)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from fewlabel.errors import ConfigError
+    from fewlabel.predict import PredictParams, predict_volume
+    from fewlabel.runtime import configure_torch
+
+    if args.slab is not None and not 0 <= args.slab < args.n_slabs:
+        raise ConfigError(f"--slab {args.slab} is not in 0..{args.n_slabs - 1}.",
+                          fix="pass --slab i --n-slabs n with 0 <= i < n.")
+    params = PredictParams.from_dict(args.params)
+    device = configure_torch(args.threads, args.seed)
+    predict_volume(args.model_dir, args.image, args.output, params=params, sample=args.sample,
+                   device=device, slab=args.slab, n_slabs=args.n_slabs)
+
+
+def run_predict_init(args: argparse.Namespace) -> None:
+    from fewlabel.predict import PredictParams, create_prediction_array
+    from fewlabel.runtime import configure_torch
+
+    params = PredictParams.from_dict(args.params)
+    device = configure_torch(args.threads, args.seed)
+    create_prediction_array(args.model_dir, args.image, args.output, params=params,
+                            sample=args.sample, n_slabs=args.n_slabs, device=device)
+
+
+def run_predict_finalize(args: argparse.Namespace) -> None:
+    from fewlabel.predict import finalize_prediction
+
+    finalize_prediction(args.output, sample=args.sample)

@@ -1,0 +1,563 @@
+"""Whole-volume prediction with a trained model folder: OME-Zarr in → float32 OME-Zarr out.
+
+Runs :func:`fewlabel.tiling.predict_tiled` (Gaussian-blended tiles, bounded memory, prefetch)
+with the model loaded once by :func:`fewlabel.models.store.load_model`, intensities mapped by
+the model's normalisation recipe (``x' = (x − low)/(high − low)``, ``low, high`` = volume
+percentiles, :mod:`fewlabel.normalize`), under ``torch.inference_mode()`` and float16 autocast
+on CUDA only.
+
+Two ways to run:
+
+* one job: :func:`predict_volume` writes ``output`` atomically (temporary sibling renamed when
+  complete);
+* slab fan-out (volumes too large for one job): :func:`create_prediction_array` creates
+  ``<output>.partial`` once (and fixes the normalisation range and a ``run_id``); each job
+  ``predict_volume(..., slab=i, n_slabs=n)`` writes the whole chunks of its z-range and then
+  its marker ``<output>.slabs/slab-i-of-n.json``; :func:`finalize_prediction` checks that all
+  ``n`` markers carry the partial array's ``run_id`` and renames ``<output>.partial`` to
+  ``output``. An interrupted slab leaves no marker, so the output never looks complete; stale
+  markers of an older partial array do not count. Slab results equal a one-job run bit for bit.
+
+Blending margin: when the model reports a receptive field ``rf`` (``module.receptive_field()``
+or ``receptive_field`` in the architecture dict), tile weights are zeroed ``rf // 2`` voxels
+from interior tile faces, which makes the result equal whole-volume inference provided
+``overlap >= 2·(rf // 2)`` on that axis. Smaller overlaps log a warning and fall back to pure
+Gaussian blending on that axis (the usual nnU-Net behaviour).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewlabel.blocks import Block
+from fewlabel.errors import ConfigError, InputDataError, ModelError
+from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
+
+log = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
+SLABS_SUFFIX = ".slabs"
+
+
+# --------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class PredictParams:
+    """The ``predict`` config section.
+
+    tile : tile shape z, y, x (voxels) fed to the model.
+    overlap : minimal overlap of neighbouring tiles (voxels); ≥ receptive field − 1 for
+        seam-free output.
+    batch_size : tiles per model call.
+    cache_tiles : tile predictions kept for reuse by neighbouring blocks (memory:
+        cache_tiles · C_out · prod(tile) · 4 bytes; larger → fewer recomputed tiles).
+    out_chunks : output chunk shape z, y, x (null: the input's chunks); also the block size
+        of the engine and the granularity of slab jobs.
+    """
+
+    tile: tuple[int, int, int] = (16, 64, 64)
+    overlap: tuple[int, int, int] = (4, 16, 16)
+    batch_size: int = 4
+    cache_tiles: int = 64
+    out_chunks: tuple[int, int, int] | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> PredictParams:
+        """Build from a config dict; unknown keys or bad values raise ConfigError."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown predict parameter(s) {unknown}; known: {sorted(known)}.",
+                              fix="remove or rename the key in the 'predict' config section.")
+        values: dict[str, Any] = {}
+        if "tile" in data:
+            values["tile"] = _zyx(data["tile"], "tile", minimum=1)
+        if "overlap" in data:
+            values["overlap"] = _zyx(data["overlap"], "overlap", minimum=0)
+        for key in ("batch_size", "cache_tiles"):
+            if key in data:
+                value = data[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ConfigError(f"predict.{key} must be an integer >= 1; got {value!r}.")
+                values[key] = value
+        if data.get("out_chunks") is not None:
+            values["out_chunks"] = _zyx(data["out_chunks"], "out_chunks", minimum=1)
+        params = cls(**values)
+        for t, o in zip(params.tile, params.overlap, strict=True):
+            if o >= t:
+                raise ConfigError(f"predict.overlap {list(params.overlap)} must be smaller than "
+                                  f"predict.tile {list(params.tile)} on every axis.",
+                                  fix="lower the overlap or enlarge the tile.")
+        return params
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def _zyx(value: Any, name: str, *, minimum: int) -> tuple[int, int, int]:
+    ok = (isinstance(value, (list, tuple)) and len(value) == 3
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+                  for v in value))
+    if not ok:
+        raise ConfigError(f"predict.{name} must be three integers >= {minimum} (z, y, x); "
+                          f"got {value!r}.")
+    return int(value[0]), int(value[1]), int(value[2])
+
+
+# --------------------------------------------------------------------------- helpers
+def receptive_field(module: Any, arch: Mapping[str, Any] | None = None
+                    ) -> tuple[int, int, int] | None:
+    """The model's receptive field (z, y, x) from ``module.receptive_field()`` or the arch dict."""
+    value: Any = None
+    method = getattr(module, "receptive_field", None)
+    if callable(method):
+        value = method()
+    elif arch:
+        value = arch.get("receptive_field", (arch.get("kwargs") or {}).get("receptive_field"))
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * 3  # type: ignore[return-value]
+    out = tuple(int(v) for v in value)
+    if len(out) != 3:
+        raise ModelError(f"receptive field {value!r} is not one value or (z, y, x).")
+    return out  # type: ignore[return-value]
+
+
+def blend_margin(rf: Sequence[int] | None, overlap: Sequence[int], *, sample: str | None = None
+                 ) -> tuple[int, int, int]:
+    """Margin ``rf // 2`` per axis where ``overlap >= 2·(rf // 2)``; else 0 with a warning."""
+    if rf is None:
+        return (0, 0, 0)
+    margin = []
+    short = []
+    for axis, (r, o) in enumerate(zip(rf, overlap, strict=True)):
+        half = max(int(r) // 2, 0)
+        if 2 * half <= o:
+            margin.append(half)
+        else:
+            margin.append(0)
+            short.append(f"{'zyx'[axis]}: overlap {o} < {2 * half}")
+    if short:
+        log.warning("sample %s: tile overlap is smaller than the model's receptive field %s - 1 "
+                    "(%s); tile borders influence the blended output there (Gaussian blending "
+                    "only). For seam-free output set predict.overlap >= %s (and a tile larger "
+                    "than the overlap).", sample, tuple(rf), "; ".join(short),
+                    [2 * (int(r) // 2) for r in rf])
+    return margin[0], margin[1], margin[2]
+
+
+def intensity_range(array: Any, normalization: Mapping[str, Any] | None, *,
+                    sample: str | None = None) -> tuple[float, float] | None:
+    """``(low, high)`` for ``apply_range`` from the model's normalisation recipe.
+
+    Supported: ``{"percentiles": [p_low, p_high]}`` (of this volume, subsampled, seeded) and
+    ``{"range": [low, high]}`` (fixed); ``{}`` means no normalisation.
+    """
+    from fewlabel.normalize import percentile_range
+
+    recipe = dict(normalization or {})
+    if "range" in recipe:
+        low, high = (float(v) for v in recipe["range"])
+        return low, high
+    if "percentiles" in recipe:
+        pct = [float(v) for v in recipe["percentiles"]]
+        if len(pct) != 2 or not 0 <= pct[0] < pct[1] <= 100:
+            raise ModelError(f"normalisation percentiles {recipe['percentiles']!r} are not two "
+                             "increasing values in [0, 100].")
+        return percentile_range(array, pct)
+    if recipe:
+        raise ModelError(f"unsupported normalisation recipe {recipe!r}; expected "
+                         "'percentiles' or 'range'.")
+    log.warning("sample %s: the model has no normalisation recipe; raw intensities are used.",
+                sample)
+    return None
+
+
+def slab_blocks(shape: Sequence[int], block_shape: Sequence[int], slab: int, n_slabs: int
+                ) -> list[Block]:
+    """Blocks of slab ``slab`` of ``n_slabs``: contiguous z-rows of the block grid.
+
+    Rows are split as evenly as possible; with more slabs than rows some slabs are empty.
+    """
+    from fewlabel.blocks import block_grid
+
+    if n_slabs < 1 or not 0 <= slab < n_slabs:
+        raise ConfigError(f"slab {slab} is not in 0..{n_slabs - 1} (n_slabs={n_slabs}).")
+    n_rows = -(-int(shape[0]) // int(block_shape[0]))
+    rows = np.array_split(np.arange(n_rows), n_slabs)[slab]
+    if rows.size == 0:
+        return []
+    z0, z1 = int(rows[0]) * block_shape[0], min((int(rows[-1]) + 1) * block_shape[0], shape[0])
+    return [b for b in block_grid(shape, block_shape) if z0 <= b[0].start < z1]
+
+
+def partial_path(output_path: str | Path) -> Path:
+    """Where slab jobs write before :func:`finalize_prediction` renames it to ``output_path``."""
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.name + PARTIAL_SUFFIX)
+
+
+def slab_marker_path(output_path: str | Path, slab: int, n_slabs: int) -> Path:
+    """The completion marker written by slab job ``slab`` (a Snakemake output)."""
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.name + SLABS_SUFFIX) / f"slab-{slab}-of-{n_slabs}.json"
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _torch_model_fn(module: Any, device: str) -> Any:
+    import torch
+
+    dev = torch.device(device)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(dev)
+        y = module(x)
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        return y.float().cpu().numpy()
+
+    return run
+
+
+@contextlib.contextmanager
+def _inference(device: str) -> Any:
+    """``torch.inference_mode()`` plus float16 autocast on CUDA (none on CPU)."""
+    import torch
+
+    amp = (torch.autocast("cuda", dtype=torch.float16) if torch.device(device).type == "cuda"
+           else contextlib.nullcontext())
+    with torch.inference_mode(), amp:
+        yield
+
+
+def _in_channels(array: Any) -> int:
+    return int(array.shape[0]) if array.ndim == 4 else 1
+
+
+def _out_channels(module: Any, in_channels: int, tile: Sequence[int], device: str) -> int:
+    """Output channels: ``module.out_channels`` when declared, else probed with one zero tile."""
+    declared = getattr(module, "out_channels", None)
+    if isinstance(declared, int):
+        return declared
+    with _inference(device):
+        probe = np.zeros((1, in_channels, *tile), dtype=np.float32)
+        out = np.asarray(_torch_model_fn(module, device)(probe))
+    if out.ndim != 5:
+        raise ModelError(f"the model returned a {out.ndim}D array for a (B, C, Z, Y, X) batch.")
+    return int(out.shape[1])
+
+
+def _check_in_channels(arch: Mapping[str, Any] | None, in_channels: int,
+                       *, sample: str | None, path: Path) -> None:
+    expected = ((arch or {}).get("kwargs") or {}).get("in_channels")
+    if expected is not None and int(expected) != in_channels:
+        raise InputDataError(f"the image has {in_channels} channel(s) but the model expects "
+                             f"{expected}.", sample=sample, path=path,
+                             fix="ingest the channel(s) the model was trained on.")
+
+
+def _output_chunks(params: PredictParams, source: Any) -> tuple[int, int, int]:
+    if params.out_chunks is not None:
+        return params.out_chunks
+    chunks = getattr(source, "chunks", None)
+    if chunks is None:
+        return (16, 128, 128)
+    return tuple(int(c) for c in chunks[-3:])  # type: ignore[return-value]
+
+
+def _create_output(path: Path, *, spatial: Sequence[int], out_channels: int,
+                   chunks: Sequence[int], voxel_size: Sequence[float], sample: str,
+                   attrs: dict[str, Any]) -> Any:
+    shape = tuple(spatial) if out_channels == 1 else (out_channels, *spatial)
+    full_chunks = tuple(chunks) if out_channels == 1 else (1, *chunks)
+    return create_ome_zarr(path, shape, np.float32, full_chunks, voxel_size,
+                           name=f"{sample}:prediction", extra_attrs=attrs)
+
+
+def _set_attrs(path: Path, **updates: Any) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    attrs = dict(group.attrs.get("fewlabel", {}))
+    attrs.update(updates)
+    group.attrs["fewlabel"] = attrs
+
+
+def _run_engine(module: Any, source: Any, target: Any, *, params: PredictParams,
+                value_range: tuple[float, float] | None, margin: Sequence[int],
+                blocks: list[Block] | None, device: str, out_channels: int, desc: str) -> Any:
+    from fewlabel.normalize import apply_range
+    from fewlabel.tiling import predict_tiled
+
+    preprocess = None
+    if value_range is not None:
+        low, high = value_range
+
+        def preprocess(data: np.ndarray) -> np.ndarray:
+            return apply_range(data, low, high)
+
+    with _inference(device):
+        return predict_tiled(_torch_model_fn(module, device), source, target, tile=params.tile,
+                             overlap=params.overlap, batch_size=params.batch_size,
+                             out_channels=out_channels, blocks=blocks,
+                             cache_tiles=params.cache_tiles, prefetch=True, progress_desc=desc,
+                             margin=margin, preprocess=preprocess)
+
+
+# --------------------------------------------------------------------------- entry points
+def predict_volume(
+    model_dir: str | Path,
+    image_path: str | Path,
+    output_path: str | Path,
+    *,
+    params: PredictParams,
+    sample: str,
+    device: str | None = None,
+    slab: int | None = None,
+    n_slabs: int = 1,
+) -> dict[str, Any]:
+    """Predict ``image_path`` (OME-Zarr, ZYX or CZYX) with the model folder ``model_dir``.
+
+    Without ``slab``: writes the float32 OME-Zarr ``output_path`` atomically (same voxel size;
+    ZYX for one output channel, else CZYX). With ``slab=i, n_slabs=n``: writes slab ``i``'s
+    chunks into ``<output>.partial`` (made by :func:`create_prediction_array`) and its marker.
+    Returns a summary dict (engine statistics, margin, intensity range, timings).
+    """
+    from fewlabel.models.store import load_model
+
+    device = device or _default_device()
+    loaded = load_model(model_dir, device)
+    info = {"model_dir": str(model_dir), "arch": loaded.arch}
+    return predict_with_module(loaded.module, image_path, output_path, params=params,
+                               sample=sample, normalization=loaded.normalization,
+                               arch=loaded.arch, device=device, slab=slab, n_slabs=n_slabs,
+                               model_info=info)
+
+
+def predict_with_module(
+    module: Any,
+    image_path: str | Path,
+    output_path: str | Path,
+    *,
+    params: PredictParams,
+    sample: str,
+    normalization: Mapping[str, Any] | None,
+    arch: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    slab: int | None = None,
+    n_slabs: int = 1,
+    model_info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`predict_volume` for an already built ``torch.nn.Module`` (eval mode, on device)."""
+    device = device or _default_device()
+    t0 = time.perf_counter()
+    image = open_ome_zarr(image_path, sample=sample)
+    source = image.array
+    spatial = tuple(int(s) for s in source.shape[-3:])
+    in_channels = _in_channels(source)
+    _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
+    if slab is not None:
+        return _predict_slab(module, source, output_path, params=params, sample=sample,
+                             device=device, slab=slab, n_slabs=n_slabs, t0=t0)
+    rf = receptive_field(module, arch)
+    margin = blend_margin(rf, params.overlap, sample=sample)
+    value_range = intensity_range(source, normalization, sample=sample)
+    out_channels = _out_channels(module, in_channels, params.tile, device)
+    chunks = _output_chunks(params, source)
+    attrs = _attrs(sample, image_path, params, value_range, margin, rf, out_channels,
+                   model_info, n_slabs=1)
+    with atomic_path(output_path) as tmp:
+        target = _create_output(tmp, spatial=spatial, out_channels=out_channels, chunks=chunks,
+                                voxel_size=image.voxel_size, sample=sample, attrs=attrs)
+        stats = _run_engine(module, source, target, params=params, value_range=value_range,
+                            margin=margin, blocks=None, device=device,
+                            out_channels=out_channels, desc=f"predict {sample}")
+        _set_attrs(tmp, complete=True, stats=stats.as_dict())
+    summary = {**attrs, "complete": True, "output": str(output_path), "device": device,
+               "stats": stats.as_dict(), "seconds": time.perf_counter() - t0}
+    log.info("sample %s: prediction %s written (%s, %.1fs)", sample, output_path,
+             "x".join(map(str, target.shape)), summary["seconds"])
+    return summary
+
+
+def _attrs(sample: str, image_path: str | Path, params: PredictParams,
+           value_range: tuple[float, float] | None, margin: Sequence[int],
+           rf: Sequence[int] | None, out_channels: int, model_info: Mapping[str, Any] | None,
+           *, n_slabs: int) -> dict[str, Any]:
+    return {
+        "sample": sample,
+        "kind": "prediction",
+        "image": str(image_path),
+        "params": params.to_dict(),
+        "intensity_range": None if value_range is None else list(value_range),
+        "margin": list(margin),
+        "receptive_field": None if rf is None else list(rf),
+        "out_channels": out_channels,
+        "model": dict(model_info or {}),
+        "n_slabs": n_slabs,
+        "complete": False,
+    }
+
+
+def create_prediction_array(
+    model_dir: str | Path,
+    image_path: str | Path,
+    output_path: str | Path,
+    *,
+    params: PredictParams,
+    sample: str,
+    n_slabs: int,
+    device: str | None = None,
+) -> Path:
+    """Create ``<output>.partial`` once for ``n_slabs`` slab jobs (upstream step); return it.
+
+    Fixes everything the slab jobs must share: the output geometry, the intensity range (from
+    the whole volume), the blending margin and a fresh ``run_id``.
+    """
+    from fewlabel.models.store import load_model
+
+    device = device or _default_device()
+    loaded = load_model(model_dir, device)
+    return create_prediction_array_for_module(
+        loaded.module, image_path, output_path, params=params, sample=sample, n_slabs=n_slabs,
+        normalization=loaded.normalization, arch=loaded.arch, device=device,
+        model_info={"model_dir": str(model_dir), "arch": loaded.arch})
+
+
+def create_prediction_array_for_module(
+    module: Any,
+    image_path: str | Path,
+    output_path: str | Path,
+    *,
+    params: PredictParams,
+    sample: str,
+    n_slabs: int,
+    normalization: Mapping[str, Any] | None,
+    arch: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    model_info: Mapping[str, Any] | None = None,
+) -> Path:
+    """:func:`create_prediction_array` for an already built module."""
+    if n_slabs < 1:
+        raise ConfigError(f"n_slabs must be >= 1; got {n_slabs}.")
+    device = device or _default_device()
+    image = open_ome_zarr(image_path, sample=sample)
+    source = image.array
+    in_channels = _in_channels(source)
+    _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
+    rf = receptive_field(module, arch)
+    margin = blend_margin(rf, params.overlap, sample=sample)
+    value_range = intensity_range(source, normalization, sample=sample)
+    out_channels = _out_channels(module, in_channels, params.tile, device)
+    chunks = _output_chunks(params, source)
+    n_rows = -(-int(source.shape[-3]) // chunks[0])
+    if n_slabs > n_rows:
+        log.warning("sample %s: %d slabs for %d chunk rows along z; %d slab jobs will have "
+                    "nothing to do.", sample, n_slabs, n_rows, n_slabs - n_rows)
+    attrs = _attrs(sample, image_path, params, value_range, margin, rf, out_channels,
+                   model_info, n_slabs=n_slabs)
+    attrs["run_id"] = uuid.uuid4().hex
+    partial = partial_path(output_path)
+    with atomic_path(partial) as tmp:
+        _create_output(tmp, spatial=tuple(source.shape[-3:]), out_channels=out_channels,
+                       chunks=chunks, voxel_size=image.voxel_size, sample=sample, attrs=attrs)
+    log.info("sample %s: created %s for %d slab jobs (run %s)", sample, partial, n_slabs,
+             attrs["run_id"])
+    return partial
+
+
+def _predict_slab(module: Any, source: Any, output_path: str | Path, *, params: PredictParams,
+                  sample: str, device: str, slab: int, n_slabs: int, t0: float
+                  ) -> dict[str, Any]:
+    from fewlabel.runtime import write_json
+
+    partial = partial_path(output_path)
+    if not partial.exists():
+        raise InputDataError("the prediction array for slab jobs does not exist.",
+                             sample=sample, path=partial,
+                             fix="run 'fewlabel predict-init' (create_prediction_array) first.")
+    out = open_ome_zarr(partial, sample=sample, mode="r+")
+    attrs = dict(out.attrs.get("fewlabel", {}))
+    if attrs.get("n_slabs") != n_slabs:
+        raise ConfigError(f"the prediction array was created for {attrs.get('n_slabs')} slabs, "
+                          f"this job says n_slabs={n_slabs}.", sample=sample, path=partial,
+                          fix="use the same n_slabs for predict-init and every slab job.")
+    if attrs.get("params") != params.to_dict():
+        raise ConfigError(f"predict parameters {params.to_dict()} differ from those the "
+                          f"prediction array was created with {attrs.get('params')}.",
+                          sample=sample, path=partial,
+                          fix="rerun predict-init with the current parameters.")
+    target = out.array
+    if tuple(target.shape[-3:]) != tuple(source.shape[-3:]):
+        raise InputDataError(f"the prediction array shape {target.shape} does not match the "
+                             f"image {source.shape}.", sample=sample, path=partial,
+                             fix="rerun predict-init for this image.")
+    block_shape = tuple(int(c) for c in target.chunks[-3:])
+    blocks = slab_blocks(tuple(source.shape[-3:]), block_shape, slab, n_slabs)
+    value_range = attrs.get("intensity_range")
+    stats = None
+    if blocks:
+        stats = _run_engine(module, source, target, params=params,
+                            value_range=None if value_range is None else tuple(value_range),
+                            margin=attrs["margin"], blocks=blocks, device=device,
+                            out_channels=int(attrs["out_channels"]),
+                            desc=f"predict {sample} slab {slab}/{n_slabs}")
+    marker = {"sample": sample, "slab": slab, "n_slabs": n_slabs, "run_id": attrs["run_id"],
+              "blocks": len(blocks), "stats": None if stats is None else stats.as_dict(),
+              "device": device, "seconds": time.perf_counter() - t0}
+    write_json(marker, slab_marker_path(output_path, slab, n_slabs))
+    log.info("sample %s: slab %d/%d done (%d blocks)", sample, slab, n_slabs, len(blocks))
+    return marker
+
+
+def finalize_prediction(output_path: str | Path, *, sample: str | None = None) -> Path:
+    """Check that every slab job finished for the current partial array, then publish it.
+
+    Renames ``<output>.partial`` to ``output`` (replacing an older output) after marking it
+    complete; raises InputDataError naming the missing slabs otherwise.
+    """
+    import json
+
+    output_path = Path(output_path)
+    partial = partial_path(output_path)
+    if not partial.exists():
+        raise InputDataError("no prediction array to finalize.", sample=sample, path=partial,
+                             fix="run predict-init and the slab jobs first.")
+    attrs = dict(open_ome_zarr(partial, sample=sample).attrs.get("fewlabel", {}))
+    n_slabs = int(attrs["n_slabs"])
+    missing = []
+    for slab in range(n_slabs):
+        marker = slab_marker_path(output_path, slab, n_slabs)
+        try:
+            done = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            missing.append(slab)
+            continue
+        if done.get("run_id") != attrs.get("run_id"):
+            missing.append(slab)
+    if missing:
+        raise InputDataError(f"slab job(s) {missing} of {n_slabs} have not finished for this "
+                             "prediction array.", sample=sample, path=partial,
+                             fix="rerun the missing slab jobs ('fewlabel predict --slab i').")
+    _set_attrs(partial, complete=True)
+    with atomic_path(output_path) as tmp:
+        os.replace(partial, tmp)
+    log.info("sample %s: prediction %s complete (%d slabs)", sample, output_path, n_slabs)
+    return output_path

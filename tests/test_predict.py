@@ -1,0 +1,240 @@
+"""predict_volume: model folder + OME-Zarr in → OME-Zarr out; slab jobs; CLI."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from fewlabel.cli import main
+from fewlabel.errors import ConfigError, FewlabelError, InputDataError
+from fewlabel.io import open_ome_zarr, write_ome_zarr
+from fewlabel.models.store import register_architecture, save_model
+from fewlabel.normalize import apply_range, percentile_range
+from fewlabel.predict import (
+    PredictParams,
+    create_prediction_array,
+    finalize_prediction,
+    partial_path,
+    predict_volume,
+    predict_with_module,
+    slab_blocks,
+    slab_marker_path,
+)
+
+ARCH = "test_predict_tinyconv"
+PARAMS = PredictParams.from_dict({"tile": [8, 16, 16], "overlap": [4, 4, 4], "batch_size": 3,
+                                  "cache_tiles": 8})
+VOXEL = (2.0, 0.5, 0.5)
+
+
+class TinyConv(torch.nn.Module):
+    """Two 3×3×3 convolutions: receptive field 5 (or the declared ``rf``)."""
+
+    def __init__(self, mid: int = 3, rf: int = 5) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv3d(1, mid, 3, padding=1)
+        self.c2 = torch.nn.Conv3d(mid, 1, 3, padding=1)
+        self.rf = rf
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c2(torch.relu(self.c1(x)))
+
+    def receptive_field(self) -> tuple[int, int, int]:
+        return (self.rf,) * 3
+
+
+register_architecture(ARCH, TinyConv, replace=True)
+
+
+@pytest.fixture
+def image(tmp_path, rng):
+    volume = (rng.gamma(2.0, 40.0, size=(13, 40, 36)) + 100).astype(np.uint16)
+    path = tmp_path / "img.ome.zarr"
+    write_ome_zarr(path, volume, VOXEL, chunks=(4, 16, 16))
+    return path, volume
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    torch.manual_seed(0)
+    module = TinyConv()
+    return save_model(tmp_path / "model", module, arch={"name": ARCH, "kwargs": {"mid": 3}},
+                      training={}, normalization={"percentiles": [1, 99.8]}), module.eval()
+
+
+def reference(module: torch.nn.Module, volume: np.ndarray) -> np.ndarray:
+    low, high = percentile_range(volume, (1, 99.8))
+    with torch.inference_mode():
+        x = torch.from_numpy(apply_range(volume, low, high))[None, None]
+        return module(x).numpy()[0, 0]
+
+
+# --------------------------------------------------------------------------- params
+def test_predict_params_defaults_and_unknown_keys():
+    params = PredictParams.from_dict({})
+    assert params.to_dict() == {"tile": [16, 64, 64], "overlap": [4, 16, 16], "batch_size": 4,
+                                "cache_tiles": 64, "out_chunks": None}
+    assert PredictParams.from_dict(params.to_dict()) == params
+    with pytest.raises(ConfigError, match="unknown predict parameter"):
+        PredictParams.from_dict({"tiles": [8, 8, 8]})
+
+
+@pytest.mark.parametrize("bad", [{"tile": [8, 8]}, {"overlap": [8, 4, 4], "tile": [8, 16, 16]},
+                                 {"batch_size": 0}, {"cache_tiles": 2.5},
+                                 {"out_chunks": [0, 8, 8]}])
+def test_predict_params_reject_bad_values(bad):
+    with pytest.raises(ConfigError):
+        PredictParams.from_dict(bad)
+
+
+def test_slab_blocks_partition_z_rows():
+    shape, block = (13, 40, 36), (4, 16, 16)
+    parts = [slab_blocks(shape, block, i, 3) for i in range(3)]
+    starts = [sorted({b[0].start for b in p}) for p in parts]
+    assert starts == [[0, 4], [8], [12]]
+    assert sum(len(p) for p in parts) == 4 * 3 * 3
+    assert slab_blocks(shape, block, 4, 5) == []  # more slabs than rows: empty slab
+
+
+# --------------------------------------------------------------------------- one job
+def test_predict_volume_writes_ome_zarr_equal_to_whole_volume_inference(image, model_dir,
+                                                                        tmp_path, caplog):
+    path, volume = image
+    folder, module = model_dir
+    out = tmp_path / "pred.ome.zarr"
+    with caplog.at_level(logging.WARNING):
+        summary = predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu")
+    assert "receptive field" not in caplog.text  # overlap 4 >= RF 5 - 1
+    result = open_ome_zarr(out)
+    assert result.voxel_size == VOXEL
+    assert result.array.dtype == np.float32 and result.array.shape == volume.shape
+    assert tuple(result.array.chunks) == (4, 16, 16)
+    assert result.attrs["fewlabel"]["complete"] is True
+    assert summary["margin"] == [2, 2, 2]
+    np.testing.assert_allclose(result.array[...], reference(module, volume), atol=1e-5)
+    assert not list(tmp_path.glob(".pred.ome.zarr.tmp-*"))  # atomic: no leftovers
+
+
+def test_small_overlap_warns_and_uses_plain_gaussian_blending(image, tmp_path, caplog):
+    path, volume = image
+    module = TinyConv(rf=11).eval()
+    with caplog.at_level(logging.WARNING):
+        summary = predict_with_module(module, path, tmp_path / "p.ome.zarr", params=PARAMS,
+                                      sample="s1", normalization={"range": [0, 1000]},
+                                      device="cpu")
+    assert "smaller than the model's receptive field" in caplog.text
+    assert summary["margin"] == [0, 0, 0]
+
+
+def test_dmdetnet3d_model_folder_predicts_density_in_unit_range(image, tmp_path):
+    from fewlabel.models.detnet import DMDetNet3D
+
+    path, volume = image
+    torch.manual_seed(0)
+    net = DMDetNet3D(base_channels=2, depth=1)
+    folder = save_model(tmp_path / "det", net, arch={"name": "dmdetnet3d",
+                                                     "kwargs": {"base_channels": 2, "depth": 1}},
+                        training={}, normalization={"percentiles": [1, 99.8]})
+    out = tmp_path / "density.ome.zarr"
+    params = PredictParams.from_dict({"tile": [8, 16, 16], "overlap": [4, 8, 8]})
+    predict_volume(folder, path, out, params=params, sample="s1", device="cpu")
+    density = open_ome_zarr(out).array[...]
+    assert density.shape == volume.shape
+    assert np.isfinite(density).all() and density.min() >= 0 and density.max() <= 1
+
+
+# --------------------------------------------------------------------------- slab jobs
+def test_slab_jobs_and_finalize_equal_one_job_bitexact(image, model_dir, tmp_path):
+    path, _ = image
+    folder, _ = model_dir
+    one = tmp_path / "one.ome.zarr"
+    predict_volume(folder, path, one, params=PARAMS, sample="s1", device="cpu")
+
+    out = tmp_path / "slabs.ome.zarr"
+    partial = create_prediction_array(folder, path, out, params=PARAMS, sample="s1", n_slabs=3,
+                                      device="cpu")
+    assert partial == partial_path(out) and partial.exists()
+    for slab in (2, 0):  # any order, separate "jobs"
+        predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=slab,
+                       n_slabs=3)
+    with pytest.raises(InputDataError, match=r"\[1\]"):
+        finalize_prediction(out, sample="s1")
+    assert not out.exists()  # incomplete runs never carry the final name
+    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=1,
+                   n_slabs=3)
+    finalize_prediction(out, sample="s1")
+    assert out.exists() and not partial.exists()
+    result = open_ome_zarr(out)
+    assert result.attrs["fewlabel"]["complete"] is True
+    np.testing.assert_array_equal(result.array[...], open_ome_zarr(one).array[...])
+
+
+def test_interrupted_slab_and_stale_markers_never_look_complete(image, model_dir, tmp_path):
+    path, _ = image
+    folder, module = model_dir
+    out = tmp_path / "p.ome.zarr"
+    create_prediction_array(folder, path, out, params=PARAMS, sample="s1", n_slabs=2,
+                            device="cpu")
+    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=0,
+                   n_slabs=2)
+
+    class Crash(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("node died")
+
+    with pytest.raises(RuntimeError, match="node died"):
+        predict_with_module(Crash(), path, out, params=PARAMS, sample="s1",
+                            normalization={}, device="cpu", slab=1, n_slabs=2)
+    assert not slab_marker_path(out, 1, 2).exists()
+    with pytest.raises(InputDataError, match="not finished"):
+        finalize_prediction(out)
+    # a fresh partial array (new run) does not accept the markers of the previous run
+    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=1,
+                   n_slabs=2)
+    create_prediction_array(folder, path, out, params=PARAMS, sample="s1", n_slabs=2,
+                            device="cpu")
+    with pytest.raises(InputDataError, match=r"\[0, 1\]"):
+        finalize_prediction(out)
+    # slab jobs with other parameters than the partial array are refused
+    with pytest.raises(ConfigError, match="differ"):
+        predict_volume(folder, path, out, params=PredictParams.from_dict(
+            {**PARAMS.to_dict(), "batch_size": 2}), sample="s1", device="cpu", slab=0, n_slabs=2)
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_predict_one_job_and_slabs(image, model_dir, tmp_path):
+    path, _ = image
+    folder, _ = model_dir
+    params = '{"tile": [8, 16, 16], "overlap": [4, 4, 4], "batch_size": 3, "cache_tiles": 8}'
+    common = ["--sample", "s1", "--model-dir", str(folder), "--image", str(path), "--params",
+              params, "--threads", "1", "--seed", "0"]
+    log = tmp_path / "logs" / "predict.log"
+    assert main(["predict", *common, "--output", str(tmp_path / "a.ome.zarr"),
+                 "--log", str(log)]) == 0
+    assert "recompute factor" in log.read_text()
+    b = str(tmp_path / "b.ome.zarr")
+    assert main(["predict-init", *common, "--output", b, "--n-slabs", "2"]) == 0
+    for slab in ("0", "1"):
+        assert main(["predict", *common, "--output", b, "--slab", slab, "--n-slabs", "2"]) == 0
+    assert main(["predict-finalize", "--sample", "s1", "--output", b]) == 0
+    np.testing.assert_array_equal(open_ome_zarr(b).array[...],
+                                  open_ome_zarr(tmp_path / "a.ome.zarr").array[...])
+    bad = ["predict", "--sample", "s1", "--model-dir", str(folder), "--image", str(path),
+           "--params", '{"tile": [8, 16, 16], "bogus": 1}', "--output",
+           str(tmp_path / "c.ome.zarr")]
+    assert main(bad) == 2
+    assert main(["predict-finalize", "--sample", "s1", "--output",
+                 str(tmp_path / "none.ome.zarr")]) == 2
+
+
+def test_errors_are_fewlabel_errors(image, tmp_path):
+    path, _ = image
+    with pytest.raises(FewlabelError, match="model folder not found"):
+        predict_volume(tmp_path / "missing", path, tmp_path / "x.ome.zarr", params=PARAMS,
+                       sample="s1", device="cpu")
+    with pytest.raises(InputDataError, match="predict-init"):
+        predict_with_module(TinyConv(), path, tmp_path / "x.ome.zarr", params=PARAMS,
+                            sample="s1", normalization={}, device="cpu", slab=0, n_slabs=2)
