@@ -40,6 +40,8 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/roi.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/detection.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -75,6 +75,117 @@ def section_params(section, drop=("enabled",)):
     return to_json({k: v for k, v in config[section].items() if k not in drop})
 
 
+# ----------------------------------------------------------------------------- detection
+def detection_fit_samples():
+    """Detection samples used for fitting (train + val splits with points)."""
+    return samples_where(split=["train", "val"], task="detect", has="points")
+
+
+def detection_predict_samples():
+    """Detection samples the trained detector is applied to (test + predict splits)."""
+    return samples_where(split=["test", "predict"], task="detect")
+
+
+def detection_eval_samples():
+    """Detection samples with ground truth to score (test split with points)."""
+    return samples_where(split="test", task="detect", has="points")
+
+
+def detector_items_json(split):
+    """JSON list of training/validation items for `train-detector`."""
+    items = [
+        {
+            "sample": sample,
+            "image": IMAGE.format(sample=sample),
+            "target": DENSITY_TARGET.format(sample=sample),
+            "weight": DENSITY_WEIGHT.format(sample=sample),
+            "points": POINTS.format(sample=sample),
+        }
+        for sample in samples_where(split=split, task="detect", has="points")
+    ]
+    return to_json(items)
+
+
+def log_items_json():
+    """JSON list of fitting items for the LoG baseline's threshold tuning."""
+    return to_json(
+        [
+            {"sample": s, "image": IMAGE.format(sample=s), "points": POINTS.format(sample=s)}
+            for s in detection_fit_samples()
+        ]
+    )
+
+
+def slab_markers(wildcards):
+    """Completion markers of every slab job of one volume's prediction."""
+    n_slabs = config["detection"]["slabs"]
+    return expand(
+        DETECTION_SLAB_MARKER, sample=wildcards.sample, slab=range(n_slabs), n_slabs=n_slabs
+    )
+
+
+# ----------------------------------------------------------------------------- report
+def _detection_report_samples():
+    if not (config["detection"]["enabled"] and detection_fit_samples()):
+        return []
+    evaluated = set(detection_eval_samples())
+    return [
+        {
+            "sample": s,
+            "image": IMAGE.format(sample=s),
+            "gt": POINTS.format(sample=s) if s in evaluated else None,
+            "pred": DETECTIONS.format(sample=s),
+            "matches": DETECTION_MATCHES.format(sample=s) if s in evaluated else None,
+        }
+        for s in detection_predict_samples()
+    ]
+
+
+def report_inputs():
+    """What the report shows (dict of ReportInputs fields; paths relative to the workdir)."""
+    inputs = {
+        "title": config["report"]["title"],
+        "config": config,
+        "sample_sheet": config["samples"],
+        "summary_tsv": RUN_SUMMARY,
+        "provenance_json": PROVENANCE,
+        "images": {s: IMAGE.format(sample=s) for s in SAMPLES.index},
+    }
+    if config["roi"]["enabled"]:
+        inputs["roi_jsons"] = expand(ROI_JSON, sample=SAMPLES.index)
+        inputs["roi_masks"] = {s: ROI_MASK.format(sample=s) for s in SAMPLES.index}
+    detection = _detection_report_samples()
+    if detection:
+        inputs["detection_samples"] = detection
+        inputs["detection_model_dir"] = DETECTOR
+        if detection_eval_samples():
+            inputs["detection_summary_tsv"] = DETECTION_SUMMARY
+    return inputs
+
+
+def report_inputs_json():
+    return to_json(report_inputs())
+
+
+def report_input_files():
+    """Every file the report reads, so the report reruns when any of them changes."""
+    files = []
+
+    def collect(value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key not in ("config", "title", "sample"):
+                    collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+        elif isinstance(value, str):
+            files.append(value)
+
+    collect(report_inputs())
+    return sorted(set(files))
+
+
 def final_outputs():
     """Everything `snakemake` builds by default."""
     outputs = expand(IMAGE, sample=SAMPLES.index)
@@ -84,4 +195,9 @@ def final_outputs():
     outputs += expand(LABELS, sample=samples_where(has="labels"))
     outputs += expand(TARGET, sample=samples_where(has="target"))
     outputs += [RUN_SUMMARY, PROVENANCE]
+    if config["detection"]["enabled"] and detection_fit_samples():
+        outputs += expand(DETECTIONS, sample=detection_predict_samples())
+        if detection_eval_samples():
+            outputs.append(DETECTION_SUMMARY)
+    outputs.append(REPORT)
     return outputs

@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", required=True, help="predicted points CSV (z,y,x voxels)")
     p.add_argument("--voxel-size", type=json_arg, default=None,
                    help="JSON [z, y, x] µm (needed for gate_unit 'um')")
+    p.add_argument("--volume", default=None,
+                   help="the sample's ingested .ome.zarr: voxel size when --voxel-size is absent")
     p.add_argument("--params", type=json_arg, default=None,
                    help='JSON {"gate": 3.0, "gate_unit": "voxel"|"um"}')
     p.add_argument("--output", required=True, help="one-row metrics TSV")
@@ -80,6 +82,10 @@ def run_evaluate_detection(args: argparse.Namespace) -> None:
     from fewlabel.metrics.detection import evaluate_sample
 
     params = DetectionEvalParams.from_dict(args.params)
+    if args.voxel_size is None and args.volume is not None:
+        from fewlabel.io import open_ome_zarr
+
+        args.voxel_size = list(open_ome_zarr(args.volume, sample=args.sample).voxel_size)
     if args.voxel_size is None:
         if params.gate_unit == "um":
             raise ConfigError("gate_unit 'um' needs the sample's voxel size.", sample=args.sample,
