@@ -124,6 +124,84 @@ def slab_markers(wildcards):
     )
 
 
+# ----------------------------------------------------------------------------- segmentation
+def isl_samples(splits):
+    """Segmentation samples with a paired fluorescence target in the given splits."""
+    return samples_where(split=splits, task="segment", has="target")
+
+
+def isl_items_json(split):
+    """JSON list of {sample, image, target} items for `pretrain-isl`."""
+    return to_json(
+        [
+            {"sample": s, "image": IMAGE.format(sample=s), "target": TARGET.format(sample=s)}
+            for s in isl_samples([split])
+        ]
+    )
+
+
+def segmentation_fit_samples(split=("train", "val")):
+    """Segmentation samples with instance labels used for fine-tuning."""
+    return samples_where(split=list(split), task="segment", has="labels")
+
+
+def segmentation_predict_samples():
+    return samples_where(split=["test", "predict"], task="segment")
+
+
+def segmentation_eval_samples():
+    return samples_where(split="test", task="segment", has="labels")
+
+
+def use_isl():
+    """Pretrain with in silico labelling when enabled and paired training data exist."""
+    return config["segmentation"]["pretrain_isl"] and bool(isl_samples(["train"]))
+
+
+def segmenter_items_json(split):
+    """JSON list of {sample, image, labels} items for `train-segmenter`."""
+    return to_json(
+        [
+            {"sample": s, "image": IMAGE.format(sample=s), "labels": LABELS.format(sample=s)}
+            for s in segmentation_fit_samples([split])
+        ]
+    )
+
+
+def segmenter_init_from():
+    return ISL_MODEL if use_isl() else ""
+
+
+def segmenter_training_inputs(wildcards):
+    samples = segmentation_fit_samples()
+    inputs = {
+        "images": expand(IMAGE, sample=samples),
+        "labels": expand(LABELS, sample=samples),
+    }
+    if use_isl():
+        inputs["isl"] = ISL_MODEL
+    return inputs
+
+
+def segmentation_evaluation_inputs(wildcards):
+    inputs = {"gt": LABELS, "pred": INSTANCES}
+    if use_isl() and SAMPLES.loc[wildcards.sample, "target"]:
+        inputs["pred_fluo"] = FLUORESCENCE
+        inputs["target_fluo"] = TARGET
+    return inputs
+
+
+def fluorescence_args(wildcards, input):
+    """PCC of the ISL prediction when this sample has a fluorescence target."""
+    if "pred_fluo" not in input.keys():
+        return ""
+    return f"--pred-fluo {input.pred_fluo} --target-fluo {input.target_fluo}"
+
+
+def segmentation_enabled():
+    return config["segmentation"]["enabled"] and bool(segmentation_fit_samples(["train"]))
+
+
 # ----------------------------------------------------------------------------- report
 def _detection_report_samples():
     if not (config["detection"]["enabled"] and detection_fit_samples()):
@@ -160,6 +238,29 @@ def report_inputs():
         inputs["detection_model_dir"] = DETECTOR
         if detection_eval_samples():
             inputs["detection_summary_tsv"] = DETECTION_SUMMARY
+    if segmentation_enabled():
+        inputs["segmenter_model_dir"] = SEGMENTER
+        if use_isl():
+            inputs["isl_model_dir"] = ISL_MODEL
+        evaluated = set(segmentation_eval_samples())
+        if evaluated:
+            inputs["segmentation_summary_tsv"] = SEGMENTATION_SUMMARY
+        inputs["segmentation_samples"] = [
+            {
+                "sample": s,
+                "image": IMAGE.format(sample=s),
+                "gt_labels": LABELS.format(sample=s) if s in evaluated else None,
+                "pred_labels": INSTANCES.format(sample=s),
+                "target": TARGET.format(sample=s) if SAMPLES.loc[s, "target"] else None,
+                "pred_fluorescence": (
+                    FLUORESCENCE.format(sample=s)
+                    if use_isl() and SAMPLES.loc[s, "target"]
+                    else None
+                ),
+                "metrics_tsv": SEGMENTATION_METRICS.format(sample=s) if s in evaluated else None,
+            }
+            for s in segmentation_predict_samples()
+        ]
     return inputs
 
 
@@ -199,5 +300,9 @@ def final_outputs():
         outputs += expand(DETECTIONS, sample=detection_predict_samples())
         if detection_eval_samples():
             outputs.append(DETECTION_SUMMARY)
+    if segmentation_enabled():
+        outputs += expand(INSTANCES, sample=segmentation_predict_samples())
+        if segmentation_eval_samples():
+            outputs.append(SEGMENTATION_SUMMARY)
     outputs.append(REPORT)
     return outputs

@@ -18,7 +18,7 @@ rule make_density_targets:
         "../../envs/image.yaml"
     shell:
         "python -m fewlabel make-density-targets --sample {wildcards.sample} --image {input.image} "
-        "--points {input.points} --target-out {output.target} --weight-out {output.weight} "
+        "--points {input.points} --target {output.target} --weight {output.weight} "
         "--params {params.targets:q} --threads {threads} --log {log} 2>> {log}"
 
 

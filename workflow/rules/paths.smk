@@ -25,3 +25,12 @@ DETECTION_SUMMARY = "results/evaluate/detection_summary.tsv"
 REPORT = "results/report/report.html"
 DETECTION_MAP_PARTIAL = "results/predict/{sample}/detection.ome.zarr.partial"
 DETECTION_SLAB_MARKER = "results/predict/{sample}/detection.ome.zarr.slabs/slab-{slab}-of-{n_slabs}.json"
+
+# segmentation (ISL pretraining + mask/distance fine-tuning + h-maxima watershed)
+ISL_MODEL = "results/models/isl"
+SEGMENTER = "results/models/segmenter"
+FLUORESCENCE = "results/predict/{sample}/fluorescence.ome.zarr"
+SEGMENTATION_MAP = "results/predict/{sample}/segmentation.ome.zarr"
+INSTANCES = "results/instances/{sample}/labels.ome.zarr"
+SEGMENTATION_METRICS = "results/evaluate/{sample}/segmentation.tsv"
+SEGMENTATION_SUMMARY = "results/evaluate/segmentation_summary.tsv"
