@@ -100,6 +100,7 @@ class DMDetNet3D(nn.Module):
     pool_z : downsample z too (factor 2) instead of keeping it (factor 1).
     pool_kernels : explicit per-level (z, y, x) factors; overrides ``pool_z``.
     upsample : 'trilinear' (interpolation + conv) or 'transposed'.
+    head_bias_init : initial bias of the output convolution (initialisation only).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class DMDetNet3D(nn.Module):
         pool_z: bool = False,
         pool_kernels: Sequence[Sequence[int]] | None = None,
         upsample: str = "trilinear",
+        head_bias_init: float = -2.0,
     ) -> None:
         super().__init__()
         if in_channels < 1 or base_channels < 1 or depth < 0 or blocks_per_level < 1:
@@ -139,6 +141,9 @@ class DMDetNet3D(nn.Module):
             blocks += [ResBlock3d(chans[level], chans[level]) for _ in range(blocks_per_level)]
             self.decoder.append(nn.Sequential(*blocks))
         self.head = nn.Conv3d(chans[0], 1, 1)
+        # start near the background level (sigmoid(-2) ≈ 0.12): the first steps need not
+        # push the whole map down, which makes few-shot training converge much faster
+        nn.init.constant_(self.head.bias, head_bias_init)
         self.upsample = upsample
 
     @property

@@ -1,0 +1,76 @@
+"""Stages ``make-density-targets`` (points → density target + weight map) and ``train-detector``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from fewlabel.cli import add_common, json_arg
+
+TARGET_KEYS = ("sigma", "sigma_unit", "lam", "T")
+
+
+def items_arg(text: str) -> Any:
+    """argparse ``type=``: a JSON list given inline or as the path of a JSON file."""
+    stripped = text.strip()
+    if not stripped.startswith(("[", "{")) and Path(stripped).is_file():
+        stripped = Path(stripped).read_text()
+    value = json_arg(stripped)
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError("expected a JSON list of {sample, image, target, weight, "
+                                         "points} objects")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("make-density-targets",
+                              help="points -> Gaussian density target + AWing weight map")
+    p.add_argument("--sample", required=True)
+    p.add_argument("--image", required=True, help="the sample's ingested .ome.zarr")
+    p.add_argument("--points", required=True, help="points CSV (z,y,x voxels)")
+    p.add_argument("--target", required=True, help="output density target .ome.zarr")
+    p.add_argument("--weight", required=True, help="output weight map .ome.zarr")
+    p.add_argument("--params", type=json_arg, default={},
+                   help='JSON {"sigma": [z,y,x] or number, "sigma_unit": "voxel"|"um", '
+                        '"lam": 10, "T": 0.2}')
+    add_common(p)
+    p.set_defaults(handler=run_make_density_targets)
+
+    q = subparsers.add_parser("train-detector", help="train DM-DetNet3D -> model folder")
+    q.add_argument("--train-json", type=items_arg, required=True,
+                   help="JSON list (inline or file) of {sample, image, target, weight, points}")
+    q.add_argument("--val-json", type=items_arg, default=[],
+                   help="JSON list (inline or file) of validation items (may be empty)")
+    q.add_argument("--out-dir", required=True, help="model folder to write")
+    q.add_argument("--params", type=json_arg, default={},
+                   help="JSON detector training params (see DetectorTrainParams)")
+    q.add_argument("--summary", default=None, help="also write the training summary JSON here")
+    add_common(q)
+    q.set_defaults(handler=run_train_detector)
+
+
+def run_make_density_targets(args: argparse.Namespace) -> None:
+    from fewlabel.errors import ConfigError
+    from fewlabel.labels import make_density_targets
+
+    params = dict(args.params or {})
+    unknown = sorted(set(params) - set(TARGET_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown density-target key(s) {unknown}; known: {list(TARGET_KEYS)}.")
+    make_density_targets(args.image, args.points, args.target, args.weight, sample=args.sample,
+                         workers=args.threads, **params)
+
+
+def run_train_detector(args: argparse.Namespace) -> None:
+    from fewlabel.runtime import write_json
+    from fewlabel.train.detector import DetectorTrainParams, train_detector
+
+    params = DetectorTrainParams.from_dict(args.params)
+    summary = train_detector(args.train_json, args.val_json, args.out_dir, params=params,
+                             seed=args.seed, threads=args.threads)
+    if args.summary:
+        write_json(summary, args.summary)
+    logging.getLogger(__name__).info("train-detector summary: %s", json.dumps(summary))

@@ -1,0 +1,166 @@
+"""Training utilities and the DM-DetNet3D trainer on tiny real Zarr files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fewlabel.cli import main as cli_main
+from fewlabel.errors import ConfigError, InputDataError
+from fewlabel.io import write_ome_zarr, write_points_csv
+from fewlabel.labels import make_density_targets
+from fewlabel.models.store import load_model
+from fewlabel.train.common import CropSampler, CropVolume, CurveLogger, EarlyStopping
+from fewlabel.train.detector import DetectorTrainParams, train_detector
+
+torch.set_num_threads(1)
+
+TINY = {
+    "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [8, 16, 16], "patience": 5,
+    "model": {"base_channels": 2, "depth": 1}, "threshold_grid": [0.1, 0.3, 0.5],
+}
+
+
+# --------------------------------------------------------------------------- common utilities
+def test_crop_sampler_is_deterministic_flips_and_pads() -> None:
+    image = np.arange(4 * 10 * 12, dtype=np.float32).reshape(4, 10, 12)
+    weight = np.ones_like(image)
+    volume = CropVolume([image, weight], name="v", transforms=[lambda a: a * 2, None])
+    a = CropSampler([volume], (6, 8, 8), seed=3, pad_values=[None, 0.0]).sample(5)
+    b = CropSampler([volume], (6, 8, 8), seed=3, pad_values=[None, 0.0]).sample(5)
+    c = CropSampler([volume], (6, 8, 8), seed=4, pad_values=[None, 0.0]).sample(5)
+    assert a[0].shape == (5, 6, 8, 8) and a[0].dtype == np.float32
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], c[0])
+    # z is 4 < 6: the image is mirror-padded, the weight padded with 0
+    np.testing.assert_array_equal(a[1][:, 4:], 0.0)
+    np.testing.assert_array_equal(a[1][:, :4], 1.0)
+    np.testing.assert_array_equal(np.sort(a[0][:, 4:6].ravel()), np.sort(a[0][:, 2:4].ravel()))
+    # every crop is the (transformed) image content, possibly flipped in y/x
+    crops = CropSampler([volume], (4, 8, 8), seed=0).sample(40)[0]
+    flipped_y = [not np.all(np.diff(c, axis=1) > 0) for c in crops]
+    assert any(flipped_y) and not all(flipped_y)
+    assert np.all(np.isin(crops, image * 2))
+
+
+def test_point_centred_crops_contain_points() -> None:
+    image = np.zeros((8, 64, 64), np.float32)
+    centres = np.array([[4.0, 50.0, 10.0]])
+    image[4, 50, 10] = 1.0
+    volume = CropVolume([image], centres=centres)
+    crops = CropSampler([volume], (4, 16, 16), seed=0, point_fraction=1.0).sample(20)[0]
+    assert np.all(crops.reshape(20, -1).max(axis=1) == 1.0)
+
+
+def test_early_stopping_and_curve(tmp_path) -> None:
+    stop = EarlyStopping(patience=2)
+    assert stop.step(1.0, 1) and not stop.step(1.0, 2) and not stop.should_stop
+    assert not stop.step(1.5, 3) and stop.should_stop and stop.best_epoch == 1
+    curve = CurveLogger(tmp_path / "c.tsv", tmp_path / "c.png")
+    curve.log(epoch=1, train_loss=2.0, val_loss=3.0)
+    curve.log(epoch=2, train_loss=1.0, val_loss=2.0)
+    assert list(pd.read_csv(tmp_path / "c.tsv", sep="\t")["val_loss"]) == [3.0, 2.0]
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_params_from_dict() -> None:
+    params = DetectorTrainParams.from_dict({"crop": [4, 8, 8], "awing": {"theta": 0.4},
+                                            "model": {"pool_z": True}})
+    assert params.crop == (4, 8, 8) and params.awing.theta == 0.4 and params.model.pool_z
+    assert params.awing.alpha == 2.1 and params.loss == "awing"
+    assert json.loads(json.dumps(params.to_dict()))["crop"] == [4, 8, 8]
+    with pytest.raises(ConfigError, match="unknown key"):
+        DetectorTrainParams.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="unknown key"):
+        DetectorTrainParams.from_dict({"model": {"channels": 3}})
+    with pytest.raises(ConfigError, match="loss"):
+        DetectorTrainParams.from_dict({"loss": "l1"})
+
+
+# --------------------------------------------------------------------------- trainer
+def _make_sample(root, name: str, seed: int, *, n_points: int = 6) -> dict[str, str]:
+    rng = np.random.default_rng(seed)
+    shape = (6, 24, 28)
+    pts = rng.uniform([1, 3, 3], [5, 21, 25], size=(n_points, 3))
+    image = rng.poisson(10, shape).astype(np.float32)
+    zz, yy, xx = np.indices(shape)
+    for p in pts:
+        image += 40 * np.exp(-0.5 * (((zz - p[0]) / 0.8) ** 2 + ((yy - p[1]) / 1.2) ** 2
+                                     + ((xx - p[2]) / 1.2) ** 2))
+    paths = {k: str(root / f"{name}_{k}.ome.zarr") for k in ("image", "target", "weight")}
+    paths["points"] = str(root / f"{name}.csv")
+    write_ome_zarr(paths["image"], image, (1.0, 0.5, 0.5), chunks=(3, 16, 16))
+    write_points_csv(pd.DataFrame(pts, columns=["z", "y", "x"]), paths["points"])
+    make_density_targets(paths["image"], paths["points"], paths["target"], paths["weight"],
+                         sigma=[1.0, 1.5, 1.5], sample=name)
+    return {"sample": name, **paths}
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("detector")
+    return root, _make_sample(root, "a", 1), _make_sample(root, "b", 2)
+
+
+def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
+    root, train, val = samples
+    summary = train_detector([train], [val], root / "m1", params=TINY, seed=5, threads=1)
+    folder = root / "m1"
+    for name in ("weights.pt", "weights_last.pt", "model.json", "training.json",
+                 "thresholds.json", "normalization.json", "curve.tsv", "curve.png"):
+        assert (folder / name).is_file(), name
+    curve = pd.read_csv(folder / "curve.tsv", sep="\t")
+    assert list(curve["epoch"]) == [1, 2]
+    assert {"train_loss", "val_loss"} <= set(curve.columns)
+    thresholds = json.loads((folder / "thresholds.json").read_text())
+    assert thresholds["detection_threshold"] in (0.1, 0.3, 0.5)
+    assert 0.0 <= thresholds["val_f1"] <= 1.0
+    assert [r["threshold"] for r in thresholds["f1_curve"]] == [0.1, 0.3, 0.5]
+    assert summary["val_f1"] == thresholds["val_f1"]
+    loaded = load_model(folder, expect="dmdetnet3d")
+    assert loaded.normalization["percentiles"] == [1.0, 99.8]
+    assert loaded.training["params"]["model"]["base_channels"] == 2
+    assert loaded.training["epochs_run"] == 2
+
+    # same seed through the CLI -> identical weights; another seed -> different weights
+    code = cli_main(["train-detector", "--train-json", json.dumps([train]),
+                     "--val-json", json.dumps([val]), "--out-dir", str(root / "m2"),
+                     "--params", json.dumps(TINY), "--seed", "5", "--threads", "1"])
+    assert code == 0
+    w1 = torch.load(folder / "weights.pt", weights_only=True)
+    w2 = torch.load(root / "m2" / "weights.pt", weights_only=True)
+    assert w1.keys() == w2.keys()
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    train_detector([train], [val], root / "m3", params=TINY, seed=6, threads=1)
+    w3 = torch.load(root / "m3" / "weights.pt", weights_only=True)
+    assert not all(torch.equal(w1[k], w3[k]) for k in w1)
+
+
+def test_empty_training_points_is_a_clear_error(samples, tmp_path) -> None:
+    _root, train, val = samples
+    empty = tmp_path / "empty.csv"
+    empty.write_text("z,y,x\n")
+    with pytest.raises(InputDataError, match="no points") as info:
+        train_detector([{**train, "points": str(empty)}], [val], tmp_path / "m", params=TINY)
+    assert "sample 'a'" in str(info.value)
+    with pytest.raises(ConfigError, match="no samples with points in the train split"):
+        train_detector([], [val], tmp_path / "m", params=TINY)
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_make_density_targets(samples, tmp_path) -> None:
+    _root, train, _val = samples
+    code = cli_main(["make-density-targets", "--sample", "a", "--image", train["image"],
+                     "--points", train["points"], "--target", str(tmp_path / "t.ome.zarr"),
+                     "--weight", str(tmp_path / "w.ome.zarr"),
+                     "--params", '{"sigma": [1.0, 1.5, 1.5], "lam": 10, "T": 0.2}'])
+    assert code == 0
+    assert (tmp_path / "t.ome.zarr").is_dir() and (tmp_path / "w.ome.zarr").is_dir()
+    code = cli_main(["make-density-targets", "--sample", "a", "--image", train["image"],
+                     "--points", train["points"], "--target", str(tmp_path / "t2.ome.zarr"),
+                     "--weight", str(tmp_path / "w2.ome.zarr"), "--params", '{"sigm": 1}'])
+    assert code == 2
