@@ -1,0 +1,495 @@
+"""Few-image instance segmentation: fine-tune the ISL U-Net to a mask + distance segmenter.
+
+Targets (built on the fly from an instance label image, ISL seed): the foreground mask
+``g = [labels > 0]`` and the distance map ``d``: for each object ``i`` the Euclidean distance of
+its voxels to the nearest voxel *not* in object ``i`` (background or another object), computed
+with :func:`scipy.ndimage.distance_transform_edt` using the voxel size as sampling, normalised
+by the object's maximum, so ``d ∈ [0, 1]`` peaks at 1 in every object's centre and touching
+objects are separated by a valley (image borders do not count as background).
+
+Network (:class:`fewlabel.models.unet.Segmenter`, arch ``segmenter``): the ISL U-Net body
+(its single linear fluorescence output ``f̂`` kept) + head ``Conv(1→8)→ReLU→Conv(8→2)`` on
+``f̂ − 0.5``; channel 0 = mask logit ``z``, channel 1 = distance ``d̂``.
+
+* ``init: isl`` — the body gets the ISL model's weights (same architecture, read from its
+  model.json: dims, planes, channels, depth, norm, pooling); the head starts as the adapted
+  output activation centred at 0.5: ``z = 4·(f̂ − 0.5)``, ``d̂ = ReLU(f̂ − 0.5)``
+  (:meth:`Segmenter.init_head_from_fluorescence`), so training starts from
+  ``mask = σ(4·(f̂ − 0.5))``. All weights are then fine-tuned.
+  Without an ISL folder (pretraining disabled: ``--init-from ''``) ``init: isl`` falls back to
+  scratch with a warning; training.json records ``init: scratch, init_requested: isl``.
+* ``init: scratch`` — the same architecture (from ``model`` params), random initialisation.
+
+Loss: ``L = MSE(d̂, d) + α·L_mask(z, g)`` (:func:`fewlabel.losses.segmentation.build_loss`
+``mask_distance``; α = MSE₀/L_mask,₀ from the first batch). ``loss`` names the mask term's loss
+(``bce`` (default of mask_distance), ``dice``, ``focal``, ``focal_tversky``, ``combined``,
+``combined_ft``) with ``loss_params`` as its parameters; ``loss: mask_distance`` takes
+``loss_params`` for the mask_distance loss itself (alpha, mask_loss, mask_params, w_cell).
+Adam; random crops + flips of the percentile-normalised image; validation each epoch on whole
+images (large: fixed crops): ``val_loss`` (early stopping, best weights) and ``val_dice`` of
+``σ(z) > 0.5``. With the best weights, the mask threshold maximising the pooled validation
+Dice over ``threshold_grid`` is stored in thresholds.json (``mask_threshold``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from torch import nn
+
+from fewlabel.errors import ConfigError, InputDataError, ModelError
+from fewlabel.io import open_ome_zarr
+from fewlabel.train.isl import (
+    PLANES_AS_CHANNELS,
+    VAL_WHOLE_MAX_VOXELS,
+    NormalisedImage,
+    UNetParams,
+    _check_common,
+    _mapping,
+    coerce_items,
+    expected_target_shape,
+    flip_axes,
+    json_ready,
+    open_input_image,
+    predict_image,
+    reject_unknown,
+    to_model_input,
+    to_model_target,
+    train_crop,
+)
+
+log = logging.getLogger(__name__)
+
+HEAD_GAIN = 4.0
+"""Initial slope of the ISL-initialised mask logit ``z = HEAD_GAIN·(f̂ − 0.5)``."""
+MASK_LOSSES = ("bce", "dice", "focal", "focal_tversky", "combined", "combined_ft")
+
+
+# --------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class SegmenterModelParams(UNetParams):
+    """Segmenter architecture (``model``): the U-Net body (used with ``init: scratch``; with
+    ``init: isl`` the ISL model's body wins) and the head."""
+
+    head_channels: int = 8
+    head_kernel: int = 3
+
+
+@dataclass(frozen=True)
+class SegmenterParams:
+    """Segmenter training settings (``segmentation.train``; JSON via ``--params``).
+
+    ``crop`` is ZYX (2D: z ignored). Defaults fine-tune the demo (16×64×64 nuclei, 1 train + 1
+    val image) in well under a minute on two CPU threads.
+    """
+
+    dims: int = 3
+    epochs: int = 40
+    steps_per_epoch: int = 8
+    batch_size: int = 2
+    crop: tuple[int, int, int] = (8, 48, 48)
+    lr: float = 2e-3
+    patience: int = 10
+    loss: str = "mask_distance"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    init: str = "isl"
+    percentiles: tuple[float, float] = (1.0, 99.8)
+    flip_z: bool = False
+    val_crops: int = 4
+    threshold_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+    model: SegmenterModelParams = field(
+        default_factory=lambda: SegmenterModelParams(base_channels=8, depth=2))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> SegmenterParams:
+        """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
+        data = _mapping(data, "segmenter params")
+        reject_unknown(data, cls, "segmenter params")
+        if "model" in data:
+            model = _mapping(data["model"], "segmenter params 'model'")
+            reject_unknown(model, SegmenterModelParams, "segmenter params 'model'")
+            data["model"] = dataclasses.replace(cls().model, **model)
+        if "loss_params" in data:
+            data["loss_params"] = _mapping(data["loss_params"], "segmenter params 'loss_params'")
+        for key in ("crop", "percentiles", "threshold_grid"):
+            if key in data:
+                data[key] = tuple(data[key])
+        try:
+            params = cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"invalid segmenter params: {exc}.") from exc
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        problems: list[str] = []
+        _check_common(self, problems)
+        problems += self.model.validate("model")
+        if self.model.head_channels < 2 or self.model.head_kernel not in (1, 3):
+            problems.append("model.head_channels must be >= 2 and model.head_kernel 1 or 3")
+        if self.init not in ("isl", "scratch"):
+            problems.append("init must be 'isl' or 'scratch'")
+        if self.loss not in ("mask_distance", *MASK_LOSSES):
+            problems.append(f"loss must be one of {['mask_distance', *MASK_LOSSES]}")
+        if not self.threshold_grid or not all(0 < t < 1 for t in self.threshold_grid):
+            problems.append("threshold_grid must be a non-empty list of values in (0, 1)")
+        if problems:
+            raise ConfigError("invalid segmenter params: " + "; ".join(problems) + ".")
+        self.build_loss()  # unknown loss parameters fail now
+
+    def build_loss(self) -> nn.Module:
+        """The mask + distance loss module (see module docstring)."""
+        from fewlabel.losses.segmentation import build_loss
+
+        if self.loss == "mask_distance":
+            return build_loss("mask_distance", **self.loss_params)
+        return build_loss("mask_distance", mask_loss=self.loss, mask_params=dict(self.loss_params))
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(dataclasses.asdict(self))
+
+
+# --------------------------------------------------------------------------- targets
+def instance_targets(labels: np.ndarray, voxel_size: Sequence[float] = (1.0, 1.0, 1.0)
+                     ) -> np.ndarray:
+    """``(2, Z, Y, X)`` float32 targets from ZYX instance labels: mask and normalised distance.
+
+    ``d(v) = EDT_i(v) / max EDT_i`` for ``v`` in object ``i``, where ``EDT_i`` is the Euclidean
+    distance (µm, ``sampling = voxel_size``) to the nearest voxel outside object ``i`` within
+    the image (module docstring); 0 on the background.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels[None]
+    mask = labels > 0
+    distance = np.zeros(labels.shape, dtype=np.float32)
+    sampling = [float(v) for v in voxel_size][-3:]
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n))
+                      for s, n in zip(box, labels.shape, strict=True))
+        inside = labels[grown] == index
+        edt = ndi.distance_transform_edt(inside, sampling=sampling)
+        peak = float(edt.max())
+        if peak <= 0:
+            continue
+        region = distance[grown]
+        region[inside] = (edt[inside] / peak).astype(np.float32)
+    return np.stack([mask.astype(np.float32), distance])
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class _Annotated:
+    image: NormalisedImage
+    targets: np.ndarray  # (2, Z, Y, X); 2D: (2, 1, Y, X)
+    labels_path: str
+    n_objects: int
+
+    @property
+    def sample(self) -> str:
+        return self.image.sample
+
+    def crop_volume(self) -> Any:
+        from fewlabel.train.common import CropVolume
+
+        return CropVolume(arrays=[self.image.array, self.targets], name=self.sample,
+                          transforms=[self.image.normalise, None])
+
+
+def _load_annotated(item: Mapping[str, str], params: SegmenterParams, planes: int | None, *,
+                    training: bool) -> _Annotated:
+    sample = item["sample"]
+    image = open_input_image(sample, item["image"], dims=params.dims,
+                             percentiles=params.percentiles, planes=planes)
+    labels = open_ome_zarr(item["labels"], sample=sample)
+    expected = expected_target_shape(image.shape, params.dims)
+    if tuple(labels.shape) != expected:
+        raise InputDataError(
+            f"instance label shape {tuple(labels.shape)} differs from the image shape "
+            f"{image.shape} (expected {expected}{'; 2D: one plane' if params.dims == 2 else ''}).",
+            sample=sample, path=item["labels"],
+            fix="give the instance mask of the same field of view (sheet column 'labels').")
+    data = np.asarray(labels.array[...])
+    if data.dtype.kind not in "uib":
+        raise InputDataError(f"instance labels have non-integer dtype {data.dtype}.",
+                             sample=sample, path=item["labels"],
+                             fix="save instance labels as an integer image (0 = background).")
+    n_objects = int(len(np.unique(data[data > 0])))
+    if n_objects == 0:
+        if training:
+            raise InputDataError(
+                "the instance label image holds no objects (every voxel is 0), so it cannot "
+                "teach the segmenter what to segment.", sample=sample, path=item["labels"],
+                fix="annotate the objects of this image, or give it the split 'test'/'predict' "
+                    "instead of 'train'.")
+        log.warning("validation sample %s has no labelled objects", sample)
+    targets = instance_targets(data, image.voxel_size)
+    log.info("%s sample %s: image %s, %d objects, intensity range [%g, %g]",
+             "training" if training else "validation", sample, image.shape, n_objects,
+             image.low, image.high)
+    return _Annotated(image=image, targets=targets, labels_path=item["labels"],
+                      n_objects=n_objects)
+
+
+def _dice(prob: torch.Tensor, mask: torch.Tensor, threshold: float) -> tuple[float, float]:
+    """(2·|P∩G|, |P| + |G|) of the binarised prediction (pooled Dice numerator/denominator)."""
+    pred = prob > threshold
+    gt = mask > 0.5
+    return float(2 * (pred & gt).sum()), float(pred.sum() + gt.sum())
+
+
+def _validation(vols: Sequence[_Annotated], params: SegmenterParams, loss_fn: nn.Module,
+                device: str, seed: int) -> tuple[Callable[[nn.Module], dict[str, float]],
+                                                  list[tuple[torch.Tensor, torch.Tensor]]]:
+    from fewlabel.train.common import CropSampler
+
+    items: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for vol in vols:
+        if math.prod(vol.image.shape) <= VAL_WHOLE_MAX_VOXELS:
+            x = vol.image.normalise(np.asarray(vol.image.array[...]))[None]
+            items.append((to_model_input(x, params.dims, device),
+                          to_model_target(vol.targets[None], params.dims, device)))
+        else:
+            sampler = CropSampler([vol.crop_volume()], train_crop(params, params.dims),
+                                  seed=seed + 1, flip_axes=())
+            for x, y in sampler.fixed_crops(params.val_crops, seed=seed + 1):
+                items.append((to_model_input(x[None], params.dims, device),
+                              to_model_target(y[None], params.dims, device)))
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        losses, num, den = [], 0.0, 0.0
+        for x, y in items:
+            out = model(x).float()
+            losses.append(float(loss_fn(out, y)))
+            a, b = _dice(torch.sigmoid(out[:, 0]), y[:, 0], 0.5)
+            num, den = num + a, den + b
+        return {"val_loss": float(np.mean(losses)), "val_dice": num / den if den else 1.0}
+
+    return validate, items
+
+
+# --------------------------------------------------------------------------- model setup
+def _isl_body(init_from: str | Path, params: SegmenterParams, planes: int | None
+              ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """(body kwargs, body state_dict, ISL normalisation) of an ISL model folder, checked."""
+    from fewlabel.models.store import load_model
+
+    isl = load_model(init_from, "cpu", expect="unet")
+    kwargs = dict(isl.arch["kwargs"])
+    isl_dims = int(kwargs.get("dims", 3))
+    if isl_dims != params.dims:
+        raise ModelError(
+            f"the ISL model is {isl_dims}D but the segmenter is configured as {params.dims}D; "
+            "its weights cannot initialise the segmenter.", path=init_from,
+            fix=f"pretrain ISL with dims: {params.dims}, set the segmenter dims to {isl_dims}, "
+                "or use init: scratch.")
+    if int(kwargs.get("out_channels", 1)) != 1:
+        raise ModelError(f"the ISL model has {kwargs.get('out_channels')} output channels; the "
+                         "segmenter head expects one fluorescence output.", path=init_from)
+    want = planes if params.dims == 2 else 1
+    if int(kwargs.get("in_channels", 1)) != want:
+        raise ModelError(
+            f"the ISL model takes {kwargs.get('in_channels')} input plane(s)/channel(s) but the "
+            f"segmentation images have {want}.", path=init_from,
+            fix="pretrain ISL on images with the same number of planes, or use init: scratch.")
+    if kwargs.get("final_activation") is not None:
+        log.warning("ISL model has final activation %r; the segmenter body uses a linear "
+                    "output", kwargs.get("final_activation"))
+    body = {k: kwargs[k] for k in ("dims", "in_channels", "base_channels", "depth", "norm",
+                                   "pool_z", "pool_kernels") if k in kwargs}
+    mine = params.model
+    differs = {k: (getattr(mine, k), body[k]) for k in ("base_channels", "depth", "norm")
+               if k in body and getattr(mine, k) != body[k]}
+    if differs:
+        log.warning("init: isl - the body architecture comes from the ISL model; ignoring the "
+                    "segmenter 'model' values (mine, ISL's): %s", differs)
+    state = dict(isl.module.state_dict())
+    return body, state, isl.normalization
+
+
+def _build_segmenter(params: SegmenterParams, init_from: str | Path | None,
+                     planes: int | None, device: str
+                     ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    from fewlabel.models.unet import Segmenter
+
+    head = {"head_channels": params.model.head_channels, "head_kernel": params.model.head_kernel,
+            "center": 0.5}
+    info: dict[str, Any] = {"init": params.init, "init_requested": params.init,
+                            "init_from": None}
+    if params.init == "isl" and not init_from:
+        log.warning("segmenter init is 'isl' but no ISL model folder was given (ISL "
+                    "pretraining disabled or without paired data): training from scratch")
+        info["init"] = "scratch"
+    if info["init"] == "isl":
+        body, state, isl_norm = _isl_body(str(init_from), params, planes)
+        kwargs = {**body, **head}
+        model = Segmenter(**kwargs)
+        model.body.load_state_dict(state, strict=True)
+        model.init_head_from_fluorescence(HEAD_GAIN)
+        info.update(init_from=str(init_from), head_gain=HEAD_GAIN,
+                    isl_percentiles=isl_norm.get("percentiles"))
+        if list(isl_norm.get("percentiles", params.percentiles)) != list(params.percentiles):
+            log.warning("ISL model was trained with percentiles %s, the segmenter uses %s",
+                        isl_norm.get("percentiles"), list(params.percentiles))
+    else:
+        if init_from:
+            log.info("init: scratch - ignoring the ISL model folder %s", init_from)
+        crop = train_crop(params, params.dims)
+        kwargs = {"dims": params.dims, "in_channels": planes if params.dims == 2 else 1,
+                  "base_channels": params.model.base_channels, "depth": params.model.depth,
+                  "norm": params.model.norm,
+                  "pool_z": params.model.resolve_pool_z(params.dims, crop[0]),
+                  "pool_kernels": params.model.pool_kernels, **head}
+        model = Segmenter(**kwargs)
+    return model.to(device), json_ready(kwargs), info
+
+
+# --------------------------------------------------------------------------- training
+def train_segmenter(
+    train_items: Sequence[Mapping[str, Any]],
+    val_items: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    *,
+    params: SegmenterParams | Mapping[str, Any] | None = None,
+    init_from: str | Path | None = None,
+    seed: int = 0,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Fine-tune (``init: isl``) or train from scratch the mask + distance segmenter.
+
+    Parameters
+    ----------
+    train_items, val_items : dicts ``{sample, image, labels}`` (label-free image and instance
+        label OME-Zarr). The training-set size is the number of train items (1, 2, 10, ...).
+        Without validation items the training images are used for early stopping (logged).
+    out_dir : model folder (weights.pt = best, weights_last.pt, model.json (arch 'segmenter'),
+        training.json, thresholds.json (mask_threshold), normalization.json, curve.tsv/png).
+    params : :class:`SegmenterParams` or a dict for ``from_dict``.
+    init_from : ISL model folder for ``init: isl`` (None/'' → from scratch, with a warning);
+        ignored for ``init: scratch``.
+    seed, threads : determinism and CPU threads.
+
+    Returns
+    -------
+    Summary dict: best epoch, validation loss and Dice, tuned mask threshold, timing.
+    """
+    from fewlabel.models.store import save_model
+    from fewlabel.models.unet import SEGMENTER_ARCH_NAME
+    from fewlabel.runtime import configure_torch, provenance
+    from fewlabel.train.common import CropSampler, CurveLogger, fit
+
+    if not isinstance(params, SegmenterParams):
+        params = SegmenterParams.from_dict(params)
+    train = coerce_items(train_items, ("image", "labels"), "segmenter training")
+    val = coerce_items(val_items, ("image", "labels"), "segmenter validation")
+    if not train:
+        raise ConfigError("no samples with instance labels in the train split; the segmenter "
+                          "needs at least one annotated training image.",
+                          fix="set split=train and a 'labels' file for at least one sample.")
+    device = configure_torch(threads, seed)
+    t0 = time.monotonic()
+    first = _load_annotated(train[0], params, None, training=True)
+    planes = first.image.shape[0] if params.dims == 2 else None
+    train_vols = [first] + [_load_annotated(i, params, planes, training=True) for i in train[1:]]
+    val_vols = [_load_annotated(i, params, planes, training=False) for i in val]
+    tuned_on = "val"
+    if not val_vols:
+        log.warning("no validation images: early stopping and the mask threshold use the "
+                    "training images (optimistic)")
+        val_vols, tuned_on = train_vols, "train"
+    model, kwargs, init_info = _build_segmenter(params, init_from, planes, device)
+    log.info("segmenter (%s init): %d train / %d val image(s), dims %d, %d parameters, "
+             "receptive field %s, device %s, seed %d, %d thread(s)", init_info["init"],
+             len(train_vols), len(val), params.dims, sum(p.numel() for p in model.parameters()),
+             model.receptive_field(), device, seed, threads)
+    loss_fn = params.build_loss().to(device)
+    sampler = CropSampler([v.crop_volume() for v in train_vols], train_crop(params, params.dims),
+                          seed=seed, flip_axes=flip_axes(params, params.dims))
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+
+    def train_step_loss(net: nn.Module) -> torch.Tensor:
+        x, y = sampler.sample(params.batch_size)
+        out = net(to_model_input(x, params.dims, device))
+        return loss_fn(out.float(), to_model_target(y, params.dims, device))
+
+    validate, val_tensors = _validation(val_vols, params, loss_fn, device, seed)
+    result = fit(model, optimizer=optimizer, train_step_loss=train_step_loss, validate=validate,
+                 epochs=params.epochs, steps_per_epoch=params.steps_per_epoch, device=device,
+                 patience=params.patience,
+                 curve=CurveLogger(title=f"segmenter ({init_info['init']} init)"),
+                 desc="train-segmenter")
+    model.load_state_dict(result.best_state)
+    model.eval()
+    thresholds = _tune_threshold(model, val_tensors, params.threshold_grid, tuned_on)
+    best_row = result.curve.loc[result.curve["epoch"] == result.best_epoch].iloc[0]
+    alpha = getattr(loss_fn, "alpha", None)
+    summary = {
+        "init": init_info["init"],
+        "n_train_images": len(train_vols),
+        "best_epoch": int(result.best_epoch),
+        "best_val_loss": float(result.best_value),
+        "best_val_dice": float(best_row["val_dice"]),
+        "mask_threshold": thresholds["mask_threshold"],
+        "epochs_run": int(result.epochs_run),
+        "stopped_early": bool(result.stopped_early),
+        "seconds": round(time.monotonic() - t0, 2),
+        "train_seconds": round(result.seconds, 2),
+    }
+    normalization = {
+        "method": "percentile", "percentiles": list(params.percentiles), "per_volume": True,
+        "mode": PLANES_AS_CHANNELS if params.dims == 2 else "volume", "dims": params.dims,
+        "planes": planes, "outputs": ["mask_logit", "distance"],
+        "prediction_outputs": ["mask_probability", "distance"],
+    }
+    training = {
+        "stage": "train-segmenter", "params": params.to_dict(), "seed": seed,
+        "threads": threads, "device": device, "train": train, "val": val, **init_info,
+        "loss_alpha": None if alpha is None else float(alpha),
+        "objects": {v.sample: v.n_objects for v in train_vols},
+        "normalisation_ranges": {v.sample: [v.image.low, v.image.high] for v in train_vols},
+        **summary, "provenance": provenance(params.to_dict()),
+    }
+    save_model(out_dir, result.best_state, arch={"name": SEGMENTER_ARCH_NAME, "kwargs": kwargs},
+               training=training, thresholds=thresholds, curve=result.curve,
+               normalization=normalization, extra_states={"weights_last": result.last_state})
+    log.info("segmenter done: best epoch %d, val loss %.4f, val Dice %.3f, mask threshold %.2f "
+             "(%.1fs)", summary["best_epoch"], summary["best_val_loss"],
+             summary["best_val_dice"], summary["mask_threshold"], summary["seconds"])
+    return summary
+
+
+def _tune_threshold(model: nn.Module, items: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                    grid: Sequence[float], tuned_on: str) -> dict[str, Any]:
+    """Mask threshold maximising the pooled Dice of ``σ(z) > t`` over the validation images."""
+    rows = []
+    with torch.no_grad():
+        outs = [(torch.sigmoid(model(x).float()[:, 0]), y[:, 0]) for x, y in items]
+    for t in sorted(float(v) for v in grid):
+        num = den = 0.0
+        for prob, mask in outs:
+            a, b = _dice(prob, mask, t)
+            num, den = num + a, den + b
+        rows.append({"threshold": t, "dice": num / den if den else 1.0})
+    best = max(rows, key=lambda r: (r["dice"], -abs(r["threshold"] - 0.5)))
+    return {"mask_threshold": best["threshold"], "val_dice": best["dice"], "dice_curve": rows,
+            "tuned_on": tuned_on}
+
+
+def predict_segmentation(model_dir: str | Path, image_path: str | Path,
+                         output_path: str | Path, *, params: Any = None,
+                         sample: str | None = None, threads: int = 1) -> dict[str, Any]:
+    """Two-channel float32 CZYX OME-Zarr (0: mask probability σ(z), 1: distance) of one image."""
+    return predict_image(model_dir, image_path, output_path, params=params, sample=sample,
+                         threads=threads, expect="segmenter")

@@ -1,0 +1,175 @@
+"""Segmenter (mask + distance) training: targets, ISL / scratch init, errors, end-to-end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from fewlabel.cli import main
+from fewlabel.errors import ConfigError, InputDataError, ModelError
+from fewlabel.io import open_ome_zarr, write_ome_zarr
+from fewlabel.models.store import load_model
+from fewlabel.train.isl import pretrain_isl
+from fewlabel.train.segmenter import (
+    SegmenterParams,
+    _build_segmenter,
+    instance_targets,
+    predict_segmentation,
+    train_segmenter,
+)
+
+TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [4, 16, 16],
+        "model": {"base_channels": 4, "depth": 1}}
+VOXEL = (1.0, 0.5, 0.5)
+
+
+def write_sample(folder, name, *, shape=(6, 24, 24), seed=0, empty=False):
+    """Touching ellipsoid-ish cells: labels, fluorescence, label-free contrast."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.indices(shape)
+    labels = np.zeros(shape, np.uint16)
+    if not empty:
+        for k in range(3):
+            cz, cy, cx = shape[0] // 2, rng.integers(5, shape[1] - 5), rng.integers(5, shape[2] - 5)
+            inside = ((zz - cz) / 2.5) ** 2 + ((yy - cy) / 5.0) ** 2 + ((xx - cx) / 5.0) ** 2 <= 1
+            labels[inside & (labels == 0)] = k + 1
+    fluo = ndi.gaussian_filter((labels > 0).astype(np.float32), 1.0) * 100
+    lf = 1 + ndi.gaussian_filter(fluo, 1) - ndi.gaussian_filter(fluo, 3)
+    lf = (lf + rng.normal(0, 0.05, shape)).astype(np.float32)
+    paths = {k: folder / f"{name}_{k}.ome.zarr" for k in ("lf", "fl", "lab")}
+    write_ome_zarr(paths["lf"], lf, VOXEL, chunks=(6, 24, 24))
+    write_ome_zarr(paths["fl"], fluo.astype(np.float32) + rng.normal(0, 0.5, shape).astype(
+        np.float32), VOXEL, chunks=(6, 24, 24))
+    write_ome_zarr(paths["lab"], labels, VOXEL, chunks=(6, 24, 24))
+    return {"sample": name, "image": str(paths["lf"]), "target": str(paths["fl"]),
+            "labels": str(paths["lab"])}
+
+
+def isl_item(s):
+    return {k: s[k] for k in ("sample", "image", "target")}
+
+
+def seg_item(s):
+    return {k: s[k] for k in ("sample", "image", "labels")}
+
+
+@pytest.fixture(scope="module")
+def isl_setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("seg")
+    a = write_sample(folder, "a", seed=1)
+    b = write_sample(folder, "b", seed=2)
+    pretrain_isl([isl_item(a)], [isl_item(b)], folder / "isl", params=TINY, seed=0, threads=1)
+    return folder, a, b
+
+
+def test_instance_targets_distance_per_object():
+    labels = np.zeros((1, 9, 16), np.uint16)
+    labels[0, 1:8, 1:8] = 1
+    labels[0, 1:8, 8:15] = 2  # touching object
+    targets = instance_targets(labels, (1.0, 1.0, 1.0))
+    mask, dist = targets
+    assert targets.shape == (2, 1, 9, 16) and targets.dtype == np.float32
+    assert np.array_equal(mask, labels > 0)
+    assert dist[labels == 0].max() == 0
+    for k in (1, 2):
+        assert dist[labels == k].max() == pytest.approx(1.0)
+        assert dist[labels == k].min() > 0
+    # the touching border is a valley, the centres are peaks
+    assert dist[0, 4, 7] < dist[0, 4, 4] and dist[0, 4, 8] < dist[0, 4, 11]
+    # anisotropic sampling changes the (unnormalised) shape of the map
+    aniso = instance_targets(labels, (1.0, 1.0, 3.0))[1]
+    assert not np.allclose(aniso, dist)
+
+
+def test_isl_init_loads_pretrained_body_and_scratch_does_not(isl_setup):
+    folder, a, _ = isl_setup
+    isl = load_model(folder / "isl", expect="unet").module.state_dict()
+    torch.manual_seed(0)
+    model, kwargs, info = _build_segmenter(SegmenterParams.from_dict(TINY), folder / "isl",
+                                           None, "cpu")
+    body = model.body.state_dict()
+    assert info["init"] == "isl" and kwargs["base_channels"] == 4
+    assert all(torch.equal(body[k], isl[k]) for k in isl)
+    scratch, _, info = _build_segmenter(SegmenterParams.from_dict({**TINY, "init": "scratch"}),
+                                        folder / "isl", None, "cpu")
+    assert info["init"] == "scratch"
+    name = "encoder.0.block.0.weight"
+    assert not torch.equal(scratch.body.state_dict()[name], isl[name])
+
+
+def test_isl_of_other_dims_is_a_model_error(isl_setup):
+    folder, _, _ = isl_setup
+    with pytest.raises(ModelError, match="3D but the segmenter is configured as 2D"):
+        _build_segmenter(SegmenterParams.from_dict({**TINY, "dims": 2}), folder / "isl", 1,
+                         "cpu")
+
+
+def test_isl_init_without_folder_falls_back_to_scratch(tmp_path, isl_setup):
+    _, a, _ = isl_setup
+    summary = train_segmenter([seg_item(a)], [], tmp_path / "seg", params=TINY, init_from="")
+    training = json.loads((tmp_path / "seg" / "training.json").read_text())
+    assert summary["init"] == "scratch" and training["init_requested"] == "isl"
+    assert training["init_from"] is None
+
+
+def test_empty_training_mask_names_the_sample(tmp_path, isl_setup):
+    folder, _, _ = isl_setup
+    empty = write_sample(tmp_path, "blank", empty=True)
+    with pytest.raises(InputDataError) as info:
+        train_segmenter([seg_item(empty)], [], tmp_path / "seg", params=TINY,
+                        init_from=folder / "isl")
+    assert "blank" in str(info.value) and "no objects" in str(info.value)
+
+
+def test_params_validate_loss_and_init():
+    with pytest.raises(ConfigError):
+        SegmenterParams.from_dict({"init": "imagenet"})
+    with pytest.raises(ConfigError):
+        SegmenterParams.from_dict({"loss": "hinge"})
+    with pytest.raises(ConfigError):
+        SegmenterParams.from_dict({"loss": "dice", "loss_params": {"bogus": 1}})
+    params = SegmenterParams.from_dict({"loss": "focal_tversky", "loss_params": {"beta": 0.8}})
+    assert params.build_loss().mask_loss.params == {"beta": 0.8}
+
+
+def test_end_to_end_pretrain_finetune_predict(tmp_path, isl_setup):
+    folder, a, b = isl_setup
+    c = write_sample(tmp_path, "c", seed=3)
+    summary = train_segmenter([seg_item(a), seg_item(c)], [seg_item(b)], tmp_path / "seg",
+                              params=TINY, init_from=folder / "isl", seed=0, threads=1)
+    assert summary["n_train_images"] == 2 and summary["init"] == "isl"
+    loaded = load_model(tmp_path / "seg", expect="segmenter")  # rebuilt from model.json alone
+    assert 0 < loaded.thresholds["mask_threshold"] < 1
+    assert loaded.arch["kwargs"]["head_channels"] == 8
+    out = tmp_path / "pred.ome.zarr"
+    predict_segmentation(tmp_path / "seg", b["image"], out, sample="b",
+                         params={"tile": [4, 16, 16], "overlap": [2, 8, 8]})
+    pred = open_ome_zarr(out)
+    assert pred.shape == (2, 6, 24, 24) and pred.array.dtype == np.float32
+    values = np.asarray(pred.array[...])
+    assert np.isfinite(values).all()
+    assert values[0].min() >= 0.0 and values[0].max() <= 1.0  # channel 0 = mask probability
+
+
+def test_cli_2d_scratch_segmenter(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.zeros((1, 24, 24), np.uint16)
+    labels[0, 3:10, 3:10] = 1
+    labels[0, 12:20, 10:21] = 2
+    fluo = ndi.gaussian_filter((labels > 0).astype(np.float32), (0, 1, 1))
+    planes = np.concatenate([ndi.gaussian_filter(fluo, (0, s, s)) for s in (0.5, 1.5, 3)])
+    planes = planes + rng.normal(0, 0.02, planes.shape).astype(np.float32)
+    write_ome_zarr(tmp_path / "lf.ome.zarr", planes, VOXEL, chunks=(3, 24, 24))
+    write_ome_zarr(tmp_path / "lab.ome.zarr", labels, VOXEL, chunks=(1, 24, 24))
+    items = json.dumps([{"sample": "two_d", "image": str(tmp_path / "lf.ome.zarr"),
+                         "labels": str(tmp_path / "lab.ome.zarr")}])
+    params = json.dumps({**TINY, "dims": 2, "init": "scratch", "loss": "dice"})
+    assert main(["train-segmenter", "--train-json", items, "--out-dir", str(tmp_path / "seg"),
+                 "--init-from", "", "--params", params]) == 0
+    assert main(["predict-segmentation", "--model-dir", str(tmp_path / "seg"), "--image",
+                 str(tmp_path / "lf.ome.zarr"), "--output", str(tmp_path / "p.ome.zarr")]) == 0
+    assert open_ome_zarr(tmp_path / "p.ome.zarr").shape == (2, 1, 24, 24)
