@@ -109,3 +109,21 @@ def test_defaults_filled():
     validate_config(config)
     assert config["roi"]["extend_radius_um"] == 1.0
     assert config["demo"]["params"]["spots_snr"] == 4.0
+
+
+def test_shipped_config_builds_every_stage_params(repo):
+    from fewlabel.config import check_stage_params
+
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    validate_config(config)
+    check_stage_params(config)
+
+
+def test_stage_rejects_value_schema_cannot_judge():
+    """Inconsistent values that pass the schema still fail at parse time, naming the key."""
+    from fewlabel.config import check_stage_params
+
+    config = {"roi": {"clip_percentiles": [99.0, 1.0]}}
+    validate_config(config)
+    with pytest.raises(ConfigError, match=r"config key 'roi'"):
+        check_stage_params(config)
