@@ -1,0 +1,34 @@
+"""Stage ``segment-roi``: ROI mask + class-prior estimate for one sample (Vedrenne et al. §2.2)."""
+
+from __future__ import annotations
+
+import argparse
+
+from fewlabel.cli import add_common, json_arg
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "segment-roi",
+        help="ROI mask (smoothing + clipping/CLAHE + 2-Gaussian mixture + erosion/dilation) "
+             "and the PU class prior π")
+    p.add_argument("--sample", required=True)
+    p.add_argument("--image", required=True, help="the sample's ingested ZYX .ome.zarr")
+    p.add_argument("--mask-out", required=True, help="output ROI mask (uint8 .ome.zarr)")
+    p.add_argument("--json-out", required=True, help="output summary JSON")
+    p.add_argument("--params", type=json_arg, default={},
+                   help="JSON object with the 'roi' config keys (see fewlabel.roi.RoiParams)")
+    add_common(p)
+    p.set_defaults(handler=run_segment_roi)
+
+
+def run_segment_roi(args: argparse.Namespace) -> None:
+    from fewlabel.errors import ConfigError
+    from fewlabel.roi import RoiParams, segment_roi
+
+    if not isinstance(args.params, dict):
+        raise ConfigError(f"--params must be a JSON object, got {args.params!r}.",
+                          sample=args.sample, fix="pass the roi config section as a JSON object.")
+    params = RoiParams.from_dict(args.params)
+    segment_roi(args.image, args.mask_out, args.json_out, params=params, sample=args.sample,
+                workers=max(1, int(args.threads)), seed=int(args.seed))

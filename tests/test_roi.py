@@ -1,0 +1,237 @@
+"""ROI segmentation (fewlabel.roi): particles kept, compactness, chunked == whole volume, π."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+
+from fewlabel import roi
+from fewlabel.cli import main as cli_main
+from fewlabel.errors import ConfigError, FewlabelError, InputDataError
+from fewlabel.io import open_ome_zarr, write_ome_zarr
+from fewlabel.roi import (
+    RoiParams,
+    class_prior,
+    erode_dilate,
+    fit_gmm_1d,
+    prior_warnings,
+    segment_roi,
+)
+from fewlabel.synth import spot_volume
+
+log = logging.getLogger(__name__)
+
+# PTC-like spots (SNR 4, Poisson, uneven background + bright clutter blobs), 1.0 x 0.2 x 0.2 µm
+# voxels: a widefield / spinning-disk stack with 1 µm steps; spots have σ = 0.7 x 0.2 x 0.2 µm.
+VOXEL = (1.0, 0.2, 0.2)
+SHAPE = (16, 96, 96)
+# This synthetic's background varies by only ±40%, which a 2 µm CLAHE with a clip limit of
+# 0.005 leaves almost as it is (the regions hold 200 voxels, so every histogram bin is
+# clipped to one count); the test checks the rest of the chain at that setting.
+SPOT_PARAMS = {"clahe_clip_limit": 0.005}
+
+
+def _spots(tmp_path, seed: int, voxel=VOXEL, chunks=(8, 48, 48)):
+    s = spot_volume(SHAPE, snr=4.0, density="medium", clutter=True, seed=seed)
+    path = tmp_path / f"spots{seed}.ome.zarr"
+    write_ome_zarr(path, np.round(s.image).astype(np.uint16), voxel, chunks=chunks)
+    return path, s.points[["z", "y", "x"]].to_numpy()
+
+
+def _mask(path) -> np.ndarray:
+    return np.asarray(open_ome_zarr(path).array[...])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_roi_keeps_particles_and_is_compact(tmp_path, seed):
+    image, points = _spots(tmp_path, seed)
+    params = RoiParams.from_dict(SPOT_PARAMS)
+    summary = segment_roi(image, tmp_path / "roi.ome.zarr", tmp_path / "roi.json", params=params,
+                          sample=f"spots{seed}", seed=0)
+    mask = _mask(tmp_path / "roi.ome.zarr")
+    centres = np.clip(np.round(points).astype(int), 0, np.array(SHAPE) - 1)
+    kept = float(mask[tuple(centres.T)].mean())
+    fraction = float(mask.mean())
+    message = (f"ROI seed {seed}: kept {kept:.3f} of {len(centres)} particles, covers "
+               f"{fraction:.3f} of the volume; GMM weights {summary['gmm']['weights']}")
+    print(message)
+    log.info(message)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    assert summary["roi_voxels"] == int(mask.sum())
+    assert summary["total_voxels"] == mask.size
+    assert summary["roi_fraction"] == pytest.approx(fraction)
+    assert kept >= 0.99
+    assert fraction <= 0.25
+    on_disk = json.loads((tmp_path / "roi.json").read_text())
+    assert on_disk["roi_voxels"] == summary["roi_voxels"]
+    assert on_disk["warnings"] == [] and on_disk["pi"] is None
+    assert not list(tmp_path.glob(".*"))  # no staging or temporary output left behind
+
+
+def test_chunked_roi_equals_whole_volume(tmp_path):
+    # CLAHE strong enough to matter, active erosion, subsampled fit (random chunks)
+    image, _ = _spots(tmp_path, 3, voxel=(0.5, 0.2, 0.2), chunks=(8, 32, 32))
+    params = RoiParams.from_dict({"clahe_clip_limit": 0.03, "erosion_radius_um": 0.2,
+                                  "extend_radius_um": 0.6, "max_fit_voxels": 20000})
+    chunked = segment_roi(image, tmp_path / "c.ome.zarr", tmp_path / "c.json", params=params,
+                          sample="s", workers=2, seed=5)
+    whole = segment_roi(image, tmp_path / "w.ome.zarr", tmp_path / "w.json", params=params,
+                        sample="s", workers=1, seed=5, block_shape=SHAPE)
+    a, b = _mask(tmp_path / "c.ome.zarr"), _mask(tmp_path / "w.ome.zarr")
+    agreement = float((a == b).mean())
+    print(f"chunked vs whole-volume ROI agreement {agreement:.6f}, ROI fraction "
+          f"{a.mean():.3f} / {b.mean():.3f}")
+    assert 0.02 < a.mean() < 0.98  # a non-trivial mask
+    assert chunked["gmm"] == whole["gmm"]
+    assert agreement >= 0.98
+    if roi._CLAHE_CORE is not None:  # CLAHE core: the block-wise views are exact
+        assert agreement == 1.0
+    assert open_ome_zarr(tmp_path / "c.ome.zarr").array.chunks == (8, 32, 32)
+    assert open_ome_zarr(tmp_path / "c.ome.zarr").voxel_size == (0.5, 0.2, 0.2)
+
+
+def test_corrected_view_blocks_equal_whole(rng):
+    image = rng.poisson(50, size=(12, 40, 44)).astype(np.float32)
+    image[:, :, 20:] += 40  # a step in the background
+    kernel = (3, 7, 9)
+    smoothed = roi.SmoothedView(image, (0.6, 1.2, 1.2))
+    whole = roi.CorrectedView(smoothed, 40.0, 110.0, kernel, 0.05)[...]
+    view = roi.CorrectedView(smoothed, 40.0, 110.0, kernel, 0.05)
+    tiled = roi.CorrectedView(smoothed, 40.0, 110.0, kernel, 0.05)
+    tiled.max_tile_voxels = 12000  # forces recursive splitting (whole context: 12x40x44)
+    for z, y, x in itertools.product((0, 5, 9), (0, 13, 31), (0, 17, 30)):
+        block = (slice(z, z + 3), slice(y, y + 9), slice(x, x + 14))
+        np.testing.assert_array_equal(view[block], whole[block])
+    np.testing.assert_array_equal(tiled[...], whole)
+
+
+def test_class_prior_known_numbers():
+    roi_um3 = 10 * (4.0 / 3.0) * math.pi * 1.0 ** 3 / 0.1  # 10 unit balls fill 10%
+    pi, batch = class_prior(10, 1.0, roi_um3)
+    assert pi == pytest.approx(0.1)
+    assert batch == 10
+    assert prior_warnings(pi) == []
+    assert class_prior(3, 0.5, 100.0)[1] == math.ceil(100.0 / (3 * (4 / 3) * math.pi * 0.125))
+
+
+def test_pi_in_summary_and_implausible_warnings(tmp_path, caplog):
+    image, _ = _spots(tmp_path, 0)
+    base = dict(SPOT_PARAMS, particle_radius_um=0.3)
+    good = segment_roi(image, tmp_path / "a.ome.zarr", tmp_path / "a.json", sample="s",
+                       params=RoiParams.from_dict(dict(base, expected_particles=41)))
+    expected = 41 * (4 / 3) * math.pi * 0.3 ** 3 / (good["roi_voxels"] * 0.04)
+    assert good["roi_volume_um3"] == pytest.approx(good["roi_voxels"] * 0.04)
+    assert good["pi"] == pytest.approx(expected)
+    assert good["min_batch_size"] == math.ceil(1 / expected)
+    assert good["warnings"] == []
+    print(f"pi={good['pi']:.4f}, min batch {good['min_batch_size']}")
+
+    with caplog.at_level(logging.WARNING, logger="fewlabel.roi"):
+        high = segment_roi(image, tmp_path / "b.ome.zarr", tmp_path / "b.json", sample="s",
+                           params=RoiParams.from_dict(dict(base, expected_particles=100000)))
+    assert high["pi"] > 0.5 and len(high["warnings"]) == 1 and "> 0.5" in high["warnings"][0]
+    assert any("pi=" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert json.loads((tmp_path / "b.json").read_text())["warnings"] == high["warnings"]
+    low = segment_roi(image, tmp_path / "c.ome.zarr", tmp_path / "c.json", sample="s",
+                      params=RoiParams.from_dict(dict(SPOT_PARAMS, expected_particles=1,
+                                                      particle_radius_um=0.01)))
+    assert low["pi"] < 1e-4 and "< 0.0001" in low["warnings"][0]
+
+
+def test_single_plane_volume(tmp_path):
+    s = spot_volume((1, 96, 96), snr=6.0, density=2000, clutter=False, seed=2)
+    path = tmp_path / "plane.ome.zarr"
+    write_ome_zarr(path, np.round(s.image).astype(np.uint16), (1.0, 0.2, 0.2), chunks=(1, 48, 48))
+    summary = segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", sample="plane",
+                          params=RoiParams(), workers=2)
+    mask = _mask(tmp_path / "m.ome.zarr")
+    centres = np.round(s.points[["z", "y", "x"]].to_numpy()).astype(int)
+    assert mask.shape == (1, 96, 96) and 0 < summary["roi_fraction"] < 1
+    assert mask[tuple(centres.T)].mean() >= 0.9
+
+
+def test_constant_volume_is_a_clear_error(tmp_path):
+    path = tmp_path / "flat.ome.zarr"
+    write_ome_zarr(path, np.full((8, 32, 32), 7, np.uint16), VOXEL, chunks=(4, 16, 16))
+    with pytest.raises(FewlabelError, match="sample 'flatvol'.*constant"):
+        segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiParams(),
+                    sample="flatvol")
+    assert not (tmp_path / "m.ome.zarr").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_gmm_recovers_a_known_mixture(rng):
+    values = np.concatenate([rng.normal(0.3, 0.05, 70000), rng.normal(0.7, 0.08, 30000)])
+    gmm = fit_gmm_1d(values)
+    assert gmm.means == pytest.approx((0.3, 0.7), abs=0.005)
+    assert np.sqrt(gmm.variances) == pytest.approx((0.05, 0.08), abs=0.005)
+    assert gmm.weights == pytest.approx((0.7, 0.3), abs=0.01)
+    assert gmm.converged
+    post = gmm.posterior_bright(np.array([0.2, 0.5, 0.9]))
+    assert post[0] < 0.01 and post[2] > 0.99
+
+
+def test_gmm_finds_a_sparse_bright_tail(rng):
+    values = np.concatenate([rng.normal(0.5, 0.1, 98000), rng.normal(0.95, 0.02, 2000)])
+    gmm = fit_gmm_1d(np.clip(values, 0, 1))
+    assert gmm.means[1] == pytest.approx(0.95, abs=0.01)
+    assert gmm.weights[1] == pytest.approx(0.02, abs=0.005)
+
+
+def test_gmm_degenerate_inputs_raise():
+    with pytest.raises(InputDataError, match="sample 'x'.*constant"):
+        fit_gmm_1d(np.full(1000, 0.4), sample="x")
+    with pytest.raises(InputDataError, match="degenerate"):
+        fit_gmm_1d(np.r_[np.zeros(10 ** 6), 1.0], sample="x")
+
+
+def test_ball_morphology_is_exact():
+    voxel = (0.5, 0.2, 0.2)
+    mask = np.zeros((15, 31, 31), bool)
+    mask[7, 15, 15] = True
+    grown = erode_dilate(mask, voxel, 0.0, 1.0)
+    d = np.array(list(itertools.product(range(-7, 8), range(-15, 16), range(-15, 16))))
+    expected = int(((d * voxel) ** 2).sum(axis=1).__le__(1.0 + 1e-9).sum())
+    assert int(grown.sum()) == expected
+    assert not erode_dilate(mask, voxel, 0.2, 0.0).any()  # a lone voxel is eroded away
+    cube = np.zeros_like(mask)
+    cube[5:10, 10:21, 10:21] = True
+    assert erode_dilate(cube, voxel, 0.2, 0.0).sum() == 5 * 9 * 9  # xy cross, no z reach
+
+
+def test_params_validation():
+    assert RoiParams.from_dict({}) == RoiParams()
+    assert RoiParams.from_dict({"clahe_kernel_voxels": [2, 8, 8]}).clahe_kernel_voxels == (2, 8, 8)
+    with pytest.raises(ConfigError, match="unknown roi parameter"):
+        RoiParams.from_dict({"posterior": 0.5})
+    with pytest.raises(ConfigError, match="posterior_threshold"):
+        RoiParams.from_dict({"posterior_threshold": 1.5})
+    with pytest.raises(ConfigError, match="together"):
+        RoiParams.from_dict({"expected_particles": 10})
+    with pytest.raises(ConfigError, match="clip_percentiles"):
+        RoiParams.from_dict({"clip_percentiles": [99, 1]})
+
+
+def test_cli_segment_roi(tmp_path):
+    image, _ = _spots(tmp_path, 0)
+    mask, out = tmp_path / "r" / "roi.ome.zarr", tmp_path / "r" / "roi.json"
+    code = cli_main(["segment-roi", "--sample", "spots0", "--image", str(image), "--mask-out",
+                     str(mask), "--json-out", str(out), "--params",
+                     json.dumps(dict(SPOT_PARAMS, expected_particles=41,
+                                     particle_radius_um=0.3)),
+                     "--threads", "2", "--seed", "1", "--log", str(tmp_path / "roi.log")])
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert {"roi_fraction", "roi_voxels", "total_voxels", "gmm", "threshold", "pi",
+            "min_batch_size", "warnings"} <= set(summary)
+    assert set(summary["gmm"]) >= {"means", "variances", "weights"}
+    assert open_ome_zarr(mask).array.dtype == np.uint8
+    assert "ROI" in (tmp_path / "roi.log").read_text()
+    bad = cli_main(["segment-roi", "--sample", "spots0", "--image", str(image), "--mask-out",
+                    str(tmp_path / "x.ome.zarr"), "--json-out", str(tmp_path / "x.json"),
+                    "--params", '{"nonsense": 1}'])
+    assert bad == 2
