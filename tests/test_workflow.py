@@ -27,6 +27,17 @@ TINY_CONFIG = {
     "demo": {"enabled": True, "output_dir": "demo_data", "params": {
         "spots_shape": [8, 64, 64], "nuclei_shape": [12, 48, 48], "nuclei_count": 5}},
     "ingest": {"chunks": [8, 32, 32]},
+    "detection": {
+        "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "crop": [8, 32, 32],
+                  "model": {"base_channels": 8, "depth": 2}},
+        "predict": {"tile": [8, 32, 32], "overlap": [2, 8, 8]},
+    },
+    "segmentation": {
+        "isl": {"epochs": 2, "steps_per_epoch": 3, "crop": [8, 32, 32]},
+        "train": {"epochs": 2, "steps_per_epoch": 3, "crop": [8, 32, 32]},
+        "predict": {"tile": [8, 32, 32], "overlap": [2, 8, 8]},
+        "instances": {"halo": [6, 16, 16]},
+    },
 }
 
 
@@ -71,6 +82,37 @@ def test_default_chain_outputs(finished_run):
     assert provenance["versions"]["torch"].startswith("2.13")
     assert provenance["inputs"], "input checksums recorded"
     assert (finished_run / "logs" / "segment_roi" / "spots_test.log").stat().st_size > 0
+
+
+def test_default_chain_detection_and_segmentation(finished_run):
+    results = finished_run / "results"
+    assert (results / "models" / "detector" / "thresholds.json").exists()
+    points = pd.read_csv(results / "points" / "spots_test" / "points.csv")
+    assert list(points.columns[:3]) == ["z", "y", "x"] and "score" in points.columns
+    detection = pd.read_csv(results / "evaluate" / "detection_summary.tsv", sep="\t")
+    assert {"spots_test", "ALL"} <= set(detection["sample"])
+    assert detection["f1"].between(0, 1).all()
+    labels = open_ome_zarr(results / "instances" / "nuclei_test" / "labels.ome.zarr")
+    assert labels.array.dtype == "uint32"
+    segmentation = pd.read_csv(results / "evaluate" / "segmentation_summary.tsv", sep="\t")
+    assert "nuclei_test" in set(segmentation["sample"])
+    assert "pcc" in segmentation.columns  # ISL prediction scored against its target
+
+
+def test_report_is_self_contained_with_decodable_images(finished_run):
+    import base64
+    import io
+
+    import matplotlib.image
+
+    html = (finished_run / "results" / "report" / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) >= 6
+    for encoded in images:
+        pixels = matplotlib.image.imread(io.BytesIO(base64.b64decode(encoded)), format="png")
+        assert pixels.size > 0 and pixels.std() > 0
+    for section in ("Detection", "Segmentation", "Provenance"):
+        assert section in html
 
 
 def test_rerun_is_noop(finished_run):

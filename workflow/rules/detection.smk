@@ -37,7 +37,7 @@ if config["detection"]["method"] == "density":
             val=detector_items_json("val"),
             settings=to_json(config["detection"]["train"]),
             seed=config["seed"],
-        threads: 2
+        threads: 1
         resources:
             gpu=1,
         log:
@@ -62,7 +62,7 @@ if config["detection"]["method"] == "density":
             params:
                 predict=to_json(config["detection"]["predict"]),
                 seed=config["seed"],
-            threads: 2
+            threads: 1
             resources:
                 gpu=1,
             log:
@@ -108,7 +108,7 @@ if config["detection"]["method"] == "density":
                 predict=to_json(config["detection"]["predict"]),
                 final=DETECTION_MAP,
                 seed=config["seed"],
-            threads: 2
+            threads: 1
             resources:
                 gpu=1,
             log:

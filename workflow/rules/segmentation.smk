@@ -13,7 +13,7 @@ rule pretrain_isl:
         val=isl_items_json("val"),
         settings=to_json(config["segmentation"]["isl"]),
         seed=config["seed"],
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
     log:
@@ -36,7 +36,7 @@ rule predict_isl:
         directory(FLUORESCENCE),
     params:
         predict=to_json(config["segmentation"]["predict"]),
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
     log:
@@ -60,7 +60,7 @@ rule train_segmenter:
         init=segmenter_init_from(),
         settings=to_json(config["segmentation"]["train"]),
         seed=config["seed"],
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
     log:
@@ -84,7 +84,7 @@ rule predict_segmentation:
         directory(SEGMENTATION_MAP),
     params:
         predict=to_json(config["segmentation"]["predict"]),
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
     log:
