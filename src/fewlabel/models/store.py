@@ -111,14 +111,20 @@ def _split_arch(arch: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def plot_curve(curve: pd.DataFrame, path: str | Path, *, title: str = "training curve") -> None:
-    """Plot every numeric column of ``curve`` against ``epoch`` (losses on a log axis) to PNG."""
+    """Plot the numeric columns of ``curve`` against ``epoch`` to PNG.
+
+    Columns with 'loss' in their name share the left panel (log axis when positive), other
+    metrics the right one; a dotted line marks the last epoch flagged in a ``best`` column.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = curve["epoch"] if "epoch" in curve.columns else pd.Series(range(1, len(curve) + 1))
-    columns = [c for c in curve.columns if c != "epoch" and pd.api.types.is_numeric_dtype(curve[c])]
+    skip = {"epoch", "best", "seconds", "lr"}
+    columns = [c for c in curve.columns
+               if c not in skip and pd.api.types.is_numeric_dtype(curve[c])]
     losses = [c for c in columns if "loss" in c]
     others = [c for c in columns if c not in losses]
     fig, axes = plt.subplots(1, 2 if others else 1, figsize=(9 if others else 5, 3.5),
@@ -128,6 +134,9 @@ def plot_curve(curve: pd.DataFrame, path: str | Path, *, title: str = "training 
         ax.plot(x, curve[column], marker=".", label=column)
     if losses and (curve[losses].to_numpy() > 0).all():
         ax.set_yscale("log")
+    if "best" in curve.columns and curve["best"].astype(bool).any():
+        best_epoch = x[curve["best"].astype(bool).to_numpy()].iloc[-1]
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title)
