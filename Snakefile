@@ -13,7 +13,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from fewlabel.config import check_stage_params, load_samples, validate_config  # noqa: E402
+from fewlabel.config import load_samples, validate_config  # noqa: E402
+from fewlabel.stage_params import check_stage_params  # noqa: E402
 from fewlabel.errors import ConfigError  # noqa: E402
 
 

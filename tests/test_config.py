@@ -112,7 +112,7 @@ def test_defaults_filled():
 
 
 def test_shipped_config_builds_every_stage_params(repo):
-    from fewlabel.config import check_stage_params
+    from fewlabel.stage_params import check_stage_params
 
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     validate_config(config)
@@ -121,7 +121,7 @@ def test_shipped_config_builds_every_stage_params(repo):
 
 def test_stage_rejects_value_schema_cannot_judge():
     """Inconsistent values that pass the schema still fail at parse time, naming the key."""
-    from fewlabel.config import check_stage_params
+    from fewlabel.stage_params import check_stage_params
 
     config = {"roi": {"clip_percentiles": [99.0, 1.0]}}
     validate_config(config)

@@ -1,12 +1,10 @@
-"""Run-time setup shared by stages: torch threads/seeding/device, provenance records."""
+"""Provenance records shared by stages: versions, git commit, checksums, JSON output."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import random
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -15,20 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def configure_torch(threads: int, seed: int, *, deterministic: bool = True) -> str:
-    """Set torch threads and seeds; return the device name ('cuda' if available, else 'cpu')."""
-    import torch
-
-    torch.set_num_threads(max(1, int(threads)))
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def package_versions() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Stages ``make-density-targets`` (points → density target + weight map) and ``train-detector``."""
+"""Stage ``train-detector``: DM-DetNet3D training -> model folder."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from fewlabel.cli import add_common, json_arg
-
-TARGET_KEYS = ("sigma", "sigma_unit", "lam", "T")
-
 
 def items_arg(text: str) -> Any:
     """argparse ``type=``: a JSON list given inline or as the path of a JSON file."""
@@ -26,19 +23,6 @@ def items_arg(text: str) -> Any:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("make-density-targets",
-                              help="points -> Gaussian density target + AWing weight map")
-    p.add_argument("--sample", required=True)
-    p.add_argument("--image", required=True, help="the sample's ingested .ome.zarr")
-    p.add_argument("--points", required=True, help="points CSV (z,y,x voxels)")
-    p.add_argument("--target", required=True, help="output density target .ome.zarr")
-    p.add_argument("--weight", required=True, help="output weight map .ome.zarr")
-    p.add_argument("--params", type=json_arg, default={},
-                   help='JSON {"sigma": [z,y,x] or number, "sigma_unit": "voxel"|"um", '
-                        '"lam": 10, "T": 0.2}')
-    add_common(p)
-    p.set_defaults(handler=run_make_density_targets)
-
     q = subparsers.add_parser("train-detector", help="train DM-DetNet3D -> model folder")
     q.add_argument("--train-json", type=items_arg, required=True,
                    help="JSON list (inline or file) of {sample, image, target, weight, points}")
@@ -50,18 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--summary", default=None, help="also write the training summary JSON here")
     add_common(q)
     q.set_defaults(handler=run_train_detector)
-
-
-def run_make_density_targets(args: argparse.Namespace) -> None:
-    from fewlabel.errors import ConfigError
-    from fewlabel.labels import make_density_targets
-
-    params = dict(args.params or {})
-    unknown = sorted(set(params) - set(TARGET_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown density-target key(s) {unknown}; known: {list(TARGET_KEYS)}.")
-    make_density_targets(args.image, args.points, args.target, args.weight, sample=args.sample,
-                         workers=args.threads, **params)
 
 
 def run_train_detector(args: argparse.Namespace) -> None:

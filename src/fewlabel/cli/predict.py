@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> None:
     from fewlabel.errors import ConfigError
     from fewlabel.predict import PredictParams, predict_volume
-    from fewlabel.runtime import configure_torch
+    from fewlabel.device import configure_torch
 
     if args.slab is not None and not 0 <= args.slab < args.n_slabs:
         raise ConfigError(f"--slab {args.slab} is not in 0..{args.n_slabs - 1}.",
@@ -59,7 +59,7 @@ def run_predict(args: argparse.Namespace) -> None:
 
 def run_predict_init(args: argparse.Namespace) -> None:
     from fewlabel.predict import PredictParams, create_prediction_array
-    from fewlabel.runtime import configure_torch
+    from fewlabel.device import configure_torch
 
     params = PredictParams.from_dict(args.params)
     device = configure_torch(args.threads, args.seed)

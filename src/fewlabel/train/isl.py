@@ -442,7 +442,7 @@ def pretrain_isl(
     """
     from fewlabel.models.store import save_model
     from fewlabel.models.unet import ARCH_NAME, UNet
-    from fewlabel.runtime import configure_torch, provenance
+    from fewlabel.device import configure_torch, provenance
     from fewlabel.train.common import CropSampler, CurveLogger, fit
 
     if not isinstance(params, IslParams):
@@ -584,7 +584,7 @@ def predict_image(
     """
     from fewlabel.models.store import load_model
     from fewlabel.predict import PredictParams, predict_with_module
-    from fewlabel.runtime import configure_torch
+    from fewlabel.device import configure_torch
 
     if not isinstance(params, PredictParams):
         params = PredictParams.from_dict(params)

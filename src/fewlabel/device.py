@@ -1,0 +1,22 @@
+"""Torch run-time setup for the training and inference stages: threads, seeds, device."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def configure_torch(threads: int, seed: int, *, deterministic: bool = True) -> str:
+    """Set torch threads and seeds; return the device name ('cuda' if available, else 'cpu')."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return "cuda" if torch.cuda.is_available() else "cpu"
