@@ -326,7 +326,8 @@ def train_detector(
     from fewlabel.models.detnet import ARCH_NAME, DMDetNet3D
     from fewlabel.models.store import save_model
     from fewlabel.postprocess import find_peaks
-    from fewlabel.device import configure_torch, provenance
+    from fewlabel.device import configure_torch
+    from fewlabel.runtime import provenance
 
     if not isinstance(params, DetectorTrainParams):
         params = DetectorTrainParams.from_dict(params)

@@ -442,7 +442,8 @@ def pretrain_isl(
     """
     from fewlabel.models.store import save_model
     from fewlabel.models.unet import ARCH_NAME, UNet
-    from fewlabel.device import configure_torch, provenance
+    from fewlabel.device import configure_torch
+    from fewlabel.runtime import provenance
     from fewlabel.train.common import CropSampler, CurveLogger, fit
 
     if not isinstance(params, IslParams):

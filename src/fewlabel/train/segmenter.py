@@ -387,7 +387,8 @@ def train_segmenter(
     """
     from fewlabel.models.store import save_model
     from fewlabel.models.unet import SEGMENTER_ARCH_NAME
-    from fewlabel.device import configure_torch, provenance
+    from fewlabel.device import configure_torch
+    from fewlabel.runtime import provenance
     from fewlabel.train.common import CropSampler, CurveLogger, fit
 
     if not isinstance(params, SegmenterParams):
