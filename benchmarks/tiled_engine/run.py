@@ -256,7 +256,7 @@ def write_results(results: list[dict], path: Path, meta: dict) -> None:
         lines += [
             "## Comparison with MONAI `sliding_window_inference`",
             "",
-            f"Same 64 MiB volume, model (`tiny`), tile, overlap (0.25 → step 12/48/48), "
+            "Same 64 MiB volume, model (`tiny`), tile, overlap (0.25 → step 12/48/48), "
             "Gaussian blending with σ = tile/8 and MONAI's 1e-3 weight clamp, sw_batch_size 4. "
             "The fewlabel run uses margin 0 (pure Gaussian blending, like MONAI). MONAI holds "
             "input, output and weight map for the whole volume in memory; its time includes "
