@@ -255,3 +255,10 @@ def test_every_rule_has_an_env_file_listing_its_imports():
             package = IMPORT_TO_PACKAGE.get(module, module)
             assert package in packages, (f"rule {name} (stage {stage}) imports {module}, but "
                                          f"{conda} does not list {package}")
+
+
+def test_snakemake_report_builds(finished_run):
+    """Outputs marked with report() make `snakemake --report` work."""
+    target = finished_run / "snakemake_report.zip"
+    snakemake(finished_run, "--report", str(target))
+    assert target.exists() and target.stat().st_size > 10_000
