@@ -116,6 +116,21 @@ def test_output_is_ngff_05_with_axes_and_chunks(tmp_path, rng):
     assert group["0"].metadata.zarr_format == 3
 
 
+def test_ingest_reads_bounded_bands(tmp_path, rng):
+    """With a tiny byte budget, reads are chunk-aligned bands, never whole planes."""
+    data = rng.random((10, 70, 33)).astype(np.float32)
+    data[9, 69, 32] = np.nan
+    tifffile.imwrite(tmp_path / "a.tif", data)
+    with pytest.raises(InputDataError, match="z=9, y=69, x=32"):
+        ingest_volume(tmp_path / "a.tif", tmp_path / "bad.ome.zarr", sample="s", chunks=CHUNKS,
+                      voxel_size=(1, 1, 1), max_block_bytes=1)
+    data[9, 69, 32] = 0.5
+    tifffile.imwrite(tmp_path / "a.tif", data)
+    ingest_volume(tmp_path / "a.tif", tmp_path / "out.ome.zarr", sample="s", chunks=CHUNKS,
+                  voxel_size=(1, 1, 1), max_block_bytes=1)
+    np.testing.assert_array_equal(open_ome_zarr(tmp_path / "out.ome.zarr").array[:], data)
+
+
 def test_large_tiff_is_streamed_not_loaded(tmp_path, rng):
     """Ingest reads one chunk-deep slab at a time (InputVolume.read calls are bounded)."""
     data = rng.integers(0, 100, (20, 32, 32), dtype=np.uint16)

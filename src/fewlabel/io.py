@@ -453,10 +453,12 @@ def ingest_volume(
     channel: str | int | None = None,
     compression_level: int = 3,
     kind: str = "image",
+    max_block_bytes: int = 256 * 2**20,
 ) -> dict[str, Any]:
     """Stream an input image into a chunked OME-Zarr, validating values on the way.
 
-    Reads one z-slab (chunk depth) at a time, so memory is bounded by ``chunks[0] · Y · X``.
+    Reads chunk-aligned bands (chunk depth × a multiple of the chunk height × full width), so
+    memory stays below about ``max_block_bytes`` whatever the plane size.
     ``kind='image'`` rejects NaN/Inf and constant volumes; ``kind='labels'`` requires integers
     and writes uint32; ``kind='target'`` behaves like an image.
     """
@@ -470,14 +472,17 @@ def ingest_volume(
             out = create_ome_zarr(tmp, shape, dtype, chunks, voxel, name=f"{sample}:{kind}",
                                   compression_level=compression_level,
                                   extra_attrs={"sample": sample, "source": str(src), "kind": kind})
+            band = _band_rows(out.chunks, shape, volume.dtype.itemsize, max_block_bytes)
             for zslab in slab_ranges(shape[0], out.chunks[0]):
-                block = volume.read((zslab, slice(None), slice(None)))
-                _validate_block(block, zslab, kind=kind, sample=sample, path=volume.path)
-                stats["min"] = min(stats["min"], float(block.min()))
-                stats["max"] = max(stats["max"], float(block.max()))
-                stats["sum"] += float(block.sum(dtype=np.float64))
-                stats["count"] += block.size
-                out[zslab] = block.astype(dtype, copy=False)
+                for yband in slab_ranges(shape[1], band):
+                    block = volume.read((zslab, yband, slice(None)))
+                    _validate_block(block, zslab, yband, kind=kind, sample=sample,
+                                    path=volume.path)
+                    stats["min"] = min(stats["min"], float(block.min()))
+                    stats["max"] = max(stats["max"], float(block.max()))
+                    stats["sum"] += float(block.sum(dtype=np.float64))
+                    stats["count"] += block.size
+                    out[zslab, yband] = block.astype(dtype, copy=False)
             if kind != "labels" and stats["min"] == stats["max"]:
                 raise InputDataError(
                     f"constant volume (every voxel = {stats['min']:g}); nothing to detect.",
@@ -489,6 +494,14 @@ def ingest_volume(
     return {"sample": sample, "kind": kind, "shape": list(shape), "dtype": str(np.dtype(dtype)),
             "voxel_size": list(voxel), "min": stats["min"], "max": stats["max"],
             "mean": stats["sum"] / max(stats["count"], 1), "source": str(src)}
+
+
+def _band_rows(chunks: Sequence[int], shape: Sequence[int], itemsize: int,
+               max_block_bytes: int) -> int:
+    """Rows per read: the largest multiple of the chunk height that fits the byte budget."""
+    row_bytes = int(chunks[0]) * int(shape[2]) * max(itemsize, 4)
+    multiple = max(1, max_block_bytes // max(1, row_bytes * int(chunks[1])))
+    return int(chunks[1]) * multiple
 
 
 def resolve_voxel_size(
@@ -526,15 +539,16 @@ def _output_dtype(dtype: np.dtype, *, kind: str, sample: str | None, path: Path)
                          fix="save as uint8, uint16 or float32.")
 
 
-def _validate_block(block: np.ndarray, zslab: slice, *, kind: str, sample: str | None,
-                    path: Path) -> None:
+def _validate_block(block: np.ndarray, zslab: slice, yband: slice, *, kind: str,
+                    sample: str | None, path: Path) -> None:
     if block.dtype.kind == "f":
         bad = ~np.isfinite(block)
         if bad.any():
             z, y, x = np.argwhere(bad)[0]
             raise InputDataError(
                 f"{int(bad.sum())} NaN/Inf voxels in planes {zslab.start}..{zslab.stop - 1} "
-                f"(first at z={z + zslab.start}, y={y}, x={x}).", sample=sample, path=path,
+                f"(first at z={z + zslab.start}, y={y + yband.start}, x={x}).", sample=sample,
+                path=path,
                 fix="replace non-finite values (e.g. with the background level) before ingest.")
     if kind == "labels" and block.dtype.kind == "i" and block.min() < 0:
         raise InputDataError("label image has negative labels.", sample=sample, path=path,
