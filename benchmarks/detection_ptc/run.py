@@ -111,8 +111,11 @@ def _pool(results: list) -> dict[str, float]:
     return {"precision": p, "recall": r, "f1": f1, "rmse": rmse, "tp": tp, "fp": fp, "fn": fn}
 
 
-def run_config(snr: float, density: str) -> dict:
-    """Generate data, train + tune both methods, evaluate on the held-out test volumes."""
+def run_config(snr: float, density: str, epochs: int | None = None) -> dict:
+    """Generate data, train + tune both methods, evaluate on the held-out test volumes.
+
+    ``epochs`` overrides ``TRAIN_PARAMS['epochs']`` (same data; a longer-training variant row).
+    """
     import numpy as np
 
     from fewlabel.baseline_log import detect_log, tune_log_threshold
@@ -122,13 +125,15 @@ def run_config(snr: float, density: str) -> dict:
     from fewlabel.predict import PredictParams, predict_volume
     from fewlabel.train.detector import train_detector
 
-    tag = f"snr{snr:g}_{density}"
+    tag = f"snr{snr:g}_{density}" + (f"_e{epochs}" if epochs else "")
     root = WORK / tag
+    params = dict(TRAIN_PARAMS, **({"epochs": epochs, "patience": epochs} if epochs else {}))
     root.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, filename=str(root / "run.log"), filemode="a",
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     t0 = time.time()
-    splits = _make_data(root, snr, density)
+    data_root = WORK / f"snr{snr:g}_{density}"
+    splits = _make_data(data_root, snr, density)
     t_data = time.time() - t0
 
     def load(item: dict) -> tuple:
@@ -139,7 +144,7 @@ def run_config(snr: float, density: str) -> dict:
     # ---- DM-DetNet3D
     t1 = time.time()
     model_dir = root / "dmdetnet3d"
-    summary = train_detector(splits["train"], splits["val"], model_dir, params=TRAIN_PARAMS,
+    summary = train_detector(splits["train"], splits["val"], model_dir, params=params,
                              seed=SEED, threads=1)
     t_train = time.time() - t1
     threshold = json.loads((model_dir / "thresholds.json").read_text())["detection_threshold"]
@@ -178,7 +183,8 @@ def run_config(snr: float, density: str) -> dict:
 
     n_gt = int(sum(r.tp + r.fn for r in dm_results))
     result = {
-        "snr": snr, "density": density, "n_test_volumes": N_TEST, "n_test_spots": n_gt,
+        "snr": snr, "density": density, "epochs": params["epochs"],
+        "steps": params["epochs"] * params["steps_per_epoch"], "n_test_volumes": N_TEST, "n_test_spots": n_gt,
         "dm": _pool(dm_results), "log": _pool(log_results),
         "dm_threshold": threshold, "dm_val_f1": summary["val_f1"],
         "dm_best_epoch": summary["best_epoch"], "dm_epochs_run": summary["epochs_run"],
@@ -195,23 +201,25 @@ def run_config(snr: float, density: str) -> dict:
 def write_tables(results: list[dict]) -> None:
     """Write results.tsv and results.md next to this script."""
     order = {r: i for i, r in enumerate(DEFAULT_ROWS)}
-    results = sorted(results, key=lambda r: order.get(f"{r['snr']:g}:{r['density']}", 99))
-    cols = ["snr", "density", "n_test_spots", "dm_f1", "dm_rmse", "dm_precision", "dm_recall",
+    results = sorted(results, key=lambda r: (order.get(f"{r['snr']:g}:{r['density']}", 99),
+                                             r.get("epochs", 15)))
+    cols = ["snr", "density", "train_steps", "n_test_spots", "dm_f1", "dm_rmse", "dm_precision", "dm_recall",
             "log_f1", "log_rmse", "log_precision", "log_recall", "paper_dmdetnet3d_f1",
             "paper_sef3d_f1", "dm_threshold", "log_threshold", "dm_epochs_run", "train_s"]
     lines = ["\t".join(cols)]
-    md = ["| SNR | density | DM-DetNet3D F1 (ours) | RMSE | LoG F1 (ours) | RMSE | "
+    md = ["| SNR | density | DM steps | DM-DetNet3D F1 (ours) | RMSE | LoG F1 (ours) | RMSE | "
           "DM-DetNet3D F1 (paper) | SEF3D F1 (paper) |",
-          "|---|---|---|---|---|---|---|---|"]
-    md2 = ["| SNR | density | test spots | DM P | DM R | DM TP/FP/FN | LoG P | LoG R | "
+          "|---|---|---|---|---|---|---|---|---|"]
+    md2 = ["| SNR | density | DM steps | test spots | DM P | DM R | DM TP/FP/FN | LoG P | LoG R | "
            "LoG TP/FP/FN | DM thr | LoG thr | DM epochs (best) | train s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         snr = int(r["snr"]) if float(r["snr"]).is_integer() else r["snr"]
         paper = PAPER.get(snr) if r["density"] == "medium" else None
+        steps = r.get("steps", 120)
         pd_, ps = (f"{paper[0]:.3f}", f"{paper[1]:.3f}") if paper else ("–", "–")
         dm, lg = r["dm"], r["log"]
-        vals = [snr, r["density"], r["n_test_spots"], f"{dm['f1']:.4f}", f"{dm['rmse']:.4f}",
+        vals = [snr, r["density"], steps, r["n_test_spots"], f"{dm['f1']:.4f}", f"{dm['rmse']:.4f}",
                 f"{dm['precision']:.4f}", f"{dm['recall']:.4f}", f"{lg['f1']:.4f}",
                 f"{lg['rmse']:.4f}", f"{lg['precision']:.4f}", f"{lg['recall']:.4f}",
                 pd_ if paper else "", ps if paper else "", f"{r['dm_threshold']:.3g}",
@@ -219,10 +227,10 @@ def write_tables(results: list[dict]) -> None:
         lines.append("\t".join(str(v) for v in vals))
         bold_dm = "**" if dm["f1"] > lg["f1"] else ""
         bold_lg = "**" if lg["f1"] > dm["f1"] else ""
-        md.append(f"| {snr} | {r['density']} | {bold_dm}{dm['f1']:.3f}{bold_dm} | "
+        md.append(f"| {snr} | {r['density']} | {steps} | {bold_dm}{dm['f1']:.3f}{bold_dm} | "
                   f"{dm['rmse']:.3f} | {bold_lg}{lg['f1']:.3f}{bold_lg} | {lg['rmse']:.3f} | "
                   f"{pd_} | {ps} |")
-        md2.append(f"| {snr} | {r['density']} | {r['n_test_spots']} | {dm['precision']:.3f} | "
+        md2.append(f"| {snr} | {r['density']} | {steps} | {r['n_test_spots']} | {dm['precision']:.3f} | "
                    f"{dm['recall']:.3f} | {dm['tp']}/{dm['fp']}/{dm['fn']} | "
                    f"{lg['precision']:.3f} | {lg['recall']:.3f} | "
                    f"{lg['tp']}/{lg['fp']}/{lg['fn']} | {r['dm_threshold']:.3g} | "
@@ -243,20 +251,23 @@ def write_tables(results: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="*", default=DEFAULT_ROWS,
-                    help="configurations SNR:density (default: %(default)s)")
+                    help="configurations SNR:density[:epochs] (default: %(default)s)")
     ap.add_argument("--jobs", type=int, default=2, help="parallel configurations (processes)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     WORK.mkdir(parents=True, exist_ok=True)
-    rows = [(float(s.split(":")[0]), s.split(":")[1]) for s in args.only]
+    rows = []
+    for spec in args.only:
+        parts = spec.split(":")
+        rows.append((float(parts[0]), parts[1], int(parts[2]) if len(parts) > 2 else None))
 
     def collect() -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted(WORK.glob("*/result.json"))]
 
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(run_config, snr, dens): (snr, dens) for snr, dens in rows}
+        futures = {pool.submit(run_config, snr, dens, ep): (snr, dens) for snr, dens, ep in rows}
         for fut in as_completed(futures):
             snr, dens = futures[fut]
             res = fut.result()
