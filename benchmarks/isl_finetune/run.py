@@ -250,8 +250,13 @@ def main() -> int:
                 for init in args.inits.split(","):
                     rows.append(train_eval(n, init, seed, isl_model))
                     print(rows[-1], flush=True)
-                    pd.DataFrame(rows).to_csv(out, sep="\t", index=False)
-        table = pd.DataFrame(rows)
+                    table = pd.DataFrame(rows)
+                    if out.exists():  # merge with runs of earlier invocations (other N)
+                        table = pd.concat([pd.read_csv(out, sep="\t"), table]).drop_duplicates(
+                            ["n_train", "init", "seed"], keep="last")
+                    table.sort_values(["n_train", "seed", "init"]).to_csv(out, sep="\t",
+                                                                          index=False)
+        table = pd.read_csv(out, sep="\t")
         plot(table, HERE / "fig7.png")
     print(f"total {time.time() - t0:.0f} s")
     return 0
