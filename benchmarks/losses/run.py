@@ -26,6 +26,20 @@ LOSSES = [("bce", {}), ("dice", {}), ("focal", {}), ("focal_tversky", {}),
           ("combined", {"preset": "balanced"}), ("combined_ft", {}), ("mask_distance", {})]
 
 
+def summarize() -> str:
+    """Markdown table: mean ± s.d. over seeds per loss, sorted by fg IoU."""
+    t = pd.read_csv(HERE / "results.tsv", sep="\t")
+    lines = ["| loss (mask term) | seeds | fg IoU | AP@0.5:0.95 | AP@0.5 | F1@0.5 | train s |",
+             "|---|---|---|---|---|---|---|"]
+    order = t.groupby("loss")["fg_iou"].mean().sort_values(ascending=False).index
+    for loss in order:
+        g = t[t["loss"] == loss]
+        f = lambda c: f"{g[c].mean():.3f} ± {g[c].std(ddof=1) if len(g) > 1 else 0:.3f}"
+        lines.append(f"| {loss} | {len(g)} | {f('fg_iou')} | {f('ap_mean')} | {f('ap_50')} | "
+                     f"{f('f1_50')} | {g['train_s'].mean():.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="0,1,2")
@@ -33,7 +47,11 @@ def main() -> int:
     ap.add_argument("--init", default="isl")
     ap.add_argument("--losses", default=",".join(name for name, _ in LOSSES))
     ap.add_argument("--append", action="store_true", help="merge into existing results.tsv")
+    ap.add_argument("--summarize", action="store_true", help="only print the markdown table")
     args = ap.parse_args()
+    if args.summarize:
+        print(summarize())
+        return 0
     import torch
     torch.set_num_threads(1)
     t0 = time.time()
