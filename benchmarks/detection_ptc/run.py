@@ -207,11 +207,11 @@ def write_tables(results: list[dict]) -> None:
             "log_f1", "log_rmse", "log_precision", "log_recall", "paper_dmdetnet3d_f1",
             "paper_sef3d_f1", "dm_threshold", "log_threshold", "dm_epochs_run", "train_s"]
     lines = ["\t".join(cols)]
-    md = ["| SNR | density | DM steps | DM-DetNet3D F1 (ours) | RMSE | LoG F1 (ours) | RMSE | "
-          "DM-DetNet3D F1 (paper) | SEF3D F1 (paper) |",
+    md = [("| SNR | density | DM steps | DM-DetNet3D F1 (ours) | RMSE | LoG F1 (ours) | RMSE | "
+           "DM-DetNet3D F1 (paper) | SEF3D F1 (paper) |"),
           "|---|---|---|---|---|---|---|---|---|"]
-    md2 = ["| SNR | density | DM steps | test spots | DM P | DM R | DM TP/FP/FN | LoG P | LoG R | "
-           "LoG TP/FP/FN | DM thr | LoG thr | DM epochs (best) | train s |",
+    md2 = [("| SNR | density | DM steps | test spots | DM P | DM R | DM TP/FP/FN | LoG P | "
+            "LoG R | LoG TP/FP/FN | DM thr | LoG thr | DM epochs (best) | train s |"),
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         snr = int(r["snr"]) if float(r["snr"]).is_integer() else r["snr"]
