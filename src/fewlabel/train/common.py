@@ -8,6 +8,7 @@ reproduces identical weights.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -22,10 +23,38 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fewlabel.errors import InputDataError
+from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import atomic_path
 
 log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- parameters
+def reject_unknown(data: Mapping[str, Any], cls: type, where: str) -> None:
+    """ConfigError listing keys of ``data`` that are not fields of dataclass ``cls``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}.",
+                          fix="check the spelling in config.yaml.")
+
+
+def as_mapping(data: Any, where: str) -> dict[str, Any]:
+    """A config section as a plain dict (None → {}); ConfigError for non-mappings."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a JSON object (mapping); got {type(data).__name__}.")
+    return dict(data)
+
+
+def json_ready(value: Any) -> Any:
+    """Tuples → lists, recursively (for JSON files)."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- seeding / devices

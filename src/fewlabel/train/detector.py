@@ -40,6 +40,8 @@ from fewlabel.train.common import (
     autocast,
     batches_to_device,
     fit,
+    json_ready,
+    reject_unknown,
 )
 
 log = logging.getLogger(__name__)
@@ -51,14 +53,6 @@ VAL_WHOLE_MAX_VOXELS = 4_000_000
 
 
 # --------------------------------------------------------------------------- parameters
-def _reject_unknown(data: Mapping[str, Any], cls: type, where: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}.",
-                          fix="check the spelling in config.yaml.")
-
-
 @dataclass(frozen=True)
 class DetectorModelParams:
     """DM-DetNet3D architecture settings (see :class:`fewlabel.models.detnet.DMDetNet3D`)."""
@@ -109,16 +103,16 @@ class DetectorTrainParams:
     def from_dict(cls, data: Mapping[str, Any] | None) -> DetectorTrainParams:
         """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
         data = dict(data or {})
-        _reject_unknown(data, cls, "detector training params")
+        reject_unknown(data, cls, "detector training params")
         if "awing" in data:
             if not isinstance(data["awing"], Mapping):
                 raise ConfigError("detector training params: 'awing' must be a mapping.")
-            _reject_unknown(data["awing"], AWingParams, "detector training params 'awing'")
+            reject_unknown(data["awing"], AWingParams, "detector training params 'awing'")
             data["awing"] = AWingParams(**data["awing"])
         if "model" in data:
             if not isinstance(data["model"], Mapping):
                 raise ConfigError("detector training params: 'model' must be a mapping.")
-            _reject_unknown(data["model"], DetectorModelParams, "detector training params 'model'")
+            reject_unknown(data["model"], DetectorModelParams, "detector training params 'model'")
             data["model"] = DetectorModelParams(**data["model"])
         for key in ("crop", "min_distance", "threshold_grid", "percentiles"):
             if key in data:
@@ -157,15 +151,6 @@ class DetectorTrainParams:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         return json_ready(data)
-
-
-def json_ready(value: Any) -> Any:
-    """Tuples → lists, recursively (for JSON files)."""
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -322,11 +307,11 @@ def train_detector(
     -------
     Summary dict (best epoch, validation loss, threshold, F1).
     """
+    from fewlabel.device import configure_torch
     from fewlabel.metrics.detection import sweep_thresholds
     from fewlabel.models.detnet import ARCH_NAME, DMDetNet3D
     from fewlabel.models.store import save_model
     from fewlabel.postprocess import find_peaks
-    from fewlabel.device import configure_torch
     from fewlabel.runtime import provenance
 
     if not isinstance(params, DetectorTrainParams):

@@ -39,6 +39,7 @@ from torch import nn
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
 from fewlabel.normalize import apply_range, percentile_range
+from fewlabel.train.common import as_mapping, json_ready, reject_unknown
 
 log = logging.getLogger(__name__)
 
@@ -50,32 +51,6 @@ PLANES_AS_CHANNELS = "planes_as_channels"
 
 
 # --------------------------------------------------------------------------- parameters
-def reject_unknown(data: Mapping[str, Any], cls: type, where: str) -> None:
-    """ConfigError listing keys of ``data`` that are not fields of dataclass ``cls``."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}.",
-                          fix="check the spelling in config.yaml.")
-
-
-def json_ready(value: Any) -> Any:
-    """Tuples → lists, recursively (for JSON files)."""
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
-
-
-def _mapping(data: Any, where: str) -> dict[str, Any]:
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a JSON object (mapping); got {type(data).__name__}.")
-    return dict(data)
-
-
 @dataclass(frozen=True)
 class UNetParams:
     """U-Net body settings (``model`` section): see :class:`fewlabel.models.unet.UNet`.
@@ -148,10 +123,10 @@ class IslParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> IslParams:
         """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
-        data = _mapping(data, "ISL params")
+        data = as_mapping(data, "ISL params")
         reject_unknown(data, cls, "ISL params")
         if "model" in data:
-            model = _mapping(data["model"], "ISL params 'model'")
+            model = as_mapping(data["model"], "ISL params 'model'")
             reject_unknown(model, UNetParams, "ISL params 'model'")
             data["model"] = dataclasses.replace(cls().model, **model)
         for key in ("crop", "percentiles"):
@@ -440,9 +415,9 @@ def pretrain_isl(
     -------
     Summary dict: best epoch, best validation L1, validation PCC per image, timing.
     """
+    from fewlabel.device import configure_torch
     from fewlabel.models.store import save_model
     from fewlabel.models.unet import ARCH_NAME, UNet
-    from fewlabel.device import configure_torch
     from fewlabel.runtime import provenance
     from fewlabel.train.common import CropSampler, CurveLogger, fit
 
@@ -583,9 +558,9 @@ def predict_image(
     3D models run :func:`fewlabel.predict.predict_with_module`; 2D (planes as channels) models
     tile a ``(K, 1, Y, X)`` view with tile z = 1 and give Z = 1.
     """
+    from fewlabel.device import configure_torch
     from fewlabel.models.store import load_model
     from fewlabel.predict import PredictParams, predict_with_module
-    from fewlabel.device import configure_torch
 
     if not isinstance(params, PredictParams):
         params = PredictParams.from_dict(params)

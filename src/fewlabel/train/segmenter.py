@@ -49,20 +49,18 @@ from torch import nn
 
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
+from fewlabel.train.common import as_mapping, json_ready, reject_unknown
 from fewlabel.train.isl import (
     PLANES_AS_CHANNELS,
     VAL_WHOLE_MAX_VOXELS,
     NormalisedImage,
     UNetParams,
     _check_common,
-    _mapping,
     coerce_items,
     expected_target_shape,
     flip_axes,
-    json_ready,
     open_input_image,
     predict_image,
-    reject_unknown,
     to_model_input,
     to_model_target,
     train_crop,
@@ -113,14 +111,14 @@ class SegmenterParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SegmenterParams:
         """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
-        data = _mapping(data, "segmenter params")
+        data = as_mapping(data, "segmenter params")
         reject_unknown(data, cls, "segmenter params")
         if "model" in data:
-            model = _mapping(data["model"], "segmenter params 'model'")
+            model = as_mapping(data["model"], "segmenter params 'model'")
             reject_unknown(model, SegmenterModelParams, "segmenter params 'model'")
             data["model"] = dataclasses.replace(cls().model, **model)
         if "loss_params" in data:
-            data["loss_params"] = _mapping(data["loss_params"], "segmenter params 'loss_params'")
+            data["loss_params"] = as_mapping(data["loss_params"], "segmenter params 'loss_params'")
         for key in ("crop", "percentiles", "threshold_grid"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -385,9 +383,9 @@ def train_segmenter(
     -------
     Summary dict: best epoch, validation loss and Dice, tuned mask threshold, timing.
     """
+    from fewlabel.device import configure_torch
     from fewlabel.models.store import save_model
     from fewlabel.models.unet import SEGMENTER_ARCH_NAME
-    from fewlabel.device import configure_torch
     from fewlabel.runtime import provenance
     from fewlabel.train.common import CropSampler, CurveLogger, fit
 
