@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from fewlabel.blocks import block_grid
 from fewlabel.cli import main
 from fewlabel.errors import ConfigError, FewlabelError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
@@ -76,7 +77,8 @@ def reference(module: torch.nn.Module, volume: np.ndarray) -> np.ndarray:
 def test_predict_params_defaults_and_unknown_keys():
     params = PredictParams.from_dict({})
     assert params.to_dict() == {"tile": [16, 64, 64], "overlap": [4, 16, 16], "batch_size": 4,
-                                "cache_tiles": 64, "out_chunks": None}
+                                "cache_tiles": 64, "out_chunks": None,
+                                   "pad_to_tile": False}
     assert PredictParams.from_dict(params.to_dict()) == params
     with pytest.raises(ConfigError, match="unknown predict parameter"):
         PredictParams.from_dict({"tiles": [8, 8, 8]})
@@ -90,13 +92,16 @@ def test_predict_params_reject_bad_values(bad):
         PredictParams.from_dict(bad)
 
 
-def test_slab_blocks_partition_z_rows():
+def test_slab_blocks_partition_the_grid_in_contiguous_runs():
     shape, block = (13, 40, 36), (4, 16, 16)
-    parts = [slab_blocks(shape, block, i, 3) for i in range(3)]
-    starts = [sorted({b[0].start for b in p}) for p in parts]
-    assert starts == [[0, 4], [8], [12]]
-    assert sum(len(p) for p in parts) == 4 * 3 * 3
-    assert slab_blocks(shape, block, 4, 5) == []  # more slabs than rows: empty slab
+    grid = [tuple((s.start, s.stop) for s in b) for b in block_grid(shape, block)]
+    parts = [[tuple((s.start, s.stop) for s in b) for b in slab_blocks(shape, block, i, 5)]
+             for i in range(5)]
+    assert [len(p) for p in parts] == [8, 7, 7, 7, 7]
+    assert sum(parts, []) == grid  # every block exactly once, in grid order
+    thin = [slab_blocks((10, 64, 64), (10, 32, 32), i, 2) for i in range(2)]
+    assert [len(p) for p in thin] == [2, 2]  # one z-row of blocks still splits
+    assert slab_blocks(shape, block, 39, 40) == []  # more slabs than blocks: empty slab
 
 
 # --------------------------------------------------------------------------- one job
@@ -127,6 +132,32 @@ def test_small_overlap_warns_and_uses_plain_gaussian_blending(image, tmp_path, c
                                       device="cpu")
     assert "smaller than the model's receptive field" in caplog.text
     assert summary["margin"] == [0, 0, 0]
+
+
+def test_volume_smaller_than_one_tile_is_a_clear_error_unless_padding(image, model_dir,
+                                                                     tmp_path, caplog):
+    path, volume = image  # (13, 40, 36)
+    folder, module = model_dir
+    big = PredictParams.from_dict({"tile": [16, 32, 48], "overlap": [4, 4, 4]})
+    out = tmp_path / "pred.ome.zarr"
+    with pytest.raises(InputDataError) as err:
+        predict_volume(folder, path, out, params=big, sample="s1", device="cpu")
+    text = str(err.value)
+    assert "s1" in text and "img.ome.zarr" in text and "smaller than one tile" in text
+    assert "z: 13 < 16" in text and "x: 36 < 48" in text and "y:" not in text
+    assert "pad_to_tile" in text and "[13, 32, 36]" in text  # the fix names a tile that fits
+    assert not out.exists()
+    with pytest.raises(InputDataError, match="smaller than one tile"):
+        create_prediction_array(folder, path, out, params=big, sample="s1", n_slabs=2)
+    # opted in: mirror-padded tiles, prediction cropped back, still whole-volume inference
+    # wherever the padding is further than the receptive field from the voxel
+    padded = PredictParams.from_dict({**big.to_dict(), "pad_to_tile": True})
+    with caplog.at_level(logging.WARNING):
+        predict_volume(folder, path, out, params=padded, sample="s1", device="cpu")
+    result = open_ome_zarr(out).array[...]
+    assert result.shape == volume.shape
+    np.testing.assert_allclose(result[:-2, :, :-2], reference(module, volume)[:-2, :, :-2],
+                               atol=1e-5)
 
 
 def test_dmdetnet3d_model_folder_predicts_density_in_unit_range(image, tmp_path):

@@ -31,6 +31,7 @@ TINY_CONFIG = {
         "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "crop": [8, 32, 32],
                   "model": {"base_channels": 8, "depth": 2}},
         "predict": {"tile": [8, 32, 32], "overlap": [2, 8, 8]},
+        "slabs": 2,  # prediction of every volume as 2 slab jobs (4 chunks each)
     },
     "segmentation": {
         "isl": {"epochs": 2, "steps_per_epoch": 3, "crop": [8, 32, 32]},
@@ -87,6 +88,14 @@ def test_default_chain_outputs(finished_run):
 def test_default_chain_detection_and_segmentation(finished_run):
     results = finished_run / "results"
     assert (results / "models" / "detector" / "thresholds.json").exists()
+    # the prediction ran as 2 real slab jobs writing one array, then finalized
+    density = open_ome_zarr(results / "predict" / "spots_test" / "detection.ome.zarr")
+    assert density.attrs["fewlabel"]["n_slabs"] == 2
+    assert density.attrs["fewlabel"]["complete"] is True
+    assert not (results / "predict" / "spots_test" / "detection.ome.zarr.partial").exists()
+    for slab in (0, 1):
+        log = finished_run / "logs" / "predict_volume_slab" / f"spots_test.{slab}-of-2.log"
+        assert f"slab {slab}/2 done (2 blocks)" in log.read_text()  # 4 chunks, split 2 + 2
     points = pd.read_csv(results / "points" / "spots_test" / "points.csv")
     assert list(points.columns[:3]) == ["z", "y", "x"] and "score" in points.columns
     detection = pd.read_csv(results / "evaluate" / "detection_summary.tsv", sep="\t")

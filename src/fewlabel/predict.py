@@ -12,7 +12,7 @@ Two ways to run:
   complete);
 * slab fan-out (volumes too large for one job): :func:`create_prediction_array` creates
   ``<output>.partial`` once (and fixes the normalisation range and a ``run_id``); each job
-  ``predict_volume(..., slab=i, n_slabs=n)`` writes the whole chunks of its z-range and then
+  ``predict_volume(..., slab=i, n_slabs=n)`` writes the whole chunks of its run of blocks and then
   its marker ``<output>.slabs/slab-i-of-n.json``; :func:`finalize_prediction` checks that all
   ``n`` markers carry the partial array's ``run_id`` and renames ``<output>.partial`` to
   ``output``. An interrupted slab leaves no marker, so the output never looks complete; stale
@@ -22,7 +22,8 @@ Blending margin: when the model reports a receptive field ``rf`` (``module.recep
 or ``receptive_field`` in the architecture dict), tile weights are zeroed ``rf // 2`` voxels
 from interior tile faces, which makes the result equal whole-volume inference provided
 ``overlap >= 2·(rf // 2)`` on that axis. Smaller overlaps log a warning and fall back to pure
-Gaussian blending on that axis (the usual nnU-Net behaviour).
+Gaussian blending on that axis (the usual nnU-Net behaviour); an axis that one tile spans
+completely has no interior faces and needs no overlap.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from fewlabel.blocks import Block
+from fewlabel.blocks import Block, block_grid
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 
@@ -62,6 +63,9 @@ class PredictParams:
         cache_tiles · C_out · prod(tile) · 4 bytes; larger → fewer recomputed tiles).
     out_chunks : output chunk shape z, y, x (null: the input's chunks); also the block size
         of the engine and the granularity of slab jobs.
+    pad_to_tile : mirror-pad volumes smaller than one tile along an axis (prediction cropped
+        back). Off by default: such a volume is an error naming the fix, so that a wrong tile
+        or a thin volume is a choice, not a silent edge effect.
     """
 
     tile: tuple[int, int, int] = (16, 64, 64)
@@ -69,6 +73,7 @@ class PredictParams:
     batch_size: int = 4
     cache_tiles: int = 64
     out_chunks: tuple[int, int, int] | None = None
+    pad_to_tile: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> PredictParams:
@@ -92,6 +97,11 @@ class PredictParams:
                 values[key] = value
         if data.get("out_chunks") is not None:
             values["out_chunks"] = _zyx(data["out_chunks"], "out_chunks", minimum=1)
+        if "pad_to_tile" in data:
+            if not isinstance(data["pad_to_tile"], bool):
+                raise ConfigError(f"predict.pad_to_tile must be true or false; got "
+                                  f"{data['pad_to_tile']!r}.")
+            values["pad_to_tile"] = data["pad_to_tile"]
         params = cls(**values)
         for t, o in zip(params.tile, params.overlap, strict=True):
             if o >= t:
@@ -135,9 +145,28 @@ def receptive_field(module: Any, arch: Mapping[str, Any] | None = None
     return out  # type: ignore[return-value]
 
 
-def blend_margin(rf: Sequence[int] | None, overlap: Sequence[int], *, sample: str | None = None
+def check_fits_tile(shape: Sequence[int], tile: Sequence[int], *, pad_to_tile: bool,
+                    sample: str | None = None, path: str | Path | None = None) -> None:
+    """Raise InputDataError if the volume is smaller than one tile and padding is not allowed."""
+    short = [f"{'zyx'[a]}: {int(n)} < {int(t)}" for a, (n, t) in enumerate(zip(shape, tile,
+                                                                              strict=True))
+             if int(n) < int(t)]
+    if short and not pad_to_tile:
+        fit = [min(int(n), int(t)) for n, t in zip(shape, tile, strict=True)]
+        raise InputDataError(
+            f"the volume {tuple(int(n) for n in shape)} is smaller than one tile "
+            f"{tuple(int(t) for t in tile)} ({'; '.join(short)}).", sample=sample, path=path,
+            fix=f"set predict.tile to at most {fit} (and predict.overlap below it), or set "
+                "predict.pad_to_tile: true to mirror-pad small volumes to the tile size.")
+
+
+def blend_margin(rf: Sequence[int] | None, overlap: Sequence[int], *, sample: str | None = None,
+                 shape: Sequence[int] | None = None, tile: Sequence[int] | None = None
                  ) -> tuple[int, int, int]:
-    """Margin ``rf // 2`` per axis where ``overlap >= 2·(rf // 2)``; else 0 with a warning."""
+    """Margin ``rf // 2`` per axis where ``overlap >= 2·(rf // 2)``; else 0 with a warning.
+
+    Axes where ``shape <= tile`` (one tile spans the volume: no interior tile faces) never warn.
+    """
     if rf is None:
         return (0, 0, 0)
     margin = []
@@ -148,7 +177,8 @@ def blend_margin(rf: Sequence[int] | None, overlap: Sequence[int], *, sample: st
             margin.append(half)
         else:
             margin.append(0)
-            short.append(f"{'zyx'[axis]}: overlap {o} < {2 * half}")
+            if shape is None or tile is None or int(shape[axis]) > int(tile[axis]):
+                short.append(f"{'zyx'[axis]}: overlap {o} < {2 * half}")
     if short:
         log.warning("sample %s: tile overlap is smaller than the model's receptive field %s - 1 "
                     "(%s); tile borders influence the blended output there (Gaussian blending "
@@ -187,20 +217,17 @@ def intensity_range(array: Any, normalization: Mapping[str, Any] | None, *,
 
 def slab_blocks(shape: Sequence[int], block_shape: Sequence[int], slab: int, n_slabs: int
                 ) -> list[Block]:
-    """Blocks of slab ``slab`` of ``n_slabs``: contiguous z-rows of the block grid.
+    """Blocks of slab ``slab`` of ``n_slabs``: a contiguous run of the C-ordered block grid.
 
-    Rows are split as evenly as possible; with more slabs than rows some slabs are empty.
+    The grid (z-rows first, then y, then x) is split into ``n_slabs`` runs as evenly as
+    possible, so thin volumes (one z-row of blocks, e.g. 10 × 512 × 512) still split; with more
+    slabs than blocks some slabs are empty.
     """
-    from fewlabel.blocks import block_grid
-
     if n_slabs < 1 or not 0 <= slab < n_slabs:
         raise ConfigError(f"slab {slab} is not in 0..{n_slabs - 1} (n_slabs={n_slabs}).")
-    n_rows = -(-int(shape[0]) // int(block_shape[0]))
-    rows = np.array_split(np.arange(n_rows), n_slabs)[slab]
-    if rows.size == 0:
-        return []
-    z0, z1 = int(rows[0]) * block_shape[0], min((int(rows[-1]) + 1) * block_shape[0], shape[0])
-    return [b for b in block_grid(shape, block_shape) if z0 <= b[0].start < z1]
+    grid = list(block_grid(shape, block_shape))
+    run = np.array_split(np.arange(len(grid)), n_slabs)[slab]
+    return [grid[int(i)] for i in run]
 
 
 def partial_path(output_path: str | Path) -> Path:
@@ -373,11 +400,14 @@ def predict_with_module(
     spatial = tuple(int(s) for s in source.shape[-3:])
     in_channels = _in_channels(source)
     _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
+    check_fits_tile(spatial, params.tile, pad_to_tile=params.pad_to_tile, sample=sample,
+                    path=image_path)
     if slab is not None:
         return _predict_slab(module, source, output_path, params=params, sample=sample,
                              device=device, slab=slab, n_slabs=n_slabs, t0=t0)
     rf = receptive_field(module, arch)
-    margin = blend_margin(rf, params.overlap, sample=sample)
+    margin = blend_margin(rf, params.overlap, sample=sample, shape=source.shape[-3:],
+                          tile=params.tile)
     value_range = intensity_range(source, normalization, sample=sample)
     out_channels = _out_channels(module, in_channels, params.tile, device)
     chunks = _output_chunks(params, source)
@@ -462,15 +492,18 @@ def create_prediction_array_for_module(
     source = image.array
     in_channels = _in_channels(source)
     _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
+    check_fits_tile(tuple(source.shape[-3:]), params.tile, pad_to_tile=params.pad_to_tile,
+                    sample=sample, path=image_path)
     rf = receptive_field(module, arch)
-    margin = blend_margin(rf, params.overlap, sample=sample)
+    margin = blend_margin(rf, params.overlap, sample=sample, shape=source.shape[-3:],
+                          tile=params.tile)
     value_range = intensity_range(source, normalization, sample=sample)
     out_channels = _out_channels(module, in_channels, params.tile, device)
     chunks = _output_chunks(params, source)
-    n_rows = -(-int(source.shape[-3]) // chunks[0])
-    if n_slabs > n_rows:
-        log.warning("sample %s: %d slabs for %d chunk rows along z; %d slab jobs will have "
-                    "nothing to do.", sample, n_slabs, n_rows, n_slabs - n_rows)
+    n_blocks = len(block_grid(tuple(source.shape[-3:]), chunks))
+    if n_slabs > n_blocks:
+        log.warning("sample %s: %d slabs for %d output chunks; %d slab jobs will have "
+                    "nothing to do.", sample, n_slabs, n_blocks, n_slabs - n_blocks)
     attrs = _attrs(sample, image_path, params, value_range, margin, rf, out_channels,
                    model_info, n_slabs=n_slabs)
     attrs["run_id"] = uuid.uuid4().hex

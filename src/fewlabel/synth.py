@@ -653,7 +653,7 @@ class DemoParams:
     anisotropy (z / xy spacing) follows ``nuclei_voxel_size``.
     """
 
-    spots_shape: tuple[int, int, int] = (12, 96, 96)
+    spots_shape: tuple[int, int, int] = (16, 128, 128)
     spots_snr: float = 4.0
     spots_density: str | float = "medium"
     spots_voxel_size: tuple[float, float, float] = (0.3, 0.1, 0.1)
@@ -661,8 +661,8 @@ class DemoParams:
     spots_sigma_z: float = 0.7
     spots_background: float = 10.0
     spots_clutter: bool = True
-    nuclei_shape: tuple[int, int, int] = (16, 64, 64)
-    nuclei_count: int = 6
+    nuclei_shape: tuple[int, int, int] = (16, 96, 96)
+    nuclei_count: int = 12
     nuclei_radius_range: tuple[float, float] = (5.0, 9.0)
     nuclei_voxel_size: tuple[float, float, float] = (0.5, 0.25, 0.25)
 

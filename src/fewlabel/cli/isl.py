@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--sample", default=None, help="sample name for logs and errors")
     q.add_argument("--params", type=json_arg, default=None,
                    help='JSON predict section: {"tile": [16, 64, 64], "overlap": [4, 16, 16], '
-                        '"batch_size": 4, "cache_tiles": 64, "out_chunks": null}')
+                        '"batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}')
     add_common(q)
     q.set_defaults(handler=run_predict_isl)
 

@@ -16,7 +16,7 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, help="output .ome.zarr (float32)")
     p.add_argument("--params", type=json_arg, default=None,
                    help='JSON predict section, e.g. {"tile": [16, 64, 64], "overlap": '
-                        '[4, 16, 16], "batch_size": 4, "cache_tiles": 64, "out_chunks": null}')
+                        '[4, 16, 16], "batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}')
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("make-demo", help="write the synthetic demo volumes + manifest.json")
     p.add_argument("--outdir", required=True, help="folder for the demo files")
     p.add_argument("--params", type=json_arg, default=None,
-                   help='JSON (config demo.params), e.g. {"spots_shape": [12, 96, 96], '
+                   help='JSON (config demo.params), e.g. {"spots_shape": [16, 128, 128], '
                         '"spots_snr": 4, "nuclei_count": 6}')
     p.add_argument("--sheet", default=None, help="also write the demo sample sheet (TSV) here")
     add_common(p)
