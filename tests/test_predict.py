@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -15,6 +16,7 @@ from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import register_architecture, save_model
 from fewlabel.normalize import apply_range, percentile_range
 from fewlabel.predict import (
+    plan_slabs,
     PredictParams,
     create_prediction_array,
     finalize_prediction,
@@ -102,6 +104,39 @@ def test_slab_blocks_partition_the_grid_in_contiguous_runs():
     thin = [slab_blocks((10, 64, 64), (10, 32, 32), i, 2) for i in range(2)]
     assert [len(p) for p in thin] == [2, 2]  # one z-row of blocks still splits
     assert slab_blocks(shape, block, 39, 40) == []  # more slabs than blocks: empty slab
+
+
+def test_plan_slabs_auto_follows_volume_size_and_never_plans_empty_jobs():
+    shape, block = (13, 40, 36), (4, 16, 16)  # 18720 voxels, 36 chunks
+    assert plan_slabs(shape, block, 3) == 3
+    assert plan_slabs(shape, block, "auto", slab_voxels=10**9) == 1
+    assert plan_slabs(shape, block, "auto", slab_voxels=5000) == 4  # ceil(18720 / 5000)
+    assert plan_slabs(shape, block, "auto", slab_voxels=1) == 36  # at most one per chunk
+    for bad in (0, -1, 2.5, "many", True):
+        with pytest.raises(ConfigError):
+            plan_slabs(shape, block, bad)
+    with pytest.raises(ConfigError, match="slab_voxels"):
+        plan_slabs(shape, block, "auto", slab_voxels=0)
+
+
+def test_cli_predict_init_auto_writes_the_plan(image, model_dir, tmp_path):
+    path, volume = image
+    folder, _ = model_dir
+    out, plan = tmp_path / "pred.ome.zarr", tmp_path / "plan.json"
+    params = json.dumps(PARAMS.to_dict())
+    assert main(["predict-init", "--sample", "s1", "--model-dir", str(folder), "--image",
+                 str(path), "--output", str(out), "--n-slabs", "auto", "--slab-voxels", "5000",
+                 "--plan", str(plan), "--params", params]) == 0
+    written = json.loads(plan.read_text())
+    assert written["n_slabs"] == 4 and written["requested"] == "auto"
+    for slab in range(4):
+        assert main(["predict", "--sample", "s1", "--model-dir", str(folder), "--image",
+                     str(path), "--output", str(out), "--slab", str(slab), "--n-slabs", "4",
+                     "--params", params]) == 0
+    assert main(["predict-finalize", "--sample", "s1", "--output", str(out)]) == 0
+    result = open_ome_zarr(out)
+    assert result.attrs["fewlabel"]["run_id"] == written["run_id"]
+    assert result.attrs["fewlabel"]["complete"] is True
 
 
 # --------------------------------------------------------------------------- one job

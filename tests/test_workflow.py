@@ -31,7 +31,8 @@ TINY_CONFIG = {
         "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "crop": [8, 32, 32],
                   "model": {"base_channels": 8, "depth": 2}},
         "predict": {"tile": [8, 32, 32], "overlap": [2, 8, 8]},
-        "slabs": 2,  # prediction of every volume as 2 slab jobs (4 chunks each)
+        # slab jobs sized by the volume: 8 x 64 x 64 voxels / 16384 -> 2 jobs of 2 chunks each
+        "slabs": "auto", "slab_voxels": 16384,
     },
     "segmentation": {
         "isl": {"epochs": 2, "steps_per_epoch": 3, "crop": [8, 32, 32]},
@@ -89,7 +90,10 @@ def test_default_chain_detection_and_segmentation(finished_run):
     results = finished_run / "results"
     assert (results / "models" / "detector" / "thresholds.json").exists()
     # the prediction ran as 2 real slab jobs writing one array, then finalized
+    plan = json.loads((results / "predict" / "spots_test" / "slab_plan.json").read_text())
+    assert plan["n_slabs"] == 2 and plan["requested"] == "auto"
     density = open_ome_zarr(results / "predict" / "spots_test" / "detection.ome.zarr")
+    assert density.attrs["fewlabel"]["run_id"] == plan["run_id"]
     assert density.attrs["fewlabel"]["n_slabs"] == 2
     assert density.attrs["fewlabel"]["complete"] is True
     assert not (results / "predict" / "spots_test" / "detection.ome.zarr.partial").exists()

@@ -215,6 +215,28 @@ def intensity_range(array: Any, normalization: Mapping[str, Any] | None, *,
     return None
 
 
+DEFAULT_SLAB_VOXELS = 2_000_000_000
+
+
+def plan_slabs(shape: Sequence[int], block_shape: Sequence[int], n_slabs: int | str,
+               slab_voxels: int = DEFAULT_SLAB_VOXELS) -> int:
+    """Number of slab jobs for one volume.
+
+    An integer is used as given; ``'auto'`` gives ``ceil(prod(shape) / slab_voxels)`` clamped
+    to ``[1, number of output chunks]`` (each slab job then predicts about ``slab_voxels``
+    voxels, and no job is empty).
+    """
+    if n_slabs == "auto":
+        if isinstance(slab_voxels, bool) or not isinstance(slab_voxels, int) or slab_voxels < 1:
+            raise ConfigError(f"slab_voxels must be an integer >= 1; got {slab_voxels!r}.")
+        n_chunks = len(block_grid(shape, block_shape))
+        wanted = -(-int(np.prod([int(n) for n in shape], dtype=np.int64)) // slab_voxels)
+        return int(min(max(wanted, 1), n_chunks))
+    if isinstance(n_slabs, bool) or not isinstance(n_slabs, int) or n_slabs < 1:
+        raise ConfigError(f"n_slabs must be an integer >= 1 or 'auto'; got {n_slabs!r}.")
+    return n_slabs
+
+
 def slab_blocks(shape: Sequence[int], block_shape: Sequence[int], slab: int, n_slabs: int
                 ) -> list[Block]:
     """Blocks of slab ``slab`` of ``n_slabs``: a contiguous run of the C-ordered block grid.
@@ -453,13 +475,15 @@ def create_prediction_array(
     *,
     params: PredictParams,
     sample: str,
-    n_slabs: int,
+    n_slabs: int | str,
+    slab_voxels: int = DEFAULT_SLAB_VOXELS,
     device: str | None = None,
 ) -> Path:
     """Create ``<output>.partial`` once for ``n_slabs`` slab jobs (upstream step); return it.
 
     Fixes everything the slab jobs must share: the output geometry, the intensity range (from
-    the whole volume), the blending margin and a fresh ``run_id``.
+    the whole volume), the blending margin, the slab count (``'auto'``: :func:`plan_slabs`
+    with ``slab_voxels``; stored as ``attrs['fewlabel']['n_slabs']``) and a fresh ``run_id``.
     """
     from fewlabel.models.store import load_model
 
@@ -467,7 +491,8 @@ def create_prediction_array(
     loaded = load_model(model_dir, device)
     return create_prediction_array_for_module(
         loaded.module, image_path, output_path, params=params, sample=sample, n_slabs=n_slabs,
-        normalization=loaded.normalization, arch=loaded.arch, device=device,
+        slab_voxels=slab_voxels, normalization=loaded.normalization, arch=loaded.arch,
+        device=device,
         model_info={"model_dir": str(model_dir), "arch": loaded.arch})
 
 
@@ -478,15 +503,15 @@ def create_prediction_array_for_module(
     *,
     params: PredictParams,
     sample: str,
-    n_slabs: int,
+    n_slabs: int | str,
     normalization: Mapping[str, Any] | None,
+    slab_voxels: int = DEFAULT_SLAB_VOXELS,
     arch: Mapping[str, Any] | None = None,
     device: str | None = None,
     model_info: Mapping[str, Any] | None = None,
 ) -> Path:
     """:func:`create_prediction_array` for an already built module."""
-    if n_slabs < 1:
-        raise ConfigError(f"n_slabs must be >= 1; got {n_slabs}.")
+    plan_slabs((1, 1, 1), (1, 1, 1), n_slabs, slab_voxels)  # validate before any work
     device = device or _default_device()
     image = open_ome_zarr(image_path, sample=sample)
     source = image.array
@@ -500,6 +525,7 @@ def create_prediction_array_for_module(
     value_range = intensity_range(source, normalization, sample=sample)
     out_channels = _out_channels(module, in_channels, params.tile, device)
     chunks = _output_chunks(params, source)
+    n_slabs = plan_slabs(tuple(source.shape[-3:]), chunks, n_slabs, slab_voxels)
     n_blocks = len(block_grid(tuple(source.shape[-3:]), chunks))
     if n_slabs > n_blocks:
         log.warning("sample %s: %d slabs for %d output chunks; %d slab jobs will have "

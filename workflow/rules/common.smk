@@ -117,8 +117,12 @@ def log_items_json():
 
 
 def slab_markers(wildcards):
-    """Completion markers of every slab job of one volume's prediction."""
-    n_slabs = config["detection"]["slabs"]
+    """Completion markers of every slab job of one volume's prediction; the slab count comes
+    from the plan written by checkpoint predict_volume_init (`detection.slabs`, or for 'auto'
+    the volume size / `detection.slab_voxels`)."""
+    plan = checkpoints.predict_volume_init.get(sample=wildcards.sample).output.plan
+    with open(plan) as handle:
+        n_slabs = int(json.load(handle)["n_slabs"])
     return expand(
         DETECTION_SLAB_MARKER, sample=wildcards.sample, slab=range(n_slabs), n_slabs=n_slabs
     )

@@ -78,16 +78,19 @@ if config["detection"]["method"] == "density":
 
     else:
 
-        rule predict_volume_init:
+        checkpoint predict_volume_init:
             input:
                 model=DETECTOR,
                 image=IMAGE,
+            # also creates <DETECTION_MAP>.partial (not declared: finalize renames it away,
+            # and a declared checkpoint output that vanished would re-trigger the checkpoint)
             output:
-                directory(DETECTION_MAP_PARTIAL),
+                plan=DETECTION_SLAB_PLAN,
             params:
                 predict=to_json(config["detection"]["predict"]),
                 final=DETECTION_MAP,
                 slabs=config["detection"]["slabs"],
+                slab_voxels=config["detection"]["slab_voxels"],
             log:
                 "logs/predict_volume_init/{sample}.log",
             conda:
@@ -95,13 +98,14 @@ if config["detection"]["method"] == "density":
             shell:
                 "python -m fewlabel predict-init --sample {wildcards.sample} "
                 "--model-dir {input.model} --image {input.image} --output {params.final} "
-                "--n-slabs {params.slabs} --params {params.predict:q} --log {log} 2>> {log}"
+                "--n-slabs {params.slabs} --slab-voxels {params.slab_voxels} "
+                "--plan {output.plan} --params {params.predict:q} --log {log} 2>> {log}"
 
         rule predict_volume_slab:
             input:
                 model=DETECTOR,
                 image=IMAGE,
-                partial=DETECTION_MAP_PARTIAL,
+                plan=DETECTION_SLAB_PLAN,
             output:
                 DETECTION_SLAB_MARKER,
             params:

@@ -23,8 +23,8 @@ DETECTION_METRICS = "results/evaluate/{sample}/detection.tsv"
 DETECTION_MATCHES = "results/evaluate/{sample}/detection_matches.csv"
 DETECTION_SUMMARY = "results/evaluate/detection_summary.tsv"
 REPORT = "results/report/report.html"
-DETECTION_MAP_PARTIAL = "results/predict/{sample}/detection.ome.zarr.partial"
 DETECTION_SLAB_MARKER = "results/predict/{sample}/detection.ome.zarr.slabs/slab-{slab}-of-{n_slabs}.json"
+DETECTION_SLAB_PLAN = "results/predict/{sample}/slab_plan.json"
 
 # segmentation (ISL pretraining + mask/distance fine-tuning + h-maxima watershed)
 ISL_MODEL = "results/models/isl"

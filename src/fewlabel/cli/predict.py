@@ -31,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser("predict-init",
                               help="create the shared prediction array for slab jobs")
     _add_inputs(q)
-    q.add_argument("--n-slabs", type=int, required=True)
+    q.add_argument("--n-slabs", type=_n_slabs, required=True,
+                   help="number of slab jobs, or 'auto' (from the volume size, --slab-voxels)")
+    q.add_argument("--slab-voxels", type=int, default=None,
+                   help="voxels per slab job for --n-slabs auto (default 2e9)")
+    q.add_argument("--plan", default=None,
+                   help="also write {'sample', 'n_slabs', ...} as JSON here (Snakemake checkpoint)")
     add_common(q)
     q.set_defaults(handler=run_predict_init)
 
@@ -41,6 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--output", required=True)
     add_common(r)
     r.set_defaults(handler=run_predict_finalize)
+
+
+def _n_slabs(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--n-slabs must be an integer or 'auto', got "
+                                         f"{value!r}") from None
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -61,10 +76,23 @@ def run_predict_init(args: argparse.Namespace) -> None:
     from fewlabel.predict import PredictParams, create_prediction_array
     from fewlabel.device import configure_torch
 
+    from fewlabel.io import open_ome_zarr
+    from fewlabel.predict import DEFAULT_SLAB_VOXELS
+    from fewlabel.runtime import write_json
+
     params = PredictParams.from_dict(args.params)
     device = configure_torch(args.threads, args.seed)
-    create_prediction_array(args.model_dir, args.image, args.output, params=params,
-                            sample=args.sample, n_slabs=args.n_slabs, device=device)
+    partial = create_prediction_array(
+        args.model_dir, args.image, args.output, params=params, sample=args.sample,
+        n_slabs=args.n_slabs, slab_voxels=args.slab_voxels or DEFAULT_SLAB_VOXELS,
+        device=device)
+    if args.plan:
+        array = open_ome_zarr(partial, sample=args.sample)
+        attrs = array.attrs["fewlabel"]
+        write_json({"sample": args.sample, "n_slabs": int(attrs["n_slabs"]),
+                    "requested": args.n_slabs, "run_id": attrs["run_id"],
+                    "shape": list(array.shape), "chunks": list(array.array.chunks),
+                    "partial": str(partial)}, args.plan)
 
 
 def run_predict_finalize(args: argparse.Namespace) -> None:
