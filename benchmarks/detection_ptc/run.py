@@ -155,11 +155,12 @@ def _log_on_test(test: list[tuple], threshold: float, sigma: tuple[float, ...]) 
     return out
 
 
-def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | None = None
-               ) -> dict:
+def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | None = None,
+               train_seed: int = SEED) -> dict:
     """Generate data, train + tune both methods, evaluate on the held-out test volumes.
 
-    ``epochs`` overrides ``TRAIN_PARAMS['epochs']`` (same data; a longer-training variant row).
+    ``epochs`` overrides ``TRAIN_PARAMS['epochs']`` (same data; a longer-training variant row);
+    ``train_seed`` changes only DM-DetNet3D's initialisation and crops (same data).
     """
     import numpy as np
 
@@ -171,7 +172,8 @@ def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | Non
 
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} is not one of {VARIANTS}")
-    tag = f"snr{snr:g}_{density}_{variant}" + (f"_e{epochs}" if epochs else "")
+    tag = (f"snr{snr:g}_{density}_{variant}" + (f"_e{epochs}" if epochs else "")
+           + (f"_s{train_seed}" if train_seed != SEED else ""))
     root = WORK / tag
     params = dict(TRAIN_PARAMS, **({"epochs": epochs, "patience": epochs} if epochs else {}))
     root.mkdir(parents=True, exist_ok=True)
@@ -191,7 +193,7 @@ def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | Non
     t1 = time.time()
     model_dir = root / "dmdetnet3d"
     summary = train_detector(splits["train"], splits["val"], model_dir, params=params,
-                             seed=SEED, threads=1)
+                             seed=train_seed, threads=1)
     t_train = time.time() - t1
     threshold = json.loads((model_dir / "thresholds.json").read_text())["detection_threshold"]
     t2 = time.time()
@@ -216,6 +218,7 @@ def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | Non
     n_gt = int(sum(r.tp + r.fn for r in dm_results))
     result = {
         "snr": snr, "density": density, "variant": variant, "epochs": params["epochs"],
+        "train_seed": train_seed,
         "psf_sigma": list(_psf_sigma()), "n_train": N_TRAIN, "n_val": N_VAL,
         "steps": params["epochs"] * params["steps_per_epoch"], "n_test_volumes": N_TEST, "n_test_spots": n_gt,
         "dm": _pool(dm_results), "log": _pool(log_results),
@@ -239,15 +242,16 @@ def _row_key(r: dict) -> str:
 def write_tables(results: list[dict]) -> None:
     """Write results.tsv and results.md next to this script."""
     order = {r: i for i, r in enumerate(DEFAULT_ROWS)}
-    results = sorted(results, key=lambda r: (order.get(_row_key(r), 99), r.get("epochs", 25)))
-    cols = ["snr", "density", "variant", "train_steps", "n_test_spots", "dm_f1", "dm_rmse",
+    results = sorted(results, key=lambda r: (order.get(_row_key(r), 99), r.get("epochs", 25),
+                                             r.get("train_seed", SEED)))
+    cols = ["snr", "density", "variant", "train_steps", "train_seed", "n_test_spots", "dm_f1", "dm_rmse",
             "dm_precision", "dm_recall", "log_f1", "log_rmse", "log_precision", "log_recall",
             "paper_dmdetnet3d_f1", "paper_sef3d_f1", "dm_threshold", "log_threshold",
             "dm_epochs_run", "train_s"]
     lines = ["\t".join(cols)]
-    md = [("| SNR | density | data | DM steps | DM-DetNet3D F1 (ours) | RMSE | LoG F1 (ours) | "
-           "RMSE | DM-DetNet3D F1 (paper) | SEF3D F1 (paper) |"),
-          "|---|---|---|---|---|---|---|---|---|---|"]
+    md = [("| SNR | density | data | DM steps | DM seed | DM-DetNet3D F1 (ours) | RMSE | "
+           "LoG F1 (ours) | RMSE | DM-DetNet3D F1 (paper) | SEF3D F1 (paper) |"),
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     md2 = [("| SNR | density | data | test spots | DM P | DM R | DM TP/FP/FN | LoG P | "
             "LoG R | LoG TP/FP/FN | DM thr | LoG thr (scale) | DM epochs (best) | train s |"),
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -258,7 +262,8 @@ def write_tables(results: list[dict]) -> None:
         steps = r.get("steps", 300)
         pd_, ps = (f"{paper[0]:.3f}", f"{paper[1]:.3f}") if paper else ("–", "–")
         dm, lg = r["dm"], r["log"]
-        vals = [snr, r["density"], variant, steps, r["n_test_spots"], f"{dm['f1']:.4f}",
+        seed = r.get("train_seed", SEED)
+        vals = [snr, r["density"], variant, steps, seed, r["n_test_spots"], f"{dm['f1']:.4f}",
                 f"{dm['rmse']:.4f}", f"{dm['precision']:.4f}", f"{dm['recall']:.4f}",
                 f"{lg['f1']:.4f}", f"{lg['rmse']:.4f}", f"{lg['precision']:.4f}",
                 f"{lg['recall']:.4f}", pd_ if paper else "", ps if paper else "",
@@ -267,7 +272,7 @@ def write_tables(results: list[dict]) -> None:
         lines.append("\t".join(str(v) for v in vals))
         bold_dm = "**" if dm["f1"] > lg["f1"] else ""
         bold_lg = "**" if lg["f1"] > dm["f1"] else ""
-        md.append(f"| {snr} | {r['density']} | {variant} | {steps} | "
+        md.append(f"| {snr} | {r['density']} | {variant} | {steps} | {seed} | "
                   f"{bold_dm}{dm['f1']:.3f}{bold_dm} | {dm['rmse']:.3f} | "
                   f"{bold_lg}{lg['f1']:.3f}{bold_lg} | {lg['rmse']:.3f} | {pd_} | {ps} |")
         scale = "×".join(f"{v:g}" for v in r["log_sigma"])
@@ -361,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="configurations SNR:density[:variant][:epochs], variant ptc|clutter "
                          "(default: %(default)s)")
     ap.add_argument("--jobs", type=int, default=2, help="parallel configurations (processes)")
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=[SEED],
+                    help="DM-DetNet3D training seeds; each row runs once per seed (same data)")
     ap.add_argument("--calibrate", action="store_true",
                     help="only run the LoG-only PSF calibration (calibration.md)")
     args = ap.parse_args(argv)
@@ -387,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(run_config, snr, dens, var, ep): (snr, dens, var)
-                   for snr, dens, var, ep in rows}
+        futures = {pool.submit(run_config, snr, dens, var, ep, seed): (snr, dens, var)
+                   for snr, dens, var, ep in rows for seed in args.train_seeds}
         for fut in as_completed(futures):
             snr, dens, var = futures[fut]
             res = fut.result()
