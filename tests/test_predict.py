@@ -16,6 +16,7 @@ from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import register_architecture, save_model
 from fewlabel.normalize import apply_range, percentile_range
 from fewlabel.predict import (
+    uses_instance_norm,
     plan_slabs,
     PredictParams,
     create_prediction_array,
@@ -193,6 +194,20 @@ def test_volume_smaller_than_one_tile_is_a_clear_error_unless_padding(image, mod
     assert result.shape == volume.shape
     np.testing.assert_allclose(result[:-2, :, :-2], reference(module, volume)[:-2, :, :-2],
                                atol=1e-5)
+
+
+def test_receptive_field_note_for_instance_norm_models_is_info_not_warning(image, tmp_path,
+                                                                           caplog):
+    path, volume = image
+    module = TinyConv(rf=11)
+    module.norm = torch.nn.InstanceNorm3d(1)  # registered submodule: an instance-norm model
+    assert uses_instance_norm(module) and not uses_instance_norm(TinyConv())
+    with caplog.at_level(logging.INFO):
+        predict_with_module(module.eval(), path, tmp_path / "p.ome.zarr", params=PARAMS,
+                            sample="s1", normalization={"range": [0, 1000]}, device="cpu")
+    notes = [r for r in caplog.records if "receptive-field bound" in r.getMessage()]
+    assert notes and all(r.levelno == logging.INFO for r in notes)
+    assert "instance normalisation" in notes[0].getMessage()
 
 
 def test_dmdetnet3d_model_folder_predicts_density_in_unit_range(image, tmp_path):

@@ -594,7 +594,7 @@ def _predict_planes(adapter: PredictionAdapter, image_path: str | Path,
                     info: Mapping[str, Any]) -> dict[str, Any]:
     """2D planes-as-channels prediction: the engine over a (K, 1, Y, X) view, output Z = 1."""
     from fewlabel.io import atomic_path, create_ome_zarr
-    from fewlabel.predict import blend_margin, check_fits_tile
+    from fewlabel.predict import blend_margin, check_fits_tile, uses_instance_norm
     from fewlabel.tiling import predict_tiled
 
     t0 = time.monotonic()
@@ -604,8 +604,10 @@ def _predict_planes(adapter: PredictionAdapter, image_path: str | Path,
     low, high = image.low, image.high
     tile = (1, *params.tile[1:])
     overlap = (0, *params.overlap[1:])
-    margin = blend_margin(adapter.receptive_field(), overlap, sample=sample)
     spatial = expected_target_shape(image.shape, 2)
+    margin = blend_margin(adapter.receptive_field(), overlap, sample=sample,
+                          shape=(1, *spatial[1:]), tile=tile,
+                          instance_norm=uses_instance_norm(adapter))
     check_fits_tile((1, *spatial[1:]), tile, pad_to_tile=params.pad_to_tile, sample=sample,
                     path=image_path)
     volume = open_ome_zarr(image_path, sample=sample)
