@@ -200,3 +200,36 @@ def test_cli_split_instances(tmp_path):
     rc = main(["split-instances", "--sample", "s1", "--prediction", str(bad), "--output",
                str(tmp_path / "x.ome.zarr")])
     assert rc == 2 and not (tmp_path / "x.ome.zarr").exists()
+
+
+def test_cli_mask_threshold_auto_uses_the_segmenters_tuned_value(tmp_path, capsys):
+    from fewlabel.cli import main
+
+    gt, mask, distance = touching_ellipsoids(shape=(20, 48, 48), seed=3)
+    prob = (0.3 + 0.5 * mask).astype(np.float32)  # foreground 0.8, background 0.3
+    pred = tmp_path / "pred.ome.zarr"
+    arr = create_ome_zarr(pred, (2, *mask.shape), np.float32, (1, 10, 24, 24), (2.0, 0.5, 0.5))
+    arr[0], arr[1] = prob, distance
+    model = tmp_path / "segmenter"
+    model.mkdir()
+    params = json.dumps({"mask_threshold": "auto", "h": 1.0, "halo": list(CHUNK_TEST_HALO)})
+    cmd = ["split-instances", "--sample", "s1", "--prediction", str(pred), "--params", params]
+    # no model folder / no thresholds.json: clear errors, nothing written
+    assert main([*cmd, "--output", str(tmp_path / "a.ome.zarr")]) == 2
+    assert "needs the segmenter model folder" in capsys.readouterr().err
+    assert main([*cmd, "--model-dir", str(model), "--output", str(tmp_path / "a.ome.zarr")]) == 2
+    assert "thresholds.json" in capsys.readouterr().err
+    assert not (tmp_path / "a.ome.zarr").exists()
+    # the tuned 0.25 keeps the 0.3 background as foreground: one region; 0.5 splits objects
+    (model / "thresholds.json").write_text(json.dumps({"mask_threshold": 0.25}))
+    assert main([*cmd, "--model-dir", str(model), "--output", str(tmp_path / "a.ome.zarr")]) == 0
+    vol = open_ome_zarr(tmp_path / "a.ome.zarr")
+    assert vol.attrs["fewlabel"]["params"]["mask_threshold"] == 0.25
+    assert vol.attrs["fewlabel"]["mask_threshold_from"].endswith("thresholds.json")
+    assert (vol.array[...] > 0).all()  # 0.25 < 0.3: every voxel is foreground
+    fixed = json.dumps({"mask_threshold": 0.5, "h": 1.0, "halo": list(CHUNK_TEST_HALO)})
+    assert main(["split-instances", "--sample", "s1", "--prediction", str(pred), "--params",
+                 fixed, "--output", str(tmp_path / "b.ome.zarr")]) == 0
+    fixed_labels = open_ome_zarr(tmp_path / "b.ome.zarr")
+    assert fixed_labels.attrs["fewlabel"]["mask_threshold_from"] == "config"
+    assert (fixed_labels.array[...] == 0).any()

@@ -107,6 +107,10 @@ def test_default_chain_detection_and_segmentation(finished_run):
     assert detection["f1"].between(0, 1).all()
     labels = open_ome_zarr(results / "instances" / "nuclei_test" / "labels.ome.zarr")
     assert labels.array.dtype == "uint32"
+    # mask_threshold: auto (the default) took the segmenter's validation-tuned threshold
+    tuned = json.loads((results / "models" / "segmenter" / "thresholds.json").read_text())
+    assert labels.attrs["fewlabel"]["params"]["mask_threshold"] == tuned["mask_threshold"]
+    assert labels.attrs["fewlabel"]["mask_threshold_from"].endswith("thresholds.json")
     segmentation = pd.read_csv(results / "evaluate" / "segmentation_summary.tsv", sep="\t")
     assert "nuclei_test" in set(segmentation["sample"])
     assert "pcc" in segmentation.columns  # ISL prediction scored against its target

@@ -59,14 +59,15 @@ _TIE_EPS = 1e-12
 class SplitParams:
     """Parameters of the ``split-instances`` stage (``--params`` JSON keys, with defaults).
 
-    mask_threshold : foreground = mask probability > this.
+    mask_threshold : foreground = mask probability > this; ``"auto"`` = the threshold the
+        segmenter tuned on its validation images (``thresholds.json``, resolved by the CLI).
     h : h-maxima height, in the units of the distance map.
     min_size : objects with fewer voxels are removed (0 keeps all).
     fill_holes : fill enclosed background inside each object (2D per plane when Z = 1).
     halo : voxels of context (z, y, x) read around each block; must exceed the object size.
     """
 
-    mask_threshold: float = 0.5
+    mask_threshold: float | str = 0.5
     h: float = 0.1
     min_size: int = 0
     fill_holes: bool = False
@@ -90,6 +91,12 @@ class SplitParams:
         return params
 
     def validate(self, *, sample: str | None = None) -> None:
+        t = self.mask_threshold
+        if t != "auto" and (isinstance(t, bool) or not isinstance(t, (int, float))
+                            or not 0 < float(t) < 1):
+            raise ConfigError(f"mask_threshold must be in (0, 1) or 'auto', got {t!r}.",
+                              sample=sample, fix="use e.g. 0.5, or auto for the segmenter's "
+                                                 "validation-tuned threshold.")
         if not float(self.h) > 0:
             raise ConfigError(f"h must be > 0 (h-maxima height), got {self.h}.", sample=sample,
                               fix="use e.g. h: 0.1 for a distance map normalised to [0, 1].")

@@ -99,7 +99,8 @@ rule predict_segmentation:
 
 rule split_instances:
     input:
-        SEGMENTATION_MAP,
+        prediction=SEGMENTATION_MAP,
+        model=SEGMENTER,
     output:
         report(
             directory(INSTANCES),
@@ -115,7 +116,8 @@ rule split_instances:
     conda:
         "../../envs/image.yaml"
     shell:
-        "python -m fewlabel split-instances --sample {wildcards.sample} --prediction {input} "
+        "python -m fewlabel split-instances --sample {wildcards.sample} "
+        "--prediction {input.prediction} --model-dir {input.model} "
         "--output {output} --params {params.instances:q} --threads {threads} "
         "--log {log} 2>> {log}"
 

@@ -16,8 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="CZYX OME-Zarr with 2 channels: 0 = mask probability, 1 = distance")
     p.add_argument("--output", required=True, help="output labels .ome.zarr (uint32)")
     p.add_argument("--params", type=json_arg, default=None,
-                   help="JSON: mask_threshold (0.5), h (0.1), min_size (0), fill_holes (false), "
-                        "halo ([8, 32, 32])")
+                   help="JSON: mask_threshold (0.5, or 'auto'), h (0.1), min_size (0), "
+                        "fill_holes (false), halo ([8, 32, 32])")
+    p.add_argument("--model-dir", default=None,
+                   help="segmenter model folder; mask_threshold 'auto' reads its thresholds.json")
     add_common(p)
     p.set_defaults(handler=run_split_instances)
 
@@ -34,12 +36,38 @@ class _Channel:
         return self.array[(self.channel, *index)]
 
 
+def _tuned_threshold(params, model_dir: str | None, sample: str):  # noqa: ANN001, ANN202
+    """``params`` with mask_threshold from the segmenter's thresholds.json, and that path."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from fewlabel.errors import ConfigError, ModelError
+
+    if not model_dir:
+        raise ConfigError("mask_threshold 'auto' needs the segmenter model folder.",
+                          sample=sample, fix="pass --model-dir, or give a number.")
+    path = Path(model_dir) / "thresholds.json"
+    try:
+        value = json.loads(path.read_text())["mask_threshold"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot read the tuned mask_threshold ({exc}).", sample=sample,
+                         path=path, fix="retrain the segmenter, or set "
+                                        "segmentation.instances.mask_threshold to a number.")
+    tuned = dataclasses.replace(params, mask_threshold=float(value))
+    tuned.validate(sample=sample)
+    return tuned, str(path)
+
+
 def run_split_instances(args: argparse.Namespace) -> None:
     from fewlabel.errors import InputDataError
     from fewlabel.instances import SplitParams, split_instances_chunked
     from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 
     params = SplitParams.from_dict(args.params, sample=args.sample)
+    threshold_source = "config"
+    if params.mask_threshold == "auto":
+        params, threshold_source = _tuned_threshold(params, args.model_dir, args.sample)
     pred = open_ome_zarr(args.prediction, sample=args.sample)
     shape = pred.shape
     if len(shape) != 4 or shape[0] != 2:
@@ -53,7 +81,8 @@ def run_split_instances(args: argparse.Namespace) -> None:
                               name=f"{args.sample}:labels",
                               extra_attrs={"sample": args.sample, "kind": "labels",
                                            "source": str(args.prediction),
-                                           "params": params.as_dict()})
+                                           "params": params.as_dict(),
+                                           "mask_threshold_from": threshold_source})
         n = split_instances_chunked(
             _Channel(pred.array, 0), _Channel(pred.array, 1), out, halo=params.halo,
             mask_threshold=params.mask_threshold, h=params.h, min_size=params.min_size,
