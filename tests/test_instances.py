@@ -233,3 +233,17 @@ def test_cli_mask_threshold_auto_uses_the_segmenters_tuned_value(tmp_path, capsy
     fixed_labels = open_ome_zarr(tmp_path / "b.ome.zarr")
     assert fixed_labels.attrs["fewlabel"]["mask_threshold_from"] == "config"
     assert (fixed_labels.array[...] == 0).any()
+    # both 'auto': mask_threshold and h come from the model; same values -> same labels
+    (model / "thresholds.json").write_text(json.dumps({"mask_threshold": 0.5, "h": 1.0}))
+    both = json.dumps({"mask_threshold": "auto", "h": "auto", "halo": list(CHUNK_TEST_HALO)})
+    assert main(["split-instances", "--sample", "s1", "--prediction", str(pred), "--params",
+                 both, "--model-dir", str(model), "--output", str(tmp_path / "c.ome.zarr")]) == 0
+    auto_labels = open_ome_zarr(tmp_path / "c.ome.zarr")
+    assert auto_labels.attrs["fewlabel"]["h_from"].endswith("thresholds.json")
+    assert np.array_equal(auto_labels.array[...], fixed_labels.array[...])
+    # a model without a tuned h (no whole validation image): h falls back to 0.1, said so
+    (model / "thresholds.json").write_text(json.dumps({"mask_threshold": 0.5, "h": None}))
+    assert main(["split-instances", "--sample", "s1", "--prediction", str(pred), "--params",
+                 both, "--model-dir", str(model), "--output", str(tmp_path / "d.ome.zarr")]) == 0
+    fallback = open_ome_zarr(tmp_path / "d.ome.zarr").attrs["fewlabel"]
+    assert fallback["params"]["h"] == 0.1 and fallback["h_from"].startswith("default")

@@ -15,6 +15,7 @@ from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model
 from fewlabel.train.isl import pretrain_isl
 from fewlabel.train.segmenter import (
+    H_GRID,
     SegmenterParams,
     _build_segmenter,
     instance_targets,
@@ -144,6 +145,12 @@ def test_end_to_end_pretrain_finetune_predict(tmp_path, isl_setup):
     assert summary["n_train_images"] == 2 and summary["init"] == "isl"
     loaded = load_model(tmp_path / "seg", expect="segmenter")  # rebuilt from model.json alone
     assert 0 < loaded.thresholds["mask_threshold"] < 1
+    # h tuned on the whole validation image: the best of the grid by instance F1@0.5
+    curve = loaded.thresholds["h_curve"]
+    assert [row["h"] for row in curve] == list(H_GRID) and summary["h"] in H_GRID
+    best = max(row["f1_50"] for row in curve)
+    assert loaded.thresholds["h_f1_50"] == best and loaded.thresholds["h_tuned_on"] == "val"
+    assert all(row["tp"] + row["fn"] == curve[0]["tp"] + curve[0]["fn"] for row in curve)
     assert loaded.arch["kwargs"]["head_channels"] == 8
     out = tmp_path / "pred.ome.zarr"
     predict_segmentation(tmp_path / "seg", b["image"], out, sample="b",

@@ -111,6 +111,8 @@ def test_default_chain_detection_and_segmentation(finished_run):
     tuned = json.loads((results / "models" / "segmenter" / "thresholds.json").read_text())
     assert labels.attrs["fewlabel"]["params"]["mask_threshold"] == tuned["mask_threshold"]
     assert labels.attrs["fewlabel"]["mask_threshold_from"].endswith("thresholds.json")
+    assert labels.attrs["fewlabel"]["params"]["h"] == tuned["h"]  # h: auto, tuned on val
+    assert labels.attrs["fewlabel"]["h_from"].endswith("thresholds.json")
     segmentation = pd.read_csv(results / "evaluate" / "segmentation_summary.tsv", sep="\t")
     assert "nuclei_test" in set(segmentation["sample"])
     assert "pcc" in segmentation.columns  # ISL prediction scored against its target

@@ -61,14 +61,15 @@ class SplitParams:
 
     mask_threshold : foreground = mask probability > this; ``"auto"`` = the threshold the
         segmenter tuned on its validation images (``thresholds.json``, resolved by the CLI).
-    h : h-maxima height, in the units of the distance map.
+    h : h-maxima height, in the units of the distance map; ``"auto"`` = the height the
+        segmenter tuned on its validation images (instance F1@0.5; resolved by the CLI).
     min_size : objects with fewer voxels are removed (0 keeps all).
     fill_holes : fill enclosed background inside each object (2D per plane when Z = 1).
     halo : voxels of context (z, y, x) read around each block; must exceed the object size.
     """
 
     mask_threshold: float | str = 0.5
-    h: float = 0.1
+    h: float | str = 0.1
     min_size: int = 0
     fill_holes: bool = False
     halo: tuple[int, int, int] = field(default=(8, 32, 32))
@@ -97,7 +98,8 @@ class SplitParams:
             raise ConfigError(f"mask_threshold must be in (0, 1) or 'auto', got {t!r}.",
                               sample=sample, fix="use e.g. 0.5, or auto for the segmenter's "
                                                  "validation-tuned threshold.")
-        if not float(self.h) > 0:
+        if self.h != "auto" and (isinstance(self.h, bool) or not isinstance(self.h, (int, float))
+                                 or not float(self.h) > 0):
             raise ConfigError(f"h must be > 0 (h-maxima height), got {self.h}.", sample=sample,
                               fix="use e.g. h: 0.1 for a distance map normalised to [0, 1].")
         if int(self.min_size) < 0:

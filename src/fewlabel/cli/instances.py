@@ -16,10 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="CZYX OME-Zarr with 2 channels: 0 = mask probability, 1 = distance")
     p.add_argument("--output", required=True, help="output labels .ome.zarr (uint32)")
     p.add_argument("--params", type=json_arg, default=None,
-                   help="JSON: mask_threshold (0.5, or 'auto'), h (0.1), min_size (0), "
+                   help="JSON: mask_threshold (0.5, or 'auto'), h (0.1, or 'auto'), min_size (0), "
                         "fill_holes (false), halo ([8, 32, 32])")
     p.add_argument("--model-dir", default=None,
-                   help="segmenter model folder; mask_threshold 'auto' reads its thresholds.json")
+                   help="segmenter model folder; 'auto' values are read from its thresholds.json")
     add_common(p)
     p.set_defaults(handler=run_split_instances)
 
@@ -36,27 +36,47 @@ class _Channel:
         return self.array[(self.channel, *index)]
 
 
-def _tuned_threshold(params, model_dir: str | None, sample: str):  # noqa: ANN001, ANN202
-    """``params`` with mask_threshold from the segmenter's thresholds.json, and that path."""
+def _resolve_auto(params, model_dir: str | None, sample: str):  # noqa: ANN001, ANN202
+    """``params`` with ``'auto'`` mask_threshold / h taken from the segmenter's thresholds.json.
+
+    Returns the resolved params and, per key, where its value came from. A model without a
+    tuned ``h`` (no whole validation image) falls back to 0.1 with a warning.
+    """
     import dataclasses
     import json
+    import logging
     from pathlib import Path
 
     from fewlabel.errors import ConfigError, ModelError
 
+    auto = [k for k in ("mask_threshold", "h") if getattr(params, k) == "auto"]
+    sources = {k: "config" for k in ("mask_threshold", "h")}
+    if not auto:
+        return params, sources
     if not model_dir:
-        raise ConfigError("mask_threshold 'auto' needs the segmenter model folder.",
-                          sample=sample, fix="pass --model-dir, or give a number.")
+        raise ConfigError(f"{' and '.join(auto)} 'auto' needs the segmenter model folder.",
+                          sample=sample, fix="pass --model-dir, or give numbers.")
     path = Path(model_dir) / "thresholds.json"
     try:
-        value = json.loads(path.read_text())["mask_threshold"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot read the tuned mask_threshold ({exc}).", sample=sample,
-                         path=path, fix="retrain the segmenter, or set "
-                                        "segmentation.instances.mask_threshold to a number.")
-    tuned = dataclasses.replace(params, mask_threshold=float(value))
-    tuned.validate(sample=sample)
-    return tuned, str(path)
+        tuned = json.loads(path.read_text())
+        values = {"mask_threshold": float(tuned["mask_threshold"]), "h": tuned.get("h")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"cannot read the tuned thresholds ({exc}).", sample=sample,
+                         path=path, fix="retrain the segmenter, or set segmentation.instances."
+                                        "mask_threshold and h to numbers.") from None
+    changes = {}
+    for key in auto:
+        value = values[key]
+        if value is None:
+            logging.getLogger(__name__).warning(
+                "sample %s: %s has no tuned h (no whole validation image); using h = 0.1",
+                sample, path)
+            changes[key], sources[key] = 0.1, "default (no tuned value)"
+        else:
+            changes[key], sources[key] = float(value), str(path)
+    resolved = dataclasses.replace(params, **changes)
+    resolved.validate(sample=sample)
+    return resolved, sources
 
 
 def run_split_instances(args: argparse.Namespace) -> None:
@@ -65,9 +85,7 @@ def run_split_instances(args: argparse.Namespace) -> None:
     from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 
     params = SplitParams.from_dict(args.params, sample=args.sample)
-    threshold_source = "config"
-    if params.mask_threshold == "auto":
-        params, threshold_source = _tuned_threshold(params, args.model_dir, args.sample)
+    params, sources = _resolve_auto(params, args.model_dir, args.sample)
     pred = open_ome_zarr(args.prediction, sample=args.sample)
     shape = pred.shape
     if len(shape) != 4 or shape[0] != 2:
@@ -82,7 +100,8 @@ def run_split_instances(args: argparse.Namespace) -> None:
                               extra_attrs={"sample": args.sample, "kind": "labels",
                                            "source": str(args.prediction),
                                            "params": params.as_dict(),
-                                           "mask_threshold_from": threshold_source})
+                                           "mask_threshold_from": sources["mask_threshold"],
+                                           "h_from": sources["h"]})
         n = split_instances_chunked(
             _Channel(pred.array, 0), _Channel(pred.array, 1), out, halo=params.halo,
             mask_threshold=params.mask_threshold, h=params.h, min_size=params.min_size,

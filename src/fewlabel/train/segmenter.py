@@ -28,7 +28,8 @@ Loss: ``L = MSE(d̂, d) + α·L_mask(z, g)`` (:func:`fewlabel.losses.segmentatio
 Adam; random crops + flips of the percentile-normalised image; validation each epoch on whole
 images (large: fixed crops): ``val_loss`` (early stopping, best weights) and ``val_dice`` of
 ``σ(z) > 0.5``. With the best weights, the mask threshold maximising the pooled validation
-Dice over ``threshold_grid`` is stored in thresholds.json (``mask_threshold``).
+Dice over ``threshold_grid`` is stored in thresholds.json (``mask_threshold``), and so is the
+h-maxima height ``h`` that maximises the instance F1@0.5 on the whole validation images.
 """
 
 from __future__ import annotations
@@ -432,6 +433,8 @@ def train_segmenter(
     model.load_state_dict(result.best_state)
     model.eval()
     thresholds = _tune_threshold(model, val_tensors, params.threshold_grid, tuned_on)
+    thresholds.update(_tune_h(model, val_vols, params, device, thresholds["mask_threshold"],
+                              tuned_on))
     best_row = result.curve.loc[result.curve["epoch"] == result.best_epoch].iloc[0]
     alpha = getattr(loss_fn, "alpha", None)
     summary = {
@@ -441,6 +444,7 @@ def train_segmenter(
         "best_val_loss": float(result.best_value),
         "best_val_dice": float(best_row["val_dice"]),
         "mask_threshold": thresholds["mask_threshold"],
+        "h": thresholds["h"],
         "epochs_run": int(result.epochs_run),
         "stopped_early": bool(result.stopped_early),
         "seconds": round(time.monotonic() - t0, 2),
@@ -463,10 +467,54 @@ def train_segmenter(
     save_model(out_dir, result.best_state, arch={"name": SEGMENTER_ARCH_NAME, "kwargs": kwargs},
                training=training, thresholds=thresholds, curve=result.curve,
                normalization=normalization, extra_states={"weights_last": result.last_state})
-    log.info("segmenter done: best epoch %d, val loss %.4f, val Dice %.3f, mask threshold %.2f "
-             "(%.1fs)", summary["best_epoch"], summary["best_val_loss"],
-             summary["best_val_dice"], summary["mask_threshold"], summary["seconds"])
+    log.info("segmenter done: best epoch %d, val loss %.4f, val Dice %.3f, mask threshold %.2f, "
+             "h %s (%.1fs)", summary["best_epoch"], summary["best_val_loss"],
+             summary["best_val_dice"], summary["mask_threshold"], summary["h"],
+             summary["seconds"])
     return summary
+
+
+H_GRID = (0.02, 0.05, 0.1, 0.2, 0.3)  # h-maxima heights tried on the validation images
+
+
+def _tune_h(model: nn.Module, vols: Sequence[_Annotated], params: SegmenterParams, device: str,
+            mask_threshold: float, tuned_on: str) -> dict[str, Any]:
+    """h-maxima height (from ``H_GRID``) maximising the pooled instance F1@0.5 on validation.
+
+    Runs the instance step (h-maxima + watershed, :func:`fewlabel.instances.split_instances`)
+    on the whole validation images with the tuned ``mask_threshold`` and matches against their
+    instance labels (IoU ≥ 0.5, :func:`fewlabel.metrics.segmentation.instance_scores`), as
+    StarDist tunes its thresholds. Images larger than the whole-image validation limit are
+    skipped; without any, ``h`` is ``None`` (the instance stage then falls back to its default).
+    """
+    from fewlabel.instances import split_instances
+    from fewlabel.metrics.segmentation import instance_scores, overlap
+
+    pairs = []
+    with torch.no_grad():
+        for vol in vols:
+            if math.prod(vol.image.shape) > VAL_WHOLE_MAX_VOXELS:
+                continue
+            x = vol.image.normalise(np.asarray(vol.image.array[...]))[None]
+            out = model(to_model_input(x, params.dims, device)).float()[0]
+            gt = np.asarray(open_ome_zarr(vol.labels_path).array[...])
+            pairs.append((torch.sigmoid(out[0]).cpu().numpy().reshape(gt.shape),
+                          out[1].cpu().numpy().reshape(gt.shape), gt))
+    if not pairs:
+        log.warning("no validation image small enough for whole-image instance tuning; "
+                    "h is not tuned")
+        return {"h": None, "h_curve": [], "h_tuned_on": None}
+    rows = []
+    for h in H_GRID:
+        tp = fp = fn = 0
+        for prob, dist, gt in pairs:
+            labels = split_instances(prob, dist, mask_threshold=mask_threshold, h=h)
+            scores = instance_scores(overlap(gt, labels.reshape(gt.shape)), thresholds=(0.5,))
+            tp, fp, fn = tp + scores["tp_50"], fp + scores["fp_50"], fn + scores["fn_50"]
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+        rows.append({"h": h, "f1_50": f1, "tp": int(tp), "fp": int(fp), "fn": int(fn)})
+    best = max(rows, key=lambda r: (r["f1_50"], -abs(r["h"] - 0.1)))
+    return {"h": best["h"], "h_f1_50": best["f1_50"], "h_curve": rows, "h_tuned_on": tuned_on}
 
 
 def _tune_threshold(model: nn.Module, items: Sequence[tuple[torch.Tensor, torch.Tensor]],
