@@ -244,15 +244,21 @@ def plan_slabs(shape: Sequence[int], block_shape: Sequence[int], n_slabs: int | 
     to ``[1, number of output chunks]`` (each slab job then predicts about ``slab_voxels``
     voxels, and no job is empty).
     """
+    check_n_slabs(n_slabs, slab_voxels)
+    if n_slabs != "auto":
+        return int(n_slabs)
+    n_chunks = len(block_grid(shape, block_shape))
+    wanted = -(-int(np.prod([int(n) for n in shape], dtype=np.int64)) // slab_voxels)
+    return int(min(max(wanted, 1), n_chunks))
+
+
+def check_n_slabs(n_slabs: int | str, slab_voxels: int) -> None:
+    """ConfigError unless ``n_slabs`` is an integer >= 1 or ``'auto'`` with ``slab_voxels >= 1``."""
     if n_slabs == "auto":
         if isinstance(slab_voxels, bool) or not isinstance(slab_voxels, int) or slab_voxels < 1:
             raise ConfigError(f"slab_voxels must be an integer >= 1; got {slab_voxels!r}.")
-        n_chunks = len(block_grid(shape, block_shape))
-        wanted = -(-int(np.prod([int(n) for n in shape], dtype=np.int64)) // slab_voxels)
-        return int(min(max(wanted, 1), n_chunks))
-    if isinstance(n_slabs, bool) or not isinstance(n_slabs, int) or n_slabs < 1:
+    elif isinstance(n_slabs, bool) or not isinstance(n_slabs, int) or n_slabs < 1:
         raise ConfigError(f"n_slabs must be an integer >= 1 or 'auto'; got {n_slabs!r}.")
-    return n_slabs
 
 
 def slab_blocks(shape: Sequence[int], block_shape: Sequence[int], slab: int, n_slabs: int
@@ -418,6 +424,29 @@ def predict_volume(
                                model_info=info)
 
 
+def _open_checked(image_path: str | Path, params: PredictParams, sample: str,
+                  arch: Mapping[str, Any] | None) -> tuple[Any, int]:
+    """Open the input image; check its channels against the model and its size against a tile."""
+    image = open_ome_zarr(image_path, sample=sample)
+    in_channels = _in_channels(image.array)
+    _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
+    check_fits_tile(tuple(image.array.shape[-3:]), params.tile, pad_to_tile=params.pad_to_tile,
+                    sample=sample, path=image_path)
+    return image, in_channels
+
+
+def _output_geometry(module: Any, source: Any, in_channels: int, params: PredictParams,
+                     sample: str, normalization: Mapping[str, Any] | None,
+                     arch: Mapping[str, Any] | None, device: str) -> tuple[Any, ...]:
+    """``(rf, margin, value_range, out_channels, chunks)`` shared by one job and slab jobs."""
+    rf = receptive_field(module, arch)
+    margin = blend_margin(rf, params.overlap, sample=sample, shape=source.shape[-3:],
+                          tile=params.tile, instance_norm=uses_instance_norm(module))
+    value_range = intensity_range(source, normalization, sample=sample)
+    out_channels = _out_channels(module, in_channels, params.tile, device)
+    return rf, margin, value_range, out_channels, _output_chunks(params, source)
+
+
 def predict_with_module(
     module: Any,
     image_path: str | Path,
@@ -435,22 +464,14 @@ def predict_with_module(
     """:func:`predict_volume` for an already built ``torch.nn.Module`` (eval mode, on device)."""
     device = device or _default_device()
     t0 = time.perf_counter()
-    image = open_ome_zarr(image_path, sample=sample)
+    image, in_channels = _open_checked(image_path, params, sample, arch)
     source = image.array
     spatial = tuple(int(s) for s in source.shape[-3:])
-    in_channels = _in_channels(source)
-    _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
-    check_fits_tile(spatial, params.tile, pad_to_tile=params.pad_to_tile, sample=sample,
-                    path=image_path)
     if slab is not None:
         return _predict_slab(module, source, output_path, params=params, sample=sample,
                              device=device, slab=slab, n_slabs=n_slabs, t0=t0)
-    rf = receptive_field(module, arch)
-    margin = blend_margin(rf, params.overlap, sample=sample, shape=source.shape[-3:],
-                          tile=params.tile, instance_norm=uses_instance_norm(module))
-    value_range = intensity_range(source, normalization, sample=sample)
-    out_channels = _out_channels(module, in_channels, params.tile, device)
-    chunks = _output_chunks(params, source)
+    rf, margin, value_range, out_channels, chunks = _output_geometry(
+        module, source, in_channels, params, sample, normalization, arch, device)
     attrs = _attrs(sample, image_path, params, value_range, margin, rf, out_channels,
                    model_info, n_slabs=1)
     with atomic_path(output_path) as tmp:
@@ -529,20 +550,12 @@ def create_prediction_array_for_module(
     model_info: Mapping[str, Any] | None = None,
 ) -> Path:
     """:func:`create_prediction_array` for an already built module."""
-    plan_slabs((1, 1, 1), (1, 1, 1), n_slabs, slab_voxels)  # validate before any work
+    check_n_slabs(n_slabs, slab_voxels)
     device = device or _default_device()
-    image = open_ome_zarr(image_path, sample=sample)
+    image, in_channels = _open_checked(image_path, params, sample, arch)
     source = image.array
-    in_channels = _in_channels(source)
-    _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
-    check_fits_tile(tuple(source.shape[-3:]), params.tile, pad_to_tile=params.pad_to_tile,
-                    sample=sample, path=image_path)
-    rf = receptive_field(module, arch)
-    margin = blend_margin(rf, params.overlap, sample=sample, shape=source.shape[-3:],
-                          tile=params.tile, instance_norm=uses_instance_norm(module))
-    value_range = intensity_range(source, normalization, sample=sample)
-    out_channels = _out_channels(module, in_channels, params.tile, device)
-    chunks = _output_chunks(params, source)
+    rf, margin, value_range, out_channels, chunks = _output_geometry(
+        module, source, in_channels, params, sample, normalization, arch, device)
     n_slabs = plan_slabs(tuple(source.shape[-3:]), chunks, n_slabs, slab_voxels)
     n_blocks = len(block_grid(tuple(source.shape[-3:]), chunks))
     if n_slabs > n_blocks:
