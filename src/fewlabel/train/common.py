@@ -48,6 +48,37 @@ def as_mapping(data: Any, where: str) -> dict[str, Any]:
     return dict(data)
 
 
+def params_from_dict(cls: type, data: Any, where: str, *,
+                     nested: Mapping[str, type] | None = None,
+                     mappings: Sequence[str] = ()) -> Any:
+    """Build the frozen params dataclass ``cls`` from a partial config dict and validate it.
+
+    Unknown keys (also inside the ``nested`` dataclass sections, which override the defaults
+    of ``cls``) are ConfigErrors; JSON lists become tuples; keys in ``mappings`` must be
+    mappings; constructor type errors become ConfigErrors; then ``cls.validate()`` runs.
+    """
+    data = as_mapping(data, where)
+    reject_unknown(data, cls, where)
+    defaults = cls()
+    for key, section_cls in (nested or {}).items():
+        if key in data:
+            section = as_mapping(data[key], f"{where} '{key}'")
+            reject_unknown(section, section_cls, f"{where} '{key}'")
+            data[key] = dataclasses.replace(getattr(defaults, key), **section)
+    for key in mappings:
+        if key in data:
+            data[key] = as_mapping(data[key], f"{where} '{key}'")
+    for key, value in data.items():
+        if isinstance(value, list):
+            data[key] = tuple(value)
+    try:
+        params = cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"invalid {where}: {exc}.") from exc
+    params.validate()
+    return params
+
+
 def json_ready(value: Any) -> Any:
     """Tuples → lists, recursively (for JSON files)."""
     if isinstance(value, dict):

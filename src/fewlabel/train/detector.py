@@ -41,7 +41,7 @@ from fewlabel.train.common import (
     batches_to_device,
     fit,
     json_ready,
-    reject_unknown,
+    params_from_dict,
 )
 
 log = logging.getLogger(__name__)
@@ -102,26 +102,8 @@ class DetectorTrainParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> DetectorTrainParams:
         """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
-        data = dict(data or {})
-        reject_unknown(data, cls, "detector training params")
-        if "awing" in data:
-            if not isinstance(data["awing"], Mapping):
-                raise ConfigError("detector training params: 'awing' must be a mapping.")
-            reject_unknown(data["awing"], AWingParams, "detector training params 'awing'")
-            data["awing"] = AWingParams(**data["awing"])
-        if "model" in data:
-            if not isinstance(data["model"], Mapping):
-                raise ConfigError("detector training params: 'model' must be a mapping.")
-            reject_unknown(data["model"], DetectorModelParams, "detector training params 'model'")
-            data["model"] = DetectorModelParams(**data["model"])
-        for key in ("crop", "min_distance", "threshold_grid", "percentiles"):
-            if key in data:
-                data[key] = tuple(data[key])
-        if isinstance(data.get("refine_radius"), list):
-            data["refine_radius"] = tuple(data["refine_radius"])
-        params = cls(**data)
-        params.validate()
-        return params
+        return params_from_dict(cls, data, "detector training params",
+                                nested={"awing": AWingParams, "model": DetectorModelParams})
 
     def validate(self) -> None:
         """Raise ConfigError on out-of-range values."""

@@ -39,7 +39,7 @@ from torch import nn
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
 from fewlabel.normalize import apply_range, percentile_range
-from fewlabel.train.common import as_mapping, json_ready, reject_unknown
+from fewlabel.train.common import json_ready, params_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -123,21 +123,7 @@ class IslParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> IslParams:
         """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
-        data = as_mapping(data, "ISL params")
-        reject_unknown(data, cls, "ISL params")
-        if "model" in data:
-            model = as_mapping(data["model"], "ISL params 'model'")
-            reject_unknown(model, UNetParams, "ISL params 'model'")
-            data["model"] = dataclasses.replace(cls().model, **model)
-        for key in ("crop", "percentiles"):
-            if key in data:
-                data[key] = tuple(data[key])
-        try:
-            params = cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"invalid ISL params: {exc}.") from exc
-        params.validate()
-        return params
+        return params_from_dict(cls, data, "ISL params", nested={"model": UNetParams})
 
     def validate(self) -> None:
         problems: list[str] = []

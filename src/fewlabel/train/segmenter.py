@@ -50,7 +50,7 @@ from torch import nn
 
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
-from fewlabel.train.common import as_mapping, json_ready, reject_unknown
+from fewlabel.train.common import json_ready, params_from_dict
 from fewlabel.train.isl import (
     PLANES_AS_CHANNELS,
     VAL_WHOLE_MAX_VOXELS,
@@ -112,23 +112,9 @@ class SegmenterParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SegmenterParams:
         """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
-        data = as_mapping(data, "segmenter params")
-        reject_unknown(data, cls, "segmenter params")
-        if "model" in data:
-            model = as_mapping(data["model"], "segmenter params 'model'")
-            reject_unknown(model, SegmenterModelParams, "segmenter params 'model'")
-            data["model"] = dataclasses.replace(cls().model, **model)
-        if "loss_params" in data:
-            data["loss_params"] = as_mapping(data["loss_params"], "segmenter params 'loss_params'")
-        for key in ("crop", "percentiles", "threshold_grid"):
-            if key in data:
-                data[key] = tuple(data[key])
-        try:
-            params = cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"invalid segmenter params: {exc}.") from exc
-        params.validate()
-        return params
+        return params_from_dict(cls, data, "segmenter params",
+                                nested={"model": SegmenterModelParams},
+                                mappings=("loss_params",))
 
     def validate(self) -> None:
         problems: list[str] = []
