@@ -179,7 +179,7 @@ def instance_targets(labels: np.ndarray, voxel_size: Sequence[float] = (1.0, 1.0
 class _Annotated:
     image: NormalisedImage
     targets: np.ndarray  # (2, Z, Y, X); 2D: (2, 1, Y, X)
-    labels_path: str
+    labels: np.ndarray  # instance labels, ZYX (2D: 1 × Y × X)
     n_objects: int
 
     @property
@@ -224,7 +224,7 @@ def _load_annotated(item: Mapping[str, str], params: SegmenterParams, planes: in
     log.info("%s sample %s: image %s, %d objects, intensity range [%g, %g]",
              "training" if training else "validation", sample, image.shape, n_objects,
              image.low, image.high)
-    return _Annotated(image=image, targets=targets, labels_path=item["labels"],
+    return _Annotated(image=image, targets=targets, labels=data,
                       n_objects=n_objects)
 
 
@@ -236,16 +236,22 @@ def _dice(prob: torch.Tensor, mask: torch.Tensor, threshold: float) -> tuple[flo
 
 
 def _validation(vols: Sequence[_Annotated], params: SegmenterParams, loss_fn: nn.Module,
-                device: str, seed: int) -> tuple[Callable[[nn.Module], dict[str, float]],
-                                                  list[tuple[torch.Tensor, torch.Tensor]]]:
+                device: str, seed: int
+                ) -> tuple[Callable[[nn.Module], dict[str, float]],
+                           list[tuple[torch.Tensor, torch.Tensor]],
+                           list[tuple[torch.Tensor, _Annotated]]]:
+    """Validation closure, its (input, target) tensors, and the whole-image inputs with their
+    volumes (images up to VAL_WHOLE_MAX_VOXELS; larger ones are validated on fixed crops)."""
     from fewlabel.train.common import CropSampler
 
     items: list[tuple[torch.Tensor, torch.Tensor]] = []
+    whole: list[tuple[torch.Tensor, _Annotated]] = []
     for vol in vols:
         if math.prod(vol.image.shape) <= VAL_WHOLE_MAX_VOXELS:
             x = vol.image.normalise(np.asarray(vol.image.array[...]))[None]
-            items.append((to_model_input(x, params.dims, device),
-                          to_model_target(vol.targets[None], params.dims, device)))
+            x_model = to_model_input(x, params.dims, device)
+            items.append((x_model, to_model_target(vol.targets[None], params.dims, device)))
+            whole.append((x_model, vol))
         else:
             sampler = CropSampler([vol.crop_volume()], train_crop(params, params.dims),
                                   seed=seed + 1, flip_axes=())
@@ -262,7 +268,7 @@ def _validation(vols: Sequence[_Annotated], params: SegmenterParams, loss_fn: nn
             num, den = num + a, den + b
         return {"val_loss": float(np.mean(losses)), "val_dice": num / den if den else 1.0}
 
-    return validate, items
+    return validate, items, whole
 
 
 # --------------------------------------------------------------------------- model setup
@@ -410,7 +416,7 @@ def train_segmenter(
         out = net(to_model_input(x, params.dims, device))
         return loss_fn(out.float(), to_model_target(y, params.dims, device))
 
-    validate, val_tensors = _validation(val_vols, params, loss_fn, device, seed)
+    validate, val_tensors, val_whole = _validation(val_vols, params, loss_fn, device, seed)
     result = fit(model, optimizer=optimizer, train_step_loss=train_step_loss, validate=validate,
                  epochs=params.epochs, steps_per_epoch=params.steps_per_epoch, device=device,
                  patience=params.patience,
@@ -419,8 +425,7 @@ def train_segmenter(
     model.load_state_dict(result.best_state)
     model.eval()
     thresholds = _tune_threshold(model, val_tensors, params.threshold_grid, tuned_on)
-    thresholds.update(_tune_h(model, val_vols, params, device, thresholds["mask_threshold"],
-                              tuned_on))
+    thresholds.update(_tune_h(model, val_whole, thresholds["mask_threshold"], tuned_on))
     best_row = result.curve.loc[result.curve["epoch"] == result.best_epoch].iloc[0]
     alpha = getattr(loss_fn, "alpha", None)
     summary = {
@@ -463,27 +468,25 @@ def train_segmenter(
 H_GRID = (0.02, 0.05, 0.1, 0.2, 0.3)  # h-maxima heights tried on the validation images
 
 
-def _tune_h(model: nn.Module, vols: Sequence[_Annotated], params: SegmenterParams, device: str,
+def _tune_h(model: nn.Module, whole: Sequence[tuple[torch.Tensor, _Annotated]],
             mask_threshold: float, tuned_on: str) -> dict[str, Any]:
     """h-maxima height (from ``H_GRID``) maximising the pooled instance F1@0.5 on validation.
 
     Runs the instance step (h-maxima + watershed, :func:`fewlabel.instances.split_instances`)
-    on the whole validation images with the tuned ``mask_threshold`` and matches against their
-    instance labels (IoU ≥ 0.5, :func:`fewlabel.metrics.segmentation.instance_scores`), as
-    StarDist tunes its thresholds. Images larger than the whole-image validation limit are
-    skipped; without any, ``h`` is ``None`` (the instance stage then falls back to its default).
+    on the whole validation images (``whole``: model inputs and their volumes, from
+    :func:`_validation`) with the tuned ``mask_threshold`` and matches against their instance
+    labels (IoU ≥ 0.5, :func:`fewlabel.metrics.segmentation.instance_scores`), as StarDist
+    tunes its thresholds. Without whole images, ``h`` is ``None`` (the instance stage then
+    falls back to its default).
     """
     from fewlabel.instances import split_instances
     from fewlabel.metrics.segmentation import instance_scores, overlap
 
     pairs = []
     with torch.no_grad():
-        for vol in vols:
-            if math.prod(vol.image.shape) > VAL_WHOLE_MAX_VOXELS:
-                continue
-            x = vol.image.normalise(np.asarray(vol.image.array[...]))[None]
-            out = model(to_model_input(x, params.dims, device)).float()[0]
-            gt = np.asarray(open_ome_zarr(vol.labels_path).array[...])
+        for x, vol in whole:
+            out = model(x).float()[0]
+            gt = vol.labels
             pairs.append((torch.sigmoid(out[0]).cpu().numpy().reshape(gt.shape),
                           out[1].cpu().numpy().reshape(gt.shape), gt))
     if not pairs:
