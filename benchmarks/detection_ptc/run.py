@@ -76,8 +76,8 @@ def _volume_seed(snr: float, density: str, split: str, k: int) -> int:
     return derive_seed(SEED, f"snr{snr:g}", density, split, str(k))
 
 
-def _psf_sigma() -> tuple[float, float, float]:
-    return (PSF["sigma_z"], PSF["sigma_xy"], PSF["sigma_xy"])
+def _psf_sigma(psf: dict[str, float] = PSF) -> tuple[float, float, float]:
+    return (psf["sigma_z"], psf["sigma_xy"], psf["sigma_xy"])
 
 
 def _make_data(root: Path, snr: float, density: str, variant: str
@@ -127,13 +127,14 @@ def _pool(results: list) -> dict[str, float]:
     return {"precision": p, "recall": r, "f1": f1, "rmse": rmse, "tp": tp, "fp": fp, "fn": fn}
 
 
-def _tune_log(tune: list[tuple]) -> tuple[float, tuple[float, ...], float]:
+def _tune_log(tune: list[tuple], psf: dict[str, float] = PSF
+              ) -> tuple[float, tuple[float, ...], float]:
     """LoG threshold and scale (PSF s.d. x LOG_SCALES) with the best pooled F1 on ``tune``."""
     from fewlabel.baseline_log import tune_log_threshold
 
-    best = (-1.0, 0.0, _psf_sigma())
+    best = (-1.0, 0.0, _psf_sigma(psf))
     for factor in LOG_SCALES:
-        sig = tuple(round(s * factor, 3) for s in _psf_sigma())
+        sig = tuple(round(s * factor, 3) for s in _psf_sigma(psf))
         thr, table = tune_log_threshold([v for v, _ in tune], [p for _, p in tune], sigma=sig,
                                         min_distance=MIN_DISTANCE, gate=GATE,
                                         refine_radius=REFINE, percentiles=PERCENTILES)
@@ -309,30 +310,25 @@ def calibrate(snrs: tuple[float, ...] = (1.0, 2.0, 4.0, 7.0), n_tune: int = 3,
     from fewlabel.metrics.detection import prf
     from fewlabel.synth import derive_seed, spot_volume
 
-    global PSF
-    saved = dict(PSF)
     rows = []
-    try:
-        for sz, sxy in CALIBRATION_PSFS:
-            PSF = {"sigma_xy": sxy, "sigma_z": sz}
-            for snr in snrs:
-                vols = []
-                for k in range(n_tune + n_test):
-                    v = spot_volume(SHAPE, snr=snr, density="medium", clutter=False,
-                                    seed=derive_seed(SEED, "calibration", f"{snr:g}", str(k)),
-                                    **PSF)
-                    vols.append((v.image.astype(np.float32),
-                                 v.points[["z", "y", "x"]].to_numpy(float)))
-                thr, sig, _ = _tune_log(vols[:n_tune])
-                res = _log_on_test(vols[n_tune:], thr, sig)
-                tp, fp, fn = (sum(getattr(r, a) for r in res) for a in ("tp", "fp", "fn"))
-                f1 = prf(tp, fp, fn)[2]
-                rows.append({"sigma_z": sz, "sigma_xy": sxy, "snr": snr, "log_f1": f1,
-                             "paper_sef3d_f1": PAPER[int(snr)][1]})
-                log.info("calibration PSF (%g, %g, %g) SNR %g: LoG F1 %.3f (SEF3D %.3f)", sz,
-                         sxy, sxy, snr, f1, PAPER[int(snr)][1])
-    finally:
-        PSF = saved
+    for sz, sxy in CALIBRATION_PSFS:
+        psf = {"sigma_xy": sxy, "sigma_z": sz}
+        for snr in snrs:
+            vols = []
+            for k in range(n_tune + n_test):
+                v = spot_volume(SHAPE, snr=snr, density="medium", clutter=False,
+                                seed=derive_seed(SEED, "calibration", f"{snr:g}", str(k)),
+                                **psf)
+                vols.append((v.image.astype(np.float32),
+                             v.points[["z", "y", "x"]].to_numpy(float)))
+            thr, sig, _ = _tune_log(vols[:n_tune], psf)
+            res = _log_on_test(vols[n_tune:], thr, sig)
+            tp, fp, fn = (sum(getattr(r, a) for r in res) for a in ("tp", "fp", "fn"))
+            f1 = prf(tp, fp, fn)[2]
+            rows.append({"sigma_z": sz, "sigma_xy": sxy, "snr": snr, "log_f1": f1,
+                         "paper_sef3d_f1": PAPER[int(snr)][1]})
+            log.info("calibration PSF (%g, %g, %g) SNR %g: LoG F1 %.3f (SEF3D %.3f)", sz,
+                     sxy, sxy, snr, f1, PAPER[int(snr)][1])
     import pandas as pd
 
     table = pd.DataFrame(rows)
