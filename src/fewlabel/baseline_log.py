@@ -310,10 +310,15 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def read_thresholds(model_dir: str | Path) -> dict[str, Any]:
+    """``<model_dir>/thresholds.json`` as a dict; ModelError naming the file if absent/corrupt."""
+    return _read_json(Path(model_dir) / THRESHOLDS_JSON, "thresholds file")
+
+
 def read_threshold(model_dir: str | Path, key: str = THRESHOLD_KEY) -> float:
     """The tuned ``key`` of ``<model_dir>/thresholds.json``; ModelError naming the file if absent."""
     path = Path(model_dir) / THRESHOLDS_JSON
-    data = _read_json(path, "thresholds file")
+    data = read_thresholds(model_dir)
     if key not in data or not isinstance(data[key], (int, float)):
         raise ModelError(f"thresholds file has no numeric '{key}' (keys: {sorted(data)}).",
                          path=path, fix="retrain the model so that it tunes a detection "

@@ -43,11 +43,10 @@ def _resolve_auto(params, model_dir: str | None, sample: str):  # noqa: ANN001, 
     tuned ``h`` (no whole validation image) falls back to 0.1 with a warning.
     """
     import dataclasses
-    import json
     import logging
-    from pathlib import Path
 
-    from fewlabel.errors import ConfigError, ModelError
+    from fewlabel.baseline_log import read_threshold, read_thresholds
+    from fewlabel.errors import ConfigError
 
     auto = [k for k in ("mask_threshold", "h") if getattr(params, k) == "auto"]
     sources = {k: "config" for k in ("mask_threshold", "h")}
@@ -56,24 +55,19 @@ def _resolve_auto(params, model_dir: str | None, sample: str):  # noqa: ANN001, 
     if not model_dir:
         raise ConfigError(f"{' and '.join(auto)} 'auto' needs the segmenter model folder.",
                           sample=sample, fix="pass --model-dir, or give numbers.")
-    path = Path(model_dir) / "thresholds.json"
-    try:
-        tuned = json.loads(path.read_text())
-        values = {"mask_threshold": float(tuned["mask_threshold"]), "h": tuned.get("h")}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"cannot read the tuned thresholds ({exc}).", sample=sample,
-                         path=path, fix="retrain the segmenter, or set segmentation.instances."
-                                        "mask_threshold and h to numbers.") from None
+    path = f"{model_dir}/thresholds.json"
     changes = {}
-    for key in auto:
-        value = values[key]
-        if value is None:
+    if "mask_threshold" in auto:
+        changes["mask_threshold"] = read_threshold(model_dir, "mask_threshold")
+        sources["mask_threshold"] = path
+    if "h" in auto:
+        if read_thresholds(model_dir).get("h") is None:
             logging.getLogger(__name__).warning(
                 "sample %s: %s has no tuned h (no whole validation image); using h = 0.1",
                 sample, path)
-            changes[key], sources[key] = 0.1, "default (no tuned value)"
+            changes["h"], sources["h"] = 0.1, "default (no tuned value)"
         else:
-            changes[key], sources[key] = float(value), str(path)
+            changes["h"], sources["h"] = read_threshold(model_dir, "h"), path
     resolved = dataclasses.replace(params, **changes)
     resolved.validate(sample=sample)
     return resolved, sources
