@@ -37,6 +37,14 @@ def json_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
 
 
+def add_predict_params(parser: argparse.ArgumentParser) -> None:
+    """``--params``: the tiled-inference section (:class:`fewlabel.predict.PredictParams`)."""
+    parser.add_argument(
+        "--params", type=json_arg, default=None,
+        help='JSON predict section, e.g. {"tile": [16, 64, 64], "overlap": [4, 16, 16], '
+             '"batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fewlabel", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common, add_predict_params
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
@@ -14,9 +14,7 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", required=True, help="trained model folder")
     p.add_argument("--image", required=True, help="input .ome.zarr (ZYX or CZYX)")
     p.add_argument("--output", required=True, help="output .ome.zarr (float32)")
-    p.add_argument("--params", type=json_arg, default=None,
-                   help='JSON predict section, e.g. {"tile": [16, 64, 64], "overlap": '
-                        '[4, 16, 16], "batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}')
+    add_predict_params(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

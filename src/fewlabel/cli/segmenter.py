@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common, add_predict_params, json_arg
 
 ITEMS_HELP = ("JSON file (or inline JSON) with a list of {sample, image, labels} items: "
               "label-free image and instance label OME-Zarr paths")
@@ -34,9 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--output", required=True,
                    help="output .ome.zarr (float32 CZYX; c0 mask probability, c1 distance)")
     q.add_argument("--sample", default=None, help="sample name for logs and errors")
-    q.add_argument("--params", type=json_arg, default=None,
-                   help='JSON predict section: {"tile": [16, 64, 64], "overlap": [4, 16, 16], '
-                        '"batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}')
+    add_predict_params(q)
     add_common(q)
     q.set_defaults(handler=run_predict_segmentation)
 
