@@ -20,6 +20,7 @@ import yaml
 from fewlabel.errors import ConfigError
 
 SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CHANNEL = re.compile(r"^([0-9]+|[A-Za-z0-9][A-Za-z0-9 _.+-]*)$")
 SPLITS = ("train", "val", "test", "predict")
 TASKS = ("detect", "segment", "both")
 PATH_COLUMNS = ("image", "points", "labels", "target")
@@ -132,6 +133,12 @@ def load_samples(
                               f"'{sample}'.", sample=sample, path=path,
                               fix="give every row a unique sample id.")
         seen[sample] = row
+        if record["channel"] and not CHANNEL.match(record["channel"]):
+            raise ConfigError(
+                f"sample sheet row {row} column 'channel': {record['channel']!r} is neither a "
+                "channel index nor a safe channel name.", sample=sample, path=path,
+                fix="give the 0-based channel index (e.g. 0) or the name from the file's "
+                    "metadata using letters, digits, space, '_', '.', '+', '-' only.")
         doc = {k: v for k, v in record.items() if v != ""}
         for error in validator.iter_errors(doc):
             key = ".".join(str(p) for p in error.path) or "row"

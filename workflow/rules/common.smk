@@ -1,5 +1,6 @@
 # Helper and input functions shared by the rules (no lambdas in rules).
 import json
+import shlex
 
 
 
@@ -11,9 +12,10 @@ def shell_prefix():
         methods = {str(m).lower() for m in workflow.deployment_settings.deployment_method}
     except AttributeError:
         methods = set()
-    prefix = f"set -euo pipefail; export PYTHONPATH='{Path(workflow.basedir) / 'src'}'; "
+    src = shlex.quote(str(Path(workflow.basedir) / "src"))
+    prefix = f"set -euo pipefail; export PYTHONPATH={src}; "
     if not any("conda" in m for m in methods):
-        prefix += f"export PATH='{Path(sys.executable).parent}':\"$PATH\"; "
+        prefix += f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; "
     return prefix
 
 
@@ -57,17 +59,18 @@ def ingest_source(wildcards):
     return SAMPLES.loc[wildcards.sample, wildcards.kind]
 
 
-def channel_arg(wildcards):
-    """The sheet's channel selection applies to the image only."""
-    channel = SAMPLES.loc[wildcards.sample, "channel"]
-    if wildcards.get("kind", "image") != "image" or channel == "":
+def channel_value(wildcards):
+    """The sheet's channel selection (image only; "" = none). Reaches the shell only through
+    `:q` quoting; the sheet schema also restricts it to an index or a safe name."""
+    if wildcards.get("kind", "image") != "image":
         return ""
-    return f"--channel '{channel}'"
+    return SAMPLES.loc[wildcards.sample, "channel"]
 
 
-def voxel_size_arg(wildcards):
+def voxel_size_value(wildcards):
+    """The sheet's voxel size as JSON ("" = read from the file), for `:q` quoting."""
     voxel = SAMPLES.loc[wildcards.sample, "voxel_size"]
-    return f"--voxel-size '{to_json(voxel)}'" if voxel else ""
+    return to_json(voxel) if voxel else ""
 
 
 def section_params(section, drop=("enabled",)):
@@ -199,7 +202,8 @@ def fluorescence_args(wildcards, input):
     """PCC of the ISL prediction when this sample has a fluorescence target."""
     if "pred_fluo" not in input.keys():
         return ""
-    return f"--pred-fluo {input.pred_fluo} --target-fluo {input.target_fluo}"
+    return (f"--pred-fluo {shlex.quote(input.pred_fluo)} "
+            f"--target-fluo {shlex.quote(input.target_fluo)}")
 
 
 def segmentation_enabled():

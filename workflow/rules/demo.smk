@@ -21,10 +21,11 @@ rule make_demo_data:
     params:
         demo=to_json(config["demo"]["params"]),
         seed=config["seed"],
+        outdir=config["demo"]["output_dir"],
     log:
         "logs/make_demo_data/demo.log",
     conda:
         "../../envs/io.yaml"
     shell:
-        "python -m fewlabel make-demo --outdir \"$(dirname {output.manifest})\" --params {params.demo:q} "
-        "--seed {params.seed} --log {log} 2>> {log}"
+        "python -m fewlabel make-demo --outdir {params.outdir:q} --params {params.demo:q} "
+        "--seed {params.seed:q} --log {log:q} 2>> {log:q}"

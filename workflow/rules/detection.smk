@@ -49,7 +49,7 @@ if config["detection"]["method"] == "density":
         shell:
             "python -m fewlabel train-detector --train-json {params.train:q} "
             "--val-json {params.val:q} --out-dir {output} --params {params.settings:q} "
-            "--threads {threads} --seed {params.seed} --log {log} 2>> {log}"
+            "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
 
     if config["detection"]["slabs"] == 1:
 
@@ -74,7 +74,7 @@ if config["detection"]["method"] == "density":
             shell:
                 "python -m fewlabel predict --sample {wildcards.sample} --model-dir {input.model} "
                 "--image {input.image} --output {output} --params {params.predict:q} "
-                "--threads {threads} --seed {params.seed} --log {log} 2>> {log}"
+                "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
 
     else:
 
@@ -98,7 +98,7 @@ if config["detection"]["method"] == "density":
             shell:
                 "python -m fewlabel predict-init --sample {wildcards.sample} "
                 "--model-dir {input.model} --image {input.image} --output {params.final} "
-                "--n-slabs {params.slabs} --slab-voxels {params.slab_voxels} "
+                "--n-slabs {params.slabs:q} --slab-voxels {params.slab_voxels:q} "
                 "--plan {output.plan} --params {params.predict:q} --log {log} 2>> {log}"
 
         rule predict_volume_slab:
@@ -123,7 +123,7 @@ if config["detection"]["method"] == "density":
                 "python -m fewlabel predict --sample {wildcards.sample} --model-dir {input.model} "
                 "--image {input.image} --output {params.final} --slab {wildcards.slab} "
                 "--n-slabs {wildcards.n_slabs} --params {params.predict:q} --threads {threads} "
-                "--seed {params.seed} --log {log} 2>> {log}"
+                "--seed {params.seed:q} --log {log} 2>> {log}"
 
         rule predict_volume:
             input:

@@ -11,8 +11,8 @@ rule ingest_volume:
     wildcard_constraints:
         kind="image|labels|target",
     params:
-        channel=channel_arg,
-        voxel=voxel_size_arg,
+        channel=channel_value,
+        voxel=voxel_size_value,
         chunks=to_json(config["ingest"]["chunks"]),
         level=config["ingest"]["compression_level"],
     log:
@@ -23,8 +23,9 @@ rule ingest_volume:
         "../../envs/io.yaml"
     shell:
         "python -m fewlabel ingest --sample {wildcards.sample} --input {input:q} --output {output.zarr} "
-        "--kind {wildcards.kind} {params.channel} {params.voxel} --chunks '{params.chunks}' "
-        "--compression-level {params.level} --summary {output.summary} --log {log} 2>> {log}"
+        "--kind {wildcards.kind} --channel {params.channel:q} --voxel-size {params.voxel:q} "
+        "--chunks {params.chunks:q} --compression-level {params.level:q} "
+        "--summary {output.summary} --log {log} 2>> {log}"
 
 
 rule ingest_points:

@@ -21,4 +21,4 @@ rule segment_roi:
     shell:
         "python -m fewlabel segment-roi --sample {wildcards.sample} --image {input} "
         "--mask-out {output.mask} --json-out {output.json} --params {params.roi:q} "
-        "--threads {threads} --seed {params.seed} --log {log} 2>> {log}"
+        "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"

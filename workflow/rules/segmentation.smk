@@ -25,7 +25,7 @@ rule pretrain_isl:
     shell:
         "python -m fewlabel pretrain-isl --train-json {params.train:q} --val-json {params.val:q} "
         "--out-dir {output} --params {params.settings:q} --threads {threads} "
-        "--seed {params.seed} --log {log} 2>> {log}"
+        "--seed {params.seed:q} --log {log} 2>> {log}"
 
 
 rule predict_isl:
@@ -71,8 +71,8 @@ rule train_segmenter:
         "../../envs/torch.yaml"
     shell:
         "python -m fewlabel train-segmenter --train-json {params.train:q} "
-        "--val-json {params.val:q} --init-from '{params.init}' --out-dir {output} "
-        "--params {params.settings:q} --threads {threads} --seed {params.seed} "
+        "--val-json {params.val:q} --init-from {params.init:q} --out-dir {output} "
+        "--params {params.settings:q} --threads {threads} --seed {params.seed:q} "
         "--log {log} 2>> {log}"
 
 

@@ -17,6 +17,6 @@ rule summarize_run:
     conda:
         "../../envs/io.yaml"
     shell:
-        "python -m fewlabel summarize --sample-sheet {params.sheet} --image-summaries {input.images} "
+        "python -m fewlabel summarize --sample-sheet {params.sheet:q} --image-summaries {input.images} "
         "--roi-jsons {input.rois} --config-json {params.config:q} --output {output.summary} "
         "--provenance {output.provenance} --log {log} 2>> {log}"

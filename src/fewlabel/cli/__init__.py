@@ -37,6 +37,11 @@ def json_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
 
 
+def optional_json_arg(text: str) -> Any:
+    """Like :func:`json_arg`, but an empty string (a rule's "not given") means None."""
+    return json_arg(text) if text.strip() else None
+
+
 def add_predict_params(parser: argparse.ArgumentParser) -> None:
     """``--params``: the tiled-inference section (:class:`fewlabel.predict.PredictParams`)."""
     parser.add_argument(

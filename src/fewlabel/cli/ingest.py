@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common, json_arg, optional_json_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,8 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="TIFF / OME-TIFF / ImageJ / Zarr / OME-Zarr")
     p.add_argument("--output", required=True, help="output .ome.zarr")
     p.add_argument("--kind", choices=["image", "labels", "target"], default="image")
-    p.add_argument("--channel", default=None, help="channel index or name")
-    p.add_argument("--voxel-size", type=json_arg, default=None, help="JSON [z, y, x] in µm")
+    p.add_argument("--channel", default=None,
+                   help="channel index or name (empty: the image has no channel axis)")
+    p.add_argument("--voxel-size", type=optional_json_arg, default=None,
+                   help="JSON [z, y, x] in µm (empty: read from the file's metadata)")
     p.add_argument("--chunks", type=json_arg, required=True, help="JSON [z, y, x]")
     p.add_argument("--compression-level", type=int, default=3)
     p.add_argument("--summary", default=None, help="write an ingest summary JSON here")
@@ -35,7 +37,7 @@ def run_ingest(args: argparse.Namespace) -> None:
     from fewlabel.runtime import write_json
 
     summary = ingest_volume(args.input, args.output, sample=args.sample,
-                            voxel_size=args.voxel_size, chunks=args.chunks, channel=args.channel,
+                            voxel_size=args.voxel_size, chunks=args.chunks, channel=args.channel or None,
                             compression_level=args.compression_level, kind=args.kind)
     if args.summary:
         write_json(summary, args.summary)
