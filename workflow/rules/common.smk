@@ -73,6 +73,11 @@ def voxel_size_value(wildcards):
     return to_json(voxel) if voxel else ""
 
 
+def demo_outdir(wildcards, output):
+    """The demo folder, derived from the manifest output (reaches the shell via `:q`)."""
+    return str(Path(output.manifest).parent)
+
+
 def section_params(section, drop=("enabled",)):
     """A config section as JSON for a stage's `--params`, without workflow-only switches."""
     return to_json({k: v for k, v in config[section].items() if k not in drop})

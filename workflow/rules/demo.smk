@@ -21,7 +21,7 @@ rule make_demo_data:
     params:
         demo=to_json(config["demo"]["params"]),
         seed=config["seed"],
-        outdir=config["demo"]["output_dir"],
+        outdir=demo_outdir,
     log:
         "logs/make_demo_data/demo.log",
     conda:

@@ -23,7 +23,7 @@ rule ingest_volume:
         "../../envs/io.yaml"
     shell:
         "python -m fewlabel ingest --sample {wildcards.sample} --input {input:q} --output {output.zarr} "
-        "--kind {wildcards.kind} --channel {params.channel:q} --voxel-size {params.voxel:q} "
+        "--kind {wildcards.kind} --channel={params.channel:q} --voxel-size={params.voxel:q} "
         "--chunks {params.chunks:q} --compression-level {params.level:q} "
         "--summary {output.summary} --log {log} 2>> {log}"
 

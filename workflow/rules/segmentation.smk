@@ -71,7 +71,7 @@ rule train_segmenter:
         "../../envs/torch.yaml"
     shell:
         "python -m fewlabel train-segmenter --train-json {params.train:q} "
-        "--val-json {params.val:q} --init-from {params.init:q} --out-dir {output} "
+        "--val-json {params.val:q} --init-from={params.init:q} --out-dir {output} "
         "--params {params.settings:q} --threads {threads} --seed {params.seed:q} "
         "--log {log} 2>> {log}"
 
