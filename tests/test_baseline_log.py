@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from fewlabel.baseline_log import (
+from fewlabel.detection.log.baseline import (
     LogParams,
     detect_log,
     load_log_model,

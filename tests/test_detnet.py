@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fewlabel.errors import ConfigError, ModelError
-from fewlabel.models.detnet import DMDetNet3D
+from fewlabel.detection.density.detnet import DMDetNet3D
 from fewlabel.models.store import (
     load_model,
     register_architecture,

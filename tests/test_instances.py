@@ -10,7 +10,7 @@ import zarr
 from scipy import ndimage as ndi
 
 from fewlabel.errors import ConfigError
-from fewlabel.instances import SplitParams, split_instances, split_instances_chunked
+from fewlabel.segmentation.instances import SplitParams, split_instances, split_instances_chunked
 from fewlabel.io import create_ome_zarr, open_ome_zarr
 
 CHUNK_TEST_HALO = (8, 12, 12)

@@ -8,7 +8,7 @@ import pytest
 
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr, write_points_csv
-from fewlabel.labels import density_target, make_density_targets, sigma_in_voxels, weight_map
+from fewlabel.detection.density.targets import density_target, make_density_targets, sigma_in_voxels, weight_map
 
 
 def test_single_point_gaussian_values() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fewlabel.errors import ConfigError
-from fewlabel.losses.density import (
+from fewlabel.detection.density.awing import (
     AWingParams,
     DensityLoss,
     adaptive_wing,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fewlabel.errors import ConfigError
-from fewlabel.losses import segmentation as S
+from fewlabel.segmentation import losses as S
 
 LN2 = math.log(2.0)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from fewlabel.postprocess import ellipsoid_offsets, extract_points, find_peaks
+from fewlabel.detection.peaks import ellipsoid_offsets, extract_points, find_peaks
 
 
 def _gauss(shape, centres, sigma=(1.0, 1.5, 1.5), amps=None):

@@ -15,7 +15,7 @@ from fewlabel.errors import ConfigError, FewlabelError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import register_architecture, save_model
 from fewlabel.normalize import apply_range, percentile_range
-from fewlabel.predict import (
+from fewlabel.inference.engine import (
     uses_instance_norm,
     plan_slabs,
     PredictParams,
@@ -211,7 +211,7 @@ def test_receptive_field_note_for_instance_norm_models_is_info_not_warning(image
 
 
 def test_dmdetnet3d_model_folder_predicts_density_in_unit_range(image, tmp_path):
-    from fewlabel.models.detnet import DMDetNet3D
+    from fewlabel.detection.density.detnet import DMDetNet3D
 
     path, volume = image
     torch.manual_seed(0)

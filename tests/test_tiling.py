@@ -9,7 +9,7 @@ import torch
 from fewlabel.blocks import block_grid
 from fewlabel.errors import ConfigError, ModelError
 from fewlabel.io import create_ome_zarr, open_ome_zarr
-from fewlabel.tiling import (
+from fewlabel.inference.tiling import (
     TileLayout,
     TilePlan,
     brick_shape,

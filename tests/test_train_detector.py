@@ -12,10 +12,10 @@ import torch
 from fewlabel.cli import main as cli_main
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import write_ome_zarr, write_points_csv
-from fewlabel.labels import make_density_targets
+from fewlabel.detection.density.targets import make_density_targets
 from fewlabel.models.store import load_model
-from fewlabel.train.common import CropSampler, CropVolume, CurveLogger, EarlyStopping
-from fewlabel.train.detector import DetectorTrainParams, train_detector
+from fewlabel.training import CropSampler, CropVolume, CurveLogger, EarlyStopping
+from fewlabel.detection.density.training import DetectorTrainParams, train_detector
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,7 @@ from fewlabel.cli import main
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model, load_state
-from fewlabel.train.isl import IslParams, pearson, predict_isl, pretrain_isl
+from fewlabel.segmentation.distance.isl import IslParams, pearson, predict_isl, pretrain_isl
 
 TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [4, 16, 16],
         "model": {"base_channels": 4, "depth": 1}}

@@ -13,8 +13,8 @@ from fewlabel.cli import main
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model
-from fewlabel.train.isl import pretrain_isl
-from fewlabel.train.segmenter import (
+from fewlabel.segmentation.distance.isl import pretrain_isl
+from fewlabel.segmentation.distance.segmenter import (
     H_GRID,
     SegmenterParams,
     _build_segmenter,

@@ -86,7 +86,7 @@ def _make_data(root: Path, snr: float, density: str, variant: str
     import numpy as np
 
     from fewlabel.io import write_ome_zarr, write_points_csv
-    from fewlabel.labels import make_density_targets
+    from fewlabel.detection.density.targets import make_density_targets
     from fewlabel.synth import spot_volume
 
     splits: dict[str, list[dict[str, str]]] = {}
@@ -130,7 +130,7 @@ def _pool(results: list) -> dict[str, float]:
 def _tune_log(tune: list[tuple], psf: dict[str, float] = PSF
               ) -> tuple[float, tuple[float, ...], float]:
     """LoG threshold and scale (PSF s.d. x LOG_SCALES) with the best pooled F1 on ``tune``."""
-    from fewlabel.baseline_log import tune_log_threshold
+    from fewlabel.detection.log.baseline import tune_log_threshold
 
     best = (-1.0, 0.0, _psf_sigma(psf))
     for factor in LOG_SCALES:
@@ -145,7 +145,7 @@ def _tune_log(tune: list[tuple], psf: dict[str, float] = PSF
 
 
 def _log_on_test(test: list[tuple], threshold: float, sigma: tuple[float, ...]) -> list:
-    from fewlabel.baseline_log import detect_log
+    from fewlabel.detection.log.baseline import detect_log
     from fewlabel.metrics.detection import match_points
 
     out = []
@@ -167,9 +167,9 @@ def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | Non
 
     from fewlabel.io import open_ome_zarr, read_points_csv
     from fewlabel.metrics.detection import match_points
-    from fewlabel.postprocess import extract_points
-    from fewlabel.predict import PredictParams, predict_volume
-    from fewlabel.train.detector import train_detector
+    from fewlabel.detection.peaks import extract_points
+    from fewlabel.inference.engine import PredictParams, predict_volume
+    from fewlabel.detection.density.training import train_detector
 
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} is not one of {VARIANTS}")

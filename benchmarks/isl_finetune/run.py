@@ -71,7 +71,7 @@ def read(path: str) -> np.ndarray:
 def pretrain_synthetic() -> tuple[Path, list[dict]]:
     """Pretrain ISL on unlabelled synthetic pairs; PCC on held-out test volumes."""
     from fewlabel.metrics.segmentation import pcc
-    from fewlabel.train.isl import predict_isl, pretrain_isl
+    from fewlabel.segmentation.distance.isl import predict_isl, pretrain_isl
     data = WORK / "data"
     data.mkdir(parents=True, exist_ok=True)
     model = WORK / "isl_synth"
@@ -98,7 +98,7 @@ def pretrain_real() -> list[dict]:
     import tifffile
     from fewlabel.io import write_ome_zarr
     from fewlabel.metrics.segmentation import pcc
-    from fewlabel.train.isl import predict_isl, pretrain_isl
+    from fewlabel.segmentation.distance.isl import predict_isl, pretrain_isl
     src = Path("/work/shared/data/isl_phase_to_fluo_neurons")
     if not (src / "phase_zstack.tif").exists():
         return [{"part": "a_real", "sample": "skipped (data folder absent)"}]
@@ -139,10 +139,10 @@ def pretrain_real() -> list[dict]:
 def train_eval(n: int, init: str, seed: int, isl_model: Path | None, *, loss: str | None = None,
                loss_params: dict | None = None, tag: str = "") -> dict:
     """Train a segmenter on the first n annotated volumes; metrics averaged over TEST_SEEDS."""
-    from fewlabel.instances import split_instances
+    from fewlabel.segmentation.instances import split_instances
     from fewlabel.metrics.segmentation import evaluate_segmentation
     from fewlabel.models.store import load_model
-    from fewlabel.train.segmenter import predict_segmentation, train_segmenter
+    from fewlabel.segmentation.distance.segmenter import predict_segmentation, train_segmenter
     data = WORK / "data"
     data.mkdir(parents=True, exist_ok=True)
     name = f"seg_{tag}{init}_n{n}_s{seed}"
@@ -176,11 +176,11 @@ def train_eval(n: int, init: str, seed: int, isl_model: Path | None, *, loss: st
 def qcanet(seed: int) -> dict:
     """Real 3D embryo (one annotated image): train on x < 61, evaluate on x >= 61, scratch only."""
     import tifffile
-    from fewlabel.instances import split_instances
+    from fewlabel.segmentation.instances import split_instances
     from fewlabel.io import write_ome_zarr
     from fewlabel.metrics.segmentation import evaluate_segmentation
     from fewlabel.models.store import load_model
-    from fewlabel.train.segmenter import predict_segmentation, train_segmenter
+    from fewlabel.segmentation.distance.segmenter import predict_segmentation, train_segmenter
     src = Path("/work/shared/data/qcanet_embryo_8cell")
     image = tifffile.imread(src / "image.tif").astype(np.float32)
     labels = tifffile.imread(src / "labels.tif").astype(np.uint32)

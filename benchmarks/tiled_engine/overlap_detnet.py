@@ -27,14 +27,14 @@ import numpy as np
 import torch
 
 from fewlabel.io import open_ome_zarr, write_ome_zarr, write_points_csv
-from fewlabel.labels import make_density_targets
+from fewlabel.detection.density.targets import make_density_targets
 from fewlabel.metrics.detection import match_points
 from fewlabel.models.store import load_model
 from fewlabel.normalize import apply_range, percentile_range
-from fewlabel.postprocess import extract_points
-from fewlabel.predict import PredictParams, predict_volume
+from fewlabel.detection.peaks import extract_points
+from fewlabel.inference.engine import PredictParams, predict_volume
 from fewlabel.synth import derive_seed, spot_volume
-from fewlabel.train.detector import train_detector
+from fewlabel.detection.density.training import train_detector
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE.parents[1] / "benchmarks" / "_work" / "overlap_detnet"

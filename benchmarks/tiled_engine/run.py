@@ -1,4 +1,4 @@
-"""Throughput and peak memory of fewlabel.tiling.predict_tiled, and a comparison with MONAI.
+"""Throughput and peak memory of fewlabel.inference.tiling.predict_tiled, and a comparison with MONAI.
 
 Every measurement runs in its own subprocess so that peak RSS (``ru_maxrss``) is per run:
 
@@ -10,7 +10,7 @@ Every measurement runs in its own subprocess so that peak RSS (``ru_maxrss``) is
                     sw_batch_size 4) on the 64 MiB volume held in memory; time ratio and max
                     |difference| against ``tiny-64-plain`` (the engine with margin 0, i.e. the
                     same pure Gaussian blending).
-* ``detnet-64``   : fewlabel.models.detnet.DMDetNet3D (default size, random weights) on 64 MiB.
+* ``detnet-64``   : fewlabel.detection.density.detnet.DMDetNet3D (default size, random weights) on 64 MiB.
 * ``identity-*``  : the engine alone (numpy identity model, no torch), 64 MiB and 1 GiB.
 * ``tiny-*-mmap`` : the tiny net with ``MALLOC_MMAP_THRESHOLD_=1048576`` (glibc hands torch's
                     large temporary buffers back to the OS), 64 MiB and 1 GiB.
@@ -114,7 +114,7 @@ def build_model(name: str):
                                   torch.nn.Conv3d(4, 1, 3, padding=1))
         rf = (5, 5, 5)
     else:
-        from fewlabel.models.detnet import DMDetNet3D
+        from fewlabel.detection.density.detnet import DMDetNet3D
 
         net = DMDetNet3D()
         rf = net.receptive_field()
@@ -141,7 +141,7 @@ def run_case(name: str, workdir: Path, threads: int) -> dict:
     result["rss_baseline_mb"] = rss_mb()
     out_path = workdir / f"out-{name}.ome.zarr"
     if case["engine"] == "fewlabel":
-        from fewlabel.tiling import predict_tiled
+        from fewlabel.inference.tiling import predict_tiled
 
         if case["margin"] == "rf":
             margin = tuple(r // 2 if 2 * (r // 2) <= o else 0 for r, o in zip(rf, OVERLAP))

@@ -13,13 +13,13 @@ def check_stage_params(config: dict[str, Any]) -> None:
     """Build every stage's typed parameters from the config, so that a value the schema
     accepts but a stage would reject (e.g. an inconsistent combination) fails at parse time."""
     from fewlabel.cli.evaluate import DetectionEvalParams
-    from fewlabel.instances import SplitParams
-    from fewlabel.predict import PredictParams
+    from fewlabel.segmentation.instances import SplitParams
+    from fewlabel.inference.engine import PredictParams
     from fewlabel.roi import RoiParams
     from fewlabel.synth import DemoParams
-    from fewlabel.train.detector import DetectorTrainParams
-    from fewlabel.train.isl import IslParams
-    from fewlabel.train.segmenter import SegmenterParams
+    from fewlabel.detection.density.training import DetectorTrainParams
+    from fewlabel.segmentation.distance.isl import IslParams
+    from fewlabel.segmentation.distance.segmenter import SegmenterParams
 
     checks = [
         ("demo.params", DemoParams, config["demo"]["params"]),

@@ -43,7 +43,7 @@ def optional_json_arg(text: str) -> Any:
 
 
 def add_predict_params(parser: argparse.ArgumentParser) -> None:
-    """``--params``: the tiled-inference section (:class:`fewlabel.predict.PredictParams`)."""
+    """``--params``: the tiled-inference section (:class:`fewlabel.inference.engine.PredictParams`)."""
     parser.add_argument(
         "--params", type=json_arg, default=None,
         help='JSON predict section, e.g. {"tile": [16, 64, 64], "overlap": [4, 16, 16], '

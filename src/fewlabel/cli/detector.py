@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train_detector(args: argparse.Namespace) -> None:
     from fewlabel.runtime import write_json
-    from fewlabel.train.detector import DetectorTrainParams, train_detector
+    from fewlabel.detection.density.training import DetectorTrainParams, train_detector
 
     params = DetectorTrainParams.from_dict(args.params)
     summary = train_detector(args.train_json, args.val_json, args.out_dir, params=params,

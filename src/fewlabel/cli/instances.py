@@ -45,7 +45,7 @@ def _resolve_auto(params, model_dir: str | None, sample: str):  # noqa: ANN001, 
     import dataclasses
     import logging
 
-    from fewlabel.baseline_log import read_threshold, read_thresholds
+    from fewlabel.detection.log.baseline import read_threshold, read_thresholds
     from fewlabel.errors import ConfigError
 
     auto = [k for k in ("mask_threshold", "h") if getattr(params, k) == "auto"]
@@ -75,7 +75,7 @@ def _resolve_auto(params, model_dir: str | None, sample: str):  # noqa: ANN001, 
 
 def run_split_instances(args: argparse.Namespace) -> None:
     from fewlabel.errors import InputDataError
-    from fewlabel.instances import SplitParams, split_instances_chunked
+    from fewlabel.segmentation.instances import SplitParams, split_instances_chunked
     from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 
     params = SplitParams.from_dict(args.params, sample=args.sample)

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_pretrain_isl(args: argparse.Namespace) -> None:
     from fewlabel.runtime import write_json
-    from fewlabel.train.isl import IslParams, pretrain_isl, read_items
+    from fewlabel.segmentation.distance.isl import IslParams, pretrain_isl, read_items
 
     summary = pretrain_isl(read_items(args.train_json, "--train-json"),
                            read_items(args.val_json, "--val-json"), args.out_dir,
@@ -47,7 +47,7 @@ def run_pretrain_isl(args: argparse.Namespace) -> None:
 
 
 def run_predict_isl(args: argparse.Namespace) -> None:
-    from fewlabel.train.isl import predict_isl
+    from fewlabel.segmentation.distance.isl import predict_isl
 
     predict_isl(args.model_dir, args.image, args.output, params=args.params, sample=args.sample,
                 threads=args.threads)

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_make_density_targets(args: argparse.Namespace) -> None:
     from fewlabel.errors import ConfigError
-    from fewlabel.labels import make_density_targets
+    from fewlabel.detection.density.targets import make_density_targets
 
     params = dict(args.params or {})
     unknown = sorted(set(params) - set(TARGET_KEYS))

@@ -105,9 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_extract_points(args: argparse.Namespace) -> None:
-    from fewlabel.baseline_log import read_threshold
+    from fewlabel.detection.log.baseline import read_threshold
     from fewlabel.io import atomic_path, open_ome_zarr
-    from fewlabel.postprocess import extract_points
+    from fewlabel.detection.peaks import extract_points
 
     params = PointParams.from_dict(args.params)
     if args.threshold is not None:
@@ -152,14 +152,14 @@ def _load_samples(text: str) -> list[dict[str, Any]]:
 
 
 def run_train_log(args: argparse.Namespace) -> None:
-    from fewlabel.baseline_log import LogParams, train_log
+    from fewlabel.detection.log.baseline import LogParams, train_log
 
     params = LogParams.from_dict(args.params)
     train_log(_load_samples(args.samples_json), args.output_dir, params=params)
 
 
 def run_predict_log(args: argparse.Namespace) -> None:
-    from fewlabel.baseline_log import load_log_model, log_response_zarr
+    from fewlabel.detection.log.baseline import load_log_model, log_response_zarr
     from fewlabel.io import open_ome_zarr
 
     model = load_log_model(args.model_dir)

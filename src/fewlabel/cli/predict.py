@@ -58,7 +58,7 @@ def _n_slabs(value: str) -> int | str:
 
 def run_predict(args: argparse.Namespace) -> None:
     from fewlabel.errors import ConfigError
-    from fewlabel.predict import PredictParams, predict_volume
+    from fewlabel.inference.engine import PredictParams, predict_volume
     from fewlabel.device import configure_torch
 
     if args.slab is not None and not 0 <= args.slab < args.n_slabs:
@@ -71,11 +71,11 @@ def run_predict(args: argparse.Namespace) -> None:
 
 
 def run_predict_init(args: argparse.Namespace) -> None:
-    from fewlabel.predict import PredictParams, create_prediction_array
+    from fewlabel.inference.engine import PredictParams, create_prediction_array
     from fewlabel.device import configure_torch
 
     from fewlabel.io import open_ome_zarr
-    from fewlabel.predict import DEFAULT_SLAB_VOXELS
+    from fewlabel.inference.engine import DEFAULT_SLAB_VOXELS
     from fewlabel.runtime import write_json
 
     params = PredictParams.from_dict(args.params)
@@ -94,6 +94,6 @@ def run_predict_init(args: argparse.Namespace) -> None:
 
 
 def run_predict_finalize(args: argparse.Namespace) -> None:
-    from fewlabel.predict import finalize_prediction
+    from fewlabel.inference.engine import finalize_prediction
 
     finalize_prediction(args.output, sample=args.sample)

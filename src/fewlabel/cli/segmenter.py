@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train_segmenter(args: argparse.Namespace) -> None:
     from fewlabel.runtime import write_json
-    from fewlabel.train.isl import read_items
-    from fewlabel.train.segmenter import SegmenterParams, train_segmenter
+    from fewlabel.segmentation.distance.isl import read_items
+    from fewlabel.segmentation.distance.segmenter import SegmenterParams, train_segmenter
 
     summary = train_segmenter(read_items(args.train_json, "--train-json"),
                               read_items(args.val_json, "--val-json"), args.out_dir,
@@ -54,7 +54,7 @@ def run_train_segmenter(args: argparse.Namespace) -> None:
 
 
 def run_predict_segmentation(args: argparse.Namespace) -> None:
-    from fewlabel.train.segmenter import predict_segmentation
+    from fewlabel.segmentation.distance.segmenter import predict_segmentation
 
     predict_segmentation(args.model_dir, args.image, args.output, params=args.params,
                          sample=args.sample, threads=args.threads)

@@ -164,7 +164,7 @@ def sweep_thresholds(
 
     ``pred_tables`` hold detections found at the lowest threshold of interest (columns
     ``z, y, x, score``); keeping rows with ``score > t`` gives the detections at threshold ``t``
-    (exact for :func:`fewlabel.postprocess.find_peaks`).
+    (exact for :func:`fewlabel.detection.peaks.find_peaks`).
 
     Candidates default to :func:`default_candidates` (just below detection scores); the best
     one (max pooled F1; the median one on ties) is then moved to the middle of its score gap

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,20 +56,24 @@ def register_architecture(name: str, builder: Builder, *, replace: bool = False)
     _REGISTRY[key] = builder
 
 
+ARCHITECTURE_MODULES = (
+    "fewlabel.models.unet",
+    "fewlabel.detection.density.detnet",
+)
+"""Modules that register architectures on import; a new method folder adds its model here."""
+
+
 def _discover() -> None:
-    """Import every module of ``fewlabel.models`` once so that they register themselves."""
+    """Import every architecture module once so that they register themselves."""
     global _DISCOVERED
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    package = importlib.import_module("fewlabel.models")
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_") or info.name == "store":
-            continue
+    for name in ARCHITECTURE_MODULES:
         try:
-            importlib.import_module(f"fewlabel.models.{info.name}")
+            importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a broken optional module must not hide others
-            log.warning("could not import fewlabel.models.%s: %s", info.name, exc)
+            log.warning("could not import %s: %s", name, exc)
 
 
 def registered_architectures() -> list[str]:

@@ -7,7 +7,7 @@ Response (scale-normalised LoG, sign flipped so bright spots give positive peaks
 with per-axis σ = (σ_z, σ_y, σ_x) in voxels (≈ the PSF s.d.; for isotropic σ this is
 ``-σ² scipy.ndimage.gaussian_laplace``) and ``I'`` the image normalised by its intensity
 percentiles (so one threshold transfers between volumes). Detections are the local maxima of
-``R`` above a threshold (:func:`fewlabel.postprocess.find_peaks`); the threshold is the one
+``R`` above a threshold (:func:`fewlabel.detection.peaks.find_peaks`); the threshold is the one
 maximising the pooled F1 on the annotated training volumes (:func:`tune_log_threshold`).
 
 The Gaussian kernels are truncated at ``ceil(4σ)`` voxels, so the response is computed block by
@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import ndimage
 
 from fewlabel.errors import ConfigError, ModelError
-from fewlabel.postprocess import find_peaks
+from fewlabel.detection.peaks import find_peaks
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def detect_log(
 ) -> pd.DataFrame:
     """Detect spots in a (small, in-memory) ZYX volume: peaks of :func:`log_response`.
 
-    Returns the :func:`fewlabel.postprocess.find_peaks` table ``z, y, x, score``.
+    Returns the :func:`fewlabel.detection.peaks.find_peaks` table ``z, y, x, score``.
     """
     offset, scale = _normalization(volume, percentiles)
     response = log_response(volume, sigma, scale=scale, offset=offset)

@@ -1,6 +1,6 @@
 """Whole-volume prediction with a trained model folder: OME-Zarr in → float32 OME-Zarr out.
 
-Runs :func:`fewlabel.tiling.predict_tiled` (Gaussian-blended tiles, bounded memory, prefetch)
+Runs :func:`fewlabel.inference.tiling.predict_tiled` (Gaussian-blended tiles, bounded memory, prefetch)
 with the model loaded once by :func:`fewlabel.models.store.load_model`, intensities mapped by
 the model's normalisation recipe (``x' = (x − low)/(high − low)``, ``low, high`` = volume
 percentiles, :mod:`fewlabel.normalize`), under ``torch.inference_mode()`` and float16 autocast
@@ -377,7 +377,7 @@ def _run_engine(module: Any, source: Any, target: Any, *, params: PredictParams,
                 value_range: tuple[float, float] | None, margin: Sequence[int],
                 blocks: list[Block] | None, device: str, out_channels: int, desc: str) -> Any:
     from fewlabel.normalize import apply_range
-    from fewlabel.tiling import predict_tiled
+    from fewlabel.inference.tiling import predict_tiled
 
     preprocess = None
     if value_range is not None:

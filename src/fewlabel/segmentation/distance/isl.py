@@ -15,7 +15,7 @@ array with Z = K fed as K input channels ``(B, K, Y, X)``; its target is a singl
 (Z = 1, same Y, X). Every 2D image of a run (and at prediction) must have the same K.
 
 Prediction (:func:`predict_image`, used for ISL and segmenter models) runs the shared tiled
-engine :func:`fewlabel.tiling.predict_tiled` (Gaussian blending, chunk-aligned writes) with the
+engine :func:`fewlabel.inference.tiling.predict_tiled` (Gaussian blending, chunk-aligned writes) with the
 per-image percentile normalisation recorded in the model folder, and writes a float32
 OME-Zarr: ZYX for one output channel, CZYX otherwise (2D: Z = 1).
 """
@@ -39,7 +39,7 @@ from torch import nn
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
 from fewlabel.normalize import apply_range, percentile_range
-from fewlabel.train.common import json_ready, params_from_dict
+from fewlabel.training import json_ready, params_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class _Pair:
         return apply_range(block, self.t_low, self.t_high)
 
     def crop_volume(self) -> Any:
-        from fewlabel.train.common import CropVolume
+        from fewlabel.training import CropVolume
 
         return CropVolume(arrays=[self.image.array, self.target], name=self.sample,
                           transforms=[self.image.normalise, self.normalise_target])
@@ -347,7 +347,7 @@ def _load_pair(item: Mapping[str, str], params: IslParams, planes: int | None) -
 def _isl_validation(pairs: Sequence[_Pair], params: IslParams, device: str,
                     seed: int) -> Callable[[nn.Module], dict[str, float]]:
     """Validation L1 and mean per-image PCC: whole images (small) or fixed crops (large)."""
-    from fewlabel.train.common import CropSampler
+    from fewlabel.training import CropSampler
 
     items: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     for pair in pairs:
@@ -405,7 +405,7 @@ def pretrain_isl(
     from fewlabel.models.store import save_model
     from fewlabel.models.unet import ARCH_NAME, UNet
     from fewlabel.runtime import provenance
-    from fewlabel.train.common import CropSampler, CurveLogger, fit
+    from fewlabel.training import CropSampler, CurveLogger, fit
 
     if not isinstance(params, IslParams):
         params = IslParams.from_dict(params)
@@ -535,18 +535,18 @@ def predict_image(
 ) -> dict[str, Any]:
     """Predict one image with an ISL ('unet') or segmenter model through the tiled engine.
 
-    ``params`` are the shared ``predict`` settings (:class:`fewlabel.predict.PredictParams`:
+    ``params`` are the shared ``predict`` settings (:class:`fewlabel.inference.engine.PredictParams`:
     tile, overlap, batch_size, cache_tiles, out_chunks). The image is normalised with its own
     percentiles (the model folder's normalization.json), tiled with Gaussian blending
-    (:func:`fewlabel.tiling.predict_tiled`; margin = receptive field // 2 where the overlap
+    (:func:`fewlabel.inference.tiling.predict_tiled`; margin = receptive field // 2 where the overlap
     allows) and written as float32 OME-Zarr: ZYX for one output channel (ISL fluorescence),
     CZYX for the segmenter (channel 0 = mask probability ``σ(z)``, channel 1 = distance).
-    3D models run :func:`fewlabel.predict.predict_with_module`; 2D (planes as channels) models
+    3D models run :func:`fewlabel.inference.engine.predict_with_module`; 2D (planes as channels) models
     tile a ``(K, 1, Y, X)`` view with tile z = 1 and give Z = 1.
     """
     from fewlabel.device import configure_torch
     from fewlabel.models.store import load_model
-    from fewlabel.predict import PredictParams, predict_with_module
+    from fewlabel.inference.engine import PredictParams, predict_with_module
 
     if not isinstance(params, PredictParams):
         params = PredictParams.from_dict(params)
@@ -580,8 +580,8 @@ def _predict_planes(adapter: PredictionAdapter, image_path: str | Path,
                     info: Mapping[str, Any]) -> dict[str, Any]:
     """2D planes-as-channels prediction: the engine over a (K, 1, Y, X) view, output Z = 1."""
     from fewlabel.io import atomic_path, create_ome_zarr
-    from fewlabel.predict import blend_margin, check_fits_tile, uses_instance_norm
-    from fewlabel.tiling import predict_tiled
+    from fewlabel.inference.engine import blend_margin, check_fits_tile, uses_instance_norm
+    from fewlabel.inference.tiling import predict_tiled
 
     t0 = time.monotonic()
     percentiles = tuple(normalization.get("percentiles", (1.0, 99.8)))
@@ -625,7 +625,7 @@ def _predict_planes(adapter: PredictionAdapter, image_path: str | Path,
 
 def adapter_fn(adapter: nn.Module, device: str) -> Callable[[np.ndarray], np.ndarray]:
     """``numpy (B, C, Z, Y, X) -> numpy`` model function for :func:`predict_tiled`."""
-    from fewlabel.train.common import autocast
+    from fewlabel.training import autocast
 
     def run(batch: np.ndarray) -> np.ndarray:
         with autocast(device):

@@ -6,7 +6,7 @@ weighted adaptive wing loss (seed eqs. 1â€“3; or weighted MSE); AMSGrad (Adam, Î
 early stopping on the validation loss, computed each epoch on the whole validation volumes
 (or, for large ones, on fixed deterministic crops). The best weights (lowest validation loss)
 are then used to predict every validation volume, detections are the density peaks
-(:func:`fewlabel.postprocess.find_peaks`) and the detection threshold maximising the pooled
+(:func:`fewlabel.detection.peaks.find_peaks`) and the detection threshold maximising the pooled
 validation F1 (:func:`fewlabel.metrics.detection.match_points`, gate in voxels) over
 ``threshold_grid`` is stored in the model folder's ``thresholds.json``.
 
@@ -31,9 +31,9 @@ from torch import nn
 
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, read_points_csv
-from fewlabel.losses.density import AWingParams, DensityLoss
+from fewlabel.detection.density.awing import AWingParams, DensityLoss
 from fewlabel.normalize import apply_range, percentile_range
-from fewlabel.train.common import (
+from fewlabel.training import (
     CropSampler,
     CropVolume,
     CurveLogger,
@@ -55,7 +55,7 @@ VAL_WHOLE_MAX_VOXELS = 4_000_000
 # --------------------------------------------------------------------------- parameters
 @dataclass(frozen=True)
 class DetectorModelParams:
-    """DM-DetNet3D architecture settings (see :class:`fewlabel.models.detnet.DMDetNet3D`)."""
+    """DM-DetNet3D architecture settings (see :class:`fewlabel.detection.density.detnet.DMDetNet3D`)."""
 
     base_channels: int = 8
     depth: int = 2
@@ -291,9 +291,9 @@ def train_detector(
     """
     from fewlabel.device import configure_torch
     from fewlabel.metrics.detection import sweep_thresholds
-    from fewlabel.models.detnet import ARCH_NAME, DMDetNet3D
+    from fewlabel.detection.density.detnet import ARCH_NAME, DMDetNet3D
     from fewlabel.models.store import save_model
-    from fewlabel.postprocess import find_peaks
+    from fewlabel.detection.peaks import find_peaks
     from fewlabel.runtime import provenance
 
     if not isinstance(params, DetectorTrainParams):

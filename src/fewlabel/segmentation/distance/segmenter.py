@@ -20,7 +20,7 @@ Network (:class:`fewlabel.models.unet.Segmenter`, arch ``segmenter``): the ISL U
   scratch with a warning; training.json records ``init: scratch, init_requested: isl``.
 * ``init: scratch`` — the same architecture (from ``model`` params), random initialisation.
 
-Loss: ``L = MSE(d̂, d) + α·L_mask(z, g)`` (:func:`fewlabel.losses.segmentation.build_loss`
+Loss: ``L = MSE(d̂, d) + α·L_mask(z, g)`` (:func:`fewlabel.segmentation.losses.build_loss`
 ``mask_distance``; α = MSE₀/L_mask,₀ from the first batch). ``loss`` names the mask term's loss
 (``bce`` (default of mask_distance), ``dice``, ``focal``, ``focal_tversky``, ``combined``,
 ``combined_ft``) with ``loss_params`` as its parameters; ``loss: mask_distance`` takes
@@ -50,8 +50,8 @@ from torch import nn
 
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
-from fewlabel.train.common import json_ready, params_from_dict
-from fewlabel.train.isl import (
+from fewlabel.training import json_ready, params_from_dict
+from fewlabel.segmentation.distance.isl import (
     PLANES_AS_CHANNELS,
     VAL_WHOLE_MAX_VOXELS,
     NormalisedImage,
@@ -134,7 +134,7 @@ class SegmenterParams:
 
     def build_loss(self) -> nn.Module:
         """The mask + distance loss module (see module docstring)."""
-        from fewlabel.losses.segmentation import build_loss
+        from fewlabel.segmentation.losses import build_loss
 
         if self.loss == "mask_distance":
             return build_loss("mask_distance", **self.loss_params)
@@ -187,7 +187,7 @@ class _Annotated:
         return self.image.sample
 
     def crop_volume(self) -> Any:
-        from fewlabel.train.common import CropVolume
+        from fewlabel.training import CropVolume
 
         return CropVolume(arrays=[self.image.array, self.targets], name=self.sample,
                           transforms=[self.image.normalise, None])
@@ -242,7 +242,7 @@ def _validation(vols: Sequence[_Annotated], params: SegmenterParams, loss_fn: nn
                            list[tuple[torch.Tensor, _Annotated]]]:
     """Validation closure, its (input, target) tensors, and the whole-image inputs with their
     volumes (images up to VAL_WHOLE_MAX_VOXELS; larger ones are validated on fixed crops)."""
-    from fewlabel.train.common import CropSampler
+    from fewlabel.training import CropSampler
 
     items: list[tuple[torch.Tensor, torch.Tensor]] = []
     whole: list[tuple[torch.Tensor, _Annotated]] = []
@@ -380,7 +380,7 @@ def train_segmenter(
     from fewlabel.models.store import save_model
     from fewlabel.models.unet import SEGMENTER_ARCH_NAME
     from fewlabel.runtime import provenance
-    from fewlabel.train.common import CropSampler, CurveLogger, fit
+    from fewlabel.training import CropSampler, CurveLogger, fit
 
     if not isinstance(params, SegmenterParams):
         params = SegmenterParams.from_dict(params)
@@ -472,14 +472,14 @@ def _tune_h(model: nn.Module, whole: Sequence[tuple[torch.Tensor, _Annotated]],
             mask_threshold: float, tuned_on: str) -> dict[str, Any]:
     """h-maxima height (from ``H_GRID``) maximising the pooled instance F1@0.5 on validation.
 
-    Runs the instance step (h-maxima + watershed, :func:`fewlabel.instances.split_instances`)
+    Runs the instance step (h-maxima + watershed, :func:`fewlabel.segmentation.instances.split_instances`)
     on the whole validation images (``whole``: model inputs and their volumes, from
     :func:`_validation`) with the tuned ``mask_threshold`` and matches against their instance
     labels (IoU ≥ 0.5, :func:`fewlabel.metrics.segmentation.instance_scores`), as StarDist
     tunes its thresholds. Without whole images, ``h`` is ``None`` (the instance stage then
     falls back to its default).
     """
-    from fewlabel.instances import split_instances
+    from fewlabel.segmentation.instances import split_instances
     from fewlabel.metrics.segmentation import instance_scores, overlap
 
     pairs = []

@@ -9,7 +9,7 @@ Adaptive wing loss (Wang et al., ICCV 2019; seed eq. 1), with ``d = |y − ŷ|``
 
 ``A`` and ``C`` make the two branches meet with equal value and slope at ``d = θ``.
 The training loss (seed eq. 3) is the mean over voxels of ``W ⊙ AWing`` with the weight map
-``W`` of :func:`fewlabel.labels.weight_map`. The target is treated as a constant (no gradient).
+``W`` of :func:`fewlabel.detection.density.targets.weight_map`. The target is treated as a constant (no gradient).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Particle detection methods, one folder each (density, log), and shared peak extraction."""

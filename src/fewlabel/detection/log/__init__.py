@@ -1,0 +1,1 @@
+"""Classical Laplacian-of-Gaussian detector (SEF3D-style baseline)."""

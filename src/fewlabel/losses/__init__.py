@@ -1,1 +1,0 @@
-"""Loss functions: density regression (adaptive wing) and segmentation (BCE/Dice/Focal/Tversky...)."""

@@ -1,1 +1,0 @@
-"""Training loops (detector, ISL pretraining, segmenter) and shared training utilities."""
