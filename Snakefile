@@ -48,6 +48,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    """Everything the configuration asks for (see fewlabel.plan.Plan.final_outputs)."""
     input:
-        final_outputs(),
+        PLAN.final_outputs(),
     default_target: True

@@ -135,26 +135,26 @@ def test_cli_log_chain_train_predict_extract_evaluate(tmp_path):
                         "points": str(tmp_path / f"{name}.csv")})
     params = json.dumps({"sigma": list(SIGMA), "gate": 1.5, "gate_unit": "um"})
     model = tmp_path / "log_model"
-    assert main(["train-log", "--samples-json", json.dumps(samples[:1]), "--params", params,
+    assert main(["fit_log_threshold", "--samples-json", json.dumps(samples[:1]), "--params", params,
                  "--output-dir", str(model)]) == 0
     assert (model / "thresholds.json").exists()
-    assert main(["predict-log", "--model-dir", str(model), "--image", samples[1]["image"],
+    assert main(["predict_log", "--model-dir", str(model), "--image", samples[1]["image"],
                  "--output", str(tmp_path / "resp.ome.zarr"), "--threads", "2"]) == 0
-    assert main(["extract-points", "--sample", "b", "--density", str(tmp_path / "resp.ome.zarr"),
+    assert main(["extract_points", "--sample", "b", "--density", str(tmp_path / "resp.ome.zarr"),
                  "--model-dir", str(model), "--params", '{"min_distance": [1, 2, 2]}',
                  "--output", str(tmp_path / "b_pred.csv"), "--threads", "2"]) == 0
     pred = pd.read_csv(tmp_path / "b_pred.csv")
     assert list(pred.columns) == ["z", "y", "x", "z_um", "y_um", "x_um", "score"]
     np.testing.assert_allclose(pred["y_um"], pred["y"] * 0.5)
-    assert main(["evaluate-detection", "--sample", "b", "--gt", samples[1]["points"],
+    assert main(["evaluate_detection", "--sample", "b", "--gt", samples[1]["points"],
                  "--pred", str(tmp_path / "b_pred.csv"), "--voxel-size", json.dumps(voxel),
                  "--params", '{"gate": 1.5, "gate_unit": "um"}',
                  "--output", str(tmp_path / "b.tsv"), "--matches", str(tmp_path / "b_m.csv")]) == 0
     row = pd.read_csv(tmp_path / "b.tsv", sep="\t").iloc[0]
     assert row["f1"] > 0.9 and row["gate_unit"] == "um"
-    assert main(["evaluate-detection", "--sample", "a", "--gt", samples[0]["points"],
+    assert main(["evaluate_detection", "--sample", "a", "--gt", samples[0]["points"],
                  "--pred", str(tmp_path / "b_pred.csv"), "--output", str(tmp_path / "a.tsv")]) == 0
-    assert main(["aggregate-metrics", "--inputs", str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv"),
+    assert main(["aggregate_detection", "--inputs", str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv"),
                  "--output", str(tmp_path / "summary.tsv")]) == 0
     summary = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
     assert summary["sample"].tolist() == ["a", "b", "ALL", "MEAN"]
@@ -165,25 +165,25 @@ def test_cli_extract_points_missing_thresholds_file(tmp_path, capsys):
     write_ome_zarr(tmp_path / "d.ome.zarr", np.zeros((4, 8, 8), np.float32), (1, 1, 1),
                    chunks=(4, 8, 8))
     (tmp_path / "model").mkdir()
-    code = main(["extract-points", "--sample", "s1", "--density", str(tmp_path / "d.ome.zarr"),
+    code = main(["extract_points", "--sample", "s1", "--density", str(tmp_path / "d.ome.zarr"),
                  "--model-dir", str(tmp_path / "model"), "--output", str(tmp_path / "p.csv")])
     assert code == 2
     err = capsys.readouterr().err
     assert "thresholds.json" in err and "Fix:" in err
     assert not (tmp_path / "p.csv").exists()
     # an explicit threshold needs no model folder; an empty map gives a header-only CSV
-    assert main(["extract-points", "--sample", "s1", "--density", str(tmp_path / "d.ome.zarr"),
+    assert main(["extract_points", "--sample", "s1", "--density", str(tmp_path / "d.ome.zarr"),
                  "--threshold", "0.5", "--output", str(tmp_path / "p.csv")]) == 0
     assert pd.read_csv(tmp_path / "p.csv").empty
 
 
 def test_cli_bad_params_are_config_errors(tmp_path, capsys):
     _write_points(tmp_path / "g.csv", np.zeros((1, 3)))
-    code = main(["evaluate-detection", "--sample", "s", "--gt", str(tmp_path / "g.csv"),
+    code = main(["evaluate_detection", "--sample", "s", "--gt", str(tmp_path / "g.csv"),
                  "--pred", str(tmp_path / "g.csv"), "--params", '{"gate": 2, "gate_unit": "um"}',
                  "--output", str(tmp_path / "m.tsv")])
     assert code == 2 and "voxel size" in capsys.readouterr().err
-    code = main(["extract-points", "--sample", "s", "--density", str(tmp_path / "none.ome.zarr"),
+    code = main(["extract_points", "--sample", "s", "--density", str(tmp_path / "none.ome.zarr"),
                  "--threshold", "1", "--params", '{"min_distance": [1, 2]}',
                  "--output", str(tmp_path / "p.csv")])
     assert code == 2 and "min_distance" in capsys.readouterr().err

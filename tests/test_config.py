@@ -87,7 +87,7 @@ def test_unknown_column(tmp_path, image):
 def test_shipped_config_is_valid(repo):
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     validate_config(config)
-    assert config["ingest"]["chunks"] == [16, 128, 128]
+    assert config["ingest_volume"]["chunks"] == [16, 128, 128]
 
 
 @pytest.mark.parametrize(

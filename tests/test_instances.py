@@ -184,7 +184,7 @@ def test_cli_split_instances(tmp_path):
     arr[1] = distance
     out = tmp_path / "labels.ome.zarr"
     params = {"h": 1.0, "halo": list(CHUNK_TEST_HALO), "min_size": 5}
-    rc = main(["split-instances", "--sample", "s1", "--prediction", str(pred), "--output",
+    rc = main(["split_instances", "--sample", "s1", "--prediction", str(pred), "--output",
                str(out), "--params", json.dumps(params), "--threads", "2",
                "--log", str(tmp_path / "log.txt")])
     assert rc == 0
@@ -197,7 +197,7 @@ def test_cli_split_instances(tmp_path):
     # a 1-channel prediction is a user error (exit code 2, no output)
     bad = tmp_path / "bad.ome.zarr"
     create_ome_zarr(bad, (1, *mask.shape), np.float32, (1, 10, 24, 24), (1, 1, 1))
-    rc = main(["split-instances", "--sample", "s1", "--prediction", str(bad), "--output",
+    rc = main(["split_instances", "--sample", "s1", "--prediction", str(bad), "--output",
                str(tmp_path / "x.ome.zarr")])
     assert rc == 2 and not (tmp_path / "x.ome.zarr").exists()
 
@@ -213,7 +213,7 @@ def test_cli_mask_threshold_auto_uses_the_segmenters_tuned_value(tmp_path, capsy
     model = tmp_path / "segmenter"
     model.mkdir()
     params = json.dumps({"mask_threshold": "auto", "h": 1.0, "halo": list(CHUNK_TEST_HALO)})
-    cmd = ["split-instances", "--sample", "s1", "--prediction", str(pred), "--params", params]
+    cmd = ["split_instances", "--sample", "s1", "--prediction", str(pred), "--params", params]
     # no model folder / no thresholds.json: clear errors, nothing written
     assert main([*cmd, "--output", str(tmp_path / "a.ome.zarr")]) == 2
     assert "needs the segmenter model folder" in capsys.readouterr().err
@@ -228,7 +228,7 @@ def test_cli_mask_threshold_auto_uses_the_segmenters_tuned_value(tmp_path, capsy
     assert vol.attrs["fewlabel"]["mask_threshold_from"].endswith("thresholds.json")
     assert (vol.array[...] > 0).all()  # 0.25 < 0.3: every voxel is foreground
     fixed = json.dumps({"mask_threshold": 0.5, "h": 1.0, "halo": list(CHUNK_TEST_HALO)})
-    assert main(["split-instances", "--sample", "s1", "--prediction", str(pred), "--params",
+    assert main(["split_instances", "--sample", "s1", "--prediction", str(pred), "--params",
                  fixed, "--output", str(tmp_path / "b.ome.zarr")]) == 0
     fixed_labels = open_ome_zarr(tmp_path / "b.ome.zarr")
     assert fixed_labels.attrs["fewlabel"]["mask_threshold_from"] == "config"
@@ -236,14 +236,14 @@ def test_cli_mask_threshold_auto_uses_the_segmenters_tuned_value(tmp_path, capsy
     # both 'auto': mask_threshold and h come from the model; same values -> same labels
     (model / "thresholds.json").write_text(json.dumps({"mask_threshold": 0.5, "h": 1.0}))
     both = json.dumps({"mask_threshold": "auto", "h": "auto", "halo": list(CHUNK_TEST_HALO)})
-    assert main(["split-instances", "--sample", "s1", "--prediction", str(pred), "--params",
+    assert main(["split_instances", "--sample", "s1", "--prediction", str(pred), "--params",
                  both, "--model-dir", str(model), "--output", str(tmp_path / "c.ome.zarr")]) == 0
     auto_labels = open_ome_zarr(tmp_path / "c.ome.zarr")
     assert auto_labels.attrs["fewlabel"]["h_from"].endswith("thresholds.json")
     assert np.array_equal(auto_labels.array[...], fixed_labels.array[...])
     # a model without a tuned h (no whole validation image): h falls back to 0.1, said so
     (model / "thresholds.json").write_text(json.dumps({"mask_threshold": 0.5, "h": None}))
-    assert main(["split-instances", "--sample", "s1", "--prediction", str(pred), "--params",
+    assert main(["split_instances", "--sample", "s1", "--prediction", str(pred), "--params",
                  both, "--model-dir", str(model), "--output", str(tmp_path / "d.ome.zarr")]) == 0
     fallback = open_ome_zarr(tmp_path / "d.ome.zarr").attrs["fewlabel"]
     assert fallback["params"]["h"] == 0.1 and fallback["h_from"].startswith("default")

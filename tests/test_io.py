@@ -220,7 +220,7 @@ def test_channel_required_and_range(tmp_path, rng):
 
 
 def test_cli_reports_error_and_exit_code(tmp_path, capsys):
-    code = main(["ingest", "--sample", "s9", "--input", str(tmp_path / "x.tif"), "--output",
+    code = main(["ingest_volume", "--sample", "s9", "--input", str(tmp_path / "x.tif"), "--output",
                  str(tmp_path / "o.ome.zarr"), "--chunks", "[4,8,8]"])
     assert code == 2
     assert "sample 's9'" in capsys.readouterr().err
@@ -260,7 +260,7 @@ def test_points_bad(tmp_path, text, message):
 def test_ingest_points_cli_writes_normalised_csv(tmp_path, rng):
     write_ome_zarr(tmp_path / "v.ome.zarr", rng.random((4, 8, 8)), (1, 1, 1), chunks=(2, 4, 4))
     write_csv(tmp_path / "p.csv", " Z , Y , X \n1,2,3\n")
-    code = main(["ingest-points", "--sample", "s1", "--points", str(tmp_path / "p.csv"),
+    code = main(["ingest_points", "--sample", "s1", "--points", str(tmp_path / "p.csv"),
                  "--volume", str(tmp_path / "v.ome.zarr"), "--output", str(tmp_path / "o.csv")])
     assert code == 0
     assert pd.read_csv(tmp_path / "o.csv").columns.tolist()[:3] == ["z", "y", "x"]

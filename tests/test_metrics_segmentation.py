@@ -165,7 +165,7 @@ def test_cli_evaluate_and_aggregate(tmp_path):
     write_ome_zarr(tmp_path / "pf.ome.zarr", fluo, (1, 1, 1), chunks=(1, 4, 6))
     write_ome_zarr(tmp_path / "tf.ome.zarr", 3 * fluo + 2, (1, 1, 1), chunks=(1, 4, 6))
     out_a = tmp_path / "a.tsv"
-    rc = main(["evaluate-segmentation", "--sample", "a", "--gt", str(tmp_path / "gt.ome.zarr"),
+    rc = main(["evaluate_segmentation", "--sample", "a", "--gt", str(tmp_path / "gt.ome.zarr"),
                "--pred", str(tmp_path / "pred.ome.zarr"), "--pred-fluo",
                str(tmp_path / "pf.ome.zarr"), "--target-fluo", str(tmp_path / "tf.ome.zarr"),
                "--output", str(out_a), "--params", json.dumps({"centre_gate_um": 1.0})])
@@ -175,11 +175,11 @@ def test_cli_evaluate_and_aggregate(tmp_path):
     assert a.loc[0, "ap_50"] == pytest.approx(0.5) and a.loc[0, "pcc"] == pytest.approx(1.0)
     assert a.loc[0, "seg"] == pytest.approx(5 / 18, rel=1e-5)
     out_b = tmp_path / "b.tsv"
-    rc = main(["evaluate-segmentation", "--sample", "b", "--gt", str(tmp_path / "gt.ome.zarr"),
+    rc = main(["evaluate_segmentation", "--sample", "b", "--gt", str(tmp_path / "gt.ome.zarr"),
                "--pred", str(tmp_path / "gt.ome.zarr"), "--output", str(out_b)])
     assert rc == 0
     summary = tmp_path / "summary.tsv"
-    rc = main(["aggregate-segmentation", "--inputs", str(out_a), str(out_b), "--output",
+    rc = main(["aggregate_segmentation", "--inputs", str(out_a), str(out_b), "--output",
                str(summary)])
     assert rc == 0
     table = pd.read_csv(summary, sep="\t").set_index("sample")
@@ -191,9 +191,9 @@ def test_cli_evaluate_and_aggregate(tmp_path):
     assert np.isnan(table.loc["b", "pcc"])
     # errors: shape mismatch is a user error; nothing is written
     _write_labels(tmp_path / "small.ome.zarr", GT[:, :2])
-    rc = main(["evaluate-segmentation", "--sample", "c", "--gt", str(tmp_path / "gt.ome.zarr"),
+    rc = main(["evaluate_segmentation", "--sample", "c", "--gt", str(tmp_path / "gt.ome.zarr"),
                "--pred", str(tmp_path / "small.ome.zarr"), "--output", str(tmp_path / "c.tsv")])
     assert rc == 2 and not (tmp_path / "c.tsv").exists()
-    rc = main(["aggregate-segmentation", "--inputs", str(out_a), str(out_a), "--output",
+    rc = main(["aggregate_segmentation", "--inputs", str(out_a), str(out_a), "--output",
                str(tmp_path / "dup.tsv")])
     assert rc == 2

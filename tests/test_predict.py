@@ -125,16 +125,16 @@ def test_cli_predict_init_auto_writes_the_plan(image, model_dir, tmp_path):
     folder, _ = model_dir
     out, plan = tmp_path / "pred.ome.zarr", tmp_path / "plan.json"
     params = json.dumps(PARAMS.to_dict())
-    assert main(["predict-init", "--sample", "s1", "--model-dir", str(folder), "--image",
+    assert main(["init_prediction_slabs", "--sample", "s1", "--model-dir", str(folder), "--image",
                  str(path), "--output", str(out), "--n-slabs", "auto", "--slab-voxels", "5000",
                  "--plan", str(plan), "--params", params]) == 0
     written = json.loads(plan.read_text())
     assert written["n_slabs"] == 4 and written["requested"] == "auto"
     for slab in range(4):
-        assert main(["predict", "--sample", "s1", "--model-dir", str(folder), "--image",
+        assert main(["predict_volume", "--sample", "s1", "--model-dir", str(folder), "--image",
                      str(path), "--output", str(out), "--slab", str(slab), "--n-slabs", "4",
                      "--params", params]) == 0
-    assert main(["predict-finalize", "--sample", "s1", "--output", str(out)]) == 0
+    assert main(["finalize_prediction", "--sample", "s1", "--output", str(out)]) == 0
     result = open_ome_zarr(out)
     assert result.attrs["fewlabel"]["run_id"] == written["run_id"]
     assert result.attrs["fewlabel"]["complete"] is True
@@ -293,21 +293,21 @@ def test_cli_predict_one_job_and_slabs(image, model_dir, tmp_path):
     common = ["--sample", "s1", "--model-dir", str(folder), "--image", str(path), "--params",
               params, "--threads", "1", "--seed", "0"]
     log = tmp_path / "logs" / "predict.log"
-    assert main(["predict", *common, "--output", str(tmp_path / "a.ome.zarr"),
+    assert main(["predict_volume", *common, "--output", str(tmp_path / "a.ome.zarr"),
                  "--log", str(log)]) == 0
     assert "recompute factor" in log.read_text()
     b = str(tmp_path / "b.ome.zarr")
-    assert main(["predict-init", *common, "--output", b, "--n-slabs", "2"]) == 0
+    assert main(["init_prediction_slabs", *common, "--output", b, "--n-slabs", "2"]) == 0
     for slab in ("0", "1"):
-        assert main(["predict", *common, "--output", b, "--slab", slab, "--n-slabs", "2"]) == 0
-    assert main(["predict-finalize", "--sample", "s1", "--output", b]) == 0
+        assert main(["predict_volume_slab", *common, "--output", b, "--slab", slab, "--n-slabs", "2"]) == 0
+    assert main(["finalize_prediction", "--sample", "s1", "--output", b]) == 0
     np.testing.assert_array_equal(open_ome_zarr(b).array[...],
                                   open_ome_zarr(tmp_path / "a.ome.zarr").array[...])
-    bad = ["predict", "--sample", "s1", "--model-dir", str(folder), "--image", str(path),
+    bad = ["predict_volume", "--sample", "s1", "--model-dir", str(folder), "--image", str(path),
            "--params", '{"tile": [8, 16, 16], "bogus": 1}', "--output",
            str(tmp_path / "c.ome.zarr")]
     assert main(bad) == 2
-    assert main(["predict-finalize", "--sample", "s1", "--output",
+    assert main(["finalize_prediction", "--sample", "s1", "--output",
                  str(tmp_path / "none.ome.zarr")]) == 2
 
 

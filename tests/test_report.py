@@ -371,12 +371,12 @@ def test_cli_build_report(run_dir, tmp_path):
                                       "roi_masks")}
     (tmp_path / "inputs.json").write_text(json.dumps(inputs))
 
-    rc = main(["build-report", "--output", str(out), "--inputs-json", json.dumps(inputs),
+    rc = main(["build_report", "--output", str(out), "--inputs-json", json.dumps(inputs),
                "--log", str(log_file)])
-    rc_file = main(["build-report", "--output", str(tmp_path / "r2.html"), "--inputs-file",
+    rc_file = main(["build_report", "--output", str(tmp_path / "r2.html"), "--inputs-file",
                     str(tmp_path / "inputs.json")])
     inputs["detection_summary_tsv"] = str(tmp_path / "missing.tsv")
-    rc_bad = main(["build-report", "--output", str(tmp_path / "bad.html"), "--inputs-json",
+    rc_bad = main(["build_report", "--output", str(tmp_path / "bad.html"), "--inputs-json",
                    json.dumps(inputs), "--log", str(log_file)])
 
     assert rc == 0 and rc_file == 0

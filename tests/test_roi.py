@@ -219,7 +219,7 @@ def test_params_validation():
 def test_cli_segment_roi(tmp_path):
     image, _ = _spots(tmp_path, 0)
     mask, out = tmp_path / "r" / "roi.ome.zarr", tmp_path / "r" / "roi.json"
-    code = cli_main(["segment-roi", "--sample", "spots0", "--image", str(image), "--mask-out",
+    code = cli_main(["segment_roi", "--sample", "spots0", "--image", str(image), "--mask-out",
                      str(mask), "--json-out", str(out), "--params",
                      json.dumps(dict(SPOT_PARAMS, expected_particles=41,
                                      particle_radius_um=0.3)),
@@ -231,7 +231,7 @@ def test_cli_segment_roi(tmp_path):
     assert set(summary["gmm"]) >= {"means", "variances", "weights"}
     assert open_ome_zarr(mask).array.dtype == np.uint8
     assert "ROI" in (tmp_path / "roi.log").read_text()
-    bad = cli_main(["segment-roi", "--sample", "spots0", "--image", str(image), "--mask-out",
+    bad = cli_main(["segment_roi", "--sample", "spots0", "--image", str(image), "--mask-out",
                     str(tmp_path / "x.ome.zarr"), "--json-out", str(tmp_path / "x.json"),
                     "--params", '{"nonsense": 1}'])
     assert bad == 2

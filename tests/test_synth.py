@@ -304,7 +304,7 @@ def test_demo_params_from_dict():
 # --------------------------------------------------------------------------- CLI
 def test_cli_make_demo_and_sheet(tmp_path):
     params = {"spots_shape": [6, 40, 40], "nuclei_shape": [10, 48, 48], "nuclei_count": 4}
-    rc = main(["make-demo", "--outdir", str(tmp_path / "d"), "--params", json.dumps(params),
+    rc = main(["make_demo_data", "--outdir", str(tmp_path / "d"), "--params", json.dumps(params),
                "--seed", "2", "--sheet", str(tmp_path / "samples.tsv"),
                "--log", str(tmp_path / "log.txt")])
     assert rc == 0
@@ -313,7 +313,7 @@ def test_cli_make_demo_and_sheet(tmp_path):
     assert len(sheet) == 6 and sheet["split"].tolist().count("train") == 2
     assert open_input_volume(sheet["image"][0]).shape == (6, 40, 40)
     assert (tmp_path / "log.txt").exists()
-    rc = main(["make-demo", "--outdir", str(tmp_path / "e"), "--params", '{"bogus": 1}'])
+    rc = main(["make_demo_data", "--outdir", str(tmp_path / "e"), "--params", '{"bogus": 1}'])
     assert rc == 2
     assert not (tmp_path / "e" / "manifest.json").exists()
 

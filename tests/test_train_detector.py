@@ -127,7 +127,7 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     assert loaded.training["epochs_run"] == 2
 
     # same seed through the CLI -> identical weights; another seed -> different weights
-    code = cli_main(["train-detector", "--train-json", json.dumps([train]),
+    code = cli_main(["train_detector", "--train-json", json.dumps([train]),
                      "--val-json", json.dumps([val]), "--out-dir", str(root / "m2"),
                      "--params", json.dumps(TINY), "--seed", "5", "--threads", "1"])
     assert code == 0
@@ -154,13 +154,13 @@ def test_empty_training_points_is_a_clear_error(samples, tmp_path) -> None:
 
 def test_cli_make_density_targets(samples, tmp_path) -> None:
     _root, train, _val = samples
-    code = cli_main(["make-density-targets", "--sample", "a", "--image", train["image"],
+    code = cli_main(["make_density_targets", "--sample", "a", "--image", train["image"],
                      "--points", train["points"], "--target", str(tmp_path / "t.ome.zarr"),
                      "--weight", str(tmp_path / "w.ome.zarr"),
                      "--params", '{"sigma": [1.0, 1.5, 1.5], "lam": 10, "T": 0.2}'])
     assert code == 0
     assert (tmp_path / "t.ome.zarr").is_dir() and (tmp_path / "w.ome.zarr").is_dir()
-    code = cli_main(["make-density-targets", "--sample", "a", "--image", train["image"],
+    code = cli_main(["make_density_targets", "--sample", "a", "--image", train["image"],
                      "--points", train["points"], "--target", str(tmp_path / "t2.ome.zarr"),
                      "--weight", str(tmp_path / "w2.ome.zarr"), "--params", '{"sigm": 1}'])
     assert code == 2

@@ -114,16 +114,16 @@ def test_planes_as_channels_2d_cli(tmp_path):
               "target": str(tmp_path / "fl.ome.zarr")}]
     (tmp_path / "train.json").write_text(json.dumps(items))
     params = {**TINY, "dims": 2}
-    assert main(["pretrain-isl", "--train-json", str(tmp_path / "train.json"), "--val-json", "",
+    assert main(["pretrain_isl", "--train-json", str(tmp_path / "train.json"), "--val-json", "",
                  "--out-dir", str(tmp_path / "isl2d"), "--params", json.dumps(params)]) == 0
     loaded = load_model(tmp_path / "isl2d", expect="unet")
     assert loaded.arch["kwargs"]["dims"] == 2 and loaded.arch["kwargs"]["in_channels"] == 5
     assert loaded.normalization["mode"] == "planes_as_channels"
-    assert main(["predict-isl", "--model-dir", str(tmp_path / "isl2d"), "--image",
+    assert main(["predict_isl", "--model-dir", str(tmp_path / "isl2d"), "--image",
                  str(tmp_path / "lf.ome.zarr"), "--output", str(tmp_path / "p.ome.zarr"),
                  "--params", '{"tile": [1, 16, 16], "overlap": [0, 4, 4]}']) == 0
     assert open_ome_zarr(tmp_path / "p.ome.zarr").shape == (1, 24, 24)
     # a 3-plane image cannot go through a 5-plane model: clear error, exit code 2
     write_ome_zarr(tmp_path / "lf3.ome.zarr", planes[:3], (1.0, 0.5, 0.5), chunks=(3, 16, 16))
-    assert main(["predict-isl", "--model-dir", str(tmp_path / "isl2d"), "--image",
+    assert main(["predict_isl", "--model-dir", str(tmp_path / "isl2d"), "--image",
                  str(tmp_path / "lf3.ome.zarr"), "--output", str(tmp_path / "q.ome.zarr")]) == 2

@@ -175,9 +175,9 @@ def test_cli_2d_scratch_segmenter(tmp_path, capsys):
     items = json.dumps([{"sample": "two_d", "image": str(tmp_path / "lf.ome.zarr"),
                          "labels": str(tmp_path / "lab.ome.zarr")}])
     params = json.dumps({**TINY, "dims": 2, "init": "scratch", "loss": "dice"})
-    assert main(["train-segmenter", "--train-json", items, "--out-dir", str(tmp_path / "seg"),
+    assert main(["train_segmenter", "--train-json", items, "--out-dir", str(tmp_path / "seg"),
                  "--init-from", "", "--params", params]) == 0
-    predict = ["predict-segmentation", "--model-dir", str(tmp_path / "seg"), "--image",
+    predict = ["predict_segmentation", "--model-dir", str(tmp_path / "seg"), "--image",
                str(tmp_path / "lf.ome.zarr"), "--output", str(tmp_path / "p.ome.zarr")]
     # 24 x 24 planes are smaller than the default 64 x 64 tile: an error naming the fix ...
     assert main(predict) == 2

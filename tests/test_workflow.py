@@ -192,7 +192,9 @@ IMPORT_TO_PACKAGE = {"skimage": "scikit-image", "yaml": "pyyaml", "torch": "torc
                      "zarr": "zarr", "numcodecs": "numcodecs", "tifffile": "tifffile",
                      "numpy": "numpy", "scipy": "scipy", "pandas": "pandas",
                      "matplotlib": "matplotlib", "jinja2": "jinja2", "jsonschema": "jsonschema"}
-RULE_RE = re.compile(r"^(?:rule (\w+):|use rule \w+ as (\w+) with:)", re.MULTILINE)
+RULE_RE = re.compile(r"^\s*(?:rule|checkpoint) (\w+):|^\s*use rule \w+ as (\w+) with:",
+                     re.MULTILINE)
+RUN_RULES = {"record_config"}  # `run:` in Snakemake's Python; call a function of their name
 
 
 def rules_with_env_and_stage() -> list[tuple[str, str | None, str | None, Path]]:
@@ -204,7 +206,8 @@ def rules_with_env_and_stage() -> list[tuple[str, str | None, str | None, Path]]
             end = starts[index + 1][0] if index + 1 < len(starts) else len(text)
             body = text[start:end]
             conda = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", body)
-            stage = re.search(r"python -m fewlabel ([\w-]+)", body)
+            stage = re.search(r"python -m fewlabel ([\w-]+)", body) or re.search(
+                r"run:\s*\n\s*(\w+)\(", body)
             found.append((name, conda.group(1) if conda else None,
                           stage.group(1) if stage else None, path))
     return found
@@ -257,9 +260,16 @@ def env_packages(env_file: Path) -> set[str]:
 
 def test_every_rule_has_an_env_file_listing_its_imports():
     rules = rules_with_env_and_stage()
-    assert len(rules) >= 5
+    names = [name for name, *_ in rules]
+    assert len(names) == len(set(names)), f"rule names must be distinct: {sorted(names)}"
+    assert {"init_prediction_slabs", "predict_volume_slab", "fit_log_threshold"} <= set(names)
     for name, conda, stage, path in rules:
         if name == "all":
+            continue
+        assert stage == name, f"rule {name} calls stage {stage!r}: a rule and its stage share " \
+                              "one name"
+        stage_module_file(stage)  # every stage also runs without Snakemake
+        if name in RUN_RULES:
             continue
         assert conda, f"rule {name} ({path.name}) has no conda: env file"
         env_file = (path.parent / conda).resolve()

@@ -15,6 +15,7 @@ DEMO_FILES = [
 
 
 rule make_demo_data:
+    """Write the synthetic demo volumes, annotations and manifest."""
     output:
         manifest=f"{config['demo']['output_dir']}/manifest.json",
         files=[f"{config['demo']['output_dir']}/{name}" for name in DEMO_FILES],
@@ -27,5 +28,5 @@ rule make_demo_data:
     conda:
         "../../envs/io.yaml"
     shell:
-        "python -m fewlabel make-demo --outdir {params.outdir:q} --params {params.demo:q} "
+        "python -m fewlabel make_demo_data --outdir {params.outdir:q} --params {params.demo:q} "
         "--seed {params.seed:q} --log {log:q} 2>> {log:q}"

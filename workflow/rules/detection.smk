@@ -3,6 +3,7 @@
 
 
 rule make_density_targets:
+    """Gaussian density target and weight map of one annotated volume (DM-DetNet3D eq. 2)."""
     input:
         image=IMAGE,
         points=POINTS,
@@ -14,27 +15,30 @@ rule make_density_targets:
     threads: 2
     log:
         "logs/make_density_targets/{sample}.log",
+    benchmark:
+        "results/benchmarks/make_density_targets/{sample}.tsv"
     conda:
         "../../envs/image.yaml"
     shell:
-        "python -m fewlabel make-density-targets --sample {wildcards.sample} --image {input.image} "
-        "--points {input.points} --target {output.target} --weight {output.weight} "
-        "--params {params.targets:q} --threads {threads} --log {log} 2>> {log}"
+        "python -m fewlabel make_density_targets --sample {wildcards.sample} "
+        "--image {input.image} --points {input.points} --target {output.target} "
+        "--weight {output.weight} --params {params.targets:q} --threads {threads} "
+        "--log {log} 2>> {log}"
 
 
 if config["detection"]["method"] == "density":
 
     rule train_detector:
+        """Train DM-DetNet3D on the train samples, tune its threshold on the val samples."""
         input:
-            images=expand(IMAGE, sample=detection_fit_samples()),
-            targets=expand(DENSITY_TARGET, sample=detection_fit_samples()),
-            weights=expand(DENSITY_WEIGHT, sample=detection_fit_samples()),
-            points=expand(POINTS, sample=detection_fit_samples()),
+            images=expand(IMAGE, sample=PLAN.detection_fit_samples()),
+            targets=expand(DENSITY_TARGET, sample=PLAN.detection_fit_samples()),
+            weights=expand(DENSITY_WEIGHT, sample=PLAN.detection_fit_samples()),
+            points=expand(POINTS, sample=PLAN.detection_fit_samples()),
         output:
             directory(DETECTOR),
         params:
-            train=detector_items_json("train"),
-            val=detector_items_json("val"),
+            sheet=config["samples"],
             settings=to_json(config["detection"]["train"]),
             seed=config["seed"],
         threads: 1
@@ -47,13 +51,14 @@ if config["detection"]["method"] == "density":
         conda:
             "../../envs/torch.yaml"
         shell:
-            "python -m fewlabel train-detector --train-json {params.train:q} "
-            "--val-json {params.val:q} --out-dir {output} --params {params.settings:q} "
-            "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
+            "python -m fewlabel train_detector --sample-sheet {params.sheet:q} "
+            "--out-dir {output} --params {params.settings:q} --threads {threads} "
+            "--seed {params.seed:q} --log {log} 2>> {log}"
 
     if config["detection"]["slabs"] == 1:
 
         rule predict_volume:
+            """Tiled, Gaussian-blended DM-DetNet3D prediction of one volume (one job)."""
             input:
                 model=DETECTOR,
                 image=IMAGE,
@@ -72,13 +77,15 @@ if config["detection"]["method"] == "density":
             conda:
                 "../../envs/torch.yaml"
             shell:
-                "python -m fewlabel predict --sample {wildcards.sample} --model-dir {input.model} "
-                "--image {input.image} --output {output} --params {params.predict:q} "
-                "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
+                "python -m fewlabel predict_volume --sample {wildcards.sample} "
+                "--model-dir {input.model} --image {input.image} --output {output} "
+                "--params {params.predict:q} --threads {threads} --seed {params.seed:q} "
+                "--log {log} 2>> {log}"
 
     else:
 
-        checkpoint predict_volume_init:
+        checkpoint init_prediction_slabs:
+            """Create the shared prediction array of one volume and plan its slab jobs."""
             input:
                 model=DETECTOR,
                 image=IMAGE,
@@ -92,16 +99,17 @@ if config["detection"]["method"] == "density":
                 slabs=config["detection"]["slabs"],
                 slab_voxels=config["detection"]["slab_voxels"],
             log:
-                "logs/predict_volume_init/{sample}.log",
+                "logs/init_prediction_slabs/{sample}.log",
             conda:
                 "../../envs/torch.yaml"
             shell:
-                "python -m fewlabel predict-init --sample {wildcards.sample} "
+                "python -m fewlabel init_prediction_slabs --sample {wildcards.sample} "
                 "--model-dir {input.model} --image {input.image} --output {params.final} "
                 "--n-slabs {params.slabs:q} --slab-voxels {params.slab_voxels:q} "
                 "--plan {output.plan} --params {params.predict:q} --log {log} 2>> {log}"
 
         rule predict_volume_slab:
+            """Predict one slab (a contiguous run of output chunks) into the shared array."""
             input:
                 model=DETECTOR,
                 image=IMAGE,
@@ -117,47 +125,56 @@ if config["detection"]["method"] == "density":
                 gpu=1,
             log:
                 "logs/predict_volume_slab/{sample}.{slab}-of-{n_slabs}.log",
+            benchmark:
+                "results/benchmarks/predict_volume_slab/{sample}.{slab}-of-{n_slabs}.tsv"
             conda:
                 "../../envs/torch.yaml"
             shell:
-                "python -m fewlabel predict --sample {wildcards.sample} --model-dir {input.model} "
-                "--image {input.image} --output {params.final} --slab {wildcards.slab} "
-                "--n-slabs {wildcards.n_slabs} --params {params.predict:q} --threads {threads} "
-                "--seed {params.seed:q} --log {log} 2>> {log}"
+                "python -m fewlabel predict_volume_slab --sample {wildcards.sample} "
+                "--model-dir {input.model} --image {input.image} --output {params.final} "
+                "--slab {wildcards.slab} --n-slabs {wildcards.n_slabs} "
+                "--params {params.predict:q} --threads {threads} --seed {params.seed:q} "
+                "--log {log} 2>> {log}"
 
-        rule predict_volume:
+        rule finalize_prediction:
+            """Publish the prediction once every slab job of this run has finished."""
             input:
                 slab_markers,
             output:
                 directory(DETECTION_MAP),
             log:
-                "logs/predict_volume/{sample}.log",
+                "logs/finalize_prediction/{sample}.log",
             conda:
                 "../../envs/torch.yaml"
             shell:
-                "python -m fewlabel predict-finalize --sample {wildcards.sample} "
+                "python -m fewlabel finalize_prediction --sample {wildcards.sample} "
                 "--output {output} --log {log} 2>> {log}"
 
 else:
 
-    rule train_detector:
+    rule fit_log_threshold:
+        """Tune the LoG baseline's detection threshold on the train and val annotations."""
         input:
-            images=expand(IMAGE, sample=detection_fit_samples()),
-            points=expand(POINTS, sample=detection_fit_samples()),
+            images=expand(IMAGE, sample=PLAN.detection_fit_samples()),
+            points=expand(POINTS, sample=PLAN.detection_fit_samples()),
         output:
             directory(DETECTOR),
         params:
-            samples=log_items_json(),
+            sheet=config["samples"],
             settings=to_json(config["detection"]["log"]),
+        threads: 2
         log:
-            "logs/train_detector/detector.log",
+            "logs/fit_log_threshold/detector.log",
+        benchmark:
+            "results/benchmarks/fit_log_threshold/detector.tsv"
         conda:
             "../../envs/image.yaml"
         shell:
-            "python -m fewlabel train-log --samples-json {params.samples:q} "
+            "python -m fewlabel fit_log_threshold --sample-sheet {params.sheet:q} "
             "--params {params.settings:q} --output-dir {output} --log {log} 2>> {log}"
 
-    rule predict_volume:
+    rule predict_log:
+        """LoG response map of one volume (the classical baseline's 'prediction')."""
         input:
             model=DETECTOR,
             image=IMAGE,
@@ -165,15 +182,19 @@ else:
             directory(DETECTION_MAP),
         threads: 2
         log:
-            "logs/predict_volume/{sample}.log",
+            "logs/predict_log/{sample}.log",
+        benchmark:
+            "results/benchmarks/predict_log/{sample}.tsv"
         conda:
             "../../envs/image.yaml"
         shell:
-            "python -m fewlabel predict-log --sample {wildcards.sample} --model-dir {input.model} "
-            "--image {input.image} --output {output} --threads {threads} --log {log} 2>> {log}"
+            "python -m fewlabel predict_log --sample {wildcards.sample} "
+            "--model-dir {input.model} --image {input.image} --output {output} "
+            "--threads {threads} --log {log} 2>> {log}"
 
 
 rule extract_points:
+    """Peaks of the predicted map above the tuned threshold, sub-voxel centres (CSV)."""
     input:
         model=DETECTOR,
         density=DETECTION_MAP,
@@ -187,12 +208,13 @@ rule extract_points:
     conda:
         "../../envs/image.yaml"
     shell:
-        "python -m fewlabel extract-points --sample {wildcards.sample} --density {input.density} "
-        "--model-dir {input.model} --params {params.points:q} --output {output} "
-        "--threads {threads} --log {log} 2>> {log}"
+        "python -m fewlabel extract_points --sample {wildcards.sample} "
+        "--density {input.density} --model-dir {input.model} --params {params.points:q} "
+        "--output {output} --threads {threads} --log {log} 2>> {log}"
 
 
-rule evaluate_sample:
+rule evaluate_detection:
+    """F1, precision, recall and RMSE of one test volume's detections (Hungarian matching)."""
     input:
         gt=POINTS,
         pred=DETECTIONS,
@@ -203,28 +225,31 @@ rule evaluate_sample:
     params:
         evaluation=to_json(config["evaluation"]["detection"]),
     log:
-        "logs/evaluate_sample/{sample}.log",
+        "logs/evaluate_detection/{sample}.log",
     conda:
         "../../envs/image.yaml"
     shell:
-        "python -m fewlabel evaluate-detection --sample {wildcards.sample} --gt {input.gt} "
+        "python -m fewlabel evaluate_detection --sample {wildcards.sample} --gt {input.gt} "
         "--pred {input.pred} --volume {input.volume} --params {params.evaluation:q} "
         "--output {output.metrics} --matches {output.matches} --log {log} 2>> {log}"
 
 
-rule aggregate_metrics:
+rule aggregate_detection:
+    """One table of every test volume's detection metrics, pooled rows included."""
     input:
-        expand(DETECTION_METRICS, sample=detection_eval_samples()),
+        expand(DETECTION_METRICS, sample=PLAN.detection_eval_samples()),
     output:
         report(
             DETECTION_SUMMARY,
             caption="../report/detection_summary.rst",
             category="Detection",
         ),
+    params:
+        sheet=config["samples"],
     log:
-        "logs/aggregate_metrics/detection.log",
+        "logs/aggregate_detection/detection.log",
     conda:
         "../../envs/image.yaml"
     shell:
-        "python -m fewlabel aggregate-metrics --inputs {input} --output {output} "
-        "--log {log} 2>> {log}"
+        "python -m fewlabel aggregate_detection --sample-sheet {params.sheet:q} "
+        "--output {output} --log {log} 2>> {log}"

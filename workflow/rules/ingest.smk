@@ -3,6 +3,7 @@
 
 
 rule ingest_volume:
+    """Convert one input image (image, labels or target) to a validated chunked OME-Zarr."""
     input:
         ingest_source,
     output:
@@ -22,13 +23,14 @@ rule ingest_volume:
     conda:
         "../../envs/io.yaml"
     shell:
-        "python -m fewlabel ingest --sample {wildcards.sample} --input {input:q} --output {output.zarr} "
-        "--kind {wildcards.kind} --channel={params.channel:q} --voxel-size={params.voxel:q} "
-        "--chunks {params.chunks:q} --compression-level {params.level:q} "
-        "--summary {output.summary} --log {log} 2>> {log}"
+        "python -m fewlabel ingest_volume --sample {wildcards.sample} --input {input:q} "
+        "--output {output.zarr} --kind {wildcards.kind} --channel={params.channel:q} "
+        "--voxel-size={params.voxel:q} --chunks {params.chunks:q} "
+        "--compression-level {params.level:q} --summary {output.summary} --log {log} 2>> {log}"
 
 
 rule ingest_points:
+    """Validate a points CSV against its volume and add µm columns."""
     input:
         points=sheet_path("points"),
         volume=IMAGE,
@@ -39,5 +41,5 @@ rule ingest_points:
     conda:
         "../../envs/io.yaml"
     shell:
-        "python -m fewlabel ingest-points --sample {wildcards.sample} --points {input.points:q} "
+        "python -m fewlabel ingest_points --sample {wildcards.sample} --points {input.points:q} "
         "--volume {input.volume} --output {output} --log {log} 2>> {log}"

@@ -3,16 +3,18 @@
 
 
 rule build_report:
+    """One self-contained HTML report of the run."""
     input:
-        report_input_files(),
+        report_files,
+        config=CONFIG_SNAPSHOT,
     output:
         report(REPORT, caption="../report/report.rst", category="Report"),
     params:
-        inputs=report_inputs_json(),
+        sheet=config["samples"],
     log:
         "logs/build_report/report.log",
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m fewlabel build-report --output {output} --inputs-json {params.inputs:q} "
-        "--log {log} 2>> {log}"
+        "python -m fewlabel build_report --sample-sheet {params.sheet:q} "
+        "--config {input.config} --output {output} --log {log} 2>> {log}"

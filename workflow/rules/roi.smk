@@ -1,8 +1,8 @@
 # ROI segmentation (few-shot particle picking §2.2): CLAHE + 2-Gaussian mixture + morphology.
 
 
-
 rule segment_roi:
+    """ROI mask and class prior π of one volume (CLAHE, 2-Gaussian mixture, morphology)."""
     input:
         IMAGE,
     output:
@@ -19,6 +19,6 @@ rule segment_roi:
     conda:
         "../../envs/image.yaml"
     shell:
-        "python -m fewlabel segment-roi --sample {wildcards.sample} --image {input} "
+        "python -m fewlabel segment_roi --sample {wildcards.sample} --image {input} "
         "--mask-out {output.mask} --json-out {output.json} --params {params.roi:q} "
         "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"

@@ -3,14 +3,14 @@
 
 
 rule pretrain_isl:
+    """In silico labelling pretraining: U-Net label-free -> fluorescence (L1)."""
     input:
-        images=expand(IMAGE, sample=isl_samples(["train", "val"])),
-        targets=expand(TARGET, sample=isl_samples(["train", "val"])),
+        images=expand(IMAGE, sample=PLAN.isl_samples(["train", "val"])),
+        targets=expand(TARGET, sample=PLAN.isl_samples(["train", "val"])),
     output:
         directory(ISL_MODEL),
     params:
-        train=isl_items_json("train"),
-        val=isl_items_json("val"),
+        sheet=config["samples"],
         settings=to_json(config["segmentation"]["isl"]),
         seed=config["seed"],
     threads: 1
@@ -23,12 +23,13 @@ rule pretrain_isl:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m fewlabel pretrain-isl --train-json {params.train:q} --val-json {params.val:q} "
-        "--out-dir {output} --params {params.settings:q} --threads {threads} "
+        "python -m fewlabel pretrain_isl --sample-sheet {params.sheet:q} --out-dir {output} "
+        "--params {params.settings:q} --threads {threads} "
         "--seed {params.seed:q} --log {log} 2>> {log}"
 
 
 rule predict_isl:
+    """Predicted fluorescence of one volume with the ISL network (tiled)."""
     input:
         model=ISL_MODEL,
         image=IMAGE,
@@ -41,22 +42,24 @@ rule predict_isl:
         gpu=1,
     log:
         "logs/predict_isl/{sample}.log",
+    benchmark:
+        "results/benchmarks/predict_isl/{sample}.tsv"
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m fewlabel predict-isl --sample {wildcards.sample} --model-dir {input.model} "
+        "python -m fewlabel predict_isl --sample {wildcards.sample} --model-dir {input.model} "
         "--image {input.image} --output {output} --params {params.predict:q} "
         "--threads {threads} --log {log} 2>> {log}"
 
 
 rule train_segmenter:
+    """Fine-tune the mask + distance U-Net on the annotated train/val volumes."""
     input:
         unpack(segmenter_training_inputs),
     output:
         directory(SEGMENTER),
     params:
-        train=segmenter_items_json("train"),
-        val=segmenter_items_json("val"),
+        sheet=config["samples"],
         init=segmenter_init_from(),
         settings=to_json(config["segmentation"]["train"]),
         seed=config["seed"],
@@ -70,13 +73,14 @@ rule train_segmenter:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m fewlabel train-segmenter --train-json {params.train:q} "
-        "--val-json {params.val:q} --init-from={params.init:q} --out-dir {output} "
+        "python -m fewlabel train_segmenter --sample-sheet {params.sheet:q} "
+        "--init-from={params.init:q} --out-dir {output} "
         "--params {params.settings:q} --threads {threads} --seed {params.seed:q} "
         "--log {log} 2>> {log}"
 
 
 rule predict_segmentation:
+    """Mask + distance maps of one volume with the fine-tuned segmenter (tiled)."""
     input:
         model=SEGMENTER,
         image=IMAGE,
@@ -89,15 +93,18 @@ rule predict_segmentation:
         gpu=1,
     log:
         "logs/predict_segmentation/{sample}.log",
+    benchmark:
+        "results/benchmarks/predict_segmentation/{sample}.tsv"
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m fewlabel predict-segmentation --sample {wildcards.sample} "
+        "python -m fewlabel predict_segmentation --sample {wildcards.sample} "
         "--model-dir {input.model} --image {input.image} --output {output} "
         "--params {params.predict:q} --threads {threads} --log {log} 2>> {log}"
 
 
 rule split_instances:
+    """Instance labels from the mask + distance maps (h-maxima + watershed, chunk-safe)."""
     input:
         prediction=SEGMENTATION_MAP,
         model=SEGMENTER,
@@ -113,16 +120,19 @@ rule split_instances:
     threads: 2
     log:
         "logs/split_instances/{sample}.log",
+    benchmark:
+        "results/benchmarks/split_instances/{sample}.tsv"
     conda:
         "../../envs/image.yaml"
     shell:
-        "python -m fewlabel split-instances --sample {wildcards.sample} "
+        "python -m fewlabel split_instances --sample {wildcards.sample} "
         "--prediction {input.prediction} --model-dir {input.model} "
         "--output {output} --params {params.instances:q} --threads {threads} "
         "--log {log} 2>> {log}"
 
 
 rule evaluate_segmentation:
+    """IoU, SEG, MUCov, AP and count errors of one test volume (PCC of ISL when scored)."""
     input:
         unpack(segmentation_evaluation_inputs),
     output:
@@ -135,24 +145,28 @@ rule evaluate_segmentation:
     conda:
         "../../envs/image.yaml"
     shell:
-        "python -m fewlabel evaluate-segmentation --sample {wildcards.sample} --gt {input.gt} "
+        "python -m fewlabel evaluate_segmentation --sample {wildcards.sample} --gt {input.gt} "
         "--pred {input.pred} {params.fluorescence} --params {params.evaluation:q} "
         "--output {output} --log {log} 2>> {log}"
 
 
 rule aggregate_segmentation:
+    """One table of every test volume's segmentation metrics, pooled rows included."""
     input:
-        expand(SEGMENTATION_METRICS, sample=segmentation_eval_samples()),
+        expand(SEGMENTATION_METRICS, sample=PLAN.segmentation_eval_samples()),
     output:
         report(
             SEGMENTATION_SUMMARY,
             caption="../report/segmentation_summary.rst",
             category="Segmentation",
         ),
+    params:
+        sheet=config["samples"],
     log:
         "logs/aggregate_segmentation/segmentation.log",
     conda:
         "../../envs/image.yaml"
     shell:
-        "python -m fewlabel aggregate-segmentation --inputs {input} --output {output} "
+        "python -m fewlabel aggregate_segmentation --sample-sheet {params.sheet:q} "
+        "--output {output} "
         "--log {log} 2>> {log}"

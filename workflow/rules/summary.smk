@@ -2,21 +2,33 @@
 # git commit, input checksums).
 
 
+rule record_config:
+    """Snapshot of the validated config (defaults filled) for provenance and the report."""
+    output:
+        CONFIG_SNAPSHOT,
+    params:
+        settings=config,
+    log:
+        "logs/record_config/config.log",
+    run:
+        record_config(params.settings, output[0], log=log[0])
+
+
 rule summarize_run:
+    """One table row per sample and a provenance record (config, versions, checksums)."""
     input:
-        images=expand(IMAGE_SUMMARY, sample=SAMPLES.index),
-        rois=expand(ROI_JSON, sample=SAMPLES.index) if config["roi"]["enabled"] else [],
+        unpack(summary_inputs),
+        config=CONFIG_SNAPSHOT,
     output:
         summary=RUN_SUMMARY,
         provenance=PROVENANCE,
     params:
         sheet=config["samples"],
-        config=to_json(config),
     log:
         "logs/summarize_run/run.log",
     conda:
         "../../envs/io.yaml"
     shell:
-        "python -m fewlabel summarize --sample-sheet {params.sheet:q} --image-summaries {input.images} "
-        "--roi-jsons {input.rois} --config-json {params.config:q} --output {output.summary} "
+        "python -m fewlabel summarize_run --sample-sheet {params.sheet:q} "
+        "--config {input.config} --output {output.summary} "
         "--provenance {output.provenance} --log {log} 2>> {log}"

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from fewlabel import stages
 from fewlabel.errors import FewlabelError
 from fewlabel.logs import configure_logging
 
@@ -50,6 +51,22 @@ def add_predict_params(parser: argparse.ArgumentParser) -> None:
              '"batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}')
 
 
+def add_sample_sheet(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """``--sample-sheet``: the stage selects its samples and files itself (fewlabel.plan), so a
+    sheet of thousands of rows keeps the command line short."""
+    parser.add_argument("--sample-sheet", default=None,
+                        help=f"the run's sample sheet (TSV); {what} are taken from it")
+
+
+def plan_items(sheet: str, items: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Train and val items of a training stage from the sample sheet (``items`` names the
+    :class:`fewlabel.plan.Plan` method, e.g. ``detector_items``)."""
+    from fewlabel.plan import Plan
+
+    get = getattr(Plan.from_sheet(sheet), items)
+    return get("train"), get("val")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fewlabel", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
@@ -58,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         module.register(subparsers)
+    for info in sorted(pkgutil.iter_modules(stages.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{stages.__name__}.{info.name}").register(subparsers)
     return parser
 
 

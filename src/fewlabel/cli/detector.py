@@ -1,4 +1,4 @@
-"""Stage ``train-detector``: DM-DetNet3D training -> model folder."""
+"""Stage ``train_detector``: DM-DetNet3D training -> model folder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common, add_sample_sheet, json_arg, plan_items
 
 def items_arg(text: str) -> Any:
     """argparse ``type=``: a JSON list given inline or as the path of a JSON file."""
@@ -23,8 +23,9 @@ def items_arg(text: str) -> Any:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    q = subparsers.add_parser("train-detector", help="train DM-DetNet3D -> model folder")
-    q.add_argument("--train-json", type=items_arg, required=True,
+    q = subparsers.add_parser("train_detector", help="train DM-DetNet3D -> model folder")
+    add_sample_sheet(q, what="the train/val items (instead of --train-json/--val-json)")
+    q.add_argument("--train-json", type=items_arg, default=[],
                    help="JSON list (inline or file) of {sample, image, target, weight, points}")
     q.add_argument("--val-json", type=items_arg, default=[],
                    help="JSON list (inline or file) of validation items (may be empty)")
@@ -41,7 +42,11 @@ def run_train_detector(args: argparse.Namespace) -> None:
     from fewlabel.detection.density.training import DetectorTrainParams, train_detector
 
     params = DetectorTrainParams.from_dict(args.params)
-    summary = train_detector(args.train_json, args.val_json, args.out_dir, params=params,
+    if args.sample_sheet:
+        train, val = plan_items(args.sample_sheet, "detector_items")
+    else:
+        train, val = args.train_json, args.val_json
+    summary = train_detector(train, val, args.out_dir, params=params,
                              seed=args.seed, threads=args.threads)
     if args.summary:
         write_json(summary, args.summary)

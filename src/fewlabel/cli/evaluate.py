@@ -1,4 +1,4 @@
-"""Stages ``evaluate-detection`` (F1@gate + RMSE per sample) and ``aggregate-metrics``."""
+"""Stages ``evaluate_detection`` (F1@gate + RMSE per sample) and ``aggregate_detection``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common, add_sample_sheet, json_arg
 from fewlabel.errors import ConfigError
 
 
@@ -43,7 +43,7 @@ class DetectionEvalParams:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evaluate-detection",
+    p = subparsers.add_parser("evaluate_detection",
                               help="match predicted to ground-truth points: P/R/F1@gate, RMSE")
     p.add_argument("--sample", required=True)
     p.add_argument("--gt", required=True, help="ground-truth points CSV (z,y,x voxels)")
@@ -59,9 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(handler=run_evaluate_detection)
 
-    q = subparsers.add_parser("aggregate-metrics",
+    q = subparsers.add_parser("aggregate_detection",
                               help="per-sample detection metrics -> table with pooled/mean rows")
-    q.add_argument("--inputs", nargs="+", required=True, help="metrics TSVs (evaluate-detection)")
+    q.add_argument("--inputs", nargs="*", default=[], help="metrics TSVs (evaluate_detection)")
+    add_sample_sheet(q, what="the test samples' metrics TSVs (instead of --inputs)")
     q.add_argument("--output", required=True, help="summary TSV")
     add_common(q)
     q.set_defaults(handler=run_aggregate_metrics)
@@ -101,4 +102,13 @@ def run_evaluate_detection(args: argparse.Namespace) -> None:
 def run_aggregate_metrics(args: argparse.Namespace) -> None:
     from fewlabel.metrics.detection import aggregate_metrics, write_tsv
 
-    write_tsv(aggregate_metrics(args.inputs), args.output)
+    inputs = list(args.inputs)
+    if args.sample_sheet:
+        from fewlabel.plan import DETECTION_METRICS, Plan, expand
+
+        inputs += expand(DETECTION_METRICS, Plan.from_sheet(args.sample_sheet)
+                         .detection_eval_samples())
+    if not inputs:
+        raise ConfigError("no metrics to aggregate.",
+                          fix="pass --inputs or a --sample-sheet with test rows that have points.")
+    write_tsv(aggregate_metrics(inputs), args.output)

@@ -1,4 +1,4 @@
-"""Stages ``evaluate-segmentation`` (one sample → one-row TSV) and ``aggregate-segmentation``."""
+"""Stages ``evaluate_segmentation`` (one sample → one-row TSV) and ``aggregate_segmentation``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common, add_sample_sheet, json_arg
 
 
 @dataclass(frozen=True)
 class SegEvalParams:
-    """``--params`` keys of ``evaluate-segmentation``.
+    """``--params`` keys of ``evaluate_segmentation``.
 
     centre_gate_um : centroid matching gate in µm (None → half the median GT equivalent diameter).
     fluo_channel : channel of a CZYX predicted/target fluorescence image used for PCC.
@@ -39,7 +39,7 @@ class SegEvalParams:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evaluate-segmentation",
+    p = subparsers.add_parser("evaluate_segmentation",
                               help="instance / ISL metrics of one sample -> one-row TSV")
     p.add_argument("--sample", required=True)
     p.add_argument("--gt", default=None, help="ground-truth labels .ome.zarr (ZYX integers)")
@@ -52,9 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(handler=run_evaluate_segmentation)
 
-    q = subparsers.add_parser("aggregate-segmentation",
+    q = subparsers.add_parser("aggregate_segmentation",
                               help="per-sample segmentation TSVs -> summary with ALL/MEAN rows")
-    q.add_argument("--inputs", nargs="+", required=True, help="per-sample metrics TSVs")
+    q.add_argument("--inputs", nargs="*", default=[], help="per-sample metrics TSVs")
+    add_sample_sheet(q, what="the test samples' metrics TSVs (instead of --inputs)")
     q.add_argument("--output", required=True, help="summary TSV")
     add_common(q)
     q.set_defaults(handler=run_aggregate_segmentation)
@@ -146,4 +147,10 @@ def run_aggregate_segmentation(args: argparse.Namespace) -> None:
     from fewlabel.metrics.detection import write_tsv
     from fewlabel.metrics.segmentation import aggregate_segmentation, read_metric_tables
 
-    write_tsv(aggregate_segmentation(read_metric_tables(args.inputs)), args.output)
+    inputs = list(args.inputs)
+    if args.sample_sheet:
+        from fewlabel.plan import SEGMENTATION_METRICS, Plan, expand
+
+        inputs += expand(SEGMENTATION_METRICS, Plan.from_sheet(args.sample_sheet)
+                         .segmentation_eval_samples())
+    write_tsv(aggregate_segmentation(read_metric_tables(inputs)), args.output)

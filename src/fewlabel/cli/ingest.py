@@ -1,4 +1,4 @@
-"""Stages ``ingest`` (image/labels/target → OME-Zarr) and ``ingest-points`` (validated CSV)."""
+"""Stages ``ingest_volume`` (image/labels/target → OME-Zarr) and ``ingest_points`` (validated CSV)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fewlabel.cli import add_common, json_arg, optional_json_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("ingest", help="any input image -> chunked OME-Zarr (validated)")
+    p = subparsers.add_parser("ingest_volume", help="any input image -> chunked OME-Zarr (validated)")
     p.add_argument("--sample", required=True)
     p.add_argument("--input", required=True, help="TIFF / OME-TIFF / ImageJ / Zarr / OME-Zarr")
     p.add_argument("--output", required=True, help="output .ome.zarr")
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(handler=run_ingest)
 
-    q = subparsers.add_parser("ingest-points", help="validate a points CSV against its volume")
+    q = subparsers.add_parser("ingest_points", help="validate a points CSV against its volume")
     q.add_argument("--sample", required=True)
     q.add_argument("--points", required=True)
     q.add_argument("--volume", required=True, help="the sample's ingested .ome.zarr")

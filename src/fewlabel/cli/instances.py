@@ -1,4 +1,4 @@
-"""Stage ``split-instances``: 2-channel prediction (mask prob, distance) → uint32 instance labels."""
+"""Stage ``split_instances``: 2-channel prediction (mask prob, distance) → uint32 instance labels."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fewlabel.cli import add_common, json_arg
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "split-instances",
+        "split_instances",
         help="h-maxima markers + watershed on a mask/distance prediction (chunk-safe)")
     p.add_argument("--sample", required=True)
     p.add_argument("--prediction", required=True,

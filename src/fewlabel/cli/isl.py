@@ -1,19 +1,20 @@
-"""Stages ``pretrain-isl`` (label-free → fluorescence U-Net) and ``predict-isl`` (tiled)."""
+"""Stages ``pretrain_isl`` (label-free → fluorescence U-Net) and ``predict_isl`` (tiled)."""
 
 from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, add_predict_params, json_arg
+from fewlabel.cli import add_common, add_predict_params, add_sample_sheet, json_arg, plan_items
 
 ITEMS_HELP = ("JSON file (or inline JSON) with a list of {sample, image, target} items: "
               "label-free and fluorescence OME-Zarr paths")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("pretrain-isl",
+    p = subparsers.add_parser("pretrain_isl",
                               help="in silico labelling: train a U-Net label-free -> fluorescence")
-    p.add_argument("--train-json", required=True, help=ITEMS_HELP)
+    p.add_argument("--train-json", default="", help=ITEMS_HELP)
+    add_sample_sheet(p, what="the train/val items (instead of --train-json/--val-json)")
     p.add_argument("--val-json", default="", help=ITEMS_HELP + " ('' = none)")
     p.add_argument("--out-dir", required=True, help="model folder to write")
     p.add_argument("--params", type=json_arg, default=None,
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(handler=run_pretrain_isl)
 
-    q = subparsers.add_parser("predict-isl",
+    q = subparsers.add_parser("predict_isl",
                               help="predicted fluorescence of one image (tiled) -> OME-Zarr")
     q.add_argument("--model-dir", required=True, help="ISL model folder (pretrain-isl)")
     q.add_argument("--image", required=True, help="label-free .ome.zarr")
@@ -38,8 +39,12 @@ def run_pretrain_isl(args: argparse.Namespace) -> None:
     from fewlabel.runtime import write_json
     from fewlabel.segmentation.distance.isl import IslParams, pretrain_isl, read_items
 
-    summary = pretrain_isl(read_items(args.train_json, "--train-json"),
-                           read_items(args.val_json, "--val-json"), args.out_dir,
+    if args.sample_sheet:
+        train, val = plan_items(args.sample_sheet, "isl_items")
+    else:
+        train, val = read_items(args.train_json, "--train-json"), read_items(args.val_json,
+                                                                             "--val-json")
+    summary = pretrain_isl(train, val, args.out_dir,
                            params=IslParams.from_dict(args.params), seed=args.seed,
                            threads=args.threads)
     if args.summary:

@@ -1,4 +1,4 @@
-"""Stage ``make-density-targets``: points -> Gaussian density target + AWing weight map."""
+"""Stage ``make_density_targets``: points -> Gaussian density target + AWing weight map."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ TARGET_KEYS = ("sigma", "sigma_unit", "lam", "T")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("make-density-targets",
+    p = subparsers.add_parser("make_density_targets",
                               help="points -> Gaussian density target + AWing weight map")
     p.add_argument("--sample", required=True)
     p.add_argument("--image", required=True, help="the sample's ingested .ome.zarr")

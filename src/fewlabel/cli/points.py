@@ -1,5 +1,5 @@
-"""Stages ``extract-points`` (density/response map → points CSV) and the LoG baseline
-(``train-log``: tune a LoG threshold on annotated samples; ``predict-log``: LoG response map)."""
+"""Stages ``extract_points`` (density/response map → points CSV) and the LoG baseline
+(``fit_log_threshold``: tune a LoG threshold on annotated samples; ``predict_log``: LoG response map)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common, add_sample_sheet, json_arg
 from fewlabel.errors import ConfigError
 
 
@@ -71,7 +71,7 @@ class _FirstChannel:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("extract-points",
+    p = subparsers.add_parser("extract_points",
                               help="local maxima of a density/response map -> points CSV")
     p.add_argument("--sample", required=True)
     p.add_argument("--density", required=True, help="density or response map (.ome.zarr)")
@@ -85,9 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(handler=run_extract_points)
 
-    t = subparsers.add_parser("train-log", help="tune the LoG baseline's threshold on annotations")
-    t.add_argument("--samples-json", required=True,
+    t = subparsers.add_parser("fit_log_threshold", help="tune the LoG baseline's threshold on annotations")
+    t.add_argument("--samples-json", default=None,
                    help="JSON list (or a .json file) of {sample, image (.ome.zarr), points (csv)}")
+    add_sample_sheet(t, what="the train/val samples with points (instead of --samples-json)")
     t.add_argument("--params", type=json_arg, default=None,
                    help='JSON {"sigma": [z,y,x], "min_distance", "refine_radius", "gate", '
                         '"gate_unit", "n_candidates", "percentiles"}')
@@ -95,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(t)
     t.set_defaults(handler=run_train_log)
 
-    q = subparsers.add_parser("predict-log", help="LoG response map of an image (OME-Zarr)")
+    q = subparsers.add_parser("predict_log", help="LoG response map of an image (OME-Zarr)")
     q.add_argument("--model-dir", required=True, help="LoG model folder (train-log)")
     q.add_argument("--image", required=True, help="input .ome.zarr")
     q.add_argument("--output", required=True, help="response .ome.zarr")
@@ -155,7 +156,13 @@ def run_train_log(args: argparse.Namespace) -> None:
     from fewlabel.detection.log.baseline import LogParams, train_log
 
     params = LogParams.from_dict(args.params)
-    train_log(_load_samples(args.samples_json), args.output_dir, params=params)
+    if args.sample_sheet:
+        from fewlabel.plan import Plan
+
+        samples = Plan.from_sheet(args.sample_sheet).log_items()
+    else:
+        samples = _load_samples(args.samples_json or "[]")
+    train_log(samples, args.output_dir, params=params)
 
 
 def run_predict_log(args: argparse.Namespace) -> None:

@@ -1,5 +1,5 @@
-"""Stages ``predict`` (tiled inference with a model folder), ``predict-init`` and
-``predict-finalize`` (slab fan-out: create the shared array once, publish it when all slabs
+"""Stages ``predict_volume`` (tiled inference with a model folder), ``init_prediction_slabs`` and
+``finalize_prediction`` (slab fan-out: create the shared array once, publish it when all slabs
 are done)."""
 
 from __future__ import annotations
@@ -18,15 +18,21 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict", help="tiled, Gaussian-blended inference -> OME-Zarr")
+    p = subparsers.add_parser("predict_volume",
+                              help="tiled, Gaussian-blended inference -> OME-Zarr (one job)")
     _add_inputs(p)
-    p.add_argument("--slab", type=int, default=None,
-                   help="slab job index (needs predict-init first); omit for one job")
-    p.add_argument("--n-slabs", type=int, default=1, help="number of slab jobs")
     add_common(p)
-    p.set_defaults(handler=run_predict)
+    p.set_defaults(handler=run_predict, slab=None, n_slabs=1)
 
-    q = subparsers.add_parser("predict-init",
+    s = subparsers.add_parser("predict_volume_slab",
+                              help="predict one slab into the array init_prediction_slabs made")
+    _add_inputs(s)
+    s.add_argument("--slab", type=int, required=True, help="slab job index, 0-based")
+    s.add_argument("--n-slabs", type=int, required=True, help="number of slab jobs")
+    add_common(s)
+    s.set_defaults(handler=run_predict)
+
+    q = subparsers.add_parser("init_prediction_slabs",
                               help="create the shared prediction array for slab jobs")
     _add_inputs(q)
     q.add_argument("--n-slabs", type=_n_slabs, required=True,
@@ -38,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(q)
     q.set_defaults(handler=run_predict_init)
 
-    r = subparsers.add_parser("predict-finalize",
+    r = subparsers.add_parser("finalize_prediction",
                               help="publish the prediction once every slab job has finished")
     r.add_argument("--sample", required=True)
     r.add_argument("--output", required=True)

@@ -1,4 +1,4 @@
-"""Stage ``build-report``: the self-contained HTML run report."""
+"""Stage ``build_report``: the self-contained HTML run report."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ from fewlabel.cli import add_common, json_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("build-report", help="one self-contained HTML report for the run")
+    p = subparsers.add_parser("build_report", help="one self-contained HTML report for the run")
     p.add_argument("--output", required=True, help="report .html")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--inputs-json", type=json_arg, default=None,
                         help="JSON object of ReportInputs fields (paths as strings)")
     source.add_argument("--inputs-file", default=None,
                         help="path to a JSON file holding the same object")
+    source.add_argument("--sample-sheet", default=None,
+                        help="the run's sample sheet: what to show follows from it and --config "
+                             "(fewlabel.plan.Plan.report_inputs)")
+    p.add_argument("--config", default=None,
+                   help="the run's config snapshot (results/config.yaml), with --sample-sheet")
     p.add_argument("--max-px", type=int, default=1024,
                    help="largest side in pixels of a projected or sliced image")
     add_common(p)
@@ -28,7 +33,14 @@ def run_build_report(args: argparse.Namespace) -> None:
     from fewlabel.errors import ConfigError
     from fewlabel.report import ReportInputs, build_report
 
-    if args.inputs_file is not None:
+    if args.sample_sheet is not None:
+        from fewlabel.plan import Plan
+
+        if not args.config:
+            raise ConfigError("--sample-sheet needs --config (the run's config snapshot).",
+                              fix="pass --config results/config.yaml.")
+        values = Plan.from_files(args.sample_sheet, args.config).report_inputs()
+    elif args.inputs_file is not None:
         path = Path(args.inputs_file)
         try:
             values = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""Stage ``segment-roi``: ROI mask + class-prior estimate for one sample (Vedrenne et al. §2.2)."""
+"""Stage ``segment_roi``: ROI mask + class-prior estimate for one sample (Vedrenne et al. §2.2)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fewlabel.cli import add_common, json_arg
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "segment-roi",
+        "segment_roi",
         help="ROI mask (smoothing + clipping/CLAHE + 2-Gaussian mixture + erosion/dilation) "
              "and the PU class prior π")
     p.add_argument("--sample", required=True)

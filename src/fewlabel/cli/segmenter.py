@@ -1,20 +1,21 @@
-"""Stages ``train-segmenter`` (mask + distance, ISL-initialised or from scratch) and
-``predict-segmentation`` (tiled, 2-channel output: mask probability, distance)."""
+"""Stages ``train_segmenter`` (mask + distance, ISL-initialised or from scratch) and
+``predict_segmentation`` (tiled, 2-channel output: mask probability, distance)."""
 
 from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, add_predict_params, json_arg
+from fewlabel.cli import add_common, add_predict_params, add_sample_sheet, json_arg, plan_items
 
 ITEMS_HELP = ("JSON file (or inline JSON) with a list of {sample, image, labels} items: "
               "label-free image and instance label OME-Zarr paths")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train-segmenter",
+    p = subparsers.add_parser("train_segmenter",
                               help="few-image instance segmenter (mask + distance heads)")
-    p.add_argument("--train-json", required=True, help=ITEMS_HELP)
+    p.add_argument("--train-json", default="", help=ITEMS_HELP)
+    add_sample_sheet(p, what="the train/val items (instead of --train-json/--val-json)")
     p.add_argument("--val-json", default="", help=ITEMS_HELP + " ('' = none)")
     p.add_argument("--out-dir", required=True, help="model folder to write")
     p.add_argument("--init-from", default="",
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(handler=run_train_segmenter)
 
-    q = subparsers.add_parser("predict-segmentation",
+    q = subparsers.add_parser("predict_segmentation",
                               help="mask probability + distance of one image (tiled) -> OME-Zarr")
     q.add_argument("--model-dir", required=True, help="segmenter model folder")
     q.add_argument("--image", required=True, help="label-free .ome.zarr")
@@ -44,8 +45,12 @@ def run_train_segmenter(args: argparse.Namespace) -> None:
     from fewlabel.segmentation.distance.isl import read_items
     from fewlabel.segmentation.distance.segmenter import SegmenterParams, train_segmenter
 
-    summary = train_segmenter(read_items(args.train_json, "--train-json"),
-                              read_items(args.val_json, "--val-json"), args.out_dir,
+    if args.sample_sheet:
+        train, val = plan_items(args.sample_sheet, "segmenter_items")
+    else:
+        train, val = read_items(args.train_json, "--train-json"), read_items(args.val_json,
+                                                                             "--val-json")
+    summary = train_segmenter(train, val, args.out_dir,
                               params=SegmenterParams.from_dict(args.params),
                               init_from=args.init_from or None, seed=args.seed,
                               threads=args.threads)

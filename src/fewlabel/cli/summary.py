@@ -1,18 +1,17 @@
-"""Stage ``summarize``: one table row per sample and a provenance record for the run."""
+"""Stage ``summarize_run``: one table row per sample and a provenance record for the run."""
 
 from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("summarize", help="per-sample run summary + provenance JSON")
+    p = subparsers.add_parser("summarize_run", help="per-sample run summary + provenance JSON")
     p.add_argument("--sample-sheet", required=True)
-    p.add_argument("--image-summaries", nargs="+", required=True, help="ingest JSONs")
-    p.add_argument("--roi-jsons", nargs="*", default=[], help="segment-roi JSONs")
-    p.add_argument("--config-json", type=json_arg, default={})
+    p.add_argument("--config", required=True,
+                   help="the run's config snapshot (results/config.yaml, rule record_config)")
     p.add_argument("--output", required=True, help="summary TSV")
     p.add_argument("--provenance", required=True, help="provenance JSON")
     add_common(p)
@@ -26,15 +25,17 @@ def run_summarize(args: argparse.Namespace) -> None:
 
     import pandas as pd
 
-    from fewlabel.config import load_samples
     from fewlabel.io import atomic_path
+    from fewlabel.plan import Plan
     from fewlabel.runtime import provenance, write_json
 
     log = logging.getLogger("fewlabel.summary")
-    sheet = load_samples(args.sample_sheet)
+    plan = Plan.from_files(args.sample_sheet, args.config)
+    sheet = plan.sheet
+    files = plan.summary_inputs()
     rows = []
-    rois = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in args.roi_jsons}
-    for path in args.image_summaries:
+    rois = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in files["rois"]}
+    for path in files["images"]:
         info = json.loads(Path(path).read_text())
         sample = info["sample"]
         roi = rois.get(sample, {})
@@ -54,5 +55,5 @@ def run_summarize(args: argparse.Namespace) -> None:
     with atomic_path(args.output) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     inputs = [p for p in sheet[["image", "points", "labels", "target"]].to_numpy().ravel() if p]
-    write_json(provenance(args.config_json, inputs), args.provenance)
+    write_json(provenance(dict(plan.config), inputs), args.provenance)
     log.info("run summary:\n%s", table.to_string(index=False))

@@ -1,4 +1,4 @@
-"""Stages ``make-demo`` (the demo inputs of the default workflow) and ``synth`` (one volume)."""
+"""Stages ``make_demo_data`` (the demo inputs of the default workflow) and ``synth`` (one volume)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ SHEET_COLUMNS = ("sample", "image", "channel", "voxel_size", "split", "task", "p
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("make-demo", help="write the synthetic demo volumes + manifest.json")
+    p = subparsers.add_parser("make_demo_data", help="write the synthetic demo volumes + manifest.json")
     p.add_argument("--outdir", required=True, help="folder for the demo files")
     p.add_argument("--params", type=json_arg, default=None,
                    help='JSON (config demo.params), e.g. {"spots_shape": [16, 128, 128], '

@@ -1,0 +1,257 @@
+"""What the workflow builds, from the sample sheet and the config: output path templates, which
+samples each stage uses, and the file lists of the stages that read many samples.
+
+One home for this knowledge, torch-free: the Snakefile (``workflow/rules/*.smk``) builds its DAG
+from it, and the multi-sample stages (training, aggregation, summary, report) rebuild the same
+lists from the sheet instead of receiving them on the shell line (a sheet of thousands of rows
+keeps every logged command short and readable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from fewlabel.errors import ConfigError
+
+# ---------------------------------------------------------------- output templates (workdir)
+IMAGE = "results/ingest/{sample}/image.ome.zarr"
+IMAGE_SUMMARY = "results/ingest/{sample}/image.json"
+LABELS = "results/ingest/{sample}/labels.ome.zarr"
+TARGET = "results/ingest/{sample}/target.ome.zarr"
+POINTS = "results/ingest/{sample}/points.csv"
+ROI_MASK = "results/roi/{sample}/roi.ome.zarr"
+ROI_JSON = "results/roi/{sample}/roi.json"
+CONFIG_SNAPSHOT = "results/config.yaml"
+RUN_SUMMARY = "results/summary.tsv"
+PROVENANCE = "results/provenance.json"
+REPORT = "results/report/report.html"
+# detection (DM-DetNet3D or the LoG baseline)
+DENSITY_TARGET = "results/labels/{sample}/density.ome.zarr"
+DENSITY_WEIGHT = "results/labels/{sample}/weight.ome.zarr"
+DETECTOR = "results/models/detector"
+DETECTION_MAP = "results/predict/{sample}/detection.ome.zarr"
+DETECTION_SLAB_PLAN = "results/predict/{sample}/slab_plan.json"
+DETECTION_SLAB_MARKER = (
+    "results/predict/{sample}/detection.ome.zarr.slabs/slab-{slab}-of-{n_slabs}.json"
+)
+DETECTIONS = "results/points/{sample}/points.csv"
+DETECTION_METRICS = "results/evaluate/{sample}/detection.tsv"
+DETECTION_MATCHES = "results/evaluate/{sample}/detection_matches.csv"
+DETECTION_SUMMARY = "results/evaluate/detection_summary.tsv"
+# segmentation (ISL pretraining + mask/distance fine-tuning + h-maxima watershed)
+ISL_MODEL = "results/models/isl"
+SEGMENTER = "results/models/segmenter"
+FLUORESCENCE = "results/predict/{sample}/fluorescence.ome.zarr"
+SEGMENTATION_MAP = "results/predict/{sample}/segmentation.ome.zarr"
+INSTANCES = "results/instances/{sample}/labels.ome.zarr"
+SEGMENTATION_METRICS = "results/evaluate/{sample}/segmentation.tsv"
+SEGMENTATION_SUMMARY = "results/evaluate/segmentation_summary.tsv"
+
+
+def expand(template: str, samples: Iterable[str]) -> list[str]:
+    """``template`` filled in for each sample."""
+    return [template.format(sample=s) for s in samples]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The validated sample sheet (indexed by sample id) and the config (defaults filled)."""
+
+    sheet: pd.DataFrame
+    config: Mapping[str, Any]
+
+    @classmethod
+    def from_sheet(cls, sheet: str | Path) -> Plan:
+        """For stages that only select samples (no config-dependent choices)."""
+        from fewlabel.config import load_samples
+
+        return cls(load_samples(sheet), {})
+
+    @classmethod
+    def from_files(cls, sheet: str | Path, config: str | Path) -> Plan:
+        """For stages: re-read the sheet and the run's config snapshot (``CONFIG_SNAPSHOT``)."""
+        from fewlabel.config import load_samples
+
+        config_path = Path(config)
+        if not config_path.is_file():
+            raise ConfigError("config snapshot not found.", path=config_path,
+                              fix="run the workflow (rule record_config writes it).")
+        settings = yaml.safe_load(config_path.read_text())
+        return cls(load_samples(sheet), settings)
+
+    # ------------------------------------------------------------------ sample selection
+    def samples_where(self, split: str | Iterable[str] | None = None, task: str | None = None,
+                      has: str | None = None) -> list[str]:
+        """Sample ids filtered by split(s), task (``both`` matches either) and a non-empty
+        column, in sheet order."""
+        rows = self.sheet
+        if split is not None:
+            rows = rows[rows["split"].isin([split] if isinstance(split, str) else list(split))]
+        if task is not None:
+            rows = rows[rows["task"].isin([task, "both"])]
+        if has is not None:
+            rows = rows[rows[has] != ""]
+        return list(rows["sample"])
+
+    def has(self, sample: str, column: str) -> bool:
+        return bool(self.sheet.loc[sample, column])
+
+    # detection
+    def detection_fit_samples(self, split: str | Iterable[str] = ("train", "val")) -> list[str]:
+        """Annotated detection samples used for fitting (train/val with points)."""
+        return self.samples_where(split=split, task="detect", has="points")
+
+    def detection_predict_samples(self) -> list[str]:
+        return self.samples_where(split=["test", "predict"], task="detect")
+
+    def detection_eval_samples(self) -> list[str]:
+        return self.samples_where(split="test", task="detect", has="points")
+
+    def detection_enabled(self) -> bool:
+        return bool(self.config["detection"]["enabled"] and self.detection_fit_samples("train"))
+
+    def detector_items(self, split: str) -> list[dict[str, str]]:
+        """Training/validation items of ``train_detector``."""
+        return [{"sample": s, "image": IMAGE.format(sample=s),
+                 "target": DENSITY_TARGET.format(sample=s),
+                 "weight": DENSITY_WEIGHT.format(sample=s), "points": POINTS.format(sample=s)}
+                for s in self.detection_fit_samples(split)]
+
+    def log_items(self) -> list[dict[str, str]]:
+        """Fitting items of ``fit_log_threshold`` (train and val)."""
+        return [{"sample": s, "image": IMAGE.format(sample=s), "points": POINTS.format(sample=s)}
+                for s in self.detection_fit_samples()]
+
+    # segmentation
+    def isl_samples(self, splits: str | Iterable[str]) -> list[str]:
+        """Segmentation samples with a paired fluorescence target."""
+        return self.samples_where(split=splits, task="segment", has="target")
+
+    def segmentation_fit_samples(self, split: str | Iterable[str] = ("train", "val")
+                                 ) -> list[str]:
+        return self.samples_where(split=split, task="segment", has="labels")
+
+    def segmentation_predict_samples(self) -> list[str]:
+        return self.samples_where(split=["test", "predict"], task="segment")
+
+    def segmentation_eval_samples(self) -> list[str]:
+        return self.samples_where(split="test", task="segment", has="labels")
+
+    def use_isl(self) -> bool:
+        """Pretrain with in silico labelling when enabled and paired training data exist."""
+        return bool(self.config["segmentation"]["pretrain_isl"] and self.isl_samples("train"))
+
+    def segmentation_enabled(self) -> bool:
+        return bool(self.config["segmentation"]["enabled"]
+                    and self.segmentation_fit_samples("train"))
+
+    def isl_items(self, split: str) -> list[dict[str, str]]:
+        return [{"sample": s, "image": IMAGE.format(sample=s), "target": TARGET.format(sample=s)}
+                for s in self.isl_samples(split)]
+
+    def segmenter_items(self, split: str) -> list[dict[str, str]]:
+        return [{"sample": s, "image": IMAGE.format(sample=s), "labels": LABELS.format(sample=s)}
+                for s in self.segmentation_fit_samples(split)]
+
+    def has_fluorescence_eval(self, sample: str) -> bool:
+        """Whether a segmentation sample's ISL prediction is scored against its target."""
+        return self.use_isl() and self.has(sample, "target")
+
+    # ------------------------------------------------------------------ run-level files
+    def roi_enabled(self) -> bool:
+        return bool(self.config["roi"]["enabled"])
+
+    def summary_inputs(self) -> dict[str, list[str]]:
+        """Per-sample files read by ``summarize_run``."""
+        samples = list(self.sheet.index)
+        return {"images": expand(IMAGE_SUMMARY, samples),
+                "rois": expand(ROI_JSON, samples) if self.roi_enabled() else []}
+
+    def final_outputs(self) -> list[str]:
+        """Everything ``snakemake`` builds by default."""
+        samples = list(self.sheet.index)
+        outputs = expand(IMAGE, samples)
+        if self.roi_enabled():
+            outputs += expand(ROI_JSON, samples)
+        for column, template in (("points", POINTS), ("labels", LABELS), ("target", TARGET)):
+            outputs += expand(template, self.samples_where(has=column))
+        outputs += [RUN_SUMMARY, PROVENANCE]
+        if self.detection_enabled():
+            outputs += expand(DETECTIONS, self.detection_predict_samples())
+            if self.detection_eval_samples():
+                outputs.append(DETECTION_SUMMARY)
+        if self.segmentation_enabled():
+            outputs += expand(INSTANCES, self.segmentation_predict_samples())
+            if self.segmentation_eval_samples():
+                outputs.append(SEGMENTATION_SUMMARY)
+        outputs.append(REPORT)
+        return outputs
+
+    def report_inputs(self) -> dict[str, Any]:
+        """What the report shows (the fields of ``fewlabel.report.ReportInputs``; paths
+        relative to the workdir). ``report_files`` lists the files among them."""
+        samples = list(self.sheet.index)
+        inputs: dict[str, Any] = {
+            "title": self.config["report"]["title"],
+            "config": dict(self.config),
+            "sample_sheet": self.config["samples"],
+            "summary_tsv": RUN_SUMMARY,
+            "provenance_json": PROVENANCE,
+            "images": {s: IMAGE.format(sample=s) for s in samples},
+        }
+        if self.roi_enabled():
+            inputs["roi_jsons"] = expand(ROI_JSON, samples)
+            inputs["roi_masks"] = {s: ROI_MASK.format(sample=s) for s in samples}
+        if self.detection_enabled():
+            evaluated = set(self.detection_eval_samples())
+            inputs["detection_samples"] = [
+                {"sample": s, "image": IMAGE.format(sample=s),
+                 "gt": POINTS.format(sample=s) if s in evaluated else None,
+                 "pred": DETECTIONS.format(sample=s),
+                 "matches": DETECTION_MATCHES.format(sample=s) if s in evaluated else None}
+                for s in self.detection_predict_samples()]
+            inputs["detection_model_dir"] = DETECTOR
+            if evaluated:
+                inputs["detection_summary_tsv"] = DETECTION_SUMMARY
+        if self.segmentation_enabled():
+            inputs["segmenter_model_dir"] = SEGMENTER
+            if self.use_isl():
+                inputs["isl_model_dir"] = ISL_MODEL
+            evaluated = set(self.segmentation_eval_samples())
+            if evaluated:
+                inputs["segmentation_summary_tsv"] = SEGMENTATION_SUMMARY
+            inputs["segmentation_samples"] = [
+                {"sample": s, "image": IMAGE.format(sample=s),
+                 "gt_labels": LABELS.format(sample=s) if s in evaluated else None,
+                 "pred_labels": INSTANCES.format(sample=s),
+                 "target": TARGET.format(sample=s) if self.has(s, "target") else None,
+                 "pred_fluorescence": (FLUORESCENCE.format(sample=s)
+                                       if self.has_fluorescence_eval(s) else None),
+                 "metrics_tsv": (SEGMENTATION_METRICS.format(sample=s)
+                                 if s in evaluated else None)}
+                for s in self.segmentation_predict_samples()]
+        return inputs
+
+    def report_files(self) -> list[str]:
+        """Every file the report reads (so the report reruns when any of them changes)."""
+        files: list[str] = []
+
+        def collect(value: Any) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if key not in ("config", "title", "sample"):
+                        collect(item)
+            elif isinstance(value, list):
+                for item in value:
+                    collect(item)
+            elif isinstance(value, str):
+                files.append(value)
+
+        collect(self.report_inputs())
+        return sorted(set(files))
