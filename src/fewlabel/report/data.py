@@ -953,7 +953,7 @@ def render_report(inputs: ReportInputs, *, max_px: int = MAX_PX) -> str:
         "provenance": _provenance_section(provenance),
     }
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent.parent / "templates")),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.get_template("report.html.j2").render(**context)
 
