@@ -145,7 +145,7 @@ def test_large_tiff_is_streamed_not_loaded(tmp_path, rng):
         return block
 
     volume.read = spy  # type: ignore[method-assign]
-    import fewlabel.io as io_module
+    import fewlabel.io.ingest as io_module
 
     real_open = io_module.open_input_volume
     io_module.open_input_volume = lambda *a, **k: volume  # type: ignore[assignment]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from fewlabel.io import write_ome_zarr
+from fewlabel.metrics import matching
 from fewlabel.metrics import segmentation as M
 
 # gt: 1 (6 vox), 2 (4 vox), 3 (2 vox);  pred: 5 (5 vox, all in gt 1), 7 (2 vox, in gt 2), 9 (2 vox)
@@ -23,7 +24,7 @@ PRED = np.array([[[5, 5, 5, 0, 0, 7],
 
 
 def test_overlap_table_and_iou_matrix():
-    ov = M.overlap(GT, PRED)
+    ov = matching.overlap(GT, PRED)
     assert ov.gt_ids.tolist() == [1, 2, 3] and ov.pred_ids.tolist() == [5, 7, 9]
     assert ov.gt_sizes.tolist() == [6, 4, 2] and ov.pred_sizes.tolist() == [5, 2, 2]
     expected = np.array([[5 / 6, 0, 0], [0, 0.5, 0], [0, 0, 0]])
@@ -34,8 +35,8 @@ def test_overlap_table_and_iou_matrix():
 
 
 def test_instance_scores_known_values():
-    ov = M.overlap(GT, PRED)
-    s = M.instance_scores(ov)
+    ov = matching.overlap(GT, PRED)
+    s = matching.instance_scores(ov)
     # t = 0.5: pairs (1,5) IoU 5/6 and (2,7) IoU 0.5 → TP 2, FP 1, FN 1
     assert (s["tp_50"], s["fp_50"], s["fn_50"]) == (2, 1, 1)
     assert s["ap_50"] == pytest.approx(2 / 4)
@@ -49,10 +50,10 @@ def test_instance_scores_known_values():
 
 
 def test_seg_and_mucov_known_values():
-    ov = M.overlap(GT, PRED)
+    ov = matching.overlap(GT, PRED)
     # gt1: pred 5 covers 5/6 > 50% → 5/6; gt2: pred 7 covers exactly 50% → 0; gt3 → 0
-    assert M.seg_score(ov) == pytest.approx((5 / 6) / 3)
-    assert M.mucov(ov) == pytest.approx((5 / 6 + 0.5 + 0) / 3)
+    assert matching.seg_score(ov) == pytest.approx((5 / 6) / 3)
+    assert matching.mucov(ov) == pytest.approx((5 / 6 + 0.5 + 0) / 3)
 
 
 def test_evaluate_segmentation_row():
@@ -89,7 +90,7 @@ def test_empty_images_conventions():
 def test_iou_half_tie_matches_one_to_one():
     gt = np.array([[[1, 1]]], np.uint8)
     pred = np.array([[[4, 5]]], np.uint8)
-    s = M.instance_scores(M.overlap(gt, pred), thresholds=(0.5,))
+    s = matching.instance_scores(matching.overlap(gt, pred), thresholds=(0.5,))
     assert (s["tp_50"], s["fp_50"], s["fn_50"]) == (1, 1, 0)
 
 
@@ -98,15 +99,15 @@ def test_hungarian_maximises_pairs_below_half():
     def inter(iou):  # sizes 10 and 10: iou = i / (20 − i)
         return 20 * iou / (1 + iou)
 
-    ov = M.Overlap(gt_ids=np.array([1, 2]), pred_ids=np.array([1, 2]),
-                   gt_sizes=np.array([10, 10]), pred_sizes=np.array([10, 10]),
-                   gt_centroids=np.zeros((2, 3)), pred_centroids=np.zeros((2, 3)),
-                   pair_gt=np.array([0, 1, 0]), pair_pred=np.array([0, 0, 1]),
-                   pair_inter=np.array([inter(0.6), inter(0.4), inter(0.4)]))
-    g, p, iou = M.match_instances(ov, 0.3)
+    ov = matching.Overlap(gt_ids=np.array([1, 2]), pred_ids=np.array([1, 2]),
+                          gt_sizes=np.array([10, 10]), pred_sizes=np.array([10, 10]),
+                          gt_centroids=np.zeros((2, 3)), pred_centroids=np.zeros((2, 3)),
+                          pair_gt=np.array([0, 1, 0]), pair_pred=np.array([0, 0, 1]),
+                          pair_inter=np.array([inter(0.6), inter(0.4), inter(0.4)]))
+    g, p, iou = matching.match_instances(ov, 0.3)
     assert g.tolist() == [0, 1] and p.tolist() == [1, 0]
     np.testing.assert_allclose(iou, [0.4, 0.4])
-    g, p, _ = M.match_instances(ov, 0.5)
+    g, p, _ = matching.match_instances(ov, 0.5)
     assert g.tolist() == [0] and p.tolist() == [0]
 
 
@@ -114,7 +115,7 @@ def test_overlap_slabs_equal_whole():
     rng = np.random.default_rng(1)
     gt = rng.integers(0, 20, (7, 12, 12)).astype(np.uint32)
     pred = rng.integers(0, 25, (7, 12, 12)).astype(np.uint32)
-    a, b = M.overlap(gt, pred, slab=100), M.overlap(gt, pred, slab=2)
+    a, b = matching.overlap(gt, pred, slab=100), matching.overlap(gt, pred, slab=2)
     np.testing.assert_allclose(a.iou_matrix(), b.iou_matrix())
     np.testing.assert_allclose(a.gt_centroids, b.gt_centroids)
     assert a.gt_sizes.tolist() == b.gt_sizes.tolist()
@@ -133,8 +134,8 @@ def test_pcc_and_jaccard():
     mask = a > 1e4
     assert M.pcc(a, b, mask, slab=4) == pytest.approx(
         np.corrcoef(a[mask], b[mask])[0, 1], abs=1e-10)
-    assert M.jaccard([[1, 1, 0]], [[0, 1, 1]]) == pytest.approx(1 / 3)
-    assert M.jaccard([[0, 0]], [[0, 0]]) == 1.0
+    assert matching.jaccard([[1, 1, 0]], [[0, 1, 1]]) == pytest.approx(1 / 3)
+    assert matching.jaccard([[0, 0]], [[0, 0]]) == 1.0
 
 
 def test_counting_errors():

@@ -17,13 +17,15 @@ from fewlabel.models.store import register_architecture, save_model
 from fewlabel.normalize import apply_range, percentile_range
 from fewlabel.inference.engine import (
     uses_instance_norm,
-    plan_slabs,
     PredictParams,
+    predict_volume,
+    predict_with_module,
+)
+from fewlabel.inference.slabs import (
+    plan_slabs,
     create_prediction_array,
     finalize_prediction,
     partial_path,
-    predict_volume,
-    predict_with_module,
     slab_blocks,
     slab_marker_path,
 )

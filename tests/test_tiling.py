@@ -9,15 +9,15 @@ import torch
 from fewlabel.blocks import block_grid
 from fewlabel.errors import ConfigError, ModelError
 from fewlabel.io import create_ome_zarr, open_ome_zarr
-from fewlabel.inference.tiling import (
+from fewlabel.inference.blending import importance_map
+from fewlabel.inference.geometry import (
     TileLayout,
     TilePlan,
     brick_shape,
-    importance_map,
-    predict_tiled,
     tile_grid,
     tile_starts,
 )
+from fewlabel.inference.tiling import predict_tiled
 
 TILE = (8, 16, 16)
 

@@ -77,11 +77,12 @@ def run_predict(args: argparse.Namespace) -> None:
 
 
 def run_predict_init(args: argparse.Namespace) -> None:
-    from fewlabel.inference.engine import PredictParams, create_prediction_array
+    from fewlabel.inference.engine import PredictParams
+    from fewlabel.inference.slabs import create_prediction_array
     from fewlabel.device import configure_torch
 
     from fewlabel.io import open_ome_zarr
-    from fewlabel.inference.engine import DEFAULT_SLAB_VOXELS
+    from fewlabel.inference.slabs import DEFAULT_SLAB_VOXELS
     from fewlabel.runtime import write_json
 
     params = PredictParams.from_dict(args.params)
@@ -100,6 +101,6 @@ def run_predict_init(args: argparse.Namespace) -> None:
 
 
 def run_predict_finalize(args: argparse.Namespace) -> None:
-    from fewlabel.inference.engine import finalize_prediction
+    from fewlabel.inference.slabs import finalize_prediction
 
     finalize_prediction(args.output, sample=args.sample)

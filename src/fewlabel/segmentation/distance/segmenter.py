@@ -475,12 +475,12 @@ def _tune_h(model: nn.Module, whole: Sequence[tuple[torch.Tensor, _Annotated]],
     Runs the instance step (h-maxima + watershed, :func:`fewlabel.segmentation.instances.split_instances`)
     on the whole validation images (``whole``: model inputs and their volumes, from
     :func:`_validation`) with the tuned ``mask_threshold`` and matches against their instance
-    labels (IoU ≥ 0.5, :func:`fewlabel.metrics.segmentation.instance_scores`), as StarDist
+    labels (IoU ≥ 0.5, :func:`fewlabel.metrics.matching.instance_scores`), as StarDist
     tunes its thresholds. Without whole images, ``h`` is ``None`` (the instance stage then
     falls back to its default).
     """
     from fewlabel.segmentation.instances import split_instances
-    from fewlabel.metrics.segmentation import instance_scores, overlap
+    from fewlabel.metrics.matching import instance_scores, overlap
 
     pairs = []
     with torch.no_grad():

@@ -1,0 +1,53 @@
+"""Reading inputs (TIFF, OME-TIFF, ImageJ hyperstacks, Zarr, OME-Zarr) and writing OME-Zarr.
+
+All volumes are exposed as ZYX (2D inputs become Z=1). Outputs are NGFF 0.5 OME-Zarr
+(zarr v3, Blosc-zstd) written to a temporary path and renamed when complete, so a crashed job
+never leaves an output that looks finished.
+
+Modules: :mod:`~fewlabel.io.atomic` (atomic outputs), :mod:`~fewlabel.io.omezarr` (OME-Zarr
+create/open/write), :mod:`~fewlabel.io.readers` (input formats as lazy ZYX views),
+:mod:`~fewlabel.io.ingest` (input → validated OME-Zarr), :mod:`~fewlabel.io.points` (points
+CSVs). The public names are re-exported here.
+"""
+
+from fewlabel.io.atomic import atomic_path
+from fewlabel.io.ingest import ingest_volume, resolve_voxel_size, slab_ranges
+from fewlabel.io.omezarr import (
+    NGFF_VERSION,
+    OmeZarrVolume,
+    VoxelSize,
+    create_ome_zarr,
+    ome_metadata,
+    open_ome_zarr,
+    write_ome_zarr,
+)
+from fewlabel.io.points import POINT_COLUMNS, read_points_csv, write_points_csv
+from fewlabel.io.readers import (
+    TIFF_SUFFIXES,
+    ZARR_SUFFIXES,
+    InputVolume,
+    open_input_volume,
+    read_image,
+)
+
+__all__ = [
+    "NGFF_VERSION",
+    "POINT_COLUMNS",
+    "TIFF_SUFFIXES",
+    "ZARR_SUFFIXES",
+    "InputVolume",
+    "OmeZarrVolume",
+    "VoxelSize",
+    "atomic_path",
+    "create_ome_zarr",
+    "ingest_volume",
+    "ome_metadata",
+    "open_input_volume",
+    "open_ome_zarr",
+    "read_image",
+    "read_points_csv",
+    "resolve_voxel_size",
+    "slab_ranges",
+    "write_ome_zarr",
+    "write_points_csv",
+]

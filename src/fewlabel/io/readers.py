@@ -1,0 +1,284 @@
+"""Input readers: TIFF, OME-TIFF, ImageJ hyperstacks, Zarr and OME-Zarr as lazy ZYX views.
+
+Every input is opened as an :class:`InputVolume` (one channel, ZYX, 2D inputs become Z=1) that
+reads blocks on demand; axis order, channel selection and voxel size come from the file's own
+metadata, and bad files fail with an :class:`~fewlabel.errors.InputDataError` naming the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+
+from fewlabel.errors import InputDataError
+from fewlabel.io.omezarr import VoxelSize, dataset_scale, read_multiscales
+
+log = logging.getLogger(__name__)
+
+ZARR_SUFFIXES = (".zarr", ".ome.zarr")
+TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
+
+
+@dataclass
+class InputVolume:
+    """A lazily readable input image seen as ZYX for one channel.
+
+    ``source`` is any array supporting numpy-style slicing in the file's own axis order
+    ``axes`` (letters from ``TCZYXS``); ``read(zyx_slices)`` returns a ZYX numpy block.
+    """
+
+    source: Any
+    axes: str
+    channel_index: int | None
+    voxel_size: VoxelSize | None
+    path: Path
+    _closer: Any = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        sizes = dict(zip(self.axes, self.source.shape, strict=True))
+        return (sizes.get("Z", 1), sizes["Y"], sizes["X"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.source.dtype)
+
+    def read(self, zyx: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+        """Read a ZYX block (all of it when ``zyx`` is None)."""
+        zyx = zyx or (slice(None), slice(None), slice(None))
+        index: list[Any] = []
+        kept: list[str] = []
+        for axis in self.axes:
+            if axis == "Z":
+                index.append(zyx[0])
+                kept.append("Z")
+            elif axis == "Y":
+                index.append(zyx[1])
+                kept.append("Y")
+            elif axis == "X":
+                index.append(zyx[2])
+                kept.append("X")
+            elif axis in "CS":
+                index.append(self.channel_index or 0)
+            else:  # T (size 1 checked at open)
+                index.append(0)
+        block = np.asarray(self.source[tuple(index)])
+        if "Z" not in kept:
+            block = block[None]
+            kept.insert(0, "Z")
+            block = block[zyx[0]]
+        return np.transpose(block, [kept.index(a) for a in "ZYX"])
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer.close()
+
+
+def _parse_channel(channel: str | int | None, names: Sequence[str], size: int, *, sample: str | None,
+                   path: Path) -> int:
+    if channel is None or (isinstance(channel, str) and channel.strip() == ""):
+        if size > 1:
+            raise InputDataError(
+                f"image has {size} channels but the sample sheet names none.", sample=sample,
+                path=path, fix=f"set the 'channel' column to an index 0..{size - 1}"
+                + (f" or a name from {list(names)}" if names else "") + ".")
+        return 0
+    text = str(channel).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < size:
+            raise InputDataError(f"channel {index} is out of range (image has {size} channels).",
+                                 sample=sample, path=path, fix=f"use an index 0..{size - 1}.")
+        return index
+    if text in names:
+        return list(names).index(text)
+    raise InputDataError(f"channel '{text}' not found; channels are {list(names) or size}.",
+                         sample=sample, path=path, fix="use a channel index or one of the names.")
+
+
+def _check_axes(axes: str, shape: Sequence[int], *, sample: str | None, path: Path) -> str:
+    axes = axes.upper()
+    unknown = [a for a in axes if a not in "TCZYXS"]
+    if "Y" not in axes or "X" not in axes or unknown:
+        if len(shape) == 2:
+            return "YX"
+        if len(shape) == 3:
+            return "ZYX"
+        raise InputDataError(
+            f"{len(shape)}D array of shape {tuple(shape)} with no axis information (axes "
+            f"'{axes}').", sample=sample, path=path,
+            fix="save it as OME-TIFF / ImageJ hyperstack / OME-Zarr with axes, or as a plain "
+                "3D ZYX stack per channel.")
+    for axis, size in zip(axes, shape, strict=True):
+        if axis == "T" and size != 1:
+            raise InputDataError(f"time series with {size} time points is not supported.",
+                                 sample=sample, path=path, fix="export one time point per sample.")
+    if "C" in axes and "S" in axes:
+        raise InputDataError("image has both a channel and an RGB sample axis.", sample=sample,
+                             path=path, fix="export a single-channel image.")
+    return axes
+
+
+def _tiff_voxel_size(tf: tifffile.TiffFile) -> VoxelSize | None:
+    try:
+        if tf.is_ome and tf.ome_metadata:
+            import xml.etree.ElementTree as ET
+
+            root = ET.fromstring(tf.ome_metadata)
+            pixels = next(el for el in root.iter() if el.tag.endswith("Pixels"))
+            sx = pixels.get("PhysicalSizeX")
+            sy = pixels.get("PhysicalSizeY")
+            if sx and sy:
+                return (float(pixels.get("PhysicalSizeZ") or 1.0), float(sy), float(sx))
+        if tf.is_imagej and tf.imagej_metadata is not None:
+            page = tf.pages[0]
+            xres = page.tags.get("XResolution")
+            yres = page.tags.get("YResolution")
+            if xres is not None and yres is not None:
+                sx = xres.value[1] / xres.value[0]
+                sy = yres.value[1] / yres.value[0]
+                sz = float(tf.imagej_metadata.get("spacing", 1.0))
+                return (sz, float(sy), float(sx))
+    except Exception:  # noqa: BLE001 - metadata is optional; the sheet can give the voxel size
+        log.warning("could not parse voxel size from %s", tf.filename)
+    return None
+
+
+def _tiff_channel_names(tf: tifffile.TiffFile) -> list[str]:
+    names: list[str] = []
+    if tf.is_ome and tf.ome_metadata:
+        import xml.etree.ElementTree as ET
+
+        with contextlib.suppress(ET.ParseError):
+            root = ET.fromstring(tf.ome_metadata)
+            names = [el.get("Name", "") for el in root.iter() if el.tag.endswith("}Channel")]
+    if tf.is_imagej and tf.imagej_metadata and "Labels" in tf.imagej_metadata:
+        labels = tf.imagej_metadata["Labels"]
+        names = list(labels) if isinstance(labels, list) else names
+    return [n for n in names if n]
+
+
+def open_input_volume(
+    path: str | Path, *, channel: str | int | None = None, sample: str | None = None
+) -> InputVolume:
+    """Open any supported input lazily as a ZYX view of one channel.
+
+    Supported: TIFF, OME-TIFF, ImageJ hyperstacks (via ``tifffile`` ``aszarr``, never loaded
+    whole), plain Zarr arrays, OME-Zarr (NGFF 0.4 / 0.5) images.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError("file does not exist.", sample=sample, path=path,
+                             fix="check the 'image' column of the sample sheet.")
+    name = path.name.lower()
+    if name.endswith(ZARR_SUFFIXES) or (path.is_dir() and (path / "zarr.json").exists()) or (
+        path.is_dir() and ((path / ".zgroup").exists() or (path / ".zarray").exists())
+    ):
+        return _open_zarr_input(path, channel=channel, sample=sample)
+    if name.endswith(TIFF_SUFFIXES):
+        return _open_tiff_input(path, channel=channel, sample=sample)
+    raise InputDataError(f"unsupported file type '{path.suffix}'.", sample=sample, path=path,
+                         fix="use .tif/.tiff/.ome.tif or a .zarr/.ome.zarr store.")
+
+
+def _open_tiff_input(path: Path, *, channel: str | int | None, sample: str | None) -> InputVolume:
+    try:
+        tf = tifffile.TiffFile(path)
+        series = tf.series[0]
+        axes = series.axes
+        shape = tuple(series.shape)
+        store = series.aszarr()
+        source = zarr.open(store, mode="r")
+        if isinstance(source, zarr.Group):  # pyramidal: take level 0
+            source = source["0"]
+    except InputDataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any tifffile failure is an unreadable input
+        raise InputDataError(f"unreadable or truncated TIFF ({type(exc).__name__}: {exc}).",
+                             sample=sample, path=path,
+                             fix="re-export the image; check the copy is complete.") from exc
+    if not (tf.is_ome or tf.is_imagej):
+        axes = _generic_tiff_axes(axes, shape)
+    axes = _check_axes(axes, shape, sample=sample, path=path)
+    channel_size = dict(zip(axes, shape, strict=True)).get("C") or dict(
+        zip(axes, shape, strict=True)).get("S") or 1
+    channel_index = _parse_channel(channel, _tiff_channel_names(tf), channel_size, sample=sample,
+                                   path=path)
+    volume = InputVolume(source=source, axes=axes, channel_index=channel_index,
+                         voxel_size=_tiff_voxel_size(tf), path=path, _closer=tf)
+    _probe_readable(volume, sample=sample)
+    return volume
+
+
+def _generic_tiff_axes(axes: str, shape: Sequence[int]) -> str:
+    """Plain TIFFs: 2D → YX, 3D → ZYX unless RGB(A) samples last; 4D+ stays unknown."""
+    if len(shape) == 2:
+        return "YX"
+    if len(shape) == 3:
+        return "YXS" if axes.endswith("S") and shape[-1] in (3, 4) else "ZYX"
+    return "Q" * len(shape)
+
+
+def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | None) -> InputVolume:
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # noqa: BLE001
+        raise InputDataError(f"unreadable Zarr store ({exc}).", sample=sample, path=path) from exc
+    voxel: VoxelSize | None = None
+    names: list[str] = []
+    if isinstance(node, zarr.Group):
+        attrs = dict(node.attrs)
+        multiscales = read_multiscales(attrs)
+        if not multiscales:
+            raise InputDataError("Zarr group without OME 'multiscales' metadata.", sample=sample,
+                                 path=path, fix="point the sheet at the array inside the group.")
+        ms = multiscales[0]
+        dataset = ms["datasets"][0]
+        array = node[dataset["path"]]
+        axes = "".join(a["name"] if isinstance(a, str) else a["name"] for a in ms.get("axes", []))
+        axes = axes.upper() if axes else "Q" * array.ndim
+        scale = dataset_scale(dataset)
+        if scale:
+            spatial = [s for a, s in zip(axes, scale, strict=False) if a in "ZYX"]
+            voxel = tuple(float(v) for v in ([1.0] * (3 - len(spatial)) + spatial))  # type: ignore[assignment]
+        omero = attrs.get("omero") or attrs.get("ome", {}).get("omero") or {}
+        names = [c.get("label", "") for c in omero.get("channels", [])]
+    else:
+        array = node
+        dims = getattr(array.metadata, "dimension_names", None)
+        axes = "".join(d.upper() for d in dims) if dims and all(dims) else "Q" * array.ndim
+    shape = tuple(array.shape)
+    axes = _check_axes(axes, shape, sample=sample, path=path)
+    channel_size = dict(zip(axes, shape, strict=True)).get("C", 1)
+    channel_index = _parse_channel(channel, [n for n in names if n], channel_size, sample=sample,
+                                   path=path)
+    return InputVolume(source=array, axes=axes, channel_index=channel_index, voxel_size=voxel,
+                       path=path)
+
+
+def _probe_readable(volume: InputVolume, *, sample: str | None) -> None:
+    """Read the last plane so truncated files fail now, not halfway through a write."""
+    z = volume.shape[0]
+    try:
+        volume.read((slice(z - 1, z), slice(None), slice(None)))
+    except Exception as exc:  # noqa: BLE001
+        raise InputDataError(f"unreadable or truncated image data ({type(exc).__name__}: {exc}).",
+                             sample=sample, path=volume.path,
+                             fix="re-export the image; check the copy is complete.") from exc
+
+
+def read_image(path: str | Path, *, sample: str | None = None) -> np.ndarray:
+    """Read a whole small image (any supported format) as a ZYX numpy array."""
+    volume = open_input_volume(path, sample=sample)
+    try:
+        return volume.read()
+    finally:
+        volume.close()
