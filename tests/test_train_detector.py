@@ -118,8 +118,13 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     assert {"train_loss", "val_loss"} <= set(curve.columns)
     thresholds = json.loads((folder / "thresholds.json").read_text())
     assert thresholds["detection_threshold"] in (0.1, 0.3, 0.5)
-    assert 0.0 <= thresholds["val_f1"] <= 1.0
     assert [r["threshold"] for r in thresholds["f1_curve"]] == [0.1, 0.3, 0.5]
+    # the chosen threshold is the one with the best validation F1 on the curve it reports
+    best = max(thresholds["f1_curve"], key=lambda r: r["f1"])
+    assert thresholds["val_f1"] == best["f1"]
+    chosen = next(r for r in thresholds["f1_curve"]
+                  if r["threshold"] == thresholds["detection_threshold"])
+    assert chosen["f1"] == thresholds["val_f1"]
     assert summary["val_f1"] == thresholds["val_f1"]
     loaded = load_model(folder, expect="dmdetnet3d")
     assert loaded.normalization["percentiles"] == [1.0, 99.8]
