@@ -133,7 +133,7 @@ def test_cli_predict_init_auto_writes_the_plan(image, model_dir, tmp_path):
     written = json.loads(plan.read_text())
     assert written["n_slabs"] == 4 and written["requested"] == "auto"
     for slab in range(4):
-        assert main(["predict_volume", "--sample", "s1", "--model-dir", str(folder), "--image",
+        assert main(["predict_volume_slab", "--sample", "s1", "--model-dir", str(folder), "--image",
                      str(path), "--output", str(out), "--slab", str(slab), "--n-slabs", "4",
                      "--params", params]) == 0
     assert main(["finalize_prediction", "--sample", "s1", "--output", str(out)]) == 0
@@ -318,6 +318,6 @@ def test_errors_are_fewlabel_errors(image, tmp_path):
     with pytest.raises(FewlabelError, match="model folder not found"):
         predict_volume(tmp_path / "missing", path, tmp_path / "x.ome.zarr", params=PARAMS,
                        sample="s1", device="cpu")
-    with pytest.raises(InputDataError, match="predict-init"):
+    with pytest.raises(InputDataError, match="init_prediction_slabs"):
         predict_with_module(TinyConv(), path, tmp_path / "x.ome.zarr", params=PARAMS,
                             sample="s1", normalization={}, device="cpu", slab=0, n_slabs=2)

@@ -306,3 +306,19 @@ def test_snakemake_report_builds(finished_run):
     target = finished_run / "snakemake_report.zip"
     snakemake(finished_run, "--report", str(target))
     assert target.exists() and target.stat().st_size > 10_000
+
+
+def test_forcerun_in_slab_mode_names_the_recovery_and_recovers(finished_run):
+    """`--forcerun finalize_prediction` cannot republish a deleted array: it says how to
+    recover; `--forcerun init_prediction_slabs` recomputes the slabs and publishes again.
+    (Runs last: it rewrites the finished run's prediction.)"""
+    target = "results/points/spots_test/points.csv"
+    failed = snakemake(finished_run, "--cores", "2", "--forcerun", "finalize_prediction",
+                       target, check=False)
+    assert failed.returncode != 0
+    log = (finished_run / "logs" / "finalize_prediction" / "spots_test.log").read_text()
+    assert "--forcerun init_prediction_slabs" in log
+    snakemake(finished_run, "--cores", "2", "--forcerun", "init_prediction_slabs", target)
+    density = open_ome_zarr(finished_run / "results" / "predict" / "spots_test" /
+                            "detection.ome.zarr")
+    assert density.attrs["fewlabel"]["complete"] is True

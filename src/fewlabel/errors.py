@@ -45,3 +45,7 @@ class ConfigError(FewlabelError):
 
 class ModelError(FewlabelError):
     """A model folder is missing, incomplete or incompatible."""
+
+
+class OutputError(FewlabelError):
+    """An output cannot be written (disk full, permissions)."""

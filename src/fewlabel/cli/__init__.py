@@ -88,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except FewlabelError as exc:
+        if exc.sample is None and getattr(args, "sample", None):
+            exc = type(exc)(exc.problem, sample=args.sample, path=exc.path, fix=exc.fix)
         log.error("%s", exc)
         print(f"fewlabel {args.stage}: error: {exc}", file=sys.stderr)
         return 2

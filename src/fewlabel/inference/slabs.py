@@ -169,23 +169,23 @@ def _predict_slab(module: Any, source: Any, output_path: str | Path, *, params: 
     if not partial.exists():
         raise InputDataError("the prediction array for slab jobs does not exist.",
                              sample=sample, path=partial,
-                             fix="run 'fewlabel predict-init' (create_prediction_array) first.")
+                             fix="run 'fewlabel init_prediction_slabs' (create_prediction_array) first.")
     out = open_ome_zarr(partial, sample=sample, mode="r+")
     attrs = dict(out.attrs.get("fewlabel", {}))
     if attrs.get("n_slabs") != n_slabs:
         raise ConfigError(f"the prediction array was created for {attrs.get('n_slabs')} slabs, "
                           f"this job says n_slabs={n_slabs}.", sample=sample, path=partial,
-                          fix="use the same n_slabs for predict-init and every slab job.")
+                          fix="use the same n_slabs for init_prediction_slabs and every slab job.")
     if attrs.get("params") != params.to_dict():
         raise ConfigError(f"predict parameters {params.to_dict()} differ from those the "
                           f"prediction array was created with {attrs.get('params')}.",
                           sample=sample, path=partial,
-                          fix="rerun predict-init with the current parameters.")
+                          fix="rerun init_prediction_slabs with the current parameters.")
     target = out.array
     if tuple(target.shape[-3:]) != tuple(source.shape[-3:]):
         raise InputDataError(f"the prediction array shape {target.shape} does not match the "
                              f"image {source.shape}.", sample=sample, path=partial,
-                             fix="rerun predict-init for this image.")
+                             fix="rerun init_prediction_slabs for this image.")
     block_shape = tuple(int(c) for c in target.chunks[-3:])
     blocks = slab_blocks(tuple(source.shape[-3:]), block_shape, slab, n_slabs)
     value_range = attrs.get("intensity_range")
@@ -215,8 +215,12 @@ def finalize_prediction(output_path: str | Path, *, sample: str | None = None) -
     output_path = Path(output_path)
     partial = partial_path(output_path)
     if not partial.exists():
-        raise InputDataError("no prediction array to finalize.", sample=sample, path=partial,
-                             fix="run predict-init and the slab jobs first.")
+        raise InputDataError(
+            "no prediction array to finalize: the slab jobs have not run, or Snakemake deleted "
+            f"the published '{output_path.name}' before rerunning this job (--forcerun "
+            "finalize_prediction).", sample=sample, path=partial,
+            fix="recompute the slabs: snakemake --forcerun init_prediction_slabs (or run "
+                "init_prediction_slabs and every predict_volume_slab job first).")
     attrs = dict(open_ome_zarr(partial, sample=sample).attrs.get("fewlabel", {}))
     n_slabs = int(attrs["n_slabs"])
     missing = []
@@ -232,7 +236,7 @@ def finalize_prediction(output_path: str | Path, *, sample: str | None = None) -
     if missing:
         raise InputDataError(f"slab job(s) {missing} of {n_slabs} have not finished for this "
                              "prediction array.", sample=sample, path=partial,
-                             fix="rerun the missing slab jobs ('fewlabel predict --slab i').")
+                             fix="rerun the missing slab jobs (predict_volume_slab --slab i).")
     _set_attrs(partial, complete=True)
     with atomic_path(output_path) as tmp:
         os.replace(partial, tmp)
