@@ -241,7 +241,7 @@ rule aggregate_detection:
     output:
         report(
             DETECTION_SUMMARY,
-            caption="../report/detection_summary.rst",
+            caption="../../resources/report/detection_summary.rst",
             category="Detection",
         ),
     params:

@@ -8,7 +8,7 @@ rule build_report:
         report_files,
         config=CONFIG_SNAPSHOT,
     output:
-        report(REPORT, caption="../report/report.rst", category="Report"),
+        report(REPORT, caption="../../resources/report/report.rst", category="Report"),
     params:
         sheet=config["samples"],
     log:

@@ -111,7 +111,7 @@ rule split_instances:
     output:
         report(
             directory(INSTANCES),
-            caption="../report/instances.rst",
+            caption="../../resources/report/instances.rst",
             category="Segmentation",
             patterns=["zarr.json"],
         ),
@@ -157,7 +157,7 @@ rule aggregate_segmentation:
     output:
         report(
             SEGMENTATION_SUMMARY,
-            caption="../report/segmentation_summary.rst",
+            caption="../../resources/report/segmentation_summary.rst",
             category="Segmentation",
         ),
     params:
