@@ -1,0 +1,100 @@
+"""Bad inputs found by the reliability review: each is lossless, bounded or refused clearly.
+
+64-bit label ids, huge or truncated TIFFs, multiscale OME-Zarr level order, duplicate points,
+provenance checksums of many files, labels/target of another shape than the image.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from fewlabel.errors import InputDataError
+from fewlabel.io import ingest_volume, open_ome_zarr, write_ome_zarr
+
+CHUNKS = (2, 8, 8)
+
+
+def ingest(src: Path, dst: Path, **kwargs) -> dict:
+    kwargs.setdefault("voxel_size", (1.0, 1.0, 1.0))
+    return ingest_volume(src, dst, sample="s1", chunks=CHUNKS, **kwargs)
+
+
+# ------------------------------------------------------------------ 1. 64-bit label ids
+def test_uint64_label_ids_beyond_uint32_are_relabelled_losslessly(tmp_path, caplog):
+    labels = np.zeros((3, 12, 10), np.uint64)
+    labels[0, :4, :4] = 2**32          # a plain cast would make this background (0)
+    labels[1, 5:9, 2:6] = 2**32 + 5    # ... and this id 5
+    labels[2, 1:3, 7:9] = 7
+    labels[2, 8:10, 0:2] = 5           # must stay distinct from 2**32 + 5
+    tifffile.imwrite(tmp_path / "l.tif", labels, photometric="minisblack")
+    with caplog.at_level(logging.WARNING, logger="fewlabel.io.ingest"):
+        summary = ingest(tmp_path / "l.tif", tmp_path / "l.ome.zarr", kind="labels",
+                         max_block_bytes=1)  # many bands: the id set must span all of them
+    out = open_ome_zarr(tmp_path / "l.ome.zarr").array[:]
+    assert out.dtype == np.uint32
+    # lossless: a one-to-one map of ids, background kept, order of ids kept
+    pairs = {(int(a), int(b)) for a, b in zip(labels.ravel(), out.ravel(), strict=True)}
+    assert pairs == {(0, 0), (5, 1), (7, 2), (2**32, 3), (2**32 + 5, 4)}
+    assert summary["relabelled"]["objects"] == 4
+    assert summary["relabelled"]["source_id_max"] == 2**32 + 5
+    message = caplog.text
+    assert "s1" in message and "l.tif" in message and "relabelled 4 objects" in message
+
+
+def test_uint64_label_ids_that_fit_are_copied_unchanged(tmp_path):
+    labels = np.zeros((2, 8, 8), np.uint64)
+    labels[0, 1:3, 1:3] = 2**32 - 1
+    labels[1, 4:6, 4:6] = 9
+    tifffile.imwrite(tmp_path / "l.tif", labels, photometric="minisblack")
+    summary = ingest(tmp_path / "l.tif", tmp_path / "l.ome.zarr", kind="labels")
+    out = open_ome_zarr(tmp_path / "l.ome.zarr").array[:]
+    np.testing.assert_array_equal(out, labels.astype(np.uint32))
+    assert "relabelled" not in summary
+
+
+def test_int64_negative_label_id_is_an_error(tmp_path):
+    labels = np.zeros((2, 8, 8), np.int64)
+    labels[1, 2, 3] = -1
+    labels[0, 1, 1] = 3
+    tifffile.imwrite(tmp_path / "neg.tif", labels)
+    with pytest.raises(InputDataError, match=r"sample 's1'.*neg\.tif.*negative label ids "
+                                             r"\(ids range -1\.\.3\).*Fix:"):
+        ingest(tmp_path / "neg.tif", tmp_path / "l.ome.zarr", kind="labels")
+    assert not (tmp_path / "l.ome.zarr").exists()
+
+
+def test_int32_negative_label_id_names_the_value(tmp_path):
+    labels = np.zeros((2, 8, 8), np.int32)
+    labels[1, 2, 3] = -4
+    tifffile.imwrite(tmp_path / "neg.tif", labels)
+    with pytest.raises(InputDataError, match=r"neg\.tif.*negative label ids \(lowest -4"):
+        ingest(tmp_path / "neg.tif", tmp_path / "l.ome.zarr", kind="labels")
+
+
+# ------------------------------------------------------------------ 6. labels/target shape
+@pytest.mark.parametrize("kind", ["labels", "target"])
+def test_labels_or_target_of_another_shape_fail_at_ingest(tmp_path, kind):
+    write_ome_zarr(tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1),
+                   chunks=CHUNKS)
+    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 15), np.uint16))
+    with pytest.raises(InputDataError) as info:
+        ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", kind=kind,
+               reference=tmp_path / "image.ome.zarr")
+    message = str(info.value)
+    assert "sample 's1'" in message and "gt.tif" in message and "image.ome.zarr" in message
+    assert "(4, 16, 15)" in message and "(4, 16, 16)" in message and "Fix:" in message
+    assert not (tmp_path / "gt.ome.zarr").exists()
+
+
+def test_labels_of_the_image_shape_pass_the_reference_check(tmp_path):
+    write_ome_zarr(tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1),
+                   chunks=CHUNKS)
+    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 16), np.uint16))
+    summary = ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", kind="labels",
+                     reference=tmp_path / "image.ome.zarr")
+    assert summary["shape"] == [4, 16, 16]
