@@ -7,6 +7,7 @@ provenance checksums of many files, labels/target of another shape than the imag
 from __future__ import annotations
 
 import logging
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import tifffile
 
 from fewlabel.errors import InputDataError
-from fewlabel.io import ingest_volume, open_ome_zarr, write_ome_zarr
+from fewlabel.io import ingest_volume, open_input_volume, open_ome_zarr, write_ome_zarr
 
 CHUNKS = (2, 8, 8)
 
@@ -76,12 +77,68 @@ def test_int32_negative_label_id_names_the_value(tmp_path):
         ingest(tmp_path / "neg.tif", tmp_path / "l.ome.zarr", kind="labels")
 
 
+# ------------------------------------------------------------------ 2. bounded open probe
+@pytest.mark.parametrize("options", [{}, {"compression": "zlib"}, {"tile": (32, 32)}],
+                         ids=["uncompressed", "zlib", "tiled"])
+def test_tiff_whose_last_plane_is_cut_fails_at_open(tmp_path, rng, options):
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, rng.integers(0, 4000, (3, 64, 64), dtype=np.uint16),
+                     photometric="minisblack", **options)
+    with tifffile.TiffFile(path) as tf:  # cut inside the last plane's data
+        last = tf.series[0].pages[-1]
+        end = max(o + n for o, n in zip(last.dataoffsets, last.databytecounts, strict=True))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: end - 10])
+    with pytest.raises(InputDataError, match=r"sample 's1'.*cut\.tif.*truncated.*Fix:"):
+        open_input_volume(path, sample="s1")
+
+
+def test_opening_a_large_tiff_does_not_read_its_plane(tmp_path):
+    path = tmp_path / "large.tif"
+    plane = np.zeros((1, 4000, 4000), np.uint16)  # 32 MB in one strip
+    plane[0, -1, -1] = 7
+    tifffile.imwrite(path, plane)
+    del plane
+    tracemalloc.start()
+    try:
+        volume = open_input_volume(path, sample="s1")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    try:
+        assert volume.shape == (1, 4000, 4000)
+        assert volume.read((slice(0, 1), slice(3999, 4000), slice(3990, 4000)))[0, 0, -1] == 7
+    finally:
+        volume.close()
+    assert peak < 4 * 2**20, f"open allocated {peak / 2**20:.1f} MiB for a 32 MB plane"
+
+
+def test_header_claiming_a_huge_plane_fails_without_allocating_it(tmp_path):
+    path = tmp_path / "liar.tif"
+    tifffile.imwrite(path, np.ones((1, 100, 100), np.uint8))
+    with tifffile.TiffFile(path, mode="r+b") as tf:  # 100000 x 100000 = 9.3 GiB claimed
+        tags = tf.pages[0].tags
+        for name in ("ImageWidth", "ImageLength", "RowsPerStrip"):
+            tags[name].overwrite(100000)
+        tags["StripByteCounts"].overwrite(4_000_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputDataError, match=r"liar\.tif.*\(1, 100000, 100000\).*only "
+                                                 r"\d+ bytes"):
+            open_input_volume(path, sample="s1")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+
+
 # ------------------------------------------------------------------ 6. labels/target shape
 @pytest.mark.parametrize("kind", ["labels", "target"])
 def test_labels_or_target_of_another_shape_fail_at_ingest(tmp_path, kind):
     write_ome_zarr(tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1),
                    chunks=CHUNKS)
-    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 15), np.uint16))
+    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 15), np.uint16),
+                     photometric="minisblack")
     with pytest.raises(InputDataError) as info:
         ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", kind=kind,
                reference=tmp_path / "image.ome.zarr")
@@ -94,7 +151,8 @@ def test_labels_or_target_of_another_shape_fail_at_ingest(tmp_path, kind):
 def test_labels_of_the_image_shape_pass_the_reference_check(tmp_path):
     write_ome_zarr(tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1),
                    chunks=CHUNKS)
-    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 16), np.uint16))
+    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 16), np.uint16),
+                     photometric="minisblack")
     summary = ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", kind="labels",
                      reference=tmp_path / "image.ome.zarr")
     assert summary["shape"] == [4, 16, 16]
