@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
 from fewlabel.errors import InputDataError
 from fewlabel.io import ingest_volume, open_input_volume, open_ome_zarr, write_ome_zarr
@@ -130,6 +131,46 @@ def test_header_claiming_a_huge_plane_fails_without_allocating_it(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 4 * 2**20
+
+
+# ------------------------------------------------------------------ 3. multiscale level order
+def write_pyramid(path: Path, full: np.ndarray, order: list[int], scales: list[float]) -> None:
+    """An NGFF 0.5 image with levels 0 (full), 1 (/2), 2 (/4), listed in ``order``."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    datasets = []
+    for level in order:
+        data = full[:, :: 2**level, :: 2**level]
+        group.create_array(str(level), data=data, chunks=(2, 8, 8))
+        datasets.append({"path": str(level), "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, scales[level], scales[level]]}]})
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": a, "type": "space"} for a in "zyx"], "datasets": datasets}]}
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0], [1, 2, 0]],
+                         ids=["high-to-low", "low-to-high", "mixed"])
+def test_multiscale_input_gives_the_full_resolution_level_in_any_order(tmp_path, rng, order):
+    full = rng.integers(1, 1000, (3, 32, 32), dtype=np.uint16)
+    write_pyramid(tmp_path / "p.ome.zarr", full, order, scales=[0.5, 1.0, 2.0])
+    volume = open_input_volume(tmp_path / "p.ome.zarr", sample="s1")
+    try:
+        assert volume.shape == (3, 32, 32)
+        assert volume.voxel_size == (1.0, 0.5, 0.5)
+    finally:
+        volume.close()
+    ingest(tmp_path / "p.ome.zarr", tmp_path / "out.ome.zarr", voxel_size=None)
+    np.testing.assert_array_equal(open_ome_zarr(tmp_path / "out.ome.zarr").array[:], full)
+    opened = open_ome_zarr(tmp_path / "p.ome.zarr")
+    assert opened.shape == (3, 32, 32) and opened.voxel_size == (1.0, 0.5, 0.5)
+
+
+def test_multiscale_with_contradictory_scales_is_refused(tmp_path, rng):
+    full = rng.integers(1, 1000, (3, 32, 32), dtype=np.uint16)
+    # the largest array claims the coarsest voxel size: which one is full resolution?
+    write_pyramid(tmp_path / "p.ome.zarr", full, [2, 1, 0], scales=[2.0, 1.0, 0.5])
+    with pytest.raises(InputDataError, match=r"sample 's1'.*p\.ome\.zarr.*contradictory "
+                                             r"multiscales.*Fix:"):
+        open_input_volume(tmp_path / "p.ome.zarr", sample="s1")
 
 
 # ------------------------------------------------------------------ 6. labels/target shape

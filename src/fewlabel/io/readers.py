@@ -19,7 +19,12 @@ import tifffile
 import zarr
 
 from fewlabel.errors import InputDataError
-from fewlabel.io.omezarr import VoxelSize, dataset_scale, read_multiscales
+from fewlabel.io.omezarr import (
+    VoxelSize,
+    dataset_scale,
+    full_resolution_level,
+    read_multiscales,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +250,7 @@ def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | Non
             raise InputDataError("Zarr group without OME 'multiscales' metadata.", sample=sample,
                                  path=path, fix="point the sheet at the array inside the group.")
         ms = multiscales[0]
-        dataset = ms["datasets"][0]
-        array = node[dataset["path"]]
+        dataset, array = full_resolution_level(node, ms, sample=sample, path=path)
         axes = "".join(a["name"] if isinstance(a, str) else a["name"] for a in ms.get("axes", []))
         axes = axes.upper() if axes else "Q" * array.ndim
         scale = dataset_scale(dataset)
