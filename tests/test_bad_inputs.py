@@ -16,7 +16,13 @@ import tifffile
 import zarr
 
 from fewlabel.errors import InputDataError
-from fewlabel.io import ingest_volume, open_input_volume, open_ome_zarr, write_ome_zarr
+from fewlabel.io import (
+    ingest_volume,
+    open_input_volume,
+    open_ome_zarr,
+    read_points_csv,
+    write_ome_zarr,
+)
 
 CHUNKS = (2, 8, 8)
 
@@ -171,6 +177,36 @@ def test_multiscale_with_contradictory_scales_is_refused(tmp_path, rng):
     with pytest.raises(InputDataError, match=r"sample 's1'.*p\.ome\.zarr.*contradictory "
                                              r"multiscales.*Fix:"):
         open_input_volume(tmp_path / "p.ome.zarr", sample="s1")
+
+
+# ------------------------------------------------------------------ 4. duplicate points
+def test_exact_duplicate_points_are_dropped_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "pts.csv"
+    path.write_text("z,y,x\n1,2,3\n4,5,6\n1,2,3\n1.0,2.0,3.0\n1,2,3.4\n")
+    with caplog.at_level(logging.WARNING, logger="fewlabel.io.points"):
+        table = read_points_csv(path, shape=(8, 8, 8), sample="s1")
+    assert table[["z", "y", "x"]].to_numpy().tolist() == [[1, 2, 3], [4, 5, 6], [1, 2, 3.4]]
+    assert list(table.index) == [0, 1, 2]
+    message = caplog.text
+    assert "s1" in message and "pts.csv" in message and "dropped 2 exact duplicate" in message
+    assert "data row 3" in message
+
+
+def test_near_duplicate_points_are_kept_without_warning(tmp_path, caplog):
+    path = tmp_path / "pts.csv"
+    path.write_text("z,y,x\n1,2,3\n1,2,3.001\n1.5,2,3\n")
+    with caplog.at_level(logging.WARNING, logger="fewlabel.io.points"):
+        table = read_points_csv(path, sample="s1")
+    assert len(table) == 3 and "duplicate" not in caplog.text
+
+
+def test_duplicate_predictions_still_count_as_false_positives(tmp_path):
+    from fewlabel.metrics.detection import evaluate_sample
+
+    (tmp_path / "gt.csv").write_text("z,y,x\n1,2,3\n")
+    (tmp_path / "pred.csv").write_text("z,y,x\n1,2,3\n1,2,3\n")
+    row = evaluate_sample(tmp_path / "gt.csv", tmp_path / "pred.csv", sample="s1", gate=2.0)
+    assert (row["n_pred"], row["tp"], row["fp"]) == (2, 1, 1)
 
 
 # ------------------------------------------------------------------ 6. labels/target shape
