@@ -233,3 +233,48 @@ def test_labels_of_the_image_shape_pass_the_reference_check(tmp_path):
     summary = ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", kind="labels",
                      reference=tmp_path / "image.ome.zarr")
     assert summary["shape"] == [4, 16, 16]
+
+
+# ------------------------------------------------------------------ 5. provenance checksums
+def old_checksum(path: Path) -> str:
+    """The digest recorded before (sorted rglob order), to keep old records comparable."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def test_provenance_hashes_every_file_of_a_large_folder(tmp_path):
+    from fewlabel.runtime import provenance
+
+    folder = tmp_path / "many.zarr"
+    (folder / "c").mkdir(parents=True)
+    n = 10_005  # more than the old silent cap of 10 000 files
+    for i in range(n):
+        (folder / "c" / f"{i:05d}").write_bytes(b"x")
+    first = provenance({}, [folder])
+    (folder / "c" / f"{n - 1:05d}").write_bytes(b"y")  # beyond the old cap
+    second = provenance({}, [folder])
+    key = str(folder)
+    assert first["inputs"][key] != second["inputs"][key]
+    assert first["input_details"][key] == {"files": n, "bytes": n, "files_total": n,
+                                           "truncated": False}
+
+
+def test_capped_checksum_says_it_is_truncated(tmp_path, caplog):
+    from fewlabel.runtime import checksum, checksum_record
+
+    folder = tmp_path / "d"
+    (folder / "a").mkdir(parents=True)
+    for name in ("a/b", "a.txt", "z", "a/c/d"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(name.encode())
+    assert checksum(folder) == old_checksum(folder)  # same digest as before when complete
+    with caplog.at_level(logging.WARNING, logger="fewlabel.runtime"):
+        record = checksum_record(folder, max_files=2)
+    assert record["truncated"] is True
+    assert (record["files"], record["files_total"]) == (2, 4)
+    assert "first 2 of its 4 files" in caplog.text and str(folder) in caplog.text
