@@ -278,3 +278,19 @@ def test_capped_checksum_says_it_is_truncated(tmp_path, caplog):
     assert record["truncated"] is True
     assert (record["files"], record["files_total"]) == (2, 4)
     assert "first 2 of its 4 files" in caplog.text and str(folder) in caplog.text
+
+
+def test_ingest_cli_passes_reference_and_empty_means_none(tmp_path, capsys):
+    from fewlabel.cli import main
+
+    write_ome_zarr(tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1),
+                   chunks=CHUNKS)
+    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 15), np.uint16),
+                     photometric="minisblack")
+    args = ["ingest_volume", "--sample", "s1", "--input", str(tmp_path / "gt.tif"),
+            "--kind", "labels", "--voxel-size=[1,1,1]", "--chunks", "[2,8,8]"]
+    code = main([*args, "--output", str(tmp_path / "a.ome.zarr"),
+                 f"--reference={tmp_path / 'image.ome.zarr'}"])
+    assert code == 2
+    assert "(4, 16, 15)" in capsys.readouterr().err
+    assert main([*args, "--output", str(tmp_path / "b.ome.zarr"), "--reference="]) == 0
