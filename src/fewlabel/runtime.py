@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def package_versions() -> dict[str, str]:
@@ -38,30 +42,70 @@ def git_commit(cwd: str | Path = ".") -> str:
         return "unknown"
 
 
-def checksum(path: str | Path, *, max_files: int = 10000) -> str:
-    """SHA-256 of a file, or of a directory's files (names + contents, sorted)."""
+def _files_in_order(path: Path) -> Iterator[Path]:
+    """A directory's files, depth first, entries sorted by name (= ``sorted(path.rglob('*'))``
+    order) without listing the whole tree first; symlinked folders are not followed."""
+    with os.scandir(path) as scan:
+        entries = sorted(scan, key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _files_in_order(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)
+
+
+def checksum_record(path: str | Path, *, max_files: int | None = None) -> dict[str, Any]:
+    """SHA-256 of a file, or of a directory's files (relative names + contents, sorted), with
+    what it covers: ``files`` and ``bytes`` hashed, ``files_total`` and ``truncated``.
+
+    Everything is hashed, streaming, unless ``max_files`` is given; then the digest covers the
+    first ``max_files`` files only, and the record says so (``truncated: true``, and the files
+    left out are still counted in ``files_total``) with a logged warning, never silently.
+    """
     path = Path(path)
     digest = hashlib.sha256()
-    files: Iterable[Path] = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for index, file in enumerate(files):
-        if index >= max_files:
-            break
+    hashed = total = nbytes = 0
+    files: Iterable[Path] = _files_in_order(path) if path.is_dir() else [path]
+    for file in files:
+        total += 1
+        if max_files is not None and hashed >= max_files:
+            continue  # counted, not hashed
         if path.is_dir():
             digest.update(str(file.relative_to(path)).encode())
         with open(file, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.hexdigest()
+                nbytes += len(chunk)
+        hashed += 1
+    truncated = hashed < total
+    if truncated:
+        log.warning("checksum of %s covers only the first %d of its %d files (max_files=%d); "
+                    "the record says truncated", path, hashed, total, max_files)
+    return {"sha256": digest.hexdigest(), "files": hashed, "bytes": nbytes,
+            "files_total": total, "truncated": truncated}
+
+
+def checksum(path: str | Path, *, max_files: int | None = None) -> str:
+    """SHA-256 of a file, or of a directory's files (names + contents, sorted); all files unless
+    ``max_files`` (then a warning says the digest is partial; see :func:`checksum_record`)."""
+    return str(checksum_record(path, max_files=max_files)["sha256"])
 
 
 def provenance(config: dict[str, Any] | None = None, inputs: Iterable[str | Path] = ()) -> dict[str, Any]:
-    """A provenance record: time, versions, git commit, config, input checksums."""
+    """A provenance record: time, versions, git commit, config, input checksums.
+
+    ``inputs`` maps each existing input to the SHA-256 of all its bytes (every file of a
+    folder); ``input_details`` says what each digest covers (files, bytes, truncated).
+    """
+    records = {str(p): checksum_record(p) for p in inputs if Path(p).exists()}
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": package_versions(),
         "git_commit": git_commit(),
         "config": config or {},
-        "inputs": {str(p): checksum(p) for p in inputs if Path(p).exists()},
+        "inputs": {p: r["sha256"] for p, r in records.items()},
+        "input_details": {p: {k: v for k, v in r.items() if k != "sha256"}
+                          for p, r in records.items()},
     }
 
 

@@ -45,6 +45,21 @@ def ingest_source(wildcards):
     return SAMPLES.loc[wildcards.sample, wildcards.kind]
 
 
+def ingest_reference(wildcards):
+    """Labels/target are checked against the sample's ingested image ("" for the image)."""
+    return "" if wildcards.kind == "image" else IMAGE.format(sample=wildcards.sample)
+
+
+def ingest_inputs(wildcards):
+    """Named inputs of ingest_volume (with `unpack`): the sheet's file, plus the ingested
+    image as `reference` for labels/target, so a shape mismatch fails at ingest."""
+    inputs = {"source": ingest_source(wildcards)}
+    reference = ingest_reference(wildcards)
+    if reference:
+        inputs["reference"] = reference
+    return inputs
+
+
 def channel_value(wildcards):
     """The sheet's channel selection (image only; "" = none). Reaches the shell only through
     `:q` quoting; the sheet schema also restricts it to an index or a safe name."""

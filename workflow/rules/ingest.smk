@@ -5,7 +5,7 @@
 rule ingest_volume:
     """Convert one input image (image, labels or target) to a validated chunked OME-Zarr."""
     input:
-        ingest_source,
+        unpack(ingest_inputs),
     output:
         zarr=directory("results/ingest/{sample}/{kind}.ome.zarr"),
         summary="results/ingest/{sample}/{kind}.json",
@@ -16,6 +16,7 @@ rule ingest_volume:
         voxel=voxel_size_value,
         chunks=to_json(config["ingest"]["chunks"]),
         level=config["ingest"]["compression_level"],
+        ref=ingest_reference,
     log:
         "logs/ingest_volume/{sample}.{kind}.log",
     benchmark:
@@ -23,9 +24,9 @@ rule ingest_volume:
     conda:
         "../../envs/io.yaml"
     shell:
-        "python -m fewlabel ingest_volume --sample {wildcards.sample} --input {input:q} "
+        "python -m fewlabel ingest_volume --sample {wildcards.sample} --input {input.source:q} "
         "--output {output.zarr} --kind {wildcards.kind} --channel={params.channel:q} "
-        "--voxel-size={params.voxel:q} --chunks {params.chunks:q} "
+        "--reference={params.ref:q} --voxel-size={params.voxel:q} --chunks {params.chunks:q} "
         "--compression-level {params.level:q} --summary {output.summary} --log {log} 2>> {log}"
 
 

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chunks", type=json_arg, required=True, help="JSON [z, y, x]")
     p.add_argument("--compression-level", type=int, default=3)
     p.add_argument("--summary", default=None, help="write an ingest summary JSON here")
+    p.add_argument("--reference", default=None, help="labels/target: the sample's ingested "
+                   "image .ome.zarr; its ZYX shape must match (empty: no check)")
     add_common(p)
     p.set_defaults(handler=run_ingest)
 
@@ -38,7 +40,8 @@ def run_ingest(args: argparse.Namespace) -> None:
 
     summary = ingest_volume(args.input, args.output, sample=args.sample,
                             voxel_size=args.voxel_size, chunks=args.chunks, channel=args.channel or None,
-                            compression_level=args.compression_level, kind=args.kind)
+                            compression_level=args.compression_level, kind=args.kind,
+                            reference=args.reference or None)
     if args.summary:
         write_json(summary, args.summary)
 

@@ -6,6 +6,7 @@ output that looks finished. Readers accept any NGFF 0.4 / 0.5 image at its full 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from zarr.codecs import BloscCodec
 
 from fewlabel.errors import InputDataError
 from fewlabel.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 VoxelSize = tuple[float, float, float]
 NGFF_VERSION = "0.5"
@@ -109,9 +112,8 @@ def open_ome_zarr(path: str | Path, *, sample: str | None = None, mode: str = "r
     if not multiscales:
         raise InputDataError("Zarr group has no OME 'multiscales' metadata.", sample=sample,
                              path=path)
-    dataset = multiscales[0]["datasets"][0]
+    dataset, array = full_resolution_level(group, multiscales[0], sample=sample, path=path)
     scale = dataset_scale(dataset)
-    array = group[dataset["path"]]
     voxel = tuple(float(v) for v in scale[-3:]) if scale else (1.0, 1.0, 1.0)
     return OmeZarrVolume(array=array, voxel_size=voxel, attrs=dict(group.attrs))  # type: ignore[arg-type]
 
@@ -121,6 +123,57 @@ def read_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]]:
     if "ome" in attrs and isinstance(attrs["ome"], dict):
         return list(attrs["ome"].get("multiscales", []))
     return list(attrs.get("multiscales", []))
+
+
+def full_resolution_level(
+    group: zarr.Group, multiscale: dict[str, Any], *, sample: str | None, path: Path
+) -> tuple[dict[str, Any], zarr.Array]:
+    """The full-resolution dataset of one ``multiscales`` entry and its array.
+
+    NGFF lists levels from high to low resolution, but some writers list them the other way;
+    the level with the most voxels is taken, whatever its place in the list. Metadata that
+    makes this ambiguous (two levels of that size, or a larger level with a coarser scale than
+    another level) is an :class:`InputDataError`, never a silent guess.
+    """
+    datasets = list(multiscale.get("datasets") or [])
+    if not datasets:
+        raise InputDataError("OME 'multiscales' lists no datasets.", sample=sample, path=path,
+                             fix="re-export the OME-Zarr with its image levels.")
+    levels: list[tuple[dict[str, Any], zarr.Array]] = []
+    for dataset in datasets:
+        try:
+            array = group[dataset["path"]]
+        except (KeyError, TypeError) as exc:
+            raise InputDataError(f"multiscales dataset {dataset.get('path')!r} is missing.",
+                                 sample=sample, path=path,
+                                 fix="re-export the OME-Zarr; the copy may be incomplete.") from exc
+        if not isinstance(array, zarr.Array):
+            raise InputDataError(f"multiscales dataset {dataset.get('path')!r} is not an array.",
+                                 sample=sample, path=path)
+        levels.append((dataset, array))
+    sizes = [int(np.prod(array.shape)) for _, array in levels]
+    best = int(np.argmax(sizes))
+    shapes = {d["path"]: tuple(a.shape) for d, a in levels}
+    if sizes.count(sizes[best]) > 1:
+        raise InputDataError(
+            f"ambiguous multiscales: several levels have the largest shape {shapes}.",
+            sample=sample, path=path, fix="keep one full-resolution level per image.")
+    best_scale = dataset_scale(levels[best][0])
+    for dataset, _ in levels:
+        scale = dataset_scale(dataset)
+        if best_scale and scale and len(scale) == len(best_scale) and any(
+                b > s * (1 + 1e-6) for b, s in zip(best_scale, scale, strict=True)):
+            raise InputDataError(
+                f"contradictory multiscales: the largest level {levels[best][0]['path']!r} "
+                f"has scale {best_scale} but level {dataset['path']!r} has a finer scale "
+                f"{scale} (shapes {shapes}).", sample=sample, path=path,
+                fix="fix the 'coordinateTransformations' of the levels or export the full "
+                    "resolution only.")
+    if best != 0:
+        log.info("sample %s, %s: multiscales lists level %r first; using the full-resolution "
+                 "level %r of shape %s", sample, path, datasets[0]["path"],
+                 levels[best][0]["path"], tuple(levels[best][1].shape))
+    return levels[best]
 
 
 def dataset_scale(dataset: dict[str, Any]) -> list[float] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,15 +12,25 @@ import pandas as pd
 from fewlabel.errors import InputDataError
 from fewlabel.io.atomic import atomic_path
 
+log = logging.getLogger(__name__)
+
 POINT_COLUMNS = ("z", "y", "x")
 
 
 def read_points_csv(path: str | Path, *, shape: Sequence[int] | None = None,
-                    sample: str | None = None, allow_empty: bool = False) -> pd.DataFrame:
+                    sample: str | None = None, allow_empty: bool = False,
+                    drop_duplicates: bool = True) -> pd.DataFrame:
     """Read and validate a points CSV (``z,y,x[,...]`` voxels, 0-based; 2D files may omit z).
 
     Checks: file exists and parses, has the columns, values are finite, and (given ``shape``)
     every point lies inside the volume (within half a voxel of its border).
+
+    Duplicates: rows with exactly the same ``z,y,x`` (after parsing as numbers; other columns
+    are not compared) are one annotated object clicked twice, so by default only the first is
+    kept and a warning names the sample, the file and how many were dropped; otherwise they
+    would double the ground-truth count. Near-duplicates (any coordinate different) are kept.
+    ``drop_duplicates=False`` keeps every row (predictions: a detector's repeated point must
+    count as a false positive).
     """
     path = Path(path)
     if not path.exists():
@@ -64,6 +75,15 @@ def read_points_csv(path: str | Path, *, shape: Sequence[int] | None = None,
                 path=path, fix="coordinates are 0-based voxels in z,y,x order; check the axis "
                                "order and units (not µm).")
     table[list(POINT_COLUMNS)] = coords
+    if drop_duplicates:
+        repeated = table.duplicated(subset=list(POINT_COLUMNS), keep="first").to_numpy()
+        if repeated.any():
+            row = int(np.flatnonzero(repeated)[0])
+            log.warning("sample %s, file '%s': dropped %d exact duplicate point(s) (same z,y,x; "
+                        "first at data row %d: z,y,x=%s); %d point(s) kept.", sample, path,
+                        int(repeated.sum()), row + 1, coords[row].tolist(),
+                        int((~repeated).sum()))
+            table = table.loc[~repeated].reset_index(drop=True)
     return table
 
 

@@ -19,7 +19,12 @@ import tifffile
 import zarr
 
 from fewlabel.errors import InputDataError
-from fewlabel.io.omezarr import VoxelSize, dataset_scale, read_multiscales
+from fewlabel.io.omezarr import (
+    VoxelSize,
+    dataset_scale,
+    full_resolution_level,
+    read_multiscales,
+)
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +219,11 @@ def _open_tiff_input(path: Path, *, channel: str | int | None, sample: str | Non
                                    path=path)
     volume = InputVolume(source=source, axes=axes, channel_index=channel_index,
                          voxel_size=_tiff_voxel_size(tf), path=path, _closer=tf)
-    _probe_readable(volume, sample=sample)
+    try:
+        _probe_readable(volume, series, sample=sample)
+    except InputDataError:
+        volume.close()
+        raise
     return volume
 
 
@@ -241,8 +250,7 @@ def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | Non
             raise InputDataError("Zarr group without OME 'multiscales' metadata.", sample=sample,
                                  path=path, fix="point the sheet at the array inside the group.")
         ms = multiscales[0]
-        dataset = ms["datasets"][0]
-        array = node[dataset["path"]]
+        dataset, array = full_resolution_level(node, ms, sample=sample, path=path)
         axes = "".join(a["name"] if isinstance(a, str) else a["name"] for a in ms.get("axes", []))
         axes = axes.upper() if axes else "Q" * array.ndim
         scale = dataset_scale(dataset)
@@ -264,14 +272,46 @@ def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | Non
                        path=path)
 
 
-def _probe_readable(volume: InputVolume, *, sample: str | None) -> None:
-    """Read the last plane so truncated files fail now, not halfway through a write."""
-    z = volume.shape[0]
+PROBE_MAX_BYTES = 4 * 2**20
+
+
+def _probe_readable(volume: InputVolume, series: Any, *, sample: str | None) -> None:
+    """Fail now, not halfway through a write, when a TIFF's image data is cut or corrupt.
+
+    Bounded whatever the plane size or what the header claims: (1) the byte ranges the series
+    declares (contiguous data, or the strips/tiles of its first and last page) must lie inside
+    the file, without reading them; (2) the last strip/tile of the last plane is decoded when
+    it holds at most ``PROBE_MAX_BYTES`` (compressed files, whose cut data step 1 cannot see).
+    """
+    path = volume.path
+    size = path.stat().st_size
     try:
-        volume.read((slice(z - 1, z), slice(None), slice(None)))
+        ends: list[int] = []
+        if series.dataoffset is not None:
+            ends.append(int(series.dataoffset) + int(series.nbytes))
+        else:
+            for page in {id(p): p for p in (series.pages[0], series.pages[-1])}.values():
+                if page is not None:
+                    ends.extend(int(o) + int(n) for o, n in
+                                zip(page.dataoffsets, page.databytecounts, strict=False) if n)
+    except Exception as exc:  # noqa: BLE001 - any tifffile failure is an unreadable input
+        raise InputDataError(f"unreadable TIFF structure ({type(exc).__name__}: {exc}).",
+                             sample=sample, path=path,
+                             fix="re-export the image; check the copy is complete.") from exc
+    if ends and max(ends) > size:
+        raise InputDataError(
+            f"truncated image data: the file declares {volume.shape} voxels of {volume.dtype} "
+            f"with data up to byte {max(ends)}, but it has only {size} bytes.", sample=sample,
+            path=path, fix="re-export the image; check the copy is complete (compare sizes).")
+    chunk_bytes = int(np.prod(series.keyframe.chunks)) * volume.dtype.itemsize
+    if chunk_bytes > PROBE_MAX_BYTES:
+        return
+    z, y, x = volume.shape
+    try:
+        volume.read((slice(z - 1, z), slice(y - 1, y), slice(x - 1, x)))
     except Exception as exc:  # noqa: BLE001
         raise InputDataError(f"unreadable or truncated image data ({type(exc).__name__}: {exc}).",
-                             sample=sample, path=volume.path,
+                             sample=sample, path=path,
                              fix="re-export the image; check the copy is complete.") from exc
 
 

@@ -265,7 +265,7 @@ def evaluate_sample(
         raise ConfigError(f"gate {gate!r} must be a positive number.", sample=sample,
                           fix="set the detection evaluation gate, e.g. 3 (voxels) or 2.0 (µm).")
     gt = read_points_csv(gt_csv, sample=sample, allow_empty=True)
-    pred = read_points_csv(pred_csv, sample=sample, allow_empty=True)
+    pred = read_points_csv(pred_csv, sample=sample, allow_empty=True, drop_duplicates=False)
     g = gt[["z", "y", "x"]].to_numpy(float)
     p = pred[["z", "y", "x"]].to_numpy(float)
     res = match_points(g, p, max_distance=float(gate), scale=gate_scale(gate_unit, voxel_size))

@@ -144,7 +144,7 @@ def _points(path: str | Path | None, sample: str) -> np.ndarray | None:
         return None
     from fewlabel.io import read_points_csv
 
-    table = read_points_csv(path, sample=sample, allow_empty=True)
+    table = read_points_csv(path, sample=sample, allow_empty=True, drop_duplicates=False)
     return table[["z", "y", "x"]].to_numpy(float).reshape(-1, 3)
 
 
