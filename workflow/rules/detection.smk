@@ -180,7 +180,7 @@ rule extract_points:
     output:
         DETECTIONS,
     params:
-        points=to_json(config["detection"]["points"]),
+        points=to_json(config["detection"]["peaks"]),
     threads: 2
     log:
         "logs/extract_points/{sample}.log",
