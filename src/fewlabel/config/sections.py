@@ -65,7 +65,30 @@ class IngestConfig(ConfigModel):
 
 class RoiConfig(ConfigModel):
     """ROI segmentation (few-shot particle picking §2.2; :mod:`fewlabel.roi`): smoothing,
-    clipping + CLAHE, 2-Gaussian mixture, erosion / dilation, and the PU class prior."""
+    clipping + CLAHE, 2-Gaussian mixture, erosion / dilation, and the PU class prior.
+
+    Notes on the defaults
+    ---------------------
+    clip_percentiles : 0.5 / 99.8 drops dead pixels and the few saturated voxels without
+        touching particles.
+    smooth_sigma_um : 0.15 µm is about the σ of a diffraction-limited spot: per-voxel Poisson
+        noise drops ~3x while a spot keeps most of its peak. Raise it for larger particles.
+    clahe_kernel_um : 2 µm spans a few particle diameters: local background is equalised while
+        particles stay brighter than it (at 0.3 x 0.1 x 0.1 µm voxels a region holds ~2700
+        voxels). ``clahe_kernel_voxels`` overrides it (volumes whose voxel size is unknown).
+    clahe_clip_limit : skimage's definition (a fraction of the region's voxels per histogram
+        bin). 0.005 is a mild correction that keeps the shape of the histogram, which the
+        mixture needs: large limits (≥ 0.03) equalise each region to a flat histogram in which
+        a sparse particle tail is no longer a separate component. A limit of at most one count
+        per bin (≤ 1 / region voxels) makes CLAHE a global linear map (no local correction);
+        raise the limit only for strongly uneven background.
+    posterior_threshold : 0.5 is the Bayes decision.
+    max_fit_voxels : 1e6 (whole random chunks) fixes the mixture to ~1e-3 and costs 4 MB.
+    erosion_radius_um : 0.1 µm (about one lateral voxel) removes isolated foreground voxels; a
+        radius below one voxel on every axis is a no-op.
+    extend_radius_um : the margin around particles that must stay in the ROI (particle
+        extent, blur, localisation slack).
+    """
 
     enabled: bool = Field(True, description="segment the ROI of every sample")
     clip_percentiles: Percentiles = Field((0.5, 99.8), description="intensity clipping "
