@@ -11,6 +11,7 @@ import torch
 from scipy import ndimage as ndi
 
 from fewlabel.cli import main
+from fewlabel.config import SegmentationPredictConfig
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model, load_state
@@ -93,7 +94,7 @@ def test_predict_isl_tiled_matches_shape_and_tracks_target(tmp_path):
                  seed=0, threads=1)
     out = tmp_path / "pred.ome.zarr"
     predict_isl(tmp_path / "isl", train[0]["image"], out,
-                params={"tile": [4, 16, 16], "overlap": [2, 8, 8]}, sample="a")
+                params=SegmentationPredictConfig(tile=(4, 16, 16), overlap=(2, 8, 8)), sample="a")
     pred = open_ome_zarr(out)
     assert pred.shape == (6, 24, 24) and pred.array.dtype == np.float32
     assert pred.voxel_size == (1.0, 0.5, 0.5)

@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage as ndi
 
 from fewlabel.cli import main
+from fewlabel.config import SegmentationPredictConfig
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model
@@ -154,7 +155,7 @@ def test_end_to_end_pretrain_finetune_predict(tmp_path, isl_setup):
     assert loaded.arch["kwargs"]["head_channels"] == 8
     out = tmp_path / "pred.ome.zarr"
     predict_segmentation(tmp_path / "seg", b["image"], out, sample="b",
-                         params={"tile": [4, 16, 16], "overlap": [2, 8, 8]})
+                         params=SegmentationPredictConfig(tile=(4, 16, 16), overlap=(2, 8, 8)))
     pred = open_ome_zarr(out)
     assert pred.shape == (2, 6, 24, 24) and pred.array.dtype == np.float32
     values = np.asarray(pred.array[...])
@@ -179,7 +180,7 @@ def test_cli_2d_scratch_segmenter(tmp_path, capsys):
                  "--init-from", "", "--params", params]) == 0
     predict = ["predict-segmentation", "--model-dir", str(tmp_path / "seg"), "--image",
                str(tmp_path / "lf.ome.zarr"), "--output", str(tmp_path / "p.ome.zarr")]
-    # 24 x 24 planes are smaller than the default 64 x 64 tile: an error naming the fix ...
+    # 24 x 24 planes are smaller than the default 96 x 96 tile: an error naming the fix ...
     assert main(predict) == 2
     err = capsys.readouterr().err
     assert "smaller than one tile" in err and "pad_to_tile" in err and "lf.ome.zarr" in err

@@ -168,7 +168,8 @@ def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | Non
     from fewlabel.io import open_ome_zarr, read_points_csv
     from fewlabel.metrics.detection import match_points
     from fewlabel.detection.peaks import extract_points
-    from fewlabel.inference.engine import PredictParams, predict_volume
+    from fewlabel.config import PredictConfig
+    from fewlabel.inference.engine import predict_volume
     from fewlabel.detection.density.training import train_detector
 
     if variant not in VARIANTS:
@@ -201,7 +202,7 @@ def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | Non
     dm_results = []
     for item in splits["test"]:
         out = root / "pred" / f"{item['sample']}_density.ome.zarr"
-        predict_volume(model_dir, item["image"], out, params=PredictParams.from_dict(
+        predict_volume(model_dir, item["image"], out, params=PredictConfig.model_validate(
             PREDICT_PARAMS), sample=item["sample"], device="cpu")
         det = extract_points(open_ome_zarr(out).array, threshold=threshold,
                              min_distance=MIN_DISTANCE, refine_radius=REFINE)

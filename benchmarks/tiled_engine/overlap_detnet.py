@@ -32,7 +32,8 @@ from fewlabel.metrics.detection import match_points
 from fewlabel.models.store import load_model
 from fewlabel.normalize import apply_range, percentile_range
 from fewlabel.detection.peaks import extract_points
-from fewlabel.inference.engine import PredictParams, predict_volume
+from fewlabel.config import PredictConfig
+from fewlabel.inference.engine import predict_volume
 from fewlabel.synth import derive_seed, spot_volume
 from fewlabel.detection.density.training import train_detector
 
@@ -91,7 +92,7 @@ def main() -> None:
         out = WORK / f"tiled_{'_'.join(map(str, overlap))}.ome.zarr"
         t0 = time.perf_counter()
         predict_volume(model_dir, test["image"], out, sample="test0", device="cpu",
-                       params=PredictParams.from_dict({"tile": TILE, "overlap": overlap}))
+                       params=PredictConfig(tile=TILE, overlap=overlap))
         tiled = open_ome_zarr(out).array[...]
         rows.append({"run": f"tiled {TILE}", "overlap": str(overlap),
                      "seconds": time.perf_counter() - t0,

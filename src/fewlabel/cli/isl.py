@@ -47,7 +47,9 @@ def run_pretrain_isl(args: argparse.Namespace) -> None:
 
 
 def run_predict_isl(args: argparse.Namespace) -> None:
+    from fewlabel.config import SegmentationPredictConfig
     from fewlabel.segmentation.distance.isl import predict_isl
 
-    predict_isl(args.model_dir, args.image, args.output, params=args.params, sample=args.sample,
+    params = SegmentationPredictConfig.model_validate(args.params)
+    predict_isl(args.model_dir, args.image, args.output, params=params, sample=args.sample,
                 threads=args.threads)

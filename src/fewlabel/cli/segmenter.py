@@ -54,7 +54,9 @@ def run_train_segmenter(args: argparse.Namespace) -> None:
 
 
 def run_predict_segmentation(args: argparse.Namespace) -> None:
+    from fewlabel.config import SegmentationPredictConfig
     from fewlabel.segmentation.distance.segmenter import predict_segmentation
 
-    predict_segmentation(args.model_dir, args.image, args.output, params=args.params,
+    params = SegmentationPredictConfig.model_validate(args.params)
+    predict_segmentation(args.model_dir, args.image, args.output, params=params,
                          sample=args.sample, threads=args.threads)

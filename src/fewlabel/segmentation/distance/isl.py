@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fewlabel.config import PredictConfig, SegmentationPredictConfig
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
 from fewlabel.normalize import apply_range, percentile_range
@@ -528,15 +529,16 @@ def predict_image(
     image_path: str | Path,
     output_path: str | Path,
     *,
-    params: Any = None,
+    params: PredictConfig | None = None,
     sample: str | None = None,
     threads: int = 1,
     expect: str | None = None,
 ) -> dict[str, Any]:
     """Predict one image with an ISL ('unet') or segmenter model through the tiled engine.
 
-    ``params`` are the shared ``predict`` settings (:class:`fewlabel.inference.engine.PredictParams`:
-    tile, overlap, batch_size, cache_tiles, out_chunks). The image is normalised with its own
+    ``params`` are the shared ``predict`` settings (:class:`fewlabel.config.PredictConfig`:
+    tile, overlap, batch_size, cache_tiles, out_chunks; default
+    :class:`~fewlabel.config.SegmentationPredictConfig`). The image is normalised with its own
     percentiles (the model folder's normalization.json), tiled with Gaussian blending
     (:func:`fewlabel.inference.tiling.predict_tiled`; margin = receptive field // 2 where the overlap
     allows) and written as float32 OME-Zarr: ZYX for one output channel (ISL fluorescence),
@@ -546,10 +548,9 @@ def predict_image(
     """
     from fewlabel.device import configure_torch
     from fewlabel.models.store import load_model
-    from fewlabel.inference.engine import PredictParams, predict_with_module
+    from fewlabel.inference.engine import predict_with_module
 
-    if not isinstance(params, PredictParams):
-        params = PredictParams.from_dict(params)
+    params = params if params is not None else SegmentationPredictConfig()
     device = configure_torch(threads, 0)
     loaded = load_model(model_dir, device, expect=expect)
     if loaded.name not in ("unet", "segmenter"):
@@ -575,7 +576,7 @@ def predict_image(
 
 
 def _predict_planes(adapter: PredictionAdapter, image_path: str | Path,
-                    output_path: str | Path, *, params: Any, sample: str,
+                    output_path: str | Path, *, params: PredictConfig, sample: str,
                     normalization: Mapping[str, Any], planes: int, device: str,
                     info: Mapping[str, Any]) -> dict[str, Any]:
     """2D planes-as-channels prediction: the engine over a (K, 1, Y, X) view, output Z = 1."""
@@ -636,7 +637,7 @@ def adapter_fn(adapter: nn.Module, device: str) -> Callable[[np.ndarray], np.nda
 
 
 def predict_isl(model_dir: str | Path, image_path: str | Path, output_path: str | Path, *,
-                params: Any = None, sample: str | None = None,
+                params: PredictConfig | None = None, sample: str | None = None,
                 threads: int = 1) -> dict[str, Any]:
     """Predicted fluorescence (float32 ZYX OME-Zarr) of one label-free image with an ISL model."""
     return predict_image(model_dir, image_path, output_path, params=params, sample=sample,

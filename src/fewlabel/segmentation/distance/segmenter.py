@@ -48,6 +48,7 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
+from fewlabel.config import PredictConfig
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
 from fewlabel.training import json_ready, params_from_dict
@@ -524,7 +525,7 @@ def _tune_threshold(model: nn.Module, items: Sequence[tuple[torch.Tensor, torch.
 
 
 def predict_segmentation(model_dir: str | Path, image_path: str | Path,
-                         output_path: str | Path, *, params: Any = None,
+                         output_path: str | Path, *, params: PredictConfig | None = None,
                          sample: str | None = None, threads: int = 1) -> dict[str, Any]:
     """Two-channel float32 CZYX OME-Zarr (0: mask probability σ(z), 1: distance) of one image."""
     return predict_image(model_dir, image_path, output_path, params=params, sample=sample,
