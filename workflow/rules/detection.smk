@@ -36,6 +36,7 @@ if config["detection"]["method"] == "density":
             train=detector_items_json("train"),
             val=detector_items_json("val"),
             settings=to_json(config["detection"]["train"]),
+            peaks=to_json(config["detection"]["peaks"]),
             seed=config["seed"],
         threads: 1
         resources:
@@ -49,7 +50,8 @@ if config["detection"]["method"] == "density":
         shell:
             "python -m fewlabel train-detector --train-json {params.train:q} "
             "--val-json {params.val:q} --out-dir {output} --params {params.settings:q} "
-            "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
+            "--peaks {params.peaks:q} --threads {threads} --seed {params.seed:q} "
+            "--log {log} 2>> {log}"
 
     if config["detection"]["slabs"] == 1:
 
@@ -149,13 +151,15 @@ else:
         params:
             samples=log_items_json(),
             settings=to_json(config["detection"]["log"]),
+            peaks=to_json(config["detection"]["peaks"]),
         log:
             "logs/train_detector/detector.log",
         conda:
             "../../envs/image.yaml"
         shell:
             "python -m fewlabel train-log --samples-json {params.samples:q} "
-            "--params {params.settings:q} --output-dir {output} --log {log} 2>> {log}"
+            "--params {params.settings:q} --peaks {params.peaks:q} --output-dir {output} "
+            "--log {log} 2>> {log}"
 
     rule predict_volume:
         input:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import numbers
 import types
 import typing
 from collections.abc import Mapping
@@ -230,7 +231,7 @@ def zyx(value: Any, name: str, kind: Any = ZYXNonNegInt, *, broadcast: bool = Tr
     """A z, y, x argument checked with one of the shared field types (``kind``: ZYXInt,
     ZYXNonNegInt, ZYXFloat, ...); a single number means all three axes when ``broadcast``.
     Raises ConfigError naming ``name``."""
-    if broadcast and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if broadcast and isinstance(value, numbers.Real) and not isinstance(value, bool):
         value = (value, value, value)
     adapter = _ADAPTERS.setdefault(kind, TypeAdapter(kind))
     try:
