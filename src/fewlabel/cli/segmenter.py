@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", default="",
                    help="ISL model folder for init 'isl' ('' = none; needed unless init is "
                         "'scratch')")
-    p.add_argument("--params", type=json_arg, default=None,
-                   help='JSON segmentation training section, e.g. {"init": "isl", "epochs": 40, '
+    p.add_argument("--params", type=json_arg, default={},
+                   help='JSON segmentation.train section, e.g. {"init": "isl", "epochs": 40, '
                         '"loss": "mask_distance", "loss_params": {}}')
     p.add_argument("--summary", default=None, help="also write the training summary JSON here")
     add_common(p)
@@ -42,11 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train_segmenter(args: argparse.Namespace) -> None:
     from fewlabel.runtime import write_json
     from fewlabel.segmentation.distance.isl import read_items
-    from fewlabel.segmentation.distance.segmenter import SegmenterParams, train_segmenter
+    from fewlabel.config import SegmenterTrainConfig
+    from fewlabel.segmentation.distance.segmenter import train_segmenter
 
     summary = train_segmenter(read_items(args.train_json, "--train-json"),
                               read_items(args.val_json, "--val-json"), args.out_dir,
-                              params=SegmenterParams.from_dict(args.params),
+                              params=SegmenterTrainConfig.model_validate(args.params),
                               init_from=args.init_from or None, seed=args.seed,
                               threads=args.threads)
     if args.summary:
