@@ -202,7 +202,8 @@ def test_partial_sections_keep_their_own_defaults():
     assert model.segmentation.predict.tile == (16, 96, 96)
     assert model.detection.predict.tile == (16, 128, 128)
     assert model.detection.train.model.base_channels == 8  # depth alone does not change width
-    assert model.segmentation.isl.model.base_channels == model.segmentation.train.model.base_channels
+    isl, segmenter = model.segmentation.isl, model.segmentation.train
+    assert isl.model.base_channels == segmenter.model.base_channels == 8
 
 
 def test_config_is_torch_free(repo):

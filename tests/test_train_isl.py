@@ -92,8 +92,8 @@ def test_params_reject_unknown_keys():
 
 def test_predict_isl_tiled_matches_shape_and_tracks_target(tmp_path):
     train = [write_pair(tmp_path, "a", seed=1)]
-    pretrain_isl(train, [], tmp_path / "isl", params=TINY.model_copy(update={"epochs": 6, "steps_per_epoch": 4}),
-                 seed=0, threads=1)
+    longer = TINY.model_copy(update={"epochs": 6, "steps_per_epoch": 4})
+    pretrain_isl(train, [], tmp_path / "isl", params=longer, seed=0, threads=1)
     out = tmp_path / "pred.ome.zarr"
     predict_isl(tmp_path / "isl", train[0]["image"], out,
                 params=SegmentationPredictConfig(tile=(4, 16, 16), overlap=(2, 8, 8)), sample="a")

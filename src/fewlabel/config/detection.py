@@ -17,7 +17,6 @@ from fewlabel.config.base import (
     ZYXInt,
     ZYXNonNegFloat,
     ZYXNonNegInt,
-    like,
 )
 from fewlabel.config.shared import ModelConfig, PredictConfig, TrainConfig
 
@@ -70,11 +69,7 @@ class DetectorTrainConfig(TrainConfig):
     """``train_detector``: AMSGrad on random crops, early stopping, then the detection
     threshold maximising the pooled validation F1 (peaks from ``detection.peaks``)."""
 
-    epochs: PosInt = like(TrainConfig, "epochs", 20)
-    steps_per_epoch: PosInt = like(TrainConfig, "steps_per_epoch", 10)
-    batch_size: PosInt = like(TrainConfig, "batch_size", 4)
     lr: PosFloat = Field(1e-3, description="AMSGrad learning rate (betas 0.9 / 0.999)")
-    patience: PosInt = like(TrainConfig, "patience", 5)
     loss: Literal["awing", "mse"] = Field("awing", description="awing: adaptive wing (eq. 1 + "
                                           "3) | mse: weighted mean squared error")
     awing: AWingConfig = Field(default_factory=AWingConfig, description="adaptive wing "
