@@ -13,8 +13,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from fewlabel.config import load_samples, validate_config  # noqa: E402
-from fewlabel.stage_params import check_stage_params  # noqa: E402
+from fewlabel.config import load_samples, validate_config  # noqa: E402  (torch-free)
 from fewlabel.errors import ConfigError  # noqa: E402
 
 
@@ -22,8 +21,9 @@ configfile: "config/config.yaml"
 
 
 try:
+    # FewlabelConfig.model_validate(config); the full configuration (defaults included) is
+    # written back into `config`, so every rule sees whole sections.
     validate_config(config)
-    check_stage_params(config)
     SAMPLES = load_samples(
         config["samples"],
         generated_dirs=[config["demo"]["output_dir"]] if config["demo"]["enabled"] else [],

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
+from fewlabel.config import LogConfig, PeaksConfig, parse
 from fewlabel.detection.log.baseline import (
-    LogParams,
     detect_log,
     load_log_model,
     log_halo,
@@ -105,18 +105,26 @@ def test_log_response_zarr_chunked_equals_whole(tmp_path):
 def test_log_model_folder_round_trip(tmp_path):
     table = pd.DataFrame({"threshold": [0.1, 0.2], "precision": [0.5, 1.0],
                           "recall": [1.0, 0.9], "f1": [0.67, 0.95]})
-    params = LogParams.from_dict({"sigma": [0.5, 1.0, 1.0], "min_distance": 2})
-    save_log_model(tmp_path / "m", params.sigma, 0.2, table, params=params)
+    params = LogConfig(sigma=(0.5, 1.0, 1.0))
+    save_log_model(tmp_path / "m", params.sigma, 0.2, table, params=params,
+                   peaks=PeaksConfig(min_distance=(2, 2, 2)))
     model = load_log_model(tmp_path / "m")
     assert model.sigma == [0.5, 1.0, 1.0] and model.threshold == 0.2
     assert model.min_distance == [2, 2, 2] and model.percentiles == [1.0, 99.8]
     assert json.loads((tmp_path / "m" / "model.json").read_text())["name"] == "log"
     thresholds = json.loads((tmp_path / "m" / "thresholds.json").read_text())
     assert thresholds["detection_threshold"] == 0.2 and len(thresholds["f1_curve"]) == 2
-    with pytest.raises(ConfigError):
-        LogParams.from_dict({"sigma": [1, 2]})
-    with pytest.raises(ConfigError):
-        LogParams.from_dict({"sigmas": [1, 2, 3]})
+    training = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert training["params"]["sigma"] == [0.5, 1.0, 1.0]
+    assert training["peaks"]["min_distance"] == [2, 2, 2]
+    with pytest.raises(ConfigError, match=r"config key 'detection.log.sigma'"):
+        parse(LogConfig, {"sigma": [1, 2]})
+    with pytest.raises(ConfigError, match=r"config key 'detection.log.sigmas': unknown key"):
+        parse(LogConfig, {"sigmas": [1, 2, 3]})
+    with pytest.raises(ConfigError, match=r"config key 'detection.log.min_distance'"):
+        parse(LogConfig, {"min_distance": [1, 2, 2]})  # lives in detection.peaks
+    with pytest.raises(ConfigError, match="at least one axis"):
+        parse(LogConfig, {"sigma": [0, 0, 0]})
 
 
 # --------------------------------------------------------------------------- CLI
@@ -135,9 +143,11 @@ def test_cli_log_chain_train_predict_extract_evaluate(tmp_path):
                         "points": str(tmp_path / f"{name}.csv")})
     params = json.dumps({"sigma": list(SIGMA), "gate": 1.5, "gate_unit": "um"})
     model = tmp_path / "log_model"
-    assert main(["fit_log_threshold", "--samples-json", json.dumps(samples[:1]), "--params", params,
+    assert main(["fit_log_threshold", "--samples-json", json.dumps(samples[:1]), "--params",
+                 params, "--peaks", '{"min_distance": [1, 2, 2], "refine_radius": [1, 1, 1]}',
                  "--output-dir", str(model)]) == 0
     assert (model / "thresholds.json").exists()
+    assert load_log_model(model).min_distance == [1, 2, 2]
     assert main(["predict_log", "--model-dir", str(model), "--image", samples[1]["image"],
                  "--output", str(tmp_path / "resp.ome.zarr"), "--threads", "2"]) == 0
     assert main(["extract_points", "--sample", "b", "--density", str(tmp_path / "resp.ome.zarr"),
@@ -186,4 +196,8 @@ def test_cli_bad_params_are_config_errors(tmp_path, capsys):
     code = main(["extract_points", "--sample", "s", "--density", str(tmp_path / "none.ome.zarr"),
                  "--threshold", "1", "--params", '{"min_distance": [1, 2]}',
                  "--output", str(tmp_path / "p.csv")])
-    assert code == 2 and "min_distance" in capsys.readouterr().err
+    assert code == 2 and "config key 'detection.peaks.min_distance'" in capsys.readouterr().err
+    code = main(["evaluate_detection", "--sample", "s", "--gt", str(tmp_path / "g.csv"),
+                 "--pred", str(tmp_path / "g.csv"), "--params", '{"gate": -1}',
+                 "--output", str(tmp_path / "m.tsv")])
+    assert code == 2 and "config key 'evaluation.detection.gate'" in capsys.readouterr().err

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fewlabel.config import load_samples, validate_config
+from fewlabel.config import FewlabelConfig, load_samples, validate_config
 from fewlabel.errors import ConfigError
 
 HEADER = "sample\timage\tchannel\tvoxel_size\tsplit\ttask\tpoints\tlabels\ttarget\n"
@@ -86,22 +90,97 @@ def test_unknown_column(tmp_path, image):
 
 def test_shipped_config_is_valid(repo):
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
-    validate_config(config)
-    assert config["ingest_volume"]["chunks"] == [16, 128, 128]
+    model = validate_config(config)
+    assert isinstance(model, FewlabelConfig)
+    assert config["ingest"]["chunks"] == [16, 128, 128]
+
+
+def _leaves(value, path=()):
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from _leaves(item, (*path, key))
+    else:
+        yield path, value
+
+
+def test_shipped_config_equals_model_defaults(repo):
+    """config/config.yaml lists every key with exactly the models' default value."""
+    shipped = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    FewlabelConfig.model_validate(shipped)
+    defaults = FewlabelConfig().model_dump(mode="json")
+    assert dict(_leaves(shipped)) == dict(_leaves(defaults))
+
+
+def test_committed_schema_is_generated(repo):
+    """workflow/schemas/config.schema.yaml is what `python -m fewlabel.config.schema` writes."""
+    from fewlabel.config.schema import SCHEMA_PATH, main, schema_text
+
+    assert SCHEMA_PATH == repo / "workflow" / "schemas" / "config.schema.yaml"
+    assert SCHEMA_PATH.read_text() == schema_text(), \
+        "stale schema: run `python -m fewlabel.config.schema`"
+    assert main(["--check"]) == 0
+
+
+def test_generated_schema_accepts_shipped_config(repo):
+    """The generated file is a valid JSON schema that agrees with the models on config.yaml."""
+    import jsonschema
+
+    from fewlabel.config.schema import config_schema
+
+    schema = config_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(yaml.safe_load((repo / "config" / "config.yaml").read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"roi": {"colour": 1}}, schema)
+
+
+def test_schema_check_detects_stale_file(tmp_path):
+    from fewlabel.config.schema import main
+
+    stale = tmp_path / "config.schema.yaml"
+    stale.write_text("type: object\n")
+    assert main(["--check", "--output", str(stale)]) == 1
+    assert main(["--output", str(stale)]) == 0
+    assert main(["--check", "--output", str(stale)]) == 0
 
 
 @pytest.mark.parametrize(
     ("patch", "key"),
     [
         ({"ingest": {"chunks": [16, 128]}}, "ingest.chunks"),
+        ({"ingest": {"chunks": [0, 32, 32]}}, "ingest.chunks.0"),
         ({"roi": {"posterior_threshold": 2}}, "roi.posterior_threshold"),
-        ({"roi": {"colour": 1}}, "roi"),
-        ({"seeed": 1}, "<top>"),
+        ({"roi": {"colour": 1}}, "roi.colour"),
+        ({"seeed": 1}, "seeed"),
+        ({"detection": {"train": {"model": {"channels": 3}}}}, "detection.train.model.channels"),
+        ({"detection": {"slabs": 0}}, "detection.slabs"),
+        ({"segmentation": {"instances": {"h": "high"}}}, "segmentation.instances.h"),
+        ({"segmentation": {"train": {"loss": "dice", "loss_params": {"bogus": 1}}}},
+         "segmentation.train.loss_params"),
     ],
 )
 def test_bad_config_names_key(patch, key):
-    with pytest.raises(ConfigError, match=rf"config key '{key}'"):
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}'"):
         validate_config(patch)
+
+
+def test_unknown_key_error_names_path_and_allowed_keys():
+    with pytest.raises(ConfigError) as info:
+        validate_config({"detection": {"points": {"min_distance": [1, 2, 2]}}})
+    message = str(info.value)
+    assert "config key 'detection.points': unknown key" in message
+    assert "'peaks'" in message  # the allowed keys are listed
+    assert "Fix: edit config/config.yaml" in message
+
+
+def test_cross_field_rules_name_their_section():
+    """Values that are only wrong together fail at parse time, naming the section."""
+    with pytest.raises(ConfigError, match=r"config key 'roi.clip_percentiles'"):
+        validate_config({"roi": {"clip_percentiles": [99.0, 1.0]}})
+    with pytest.raises(ConfigError, match=r"config key 'roi': .*together"):
+        validate_config({"roi": {"expected_particles": 10}})
+    with pytest.raises(ConfigError, match=r"config key 'detection.predict': overlap"):
+        validate_config({"detection": {"predict": {"tile": [8, 32, 32], "overlap": [8, 8, 8]}}})
 
 
 def test_defaults_filled():
@@ -109,21 +188,57 @@ def test_defaults_filled():
     validate_config(config)
     assert config["roi"]["extend_radius_um"] == 1.0
     assert config["demo"]["params"]["spots_snr"] == 4.0
+    assert config["detection"]["peaks"]["min_distance"] == [1, 2, 2]
+    assert config["segmentation"]["predict"]["tile"] == [16, 96, 96]
 
 
-def test_shipped_config_builds_every_stage_params(repo):
-    from fewlabel.stage_params import check_stage_params
+def test_partial_sections_keep_their_own_defaults():
+    """A partial section keeps the other defaults of *that* section (no second set of
+    defaults, e.g. in a schema, can disagree)."""
+    model = FewlabelConfig.model_validate({
+        "segmentation": {"predict": {"batch_size": 1}},
+        "detection": {"train": {"model": {"depth": 3}}},
+    })
+    assert model.segmentation.predict.tile == (16, 96, 96)
+    assert model.detection.predict.tile == (16, 128, 128)
+    assert model.detection.train.model.base_channels == 8  # depth alone does not change width
+    isl, segmenter = model.segmentation.isl, model.segmentation.train
+    assert isl.model.base_channels == segmenter.model.base_channels == 8
 
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
-    validate_config(config)
-    check_stage_params(config)
+
+def test_config_is_torch_free(repo):
+    """The Snakefile imports fewlabel.config at parse time: it must not pull in torch."""
+    code = ("import sys, fewlabel.config, fewlabel.config.schema; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=repo,
+                   env={**os.environ, "PYTHONPATH": str(repo / "src")})
 
 
-def test_stage_rejects_value_schema_cannot_judge():
-    """Inconsistent values that pass the schema still fail at parse time, naming the key."""
-    from fewlabel.stage_params import check_stage_params
+def test_loss_parameter_table_matches_the_losses():
+    """The torch-free table used to validate loss_params at parse time equals the losses'
+    keyword parameters."""
+    from fewlabel.config import LOSS_PARAMETERS, MASK_LOSSES
+    from fewlabel.segmentation import losses
 
-    config = {"roi": {"clip_percentiles": [99.0, 1.0]}}
-    validate_config(config)
-    with pytest.raises(ConfigError, match=r"config key 'roi'"):
-        check_stage_params(config)
+    assert set(LOSS_PARAMETERS) == set(losses.LOSS_NAMES)
+    assert set(MASK_LOSSES) == set(losses.LOSS_NAMES) - {"mask_distance"}
+    for name in MASK_LOSSES:
+        assert set(LOSS_PARAMETERS[name]) == set(losses._allowed(losses._FUNCS[name])), name
+
+
+def test_section_paths_name_every_stage_model():
+    from fewlabel.config import section_paths
+
+    paths = section_paths()
+    assert paths["DetectorTrainConfig"] == "detection.train"
+    assert paths["PeaksConfig"] == "detection.peaks"
+    assert paths["SegmentationPredictConfig"] == "segmentation.predict"
+    assert paths["InstancesConfig"] == "segmentation.instances"
+
+
+def test_parse_names_the_section_key():
+    from fewlabel.config import DetectorTrainConfig, parse
+
+    with pytest.raises(ConfigError, match=r"config key 'detection.train.epochs'"):
+        parse(DetectorTrainConfig, {"epochs": 0})
+    assert parse(DetectorTrainConfig, {"epochs": 3}).epochs == 3

@@ -9,8 +9,9 @@ import pytest
 import zarr
 from scipy import ndimage as ndi
 
+from fewlabel.config import InstancesConfig, parse
 from fewlabel.errors import ConfigError
-from fewlabel.segmentation.instances import SplitParams, split_instances, split_instances_chunked
+from fewlabel.segmentation.instances import split_instances, split_instances_chunked
 from fewlabel.io import create_ome_zarr, open_ome_zarr
 
 CHUNK_TEST_HALO = (8, 12, 12)
@@ -167,11 +168,14 @@ def test_fill_holes_2d_ring():
 def test_empty_foreground_and_bad_params():
     zeros = np.zeros((4, 8, 8), np.float32)
     assert split_instances(zeros, zeros).max() == 0
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"config key 'segmentation.instances.h'"):
         split_instances(zeros, zeros, h=0)
-    with pytest.raises(ConfigError):
-        SplitParams.from_dict({"h": 0.1, "nope": 1})
-    assert SplitParams.from_dict({"halo": 5}).halo == (5, 5, 5)
+    with pytest.raises(ConfigError, match="resolved"):
+        split_instances(zeros, zeros, mask_threshold="auto")
+    with pytest.raises(ConfigError, match=r"'segmentation.instances.nope': unknown key"):
+        parse(InstancesConfig, {"h": 0.1, "nope": 1})
+    assert InstancesConfig().mask_threshold == "auto" and InstancesConfig().h == "auto"
+    assert InstancesConfig(halo=[5, 5, 5]).halo == (5, 5, 5)
 
 
 def test_cli_split_instances(tmp_path):
@@ -183,7 +187,7 @@ def test_cli_split_instances(tmp_path):
     arr[0] = mask
     arr[1] = distance
     out = tmp_path / "labels.ome.zarr"
-    params = {"h": 1.0, "halo": list(CHUNK_TEST_HALO), "min_size": 5}
+    params = {"mask_threshold": 0.5, "h": 1.0, "halo": list(CHUNK_TEST_HALO), "min_size": 5}
     rc = main(["split_instances", "--sample", "s1", "--prediction", str(pred), "--output",
                str(out), "--params", json.dumps(params), "--threads", "2",
                "--log", str(tmp_path / "log.txt")])
@@ -198,8 +202,10 @@ def test_cli_split_instances(tmp_path):
     bad = tmp_path / "bad.ome.zarr"
     create_ome_zarr(bad, (1, *mask.shape), np.float32, (1, 10, 24, 24), (1, 1, 1))
     rc = main(["split_instances", "--sample", "s1", "--prediction", str(bad), "--output",
-               str(tmp_path / "x.ome.zarr")])
+               str(tmp_path / "x.ome.zarr"), "--params", json.dumps(params),
+               "--log", str(tmp_path / "bad.txt")])
     assert rc == 2 and not (tmp_path / "x.ome.zarr").exists()
+    assert "expected CZYX with 2 channels" in (tmp_path / "bad.txt").read_text()
 
 
 def test_cli_mask_threshold_auto_uses_the_segmenters_tuned_value(tmp_path, capsys):

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fewlabel.config import DensityTargetsConfig
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr, write_points_csv
 from fewlabel.detection.density.targets import density_target, make_density_targets, sigma_in_voxels, weight_map
@@ -61,8 +62,9 @@ def test_chunked_targets_equal_whole_volume(tmp_path) -> None:
     write_ome_zarr(tmp_path / "img.ome.zarr", image, (2.0, 0.5, 0.5), chunks=(4, 8, 16))
     write_points_csv(pd.DataFrame(pts, columns=["z", "y", "x"]), tmp_path / "p.csv")
     make_density_targets(tmp_path / "img.ome.zarr", tmp_path / "p.csv", tmp_path / "t.ome.zarr",
-                         tmp_path / "w.ome.zarr", sigma=[1.0, 0.75, 1.25], sigma_unit="um",
-                         lam=5.0, T=0.3, sample="s1", workers=2)
+                         tmp_path / "w.ome.zarr",
+                         params=DensityTargetsConfig(sigma=(1.0, 0.75, 1.25), sigma_unit="um",
+                                                     lam=5.0, T=0.3), sample="s1", workers=2)
     t = open_ome_zarr(tmp_path / "t.ome.zarr")
     w = open_ome_zarr(tmp_path / "w.ome.zarr")
     assert t.array.chunks == (4, 8, 16) and w.array.chunks == (4, 8, 16)

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from fewlabel.config import AWingConfig, parse
 from fewlabel.errors import ConfigError
 from fewlabel.detection.density.awing import (
-    AWingParams,
     DensityLoss,
     adaptive_wing,
     weighted_adaptive_wing_loss,
@@ -104,9 +104,11 @@ def test_weighted_mse_and_density_loss_module() -> None:
     weight = torch.tensor([2.0, 1.0])
     assert float(weighted_mse_loss(pred, target, weight)) == pytest.approx((2 * 1 + 0.25) / 2)
     assert float(DensityLoss("mse")(pred, target, weight)) == pytest.approx(1.125)
-    aw = DensityLoss("awing", AWingParams(alpha=2.1, omega=14, epsilon=1, theta=0.5))
+    aw = DensityLoss("awing", AWingConfig(alpha=2.1, omega=14, epsilon=1, theta=0.5))
     assert float(aw(pred, target)) == pytest.approx(float(adaptive_wing(pred, target).mean()))
     with pytest.raises(ConfigError):
         DensityLoss("l1")
-    with pytest.raises(ConfigError):
-        AWingParams(theta=0.0)
+    with pytest.raises(ConfigError, match=r"config key 'detection.train.awing.theta'"):
+        parse(AWingConfig, theta=0.0)
+    with pytest.raises(ConfigError, match=r"config key 'detection.train.awing.alpha'"):
+        parse(AWingConfig, alpha=1.0)

@@ -195,6 +195,11 @@ def test_cli_evaluate_and_aggregate(tmp_path):
     rc = main(["evaluate_segmentation", "--sample", "c", "--gt", str(tmp_path / "gt.ome.zarr"),
                "--pred", str(tmp_path / "small.ome.zarr"), "--output", str(tmp_path / "c.tsv")])
     assert rc == 2 and not (tmp_path / "c.tsv").exists()
+    rc = main(["evaluate_segmentation", "--sample", "c", "--gt", str(tmp_path / "gt.ome.zarr"),
+               "--pred", str(tmp_path / "gt.ome.zarr"), "--params", '{"centre_gate_um": 0}',
+               "--output", str(tmp_path / "c.tsv"), "--log", str(tmp_path / "c.log")])
+    assert rc == 2 and not (tmp_path / "c.tsv").exists()
+    assert "config key 'evaluation.segmentation.centre_gate_um'" in (tmp_path / "c.log").read_text()
     rc = main(["aggregate_segmentation", "--inputs", str(out_a), str(out_a), "--output",
                str(tmp_path / "dup.tsv")])
     assert rc == 2

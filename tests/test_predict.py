@@ -11,13 +11,13 @@ import torch
 
 from fewlabel.blocks import block_grid
 from fewlabel.cli import main
+from fewlabel.config import PredictConfig, SegmentationPredictConfig, parse
 from fewlabel.errors import ConfigError, FewlabelError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import register_architecture, save_model
 from fewlabel.normalize import apply_range, percentile_range
 from fewlabel.inference.engine import (
     uses_instance_norm,
-    PredictParams,
     predict_volume,
     predict_with_module,
 )
@@ -31,8 +31,7 @@ from fewlabel.inference.slabs import (
 )
 
 ARCH = "test_predict_tinyconv"
-PARAMS = PredictParams.from_dict({"tile": [8, 16, 16], "overlap": [4, 4, 4], "batch_size": 3,
-                                  "cache_tiles": 8})
+PARAMS = PredictConfig(tile=(8, 16, 16), overlap=(4, 4, 4), batch_size=3, cache_tiles=8)
 VOXEL = (2.0, 0.5, 0.5)
 
 
@@ -80,21 +79,24 @@ def reference(module: torch.nn.Module, volume: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- params
 def test_predict_params_defaults_and_unknown_keys():
-    params = PredictParams.from_dict({})
-    assert params.to_dict() == {"tile": [16, 64, 64], "overlap": [4, 16, 16], "batch_size": 4,
-                                "cache_tiles": 64, "out_chunks": None,
-                                   "pad_to_tile": False}
-    assert PredictParams.from_dict(params.to_dict()) == params
-    with pytest.raises(ConfigError, match="unknown predict parameter"):
-        PredictParams.from_dict({"tiles": [8, 8, 8]})
+    params = PredictConfig.model_validate({})
+    assert params.model_dump(mode="json") == {
+        "tile": [16, 128, 128], "overlap": [8, 48, 48], "batch_size": 4, "cache_tiles": 64,
+        "out_chunks": None, "pad_to_tile": False}
+    assert PredictConfig.model_validate(params.model_dump(mode="json")) == params
+    # segmentation.predict: the same block with its own tile/overlap defaults
+    seg = SegmentationPredictConfig()
+    assert (seg.tile, seg.overlap, seg.cache_tiles) == ((16, 96, 96), (8, 44, 44), 64)
+    with pytest.raises(ConfigError, match=r"config key 'detection.predict.tiles': unknown key"):
+        parse(PredictConfig, {"tiles": [8, 8, 8]})
 
 
 @pytest.mark.parametrize("bad", [{"tile": [8, 8]}, {"overlap": [8, 4, 4], "tile": [8, 16, 16]},
                                  {"batch_size": 0}, {"cache_tiles": 2.5},
-                                 {"out_chunks": [0, 8, 8]}])
+                                 {"out_chunks": [0, 8, 8]}, {"pad_to_tile": "maybe"}])
 def test_predict_params_reject_bad_values(bad):
-    with pytest.raises(ConfigError):
-        PredictParams.from_dict(bad)
+    with pytest.raises(ConfigError, match=r"config key 'detection.predict"):
+        parse(PredictConfig, bad)
 
 
 def test_slab_blocks_partition_the_grid_in_contiguous_runs():
@@ -126,7 +128,7 @@ def test_cli_predict_init_auto_writes_the_plan(image, model_dir, tmp_path):
     path, volume = image
     folder, _ = model_dir
     out, plan = tmp_path / "pred.ome.zarr", tmp_path / "plan.json"
-    params = json.dumps(PARAMS.to_dict())
+    params = json.dumps(PARAMS.model_dump(mode="json"))
     assert main(["init_prediction_slabs", "--sample", "s1", "--model-dir", str(folder), "--image",
                  str(path), "--output", str(out), "--n-slabs", "auto", "--slab-voxels", "5000",
                  "--plan", str(plan), "--params", params]) == 0
@@ -176,7 +178,7 @@ def test_volume_smaller_than_one_tile_is_a_clear_error_unless_padding(image, mod
                                                                      tmp_path, caplog):
     path, volume = image  # (13, 40, 36)
     folder, module = model_dir
-    big = PredictParams.from_dict({"tile": [16, 32, 48], "overlap": [4, 4, 4]})
+    big = PredictConfig(tile=(16, 32, 48), overlap=(4, 4, 4))
     out = tmp_path / "pred.ome.zarr"
     with pytest.raises(InputDataError) as err:
         predict_volume(folder, path, out, params=big, sample="s1", device="cpu")
@@ -189,7 +191,7 @@ def test_volume_smaller_than_one_tile_is_a_clear_error_unless_padding(image, mod
         create_prediction_array(folder, path, out, params=big, sample="s1", n_slabs=2)
     # opted in: mirror-padded tiles, prediction cropped back, still whole-volume inference
     # wherever the padding is further than the receptive field from the voxel
-    padded = PredictParams.from_dict({**big.to_dict(), "pad_to_tile": True})
+    padded = big.model_copy(update={"pad_to_tile": True})
     with caplog.at_level(logging.WARNING):
         predict_volume(folder, path, out, params=padded, sample="s1", device="cpu")
     result = open_ome_zarr(out).array[...]
@@ -222,7 +224,7 @@ def test_dmdetnet3d_model_folder_predicts_density_in_unit_range(image, tmp_path)
                                                      "kwargs": {"base_channels": 2, "depth": 1}},
                         training={}, normalization={"percentiles": [1, 99.8]})
     out = tmp_path / "density.ome.zarr"
-    params = PredictParams.from_dict({"tile": [8, 16, 16], "overlap": [4, 8, 8]})
+    params = PredictConfig(tile=(8, 16, 16), overlap=(4, 8, 8))
     predict_volume(folder, path, out, params=params, sample="s1", device="cpu")
     density = open_ome_zarr(out).array[...]
     assert density.shape == volume.shape
@@ -283,8 +285,8 @@ def test_interrupted_slab_and_stale_markers_never_look_complete(image, model_dir
         finalize_prediction(out)
     # slab jobs with other parameters than the partial array are refused
     with pytest.raises(ConfigError, match="differ"):
-        predict_volume(folder, path, out, params=PredictParams.from_dict(
-            {**PARAMS.to_dict(), "batch_size": 2}), sample="s1", device="cpu", slab=0, n_slabs=2)
+        predict_volume(folder, path, out, params=PARAMS.model_copy(
+            update={"batch_size": 2}), sample="s1", device="cpu", slab=0, n_slabs=2)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -14,8 +14,8 @@ from fewlabel import roi
 from fewlabel.cli import main as cli_main
 from fewlabel.errors import ConfigError, FewlabelError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
+from fewlabel.config import RoiConfig, parse
 from fewlabel.roi import (
-    RoiParams,
     class_prior,
     erode_dilate,
     fit_gmm_1d,
@@ -50,7 +50,7 @@ def _mask(path) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_roi_keeps_particles_and_is_compact(tmp_path, seed):
     image, points = _spots(tmp_path, seed)
-    params = RoiParams.from_dict(SPOT_PARAMS)
+    params = RoiConfig.model_validate(SPOT_PARAMS)
     summary = segment_roi(image, tmp_path / "roi.ome.zarr", tmp_path / "roi.json", params=params,
                           sample=f"spots{seed}", seed=0)
     mask = _mask(tmp_path / "roi.ome.zarr")
@@ -76,7 +76,7 @@ def test_roi_keeps_particles_and_is_compact(tmp_path, seed):
 def test_chunked_roi_equals_whole_volume(tmp_path):
     # CLAHE strong enough to matter, active erosion, subsampled fit (random chunks)
     image, _ = _spots(tmp_path, 3, voxel=(0.5, 0.2, 0.2), chunks=(8, 32, 32))
-    params = RoiParams.from_dict({"clahe_clip_limit": 0.03, "erosion_radius_um": 0.2,
+    params = RoiConfig.model_validate({"clahe_clip_limit": 0.03, "erosion_radius_um": 0.2,
                                   "extend_radius_um": 0.6, "max_fit_voxels": 20000})
     chunked = segment_roi(image, tmp_path / "c.ome.zarr", tmp_path / "c.json", params=params,
                           sample="s", workers=2, seed=5)
@@ -123,7 +123,7 @@ def test_pi_in_summary_and_implausible_warnings(tmp_path, caplog):
     image, _ = _spots(tmp_path, 0)
     base = dict(SPOT_PARAMS, particle_radius_um=0.3)
     good = segment_roi(image, tmp_path / "a.ome.zarr", tmp_path / "a.json", sample="s",
-                       params=RoiParams.from_dict(dict(base, expected_particles=41)))
+                       params=RoiConfig.model_validate(dict(base, expected_particles=41)))
     expected = 41 * (4 / 3) * math.pi * 0.3 ** 3 / (good["roi_voxels"] * 0.04)
     assert good["roi_volume_um3"] == pytest.approx(good["roi_voxels"] * 0.04)
     assert good["pi"] == pytest.approx(expected)
@@ -133,12 +133,12 @@ def test_pi_in_summary_and_implausible_warnings(tmp_path, caplog):
 
     with caplog.at_level(logging.WARNING, logger="fewlabel.roi"):
         high = segment_roi(image, tmp_path / "b.ome.zarr", tmp_path / "b.json", sample="s",
-                           params=RoiParams.from_dict(dict(base, expected_particles=100000)))
+                           params=RoiConfig.model_validate(dict(base, expected_particles=100000)))
     assert high["pi"] > 0.5 and len(high["warnings"]) == 1 and "> 0.5" in high["warnings"][0]
     assert any("pi=" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert json.loads((tmp_path / "b.json").read_text())["warnings"] == high["warnings"]
     low = segment_roi(image, tmp_path / "c.ome.zarr", tmp_path / "c.json", sample="s",
-                      params=RoiParams.from_dict(dict(SPOT_PARAMS, expected_particles=1,
+                      params=RoiConfig.model_validate(dict(SPOT_PARAMS, expected_particles=1,
                                                       particle_radius_um=0.01)))
     assert low["pi"] < 1e-4 and "< 0.0001" in low["warnings"][0]
 
@@ -148,7 +148,7 @@ def test_single_plane_volume(tmp_path):
     path = tmp_path / "plane.ome.zarr"
     write_ome_zarr(path, np.round(s.image).astype(np.uint16), (1.0, 0.2, 0.2), chunks=(1, 48, 48))
     summary = segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", sample="plane",
-                          params=RoiParams(), workers=2)
+                          params=RoiConfig(), workers=2)
     mask = _mask(tmp_path / "m.ome.zarr")
     centres = np.round(s.points[["z", "y", "x"]].to_numpy()).astype(int)
     assert mask.shape == (1, 96, 96) and 0 < summary["roi_fraction"] < 1
@@ -159,7 +159,7 @@ def test_constant_volume_is_a_clear_error(tmp_path):
     path = tmp_path / "flat.ome.zarr"
     write_ome_zarr(path, np.full((8, 32, 32), 7, np.uint16), VOXEL, chunks=(4, 16, 16))
     with pytest.raises(FewlabelError, match="sample 'flatvol'.*constant"):
-        segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiParams(),
+        segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiConfig(),
                     sample="flatvol")
     assert not (tmp_path / "m.ome.zarr").exists() and not (tmp_path / "m.json").exists()
 
@@ -204,16 +204,16 @@ def test_ball_morphology_is_exact():
 
 
 def test_params_validation():
-    assert RoiParams.from_dict({}) == RoiParams()
-    assert RoiParams.from_dict({"clahe_kernel_voxels": [2, 8, 8]}).clahe_kernel_voxels == (2, 8, 8)
-    with pytest.raises(ConfigError, match="unknown roi parameter"):
-        RoiParams.from_dict({"posterior": 0.5})
-    with pytest.raises(ConfigError, match="posterior_threshold"):
-        RoiParams.from_dict({"posterior_threshold": 1.5})
+    assert RoiConfig.model_validate({}) == RoiConfig()
+    assert RoiConfig(clahe_kernel_voxels=[2, 8, 8]).clahe_kernel_voxels == (2, 8, 8)
+    with pytest.raises(ConfigError, match=r"config key 'roi.posterior': unknown key"):
+        parse(RoiConfig, {"posterior": 0.5})
+    with pytest.raises(ConfigError, match=r"config key 'roi.posterior_threshold'"):
+        parse(RoiConfig, {"posterior_threshold": 1.5})
     with pytest.raises(ConfigError, match="together"):
-        RoiParams.from_dict({"expected_particles": 10})
+        parse(RoiConfig, {"expected_particles": 10})
     with pytest.raises(ConfigError, match="clip_percentiles"):
-        RoiParams.from_dict({"clip_percentiles": [99, 1]})
+        parse(RoiConfig, {"clip_percentiles": [99, 1]})
 
 
 def test_cli_segment_roi(tmp_path):
@@ -233,5 +233,6 @@ def test_cli_segment_roi(tmp_path):
     assert "ROI" in (tmp_path / "roi.log").read_text()
     bad = cli_main(["segment_roi", "--sample", "spots0", "--image", str(image), "--mask-out",
                     str(tmp_path / "x.ome.zarr"), "--json-out", str(tmp_path / "x.json"),
-                    "--params", '{"nonsense": 1}'])
+                    "--params", '{"nonsense": 1}', "--log", str(tmp_path / "bad.log")])
     assert bad == 2
+    assert "config key 'roi.nonsense': unknown key" in (tmp_path / "bad.log").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from scipy.spatial import cKDTree
 
 from fewlabel import synth
 from fewlabel.cli import main
+from fewlabel.config import DemoParams, parse
 from fewlabel.errors import ConfigError
 from fewlabel.io import open_input_volume, read_image, read_points_csv
 
@@ -236,7 +238,7 @@ def test_nuclei_anisotropy_flattens_in_z():
 # --------------------------------------------------------------------------- demo
 def test_make_demo_writes_readable_files_fast(tmp_path):
     start = time.monotonic()
-    rows = synth.make_demo(tmp_path / "demo", params=synth.DemoParams(), seed=0)
+    rows = synth.make_demo(tmp_path / "demo", params=DemoParams(), seed=0)
     elapsed = time.monotonic() - start
     assert elapsed < 5.0
     out = tmp_path / "demo"
@@ -276,29 +278,32 @@ def test_make_demo_writes_readable_files_fast(tmp_path):
         manifest["files"]
 
 
-def test_demo_params_from_dict():
-    p = synth.DemoParams.from_dict({"spots_shape": [8, 32, 32], "spots_snr": 2,
-                                    "spots_density": 100, "nuclei_count": 3})
+def test_demo_params_model():
+    p = DemoParams.model_validate({"spots_shape": [8, 32, 32], "spots_snr": 2,
+                                   "spots_density": 100, "nuclei_count": 3})
     assert p.spots_shape == (8, 32, 32) and p.spots_snr == 2.0 and p.spots_density == 100
     assert p.nuclei_count == 3 and p.nuclei_shape == (16, 96, 96)
-    assert synth.DemoParams.from_dict(None) == synth.DemoParams()
+    assert DemoParams.model_validate({}) == DemoParams()
+    # the named densities are the generator's
+    assert set(typing.get_args(DemoParams.model_fields["spots_density"].annotation)[0]
+               .__args__) == set(synth.DENSITIES)
     # the workflow's config.yaml demo.params section is accepted as is
     import yaml
 
     config_path = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
     if config_path.exists():
         config = yaml.safe_load(config_path.read_text())
-        assert synth.DemoParams.from_dict(config["demo"]["params"]) == synth.DemoParams()
-    with pytest.raises(ConfigError, match="unknown demo parameter.*spots_sigma"):
-        synth.DemoParams.from_dict({"spots_sigma": 2})
-    with pytest.raises(ConfigError, match="nuclei_shape"):
-        synth.DemoParams.from_dict({"nuclei_shape": [16, 64]})
+        assert DemoParams.model_validate(config["demo"]["params"]) == DemoParams()
+    with pytest.raises(ConfigError, match=r"'demo.params.spots_sigma': unknown key"):
+        parse(DemoParams, {"spots_sigma": 2})
+    with pytest.raises(ConfigError, match=r"'demo.params.nuclei_shape': needs 3 values"):
+        parse(DemoParams, {"nuclei_shape": [16, 64]})
     with pytest.raises(ConfigError, match="spots_snr"):
-        synth.DemoParams.from_dict({"spots_snr": "high"})
+        parse(DemoParams, {"spots_snr": "high"})
     with pytest.raises(ConfigError, match="spots_density"):
-        synth.DemoParams.from_dict({"spots_density": "dense"})
+        parse(DemoParams, {"spots_density": "dense"})
     with pytest.raises(ConfigError, match="integer"):
-        synth.DemoParams.from_dict({"nuclei_count": 2.5})
+        parse(DemoParams, {"nuclei_count": 2.5})
 
 
 # --------------------------------------------------------------------------- CLI

@@ -10,19 +10,21 @@ import pytest
 import torch
 
 from fewlabel.cli import main as cli_main
+from fewlabel.config import DensityTargetsConfig, DetectorTrainConfig, PeaksConfig, parse
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import write_ome_zarr, write_points_csv
 from fewlabel.detection.density.targets import make_density_targets
 from fewlabel.models.store import load_model
 from fewlabel.training import CropSampler, CropVolume, CurveLogger, EarlyStopping
-from fewlabel.detection.density.training import DetectorTrainParams, train_detector
+from fewlabel.detection.density.training import train_detector
 
 torch.set_num_threads(1)
 
-TINY = {
+TINY_DICT = {
     "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [8, 16, 16], "patience": 5,
     "model": {"base_channels": 2, "depth": 1}, "threshold_grid": [0.1, 0.3, 0.5],
 }
+TINY = DetectorTrainConfig.model_validate(TINY_DICT)
 
 
 # --------------------------------------------------------------------------- common utilities
@@ -67,18 +69,21 @@ def test_early_stopping_and_curve(tmp_path) -> None:
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
-def test_params_from_dict() -> None:
-    params = DetectorTrainParams.from_dict({"crop": [4, 8, 8], "awing": {"theta": 0.4},
-                                            "model": {"pool_z": True}})
+def test_train_params_from_config_section() -> None:
+    params = DetectorTrainConfig.model_validate({"crop": [4, 8, 8], "awing": {"theta": 0.4},
+                                                 "model": {"pool_z": True}})
     assert params.crop == (4, 8, 8) and params.awing.theta == 0.4 and params.model.pool_z
     assert params.awing.alpha == 2.1 and params.loss == "awing"
-    assert json.loads(json.dumps(params.to_dict()))["crop"] == [4, 8, 8]
-    with pytest.raises(ConfigError, match="unknown key"):
-        DetectorTrainParams.from_dict({"epoch": 3})
-    with pytest.raises(ConfigError, match="unknown key"):
-        DetectorTrainParams.from_dict({"model": {"channels": 3}})
-    with pytest.raises(ConfigError, match="loss"):
-        DetectorTrainParams.from_dict({"loss": "l1"})
+    assert params.model.base_channels == 8  # one default for the width, whatever else is set
+    assert json.loads(json.dumps(params.model_dump(mode="json")))["crop"] == [4, 8, 8]
+    with pytest.raises(ConfigError, match=r"config key 'detection.train.epoch': unknown key"):
+        parse(DetectorTrainConfig, {"epoch": 3})
+    with pytest.raises(ConfigError, match=r"'detection.train.model.channels': unknown key"):
+        parse(DetectorTrainConfig, {"model": {"channels": 3}})
+    with pytest.raises(ConfigError, match=r"'detection.train.loss'"):
+        parse(DetectorTrainConfig, {"loss": "l1"})
+    with pytest.raises(ConfigError, match=r"'detection.train.min_distance': unknown key"):
+        parse(DetectorTrainConfig, {"min_distance": [1, 2, 2]})  # lives in detection.peaks
 
 
 # --------------------------------------------------------------------------- trainer
@@ -96,7 +101,7 @@ def _make_sample(root, name: str, seed: int, *, n_points: int = 6) -> dict[str, 
     write_ome_zarr(paths["image"], image, (1.0, 0.5, 0.5), chunks=(3, 16, 16))
     write_points_csv(pd.DataFrame(pts, columns=["z", "y", "x"]), paths["points"])
     make_density_targets(paths["image"], paths["points"], paths["target"], paths["weight"],
-                         sigma=[1.0, 1.5, 1.5], sample=name)
+                         params=DensityTargetsConfig(sigma=(1.0, 1.5, 1.5)), sample=name)
     return {"sample": name, **paths}
 
 
@@ -130,17 +135,22 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     assert loaded.normalization["percentiles"] == [1.0, 99.8]
     assert loaded.training["params"]["model"]["base_channels"] == 2
     assert loaded.training["epochs_run"] == 2
+    # the threshold was tuned with detection.peaks, recorded for extract_points
+    assert thresholds["min_distance"] == loaded.training["peaks"]["min_distance"] == [1, 2, 2]
 
     # same seed through the CLI -> identical weights; another seed -> different weights
     code = cli_main(["train_detector", "--train-json", json.dumps([train]),
                      "--val-json", json.dumps([val]), "--out-dir", str(root / "m2"),
-                     "--params", json.dumps(TINY), "--seed", "5", "--threads", "1"])
+                     "--params", json.dumps(TINY_DICT), "--peaks", "{}", "--seed", "5",
+                     "--threads", "1"])
     assert code == 0
     w1 = torch.load(folder / "weights.pt", weights_only=True)
     w2 = torch.load(root / "m2" / "weights.pt", weights_only=True)
     assert w1.keys() == w2.keys()
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
-    train_detector([train], [val], root / "m3", params=TINY, seed=6, threads=1)
+    train_detector([train], [val], root / "m3", params=TINY,
+                   peaks=PeaksConfig(min_distance=(1, 3, 3)), seed=6, threads=1)
+    assert json.loads((root / "m3" / "thresholds.json").read_text())["min_distance"] == [1, 3, 3]
     w3 = torch.load(root / "m3" / "weights.pt", weights_only=True)
     assert not all(torch.equal(w1[k], w3[k]) for k in w1)
 

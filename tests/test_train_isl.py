@@ -11,13 +11,15 @@ import torch
 from scipy import ndimage as ndi
 
 from fewlabel.cli import main
+from fewlabel.config import IslConfig, SegmentationPredictConfig, parse
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model, load_state
-from fewlabel.segmentation.distance.isl import IslParams, pearson, predict_isl, pretrain_isl
+from fewlabel.segmentation.distance.isl import pearson, predict_isl, pretrain_isl
 
-TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [4, 16, 16],
-        "model": {"base_channels": 4, "depth": 1}}
+TINY_DICT = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [4, 16, 16],
+             "model": {"base_channels": 4, "depth": 1}}
+TINY = IslConfig.model_validate(TINY_DICT)
 
 
 def write_pair(folder, name, *, shape=(6, 24, 24), seed=0, target_shape=None):
@@ -54,8 +56,8 @@ def test_isl_two_epochs_writes_model_folder_with_pcc(tmp_path):
     assert set(summary["val_pcc_per_image"]) == {"b"}
     # the reported validation PCC is the PCC of the saved model's prediction of the whole image
     out = tmp_path / "b_pred.ome.zarr"
-    predict_isl(folder, val[0]["image"], out, params={"tile": [6, 24, 24], "overlap": [0, 0, 0]},
-                sample="b")
+    predict_isl(folder, val[0]["image"], out,
+                params=SegmentationPredictConfig(tile=(6, 24, 24), overlap=(0, 0, 0)), sample="b")
     recomputed = pearson(np.asarray(open_ome_zarr(out).array[...]),
                          np.asarray(open_ome_zarr(val[0]["target"]).array[...]))
     assert summary["val_pcc_per_image"]["b"] == pytest.approx(recomputed, abs=1e-3)
@@ -86,22 +88,23 @@ def test_target_shape_mismatch_names_sample_and_shapes(tmp_path):
 
 
 def test_params_reject_unknown_keys():
-    with pytest.raises(ConfigError):
-        IslParams.from_dict({"epochz": 3})
-    with pytest.raises(ConfigError):
-        IslParams.from_dict({"model": {"width": 3}})
-    with pytest.raises(ConfigError):
-        IslParams.from_dict({"dims": 4})
-    assert IslParams.from_dict({"crop": [2, 8, 8]}).crop == (2, 8, 8)
+    with pytest.raises(ConfigError, match=r"'segmentation.isl.epochz': unknown key"):
+        parse(IslConfig, {"epochz": 3})
+    with pytest.raises(ConfigError, match=r"'segmentation.isl.model.width': unknown key"):
+        parse(IslConfig, {"model": {"width": 3}})
+    with pytest.raises(ConfigError, match=r"'segmentation.isl.dims'"):
+        parse(IslConfig, {"dims": 4})
+    assert IslConfig.model_validate({"crop": [2, 8, 8]}).crop == (2, 8, 8)
+    assert IslConfig().model.base_channels == 8 and IslConfig().patience == 25
 
 
 def test_predict_isl_tiled_matches_shape_and_tracks_target(tmp_path):
     train = [write_pair(tmp_path, "a", seed=1)]
-    pretrain_isl(train, [], tmp_path / "isl", params={**TINY, "epochs": 6, "steps_per_epoch": 4},
-                 seed=0, threads=1)
+    longer = TINY.model_copy(update={"epochs": 6, "steps_per_epoch": 4})
+    pretrain_isl(train, [], tmp_path / "isl", params=longer, seed=0, threads=1)
     out = tmp_path / "pred.ome.zarr"
     predict_isl(tmp_path / "isl", train[0]["image"], out,
-                params={"tile": [4, 16, 16], "overlap": [2, 8, 8]}, sample="a")
+                params=SegmentationPredictConfig(tile=(4, 16, 16), overlap=(2, 8, 8)), sample="a")
     pred = open_ome_zarr(out)
     assert pred.shape == (6, 24, 24) and pred.array.dtype == np.float32
     assert pred.voxel_size == (1.0, 0.5, 0.5)
@@ -121,7 +124,7 @@ def test_planes_as_channels_2d_cli(tmp_path):
     items = [{"sample": "p", "image": str(tmp_path / "lf.ome.zarr"),
               "target": str(tmp_path / "fl.ome.zarr")}]
     (tmp_path / "train.json").write_text(json.dumps(items))
-    params = {**TINY, "dims": 2}
+    params = {**TINY_DICT, "dims": 2}
     assert main(["pretrain_isl", "--train-json", str(tmp_path / "train.json"), "--val-json", "",
                  "--out-dir", str(tmp_path / "isl2d"), "--params", json.dumps(params)]) == 0
     loaded = load_model(tmp_path / "isl2d", expect="unet")

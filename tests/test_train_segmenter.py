@@ -10,14 +10,15 @@ import torch
 from scipy import ndimage as ndi
 
 from fewlabel.cli import main
+from fewlabel.config import IslConfig, SegmentationPredictConfig, SegmenterTrainConfig, parse
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model
 from fewlabel.segmentation.distance.isl import pretrain_isl
 from fewlabel.segmentation.distance.segmenter import (
     H_GRID,
-    SegmenterParams,
     _build_segmenter,
+    build_segmenter_loss,
     instance_targets,
     predict_segmentation,
     train_segmenter,
@@ -25,6 +26,10 @@ from fewlabel.segmentation.distance.segmenter import (
 
 TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [4, 16, 16],
         "model": {"base_channels": 4, "depth": 1}}
+
+
+def seg_params(**changes) -> SegmenterTrainConfig:
+    return SegmenterTrainConfig.model_validate({**TINY, **changes})
 VOXEL = (1.0, 0.5, 0.5)
 
 
@@ -63,7 +68,8 @@ def isl_setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("seg")
     a = write_sample(folder, "a", seed=1)
     b = write_sample(folder, "b", seed=2)
-    pretrain_isl([isl_item(a)], [isl_item(b)], folder / "isl", params=TINY, seed=0, threads=1)
+    pretrain_isl([isl_item(a)], [isl_item(b)], folder / "isl",
+                 params=IslConfig.model_validate(TINY), seed=0, threads=1)
     return folder, a, b
 
 
@@ -90,12 +96,12 @@ def test_isl_init_loads_pretrained_body_and_scratch_does_not(isl_setup):
     folder, a, _ = isl_setup
     isl = load_model(folder / "isl", expect="unet").module.state_dict()
     torch.manual_seed(0)
-    model, kwargs, info = _build_segmenter(SegmenterParams.from_dict(TINY), folder / "isl",
+    model, kwargs, info = _build_segmenter(seg_params(), folder / "isl",
                                            None, "cpu")
     body = model.body.state_dict()
     assert info["init"] == "isl" and kwargs["base_channels"] == 4
     assert all(torch.equal(body[k], isl[k]) for k in isl)
-    scratch, _, info = _build_segmenter(SegmenterParams.from_dict({**TINY, "init": "scratch"}),
+    scratch, _, info = _build_segmenter(seg_params(init="scratch"),
                                         folder / "isl", None, "cpu")
     assert info["init"] == "scratch"
     name = "encoder.0.block.0.weight"
@@ -105,13 +111,14 @@ def test_isl_init_loads_pretrained_body_and_scratch_does_not(isl_setup):
 def test_isl_of_other_dims_is_a_model_error(isl_setup):
     folder, _, _ = isl_setup
     with pytest.raises(ModelError, match="3D but the segmenter is configured as 2D"):
-        _build_segmenter(SegmenterParams.from_dict({**TINY, "dims": 2}), folder / "isl", 1,
+        _build_segmenter(seg_params(dims=2), folder / "isl", 1,
                          "cpu")
 
 
 def test_isl_init_without_folder_falls_back_to_scratch(tmp_path, isl_setup):
     _, a, _ = isl_setup
-    summary = train_segmenter([seg_item(a)], [], tmp_path / "seg", params=TINY, init_from="")
+    summary = train_segmenter([seg_item(a)], [], tmp_path / "seg", params=seg_params(),
+                              init_from="")
     training = json.loads((tmp_path / "seg" / "training.json").read_text())
     assert summary["init"] == "scratch" and training["init_requested"] == "isl"
     assert training["init_from"] is None
@@ -121,27 +128,31 @@ def test_empty_training_mask_names_the_sample(tmp_path, isl_setup):
     folder, _, _ = isl_setup
     empty = write_sample(tmp_path, "blank", empty=True)
     with pytest.raises(InputDataError) as info:
-        train_segmenter([seg_item(empty)], [], tmp_path / "seg", params=TINY,
+        train_segmenter([seg_item(empty)], [], tmp_path / "seg", params=seg_params(),
                         init_from=folder / "isl")
     assert "blank" in str(info.value) and "no objects" in str(info.value)
 
 
 def test_params_validate_loss_and_init():
-    with pytest.raises(ConfigError):
-        SegmenterParams.from_dict({"init": "imagenet"})
-    with pytest.raises(ConfigError):
-        SegmenterParams.from_dict({"loss": "hinge"})
-    with pytest.raises(ConfigError):
-        SegmenterParams.from_dict({"loss": "dice", "loss_params": {"bogus": 1}})
-    params = SegmenterParams.from_dict({"loss": "focal_tversky", "loss_params": {"beta": 0.8}})
-    assert params.build_loss().mask_loss.params == {"beta": 0.8}
+    with pytest.raises(ConfigError, match=r"'segmentation.train.init'"):
+        parse(SegmenterTrainConfig, {"init": "imagenet"})
+    with pytest.raises(ConfigError, match=r"'segmentation.train.loss'"):
+        parse(SegmenterTrainConfig, {"loss": "hinge"})
+    with pytest.raises(ConfigError, match=r"'segmentation.train.loss_params'.*bogus"):
+        parse(SegmenterTrainConfig, {"loss": "dice", "loss_params": {"bogus": 1}})
+    with pytest.raises(ConfigError, match=r"'segmentation.train.loss_params'.*mask_loss"):
+        parse(SegmenterTrainConfig, {"loss_params": {"mask_loss": "mask_distance"}})
+    with pytest.raises(ConfigError, match=r"'segmentation.train.model.head_kernel'"):
+        parse(SegmenterTrainConfig, {"model": {"head_kernel": 5}})
+    params = SegmenterTrainConfig(loss="focal_tversky", loss_params={"beta": 0.8})
+    assert build_segmenter_loss(params).mask_loss.params == {"beta": 0.8}
 
 
 def test_end_to_end_pretrain_finetune_predict(tmp_path, isl_setup):
     folder, a, b = isl_setup
     c = write_sample(tmp_path, "c", seed=3)
     summary = train_segmenter([seg_item(a), seg_item(c)], [seg_item(b)], tmp_path / "seg",
-                              params=TINY, init_from=folder / "isl", seed=0, threads=1)
+                              params=seg_params(), init_from=folder / "isl", seed=0, threads=1)
     assert summary["n_train_images"] == 2 and summary["init"] == "isl"
     loaded = load_model(tmp_path / "seg", expect="segmenter")  # rebuilt from model.json alone
     assert 0 < loaded.thresholds["mask_threshold"] < 1
@@ -154,7 +165,7 @@ def test_end_to_end_pretrain_finetune_predict(tmp_path, isl_setup):
     assert loaded.arch["kwargs"]["head_channels"] == 8
     out = tmp_path / "pred.ome.zarr"
     predict_segmentation(tmp_path / "seg", b["image"], out, sample="b",
-                         params={"tile": [4, 16, 16], "overlap": [2, 8, 8]})
+                         params=SegmentationPredictConfig(tile=(4, 16, 16), overlap=(2, 8, 8)))
     pred = open_ome_zarr(out)
     assert pred.shape == (2, 6, 24, 24) and pred.array.dtype == np.float32
     values = np.asarray(pred.array[...])
@@ -179,7 +190,7 @@ def test_cli_2d_scratch_segmenter(tmp_path, capsys):
                  "--init-from", "", "--params", params]) == 0
     predict = ["predict_segmentation", "--model-dir", str(tmp_path / "seg"), "--image",
                str(tmp_path / "lf.ome.zarr"), "--output", str(tmp_path / "p.ome.zarr")]
-    # 24 x 24 planes are smaller than the default 64 x 64 tile: an error naming the fix ...
+    # 24 x 24 planes are smaller than the default 96 x 96 tile: an error naming the fix ...
     assert main(predict) == 2
     err = capsys.readouterr().err
     assert "smaller than one tile" in err and "pad_to_tile" in err and "lf.ome.zarr" in err

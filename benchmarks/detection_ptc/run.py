@@ -57,10 +57,10 @@ VARIANTS = ("ptc", "clutter")
 TRAIN_PARAMS = {
     "epochs": 25, "steps_per_epoch": 12, "batch_size": 4, "crop": [8, 48, 48],
     "lr": 2e-3, "patience": 25, "point_fraction": 0.5,
-    "model": {"base_channels": 16, "depth": 2},
-    "min_distance": list(MIN_DISTANCE), "refine_radius": REFINE, "gate": GATE,
+    "model": {"base_channels": 16, "depth": 2}, "gate": GATE,
     "percentiles": list(PERCENTILES),
 }
+PEAKS_PARAMS = {"min_distance": list(MIN_DISTANCE), "refine_radius": [REFINE] * 3}
 PREDICT_PARAMS = {"tile": [10, 128, 128], "overlap": [4, 16, 16], "batch_size": 1}
 
 PAPER = {1: (0.623, 0.376), 2: (0.973, 0.891), 4: (0.994, 0.993), 7: (0.995, 0.994)}
@@ -86,6 +86,7 @@ def _make_data(root: Path, snr: float, density: str, variant: str
     import numpy as np
 
     from fewlabel.io import write_ome_zarr, write_points_csv
+    from fewlabel.config import DensityTargetsConfig
     from fewlabel.detection.density.targets import make_density_targets
     from fewlabel.synth import spot_volume
 
@@ -105,7 +106,8 @@ def _make_data(root: Path, snr: float, density: str, variant: str
                                chunks=(10, 64, 64))
                 write_points_csv(vol.points[["z", "y", "x"]], paths["points"])
                 make_density_targets(paths["image"], paths["points"], paths["target"],
-                                     paths["weight"], sigma=TARGET_SIGMA, sample=name)
+                                     paths["weight"],
+                                     params=DensityTargetsConfig(sigma=TARGET_SIGMA), sample=name)
             items.append({"sample": name, **paths})
         splits[split] = items
     return splits
@@ -168,7 +170,8 @@ def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | Non
     from fewlabel.io import open_ome_zarr, read_points_csv
     from fewlabel.metrics.detection import match_points
     from fewlabel.detection.peaks import extract_points
-    from fewlabel.inference.engine import PredictParams, predict_volume
+    from fewlabel.config import DetectorTrainConfig, PeaksConfig, PredictConfig
+    from fewlabel.inference.engine import predict_volume
     from fewlabel.detection.density.training import train_detector
 
     if variant not in VARIANTS:
@@ -193,7 +196,9 @@ def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | Non
     # ---- DM-DetNet3D
     t1 = time.time()
     model_dir = root / "dmdetnet3d"
-    summary = train_detector(splits["train"], splits["val"], model_dir, params=params,
+    summary = train_detector(splits["train"], splits["val"], model_dir,
+                             params=DetectorTrainConfig.model_validate(params),
+                             peaks=PeaksConfig.model_validate(PEAKS_PARAMS),
                              seed=train_seed, threads=1)
     t_train = time.time() - t1
     threshold = json.loads((model_dir / "thresholds.json").read_text())["detection_threshold"]
@@ -201,7 +206,7 @@ def run_config(snr: float, density: str, variant: str = "ptc", epochs: int | Non
     dm_results = []
     for item in splits["test"]:
         out = root / "pred" / f"{item['sample']}_density.ome.zarr"
-        predict_volume(model_dir, item["image"], out, params=PredictParams.from_dict(
+        predict_volume(model_dir, item["image"], out, params=PredictConfig.model_validate(
             PREDICT_PARAMS), sample=item["sample"], device="cpu")
         det = extract_points(open_ome_zarr(out).array, threshold=threshold,
                              min_distance=MIN_DISTANCE, refine_radius=REFINE)

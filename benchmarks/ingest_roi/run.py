@@ -100,9 +100,10 @@ def _child(step: str, args: argparse.Namespace) -> None:
                                 chunks=args.chunks)
         info = {"shape": summary["shape"], "min": summary["min"], "max": summary["max"]}
     elif step == "roi":
-        from fewlabel.roi import RoiParams, segment_roi
+        from fewlabel.config import RoiConfig
+        from fewlabel.roi import segment_roi
 
-        summary = segment_roi(args.zarr, args.mask, args.json, params=RoiParams(),
+        summary = segment_roi(args.zarr, args.mask, args.json, params=RoiConfig(),
                               sample="bench", workers=args.threads, seed=args.seed)
         info = {k: summary[k] for k in ("roi_fraction", "roi_voxels", "total_voxels",
                                         "clahe_kernel_voxels")}
@@ -214,7 +215,7 @@ def _write_results(rows: list[dict], args: argparse.Namespace, out: Path) -> Non
         "shared with other jobs while it ran, so wall times are indicative.",
         f"Volumes: uint16 ZYX TIFF written plane by plane, Poisson spots (SNR 4, 275 per 100³ "
         f"voxels) on an uneven background; voxel {args.voxel} µm; OME-Zarr chunks "
-        f"{args.chunks}; `segment_roi` with default `RoiParams` and {args.threads} threads.",
+        f"{args.chunks}; `segment_roi` with default `RoiConfig` and {args.threads} threads.",
         "Peak RSS is the child process's own `ru_maxrss` (each step runs in a fresh "
         "subprocess; includes the interpreter and imported libraries).",
         "",

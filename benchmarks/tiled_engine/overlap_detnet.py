@@ -32,7 +32,8 @@ from fewlabel.metrics.detection import match_points
 from fewlabel.models.store import load_model
 from fewlabel.normalize import apply_range, percentile_range
 from fewlabel.detection.peaks import extract_points
-from fewlabel.inference.engine import PredictParams, predict_volume
+from fewlabel.config import DensityTargetsConfig, DetectorTrainConfig, PeaksConfig, PredictConfig
+from fewlabel.inference.engine import predict_volume
 from fewlabel.synth import derive_seed, spot_volume
 from fewlabel.detection.density.training import train_detector
 
@@ -41,9 +42,10 @@ WORK = HERE.parents[1] / "benchmarks" / "_work" / "overlap_detnet"
 TRAIN_SHAPE, TEST_SHAPE = (16, 128, 128), (40, 256, 256)
 TILE = [16, 128, 128]
 OVERLAPS = [[4, 16, 16], [8, 48, 48], [8, 64, 64], [14, 96, 96]]
-TRAIN_PARAMS = {"epochs": 20, "steps_per_epoch": 10, "batch_size": 4, "crop": [8, 48, 48],
-                "lr": 1e-3, "patience": 5, "model": {"base_channels": 8, "depth": 2},
-                "min_distance": [1, 2, 2], "gate": 3.0}
+TRAIN_PARAMS = DetectorTrainConfig(epochs=20, steps_per_epoch=10, batch_size=4,
+                                   crop=(8, 48, 48), lr=1e-3, patience=5,
+                                   model={"base_channels": 8, "depth": 2}, gate=3.0)
+PEAKS = PeaksConfig(min_distance=(1, 2, 2))
 GATE = 3.0
 
 
@@ -55,7 +57,7 @@ def _volume(name: str, shape: tuple[int, int, int]) -> dict[str, str]:
                    chunks=(16, 128, 128))
     write_points_csv(vol.points[["z", "y", "x"]], paths["points"])
     make_density_targets(paths["image"], paths["points"], paths["target"], paths["weight"],
-                         sigma=(1.0, 1.5, 1.5), sample=name)
+                         params=DensityTargetsConfig(sigma=(1.0, 1.5, 1.5)), sample=name)
     return {"sample": name, **paths, "gt": vol.points[["z", "y", "x"]].to_numpy(float)}
 
 
@@ -74,7 +76,8 @@ def main() -> None:
     test = _volume("test0", TEST_SHAPE)
     model_dir = WORK / "detector"
     strip = [{k: v for k, v in item.items() if k != "gt"} for item in train + val]
-    train_detector(strip[:2], strip[2:], model_dir, params=TRAIN_PARAMS, seed=0, threads=2)
+    train_detector(strip[:2], strip[2:], model_dir, params=TRAIN_PARAMS, peaks=PEAKS, seed=0,
+                   threads=2)
     threshold = json.loads((model_dir / "thresholds.json").read_text())["detection_threshold"]
 
     loaded = load_model(model_dir, "cpu")
@@ -91,7 +94,7 @@ def main() -> None:
         out = WORK / f"tiled_{'_'.join(map(str, overlap))}.ome.zarr"
         t0 = time.perf_counter()
         predict_volume(model_dir, test["image"], out, sample="test0", device="cpu",
-                       params=PredictParams.from_dict({"tile": TILE, "overlap": overlap}))
+                       params=PredictConfig(tile=TILE, overlap=overlap))
         tiled = open_ome_zarr(out).array[...]
         rows.append({"run": f"tiled {TILE}", "overlap": str(overlap),
                      "seconds": time.perf_counter() - t0,

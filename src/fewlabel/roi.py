@@ -59,7 +59,7 @@ import math
 import shutil
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,8 @@ import numpy as np
 from scipy import ndimage
 
 from fewlabel.blocks import map_blocks, reduce_blocks
-from fewlabel.errors import ConfigError, InputDataError
+from fewlabel.config import RoiConfig
+from fewlabel.errors import InputDataError
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 from fewlabel.normalize import sample_voxels
 
@@ -77,127 +78,6 @@ PI_HIGH = 0.5
 PI_LOW = 1e-4
 LEVELS = 2**14 - 1
 """Corrected intensities are CLAHE grey levels 0..LEVELS (skimage's 2¹⁴ levels); x = level/LEVELS."""
-
-
-# --------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class RoiParams:
-    """ROI configuration (the ``roi`` config section, passed as ``--params`` JSON).
-
-    Attributes
-    ----------
-    clip_percentiles : (low, high) percentiles clipped before CLAHE. 0.5 / 99.8 drops dead
-        pixels and the few saturated voxels without touching particles.
-    smooth_sigma_um : Gaussian denoising σ in µm before clipping (0 = off). 0.15 µm is about
-        the σ of a diffraction-limited spot: per-voxel Poisson noise drops ~3x while a spot
-        keeps most of its peak. Raise it for larger particles.
-    clahe_kernel_um : CLAHE contextual-region size (z, y, x) in µm. 2 µm spans a few
-        particle diameters: local background is equalised while particles stay brighter than
-        it (at 0.3 x 0.1 x 0.1 µm voxels a region holds ~2700 voxels).
-    clahe_kernel_voxels : optional (z, y, x) region size in voxels; overrides
-        ``clahe_kernel_um`` (for volumes whose voxel size is unknown). Default None.
-    clahe_clip_limit : CLAHE clip limit in (0, 1] (skimage's definition: a fraction of the
-        region's voxels per histogram bin). 0.01 is a mild correction that keeps the shape of
-        the histogram, which the mixture needs: large limits (≥ 0.03) equalise each region to a
-        flat histogram in which a sparse particle tail is no longer a separate component. A
-        limit of at most one count per bin (≤ 1 / region voxels) makes CLAHE a global linear map
-        (no local correction); raise the limit only for strongly uneven background.
-    posterior_threshold : foreground when P(bright | x) > this; 0.5 is the Bayes decision.
-    max_fit_voxels : voxels sampled (whole random chunks) for the percentiles and the
-        mixture; 1e6 fixes the mixture to ~1e-3 and costs 4 MB.
-    erosion_radius_um : erosion ball radius in µm; 0.1 µm (about one lateral voxel) removes
-        isolated foreground voxels. A radius below one voxel on every axis is a no-op.
-    extend_radius_um : dilation ball radius in µm around the eroded foreground: the margin
-        around particles that must stay in the ROI (particle extent, blur, localisation slack).
-    expected_particles : expected number of particles k in the volume (for π), optional.
-    particle_radius_um : particle radius r in µm (for π), optional; give both or neither.
-    """
-
-    clip_percentiles: tuple[float, float] = (0.5, 99.8)
-    smooth_sigma_um: float = 0.15
-    clahe_kernel_um: tuple[float, float, float] | None = (2.0, 2.0, 2.0)
-    clahe_kernel_voxels: tuple[int, int, int] | None = None
-    clahe_clip_limit: float = 0.01
-    posterior_threshold: float = 0.5
-    max_fit_voxels: int = 1_000_000
-    erosion_radius_um: float = 0.1
-    extend_radius_um: float = 1.0
-    expected_particles: float | None = None
-    particle_radius_um: float | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> RoiParams:
-        """Build from a config mapping; unknown keys and bad values raise ConfigError."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown roi parameter(s) {unknown}; allowed: {sorted(known)}.",
-                              fix="check the 'roi' section of config/config.yaml.")
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            if key in ("clip_percentiles", "clahe_kernel_um", "clahe_kernel_voxels"):
-                if value is not None and not isinstance(value, (list, tuple)):
-                    _bad(key, value, "a list of numbers")
-                kwargs[key] = None if value is None else tuple(_number(key, v) for v in value)
-            elif key in ("expected_particles", "particle_radius_um"):
-                kwargs[key] = None if value is None else _number(key, value)
-            elif key == "max_fit_voxels":
-                kwargs[key] = int(_number(key, value))
-            else:
-                kwargs[key] = _number(key, value)
-        if kwargs.get("clahe_kernel_voxels") is not None:
-            kwargs["clahe_kernel_voxels"] = tuple(int(v) for v in kwargs["clahe_kernel_voxels"])
-        params = cls(**kwargs)
-        params.validate()
-        return params
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable mapping (lists for tuples)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    def validate(self) -> None:
-        """Raise ConfigError for values outside their documented ranges."""
-        clip = self.clip_percentiles
-        if clip is None or len(clip) != 2 or not 0 <= clip[0] < clip[1] <= 100:
-            _bad("clip_percentiles", clip, "two numbers 0 <= low < high <= 100")
-        if self.smooth_sigma_um < 0:
-            _bad("smooth_sigma_um", self.smooth_sigma_um, "a number >= 0")
-        if self.clahe_kernel_voxels is not None:
-            if len(self.clahe_kernel_voxels) != 3 or min(self.clahe_kernel_voxels) < 1:
-                _bad("clahe_kernel_voxels", self.clahe_kernel_voxels,
-                     "three integers >= 1 (z, y, x)")
-        elif self.clahe_kernel_um is None or len(self.clahe_kernel_um) != 3 or min(
-                self.clahe_kernel_um) <= 0:
-            _bad("clahe_kernel_um", self.clahe_kernel_um, "three positive µm values (z, y, x)")
-        if not 0 < self.clahe_clip_limit <= 1:
-            _bad("clahe_clip_limit", self.clahe_clip_limit, "a number in (0, 1]")
-        if not 0 < self.posterior_threshold < 1:
-            _bad("posterior_threshold", self.posterior_threshold, "a number in (0, 1)")
-        if self.max_fit_voxels < 1000:
-            _bad("max_fit_voxels", self.max_fit_voxels, "an integer >= 1000")
-        if self.erosion_radius_um < 0:
-            _bad("erosion_radius_um", self.erosion_radius_um, "a number >= 0")
-        if self.extend_radius_um < 0:
-            _bad("extend_radius_um", self.extend_radius_um, "a number >= 0")
-        k, r = self.expected_particles, self.particle_radius_um
-        if (k is None) != (r is None):
-            raise ConfigError("roi: 'expected_particles' and 'particle_radius_um' must be given "
-                              "together (or both null).", fix="set both to estimate π, or neither.")
-        if k is not None and r is not None and (k <= 0 or r <= 0):
-            raise ConfigError(f"roi: expected_particles={k} and particle_radius_um={r} must be "
-                              "positive.", fix="use a positive count and a radius in µm.")
-
-
-def _number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _bad(key, value, "a finite number")
-    return float(value)
-
-
-def _bad(key: str, value: Any, expected: str) -> None:
-    raise ConfigError(f"roi parameter '{key}' = {value!r} is invalid; expected {expected}.",
-                      fix="check the 'roi' section of config/config.yaml.")
 
 
 # --------------------------------------------------------------------------- mixture model
@@ -398,7 +278,7 @@ def correct_block(block: np.ndarray, low: float, high: float, kernel: Sequence[i
     return np.asarray(out, dtype=np.float32).reshape(block.shape)
 
 
-def clahe_kernel_voxels(params: RoiParams, voxel_size: Sequence[float],
+def clahe_kernel_voxels(params: RoiConfig, voxel_size: Sequence[float],
                         shape: Sequence[int]) -> tuple[int, int, int]:
     """CLAHE region size in voxels (z, y, x): µm / voxel size, rounded, within [1, shape]."""
     if params.clahe_kernel_voxels is not None:
@@ -599,7 +479,7 @@ def segment_roi(
     mask_out_path: str | Path,
     json_out_path: str | Path,
     *,
-    params: RoiParams,
+    params: RoiConfig,
     sample: str,
     workers: int = 1,
     seed: int = 0,
@@ -615,7 +495,7 @@ def segment_roi(
     json_out_path : summary: roi_fraction, roi_voxels, total_voxels, roi_volume_um3, gmm
         (means, variances, weights on the corrected [0, 1] scale), threshold, clip range, CLAHE
         kernel, pi and min_batch_size (= ⌈1/π⌉, when k and r are configured), warnings.
-    params : :class:`RoiParams`. sample : sample id (for messages).
+    params : :class:`~fewlabel.config.RoiConfig` (the ``roi`` config section). sample : sample id (for messages).
     workers : threads over blocks. seed : seed of the chunk subsampling.
     block_shape : processing block (default: the input chunks). It must be whole chunks when
         ``workers > 1``; a single block covering the volume is whole-volume processing.
@@ -736,7 +616,7 @@ def segment_roi(
         "pi": None,
         "min_batch_size": None,
         "warnings": warnings,
-        "params": params.to_dict(),
+        "params": params.model_dump(mode="json"),
     }
     if params.expected_particles is not None and params.particle_radius_um is not None:
         pi, batch = class_prior(params.expected_particles, params.particle_radius_um,
@@ -755,7 +635,7 @@ def _fmt(values: Sequence[float]) -> str:
 
 
 __all__ = [
-    "CorrectedView", "GaussianMixture2", "RoiParams", "SmoothedView", "ball_radii_voxels",
+    "CorrectedView", "GaussianMixture2", "SmoothedView", "ball_radii_voxels",
     "clahe_context", "clahe_kernel_voxels", "class_prior", "correct_block", "erode_dilate",
     "fit_gmm_1d", "foreground_threshold", "prior_warnings", "segment_roi", "within_distance",
 ]

@@ -58,7 +58,6 @@ monotone function of the fluorescence.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import zlib
 from collections.abc import Sequence
@@ -70,6 +69,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from fewlabel.config import DemoParams, ZYXInt, zyx
 from fewlabel.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -115,16 +115,10 @@ def derive_seed(seed: int, *names: str) -> int:
 
 
 def _shape3(shape: Sequence[int], what: str) -> tuple[int, int, int]:
-    try:
-        out = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        out = ()
-    if len(out) == 2:
-        out = (1, *out)
-    if len(out) != 3 or min(out) < 1:
-        raise ConfigError(f"{what}: shape {shape!r} is not [z, y, x] positive integers.",
-                          fix="give the shape as [z, y, x], e.g. [12, 96, 96].")
-    return out  # type: ignore[return-value]
+    """A generator's shape as :data:`~fewlabel.config.ZYXInt`; a (y, x) shape is one plane."""
+    if isinstance(shape, (list, tuple)) and len(shape) == 2:
+        shape = (1, *shape)
+    return zyx(shape, f"{what} shape", ZYXInt, broadcast=False)
 
 
 def _add_gaussian(image: np.ndarray, centre: Sequence[float], sigma: Sequence[float],
@@ -645,80 +639,6 @@ def _keep_largest_components(labels: np.ndarray) -> np.ndarray:
 DEMO_SPLITS = ("train", "val", "test")
 
 
-@dataclass
-class DemoParams:
-    """Parameters of :func:`make_demo` (the ``demo.params`` section of config.yaml).
-
-    Flat keys, shapes ``[z, y, x]`` in voxels, voxel sizes ``[z, y, x]`` in µm. The nuclei
-    anisotropy (z / xy spacing) follows ``nuclei_voxel_size``.
-    """
-
-    spots_shape: tuple[int, int, int] = (16, 128, 128)
-    spots_snr: float = 4.0
-    spots_density: str | float = "medium"
-    spots_voxel_size: tuple[float, float, float] = (0.3, 0.1, 0.1)
-    spots_sigma_xy: float = 1.0
-    spots_sigma_z: float = 0.7
-    spots_background: float = 10.0
-    spots_clutter: bool = True
-    nuclei_shape: tuple[int, int, int] = (16, 96, 96)
-    nuclei_count: int = 12
-    nuclei_radius_range: tuple[float, float] = (5.0, 9.0)
-    nuclei_voxel_size: tuple[float, float, float] = (0.5, 0.25, 0.25)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> DemoParams:
-        """Build from a (partial) JSON dict; unknown keys and bad types raise ConfigError."""
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            raise ConfigError(f"demo params must be a JSON object, got {type(data).__name__}.",
-                              fix='pass e.g. {"spots_snr": 4}.')
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown demo parameter(s) {unknown}; allowed: {sorted(known)}.",
-                              fix="check the spelling under demo.params in config/config.yaml.")
-        defaults = cls()
-        values: dict[str, Any] = {}
-        for name, value in data.items():
-            values[name] = _check_param(name, value, getattr(defaults, name))
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _check_param(name: str, value: Any, default: Any) -> Any:
-    where = f"demo.params.{name}"
-    if name == "spots_density":
-        if isinstance(value, str) and value in DENSITIES:
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return float(value)
-        raise ConfigError(f"'{where}' = {value!r} is not {list(DENSITIES)} or a positive "
-                          "number (spots per 100^3 voxels).")
-    if isinstance(default, tuple):
-        ok = (isinstance(value, (list, tuple)) and len(value) == len(default)
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                      for v in value))
-        if not ok:
-            raise ConfigError(f"'{where}' = {value!r} is not a list of {len(default)} positive "
-                              "numbers.", fix="e.g. " + str(list(default)) + ".")
-        if isinstance(default[0], int) and not all(float(v).is_integer() for v in value):
-            raise ConfigError(f"'{where}' = {value!r} must hold integers.")
-        return tuple(type(d)(v) for d, v in zip(default, value, strict=True))
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{where}' must be true or false, got {value!r}.")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"'{where}' must be a positive number, got {value!r}.")
-    if isinstance(default, int) and not float(value).is_integer():
-        raise ConfigError(f"'{where}' must be an integer, got {value!r}.")
-    return type(default)(value)
-
-
 def write_tiff(path: str | Path, data: np.ndarray, voxel_size: Sequence[float]) -> None:
     """Write a ZYX array atomically as an ImageJ hyperstack TIFF with voxel size (µm).
 
@@ -761,7 +681,7 @@ def make_demo(outdir: str | Path, *, params: DemoParams | None = None,
     """
     from fewlabel.runtime import checksum, write_json
 
-    params = params or DemoParams()
+    params = params if params is not None else DemoParams()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     manifest_path = outdir / "manifest.json"
@@ -805,7 +725,7 @@ def make_demo(outdir: str | Path, *, params: DemoParams | None = None,
                      "task": "segment", "points": str(outdir / f"{stem}.csv"),
                      "labels": str(outdir / f"{stem}_labels.tif"),
                      "target": str(outdir / f"{stem}_fluo.tif")})
-    write_json({"seed": int(seed), "params": params.to_dict(),
+    write_json({"seed": int(seed), "params": params.model_dump(mode="json"),
                 "files": {name: checksum(outdir / name) for name in files},
                 "samples": rows}, manifest_path)
     log.info("demo data: %d files in %s", len(files), outdir)

@@ -8,7 +8,6 @@ reproduces identical weights.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import random
@@ -23,62 +22,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fewlabel.errors import ConfigError, InputDataError
+from fewlabel.errors import InputDataError
 from fewlabel.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- parameters
-def reject_unknown(data: Mapping[str, Any], cls: type, where: str) -> None:
-    """ConfigError listing keys of ``data`` that are not fields of dataclass ``cls``."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}.",
-                          fix="check the spelling in config.yaml.")
-
-
-def as_mapping(data: Any, where: str) -> dict[str, Any]:
-    """A config section as a plain dict (None → {}); ConfigError for non-mappings."""
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a JSON object (mapping); got {type(data).__name__}.")
-    return dict(data)
-
-
-def params_from_dict(cls: type, data: Any, where: str, *,
-                     nested: Mapping[str, type] | None = None,
-                     mappings: Sequence[str] = ()) -> Any:
-    """Build the frozen params dataclass ``cls`` from a partial config dict and validate it.
-
-    Unknown keys (also inside the ``nested`` dataclass sections, which override the defaults
-    of ``cls``) are ConfigErrors; JSON lists become tuples; keys in ``mappings`` must be
-    mappings; constructor type errors become ConfigErrors; then ``cls.validate()`` runs.
-    """
-    data = as_mapping(data, where)
-    reject_unknown(data, cls, where)
-    defaults = cls()
-    for key, section_cls in (nested or {}).items():
-        if key in data:
-            section = as_mapping(data[key], f"{where} '{key}'")
-            reject_unknown(section, section_cls, f"{where} '{key}'")
-            data[key] = dataclasses.replace(getattr(defaults, key), **section)
-    for key in mappings:
-        if key in data:
-            data[key] = as_mapping(data[key], f"{where} '{key}'")
-    for key, value in data.items():
-        if isinstance(value, list):
-            data[key] = tuple(value)
-    try:
-        params = cls(**data)
-    except TypeError as exc:
-        raise ConfigError(f"invalid {where}: {exc}.") from exc
-    params.validate()
-    return params
-
-
+# --------------------------------------------------------------------------- JSON
 def json_ready(value: Any) -> Any:
     """Tuples → lists, recursively (for JSON files)."""
     if isinstance(value, dict):

@@ -40,6 +40,7 @@ if config["detection"]["method"] == "density":
         params:
             sheet=config["samples"],
             settings=to_json(config["detection"]["train"]),
+            peaks=to_json(config["detection"]["peaks"]),
             seed=config["seed"],
         threads: 1
         resources:
@@ -52,8 +53,8 @@ if config["detection"]["method"] == "density":
             "../../envs/torch.yaml"
         shell:
             "python -m fewlabel train_detector --sample-sheet {params.sheet:q} "
-            "--out-dir {output} --params {params.settings:q} --threads {threads} "
-            "--seed {params.seed:q} --log {log} 2>> {log}"
+            "--out-dir {output} --params {params.settings:q} --peaks {params.peaks:q} "
+            "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
 
     if config["detection"]["slabs"] == 1:
 
@@ -162,6 +163,7 @@ else:
         params:
             sheet=config["samples"],
             settings=to_json(config["detection"]["log"]),
+            peaks=to_json(config["detection"]["peaks"]),
         threads: 2
         log:
             "logs/fit_log_threshold/detector.log",
@@ -171,7 +173,8 @@ else:
             "../../envs/image.yaml"
         shell:
             "python -m fewlabel fit_log_threshold --sample-sheet {params.sheet:q} "
-            "--params {params.settings:q} --output-dir {output} --log {log} 2>> {log}"
+            "--params {params.settings:q} --peaks {params.peaks:q} --output-dir {output} "
+            "--log {log} 2>> {log}"
 
     rule predict_log:
         """LoG response map of one volume (the classical baseline's 'prediction')."""
@@ -201,7 +204,7 @@ rule extract_points:
     output:
         DETECTIONS,
     params:
-        points=to_json(config["detection"]["points"]),
+        points=to_json(config["detection"]["peaks"]),
     threads: 2
     log:
         "logs/extract_points/{sample}.log",

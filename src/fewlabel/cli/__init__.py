@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from fewlabel import stages
 from fewlabel.errors import FewlabelError
 from fewlabel.logs import configure_logging
@@ -44,9 +46,9 @@ def optional_json_arg(text: str) -> Any:
 
 
 def add_predict_params(parser: argparse.ArgumentParser) -> None:
-    """``--params``: the tiled-inference section (:class:`fewlabel.inference.engine.PredictParams`)."""
+    """``--params``: the tiled-inference section (:class:`fewlabel.config.PredictConfig`)."""
     parser.add_argument(
-        "--params", type=json_arg, default=None,
+        "--params", type=json_arg, default={},
         help='JSON predict section, e.g. {"tile": [16, 64, 64], "overlap": [4, 16, 16], '
              '"batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}')
 
@@ -86,7 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log)
     log.info("fewlabel %s %s", args.stage, " ".join(sys.argv[2:] if argv is None else argv[1:]))
     try:
-        args.handler(args)
+        try:
+            args.handler(args)
+        except ValidationError as exc:  # a stage's --params against its config model
+            from fewlabel.config import config_error
+
+            raise config_error(exc, fix=f"check the config section passed to {args.stage} "
+                               "(config/config.yaml documents every key).") from None
     except FewlabelError as exc:
         if exc.sample is None and getattr(args, "sample", None):
             exc = type(exc)(exc.problem, sample=args.sample, path=exc.path, fix=exc.fix)

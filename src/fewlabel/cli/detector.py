@@ -31,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="JSON list (inline or file) of validation items (may be empty)")
     q.add_argument("--out-dir", required=True, help="model folder to write")
     q.add_argument("--params", type=json_arg, default={},
-                   help="JSON detector training params (see DetectorTrainParams)")
+                   help="JSON detection.train section (fewlabel.config.DetectorTrainConfig)")
+    q.add_argument("--peaks", type=json_arg, default={},
+                   help="JSON detection.peaks section (min_distance, refine_radius) used to "
+                        "tune the detection threshold")
     q.add_argument("--summary", default=None, help="also write the training summary JSON here")
     add_common(q)
     q.set_defaults(handler=run_train_detector)
@@ -39,14 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train_detector(args: argparse.Namespace) -> None:
     from fewlabel.runtime import write_json
-    from fewlabel.detection.density.training import DetectorTrainParams, train_detector
+    from fewlabel.config import DetectorTrainConfig, PeaksConfig
+    from fewlabel.detection.density.training import train_detector
 
-    params = DetectorTrainParams.from_dict(args.params)
+    params = DetectorTrainConfig.model_validate(args.params)
+    peaks = PeaksConfig.model_validate(args.peaks)
     if args.sample_sheet:
         train, val = plan_items(args.sample_sheet, "detector_items")
     else:
         train, val = args.train_json, args.val_json
-    summary = train_detector(train, val, args.out_dir, params=params,
+    summary = train_detector(train, val, args.out_dir, params=params, peaks=peaks,
                              seed=args.seed, threads=args.threads)
     if args.summary:
         write_json(summary, args.summary)

@@ -4,42 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from fewlabel.cli import add_common, add_sample_sheet, json_arg
 from fewlabel.errors import ConfigError
-
-
-@dataclass
-class DetectionEvalParams:
-    """``--params`` of evaluate-detection (config ``evaluation.detection``).
-
-    gate : matching gate (pairs farther apart never match).
-    gate_unit : 'voxel' (distances in voxels) or 'um' (coordinates × voxel size first).
-    """
-
-    gate: float = 3.0
-    gate_unit: str = "voxel"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> DetectionEvalParams:
-        data = dict(data or {})
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown evaluate-detection setting(s) {unknown}; known: "
-                              f"{sorted(cls.__dataclass_fields__)}.",
-                              fix="check the evaluation section of the config.")
-        params = cls(**data)
-        if not isinstance(params.gate, (int, float)) or not params.gate > 0 \
-                or not math.isfinite(params.gate):
-            raise ConfigError(f"evaluation gate {params.gate!r} must be a positive number.",
-                              fix="use e.g. 3 (voxels) or 2.0 (µm).")
-        if params.gate_unit not in ("voxel", "um"):
-            raise ConfigError(f"evaluation gate_unit {params.gate_unit!r} must be 'voxel' or "
-                              "'um'.", fix="set gate_unit: voxel or gate_unit: um.")
-        params.gate = float(params.gate)
-        return params
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="JSON [z, y, x] µm (needed for gate_unit 'um')")
     p.add_argument("--volume", default=None,
                    help="the sample's ingested .ome.zarr: voxel size when --voxel-size is absent")
-    p.add_argument("--params", type=json_arg, default=None,
-                   help='JSON {"gate": 3.0, "gate_unit": "voxel"|"um"}')
+    p.add_argument("--params", type=json_arg, default={},
+                   help='JSON evaluation.detection section: {"gate": 5.0, '
+                        '"gate_unit": "voxel"|"um"}')
     p.add_argument("--output", required=True, help="one-row metrics TSV")
     p.add_argument("--matches", default=None, help="per-point matches CSV")
     add_common(p)
@@ -80,9 +49,10 @@ def _voxel_size(value: Any, sample: str) -> tuple[float, float, float]:
 
 
 def run_evaluate_detection(args: argparse.Namespace) -> None:
+    from fewlabel.config import DetectionEvalConfig
     from fewlabel.metrics.detection import evaluate_sample
 
-    params = DetectionEvalParams.from_dict(args.params)
+    params = DetectionEvalConfig.model_validate(args.params)
     if args.voxel_size is None and args.volume is not None:
         from fewlabel.io import open_ome_zarr
 

@@ -3,39 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
 from typing import Any
 
 from fewlabel.cli import add_common, add_sample_sheet, json_arg
-
-
-@dataclass(frozen=True)
-class SegEvalParams:
-    """``--params`` keys of ``evaluate_segmentation``.
-
-    centre_gate_um : centroid matching gate in µm (None → half the median GT equivalent diameter).
-    fluo_channel : channel of a CZYX predicted/target fluorescence image used for PCC.
-    """
-
-    centre_gate_um: float | None = None
-    fluo_channel: int = 0
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, *, sample: str) -> SegEvalParams:
-        from fewlabel.errors import ConfigError
-
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown evaluate-segmentation parameter(s) {unknown}.",
-                              sample=sample, fix=f"allowed keys: {sorted(known)}.")
-        gate = data.get("centre_gate_um")
-        if gate is not None and not (isinstance(gate, (int, float)) and gate > 0):
-            raise ConfigError(f"centre_gate_um must be a positive number or null, got {gate!r}.",
-                              sample=sample)
-        return cls(centre_gate_um=None if gate is None else float(gate),
-                   fluo_channel=int(data.get("fluo_channel", 0)))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,8 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pred-fluo", default=None, help="predicted fluorescence .ome.zarr (PCC)")
     p.add_argument("--target-fluo", default=None, help="target fluorescence .ome.zarr (PCC)")
     p.add_argument("--output", required=True, help="one-row metrics TSV")
-    p.add_argument("--params", type=json_arg, default=None,
-                   help="JSON: centre_gate_um (null = auto), fluo_channel (0)")
+    p.add_argument("--params", type=json_arg, default={},
+                   help="JSON evaluation.segmentation section: centre_gate_um (null = auto), "
+                        "fluo_channel (0)")
     add_common(p)
     p.set_defaults(handler=run_evaluate_segmentation)
 
@@ -101,12 +72,13 @@ def run_evaluate_segmentation(args: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
+    from fewlabel.config import SegmentationEvalConfig
     from fewlabel.errors import ConfigError, InputDataError
     from fewlabel.metrics.detection import write_tsv
     from fewlabel.metrics.segmentation import evaluate_segmentation, pcc
 
     log = logging.getLogger("fewlabel.cli.evaluate_seg")
-    params = SegEvalParams.from_dict(args.params, sample=args.sample)
+    params = SegmentationEvalConfig.model_validate(args.params)
     if (args.gt is None) != (args.pred is None):
         raise ConfigError("--gt and --pred must be given together.", sample=args.sample)
     if (args.pred_fluo is None) != (args.target_fluo is None):

@@ -15,9 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prediction", required=True,
                    help="CZYX OME-Zarr with 2 channels: 0 = mask probability, 1 = distance")
     p.add_argument("--output", required=True, help="output labels .ome.zarr (uint32)")
-    p.add_argument("--params", type=json_arg, default=None,
-                   help="JSON: mask_threshold (0.5, or 'auto'), h (0.1, or 'auto'), min_size (0), "
-                        "fill_holes (false), halo ([8, 32, 32])")
+    p.add_argument("--params", type=json_arg, default={},
+                   help="JSON segmentation.instances section: mask_threshold ('auto' or a "
+                        "number), h ('auto' or a number), min_size (0), fill_holes (false), "
+                        "halo ([8, 32, 32])")
     p.add_argument("--model-dir", default=None,
                    help="segmenter model folder; 'auto' values are read from its thresholds.json")
     add_common(p)
@@ -42,7 +43,6 @@ def _resolve_auto(params, model_dir: str | None, sample: str):  # noqa: ANN001, 
     Returns the resolved params and, per key, where its value came from. A model without a
     tuned ``h`` (no whole validation image) falls back to 0.1 with a warning.
     """
-    import dataclasses
     import logging
 
     from fewlabel.detection.log.baseline import read_threshold, read_thresholds
@@ -68,17 +68,17 @@ def _resolve_auto(params, model_dir: str | None, sample: str):  # noqa: ANN001, 
             changes["h"], sources["h"] = 0.1, "default (no tuned value)"
         else:
             changes["h"], sources["h"] = read_threshold(model_dir, "h"), path
-    resolved = dataclasses.replace(params, **changes)
-    resolved.validate(sample=sample)
+    resolved = type(params).model_validate({**params.model_dump(), **changes})
     return resolved, sources
 
 
 def run_split_instances(args: argparse.Namespace) -> None:
     from fewlabel.errors import InputDataError
-    from fewlabel.segmentation.instances import SplitParams, split_instances_chunked
+    from fewlabel.config import InstancesConfig
+    from fewlabel.segmentation.instances import split_instances_chunked
     from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 
-    params = SplitParams.from_dict(args.params, sample=args.sample)
+    params = InstancesConfig.model_validate(args.params)
     params, sources = _resolve_auto(params, args.model_dir, args.sample)
     pred = open_ome_zarr(args.prediction, sample=args.sample)
     shape = pred.shape
@@ -93,7 +93,7 @@ def run_split_instances(args: argparse.Namespace) -> None:
                               name=f"{args.sample}:labels",
                               extra_attrs={"sample": args.sample, "kind": "labels",
                                            "source": str(args.prediction),
-                                           "params": params.as_dict(),
+                                           "params": params.model_dump(mode="json"),
                                            "mask_threshold_from": sources["mask_threshold"],
                                            "h_from": sources["h"]})
         n = split_instances_chunked(

@@ -17,9 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_sample_sheet(p, what="the train/val items (instead of --train-json/--val-json)")
     p.add_argument("--val-json", default="", help=ITEMS_HELP + " ('' = none)")
     p.add_argument("--out-dir", required=True, help="model folder to write")
-    p.add_argument("--params", type=json_arg, default=None,
-                   help='JSON pretrain section, e.g. {"dims": 3, "epochs": 30, "crop": [8, 48, '
-                        '48], "model": {"base_channels": 8, "depth": 2}}')
+    p.add_argument("--params", type=json_arg, default={},
+                   help='JSON segmentation.isl section, e.g. {"dims": 3, "epochs": 30, '
+                        '"crop": [8, 48, 48], "model": {"base_channels": 8, "depth": 2}}')
     p.add_argument("--summary", default=None, help="also write the training summary JSON here")
     add_common(p)
     p.set_defaults(handler=run_pretrain_isl)
@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_pretrain_isl(args: argparse.Namespace) -> None:
     from fewlabel.runtime import write_json
-    from fewlabel.segmentation.distance.isl import IslParams, pretrain_isl, read_items
+    from fewlabel.config import IslConfig
+    from fewlabel.segmentation.distance.isl import pretrain_isl, read_items
 
     if args.sample_sheet:
         train, val = plan_items(args.sample_sheet, "isl_items")
@@ -45,14 +46,16 @@ def run_pretrain_isl(args: argparse.Namespace) -> None:
         train, val = read_items(args.train_json, "--train-json"), read_items(args.val_json,
                                                                              "--val-json")
     summary = pretrain_isl(train, val, args.out_dir,
-                           params=IslParams.from_dict(args.params), seed=args.seed,
+                           params=IslConfig.model_validate(args.params), seed=args.seed,
                            threads=args.threads)
     if args.summary:
         write_json(summary, args.summary)
 
 
 def run_predict_isl(args: argparse.Namespace) -> None:
+    from fewlabel.config import SegmentationPredictConfig
     from fewlabel.segmentation.distance.isl import predict_isl
 
-    predict_isl(args.model_dir, args.image, args.output, params=args.params, sample=args.sample,
+    params = SegmentationPredictConfig.model_validate(args.params)
+    predict_isl(args.model_dir, args.image, args.output, params=params, sample=args.sample,
                 threads=args.threads)

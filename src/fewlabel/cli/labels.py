@@ -6,9 +6,6 @@ import argparse
 
 from fewlabel.cli import add_common, json_arg
 
-TARGET_KEYS = ("sigma", "sigma_unit", "lam", "T")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("make_density_targets",
                               help="points -> Gaussian density target + AWing weight map")
@@ -18,20 +15,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, help="output density target .ome.zarr")
     p.add_argument("--weight", required=True, help="output weight map .ome.zarr")
     p.add_argument("--params", type=json_arg, default={},
-                   help='JSON {"sigma": [z,y,x] or number, "sigma_unit": "voxel"|"um", '
-                        '"lam": 10, "T": 0.2}')
+                   help='JSON detection.targets section: {"sigma": [z,y,x], "sigma_unit": '
+                        '"voxel"|"um", "lam": 10, "T": 0.2}')
     add_common(p)
     p.set_defaults(handler=run_make_density_targets)
 
 
-
 def run_make_density_targets(args: argparse.Namespace) -> None:
-    from fewlabel.errors import ConfigError
+    from fewlabel.config import DensityTargetsConfig
     from fewlabel.detection.density.targets import make_density_targets
 
-    params = dict(args.params or {})
-    unknown = sorted(set(params) - set(TARGET_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown density-target key(s) {unknown}; known: {list(TARGET_KEYS)}.")
-    make_density_targets(args.image, args.points, args.target, args.weight, sample=args.sample,
-                         workers=args.threads, **params)
+    params = DensityTargetsConfig.model_validate(args.params)
+    make_density_targets(args.image, args.points, args.target, args.weight, params=params,
+                         sample=args.sample, workers=args.threads)

@@ -5,54 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fewlabel.cli import add_common, add_sample_sheet, json_arg
 from fewlabel.errors import ConfigError
-
-
-@dataclass
-class PointParams:
-    """``--params`` of extract-points (config ``detection.points``).
-
-    min_distance : peak suppression ellipsoid radii (z, y, x) in voxels (int = all axes).
-    refine_radius : sub-voxel centroid box half-size (z, y, x) in voxels (0 = integer peaks).
-    block_shape : optional processing block (z, y, x); default the map's chunk grid.
-    """
-
-    min_distance: Any = field(default_factory=lambda: [1, 2, 2])
-    refine_radius: Any = field(default_factory=lambda: [1, 1, 1])
-    block_shape: Any = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> PointParams:
-        data = dict(data or {})
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown extract-points setting(s) {unknown}; known: "
-                              f"{sorted(cls.__dataclass_fields__)}.",
-                              fix="check the detection.points section of the config.")
-        params = cls(**data)
-        params.min_distance = _int_triple(params.min_distance, "min_distance")
-        params.refine_radius = _int_triple(params.refine_radius, "refine_radius")
-        if params.block_shape is not None:
-            params.block_shape = _int_triple(params.block_shape, "block_shape", minimum=1)
-        return params
-
-
-def _int_triple(value: Any, name: str, *, minimum: int = 0) -> list[int]:
-    values = [value] * 3 if isinstance(value, (int, float)) else value
-    try:
-        out = [int(v) for v in values]
-    except (TypeError, ValueError):
-        out = []
-    if len(out) != 3 or min(out) < minimum or any(float(a) != b for a, b in zip(values, out)):
-        raise ConfigError(f"extract-points {name} = {value!r} is not an integer >= {minimum} or "
-                          "a list [z, y, x] of such integers.",
-                          fix=f"write {name} like [1, 2, 2] (voxels).")
-    return out
 
 
 class _FirstChannel:
@@ -79,8 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="model folder; its thresholds.json gives 'detection_threshold'")
     p.add_argument("--threshold", type=float, default=None,
                    help="override the model's detection threshold")
-    p.add_argument("--params", type=json_arg, default=None,
-                   help='JSON {"min_distance": [z,y,x], "refine_radius": [z,y,x]}')
+    p.add_argument("--params", type=json_arg, default={},
+                   help='JSON detection.peaks section: {"min_distance": [z,y,x], '
+                        '"refine_radius": [z,y,x], "block_shape": null}')
     p.add_argument("--output", required=True, help="points CSV (z,y,x,z_um,y_um,x_um,score)")
     add_common(p)
     p.set_defaults(handler=run_extract_points)
@@ -89,9 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--samples-json", default=None,
                    help="JSON list (or a .json file) of {sample, image (.ome.zarr), points (csv)}")
     add_sample_sheet(t, what="the train/val samples with points (instead of --samples-json)")
-    t.add_argument("--params", type=json_arg, default=None,
-                   help='JSON {"sigma": [z,y,x], "min_distance", "refine_radius", "gate", '
-                        '"gate_unit", "n_candidates", "percentiles"}')
+    t.add_argument("--params", type=json_arg, default={},
+                   help='JSON detection.log section: {"sigma": [z,y,x], "gate", "gate_unit", '
+                        '"n_candidates", "percentiles"}')
+    t.add_argument("--peaks", type=json_arg, default={},
+                   help="JSON detection.peaks section (min_distance, refine_radius) used to "
+                        "tune the threshold and stored in the model")
     t.add_argument("--output-dir", required=True, help="LoG model folder to write")
     add_common(t)
     t.set_defaults(handler=run_train_log)
@@ -108,9 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_extract_points(args: argparse.Namespace) -> None:
     from fewlabel.detection.log.baseline import read_threshold
     from fewlabel.io import atomic_path, open_ome_zarr
+    from fewlabel.config import PeaksConfig
     from fewlabel.detection.peaks import extract_points
 
-    params = PointParams.from_dict(args.params)
+    params = PeaksConfig.model_validate(args.params)
     if args.threshold is not None:
         threshold = float(args.threshold)
     elif args.model_dir is not None:
@@ -120,8 +82,8 @@ def run_extract_points(args: argparse.Namespace) -> None:
                           sample=args.sample, fix="pass the trained model folder.")
     volume = open_ome_zarr(args.density, sample=args.sample)
     array = volume.array if volume.array.ndim == 3 else _FirstChannel(volume.array)
-    table = extract_points(array, threshold=threshold, min_distance=tuple(params.min_distance),
-                           refine_radius=tuple(params.refine_radius),
+    table = extract_points(array, threshold=threshold, min_distance=params.min_distance,
+                           refine_radius=params.refine_radius,
                            voxel_size=volume.voxel_size, workers=args.threads,
                            block_shape=params.block_shape)
     with atomic_path(args.output) as tmp:
@@ -153,16 +115,18 @@ def _load_samples(text: str) -> list[dict[str, Any]]:
 
 
 def run_train_log(args: argparse.Namespace) -> None:
-    from fewlabel.detection.log.baseline import LogParams, train_log
+    from fewlabel.config import LogConfig, PeaksConfig
+    from fewlabel.detection.log.baseline import train_log
 
-    params = LogParams.from_dict(args.params)
+    params = LogConfig.model_validate(args.params)
+    peaks = PeaksConfig.model_validate(args.peaks)
     if args.sample_sheet:
         from fewlabel.plan import Plan
 
         samples = Plan.from_sheet(args.sample_sheet).log_items()
     else:
         samples = _load_samples(args.samples_json or "[]")
-    train_log(samples, args.output_dir, params=params)
+    train_log(samples, args.output_dir, params=params, peaks=peaks)
 
 
 def run_predict_log(args: argparse.Namespace) -> None:

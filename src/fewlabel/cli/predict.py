@@ -63,21 +63,22 @@ def _n_slabs(value: str) -> int | str:
 
 
 def run_predict(args: argparse.Namespace) -> None:
+    from fewlabel.config import PredictConfig
     from fewlabel.errors import ConfigError
-    from fewlabel.inference.engine import PredictParams, predict_volume
+    from fewlabel.inference.engine import predict_volume
     from fewlabel.device import configure_torch
 
     if args.slab is not None and not 0 <= args.slab < args.n_slabs:
         raise ConfigError(f"--slab {args.slab} is not in 0..{args.n_slabs - 1}.",
                           fix="pass --slab i --n-slabs n with 0 <= i < n.")
-    params = PredictParams.from_dict(args.params)
+    params = PredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
     predict_volume(args.model_dir, args.image, args.output, params=params, sample=args.sample,
                    device=device, slab=args.slab, n_slabs=args.n_slabs)
 
 
 def run_predict_init(args: argparse.Namespace) -> None:
-    from fewlabel.inference.engine import PredictParams
+    from fewlabel.config import PredictConfig
     from fewlabel.inference.slabs import create_prediction_array
     from fewlabel.device import configure_torch
 
@@ -85,7 +86,7 @@ def run_predict_init(args: argparse.Namespace) -> None:
     from fewlabel.inference.slabs import DEFAULT_SLAB_VOXELS
     from fewlabel.runtime import write_json
 
-    params = PredictParams.from_dict(args.params)
+    params = PredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
     partial = create_prediction_array(
         args.model_dir, args.image, args.output, params=params, sample=args.sample,

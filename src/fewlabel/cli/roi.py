@@ -17,18 +17,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-out", required=True, help="output ROI mask (uint8 .ome.zarr)")
     p.add_argument("--json-out", required=True, help="output summary JSON")
     p.add_argument("--params", type=json_arg, default={},
-                   help="JSON object with the 'roi' config keys (see fewlabel.roi.RoiParams)")
+                   help="JSON object with the 'roi' config keys (fewlabel.config.RoiConfig)")
     add_common(p)
     p.set_defaults(handler=run_segment_roi)
 
 
 def run_segment_roi(args: argparse.Namespace) -> None:
-    from fewlabel.errors import ConfigError
-    from fewlabel.roi import RoiParams, segment_roi
+    from fewlabel.config import RoiConfig
+    from fewlabel.roi import segment_roi
 
-    if not isinstance(args.params, dict):
-        raise ConfigError(f"--params must be a JSON object, got {args.params!r}.",
-                          sample=args.sample, fix="pass the roi config section as a JSON object.")
-    params = RoiParams.from_dict(args.params)
+    params = RoiConfig.model_validate(args.params)
     segment_roi(args.image, args.mask_out, args.json_out, params=params, sample=args.sample,
                 workers=max(1, int(args.threads)), seed=int(args.seed))

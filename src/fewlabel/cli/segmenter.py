@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", default="",
                    help="ISL model folder for init 'isl' ('' = none; needed unless init is "
                         "'scratch')")
-    p.add_argument("--params", type=json_arg, default=None,
-                   help='JSON segmentation training section, e.g. {"init": "isl", "epochs": 40, '
+    p.add_argument("--params", type=json_arg, default={},
+                   help='JSON segmentation.train section, e.g. {"init": "isl", "epochs": 40, '
                         '"loss": "mask_distance", "loss_params": {}}')
     p.add_argument("--summary", default=None, help="also write the training summary JSON here")
     add_common(p)
@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train_segmenter(args: argparse.Namespace) -> None:
     from fewlabel.runtime import write_json
     from fewlabel.segmentation.distance.isl import read_items
-    from fewlabel.segmentation.distance.segmenter import SegmenterParams, train_segmenter
+    from fewlabel.config import SegmenterTrainConfig
+    from fewlabel.segmentation.distance.segmenter import train_segmenter
 
     if args.sample_sheet:
         train, val = plan_items(args.sample_sheet, "segmenter_items")
@@ -51,7 +52,7 @@ def run_train_segmenter(args: argparse.Namespace) -> None:
         train, val = read_items(args.train_json, "--train-json"), read_items(args.val_json,
                                                                              "--val-json")
     summary = train_segmenter(train, val, args.out_dir,
-                              params=SegmenterParams.from_dict(args.params),
+                              params=SegmenterTrainConfig.model_validate(args.params),
                               init_from=args.init_from or None, seed=args.seed,
                               threads=args.threads)
     if args.summary:
@@ -59,7 +60,9 @@ def run_train_segmenter(args: argparse.Namespace) -> None:
 
 
 def run_predict_segmentation(args: argparse.Namespace) -> None:
+    from fewlabel.config import SegmentationPredictConfig
     from fewlabel.segmentation.distance.segmenter import predict_segmentation
 
-    predict_segmentation(args.model_dir, args.image, args.output, params=args.params,
+    params = SegmentationPredictConfig.model_validate(args.params)
+    predict_segmentation(args.model_dir, args.image, args.output, params=params,
                          sample=args.sample, threads=args.threads)

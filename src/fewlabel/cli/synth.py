@@ -13,7 +13,7 @@ SHEET_COLUMNS = ("sample", "image", "channel", "voxel_size", "split", "task", "p
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("make_demo_data", help="write the synthetic demo volumes + manifest.json")
     p.add_argument("--outdir", required=True, help="folder for the demo files")
-    p.add_argument("--params", type=json_arg, default=None,
+    p.add_argument("--params", type=json_arg, default={},
                    help='JSON (config demo.params), e.g. {"spots_shape": [16, 128, 128], '
                         '"spots_snr": 4, "nuclei_count": 6}')
     p.add_argument("--sheet", default=None, help="also write the demo sample sheet (TSV) here")
@@ -41,9 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_make_demo(args: argparse.Namespace) -> None:
-    from fewlabel.synth import DemoParams, make_demo
+    from fewlabel.config import DemoParams
+    from fewlabel.synth import make_demo
 
-    rows = make_demo(args.outdir, params=DemoParams.from_dict(args.params), seed=args.seed)
+    rows = make_demo(args.outdir, params=DemoParams.model_validate(args.params), seed=args.seed)
     if args.sheet:
         _write_sheet(rows, args.sheet)
 

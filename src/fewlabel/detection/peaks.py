@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import ndimage
 
 from fewlabel.blocks import Block, block_grid, expand_block
+from fewlabel.config import zyx
 from fewlabel.logs import progress
 
 log = logging.getLogger(__name__)
@@ -42,21 +43,9 @@ POINT_COLUMNS_UM = ("z", "y", "x", "z_um", "y_um", "x_um", "score")
 _BATCH = 200_000  # candidates checked per vectorised batch (bounds temporary memory)
 
 
-def _triple(value: Sequence[int] | int, name: str) -> tuple[int, int, int]:
-    if isinstance(value, (int, np.integer)):
-        out = (int(value),) * 3
-    else:
-        out = tuple(int(v) for v in value)  # type: ignore[assignment]
-        if len(out) != 3:
-            raise ValueError(f"{name} must be an int or 3 ints (z, y, x), got {value!r}")
-    if min(out) < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return out  # type: ignore[return-value]
-
-
 def ellipsoid_offsets(radius: Sequence[int] | int) -> np.ndarray:
     """Integer offsets (K, 3) of the ellipsoid ``Σ (o_i / r_i)² ≤ 1`` (o_i = 0 where r_i = 0)."""
-    r = _triple(radius, "min_distance")
+    r = zyx(radius, "min_distance")
     axes = [np.arange(-ri, ri + 1) for ri in r]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     norm = np.zeros(len(grid))
@@ -221,8 +210,8 @@ def find_peaks(
     peak), sorted by score descending then position.
     """
     d = _as_zyx(density)
-    r = _triple(min_distance, "min_distance")
-    rr = _triple(refine_radius, "refine_radius")
+    r = zyx(min_distance, "min_distance")
+    rr = zyx(refine_radius, "refine_radius")
     peaks = _find_peaks_int(d, float(threshold), r, ellipsoid_offsets(r))
     scores = d[tuple(peaks.T)] if len(peaks) else np.zeros(0)
     return _table(peaks, _refine(d, peaks, rr), np.asarray(scores))
@@ -273,8 +262,8 @@ def extract_points(
         shape = density_zarr.shape
     if len(shape) != 3:
         raise ValueError(f"expected a ZYX map, got shape {shape}")
-    r = _triple(min_distance, "min_distance")
-    rr = _triple(refine_radius, "refine_radius")
+    r = zyx(min_distance, "min_distance")
+    rr = zyx(refine_radius, "refine_radius")
     halo = tuple(a + b for a, b in zip(r, rr, strict=True))
     if block_shape is None:
         chunks = getattr(density_zarr, "chunks", None)

@@ -30,92 +30,17 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fewlabel.blocks import Block
+from fewlabel.config import PredictConfig
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class PredictParams:
-    """The ``predict`` config section.
-
-    tile : tile shape z, y, x (voxels) fed to the model.
-    overlap : minimal overlap of neighbouring tiles (voxels); ≥ receptive field − 1 for
-        seam-free output.
-    batch_size : tiles per model call.
-    cache_tiles : tile predictions kept for reuse by neighbouring blocks (memory:
-        cache_tiles · C_out · prod(tile) · 4 bytes; larger → fewer recomputed tiles).
-    out_chunks : output chunk shape z, y, x (null: the input's chunks); also the block size
-        of the engine and the granularity of slab jobs.
-    pad_to_tile : mirror-pad volumes smaller than one tile along an axis (prediction cropped
-        back). Off by default: such a volume is an error naming the fix, so that a wrong tile
-        or a thin volume is a choice, not a silent edge effect.
-    """
-
-    tile: tuple[int, int, int] = (16, 64, 64)
-    overlap: tuple[int, int, int] = (4, 16, 16)
-    batch_size: int = 4
-    cache_tiles: int = 64
-    out_chunks: tuple[int, int, int] | None = None
-    pad_to_tile: bool = False
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> PredictParams:
-        """Build from a config dict; unknown keys or bad values raise ConfigError."""
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown predict parameter(s) {unknown}; known: {sorted(known)}.",
-                              fix="remove or rename the key in the 'predict' config section.")
-        values: dict[str, Any] = {}
-        if "tile" in data:
-            values["tile"] = _zyx(data["tile"], "tile", minimum=1)
-        if "overlap" in data:
-            values["overlap"] = _zyx(data["overlap"], "overlap", minimum=0)
-        for key in ("batch_size", "cache_tiles"):
-            if key in data:
-                value = data[key]
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ConfigError(f"predict.{key} must be an integer >= 1; got {value!r}.")
-                values[key] = value
-        if data.get("out_chunks") is not None:
-            values["out_chunks"] = _zyx(data["out_chunks"], "out_chunks", minimum=1)
-        if "pad_to_tile" in data:
-            if not isinstance(data["pad_to_tile"], bool):
-                raise ConfigError(f"predict.pad_to_tile must be true or false; got "
-                                  f"{data['pad_to_tile']!r}.")
-            values["pad_to_tile"] = data["pad_to_tile"]
-        params = cls(**values)
-        for t, o in zip(params.tile, params.overlap, strict=True):
-            if o >= t:
-                raise ConfigError(f"predict.overlap {list(params.overlap)} must be smaller than "
-                                  f"predict.tile {list(params.tile)} on every axis.",
-                                  fix="lower the overlap or enlarge the tile.")
-        return params
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
-
-
-def _zyx(value: Any, name: str, *, minimum: int) -> tuple[int, int, int]:
-    ok = (isinstance(value, (list, tuple)) and len(value) == 3
-          and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-                  for v in value))
-    if not ok:
-        raise ConfigError(f"predict.{name} must be three integers >= {minimum} (z, y, x); "
-                          f"got {value!r}.")
-    return int(value[0]), int(value[1]), int(value[2])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -284,7 +209,7 @@ def _check_in_channels(arch: Mapping[str, Any] | None, in_channels: int,
                              fix="ingest the channel(s) the model was trained on.")
 
 
-def _output_chunks(params: PredictParams, source: Any) -> tuple[int, int, int]:
+def _output_chunks(params: PredictConfig, source: Any) -> tuple[int, int, int]:
     if params.out_chunks is not None:
         return params.out_chunks
     chunks = getattr(source, "chunks", None)
@@ -311,7 +236,7 @@ def _set_attrs(path: Path, **updates: Any) -> None:
     group.attrs["fewlabel"] = attrs
 
 
-def _run_engine(module: Any, source: Any, target: Any, *, params: PredictParams,
+def _run_engine(module: Any, source: Any, target: Any, *, params: PredictConfig,
                 value_range: tuple[float, float] | None, margin: Sequence[int],
                 blocks: list[Block] | None, device: str, out_channels: int, desc: str) -> Any:
     from fewlabel.normalize import apply_range
@@ -338,7 +263,7 @@ def predict_volume(
     image_path: str | Path,
     output_path: str | Path,
     *,
-    params: PredictParams,
+    params: PredictConfig,
     sample: str,
     device: str | None = None,
     slab: int | None = None,
@@ -363,7 +288,7 @@ def predict_volume(
                                model_info=info)
 
 
-def _open_checked(image_path: str | Path, params: PredictParams, sample: str,
+def _open_checked(image_path: str | Path, params: PredictConfig, sample: str,
                   arch: Mapping[str, Any] | None) -> tuple[Any, int]:
     """Open the input image; check its channels against the model and its size against a tile."""
     image = open_ome_zarr(image_path, sample=sample)
@@ -374,7 +299,7 @@ def _open_checked(image_path: str | Path, params: PredictParams, sample: str,
     return image, in_channels
 
 
-def _output_geometry(module: Any, source: Any, in_channels: int, params: PredictParams,
+def _output_geometry(module: Any, source: Any, in_channels: int, params: PredictConfig,
                      sample: str, normalization: Mapping[str, Any] | None,
                      arch: Mapping[str, Any] | None, device: str) -> tuple[Any, ...]:
     """``(rf, margin, value_range, out_channels, chunks)`` shared by one job and slab jobs."""
@@ -391,7 +316,7 @@ def predict_with_module(
     image_path: str | Path,
     output_path: str | Path,
     *,
-    params: PredictParams,
+    params: PredictConfig,
     sample: str,
     normalization: Mapping[str, Any] | None,
     arch: Mapping[str, Any] | None = None,
@@ -429,7 +354,7 @@ def predict_with_module(
     return summary
 
 
-def _attrs(sample: str, image_path: str | Path, params: PredictParams,
+def _attrs(sample: str, image_path: str | Path, params: PredictConfig,
            value_range: tuple[float, float] | None, margin: Sequence[int],
            rf: Sequence[int] | None, out_channels: int, model_info: Mapping[str, Any] | None,
            *, n_slabs: int) -> dict[str, Any]:
@@ -437,7 +362,7 @@ def _attrs(sample: str, image_path: str | Path, params: PredictParams,
         "sample": sample,
         "kind": "prediction",
         "image": str(image_path),
-        "params": params.to_dict(),
+        "params": params.model_dump(mode="json"),
         "intensity_range": None if value_range is None else list(value_range),
         "margin": list(margin),
         "receptive_field": None if rf is None else list(rf),

@@ -23,8 +23,8 @@ import numpy as np
 
 from fewlabel.blocks import Block, block_grid
 from fewlabel.errors import ConfigError, InputDataError
+from fewlabel.config import PredictConfig
 from fewlabel.inference.engine import (
-    PredictParams,
     _attrs,
     _create_output,
     _default_device,
@@ -99,7 +99,7 @@ def create_prediction_array(
     image_path: str | Path,
     output_path: str | Path,
     *,
-    params: PredictParams,
+    params: PredictConfig,
     sample: str,
     n_slabs: int | str,
     slab_voxels: int = DEFAULT_SLAB_VOXELS,
@@ -127,7 +127,7 @@ def create_prediction_array_for_module(
     image_path: str | Path,
     output_path: str | Path,
     *,
-    params: PredictParams,
+    params: PredictConfig,
     sample: str,
     n_slabs: int | str,
     normalization: Mapping[str, Any] | None,
@@ -160,7 +160,7 @@ def create_prediction_array_for_module(
     return partial
 
 
-def _predict_slab(module: Any, source: Any, output_path: str | Path, *, params: PredictParams,
+def _predict_slab(module: Any, source: Any, output_path: str | Path, *, params: PredictConfig,
                   sample: str, device: str, slab: int, n_slabs: int, t0: float
                   ) -> dict[str, Any]:
     from fewlabel.runtime import write_json
@@ -176,8 +176,9 @@ def _predict_slab(module: Any, source: Any, output_path: str | Path, *, params: 
         raise ConfigError(f"the prediction array was created for {attrs.get('n_slabs')} slabs, "
                           f"this job says n_slabs={n_slabs}.", sample=sample, path=partial,
                           fix="use the same n_slabs for init_prediction_slabs and every slab job.")
-    if attrs.get("params") != params.to_dict():
-        raise ConfigError(f"predict parameters {params.to_dict()} differ from those the "
+    current = params.model_dump(mode="json")
+    if attrs.get("params") != current:
+        raise ConfigError(f"predict parameters {current} differ from those the "
                           f"prediction array was created with {attrs.get('params')}.",
                           sample=sample, path=partial,
                           fix="rerun init_prediction_slabs with the current parameters.")

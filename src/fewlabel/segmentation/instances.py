@@ -39,13 +39,13 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from fewlabel.blocks import Block, block_grid, expand_block
+from fewlabel.config import InstancesConfig, parse, zyx
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.logs import progress
 
@@ -55,72 +55,16 @@ _FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity for markers
 _TIE_EPS = 1e-12
 
 
-@dataclass(frozen=True)
-class SplitParams:
-    """Parameters of the ``split-instances`` stage (``--params`` JSON keys, with defaults).
-
-    mask_threshold : foreground = mask probability > this; ``"auto"`` = the threshold the
-        segmenter tuned on its validation images (``thresholds.json``, resolved by the CLI).
-    h : h-maxima height, in the units of the distance map; ``"auto"`` = the height the
-        segmenter tuned on its validation images (instance F1@0.5; resolved by the CLI).
-    min_size : objects with fewer voxels are removed (0 keeps all).
-    fill_holes : fill enclosed background inside each object (2D per plane when Z = 1).
-    halo : voxels of context (z, y, x) read around each block; must exceed the object size.
-    """
-
-    mask_threshold: float | str = 0.5
-    h: float | str = 0.1
-    min_size: int = 0
-    fill_holes: bool = False
-    halo: tuple[int, int, int] = field(default=(8, 32, 32))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, *, sample: str | None = None) -> SplitParams:
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown split-instances parameter(s) {unknown}.", sample=sample,
-                              fix=f"allowed keys: {sorted(known)}.")
-        if "halo" in data:
-            data["halo"] = _halo3(data["halo"])
-        try:
-            params = cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"bad split-instances parameters: {exc}.", sample=sample) from exc
-        params.validate(sample=sample)
-        return params
-
-    def validate(self, *, sample: str | None = None) -> None:
-        t = self.mask_threshold
-        if t != "auto" and (isinstance(t, bool) or not isinstance(t, (int, float))
-                            or not 0 < float(t) < 1):
-            raise ConfigError(f"mask_threshold must be in (0, 1) or 'auto', got {t!r}.",
-                              sample=sample, fix="use e.g. 0.5, or auto for the segmenter's "
-                                                 "validation-tuned threshold.")
-        if self.h != "auto" and (isinstance(self.h, bool) or not isinstance(self.h, (int, float))
-                                 or not float(self.h) > 0):
-            raise ConfigError(f"h must be > 0 (h-maxima height), got {self.h}.", sample=sample,
-                              fix="use e.g. h: 0.1 for a distance map normalised to [0, 1].")
-        if int(self.min_size) < 0:
-            raise ConfigError(f"min_size must be ≥ 0, got {self.min_size}.", sample=sample)
-        if any(int(v) < 0 for v in self.halo):
-            raise ConfigError(f"halo must be ≥ 0 voxels per axis, got {self.halo}.",
-                              sample=sample)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["halo"] = list(self.halo)
-        return out
-
-
-def _halo3(value: int | Sequence[int]) -> tuple[int, int, int]:
-    if isinstance(value, (int, np.integer)):
-        return (int(value),) * 3  # type: ignore[return-value]
-    values = tuple(int(v) for v in value)
-    if len(values) != 3:
-        raise ConfigError(f"halo must be an int or [z, y, x], got {value}.")
-    return values  # type: ignore[return-value]
+def _check_values(mask_threshold: Any, h: Any, min_size: Any,
+                  halo: Sequence[int] = (0, 0, 0)) -> None:
+    """The instance parameters checked by :class:`~fewlabel.config.InstancesConfig`, with
+    numbers only ('auto' values are resolved from thresholds.json by the stage first)."""
+    for name, value in (("mask_threshold", mask_threshold), ("h", h)):
+        if isinstance(value, str):
+            raise ConfigError(f"{name} {value!r} must be a number here ('auto' is resolved from "
+                              "the segmenter's thresholds.json by the split-instances stage).",
+                              fix=f"pass the tuned {name} (a number).")
+    parse(InstancesConfig, mask_threshold=mask_threshold, h=h, min_size=min_size, halo=halo)
 
 
 # --------------------------------------------------------------------------- core (one region)
@@ -267,7 +211,7 @@ def split_instances(
     if mask_prob.shape != distance.shape or mask_prob.ndim != 3:
         raise InputDataError(f"mask {mask_prob.shape} and distance {distance.shape} must be "
                              "ZYX arrays of the same shape.")
-    SplitParams(mask_threshold=mask_threshold, h=h, min_size=min_size).validate()
+    _check_values(mask_threshold, h, min_size)
     labels, first = _segment_region(mask_prob, distance, mask_threshold=mask_threshold, h=h,
                                     fill_holes=fill_holes, origin=(0, 0, 0),
                                     global_shape=mask_prob.shape)
@@ -320,8 +264,8 @@ def split_instances_chunked(
         raise InputDataError(f"mask {tuple(mask_zarr.shape)}, distance "
                              f"{tuple(dist_zarr.shape)} and output {shape} must be ZYX arrays "
                              "of the same shape.")
-    halo3 = _halo3(halo)
-    SplitParams(mask_threshold=mask_threshold, h=h, min_size=min_size, halo=halo3).validate()
+    halo3 = zyx(halo, "halo")
+    _check_values(mask_threshold, h, min_size, halo3)
     if block_shape is None:
         chunks = getattr(labels_out_zarr, "chunks", None)
         block_shape = tuple(chunks) if chunks is not None else shape

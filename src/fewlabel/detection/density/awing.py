@@ -14,11 +14,10 @@ The training loss (seed eq. 3) is the mean over voxels of ``W ⊙ AWing`` with t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from fewlabel.config import AWingConfig
 from fewlabel.errors import ConfigError
 
 _TINY = 1e-12
@@ -80,31 +79,15 @@ def weighted_mse_loss(
     return weighted_mean((target.detach().float() - pred.float()) ** 2, weight)
 
 
-@dataclass(frozen=True)
-class AWingParams:
-    """Adaptive wing parameters (defaults from Wang et al. / the seed)."""
-
-    alpha: float = 2.1
-    omega: float = 14.0
-    epsilon: float = 1.0
-    theta: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not (self.epsilon > 0 and self.theta > 0 and self.omega > 0):
-            raise ConfigError(f"awing epsilon, theta and omega must be > 0; got {self}.")
-        if self.alpha <= 1.0:
-            raise ConfigError(f"awing alpha must be > 1 (targets lie in [0, 1]); got {self.alpha}.")
-
-
 class DensityLoss(nn.Module):
     """``loss(pred, target, weight)`` for density regression: 'awing' (eqs. 1, 3) or 'mse'."""
 
-    def __init__(self, kind: str = "awing", awing: AWingParams | None = None) -> None:
+    def __init__(self, kind: str = "awing", awing: AWingConfig | None = None) -> None:
         super().__init__()
         if kind not in ("awing", "mse"):
             raise ConfigError(f"loss must be 'awing' or 'mse'; got {kind!r}.")
         self.kind = kind
-        self.awing = awing or AWingParams()
+        self.awing = awing or AWingConfig()
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor,
                 weight: torch.Tensor | None = None) -> torch.Tensor:

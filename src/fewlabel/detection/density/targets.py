@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from fewlabel.blocks import block_grid, map_blocks
+from fewlabel.config import DensityTargetsConfig
 from fewlabel.errors import ConfigError
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr, read_points_csv
 from fewlabel.logs import progress
@@ -119,26 +120,27 @@ def make_density_targets(
     target_out: str | Path,
     weight_out: str | Path,
     *,
-    sigma: float | Sequence[float] = (1.0, 2.0, 2.0),
-    sigma_unit: str = "voxel",
-    lam: float = 10.0,
-    T: float = 0.2,  # noqa: N803
+    params: DensityTargetsConfig | None = None,
     sample: str | None = None,
     workers: int = 1,
 ) -> dict[str, object]:
     """Write the density target and the weight map of one sample as chunked OME-Zarr.
 
+    ``params`` (:class:`~fewlabel.config.DensityTargetsConfig`, the ``detection.targets``
+    section): Gaussian sigma z, y, x and its unit, weight-map ``lam`` and ``T``.
     Both outputs have the image's shape, chunks and voxel size. Chunk-wise: each block gets
     the points within the block ± (4σ + 1) and is computed with :func:`density_target`
     (absolute-coordinate windows, so the result equals the whole-volume map); the weight map
     (seed eq. 2) is computed with a 1-voxel halo. Returns a small summary dict.
     """
+    params = params if params is not None else DensityTargetsConfig()
+    lam, T = params.lam, params.T  # noqa: N806
     image = open_ome_zarr(image_zarr, sample=sample)
     shape = tuple(int(s) for s in image.shape[-3:])
     chunks = tuple(int(c) for c in image.array.chunks[-3:])
     table = read_points_csv(points_csv, shape=shape, sample=sample)
     points = table[["z", "y", "x"]].to_numpy(np.float64)
-    sigma_vox = sigma_in_voxels(sigma, sigma_unit, image.voxel_size)
+    sigma_vox = sigma_in_voxels(params.sigma, params.sigma_unit, image.voxel_size)
     radius = np.asarray(gaussian_radius(sigma_vox)) + 1
     attrs = {"sample": sample, "kind": "density_target", "sigma_voxels": list(sigma_vox),
              "points": str(points_csv), "n_points": int(len(points))}

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from torch import nn
 
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, read_points_csv
-from fewlabel.detection.density.awing import AWingParams, DensityLoss
+from fewlabel.config import DetectorTrainConfig, PeaksConfig
+from fewlabel.detection.density.awing import DensityLoss
 from fewlabel.normalize import apply_range, percentile_range
 from fewlabel.training import (
     CropSampler,
@@ -41,7 +42,6 @@ from fewlabel.training import (
     batches_to_device,
     fit,
     json_ready,
-    params_from_dict,
 )
 
 log = logging.getLogger(__name__)
@@ -50,89 +50,6 @@ IN_MEMORY_MAX_VOXELS = 64_000_000
 """Volumes up to this size are loaded into memory for training; larger ones are read lazily."""
 VAL_WHOLE_MAX_VOXELS = 4_000_000
 """Validation volumes up to this size are predicted whole; larger ones are tiled."""
-
-
-# --------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class DetectorModelParams:
-    """DM-DetNet3D architecture settings (see :class:`fewlabel.detection.density.detnet.DMDetNet3D`)."""
-
-    base_channels: int = 8
-    depth: int = 2
-    blocks_per_level: int = 1
-    pool_z: bool = False
-    pool_kernels: list[list[int]] | None = None
-    upsample: str = "trilinear"
-    head_bias_init: float = -2.0
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"in_channels": 1, **dataclasses.asdict(self)}
-
-
-def _default_grid() -> list[float]:
-    return [round(0.05 * i, 2) for i in range(1, 20)]
-
-
-@dataclass(frozen=True)
-class DetectorTrainParams:
-    """Detector training settings (``detection.train`` in config.yaml; JSON via ``--params``).
-
-    Defaults are tuned so that a 12×96×96 SNR-4 spot volume trains in about a minute on two
-    CPU threads (see the module tests and the training report).
-    """
-
-    epochs: int = 20
-    steps_per_epoch: int = 10
-    batch_size: int = 4
-    crop: tuple[int, int, int] = (8, 48, 48)
-    lr: float = 1e-3
-    patience: int = 5
-    loss: str = "awing"
-    awing: AWingParams = field(default_factory=AWingParams)
-    model: DetectorModelParams = field(default_factory=DetectorModelParams)
-    threshold_grid: tuple[float, ...] = field(default_factory=lambda: tuple(_default_grid()))
-    min_distance: tuple[int, int, int] = (1, 2, 2)
-    refine_radius: int | tuple[int, int, int] = 1
-    gate: float = 3.0
-    percentiles: tuple[float, float] = (1.0, 99.8)
-    flip_z: bool = False
-    point_fraction: float = 0.0
-    val_crops: int = 8
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> DetectorTrainParams:
-        """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
-        return params_from_dict(cls, data, "detector training params",
-                                nested={"awing": AWingParams, "model": DetectorModelParams})
-
-    def validate(self) -> None:
-        """Raise ConfigError on out-of-range values."""
-        problems = []
-        for key in ("epochs", "steps_per_epoch", "batch_size", "patience", "val_crops"):
-            if int(getattr(self, key)) < 1:
-                problems.append(f"{key} must be >= 1")
-        if len(self.crop) != 3 or min(self.crop) < 1:
-            problems.append("crop must be three positive ints (z, y, x)")
-        if not self.lr > 0:
-            problems.append("lr must be > 0")
-        if self.loss not in ("awing", "mse"):
-            problems.append("loss must be 'awing' or 'mse'")
-        if not self.threshold_grid or not all(0 <= t < 1 for t in self.threshold_grid):
-            problems.append("threshold_grid must be a non-empty list of values in [0, 1)")
-        if len(self.min_distance) != 3 or min(self.min_distance) < 0:
-            problems.append("min_distance must be three ints >= 0 (z, y, x)")
-        if not self.gate > 0:
-            problems.append("gate must be > 0 (voxels)")
-        if len(self.percentiles) != 2 or not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
-            problems.append("percentiles must be [low, high] with 0 <= low < high <= 100")
-        if not 0 <= self.point_fraction <= 1:
-            problems.append("point_fraction must be in [0, 1]")
-        if problems:
-            raise ConfigError("invalid detector training params: " + "; ".join(problems) + ".")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        return json_ready(data)
 
 
 @dataclass(frozen=True)
@@ -193,7 +110,7 @@ class _Volume:
                           transforms=[self.normalise, None, None], centres=self.points)
 
 
-def _load_volume(item: DetectorItem, params: DetectorTrainParams, *, training: bool) -> _Volume:
+def _load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: bool) -> _Volume:
     image = open_ome_zarr(item.image, sample=item.sample)
     target = open_ome_zarr(item.target, sample=item.sample)
     weight = open_ome_zarr(item.weight, sample=item.sample)
@@ -269,7 +186,8 @@ def train_detector(
     val_items: Sequence[Any],
     out_dir: str | Path,
     *,
-    params: DetectorTrainParams | Mapping[str, Any] | None = None,
+    params: DetectorTrainConfig | None = None,
+    peaks: PeaksConfig | None = None,
     seed: int = 0,
     threads: int = 1,
 ) -> dict[str, Any]:
@@ -282,7 +200,11 @@ def train_detector(
         training items are used for early stopping and threshold tuning (logged).
     out_dir : model folder to write (weights.pt = best, weights_last.pt, model.json,
         training.json, thresholds.json, normalization.json, curve.tsv, curve.png).
-    params : :class:`DetectorTrainParams` or a dict for ``from_dict``.
+    params : :class:`~fewlabel.config.DetectorTrainConfig` (``detection.train``; default: its
+        defaults).
+    peaks : :class:`~fewlabel.config.PeaksConfig` (``detection.peaks``): the peak rule used to
+        tune the threshold, the same one ``extract_points`` applies it with; recorded in
+        thresholds.json.
     seed, threads : determinism and CPU threads.
 
     Returns
@@ -296,8 +218,8 @@ def train_detector(
     from fewlabel.detection.peaks import find_peaks
     from fewlabel.runtime import provenance
 
-    if not isinstance(params, DetectorTrainParams):
-        params = DetectorTrainParams.from_dict(params)
+    params = params if params is not None else DetectorTrainConfig()
+    peaks = peaks if peaks is not None else PeaksConfig()
     train = [DetectorItem.coerce(item, i) for i, item in enumerate(train_items)]
     val = [DetectorItem.coerce(item, i) for i, item in enumerate(val_items)]
     if not train:
@@ -338,7 +260,7 @@ def train_detector(
     result = fit(model, optimizer=optimizer, train_step_loss=train_step_loss, validate=validate,
                  epochs=params.epochs, steps_per_epoch=params.steps_per_epoch, device=device,
                  patience=params.patience, curve=CurveLogger(title="DM-DetNet3D"),
-                 desc="train-detector")
+                 desc="train_detector")
 
     # threshold tuning with the best weights (pooled F1 over the validation volumes)
     model.load_state_dict(result.best_state)
@@ -347,8 +269,8 @@ def train_detector(
     for vol in val_vols:
         density = predict_density(model, vol.image, device=device, normalise=vol.normalise,
                                   tile=tuple(max(c, 16) * 2 for c in params.crop))
-        tables.append(find_peaks(density, threshold=grid[0], min_distance=params.min_distance,
-                                 refine_radius=params.refine_radius))
+        tables.append(find_peaks(density, threshold=grid[0], min_distance=peaks.min_distance,
+                                 refine_radius=peaks.refine_radius))
         gts.append(vol.points)
     threshold, f1_table = sweep_thresholds(tables, gts, gate=params.gate, candidates=grid)
     best = f1_table.loc[f1_table["threshold"] == threshold].iloc[0]
@@ -358,8 +280,8 @@ def train_detector(
         "val_precision": float(best["precision"]),
         "val_recall": float(best["recall"]),
         "f1_curve": f1_table.to_dict(orient="records"),
-        "min_distance": list(params.min_distance),
-        "refine_radius": json_ready(params.refine_radius),
+        "min_distance": list(peaks.min_distance),
+        "refine_radius": list(peaks.refine_radius),
         "gate": float(params.gate),
         "gate_unit": "voxel",
         "tuned_on": tuned_on,
@@ -376,8 +298,9 @@ def train_detector(
         "val_f1": float(best["f1"]),
     }
     training = {
-        "stage": "train-detector",
-        "params": params.to_dict(),
+        "stage": "train_detector",
+        "params": params.model_dump(mode="json"),
+        "peaks": peaks.model_dump(mode="json"),
         "seed": seed,
         "threads": threads,
         "device": device,
@@ -385,7 +308,8 @@ def train_detector(
         "val": [dataclasses.asdict(i) for i in val],
         "normalisation_ranges": {v.item.sample: [v.low, v.high] for v in train_vols},
         **summary,
-        "provenance": provenance(params.to_dict()),
+        "provenance": provenance({**params.model_dump(mode="json"),
+                                  "peaks": peaks.model_dump(mode="json")}),
     }
     save_model(out_dir, result.best_state, arch=arch, training=training, thresholds=thresholds,
                curve=result.curve, extra_states={"weights_last": result.last_state},
@@ -394,7 +318,7 @@ def train_detector(
     return summary
 
 
-def _validation_fn(vols: Sequence[_Volume], params: DetectorTrainParams, loss_fn: DensityLoss,
+def _validation_fn(vols: Sequence[_Volume], params: DetectorTrainConfig, loss_fn: DensityLoss,
                    device: str, seed: int) -> Any:
     """Validation loss on whole volumes (small) or on fixed deterministic crops (large)."""
     whole: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []

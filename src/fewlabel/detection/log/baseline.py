@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from fewlabel.config import LogConfig, PeaksConfig
 from fewlabel.errors import ConfigError, ModelError
 from fewlabel.detection.peaks import find_peaks
 
@@ -48,67 +49,6 @@ NORMALIZATION_JSON = "normalization.json"
 TRAINING_JSON = "training.json"
 CURVE_TSV = "curve.tsv"
 THRESHOLD_KEY = "detection_threshold"
-
-
-@dataclass
-class LogParams:
-    """Settings of the LoG baseline (``detection.log`` config section).
-
-    sigma : LoG scale (z, y, x) in voxels, ≈ the PSF s.d. of a spot.
-    min_distance : peak suppression radii (z, y, x) in voxels.
-    refine_radius : sub-voxel centroid box half-size (z, y, x).
-    gate, gate_unit : matching gate used to tune the threshold ('voxel' or 'um').
-    n_candidates : thresholds tried (quantiles of the training peak scores).
-    percentiles : intensity normalisation percentiles; ``None`` disables normalisation.
-    """
-
-    sigma: list[float] = field(default_factory=lambda: [1.0, 1.5, 1.5])
-    min_distance: list[int] = field(default_factory=lambda: [1, 2, 2])
-    refine_radius: list[int] = field(default_factory=lambda: [1, 1, 1])
-    gate: float = 3.0
-    gate_unit: str = "voxel"
-    n_candidates: int = 100
-    percentiles: list[float] | None = field(default_factory=lambda: [1.0, 99.8])
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> LogParams:
-        """Build from a (partial) dict; unknown keys or bad values raise ConfigError."""
-        data = dict(data or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown LoG setting(s) {unknown}; known: {sorted(known)}.",
-                              fix="check the detection.log section of the config.")
-        params = cls(**data)
-        params.sigma = [float(v) for v in _triple_list(params.sigma, "sigma")]
-        params.min_distance = [int(v) for v in _triple_list(params.min_distance, "min_distance")]
-        params.refine_radius = [int(v) for v in _triple_list(params.refine_radius,
-                                                             "refine_radius")]
-        if min(params.sigma) < 0 or max(params.sigma) <= 0:
-            raise ConfigError(f"LoG sigma {params.sigma} must be >= 0 with one axis > 0.",
-                              fix="give sigma as [z, y, x] voxels, e.g. [1.0, 1.5, 1.5].")
-        if min(params.min_distance) < 0 or min(params.refine_radius) < 0:
-            raise ConfigError("LoG min_distance / refine_radius must be >= 0.",
-                              fix="use e.g. min_distance [1, 2, 2], refine_radius [1, 1, 1].")
-        if params.gate_unit not in ("voxel", "um") or not params.gate > 0:
-            raise ConfigError(f"LoG gate {params.gate} {params.gate_unit!r} is invalid.",
-                              fix="gate > 0 with gate_unit 'voxel' or 'um'.")
-        if params.percentiles is not None and (
-                len(params.percentiles) != 2 or not 0 <= params.percentiles[0]
-                < params.percentiles[1] <= 100):
-            raise ConfigError(f"LoG percentiles {params.percentiles} must be [low, high] in "
-                              "0..100 with low < high.", fix="use e.g. [1, 99.8] or null.")
-        return params
-
-
-def _triple_list(value: Any, name: str) -> list[Any]:
-    if isinstance(value, (int, float)):
-        return [value] * 3
-    values = list(value)
-    if len(values) != 3:
-        raise ConfigError(f"LoG {name} must be a number or [z, y, x], got {value!r}.",
-                          fix=f"write {name} as a list of three numbers.")
-    return values
 
 
 def log_halo(sigma_zyx: Sequence[float]) -> tuple[int, int, int]:
@@ -164,12 +104,8 @@ def detect_log(
     """
     offset, scale = _normalization(volume, percentiles)
     response = log_response(volume, sigma, scale=scale, offset=offset)
-    return find_peaks(response, threshold=threshold, min_distance=tuple(_ints(min_distance)),
-                      refine_radius=tuple(_ints(refine_radius)))
-
-
-def _ints(value: Sequence[int] | int) -> list[int]:
-    return [int(value)] * 3 if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+    return find_peaks(response, threshold=threshold, min_distance=min_distance,
+                      refine_radius=refine_radius)
 
 
 def tune_log_threshold(
@@ -256,26 +192,31 @@ def save_log_model(
     threshold: float,
     f1_table: pd.DataFrame,
     *,
-    params: LogParams | None = None,
+    params: LogConfig | None = None,
+    peaks: PeaksConfig | None = None,
     training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a LoG model folder atomically (layout in the module docstring)."""
+    """Write a LoG model folder atomically (layout in the module docstring); ``peaks`` (the
+    rule the threshold was tuned with) is recorded for prediction."""
     from fewlabel.io import atomic_path
     from fewlabel.runtime import write_json
 
-    params = params or LogParams(sigma=[float(s) for s in sigma])
+    params = params if params is not None else LogConfig(sigma=tuple(float(s) for s in sigma))
+    peaks = peaks if peaks is not None else PeaksConfig()
     folder = Path(folder)
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
         write_json({"format": 1, "name": "log", "sigma": [float(s) for s in sigma],
-                    "min_distance": list(params.min_distance),
-                    "refine_radius": list(params.refine_radius), "truncate": TRUNCATE},
+                    "min_distance": list(peaks.min_distance),
+                    "refine_radius": list(peaks.refine_radius), "truncate": TRUNCATE},
                    tmp / MODEL_JSON)
         write_json({THRESHOLD_KEY: float(threshold),
                     "f1_curve": f1_table.to_dict(orient="records")}, tmp / THRESHOLDS_JSON)
         write_json({"percentiles": list(params.percentiles)} if params.percentiles else {},
                    tmp / NORMALIZATION_JSON)
-        write_json({"params": asdict(params), **(training or {})}, tmp / TRAINING_JSON)
+        write_json({"params": params.model_dump(mode="json"),
+                    "peaks": peaks.model_dump(mode="json"), **(training or {})},
+                   tmp / TRAINING_JSON)
         f1_table.to_csv(tmp / CURVE_TSV, sep="\t", index=False, float_format="%.6g")
     log.info("saved LoG model (sigma=%s, threshold=%.4g) to %s", list(sigma), threshold, folder)
     return folder
@@ -345,15 +286,20 @@ def train_log(
     samples: Sequence[dict[str, Any]],
     output_dir: str | Path,
     *,
-    params: LogParams,
+    params: LogConfig,
+    peaks: PeaksConfig | None = None,
 ) -> tuple[float, pd.DataFrame]:
     """Tune the LoG threshold on annotated samples ``[{sample, image, points}]`` and save a model.
+
+    ``params``: the ``detection.log`` section; ``peaks``: the ``detection.peaks`` rule (default
+    its defaults), used for tuning and stored in the model for prediction.
 
     ``image`` is an OME-Zarr (read whole: training volumes are few-shot crops), ``points`` a
     CSV of z,y,x voxels. Gates in µm use each image's voxel size.
     """
     from fewlabel.io import open_ome_zarr, read_points_csv
 
+    peaks = peaks if peaks is not None else PeaksConfig()
     if not samples:
         raise ConfigError("train-log needs at least one annotated sample.",
                           fix="mark samples with points as split 'train' in the sample sheet.")
@@ -371,11 +317,12 @@ def train_log(
         gts.append(pts[["z", "y", "x"]].to_numpy(float))
         scales.append(tuple(vol.voxel_size) if params.gate_unit == "um" else (1.0, 1.0, 1.0))
     best, table = tune_log_threshold(
-        volumes, gts, sigma=params.sigma, min_distance=params.min_distance, gate=params.gate,
-        refine_radius=params.refine_radius, scales=scales, percentiles=params.percentiles,
+        volumes, gts, sigma=params.sigma, min_distance=peaks.min_distance, gate=params.gate,
+        refine_radius=peaks.refine_radius, scales=scales, percentiles=params.percentiles,
         n_candidates=params.n_candidates)
     row = table.loc[table["threshold"] == best].iloc[0]
     summary = {"samples": [str(e["sample"]) for e in samples],
                "best": {k: float(row[k]) for k in ("threshold", "precision", "recall", "f1")}}
-    save_log_model(output_dir, params.sigma, best, table, params=params, training=summary)
+    save_log_model(output_dir, params.sigma, best, table, params=params, peaks=peaks,
+                   training=summary)
     return best, table

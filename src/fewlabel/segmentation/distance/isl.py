@@ -22,13 +22,12 @@ OME-Zarr: ZYX for one output channel, CZYX otherwise (2D: Z = 1).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from fewlabel.config import IslConfig, PredictConfig, SegmentationPredictConfig
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
 from fewlabel.normalize import apply_range, percentile_range
-from fewlabel.training import json_ready, params_from_dict
+from fewlabel.training import json_ready
 
 log = logging.getLogger(__name__)
 
@@ -48,92 +48,6 @@ IN_MEMORY_MAX_VOXELS = 64_000_000
 VAL_WHOLE_MAX_VOXELS = 2_000_000
 """Validation images up to this size are predicted whole; larger ones on fixed crops."""
 PLANES_AS_CHANNELS = "planes_as_channels"
-
-
-# --------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class UNetParams:
-    """U-Net body settings (``model`` section): see :class:`fewlabel.models.unet.UNet`.
-
-    ``pool_z``: true / false / "auto" (pool z only when the z crop allows it:
-    ``crop_z >= 2·2^depth``, else (1, 2, 2) anisotropic pooling); ignored in 2D.
-    """
-
-    base_channels: int = 16
-    depth: int = 2
-    norm: str = "batch"
-    pool_z: bool | str = "auto"
-    pool_kernels: list[list[int]] | None = None
-
-    def resolve_pool_z(self, dims: int, crop_z: int) -> bool:
-        if dims == 2:
-            return False
-        if self.pool_z == "auto":
-            return int(crop_z) >= 2 * 2 ** int(self.depth)
-        return bool(self.pool_z)
-
-    def validate(self, where: str) -> list[str]:
-        problems = []
-        if self.base_channels < 1:
-            problems.append(f"{where}.base_channels must be >= 1")
-        if self.depth < 0:
-            problems.append(f"{where}.depth must be >= 0")
-        if self.norm not in ("batch", "instance", "none"):
-            problems.append(f"{where}.norm must be batch, instance or none")
-        if self.pool_z not in (True, False, "auto"):
-            problems.append(f"{where}.pool_z must be true, false or 'auto'")
-        return problems
-
-
-def _check_common(params: Any, problems: list[str]) -> None:
-    for key in ("epochs", "steps_per_epoch", "batch_size", "patience", "val_crops"):
-        if int(getattr(params, key)) < 1:
-            problems.append(f"{key} must be >= 1")
-    if params.dims not in (2, 3):
-        problems.append("dims must be 2 or 3")
-    if len(params.crop) != 3 or min(params.crop) < 1:
-        problems.append("crop must be three positive ints (z, y, x)")
-    if not params.lr > 0:
-        problems.append("lr must be > 0")
-    if len(params.percentiles) != 2 or not 0 <= params.percentiles[0] < params.percentiles[1] <= 100:
-        problems.append("percentiles must be [low, high] with 0 <= low < high <= 100")
-
-
-@dataclass(frozen=True)
-class IslParams:
-    """ISL pretraining settings (``pretrain`` section of config.yaml; JSON via ``--params``).
-
-    ``crop`` is ZYX; in 2D (planes as channels) its z entry is ignored (all planes are used).
-    Defaults train the demo pair (16×64×64 nuclei, 1 train + 1 val image) in well under a
-    minute on two CPU threads.
-    """
-
-    dims: int = 3
-    epochs: int = 30
-    steps_per_epoch: int = 8
-    batch_size: int = 2
-    crop: tuple[int, int, int] = (8, 48, 48)
-    lr: float = 4e-3
-    patience: int = 10
-    percentiles: tuple[float, float] = (1.0, 99.8)
-    flip_z: bool = False
-    val_crops: int = 4
-    model: UNetParams = field(default_factory=lambda: UNetParams(base_channels=8, depth=2))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> IslParams:
-        """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
-        return params_from_dict(cls, data, "ISL params", nested={"model": UNetParams})
-
-    def validate(self) -> None:
-        problems: list[str] = []
-        _check_common(self, problems)
-        problems += self.model.validate("model")
-        if problems:
-            raise ConfigError("invalid ISL params: " + "; ".join(problems) + ".")
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_ready(dataclasses.asdict(self))
 
 
 # --------------------------------------------------------------------------- items
@@ -324,7 +238,7 @@ class _Pair:
                           transforms=[self.image.normalise, self.normalise_target])
 
 
-def _load_pair(item: Mapping[str, str], params: IslParams, planes: int | None) -> _Pair:
+def _load_pair(item: Mapping[str, str], params: IslConfig, planes: int | None) -> _Pair:
     sample = item["sample"]
     image = open_input_image(sample, item["image"], dims=params.dims,
                              percentiles=params.percentiles, planes=planes)
@@ -344,7 +258,7 @@ def _load_pair(item: Mapping[str, str], params: IslParams, planes: int | None) -
                  t_low=t_low, t_high=t_high)
 
 
-def _isl_validation(pairs: Sequence[_Pair], params: IslParams, device: str,
+def _isl_validation(pairs: Sequence[_Pair], params: IslConfig, device: str,
                     seed: int) -> Callable[[nn.Module], dict[str, float]]:
     """Validation L1 and mean per-image PCC: whole images (small) or fixed crops (large)."""
     from fewlabel.training import CropSampler
@@ -381,7 +295,7 @@ def pretrain_isl(
     val_items: Sequence[Mapping[str, Any]],
     out_dir: str | Path,
     *,
-    params: IslParams | Mapping[str, Any] | None = None,
+    params: IslConfig | None = None,
     seed: int = 0,
     threads: int = 1,
 ) -> dict[str, Any]:
@@ -394,7 +308,7 @@ def pretrain_isl(
         stopping (logged).
     out_dir : model folder (weights.pt = best, weights_last.pt, model.json (arch 'unet'),
         training.json, normalization.json, curve.tsv/png).
-    params : :class:`IslParams` or a dict for ``from_dict``.
+    params : :class:`~fewlabel.config.IslConfig` (``segmentation.isl``; default: its defaults).
     seed, threads : determinism and CPU threads (same seed + threads → same weights on CPU).
 
     Returns
@@ -407,8 +321,7 @@ def pretrain_isl(
     from fewlabel.runtime import provenance
     from fewlabel.training import CropSampler, CurveLogger, fit
 
-    if not isinstance(params, IslParams):
-        params = IslParams.from_dict(params)
+    params = params if params is not None else IslConfig()
     train = coerce_items(train_items, ("image", "target"), "ISL training")
     val = coerce_items(val_items, ("image", "target"), "ISL validation")
     if not train:
@@ -452,7 +365,7 @@ def pretrain_isl(
     result = fit(model, optimizer=optimizer, train_step_loss=train_step_loss, validate=validate,
                  epochs=params.epochs, steps_per_epoch=params.steps_per_epoch, device=device,
                  patience=params.patience, curve=CurveLogger(title="ISL U-Net"),
-                 desc="pretrain-isl")
+                 desc="pretrain_isl")
     model.load_state_dict(result.best_state)
     model.eval()
     per_image = {}
@@ -480,13 +393,13 @@ def pretrain_isl(
         "output": "fluorescence (normalised units: target (p_low, p_high) -> (0, 1))",
     }
     training = {
-        "stage": "pretrain-isl", "params": params.to_dict(), "seed": seed, "threads": threads,
+        "stage": "pretrain_isl", "params": params.model_dump(mode="json"), "seed": seed, "threads": threads,
         "device": device, "train": train, "val": val,
         "normalisation_ranges": {p.sample: {"input": [p.image.low, p.image.high],
                                             "target": [p.t_low, p.t_high]}
                                  for p in [*train_pairs, *([] if tuned_on == "train" else
                                                            val_pairs)]},
-        **summary, "provenance": provenance(params.to_dict()),
+        **summary, "provenance": provenance(params.model_dump(mode="json")),
     }
     save_model(out_dir, result.best_state, arch={"name": ARCH_NAME, "kwargs": json_ready(kwargs)},
                training=training, thresholds={}, curve=result.curve, normalization=normalization,
@@ -528,15 +441,16 @@ def predict_image(
     image_path: str | Path,
     output_path: str | Path,
     *,
-    params: Any = None,
+    params: PredictConfig | None = None,
     sample: str | None = None,
     threads: int = 1,
     expect: str | None = None,
 ) -> dict[str, Any]:
     """Predict one image with an ISL ('unet') or segmenter model through the tiled engine.
 
-    ``params`` are the shared ``predict`` settings (:class:`fewlabel.inference.engine.PredictParams`:
-    tile, overlap, batch_size, cache_tiles, out_chunks). The image is normalised with its own
+    ``params`` are the shared ``predict`` settings (:class:`fewlabel.config.PredictConfig`:
+    tile, overlap, batch_size, cache_tiles, out_chunks; default
+    :class:`~fewlabel.config.SegmentationPredictConfig`). The image is normalised with its own
     percentiles (the model folder's normalization.json), tiled with Gaussian blending
     (:func:`fewlabel.inference.tiling.predict_tiled`; margin = receptive field // 2 where the overlap
     allows) and written as float32 OME-Zarr: ZYX for one output channel (ISL fluorescence),
@@ -546,10 +460,9 @@ def predict_image(
     """
     from fewlabel.device import configure_torch
     from fewlabel.models.store import load_model
-    from fewlabel.inference.engine import PredictParams, predict_with_module
+    from fewlabel.inference.engine import predict_with_module
 
-    if not isinstance(params, PredictParams):
-        params = PredictParams.from_dict(params)
+    params = params if params is not None else SegmentationPredictConfig()
     device = configure_torch(threads, 0)
     loaded = load_model(model_dir, device, expect=expect)
     if loaded.name not in ("unet", "segmenter"):
@@ -575,7 +488,7 @@ def predict_image(
 
 
 def _predict_planes(adapter: PredictionAdapter, image_path: str | Path,
-                    output_path: str | Path, *, params: Any, sample: str,
+                    output_path: str | Path, *, params: PredictConfig, sample: str,
                     normalization: Mapping[str, Any], planes: int, device: str,
                     info: Mapping[str, Any]) -> dict[str, Any]:
     """2D planes-as-channels prediction: the engine over a (K, 1, Y, X) view, output Z = 1."""
@@ -636,7 +549,7 @@ def adapter_fn(adapter: nn.Module, device: str) -> Callable[[np.ndarray], np.nda
 
 
 def predict_isl(model_dir: str | Path, image_path: str | Path, output_path: str | Path, *,
-                params: Any = None, sample: str | None = None,
+                params: PredictConfig | None = None, sample: str | None = None,
                 threads: int = 1) -> dict[str, Any]:
     """Predicted fluorescence (float32 ZYX OME-Zarr) of one label-free image with an ISL model."""
     return predict_image(model_dir, image_path, output_path, params=params, sample=sample,

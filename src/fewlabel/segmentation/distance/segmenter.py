@@ -34,12 +34,11 @@ h-maxima height ``h`` that maximises the instance F1@0.5 on the whole validation
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +47,14 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
+from fewlabel.config import PredictConfig, SegmenterTrainConfig
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
-from fewlabel.training import json_ready, params_from_dict
+from fewlabel.training import json_ready
 from fewlabel.segmentation.distance.isl import (
     PLANES_AS_CHANNELS,
     VAL_WHOLE_MAX_VOXELS,
     NormalisedImage,
-    UNetParams,
-    _check_common,
     coerce_items,
     expected_target_shape,
     flip_axes,
@@ -71,77 +69,16 @@ log = logging.getLogger(__name__)
 
 HEAD_GAIN = 4.0
 """Initial slope of the ISL-initialised mask logit ``z = HEAD_GAIN·(f̂ − 0.5)``."""
-MASK_LOSSES = ("bce", "dice", "focal", "focal_tversky", "combined", "combined_ft")
 
 
-# --------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class SegmenterModelParams(UNetParams):
-    """Segmenter architecture (``model``): the U-Net body (used with ``init: scratch``; with
-    ``init: isl`` the ISL model's body wins) and the head."""
+def build_segmenter_loss(params: SegmenterTrainConfig) -> nn.Module:
+    """The mask + distance loss module of ``params`` (see the module docstring): ``loss:
+    mask_distance`` takes ``loss_params`` itself, any other ``loss`` names the mask term."""
+    from fewlabel.segmentation.losses import build_loss
 
-    head_channels: int = 8
-    head_kernel: int = 3
-
-
-@dataclass(frozen=True)
-class SegmenterParams:
-    """Segmenter training settings (``segmentation.train``; JSON via ``--params``).
-
-    ``crop`` is ZYX (2D: z ignored). Defaults fine-tune the demo (16×64×64 nuclei, 1 train + 1
-    val image) in well under a minute on two CPU threads.
-    """
-
-    dims: int = 3
-    epochs: int = 40
-    steps_per_epoch: int = 8
-    batch_size: int = 2
-    crop: tuple[int, int, int] = (8, 48, 48)
-    lr: float = 2e-3
-    patience: int = 10
-    loss: str = "mask_distance"
-    loss_params: dict[str, Any] = field(default_factory=dict)
-    init: str = "isl"
-    percentiles: tuple[float, float] = (1.0, 99.8)
-    flip_z: bool = False
-    val_crops: int = 4
-    threshold_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
-    model: SegmenterModelParams = field(
-        default_factory=lambda: SegmenterModelParams(base_channels=8, depth=2))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> SegmenterParams:
-        """Build from a (partial) dict; unknown keys and bad values raise ConfigError."""
-        return params_from_dict(cls, data, "segmenter params",
-                                nested={"model": SegmenterModelParams},
-                                mappings=("loss_params",))
-
-    def validate(self) -> None:
-        problems: list[str] = []
-        _check_common(self, problems)
-        problems += self.model.validate("model")
-        if self.model.head_channels < 2 or self.model.head_kernel not in (1, 3):
-            problems.append("model.head_channels must be >= 2 and model.head_kernel 1 or 3")
-        if self.init not in ("isl", "scratch"):
-            problems.append("init must be 'isl' or 'scratch'")
-        if self.loss not in ("mask_distance", *MASK_LOSSES):
-            problems.append(f"loss must be one of {['mask_distance', *MASK_LOSSES]}")
-        if not self.threshold_grid or not all(0 < t < 1 for t in self.threshold_grid):
-            problems.append("threshold_grid must be a non-empty list of values in (0, 1)")
-        if problems:
-            raise ConfigError("invalid segmenter params: " + "; ".join(problems) + ".")
-        self.build_loss()  # unknown loss parameters fail now
-
-    def build_loss(self) -> nn.Module:
-        """The mask + distance loss module (see module docstring)."""
-        from fewlabel.segmentation.losses import build_loss
-
-        if self.loss == "mask_distance":
-            return build_loss("mask_distance", **self.loss_params)
-        return build_loss("mask_distance", mask_loss=self.loss, mask_params=dict(self.loss_params))
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_ready(dataclasses.asdict(self))
+    if params.loss == "mask_distance":
+        return build_loss("mask_distance", **params.loss_params)
+    return build_loss("mask_distance", mask_loss=params.loss, mask_params=dict(params.loss_params))
 
 
 # --------------------------------------------------------------------------- targets
@@ -193,7 +130,7 @@ class _Annotated:
                           transforms=[self.image.normalise, None])
 
 
-def _load_annotated(item: Mapping[str, str], params: SegmenterParams, planes: int | None, *,
+def _load_annotated(item: Mapping[str, str], params: SegmenterTrainConfig, planes: int | None, *,
                     training: bool) -> _Annotated:
     sample = item["sample"]
     image = open_input_image(sample, item["image"], dims=params.dims,
@@ -235,7 +172,7 @@ def _dice(prob: torch.Tensor, mask: torch.Tensor, threshold: float) -> tuple[flo
     return float(2 * (pred & gt).sum()), float(pred.sum() + gt.sum())
 
 
-def _validation(vols: Sequence[_Annotated], params: SegmenterParams, loss_fn: nn.Module,
+def _validation(vols: Sequence[_Annotated], params: SegmenterTrainConfig, loss_fn: nn.Module,
                 device: str, seed: int
                 ) -> tuple[Callable[[nn.Module], dict[str, float]],
                            list[tuple[torch.Tensor, torch.Tensor]],
@@ -272,7 +209,7 @@ def _validation(vols: Sequence[_Annotated], params: SegmenterParams, loss_fn: nn
 
 
 # --------------------------------------------------------------------------- model setup
-def _isl_body(init_from: str | Path, params: SegmenterParams, planes: int | None
+def _isl_body(init_from: str | Path, params: SegmenterTrainConfig, planes: int | None
               ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(body kwargs, body state_dict, ISL normalisation) of an ISL model folder, checked."""
     from fewlabel.models.store import load_model
@@ -310,7 +247,7 @@ def _isl_body(init_from: str | Path, params: SegmenterParams, planes: int | None
     return body, state, isl.normalization
 
 
-def _build_segmenter(params: SegmenterParams, init_from: str | Path | None,
+def _build_segmenter(params: SegmenterTrainConfig, init_from: str | Path | None,
                      planes: int | None, device: str
                      ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     from fewlabel.models.unet import Segmenter
@@ -353,7 +290,7 @@ def train_segmenter(
     val_items: Sequence[Mapping[str, Any]],
     out_dir: str | Path,
     *,
-    params: SegmenterParams | Mapping[str, Any] | None = None,
+    params: SegmenterTrainConfig | None = None,
     init_from: str | Path | None = None,
     seed: int = 0,
     threads: int = 1,
@@ -367,7 +304,8 @@ def train_segmenter(
         Without validation items the training images are used for early stopping (logged).
     out_dir : model folder (weights.pt = best, weights_last.pt, model.json (arch 'segmenter'),
         training.json, thresholds.json (mask_threshold), normalization.json, curve.tsv/png).
-    params : :class:`SegmenterParams` or a dict for ``from_dict``.
+    params : :class:`~fewlabel.config.SegmenterTrainConfig` (``segmentation.train``; default:
+        its defaults).
     init_from : ISL model folder for ``init: isl`` (None/'' → from scratch, with a warning);
         ignored for ``init: scratch``.
     seed, threads : determinism and CPU threads.
@@ -382,8 +320,7 @@ def train_segmenter(
     from fewlabel.runtime import provenance
     from fewlabel.training import CropSampler, CurveLogger, fit
 
-    if not isinstance(params, SegmenterParams):
-        params = SegmenterParams.from_dict(params)
+    params = params if params is not None else SegmenterTrainConfig()
     train = coerce_items(train_items, ("image", "labels"), "segmenter training")
     val = coerce_items(val_items, ("image", "labels"), "segmenter validation")
     if not train:
@@ -406,7 +343,7 @@ def train_segmenter(
              "receptive field %s, device %s, seed %d, %d thread(s)", init_info["init"],
              len(train_vols), len(val), params.dims, sum(p.numel() for p in model.parameters()),
              model.receptive_field(), device, seed, threads)
-    loss_fn = params.build_loss().to(device)
+    loss_fn = build_segmenter_loss(params).to(device)
     sampler = CropSampler([v.crop_volume() for v in train_vols], train_crop(params, params.dims),
                           seed=seed, flip_axes=flip_axes(params, params.dims))
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
@@ -421,7 +358,7 @@ def train_segmenter(
                  epochs=params.epochs, steps_per_epoch=params.steps_per_epoch, device=device,
                  patience=params.patience,
                  curve=CurveLogger(title=f"segmenter ({init_info['init']} init)"),
-                 desc="train-segmenter")
+                 desc="train_segmenter")
     model.load_state_dict(result.best_state)
     model.eval()
     thresholds = _tune_threshold(model, val_tensors, params.threshold_grid, tuned_on)
@@ -448,12 +385,12 @@ def train_segmenter(
         "prediction_outputs": ["mask_probability", "distance"],
     }
     training = {
-        "stage": "train-segmenter", "params": params.to_dict(), "seed": seed,
+        "stage": "train_segmenter", "params": params.model_dump(mode="json"), "seed": seed,
         "threads": threads, "device": device, "train": train, "val": val, **init_info,
         "loss_alpha": None if alpha is None else float(alpha),
         "objects": {v.sample: v.n_objects for v in train_vols},
         "normalisation_ranges": {v.sample: [v.image.low, v.image.high] for v in train_vols},
-        **summary, "provenance": provenance(params.to_dict()),
+        **summary, "provenance": provenance(params.model_dump(mode="json")),
     }
     save_model(out_dir, result.best_state, arch={"name": SEGMENTER_ARCH_NAME, "kwargs": kwargs},
                training=training, thresholds=thresholds, curve=result.curve,
@@ -524,7 +461,7 @@ def _tune_threshold(model: nn.Module, items: Sequence[tuple[torch.Tensor, torch.
 
 
 def predict_segmentation(model_dir: str | Path, image_path: str | Path,
-                         output_path: str | Path, *, params: Any = None,
+                         output_path: str | Path, *, params: PredictConfig | None = None,
                          sample: str | None = None, threads: int = 1) -> dict[str, Any]:
     """Two-channel float32 CZYX OME-Zarr (0: mask probability σ(z), 1: distance) of one image."""
     return predict_image(model_dir, image_path, output_path, params=params, sample=sample,

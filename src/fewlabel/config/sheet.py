@@ -1,8 +1,9 @@
-"""Configuration and sample-sheet validation (run at Snakemake parse time, before any job).
+"""Sample-sheet validation (run at Snakemake parse time, before any job).
 
-The JSON schemas in ``workflow/schemas/`` define keys, types and defaults; this module adds the
-checks a schema cannot express (unique and safe sample ids, existing paths, voxel sizes) and
-reports every problem with the sheet row and column that caused it.
+The hand-written JSON schema ``workflow/schemas/samples.schema.yaml`` defines the columns'
+forms; this module adds the checks a schema cannot express (unique and safe sample ids,
+existing paths, voxel sizes) and reports every problem with the sheet row and column that
+caused it. (The configuration itself is validated by the models of :mod:`fewlabel.config`.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ SPLITS = ("train", "val", "test", "predict")
 TASKS = ("detect", "segment", "both")
 PATH_COLUMNS = ("image", "points", "labels", "target")
 SHEET_COLUMNS = ("sample", "image", "channel", "voxel_size", "split", "task", *PATH_COLUMNS[1:])
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[3] / "workflow" / "schemas"
 
 
 def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
@@ -47,21 +48,6 @@ def _set_defaults(validator_class: Any) -> Any:
 
 
 _DefaultingValidator = _set_defaults(jsonschema.Draft202012Validator)
-
-
-def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate ``config`` in place against the config schema, filling defaults.
-
-    Raises ConfigError naming the offending key path and the expected form.
-    """
-    schema = schema or load_schema("config")
-    errors = sorted(_DefaultingValidator(schema).iter_errors(config), key=lambda e: list(e.path))
-    if errors:
-        lines = [f"config key '{'.'.join(str(p) for p in e.path) or '<top>'}': {e.message}"
-                 for e in errors[:10]]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines),
-                          fix="edit config/config.yaml (every key is documented there).")
-    return config
 
 
 def parse_voxel_size(text: Any, *, row: int | None = None, sample: str | None = None
