@@ -32,7 +32,7 @@ HOSTILE_CHANNELS = [
     "$(touch PWNED_plain)",
     "ch\nnewline",
 ]
-HOSTILE_NAME = "img $(touch PWNED_path) `touch PWNED_tick2` 'q' \"d\" x"
+HOSTILE_NAME = "img $(touch PWNED_path) `touch PWNED_tick2` 'q' \"d\" #2 x"
 
 
 def write_sheet(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -121,3 +121,53 @@ def test_hostile_paths_and_config_values_never_execute(tmp_path):
     assert "a" in summary.splitlines()[1]
     assert (workdir / demo_dir / "manifest.json").is_file()
     assert not list(workdir.glob("*\n*")), "the demo folder name was split by the shell"
+
+
+@pytest.mark.parametrize(("voxel", "expected"), [
+    ("3e-7,1e-7,1e-7", "if it is in metres, that is 0.3 µm"),
+    ("1e-30,1,1", "implausibly small"),
+    ("300,100,100", "if it is in nm, that is 0.3 µm"),
+    ("1e300,1,1", "implausibly large"),
+])
+def test_voxel_sizes_in_the_wrong_unit_fail_at_parse_time(tmp_path, voxel, expected):
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
+    sheet = write_sheet(tmp_path / "s.tsv", [
+        {"sample": "a", "image": str(image), "voxel_size": voxel, "split": "predict"}])
+    with pytest.raises(ConfigError) as info:
+        load_samples(sheet)
+    message = str(info.value)
+    assert expected in message and "row 2" in message and "sample 'a'" in message
+
+
+def test_sheet_rows_keep_their_line_numbers_and_hash_in_paths(tmp_path):
+    folder = tmp_path / "run #3"
+    folder.mkdir()
+    image = folder / "img#1.tif"
+    tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
+    text = ("# my samples\nsample\timage\tvoxel_size\tsplit\n\n"
+            f"a\t{image}\t0.5,0.1,0.1\tpredict\n\n# next\nb\t{image}\tbad\tpredict\n")
+    (tmp_path / "s.tsv").write_text(text)
+    with pytest.raises(ConfigError, match="row 7 column 'voxel_size'"):
+        load_samples(tmp_path / "s.tsv")
+    (tmp_path / "s.tsv").write_text(text.replace("bad", "0.5,0.1,0.1"))
+    sheet = load_samples(tmp_path / "s.tsv")
+    assert sheet.loc["a", "image"] == str(image) and list(sheet.index) == ["a", "b"]
+
+
+def test_very_long_sample_id_fails_at_parse_time(tmp_path):
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
+    sheet = write_sheet(tmp_path / "s.tsv", [
+        {"sample": "a" * 250, "image": str(image), "split": "predict"}])
+    with pytest.raises(ConfigError, match="250 characters"):
+        load_samples(sheet)
+
+
+def test_braces_in_a_path_fail_at_parse_time_with_the_fix(tmp_path):
+    image = tmp_path / "img {1}.tif"
+    tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
+    sheet = write_sheet(tmp_path / "s.tsv", [
+        {"sample": "a", "image": str(image), "split": "predict"}])
+    with pytest.raises(ConfigError, match="braces in input paths as wildcards"):
+        load_samples(sheet)

@@ -9,6 +9,7 @@ caused it. (The configuration itself is validated by the models of :mod:`fewlabe
 from __future__ import annotations
 
 import copy
+import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,6 +51,38 @@ def _set_defaults(validator_class: Any) -> Any:
 _DefaultingValidator = _set_defaults(jsonschema.Draft202012Validator)
 
 
+VOXEL_MIN_UM = 5e-5
+"""Smallest plausible voxel side in µm (0.5 Å: below cryo-electron tomography)."""
+VOXEL_MAX_UM = 50.0
+"""Largest plausible voxel side in µm (coarse light-sheet / whole-organ imaging)."""
+MAX_SAMPLE_ID = 100
+"""Sample ids name folders and files (plus suffixes such as ``.0-of-4.log``)."""
+
+
+def check_voxel_size(values: tuple[float, ...], *, where: str, sample: str | None = None,
+                     path: str | Path | None = None) -> None:
+    """Raise ConfigError unless every voxel side is a plausible size in µm.
+
+    Catches sizes given in metres (3e-7) or nanometres (300) before any µm-derived kernel
+    becomes millions of voxels; ``where`` names the sheet row/column or the file metadata.
+    """
+    for value in values:
+        if value < VOXEL_MIN_UM:
+            guess = f"; if it is in metres, that is {value * 1e6:g} µm" if value > 1e-12 else ""
+            raise ConfigError(
+                f"{where}: voxel size {value:g} µm is implausibly small (< {VOXEL_MIN_UM:g} µm)"
+                f"{guess}.", sample=sample, path=path,
+                fix="give voxel sizes in µm, z,y,x, e.g. 0.5,0.1,0.1 (the sheet's voxel_size "
+                    "column overrides the file's metadata).")
+        if value > VOXEL_MAX_UM:
+            guess = f"; if it is in nm, that is {value / 1000:g} µm" if value < 1e6 else ""
+            raise ConfigError(
+                f"{where}: voxel size {value:g} µm is implausibly large (> {VOXEL_MAX_UM:g} µm)"
+                f"{guess}.", sample=sample, path=path,
+                fix="give voxel sizes in µm, z,y,x, e.g. 0.5,0.1,0.1 (the sheet's voxel_size "
+                    "column overrides the file's metadata).")
+
+
 def parse_voxel_size(text: Any, *, row: int | None = None, sample: str | None = None
                      ) -> tuple[float, float, float] | None:
     """Parse ``"z,y,x"`` (µm, positive, finite); empty → None (taken from the file later)."""
@@ -65,6 +98,7 @@ def parse_voxel_size(text: Any, *, row: int | None = None, sample: str | None = 
         raise ConfigError(f"sample sheet {where} column 'voxel_size': '{text}' is not three "
                           "positive numbers.", sample=sample,
                           fix="write the voxel size as z,y,x in µm, e.g. 0.5,0.1,0.1.")
+    check_voxel_size(values, where=f"sample sheet {where} column 'voxel_size'", sample=sample)
     return values  # type: ignore[return-value]
 
 
@@ -84,10 +118,21 @@ def load_samples(
     if not path.exists():
         raise ConfigError("sample sheet not found.", path=path,
                           fix="set 'samples' in config/config.yaml to your TSV.")
+    # Comment lines (first character '#') and blank lines are skipped here, not by pandas, so
+    # that '#' inside a path survives and reported row numbers are the file's line numbers.
+    lines = path.read_text().splitlines()
+    kept = [(n, line) for n, line in enumerate(lines, start=1)
+            if line.strip() and not line.lstrip().startswith("#")]
+    if not kept:
+        raise ConfigError("the sample sheet is empty.", path=path,
+                          fix="add a header line (sample, image, split, ...) and one row per "
+                              "volume.")
     try:
-        sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#", keep_default_na=False)
+        sheet = pd.read_csv(io.StringIO("\n".join(line for _, line in kept)), sep="\t",
+                            dtype=str, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"cannot parse sample sheet as TSV ({exc}).", path=path) from exc
+    line_numbers = [n for n, _ in kept[1:]]
     sheet.columns = [c.strip() for c in sheet.columns]
     unknown = [c for c in sheet.columns if c not in SHEET_COLUMNS]
     if unknown:
@@ -107,8 +152,13 @@ def load_samples(
     seen: dict[str, int] = {}
     voxel_sizes: list[list[float] | None] = []
     for index, record in enumerate(sheet.to_dict("records")):
-        row = index + 2  # header is line 1
+        row = line_numbers[index]  # the row's line in the file
         sample = record["sample"]
+        if len(sample) > MAX_SAMPLE_ID:
+            raise ConfigError(
+                f"sample sheet row {row}: sample id '{sample[:40]}...' has {len(sample)} "
+                f"characters (at most {MAX_SAMPLE_ID}).", path=path,
+                fix="use a shorter id: it names folders and files of every stage.")
         if not SAMPLE_ID.match(sample or ""):
             raise ConfigError(
                 f"sample sheet row {row}: sample id '{sample}' is not allowed (unsafe or empty).",
@@ -138,6 +188,12 @@ def load_samples(
             value = record[column]
             if not value:
                 continue
+            if "{" in value or "}" in value:
+                raise ConfigError(
+                    f"sample sheet row {row} column '{column}': path '{value}' contains '{{' or "
+                    "'}'; Snakemake reads braces in input paths as wildcards.", sample=sample,
+                    path=path, fix="rename the file or folder, or point the sheet at a symbolic "
+                                   "link without braces.")
             resolved = Path(base_dir, value).resolve()
             if any(resolved.is_relative_to(g) for g in generated):
                 continue

@@ -172,6 +172,10 @@ def resolve_voxel_size(
                         "sheet", sample, voxel, file_value)
         return voxel  # type: ignore[return-value]
     if file_value is not None:
+        from fewlabel.config.sheet import check_voxel_size
+
+        check_voxel_size(tuple(file_value), where="voxel size from the file's metadata",
+                         sample=sample, path=path)
         return file_value
     raise InputDataError("no voxel size in the sample sheet and none in the file metadata.",
                          sample=sample, path=path,
