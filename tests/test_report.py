@@ -409,3 +409,18 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     dark = (pixels.mean(axis=2) < 0.3).mean()
     assert dark > 0.01  # images (dark microscopy backgrounds) were rendered
     shutil.rmtree(tmp_path / "chrome", ignore_errors=True)
+
+
+def test_curve_figure_is_identical_for_runs_that_differ_only_in_time():
+    import pandas as pd
+
+    from fewlabel.report.figures import curve_figure
+
+    base = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.4], "val_loss": [1.1, 0.6, 0.5],
+            "val_f1": [0.2, 0.5, 0.7], "best": [1, 1, 1]}
+    first = curve_figure(pd.DataFrame({**base, "seconds": [0.1, 0.2, 0.3]}), "detector")
+    second = curve_figure(pd.DataFrame({**base, "seconds": [5.0, 9.0, 14.0]}), "detector")
+    assert first == second
+    changed = curve_figure(pd.DataFrame({**base, "val_f1": [0.2, 0.5, 0.9],
+                                         "seconds": [0.1, 0.2, 0.3]}), "detector")
+    assert changed != first

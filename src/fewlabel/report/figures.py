@@ -212,13 +212,17 @@ def outline_figure(background: list[tuple[str, np.ndarray | None]],
     return figure_uri(fig)
 
 
+CURVE_BOOKKEEPING = ("epoch", "seconds", "best")
+"""Curve columns that are not plotted: wall-clock time differs between identical runs."""
+
+
 def curve_figure(curve: pd.DataFrame, title: str) -> str:
     """Every numeric column of a training curve against ``epoch`` (losses left, log axis)."""
     from matplotlib.ticker import MaxNLocator
 
     x = curve["epoch"] if "epoch" in curve.columns else pd.Series(range(1, len(curve) + 1))
     columns = [c for c in curve.columns
-               if c != "epoch" and pd.api.types.is_numeric_dtype(curve[c])]
+               if c not in CURVE_BOOKKEEPING and pd.api.types.is_numeric_dtype(curve[c])]
     losses = [c for c in columns if "loss" in c.lower()]
     others = [c for c in columns if c not in losses]
     groups = [g for g in (losses, others) if g]
