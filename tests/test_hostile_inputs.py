@@ -7,6 +7,7 @@ newlines. A new rule or column is covered by adding its value here.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,27 @@ def test_braces_in_a_path_fail_at_parse_time_with_the_fix(tmp_path):
         {"sample": "a", "image": str(image), "split": "predict"}])
     with pytest.raises(ConfigError, match="braces in input paths as wildcards"):
         load_samples(sheet)
+
+
+SHELL_RE = re.compile(r'shell:\s*\n((?:\s*"(?:[^"\\]|\\.)*"\s*\n)+)')
+PRE_QUOTED = {"fluorescence"}  # built with shlex.quote in common.smk
+
+
+def test_every_rule_quotes_its_params_and_sheet_paths():
+    """Static guard for new rules: a `{params.x}` or sheet-derived input reaches the shell
+    only with `:q` (wildcards are safe by their constraints; other inputs are templates)."""
+    rules_dir = REPO / "workflow" / "rules"
+    checked = 0
+    for path in sorted(rules_dir.glob("*.smk")):
+        for match in SHELL_RE.finditer(path.read_text()):
+            shell = match.group(1)
+            for name, quoted in re.findall(r"\{params\.(\w+)(:q)?\}", shell):
+                checked += 1
+                assert quoted or name in PRE_QUOTED, \
+                    f"{path.name}: {{params.{name}}} reaches the shell unquoted"
+            for field in ("input.source", "input.points"):
+                assert f"{{{field}}}" not in shell, f"{path.name}: sheet path {field} unquoted"
+    assert checked > 20
+    common = (rules_dir / "common.smk").read_text()
+    for wildcard in ("sample", "slab", "n_slabs"):
+        assert re.search(rf"^\s*{wildcard}=", common, re.MULTILINE), wildcard

@@ -23,6 +23,8 @@ shell.prefix(shell_prefix())
 
 wildcard_constraints:
     sample="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    slab="[0-9]+",
+    n_slabs="[0-9]+",
 
 
 def to_json(value):

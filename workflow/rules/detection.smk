@@ -105,7 +105,7 @@ if config["detection"]["method"] == "density":
                 "../../envs/torch.yaml"
             shell:
                 "python -m fewlabel init_prediction_slabs --sample {wildcards.sample} "
-                "--model-dir {input.model} --image {input.image} --output {params.final} "
+                "--model-dir {input.model} --image {input.image} --output {params.final:q} "
                 "--n-slabs {params.slabs:q} --slab-voxels {params.slab_voxels:q} "
                 "--plan {output.plan} --params {params.predict:q} --log {log} 2>> {log}"
 
@@ -132,7 +132,7 @@ if config["detection"]["method"] == "density":
                 "../../envs/torch.yaml"
             shell:
                 "python -m fewlabel predict_volume_slab --sample {wildcards.sample} "
-                "--model-dir {input.model} --image {input.image} --output {params.final} "
+                "--model-dir {input.model} --image {input.image} --output {params.final:q} "
                 "--slab {wildcards.slab} --n-slabs {wildcards.n_slabs} "
                 "--params {params.predict:q} --threads {threads} --seed {params.seed:q} "
                 "--log {log} 2>> {log}"
