@@ -190,8 +190,9 @@ def test_every_rule_quotes_its_params_and_sheet_paths():
                 checked += 1
                 assert quoted or name in PRE_QUOTED, \
                     f"{path.name}: {{params.{name}}} reaches the shell unquoted"
-            for field in ("input.source", "input.points"):
-                assert f"{{{field}}}" not in shell, f"{path.name}: sheet path {field} unquoted"
+            if path.name == "ingest.smk":  # the rules whose inputs are the sheet's own paths
+                for name, quoted in re.findall(r"\{(input[.\w]*)(:q)?\}", shell):
+                    assert quoted, f"{path.name}: sheet path {{{name}}} reaches the shell unquoted"
     assert checked > 20
     common = (rules_dir / "common.smk").read_text()
     for wildcard in ("sample", "slab", "n_slabs"):

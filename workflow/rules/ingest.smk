@@ -43,4 +43,4 @@ rule ingest_points:
         "../../envs/io.yaml"
     shell:
         "python -m fewlabel ingest_points --sample {wildcards.sample} --points {input.points:q} "
-        "--volume {input.volume} --output {output} --log {log} 2>> {log}"
+        "--volume {input.volume:q} --output {output} --log {log} 2>> {log}"
