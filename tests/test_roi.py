@@ -6,15 +6,16 @@ import itertools
 import json
 import logging
 import math
+import time
 
 import numpy as np
 import pytest
 
 from fewlabel import roi
 from fewlabel.cli import main as cli_main
+from fewlabel.config import RoiConfig, parse
 from fewlabel.errors import ConfigError, FewlabelError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
-from fewlabel.config import RoiConfig, parse
 from fewlabel.roi import (
     class_prior,
     erode_dilate,
@@ -236,3 +237,53 @@ def test_cli_segment_roi(tmp_path):
                     "--params", '{"nonsense": 1}', "--log", str(tmp_path / "bad.log")])
     assert bad == 2
     assert "config key 'roi.nonsense': unknown key" in (tmp_path / "bad.log").read_text()
+
+
+def test_voxel_size_in_metres_fails_fast(tmp_path):
+    # a voxel size in metres (3e-7) made the 0.15 µm smoothing a σ of 5e5 voxels: >17 min
+    path = tmp_path / "metres.ome.zarr"
+    image = np.random.default_rng(0).poisson(20, size=(8, 64, 64)).astype(np.uint16)
+    write_ome_zarr(path, image, (1e-6, 3e-7, 3e-7), chunks=(8, 32, 32))
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiConfig(),
+                    sample="metres")
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    for part in ("sample 'metres'", "config key 'roi.smooth_sigma_um' = 0.15 µm",
+                 "voxel size (1e-06, 3e-07, 3e-07) µm", "(1.5e+05, 5e+05, 5e+05) voxels",
+                 "more than 256", "metres"):
+        assert part in message, (part, message)
+    assert not (tmp_path / "m.ome.zarr").exists() and not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("key, changes", [
+    ("roi.clahe_kernel_um", {"smooth_sigma_um": 0.0}),
+    ("roi.erosion_radius_um", {"smooth_sigma_um": 0.0, "clahe_kernel_voxels": [2, 8, 8]}),
+    ("roi.extend_radius_um", {"smooth_sigma_um": 0.0, "clahe_kernel_voxels": [2, 8, 8],
+                              "erosion_radius_um": 0.0}),
+])
+def test_every_um_kernel_is_bounded(tmp_path, key, changes):
+    path = tmp_path / "metres.ome.zarr"
+    write_ome_zarr(path, np.arange(8 * 32 * 32, dtype=np.uint16).reshape(8, 32, 32),
+                   (1e-6, 3e-7, 3e-7), chunks=(8, 32, 32))
+    with pytest.raises(ConfigError, match=rf"config key '{key}' = .* µm at voxel size"):
+        segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", sample="s",
+                    params=RoiConfig.model_validate(changes))
+
+
+def test_kernel_limit_is_the_larger_of_the_cap_and_the_volume():
+    assert roi.MAX_KERNEL_VOXELS == 256
+    assert roi.kernel_voxels("k", 1.0, (0.5, 0.25, 0.25), (8, 64, 64)) == (2.0, 4.0, 4.0)
+    assert max(roi.kernel_voxels("k", 51.2, (0.2, 0.2, 0.2), (8, 64, 64))) == 256.0
+    with pytest.raises(ConfigError, match=r"'k' = 60.0 µm .* \(600, 600, 600\) voxels"):
+        roi.kernel_voxels("k", 60.0, (0.1, 0.1, 0.1), (8, 64, 64))
+    # a side larger than the cap raises the limit to that side
+    assert max(roi.kernel_voxels("k", 60.0, (0.1, 0.1, 0.1), (8, 700, 700))) == 600.0
+    with pytest.raises(ConfigError, match="more than 700"):
+        roi.kernel_voxels("k", (1.0, 80.0, 80.0), (0.1, 0.1, 0.1), (8, 700, 700))
+    # explicit CLAHE voxels are not a µm conversion (and are clipped to the shape)
+    params = RoiConfig(clahe_kernel_voxels=[4, 1000, 1000])
+    assert roi.clahe_kernel_voxels(params, (1e-6, 3e-7, 3e-7), (8, 64, 64)) == (4, 64, 64)
+    with pytest.raises(ConfigError, match="roi.clahe_kernel_um"):
+        roi.clahe_kernel_voxels(RoiConfig(), (1e-6, 3e-7, 3e-7), (8, 64, 64))

@@ -15,7 +15,9 @@ from fewlabel.config import IslConfig, SegmentationPredictConfig, parse
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model, load_state
-from fewlabel.segmentation.distance.isl import pearson, predict_isl, pretrain_isl
+from fewlabel.segmentation.distance.data import pearson
+from fewlabel.segmentation.distance.isl import pretrain_isl
+from fewlabel.segmentation.distance.predict import predict_isl
 
 TINY_DICT = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [4, 16, 16],
              "model": {"base_channels": 4, "depth": 1}}

@@ -15,14 +15,14 @@ from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model
 from fewlabel.segmentation.distance.isl import pretrain_isl
+from fewlabel.segmentation.distance.predict import predict_segmentation
 from fewlabel.segmentation.distance.segmenter import (
-    H_GRID,
     _build_segmenter,
     build_segmenter_loss,
     instance_targets,
-    predict_segmentation,
     train_segmenter,
 )
+from fewlabel.segmentation.distance.tuning import H_GRID
 
 TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [4, 16, 16],
         "model": {"base_channels": 4, "depth": 1}}

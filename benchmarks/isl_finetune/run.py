@@ -71,7 +71,8 @@ def read(path: str) -> np.ndarray:
 def pretrain_synthetic() -> tuple[Path, list[dict]]:
     """Pretrain ISL on unlabelled synthetic pairs; PCC on held-out test volumes."""
     from fewlabel.metrics.segmentation import pcc
-    from fewlabel.segmentation.distance.isl import predict_isl, pretrain_isl
+    from fewlabel.segmentation.distance.isl import pretrain_isl
+    from fewlabel.segmentation.distance.predict import predict_isl
     data = WORK / "data"
     data.mkdir(parents=True, exist_ok=True)
     model = WORK / "isl_synth"
@@ -98,7 +99,8 @@ def pretrain_real() -> list[dict]:
     import tifffile
     from fewlabel.io import write_ome_zarr
     from fewlabel.metrics.segmentation import pcc
-    from fewlabel.segmentation.distance.isl import predict_isl, pretrain_isl
+    from fewlabel.segmentation.distance.isl import pretrain_isl
+    from fewlabel.segmentation.distance.predict import predict_isl
     src = Path("/work/shared/data/isl_phase_to_fluo_neurons")
     if not (src / "phase_zstack.tif").exists():
         return [{"part": "a_real", "sample": "skipped (data folder absent)"}]
@@ -142,7 +144,8 @@ def train_eval(n: int, init: str, seed: int, isl_model: Path | None, *, loss: st
     from fewlabel.segmentation.instances import split_instances
     from fewlabel.metrics.segmentation import evaluate_segmentation
     from fewlabel.models.store import load_model
-    from fewlabel.segmentation.distance.segmenter import predict_segmentation, train_segmenter
+    from fewlabel.segmentation.distance.predict import predict_segmentation
+    from fewlabel.segmentation.distance.segmenter import train_segmenter
     data = WORK / "data"
     data.mkdir(parents=True, exist_ok=True)
     name = f"seg_{tag}{init}_n{n}_s{seed}"
@@ -180,7 +183,8 @@ def qcanet(seed: int) -> dict:
     from fewlabel.io import write_ome_zarr
     from fewlabel.metrics.segmentation import evaluate_segmentation
     from fewlabel.models.store import load_model
-    from fewlabel.segmentation.distance.segmenter import predict_segmentation, train_segmenter
+    from fewlabel.segmentation.distance.predict import predict_segmentation
+    from fewlabel.segmentation.distance.segmenter import train_segmenter
     src = Path("/work/shared/data/qcanet_embryo_8cell")
     image = tifffile.imread(src / "image.tif").astype(np.float32)
     labels = tifffile.imread(src / "labels.tif").astype(np.uint32)

@@ -14,15 +14,12 @@ shape). ``dims=2`` is the "planes as channels" mode: a 2D sample with K focal pl
 array with Z = K fed as K input channels ``(B, K, Y, X)``; its target is a single plane
 (Z = 1, same Y, X). Every 2D image of a run (and at prediction) must have the same K.
 
-Prediction (:func:`predict_image`, used for ISL and segmenter models) runs the shared tiled
-engine :func:`fewlabel.inference.tiling.predict_tiled` (Gaussian blending, chunk-aligned writes) with the
-per-image percentile normalisation recorded in the model folder, and writes a float32
-OME-Zarr: ZYX for one output channel, CZYX otherwise (2D: Z = 1).
+Data helpers: :mod:`fewlabel.segmentation.distance.data`; prediction (:func:`predict_isl`):
+:mod:`fewlabel.segmentation.distance.predict`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -35,187 +32,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from fewlabel.config import IslConfig, PredictConfig, SegmentationPredictConfig
-from fewlabel.errors import ConfigError, InputDataError, ModelError
+from fewlabel.config import IslConfig
+from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr
 from fewlabel.normalize import apply_range, percentile_range
+from fewlabel.segmentation.distance.data import (
+    PLANES_AS_CHANNELS,
+    VAL_WHOLE_MAX_VOXELS,
+    NormalisedImage,
+    coerce_items,
+    expected_target_shape,
+    flip_axes,
+    load_array,
+    open_input_image,
+    pearson,
+    read_items,
+    to_model_input,
+    to_model_target,
+    train_crop,
+)
+from fewlabel.segmentation.distance.predict import predict_isl
 from fewlabel.training import json_ready
 
 log = logging.getLogger(__name__)
 
-IN_MEMORY_MAX_VOXELS = 64_000_000
-"""Training/validation images up to this size are read into memory; larger ones lazily."""
-VAL_WHOLE_MAX_VOXELS = 2_000_000
-"""Validation images up to this size are predicted whole; larger ones on fixed crops."""
-PLANES_AS_CHANNELS = "planes_as_channels"
 
-
-# --------------------------------------------------------------------------- items
-def coerce_items(items: Sequence[Any], keys: Sequence[str], what: str) -> list[dict[str, str]]:
-    """Validate a list of item dicts ``{sample, <keys>...}`` (sample defaults to item<i>)."""
-    out = []
-    for index, item in enumerate(items):
-        if not isinstance(item, Mapping):
-            raise ConfigError(f"{what} item {index} must be a mapping with keys "
-                              f"{['sample', *keys]}; got {item!r}.")
-        missing = [k for k in keys if not item.get(k)]
-        extra = sorted(set(item) - {"sample", *keys})
-        if missing or extra:
-            raise ConfigError(f"{what} item {index} ({item.get('sample', '?')}): missing "
-                              f"{missing}, unknown {extra}.",
-                              fix=f"give {{sample, {', '.join(keys)}}} per item.")
-        out.append({"sample": str(item.get("sample") or f"item{index}"),
-                    **{k: str(item[k]) for k in keys}})
-    names = [i["sample"] for i in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{what} items have duplicate sample names: {names}.")
-    return out
-
-
-def read_items(value: Any, what: str) -> list[Any]:
-    """Items from a CLI value: a JSON file path, a JSON string, a list, or ''/None (empty)."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, list):
-        return value
-    text = str(value)
-    path = Path(text)
-    if not text.lstrip().startswith(("[", "{")) and path.exists():
-        try:
-            value = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{what}: cannot parse JSON ({exc}).", path=path) from exc
-    else:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{what}: neither an existing JSON file nor a JSON list: "
-                              f"{text[:80]!r}.") from exc
-    if isinstance(value, Mapping) and "items" in value:
-        value = value["items"]
-    if not isinstance(value, list):
-        raise ConfigError(f"{what}: expected a JSON list of items; got {type(value).__name__}.")
-    return value
-
-
-# --------------------------------------------------------------------------- data helpers
-class PlanesAsChannels:
-    """A ``(K, 1, Y, X)`` view of a ZYX array with K planes (planes → channels), read lazily.
-
-    Supports the indexing used by the crop sampler and the tiled engine:
-    ``view[c_slice, z_slice, y_slice, x_slice]`` with ``z_slice`` within ``range(1)``.
-    """
-
-    def __init__(self, array: Any) -> None:
-        self.array = array
-        k, y, x = (int(s) for s in array.shape[-3:])
-        self.shape = (k, 1, y, x)
-        self.ndim = 4
-        self.dtype = getattr(array, "dtype", np.float32)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if not isinstance(key, tuple) or len(key) != 4:
-            key = tuple(key) if isinstance(key, tuple) else (key,)
-            key = key + (slice(None),) * (4 - len(key))
-        c, z, y, x = key
-        data = np.asarray(self.array[c, y, x])[:, None]
-        return data[:, z]
-
-
-def load_array(array: Any) -> Any:
-    """The array in memory when it is small enough, else the lazy (Zarr) array."""
-    if math.prod(array.shape) <= IN_MEMORY_MAX_VOXELS:
-        return np.asarray(array[...])
-    return array
-
-
-@dataclass
-class NormalisedImage:
-    """A label-free input image with its percentile range and its model-facing view."""
-
-    sample: str
-    path: str
-    shape: tuple[int, int, int]
-    voxel_size: tuple[float, float, float]
-    array: Any  # ZYX (3D) or PlanesAsChannels view (2D)
-    low: float
-    high: float
-
-    def normalise(self, block: np.ndarray) -> np.ndarray:
-        return apply_range(block, self.low, self.high)
-
-
-def open_input_image(sample: str, path: str, *, dims: int, percentiles: Sequence[float],
-                     planes: int | None = None) -> NormalisedImage:
-    """Open a label-free image, check it and compute its percentile range (seed normalisation)."""
-    volume = open_ome_zarr(path, sample=sample)
-    shape = tuple(int(s) for s in volume.shape)
-    if len(shape) != 3:
-        raise InputDataError(f"the label-free image must be a single-channel ZYX volume; got "
-                             f"shape {shape}.", sample=sample, path=path,
-                             fix="ingest one channel (sample sheet column 'channel').")
-    if dims == 2 and planes is not None and shape[0] != planes:
-        raise InputDataError(
-            f"2D (planes as channels) model needs {planes} focal plane(s); the image has "
-            f"{shape[0]} (shape {shape}).", sample=sample, path=path,
-            fix="give every 2D sample the same number of planes (Z), or use dims: 3.")
-    low, high = percentile_range(volume.array, percentiles)
-    array = load_array(volume.array)
-    view = PlanesAsChannels(array) if dims == 2 else array
-    return NormalisedImage(sample=sample, path=str(path), shape=shape,  # type: ignore[arg-type]
-                           voxel_size=volume.voxel_size, array=view, low=low, high=high)
-
-
-def expected_target_shape(image_shape: Sequence[int], dims: int) -> tuple[int, int, int]:
-    """The target's ZYX shape: the image's (3D) or one plane of the image's Y, X (2D)."""
-    z, y, x = (int(s) for s in image_shape)
-    return (z, y, x) if dims == 3 else (1, y, x)
-
-
-def to_model_input(batch: np.ndarray | torch.Tensor, dims: int,
-                   device: str | torch.device) -> torch.Tensor:
-    """``(B, Z, Y, X)`` (3D) → ``(B, 1, Z, Y, X)``; ``(B, K, 1, Y, X)`` (2D) → ``(B, K, Y, X)``."""
-    tensor = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(
-        np.ascontiguousarray(batch, dtype=np.float32))
-    tensor = tensor.unsqueeze(1) if dims == 3 else tensor[:, :, 0]
-    return tensor.to(device, non_blocking=True)
-
-
-def to_model_target(batch: np.ndarray, dims: int, device: str | torch.device) -> torch.Tensor:
-    """Target batch → ``(B, C, [Z,] Y, X)``: ``(B, Z, Y, X)`` or ``(B, C, Z, Y, X)`` (3D);
-    ``(B, 1, Y, X)`` or ``(B, C, 1, Y, X)`` (2D)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-    if dims == 3:
-        if tensor.dim() == 4:
-            tensor = tensor.unsqueeze(1)
-    elif tensor.dim() == 5:
-        tensor = tensor[:, :, 0]
-    return tensor.to(device, non_blocking=True)
-
-
-def train_crop(params: Any, dims: int) -> tuple[int, int, int]:
-    """The crop used by the sampler (2D: one plane of the planes-as-channels view)."""
-    crop = tuple(int(c) for c in params.crop)
-    return crop if dims == 3 else (1, crop[1], crop[2])  # type: ignore[return-value]
-
-
-def flip_axes(params: Any, dims: int) -> tuple[int, ...]:
-    return (0, 1, 2) if (params.flip_z and dims == 3) else (1, 2)
-
-
-def pearson(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    """Pearson correlation ``cov(a, b) / (σ_a σ_b)`` over all elements (0 if one is constant)."""
-    x = torch.as_tensor(a).double().flatten()
-    y = torch.as_tensor(b).double().flatten()
-    x = x - x.mean()
-    y = y - y.mean()
-    denom = torch.sqrt((x * x).sum() * (y * y).sum())
-    if not bool(denom > 0):
-        return 0.0
-    return float((x * y).sum() / denom)
-
-
-# --------------------------------------------------------------------------- training
 @dataclass
 class _Pair:
     image: NormalisedImage
@@ -393,8 +234,8 @@ def pretrain_isl(
         "output": "fluorescence (normalised units: target (p_low, p_high) -> (0, 1))",
     }
     training = {
-        "stage": "pretrain_isl", "params": params.model_dump(mode="json"), "seed": seed, "threads": threads,
-        "device": device, "train": train, "val": val,
+        "stage": "pretrain_isl", "params": params.model_dump(mode="json"), "seed": seed,
+        "threads": threads, "device": device, "train": train, "val": val,
         "normalisation_ranges": {p.sample: {"input": [p.image.low, p.image.high],
                                             "target": [p.t_low, p.t_high]}
                                  for p in [*train_pairs, *([] if tuned_on == "train" else
@@ -410,147 +251,7 @@ def pretrain_isl(
     return summary
 
 
-# --------------------------------------------------------------------------- prediction
-class PredictionAdapter(nn.Module):
-    """Wraps a loaded 'unet' / 'segmenter' for the tiled engine.
 
-    Segmenter outputs become ``(σ(z), d̂)`` (channel 0 mask probability, channel 1 distance);
-    2D (planes as channels) models take the engine's ``(B, K, 1, Y, X)`` tiles of a
-    :class:`PlanesAsChannels` view and return ``(B, C, 1, Y, X)``.
-    """
-
-    def __init__(self, module: nn.Module, *, name: str, dims: int, out_channels: int) -> None:
-        super().__init__()
-        self.module = module
-        self.name = name
-        self.dims = int(dims)
-        self.out_channels = int(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.module(x[:, :, 0] if self.dims == 2 else x).float()
-        if self.name == "segmenter":
-            out = torch.cat([torch.sigmoid(out[:, :1]), out[:, 1:]], dim=1)
-        return out.unsqueeze(2) if self.dims == 2 else out
-
-    def receptive_field(self) -> tuple[int, int, int]:
-        return self.module.receptive_field()  # type: ignore[operator]
-
-
-def predict_image(
-    model_dir: str | Path,
-    image_path: str | Path,
-    output_path: str | Path,
-    *,
-    params: PredictConfig | None = None,
-    sample: str | None = None,
-    threads: int = 1,
-    expect: str | None = None,
-) -> dict[str, Any]:
-    """Predict one image with an ISL ('unet') or segmenter model through the tiled engine.
-
-    ``params`` are the shared ``predict`` settings (:class:`fewlabel.config.PredictConfig`:
-    tile, overlap, batch_size, cache_tiles, out_chunks; default
-    :class:`~fewlabel.config.SegmentationPredictConfig`). The image is normalised with its own
-    percentiles (the model folder's normalization.json), tiled with Gaussian blending
-    (:func:`fewlabel.inference.tiling.predict_tiled`; margin = receptive field // 2 where the overlap
-    allows) and written as float32 OME-Zarr: ZYX for one output channel (ISL fluorescence),
-    CZYX for the segmenter (channel 0 = mask probability ``σ(z)``, channel 1 = distance).
-    3D models run :func:`fewlabel.inference.engine.predict_with_module`; 2D (planes as channels) models
-    tile a ``(K, 1, Y, X)`` view with tile z = 1 and give Z = 1.
-    """
-    from fewlabel.device import configure_torch
-    from fewlabel.models.store import load_model
-    from fewlabel.inference.engine import predict_with_module
-
-    params = params if params is not None else SegmentationPredictConfig()
-    device = configure_torch(threads, 0)
-    loaded = load_model(model_dir, device, expect=expect)
-    if loaded.name not in ("unet", "segmenter"):
-        raise ModelError(f"this stage handles 'unet' (ISL) and 'segmenter' models; the folder "
-                         f"holds {loaded.name!r}.", path=model_dir,
-                         fix="use the prediction stage that matches this model.")
-    kwargs = loaded.arch["kwargs"]
-    dims = int(kwargs.get("dims", 3))
-    out_channels = 2 if loaded.name == "segmenter" else int(kwargs.get("out_channels", 1))
-    adapter = PredictionAdapter(loaded.module, name=loaded.name, dims=dims,
-                                out_channels=out_channels).eval()
-    sample = sample or Path(str(image_path)).name.split(".")[0]
-    info = {"model_dir": str(model_dir), "arch": loaded.arch,
-            "channels": (["mask_probability", "distance"] if loaded.name == "segmenter"
-                         else ["fluorescence"] * out_channels)}
-    if dims == 3:
-        return predict_with_module(adapter, image_path, output_path, params=params,
-                                   sample=sample, normalization=loaded.normalization,
-                                   arch=loaded.arch, device=device, model_info=info)
-    return _predict_planes(adapter, image_path, output_path, params=params, sample=sample,
-                           normalization=loaded.normalization,
-                           planes=int(kwargs.get("in_channels", 1)), device=device, info=info)
-
-
-def _predict_planes(adapter: PredictionAdapter, image_path: str | Path,
-                    output_path: str | Path, *, params: PredictConfig, sample: str,
-                    normalization: Mapping[str, Any], planes: int, device: str,
-                    info: Mapping[str, Any]) -> dict[str, Any]:
-    """2D planes-as-channels prediction: the engine over a (K, 1, Y, X) view, output Z = 1."""
-    from fewlabel.io import atomic_path, create_ome_zarr
-    from fewlabel.inference.engine import blend_margin, check_fits_tile, uses_instance_norm
-    from fewlabel.inference.tiling import predict_tiled
-
-    t0 = time.monotonic()
-    percentiles = tuple(normalization.get("percentiles", (1.0, 99.8)))
-    image = open_input_image(sample, str(image_path), dims=2, percentiles=percentiles,
-                             planes=planes)
-    low, high = image.low, image.high
-    tile = (1, *params.tile[1:])
-    overlap = (0, *params.overlap[1:])
-    spatial = expected_target_shape(image.shape, 2)
-    margin = blend_margin(adapter.receptive_field(), overlap, sample=sample,
-                          shape=(1, *spatial[1:]), tile=tile,
-                          instance_norm=uses_instance_norm(adapter))
-    check_fits_tile((1, *spatial[1:]), tile, pad_to_tile=params.pad_to_tile, sample=sample,
-                    path=image_path)
-    volume = open_ome_zarr(image_path, sample=sample)
-    chunks = tuple(params.out_chunks or tuple(int(c) for c in volume.array.chunks[-3:]))
-    chunks = (1, *chunks[1:])
-    c = adapter.out_channels
-    shape = spatial if c == 1 else (c, *spatial)
-    with atomic_path(output_path) as tmp:
-        target = create_ome_zarr(tmp, shape, np.float32, chunks if c == 1 else (1, *chunks),
-                                 image.voxel_size, name=f"{sample}:prediction",
-                                 extra_attrs={"sample": sample, "kind": "prediction",
-                                              "image": str(image_path), "mode": PLANES_AS_CHANNELS,
-                                              "intensity_range": [low, high],
-                                              "margin": list(margin), "out_channels": c,
-                                              "model": dict(info), "complete": True})
-        with torch.inference_mode():
-            stats = predict_tiled(adapter_fn(adapter, device), image.array, target, tile=tile,
-                                  overlap=overlap, batch_size=params.batch_size,
-                                  out_channels=c, cache_tiles=params.cache_tiles, margin=margin,
-                                  preprocess=image.normalise,
-                                  progress_desc=f"predict {sample}")
-    seconds = time.monotonic() - t0
-    log.info("sample %s: 2D prediction %s written (%s, %.1fs)", sample, output_path,
-             "x".join(map(str, shape)), seconds)
-    return {"sample": sample, "output": str(output_path), "shape": list(shape),
-            "intensity_range": [low, high], "margin": list(margin), "device": device,
-            "stats": stats.as_dict(), "seconds": seconds, "complete": True}
-
-
-def adapter_fn(adapter: nn.Module, device: str) -> Callable[[np.ndarray], np.ndarray]:
-    """``numpy (B, C, Z, Y, X) -> numpy`` model function for :func:`predict_tiled`."""
-    from fewlabel.training import autocast
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with autocast(device):
-            out = adapter(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
-        return out.float().cpu().numpy()
-
-    return run
-
-
-def predict_isl(model_dir: str | Path, image_path: str | Path, output_path: str | Path, *,
-                params: PredictConfig | None = None, sample: str | None = None,
-                threads: int = 1) -> dict[str, Any]:
-    """Predicted fluorescence (float32 ZYX OME-Zarr) of one label-free image with an ISL model."""
-    return predict_image(model_dir, image_path, output_path, params=params, sample=sample,
-                         threads=threads, expect="unet")
+# read_items and predict_isl: still imported from here by fewlabel.cli (until it moves to
+# fewlabel.stages); new code imports them from .data and .predict.
+__all__ = ["pretrain_isl", "predict_isl", "read_items"]

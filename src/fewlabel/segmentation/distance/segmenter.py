@@ -47,11 +47,10 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from fewlabel.config import PredictConfig, SegmenterTrainConfig
+from fewlabel.config import SegmenterTrainConfig
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr
-from fewlabel.training import json_ready
-from fewlabel.segmentation.distance.isl import (
+from fewlabel.segmentation.distance.data import (
     PLANES_AS_CHANNELS,
     VAL_WHOLE_MAX_VOXELS,
     NormalisedImage,
@@ -59,11 +58,13 @@ from fewlabel.segmentation.distance.isl import (
     expected_target_shape,
     flip_axes,
     open_input_image,
-    predict_image,
     to_model_input,
     to_model_target,
     train_crop,
 )
+from fewlabel.segmentation.distance.predict import predict_segmentation
+from fewlabel.segmentation.distance.tuning import dice_counts, tune_h, tune_threshold
+from fewlabel.training import json_ready
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +166,6 @@ def _load_annotated(item: Mapping[str, str], params: SegmenterTrainConfig, plane
                       n_objects=n_objects)
 
 
-def _dice(prob: torch.Tensor, mask: torch.Tensor, threshold: float) -> tuple[float, float]:
-    """(2·|P∩G|, |P| + |G|) of the binarised prediction (pooled Dice numerator/denominator)."""
-    pred = prob > threshold
-    gt = mask > 0.5
-    return float(2 * (pred & gt).sum()), float(pred.sum() + gt.sum())
-
-
 def _validation(vols: Sequence[_Annotated], params: SegmenterTrainConfig, loss_fn: nn.Module,
                 device: str, seed: int
                 ) -> tuple[Callable[[nn.Module], dict[str, float]],
@@ -201,7 +195,7 @@ def _validation(vols: Sequence[_Annotated], params: SegmenterTrainConfig, loss_f
         for x, y in items:
             out = model(x).float()
             losses.append(float(loss_fn(out, y)))
-            a, b = _dice(torch.sigmoid(out[:, 0]), y[:, 0], 0.5)
+            a, b = dice_counts(torch.sigmoid(out[:, 0]), y[:, 0], 0.5)
             num, den = num + a, den + b
         return {"val_loss": float(np.mean(losses)), "val_dice": num / den if den else 1.0}
 
@@ -361,8 +355,8 @@ def train_segmenter(
                  desc="train_segmenter")
     model.load_state_dict(result.best_state)
     model.eval()
-    thresholds = _tune_threshold(model, val_tensors, params.threshold_grid, tuned_on)
-    thresholds.update(_tune_h(model, val_whole, thresholds["mask_threshold"], tuned_on))
+    thresholds = tune_threshold(model, val_tensors, params.threshold_grid, tuned_on)
+    thresholds.update(tune_h(model, val_whole, thresholds["mask_threshold"], tuned_on))
     best_row = result.curve.loc[result.curve["epoch"] == result.best_epoch].iloc[0]
     alpha = getattr(loss_fn, "alpha", None)
     summary = {
@@ -402,67 +396,5 @@ def train_segmenter(
     return summary
 
 
-H_GRID = (0.02, 0.05, 0.1, 0.2, 0.3)  # h-maxima heights tried on the validation images
-
-
-def _tune_h(model: nn.Module, whole: Sequence[tuple[torch.Tensor, _Annotated]],
-            mask_threshold: float, tuned_on: str) -> dict[str, Any]:
-    """h-maxima height (from ``H_GRID``) maximising the pooled instance F1@0.5 on validation.
-
-    Runs the instance step (h-maxima + watershed, :func:`fewlabel.segmentation.instances.split_instances`)
-    on the whole validation images (``whole``: model inputs and their volumes, from
-    :func:`_validation`) with the tuned ``mask_threshold`` and matches against their instance
-    labels (IoU ≥ 0.5, :func:`fewlabel.metrics.matching.instance_scores`), as StarDist
-    tunes its thresholds. Without whole images, ``h`` is ``None`` (the instance stage then
-    falls back to its default).
-    """
-    from fewlabel.segmentation.instances import split_instances
-    from fewlabel.metrics.matching import instance_scores, overlap
-
-    pairs = []
-    with torch.no_grad():
-        for x, vol in whole:
-            out = model(x).float()[0]
-            gt = vol.labels
-            pairs.append((torch.sigmoid(out[0]).cpu().numpy().reshape(gt.shape),
-                          out[1].cpu().numpy().reshape(gt.shape), gt))
-    if not pairs:
-        log.warning("no validation image small enough for whole-image instance tuning; "
-                    "h is not tuned")
-        return {"h": None, "h_curve": [], "h_tuned_on": None}
-    rows = []
-    for h in H_GRID:
-        tp = fp = fn = 0
-        for prob, dist, gt in pairs:
-            labels = split_instances(prob, dist, mask_threshold=mask_threshold, h=h)
-            scores = instance_scores(overlap(gt, labels.reshape(gt.shape)), thresholds=(0.5,))
-            tp, fp, fn = tp + scores["tp_50"], fp + scores["fp_50"], fn + scores["fn_50"]
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-        rows.append({"h": h, "f1_50": f1, "tp": int(tp), "fp": int(fp), "fn": int(fn)})
-    best = max(rows, key=lambda r: (r["f1_50"], -abs(r["h"] - 0.1)))
-    return {"h": best["h"], "h_f1_50": best["f1_50"], "h_curve": rows, "h_tuned_on": tuned_on}
-
-
-def _tune_threshold(model: nn.Module, items: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                    grid: Sequence[float], tuned_on: str) -> dict[str, Any]:
-    """Mask threshold maximising the pooled Dice of ``σ(z) > t`` over the validation images."""
-    rows = []
-    with torch.no_grad():
-        outs = [(torch.sigmoid(model(x).float()[:, 0]), y[:, 0]) for x, y in items]
-    for t in sorted(float(v) for v in grid):
-        num = den = 0.0
-        for prob, mask in outs:
-            a, b = _dice(prob, mask, t)
-            num, den = num + a, den + b
-        rows.append({"threshold": t, "dice": num / den if den else 1.0})
-    best = max(rows, key=lambda r: (r["dice"], -abs(r["threshold"] - 0.5)))
-    return {"mask_threshold": best["threshold"], "val_dice": best["dice"], "dice_curve": rows,
-            "tuned_on": tuned_on}
-
-
-def predict_segmentation(model_dir: str | Path, image_path: str | Path,
-                         output_path: str | Path, *, params: PredictConfig | None = None,
-                         sample: str | None = None, threads: int = 1) -> dict[str, Any]:
-    """Two-channel float32 CZYX OME-Zarr (0: mask probability σ(z), 1: distance) of one image."""
-    return predict_image(model_dir, image_path, output_path, params=params, sample=sample,
-                         threads=threads, expect="segmenter")
+__all__ = ["HEAD_GAIN", "build_segmenter_loss", "instance_targets", "train_segmenter",
+           "predict_segmentation"]  # the last re-exported for fewlabel.cli (new code: .predict)

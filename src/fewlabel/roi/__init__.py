@@ -1,0 +1,83 @@
+"""Region of interest (ROI) for few-shot particle picking (seed: Vedrenne et al., §2.2).
+
+The ROI restricts where unlabelled (PU) training windows are drawn and gives the class prior
+π used by the PU loss. All arrays are ZYX voxels; physical sizes use the OME-Zarr voxel size.
+
+1. **Denoising** (addition to the seed, ``smooth_sigma_um``, 0 disables it): a Gaussian filter
+   of σ µm. At the photon counts of fluorescence spots single voxels are too noisy for a
+   per-voxel mixture; smoothing at sub-particle scale keeps particles and removes speckle.
+2. **Histogram correction.** Percentile clipping with global percentiles ``(low, high)`` from a
+   bounded random subsample (:func:`fewlabel.normalize.sample_voxels`, the estimator of
+   :func:`fewlabel.normalize.percentile_range`): ``x' = clip((x - low)/(high - low), 0, 1)``;
+   then CLAHE (Zuiderveld 1994, :func:`skimage.exposure.equalize_adapthist`) with a
+   contextual-region size in µm (converted to voxels) and a clip limit. CLAHE flattens uneven
+   background so one intensity threshold fits the whole volume.
+3. **Two-component Gaussian mixture** fitted by EM (Dempster et al. 1977; Bishop, PRML
+   §9.2.2) on a bounded subsample of corrected intensities. Foreground where the posterior of
+   the bright component ``P(b | x) = w_b N(x|μ_b,σ_b²) / Σ_k w_k N(x|μ_k,σ_k²)`` exceeds a
+   threshold, applied as an intensity threshold (:func:`foreground_threshold`).
+4. **Morphology.** Binary erosion with a ball of ``erosion_radius_um`` (removes small
+   artefacts), then dilation with a ball of ``extend_radius_um`` (keeps an extended area around
+   the particles). Balls are Euclidean in µm (anisotropic voxels), computed exactly with
+   distance transforms.
+5. **Class prior.** With ``k`` expected particles of radius ``r`` µm:
+   ``π = k · (4/3)πr³ / |ROI|`` (|ROI| in µm³); the smallest mini-batch that holds one positive
+   in expectation is ``⌈1/π⌉``.
+
+Block processing and exactness
+------------------------------
+Nothing holds the volume: percentiles and the mixture use random whole chunks (bounded count),
+and every pass runs block by block over the input chunks with
+:func:`fewlabel.blocks.map_blocks`, reading from lazy views (:class:`SmoothedView`,
+:class:`CorrectedView`) that compute a requested block from the raw block grown by the
+operators' reach. The corrected volume is computed once and staged as CLAHE grey levels
+(uint16) in a temporary Zarr next to the output (deleted at the end); the mixture is fitted on
+a subsample of it and the mask pass reads it with the morphology halo.
+
+* smoothing and erosion + dilation are local (reach ``int(4σ + 0.5)`` and
+  ``r_erode + r_extend`` voxels), so block-wise equals whole-volume exactly;
+* CLAHE is not local: ``equalize_adapthist`` stretches each input to its own min/max, anchors
+  its grid of contextual regions at the array origin and interpolates between neighbouring
+  regions. Applied naively per block plus a halo it only approximates whole-volume CLAHE, and
+  poorly (a background-only block is stretched like a whole volume; a shifted grid changes
+  every mapping). :func:`correct_block` therefore quantises with the *global* clip range and
+  calls the CLAHE core without per-input stretching, and :func:`clahe_context` grows each block
+  to the region grid of the whole volume (0.5-1.5 regions per side), so every voxel sees the
+  same regions and mappings as in the whole volume. The block-wise ROI then equals the
+  whole-volume ROI voxel for voxel (tested; the tests require >= 98% so that the fallback to
+  the public ``equalize_adapthist``, used if the core's API changes, stays acceptable).
+
+Modules: :mod:`~fewlabel.roi.mixture` (step 3), :mod:`~fewlabel.roi.correction` (steps 1-2
+and the lazy views), :mod:`~fewlabel.roi.morphology` (step 4), :mod:`~fewlabel.roi.prior`
+(step 5), :mod:`~fewlabel.roi.kernels` (bounded µm → voxel conversion: a kernel larger than
+both 256 voxels and the volume's largest side is a ConfigError, e.g. a voxel size in metres)
+and :mod:`~fewlabel.roi.segment` (the stage).
+
+Memory: per worker one CLAHE tile (≤ ``CorrectedView.max_tile_voxels`` context voxels at ~50
+bytes each inside scikit-image's CLAHE) or one morphology block (~18 bytes per voxel), plus
+``max_fit_voxels`` floats: independent of the volume size.
+"""
+
+from fewlabel.roi.correction import (
+    _CLAHE_CORE,
+    _CLAHE_LEVELS,
+    LEVELS,
+    CorrectedView,
+    SmoothedView,
+    clahe_context,
+    clahe_kernel_voxels,
+    correct_block,
+)
+from fewlabel.roi.kernels import MAX_KERNEL_VOXELS, kernel_voxels
+from fewlabel.roi.mixture import GaussianMixture2, fit_gmm_1d, foreground_threshold
+from fewlabel.roi.morphology import ball_radii_voxels, erode_dilate, within_distance
+from fewlabel.roi.prior import PI_HIGH, PI_LOW, class_prior, prior_warnings
+from fewlabel.roi.segment import segment_roi
+
+__all__ = [
+    "LEVELS", "MAX_KERNEL_VOXELS", "PI_HIGH", "PI_LOW", "CorrectedView", "GaussianMixture2",
+    "SmoothedView", "_CLAHE_CORE", "_CLAHE_LEVELS", "ball_radii_voxels", "clahe_context",
+    "clahe_kernel_voxels", "class_prior", "correct_block", "erode_dilate", "fit_gmm_1d",
+    "foreground_threshold", "kernel_voxels", "prior_warnings", "segment_roi",
+    "within_distance",
+]

@@ -1,0 +1,203 @@
+"""The ``segment_roi`` stage: streaming ROI mask + summary of one ingested volume.
+
+Algorithm, block processing and memory: see the package docstring (:mod:`fewlabel.roi`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewlabel.blocks import map_blocks, reduce_blocks
+from fewlabel.config import RoiConfig
+from fewlabel.errors import InputDataError
+from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
+from fewlabel.normalize import sample_voxels
+from fewlabel.roi.correction import LEVELS, CorrectedView, SmoothedView, clahe_kernel_voxels
+from fewlabel.roi.kernels import kernel_voxels
+from fewlabel.roi.mixture import fit_gmm_1d, foreground_threshold
+from fewlabel.roi.morphology import ball_radii_voxels, erode_dilate
+from fewlabel.roi.prior import class_prior, prior_warnings
+
+log = logging.getLogger(__name__)
+
+
+def _to_levels(block: np.ndarray) -> np.ndarray:
+    """Corrected intensities in [0, 1] → CLAHE grey levels (uint16, exact for the core)."""
+    out = block * np.float32(LEVELS)
+    return np.rint(out, out=out).astype(np.uint16)
+
+
+def segment_roi(
+    image_zarr_path: str | Path,
+    mask_out_path: str | Path,
+    json_out_path: str | Path,
+    *,
+    params: RoiConfig,
+    sample: str,
+    workers: int = 1,
+    seed: int = 0,
+    block_shape: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Segment the ROI of one ingested volume; write a uint8 OME-Zarr mask and a JSON summary.
+
+    Parameters
+    ----------
+    image_zarr_path : single-channel ZYX OME-Zarr (from :func:`fewlabel.io.ingest_volume`).
+    mask_out_path : ROI mask, uint8 0/1 OME-Zarr with the input's chunks and voxel size,
+        written atomically.
+    json_out_path : summary: roi_fraction, roi_voxels, total_voxels, roi_volume_um3, gmm
+        (means, variances, weights on the corrected [0, 1] scale), threshold, clip range, CLAHE
+        kernel, pi and min_batch_size (= ⌈1/π⌉, when k and r are configured), warnings.
+    params : :class:`~fewlabel.config.RoiConfig` (the ``roi`` config section).
+    sample : sample id (for messages).
+    workers : threads over blocks. seed : seed of the chunk subsampling.
+    block_shape : processing block (default: the input chunks). It must be whole chunks when
+        ``workers > 1``; a single block covering the volume is whole-volume processing.
+
+    Returns the summary dictionary. Memory: one grown block per worker plus
+    ``max_fit_voxels`` floats, independent of the volume size; a temporary uint16 copy of the
+    corrected volume is staged next to ``mask_out_path`` and removed at the end.
+    """
+    from fewlabel.runtime import write_json
+
+    volume = open_ome_zarr(image_zarr_path, sample=sample)
+    source = volume.array
+    if source.ndim != 3:
+        raise InputDataError(f"expected a single-channel ZYX volume, got shape {source.shape}.",
+                             sample=sample, path=image_zarr_path,
+                             fix="ingest one channel (sample sheet 'channel' column).")
+    shape = tuple(int(s) for s in source.shape)
+    voxel = tuple(float(v) for v in volume.voxel_size)
+    chunks = tuple(int(c) for c in source.chunks)
+    blocks_shape = tuple(int(b) for b in (block_shape or chunks))
+    if workers > 1 and any(b % c and b < s for b, c, s in zip(blocks_shape, chunks, shape,
+                                                              strict=True)):
+        raise ValueError(f"block_shape {blocks_shape} is not whole chunks {chunks}")
+
+    # µm -> voxels, bounded first: a voxel size in the wrong unit fails here, not hours later
+    where: dict[str, Any] = {"sample": sample, "path": image_zarr_path}
+    sigma_vox = kernel_voxels("roi.smooth_sigma_um", params.smooth_sigma_um, voxel, shape, **where)
+    kernel = clahe_kernel_voxels(params, voxel, shape, **where)
+    for key in ("erosion_radius_um", "extend_radius_um"):
+        kernel_voxels(f"roi.{key}", getattr(params, key), voxel, shape, **where)
+
+    # 1-2. denoising and global clip percentiles from a bounded subsample of random chunks
+    smoothed: Any = SmoothedView(source, sigma_vox) if params.smooth_sigma_um > 0 else source
+    values = sample_voxels(smoothed, max_voxels=params.max_fit_voxels, seed=seed)
+    low, high = (float(v) for v in np.percentile(values, list(params.clip_percentiles)))
+    del values
+    if not high > low:
+        raise InputDataError(
+            f"volume is (nearly) constant: its {params.clip_percentiles[0]} and "
+            f"{params.clip_percentiles[1]} percentiles are both {low:g}; no ROI can be found.",
+            sample=sample, path=image_zarr_path,
+            fix="check the channel and the input image (or widen roi.clip_percentiles).")
+    log.info("sample %s: shape=%s voxel=%s µm chunks=%s smoothing σ=%s voxels clip=[%g, %g] "
+             "CLAHE region=%s voxels", sample, shape, voxel, chunks,
+             tuple(round(s, 3) for s in sigma_vox), low, high, kernel)
+    corrected = CorrectedView(smoothed, low, high, kernel, params.clahe_clip_limit)
+
+    mask_out_path = Path(mask_out_path)
+    mask_out_path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = mask_out_path.parent / f".{mask_out_path.name}.corrected-{uuid.uuid4().hex[:8]}"
+    try:
+        # 2b. corrected intensities, computed once per block, staged as CLAHE grey levels
+        levels = create_ome_zarr(scratch, shape, np.uint16, chunks, voxel,
+                                 name=f"{sample}:corrected", compression_level=1)
+        map_blocks(_to_levels, corrected, levels, halo=0, block_shape=blocks_shape,
+                   workers=workers, desc=f"{sample} CLAHE")
+
+        # 3. mixture on a bounded subsample of corrected intensities (random whole chunks)
+        fit_values = sample_voxels(levels, max_voxels=params.max_fit_voxels, seed=seed + 1)
+        gmm = fit_gmm_1d(fit_values * np.float32(1.0 / LEVELS), sample=sample)
+        del fit_values
+        t = params.posterior_threshold
+        cut, from_posterior = foreground_threshold(gmm, t)
+        warnings: list[str] = []
+        if not from_posterior:
+            warnings.append(f"P(bright | x) never exceeds posterior_threshold={t:g} (the bright "
+                            "component sits on the shoulder of the background); foreground = "
+                            f"corrected intensities >= the bright mean {cut:.4g}.")
+            log.warning("sample %s: %s", sample, warnings[-1])
+        log.info("sample %s: GMM means=%s variances=%s weights=%s (%d EM iterations)", sample,
+                 _fmt(gmm.means), _fmt(gmm.variances), _fmt(gmm.weights), gmm.n_iter)
+
+        # 4. posterior threshold, erosion, dilation; exact block-wise with halo = sum of radii
+        reach = [e + d for e, d in zip(ball_radii_voxels(params.erosion_radius_um, voxel),
+                                       ball_radii_voxels(params.extend_radius_um, voxel),
+                                       strict=True)]
+        halo = tuple(min(r, s) for r, s in zip(reach, shape, strict=True))
+
+        def segment(block: np.ndarray) -> np.ndarray:
+            x = block.astype(np.float32)
+            x *= np.float32(1.0 / LEVELS)
+            foreground = x >= np.float32(cut)
+            del x
+            return erode_dilate(foreground, voxel, params.erosion_radius_um,
+                                params.extend_radius_um).astype(np.uint8)
+
+        with atomic_path(mask_out_path) as tmp:
+            mask = create_ome_zarr(tmp, shape, np.uint8, chunks, voxel, name=f"{sample}:roi",
+                                   extra_attrs={"sample": sample, "kind": "roi",
+                                                "source": str(image_zarr_path)})
+            map_blocks(segment, levels, mask, halo=halo, block_shape=blocks_shape,
+                       workers=workers, desc=f"{sample} ROI")
+            counts = reduce_blocks(lambda b: int(np.count_nonzero(b)), mask,
+                                   block_shape=chunks, workers=workers)
+            roi_voxels = int(sum(counts))
+            if roi_voxels == 0:
+                raise InputDataError(
+                    "the ROI is empty (no voxel survives the posterior threshold and the "
+                    "erosion).", sample=sample, path=image_zarr_path,
+                    fix="lower roi.posterior_threshold or roi.erosion_radius_um.")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    total = int(np.prod(shape))
+    summary: dict[str, Any] = {
+        "sample": sample,
+        "shape": list(shape),
+        "voxel_size": list(voxel),
+        "total_voxels": total,
+        "roi_voxels": roi_voxels,
+        "roi_fraction": roi_voxels / total,
+        "roi_volume_um3": roi_voxels * float(np.prod(voxel)),
+        "clip_range": [low, high],
+        "smooth_sigma_voxels": list(sigma_vox),
+        "clahe_kernel_voxels": list(kernel),
+        "gmm": {"means": list(gmm.means), "variances": list(gmm.variances),
+                "weights": list(gmm.weights), "log_likelihood": gmm.log_likelihood,
+                "n_iter": gmm.n_iter, "converged": gmm.converged,
+                "scale": "corrected intensity in [0, 1] (after clipping + CLAHE)"},
+        "threshold": t,
+        "intensity_threshold": cut,
+        "threshold_from_posterior": from_posterior,
+        "pi": None,
+        "min_batch_size": None,
+        "warnings": warnings,
+        "params": params.model_dump(mode="json"),
+    }
+    if params.expected_particles is not None and params.particle_radius_um is not None:
+        pi, batch = class_prior(params.expected_particles, params.particle_radius_um,
+                                summary["roi_volume_um3"])
+        summary["pi"] = pi
+        summary["min_batch_size"] = batch
+        summary["warnings"] = warnings + prior_warnings(pi, sample=sample)
+    log.info("sample %s: ROI %d / %d voxels (%.2f%%), pi=%s, min batch=%s", sample, roi_voxels,
+             total, 100.0 * summary["roi_fraction"], summary["pi"], summary["min_batch_size"])
+    write_json(summary, json_out_path)
+    return summary
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+__all__ = ["segment_roi"]
