@@ -267,6 +267,18 @@ class TrainResult:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def summary(self, started: float | None = None) -> dict[str, Any]:
+        """The fields every training summary reports (``started``: ``time.monotonic()`` at
+        the start of the whole stage, data loading included)."""
+        out = {"best_epoch": int(self.best_epoch), "best_val_loss": float(self.best_value),
+               "epochs_run": int(self.epochs_run), "stopped_early": bool(self.stopped_early)}
+        if started is not None:
+            out["seconds"] = round(time.monotonic() - started, 2)
+            out["train_seconds"] = round(self.seconds, 2)
+        else:
+            out["seconds"] = round(self.seconds, 2)
+        return out
+
 
 def fit(
     model: nn.Module,

@@ -289,11 +289,7 @@ def train_detector(
     log.info("detection threshold %.3f: %s F1 %.3f (P %.3f, R %.3f)", threshold, tuned_on,
              best["f1"], best["precision"], best["recall"])
     summary = {
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_value,
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "seconds": round(result.seconds, 2),
+        **result.summary(),
         "detection_threshold": float(threshold),
         "val_f1": float(best["f1"]),
     }

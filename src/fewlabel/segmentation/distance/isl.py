@@ -216,15 +216,10 @@ def pretrain_isl(
             per_image[pair.sample] = one["val_pcc"]
     best_row = result.curve.loc[result.curve["epoch"] == result.best_epoch].iloc[0]
     summary = {
-        "best_epoch": int(result.best_epoch),
-        "best_val_loss": float(result.best_value),
+        **result.summary(t0),
         "best_val_pcc": float(best_row["val_pcc"]),
         "val_pcc_per_image": per_image,
         "evaluated_on": tuned_on,
-        "epochs_run": int(result.epochs_run),
-        "stopped_early": bool(result.stopped_early),
-        "seconds": round(time.monotonic() - t0, 2),
-        "train_seconds": round(result.seconds, 2),
     }
     normalization = {
         "method": "percentile", "percentiles": list(params.percentiles), "per_volume": True,

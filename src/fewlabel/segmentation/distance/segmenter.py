@@ -362,15 +362,10 @@ def train_segmenter(
     summary = {
         "init": init_info["init"],
         "n_train_images": len(train_vols),
-        "best_epoch": int(result.best_epoch),
-        "best_val_loss": float(result.best_value),
+        **result.summary(t0),
         "best_val_dice": float(best_row["val_dice"]),
         "mask_threshold": thresholds["mask_threshold"],
         "h": thresholds["h"],
-        "epochs_run": int(result.epochs_run),
-        "stopped_early": bool(result.stopped_early),
-        "seconds": round(time.monotonic() - t0, 2),
-        "train_seconds": round(result.seconds, 2),
     }
     normalization = {
         "method": "percentile", "percentiles": list(params.percentiles), "per_volume": True,
