@@ -110,6 +110,7 @@ def test_hostile_paths_and_config_values_never_execute(tmp_path):
                             "nuclei_count": 2}},
         "ingest": {"chunks": [4, 16, 16]},
         "roi": {"enabled": False},
+        "detection": {"enabled": False},  # a predict-only sheet: nothing to train on here
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     base = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),

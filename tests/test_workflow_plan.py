@@ -20,16 +20,18 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 MAX_SHELL_LINE = 8 * 1024
 
 
-def tiny_project(workdir: Path, rows: int) -> Path:
-    """A sheet of ``rows`` detection volumes (10 train, 10 val, the rest test) on one tiny
-    TIFF and one points CSV; demo data off."""
+def tiny_project(workdir: Path, rows: int, n_train: int = 10, n_val: int = 10) -> Path:
+    """A sheet of ``rows`` detection volumes (``n_train`` train, ``n_val`` val, the rest test)
+    on one tiny TIFF and one points CSV; demo data off."""
     data = workdir / "data"
     data.mkdir(parents=True)
-    tifffile.imwrite(data / "v.tif", np.zeros((8, 32, 32), np.uint16))
+    volume = np.random.default_rng(0).poisson(100, (8, 32, 32)).astype(np.uint16)
+    volume[3:6, 14:19, 14:19] += 400  # one spot at the clicked point
+    tifffile.imwrite(data / "v.tif", volume)
     (data / "v.csv").write_text("z,y,x\n4,16,16\n")
     lines = ["sample\timage\tvoxel_size\tsplit\tpoints"]
     for i in range(rows):
-        split = "train" if i < 10 else "val" if i < 20 else "test"
+        split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
         lines.append(f"s{i:04d}\tdata/v.tif\t0.3,0.1,0.1\t{split}\tdata/v.csv")
     (workdir / "samples.tsv").write_text("\n".join(lines) + "\n")
     config = {"samples": "samples.tsv", "demo": {"enabled": False},
@@ -130,3 +132,45 @@ def test_plan_selects_samples_like_the_sheet_says(tmp_path):
     assert not plan.segmentation_enabled()
     files = plan.report_files()
     assert "results/models/detector" in files and "samples.tsv" in files
+
+
+def test_predict_only_sheet_without_a_model_fails_at_parse_time(tmp_path):
+    workdir = tiny_project(tmp_path, 25)
+    text = (workdir / "samples.tsv").read_text().replace("\ttrain\t", "\tpredict\t")
+    (workdir / "samples.tsv").write_text(text.replace("\tval\t", "\tpredict\t"))
+    result = dry_run(workdir)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "25 sample(s) for detection" in message and "set detection.model" in message
+
+
+@pytest.mark.workflow
+def test_predict_only_sheet_reuses_a_trained_detector(tmp_path):
+    """The commonest case after a first training: new volumes, the trained model folder."""
+    workdir = tiny_project(tmp_path, 2, n_train=1, n_val=1)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["detection"] = {"train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1,
+                                     "crop": [8, 32, 32]},
+                           "predict": {"tile": [8, 32, 32], "overlap": [2, 8, 8]}}
+    config["roi"] = {"enabled": False}
+    config["ingest"] = {"chunks": [8, 32, 32]}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    run = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
+           "--cores", "2"]
+    first = subprocess.run([*run, "results/models/detector"], capture_output=True, text=True,
+                           timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # a second project: only new volumes to predict, the first project's detector reused
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "data").symlink_to(workdir / "data")
+    (second / "samples.tsv").write_text("sample\timage\tvoxel_size\tsplit\n"
+                                        "new1\tdata/v.tif\t0.3,0.1,0.1\tpredict\n")
+    config["detection"]["model"] = str(workdir / "results" / "models" / "detector")
+    (second / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run([*SNAKEMAKE, "-d", str(second), "--configfile",
+                             str(second / "config.yaml"), "--cores", "2"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (second / "results" / "points" / "new1" / "points.csv").is_file()
+    assert not (second / "results" / "models" / "detector").exists()  # nothing retrained

@@ -114,7 +114,14 @@ class Plan:
         return self.samples_where(split="test", task="detect", has="points")
 
     def detection_enabled(self) -> bool:
-        return bool(self.config["detection"]["enabled"] and self.detection_fit_samples("train"))
+        """Detection runs with a model to reuse or annotated train rows to train on."""
+        section = self.config["detection"]
+        return bool(section["enabled"]
+                    and (section.get("model") or self.detection_fit_samples("train")))
+
+    def detector_dir(self) -> str:
+        """The detector folder used for prediction: the reused one, or the one trained here."""
+        return self.config["detection"].get("model") or DETECTOR
 
     def detector_items(self, split: str) -> list[dict[str, str]]:
         """Training/validation items of ``train_detector``."""
@@ -144,12 +151,44 @@ class Plan:
         return self.samples_where(split="test", task="segment", has="labels")
 
     def use_isl(self) -> bool:
-        """Pretrain with in silico labelling when enabled and paired training data exist."""
-        return bool(self.config["segmentation"]["pretrain_isl"] and self.isl_samples("train"))
+        """Pretrain with in silico labelling when enabled, paired training data exist and the
+        segmenter is trained here (not reused)."""
+        section = self.config["segmentation"]
+        return bool(section["pretrain_isl"] and not section.get("model")
+                    and self.isl_samples("train"))
 
     def segmentation_enabled(self) -> bool:
-        return bool(self.config["segmentation"]["enabled"]
-                    and self.segmentation_fit_samples("train"))
+        """Segmentation runs with a model to reuse or labelled train rows to train on."""
+        section = self.config["segmentation"]
+        return bool(section["enabled"]
+                    and (section.get("model") or self.segmentation_fit_samples("train")))
+
+    def segmenter_dir(self) -> str:
+        """The segmenter folder used for prediction: the reused one, or the one trained here."""
+        return self.config["segmentation"].get("model") or SEGMENTER
+
+    def problems(self) -> list[str]:
+        """Sheet/config combinations that would silently produce nothing, and reused model
+        folders that are not model folders (checked at parse time by the Snakefile)."""
+        out = []
+        for key, samples, enabled, what in (
+                ("detection", self.detection_predict_samples(), self.detection_enabled(),
+                 "points"),
+                ("segmentation", self.segmentation_predict_samples(),
+                 self.segmentation_enabled(), "labels")):
+            if self.config[key]["enabled"] and samples and not enabled:
+                shown = ", ".join(samples[:3]) + (", ..." if len(samples) > 3 else "")
+                out.append(
+                    f"{len(samples)} sample(s) for {key} ({shown}) but no train rows with "
+                    f"{what} and no {key}.model: set {key}.model to a trained model folder "
+                    f"(e.g. results/models/{'detector' if key == 'detection' else 'segmenter'}"
+                    f" of an earlier run), add train rows with {what}, or set "
+                    f"{key}.enabled: false.")
+            model = self.config[key].get("model")
+            if model and not (Path(model) / "model.json").is_file():
+                out.append(f"{key}.model '{model}' is not a trained model folder (no "
+                           "model.json): point it at results/models/<name> of an earlier run.")
+        return out
 
     def isl_items(self, split: str) -> list[dict[str, str]]:
         return [{"sample": s, "image": IMAGE.format(sample=s), "target": TARGET.format(sample=s)}
@@ -216,11 +255,11 @@ class Plan:
                  "pred": DETECTIONS.format(sample=s),
                  "matches": DETECTION_MATCHES.format(sample=s) if s in evaluated else None}
                 for s in self.detection_predict_samples()]
-            inputs["detection_model_dir"] = DETECTOR
+            inputs["detection_model_dir"] = self.detector_dir()
             if evaluated:
                 inputs["detection_summary_tsv"] = DETECTION_SUMMARY
         if self.segmentation_enabled():
-            inputs["segmenter_model_dir"] = SEGMENTER
+            inputs["segmenter_model_dir"] = self.segmenter_dir()
             if self.use_isl():
                 inputs["isl_model_dir"] = ISL_MODEL
             evaluated = set(self.segmentation_eval_samples())

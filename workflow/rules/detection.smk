@@ -61,7 +61,7 @@ if config["detection"]["method"] == "density":
         rule predict_volume:
             """Tiled, Gaussian-blended DM-DetNet3D prediction of one volume (one job)."""
             input:
-                model=DETECTOR,
+                model=PLAN.detector_dir(),
                 image=IMAGE,
             output:
                 directory(DETECTION_MAP),
@@ -88,7 +88,7 @@ if config["detection"]["method"] == "density":
         checkpoint init_prediction_slabs:
             """Create the shared prediction array of one volume and plan its slab jobs."""
             input:
-                model=DETECTOR,
+                model=PLAN.detector_dir(),
                 image=IMAGE,
             # also creates <DETECTION_MAP>.partial (not declared: finalize renames it away,
             # and a declared checkpoint output that vanished would re-trigger the checkpoint)
@@ -112,7 +112,7 @@ if config["detection"]["method"] == "density":
         rule predict_volume_slab:
             """Predict one slab (a contiguous run of output chunks) into the shared array."""
             input:
-                model=DETECTOR,
+                model=PLAN.detector_dir(),
                 image=IMAGE,
                 plan=DETECTION_SLAB_PLAN,
             output:
@@ -179,7 +179,7 @@ else:
     rule predict_log:
         """LoG response map of one volume (the classical baseline's 'prediction')."""
         input:
-            model=DETECTOR,
+            model=PLAN.detector_dir(),
             image=IMAGE,
         output:
             directory(DETECTION_MAP),
@@ -199,7 +199,7 @@ else:
 rule extract_points:
     """Peaks of the predicted map above the tuned threshold, sub-voxel centres (CSV)."""
     input:
-        model=DETECTOR,
+        model=PLAN.detector_dir(),
         density=DETECTION_MAP,
     output:
         DETECTIONS,

@@ -33,3 +33,5 @@ from fewlabel.plan import (
 )
 
 PLAN = Plan(SAMPLES, config)
+if PLAN.problems():
+    raise WorkflowError("fewlabel configuration error: " + " ".join(PLAN.problems()))

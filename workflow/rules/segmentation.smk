@@ -82,7 +82,7 @@ rule train_segmenter:
 rule predict_segmentation:
     """Mask + distance maps of one volume with the fine-tuned segmenter (tiled)."""
     input:
-        model=SEGMENTER,
+        model=PLAN.segmenter_dir(),
         image=IMAGE,
     output:
         directory(SEGMENTATION_MAP),
@@ -107,7 +107,7 @@ rule split_instances:
     """Instance labels from the mask + distance maps (h-maxima + watershed, chunk-safe)."""
     input:
         prediction=SEGMENTATION_MAP,
-        model=SEGMENTER,
+        model=PLAN.segmenter_dir(),
     output:
         report(
             directory(INSTANCES),

@@ -126,6 +126,9 @@ class DetectionConfig(ConfigModel):
 
     enabled: bool = Field(True, description="run detection (samples with task detect/both)")
     method: Literal["density", "log"] = Field("density", description="density | log")
+    model: str | None = Field(None, description="a trained detector folder to reuse (e.g. "
+                              "results/models/detector of an earlier run): no training; "
+                              "null trains on the sheet's train/val rows")
     targets: DensityTargetsConfig = Field(default_factory=DensityTargetsConfig,
                                           description="density targets")
     train: DetectorTrainConfig = Field(default_factory=DetectorTrainConfig,

@@ -144,6 +144,9 @@ class SegmentationConfig(ConfigModel):
     enabled: bool = Field(True, description="run segmentation (samples with task segment/both)")
     pretrain_isl: bool = Field(True, description="pretrain label-free -> fluorescence, then "
                                "fine-tune from it")
+    model: str | None = Field(None, description="a trained segmenter folder to reuse (e.g. "
+                              "results/models/segmenter of an earlier run): no ISL pretraining "
+                              "or fine-tuning; null trains on the sheet's rows with labels")
     isl: IslConfig = Field(default_factory=IslConfig, description="ISL pretraining")
     train: SegmenterTrainConfig = Field(default_factory=SegmenterTrainConfig,
                                         description="segmenter training")
