@@ -1,5 +1,5 @@
 """LoG baseline (detection, threshold tuning, chunked response, model folder) and the CLI stages
-extract-points / train-log / predict-log / evaluate-detection / aggregate-metrics."""
+extract_points / fit_log_threshold / predict_log / evaluate_detection / aggregate_detection."""
 
 from __future__ import annotations
 

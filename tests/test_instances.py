@@ -253,3 +253,25 @@ def test_cli_mask_threshold_auto_uses_the_segmenters_tuned_value(tmp_path, capsy
                  both, "--model-dir", str(model), "--output", str(tmp_path / "d.ome.zarr")]) == 0
     fallback = open_ome_zarr(tmp_path / "d.ome.zarr").attrs["fewlabel"]
     assert fallback["params"]["h"] == 0.1 and fallback["h_from"].startswith("default")
+
+
+def test_auto_parameters_come_from_the_segmenters_thresholds(tmp_path, caplog):
+    import logging
+
+    from fewlabel.segmentation.instances import FALLBACK_H, resolve_auto_parameters
+
+    fixed = InstancesConfig(mask_threshold=0.4, h=0.2)
+    assert resolve_auto_parameters(fixed, None) == (fixed, {"mask_threshold": "config",
+                                                            "h": "config"})
+    auto = InstancesConfig(mask_threshold="auto", h="auto")
+    with pytest.raises(ConfigError, match="mask_threshold and h 'auto' needs"):
+        resolve_auto_parameters(auto, None, sample="s1")
+    (tmp_path / "thresholds.json").write_text(json.dumps({"mask_threshold": 0.35}))
+    with caplog.at_level(logging.WARNING, logger="fewlabel.segmentation.instances"):
+        params, sources = resolve_auto_parameters(auto, tmp_path, sample="s1")
+    assert (params.mask_threshold, params.h) == (0.35, FALLBACK_H)
+    assert sources["mask_threshold"].endswith("thresholds.json")
+    assert sources["h"] == "default (no tuned value)" and "no tuned h" in caplog.text
+    (tmp_path / "thresholds.json").write_text(json.dumps({"mask_threshold": 0.35, "h": 0.7}))
+    params, sources = resolve_auto_parameters(auto, tmp_path)
+    assert params.h == 0.7 and sources["h"].endswith("thresholds.json")

@@ -264,3 +264,28 @@ def test_ingest_points_cli_writes_normalised_csv(tmp_path, rng):
                  "--volume", str(tmp_path / "v.ome.zarr"), "--output", str(tmp_path / "o.csv")])
     assert code == 0
     assert pd.read_csv(tmp_path / "o.csv").columns.tolist()[:3] == ["z", "y", "x"]
+
+
+def test_zyx_view_of_one_channel_reads_lazily_and_keeps_the_chunk_grid(tmp_path):
+    from fewlabel.io import ChannelView, create_ome_zarr, zyx_view
+
+    data = np.arange(2 * 4 * 6 * 8, dtype=np.float32).reshape(2, 4, 6, 8)
+    arr = create_ome_zarr(tmp_path / "c.ome.zarr", data.shape, np.float32, (1, 2, 3, 4),
+                          (1, 1, 1))
+    arr[...] = data
+    view = zyx_view(arr, 1)
+    assert isinstance(view, ChannelView)
+    assert (view.shape, view.chunks, view.ndim, view.dtype) == ((4, 6, 8), (2, 3, 4), 3,
+                                                                 np.float32)
+    part = view[1:3, :, 2]
+    assert isinstance(part, np.ndarray) and np.array_equal(part, data[1, 1:3, :, 2])
+    assert np.array_equal(view[2], data[1, 2]) and np.array_equal(np.asarray(view), data[1])
+    plain = zyx_view(data)  # numpy CZYX: channel 0, no chunk grid
+    assert plain.chunks is None and np.array_equal(plain[...], data[0])
+    zyx = data[0]
+    assert zyx_view(zyx) is zyx  # a ZYX array as it is
+    assert zyx_view(data[0, 0]).shape == (1, 6, 8)  # YX -> Z = 1
+    with pytest.raises(ValueError, match="channel 2"):
+        zyx_view(arr, 2)
+    with pytest.raises(ValueError, match="ZYX or CZYX"):
+        zyx_view(data[None])

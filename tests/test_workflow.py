@@ -254,13 +254,22 @@ def third_party_imports(module_file: Path, seen: set[Path] | None = None) -> set
     return names
 
 
-def stage_module_file(stage: str) -> Path:
+def stage_module_file(rule: str) -> Path:
+    """``src/fewlabel/stages/<rule>.py``, checked: it defines a function named like the rule,
+    and that function is the handler of ``python -m fewlabel <rule>``."""
     from fewlabel.cli import build_parser
 
+    path = REPO / "src" / "fewlabel" / "stages" / f"{rule}.py"
+    assert path.exists(), f"rule {rule}: no stage module src/fewlabel/stages/{rule}.py"
+    tree = ast.parse(path.read_text())
+    assert any(isinstance(node, ast.FunctionDef) and node.name == rule for node in tree.body), \
+        f"{path.name} defines no function {rule}(args)"
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    handler = subparsers.choices[stage].get_default("handler")
-    return Path(sys.modules[handler.__module__].__file__)
+    handler = subparsers.choices[rule].get_default("handler")
+    assert (handler.__module__, handler.__name__) == (f"fewlabel.stages.{rule}", rule), \
+        f"`python -m fewlabel {rule}` runs {handler.__module__}.{handler.__name__}"
+    return path
 
 
 def env_packages(env_file: Path) -> set[str]:
@@ -283,7 +292,7 @@ def test_every_rule_has_an_env_file_listing_its_imports():
             continue
         assert stage == name, f"rule {name} calls stage {stage!r}: a rule and its stage share " \
                               "one name"
-        stage_module_file(stage)  # every stage also runs without Snakemake
+        stage_module_file(stage)  # stages/<rule>.py: every stage also runs without Snakemake
         if name in RUN_RULES:
             continue
         assert conda, f"rule {name} ({path.name}) has no conda: env file"

@@ -1,4 +1,5 @@
-"""Provenance records shared by stages: versions, git commit, checksums, JSON output."""
+"""Provenance records shared by stages: versions, git commit, checksums, config snapshot,
+JSON output."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,8 @@ def checksum(path: str | Path, *, max_files: int | None = None) -> str:
     return str(checksum_record(path, max_files=max_files)["sha256"])
 
 
-def provenance(config: dict[str, Any] | None = None, inputs: Iterable[str | Path] = ()) -> dict[str, Any]:
+def provenance(config: dict[str, Any] | None = None,
+               inputs: Iterable[str | Path] = ()) -> dict[str, Any]:
     """A provenance record: time, versions, git commit, config, input checksums.
 
     ``inputs`` maps each existing input to the SHA-256 of all its bytes (every file of a
@@ -99,7 +101,7 @@ def provenance(config: dict[str, Any] | None = None, inputs: Iterable[str | Path
     """
     records = {str(p): checksum_record(p) for p in inputs if Path(p).exists()}
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
         "git_commit": git_commit(),
         "config": config or {},
@@ -107,6 +109,35 @@ def provenance(config: dict[str, Any] | None = None, inputs: Iterable[str | Path
         "input_details": {p: {k: v for k, v in r.items() if k != "sha256"}
                           for p, r in records.items()},
     }
+
+
+def write_config_snapshot(settings: Mapping[str, Any], output: str | Path, *,
+                          log_file: str | Path | None = None) -> None:
+    """Write the (validated) config ``settings`` as YAML atomically, keys in their order.
+
+    Snakemake's config holds its own mapping/list types; they are written as plain YAML. When
+    ``log_file`` is given, one line naming ``output`` is written there (rule record_config runs
+    in Snakemake's own Python, without the stages' logging setup).
+    """
+    import yaml
+
+    from fewlabel.io import atomic_path
+
+    text = yaml.safe_dump(_plain(settings), sort_keys=False)
+    with atomic_path(output) as tmp:
+        Path(tmp).write_text(text)
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_file).write_text(f"config snapshot written to {output}\n")
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts/lists (YAML-safe) from any mappings/sequences of a config."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def write_json(data: Any, path: str | Path) -> None:

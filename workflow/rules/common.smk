@@ -139,7 +139,8 @@ def report_files(wildcards):
 
 
 def record_config(settings, output, log):
-    """Write the config snapshot (rule record_config runs in Snakemake's own Python)."""
-    from fewlabel.stages.record_config import record_config as write_snapshot
+    """Write the config snapshot. Rule record_config runs in Snakemake's own Python, on the
+    config the Snakefile validated: the library call of stage fewlabel.stages.record_config."""
+    from fewlabel.runtime import write_config_snapshot
 
-    write_snapshot(settings, output, log=log)
+    write_config_snapshot(settings, output, log_file=log)

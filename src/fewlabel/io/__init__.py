@@ -5,21 +5,24 @@ All volumes are exposed as ZYX (2D inputs become Z=1). Outputs are NGFF 0.5 OME-
 never leaves an output that looks finished.
 
 Modules: :mod:`~fewlabel.io.atomic` (atomic outputs), :mod:`~fewlabel.io.omezarr` (OME-Zarr
-create/open/write), :mod:`~fewlabel.io.readers` (input formats as lazy ZYX views),
-:mod:`~fewlabel.io.ingest` (input → validated OME-Zarr), :mod:`~fewlabel.io.points` (points
-CSVs). The public names are re-exported here.
+create/open/write; :func:`~fewlabel.io.omezarr.zyx_view`, the ZYX view of one channel),
+:mod:`~fewlabel.io.readers` (input formats as lazy ZYX views), :mod:`~fewlabel.io.ingest`
+(input → validated OME-Zarr), :mod:`~fewlabel.io.points` (points CSVs). The public names are
+re-exported here.
 """
 
 from fewlabel.io.atomic import atomic_path
 from fewlabel.io.ingest import ingest_volume, resolve_voxel_size, slab_ranges
 from fewlabel.io.omezarr import (
     NGFF_VERSION,
+    ChannelView,
     OmeZarrVolume,
     VoxelSize,
     create_ome_zarr,
     ome_metadata,
     open_ome_zarr,
     write_ome_zarr,
+    zyx_view,
 )
 from fewlabel.io.points import POINT_COLUMNS, read_points_csv, write_points_csv
 from fewlabel.io.readers import (
@@ -35,6 +38,7 @@ __all__ = [
     "POINT_COLUMNS",
     "TIFF_SUFFIXES",
     "ZARR_SUFFIXES",
+    "ChannelView",
     "InputVolume",
     "OmeZarrVolume",
     "VoxelSize",
@@ -50,4 +54,5 @@ __all__ = [
     "slab_ranges",
     "write_ome_zarr",
     "write_points_csv",
+    "zyx_view",
 ]

@@ -106,7 +106,7 @@ def open_ome_zarr(path: str | Path, *, sample: str | None = None, mode: str = "r
                              fix="run the stage that creates it or check the path.")
     try:
         group = zarr.open_group(str(path), mode=mode)
-    except Exception as exc:  # noqa: BLE001 - report any zarr failure as an input error
+    except Exception as exc:
         raise InputDataError(f"cannot open as OME-Zarr ({exc}).", sample=sample, path=path) from exc
     multiscales = read_multiscales(dict(group.attrs))
     if not multiscales:
@@ -202,3 +202,51 @@ def write_ome_zarr(
         arr = create_ome_zarr(tmp, data.shape, data.dtype, chunks, voxel_size, name=name,
                               compression_level=compression_level, extra_attrs=extra_attrs)
         arr[...] = data
+
+
+class ChannelView:
+    """A lazy ZYX view of one channel of a CZYX array (zarr arrays have no lazy views).
+
+    ``view[z0:z1, y0:y1, x0:x1]`` reads only that box of channel ``channel`` and returns a
+    numpy array; ``shape``, ``chunks`` (None when the source has none), ``dtype`` and ``ndim``
+    describe the ZYX volume, so a view goes wherever a ZYX zarr array goes.
+    """
+
+    def __init__(self, array: Any, channel: int = 0) -> None:
+        if len(array.shape) != 4:
+            raise ValueError(f"expected a CZYX array, got shape {tuple(array.shape)}")
+        if not 0 <= int(channel) < int(array.shape[0]):
+            raise ValueError(f"channel {channel} is not in 0..{int(array.shape[0]) - 1}")
+        self.array = array
+        self.channel = int(channel)
+        self.shape: tuple[int, ...] = tuple(int(s) for s in array.shape[1:])
+        chunks = getattr(array, "chunks", None)
+        self.chunks: tuple[int, ...] | None = (tuple(int(c) for c in chunks[1:])
+                                                if chunks is not None else None)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        return np.asarray(self.array[(self.channel, *key)])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"ChannelView(channel={self.channel}, shape={self.shape}, dtype={self.dtype})"
+
+
+def zyx_view(array: Any, channel: int = 0) -> Any:
+    """The ZYX volume of ``array``: channel ``channel`` of a CZYX array as a
+    :class:`ChannelView`; a ZYX array as it is (``channel`` is then ignored); a YX array as
+    a numpy ``(1, Y, X)`` array. ValueError for other shapes or a channel out of range."""
+    ndim = len(array.shape)
+    if ndim == 4:
+        return ChannelView(array, channel)
+    if ndim == 3:
+        return array
+    if ndim == 2:
+        return np.asarray(array)[None]
+    raise ValueError(f"expected a ZYX or CZYX array, got shape {tuple(array.shape)}")

@@ -3,7 +3,8 @@
 All label images are ZYX integer arrays (0 = background, any positive ids, not necessarily
 consecutive); numpy or Zarr arrays are read in z-slabs, so a volume is never held twice. The
 instance metrics (IoU matching, AP@0.5:0.95, F1, SEG, MUCov) come from one contingency table,
-:mod:`fewlabel.metrics.matching` (definitions there); :func:`evaluate_segmentation` gathers them.
+:mod:`fewlabel.metrics.matching` (definitions there); :func:`evaluate_segmentation` gathers them,
+:func:`evaluate_sample` computes one sample's row from its OME-Zarr files.
 
 Definitions:
 
@@ -184,6 +185,83 @@ def evaluate_segmentation(
     return out
 
 
+# --------------------------------------------------------------------------- one sample's files
+def open_labels(path: str | Path, *, sample: str | None = None) -> tuple[Any, Any]:
+    """An instance label OME-Zarr as ``(volume, zyx)``: ZYX, or CZYX with one channel, with
+    integer ids (InputDataError otherwise); ``zyx`` reads lazily."""
+    from fewlabel.errors import InputDataError
+    from fewlabel.io import open_ome_zarr, zyx_view
+
+    volume = open_ome_zarr(path, sample=sample)
+    shape = volume.shape
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[0] == 1)):
+        raise InputDataError(f"label image has shape {shape}; expected ZYX.",
+                             sample=sample, path=path, fix="pass an instance label OME-Zarr.")
+    if volume.array.dtype.kind not in "uib":
+        raise InputDataError(f"label image has non-integer dtype {volume.array.dtype}.",
+                             sample=sample, path=path, fix="pass integer instance labels.")
+    return volume, zyx_view(volume.array)
+
+
+def open_fluorescence(path: str | Path, *, sample: str | None = None, channel: int = 0) -> Any:
+    """A fluorescence OME-Zarr as a lazy ZYX array: the image itself when ZYX, channel
+    ``channel`` when CZYX (InputDataError when it has no such channel)."""
+    from fewlabel.errors import InputDataError
+    from fewlabel.io import open_ome_zarr, zyx_view
+
+    volume = open_ome_zarr(path, sample=sample)
+    shape = volume.shape
+    if len(shape) == 3 or (len(shape) == 4 and 0 <= channel < shape[0]):
+        return zyx_view(volume.array, channel)
+    raise InputDataError(f"fluorescence image has shape {shape}; expected ZYX or CZYX "
+                         f"with channel {channel}.", sample=sample, path=path,
+                         fix="check fluo_channel in the evaluation parameters.")
+
+
+def evaluate_sample(
+    sample: str,
+    *,
+    labels: tuple[str | Path, str | Path] | None = None,
+    fluorescence: tuple[str | Path, str | Path] | None = None,
+    centre_gate_um: float | None = None,
+    fluo_channel: int = 0,
+) -> dict[str, Any]:
+    """One metrics row of one sample from its OME-Zarr files.
+
+    ``labels = (gt, pred)``: :func:`evaluate_segmentation` of the predicted instance labels
+    against the ground truth, at the GT's voxel size (a warning when the prediction's differs).
+    ``fluorescence = (pred, target)``: the ISL prediction's :func:`pcc` (column ``pcc``), on
+    channel ``fluo_channel`` of CZYX images. InputDataError when a pair differs in shape.
+    """
+    from fewlabel.errors import InputDataError
+
+    row: dict[str, Any] = {"sample": sample}
+    if labels is not None:
+        gt_volume, gt = open_labels(labels[0], sample=sample)
+        pred_volume, pred = open_labels(labels[1], sample=sample)
+        if tuple(gt.shape) != tuple(pred.shape):
+            raise InputDataError(f"predicted labels {tuple(pred.shape)} and ground truth "
+                                 f"{tuple(gt.shape)} differ in shape.", sample=sample,
+                                 path=labels[1], fix="predict on the same volume as the GT.")
+        if not np.allclose(gt_volume.voxel_size, pred_volume.voxel_size, rtol=1e-3):
+            log.warning("sample %s: voxel sizes differ (gt %s, pred %s); using the GT's",
+                        sample, gt_volume.voxel_size, pred_volume.voxel_size)
+        row.update(evaluate_segmentation(gt, pred, voxel_size=gt_volume.voxel_size,
+                                         centre_gate_um=centre_gate_um))
+        log.info("sample %s: n_gt=%d n_pred=%d AP@0.5:0.95=%.3f F1@0.5=%.3f SEG=%.3f",
+                 sample, row["n_gt"], row["n_pred"], row["ap_mean"], row["f1_50"], row["seg"])
+    if fluorescence is not None:
+        x = open_fluorescence(fluorescence[0], sample=sample, channel=fluo_channel)
+        y = open_fluorescence(fluorescence[1], sample=sample, channel=fluo_channel)
+        if tuple(x.shape) != tuple(y.shape):
+            raise InputDataError(f"predicted fluorescence {tuple(x.shape)} and target "
+                                 f"{tuple(y.shape)} differ in shape.", sample=sample,
+                                 path=fluorescence[0])
+        row["pcc"] = pcc(x, y)
+        log.info("sample %s: PCC=%.4f", sample, row["pcc"])
+    return row
+
+
 # --------------------------------------------------------------------------- aggregation
 def aggregate_segmentation(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Per-sample rows + ``ALL`` (pooled) + ``MEAN`` (macro) rows.
@@ -243,11 +321,11 @@ def read_metric_tables(paths: Sequence[str | Path]) -> list[pd.DataFrame]:
         path = Path(path)
         if not path.exists():
             raise InputDataError("metrics table not found.", path=path,
-                                 fix="run evaluate-segmentation for this sample first.")
+                                 fix="run evaluate_segmentation for this sample first.")
         frame = pd.read_csv(path, sep="\t")
         if "sample" not in frame.columns:
             raise InputDataError("not a segmentation metrics table (no 'sample' column).",
-                                 path=path, fix="pass TSVs written by evaluate-segmentation.")
+                                 path=path, fix="pass TSVs written by evaluate_segmentation.")
         frames.append(frame)
     samples = pd.concat([f["sample"].astype(str) for f in frames]) if frames else pd.Series([])
     duplicated = sorted(set(samples[samples.duplicated()]))

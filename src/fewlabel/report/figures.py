@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from fewlabel.errors import InputDataError
+from fewlabel.io.omezarr import zyx_view
 from fewlabel.report.projections import (
     MAX_PX,
-    _zyx,
     max_projection,
     pooling_factors,
     strided_slice,
@@ -122,7 +122,7 @@ def detection_figures(image: Any, voxel_size: Sequence[float], layers: PointLaye
     Returns ``[(caption, data_uri), ...]``.
     """
     vz, vy, vx = (float(v) for v in voxel_size)
-    shape = tuple(int(s) for s in _zyx(image).shape)
+    shape = tuple(int(s) for s in zyx_view(image).shape)
     drawn = layers.layers()
     n_total = sum(len(p) for _, p, _ in drawn)
     size = _marker_size(n_total)
@@ -267,12 +267,12 @@ def _isl_figure(sample: str, panels: list[tuple[str, Any]], aspect: float,
                 max_px: int = MAX_PX) -> str:
     """Middle z-slices of label-free input, fluorescence target and prediction side by side."""
     n = len(panels)
-    first_shape = _zyx(panels[0][1]).shape
+    first_shape = zyx_view(panels[0][1]).shape
     width, height = _panel_size(first_shape[1] * aspect, first_shape[2], width=3.6,
                                 limits=(1.2, 5.0))
     fig, axes = _figure(width * n, height + 0.4, ncols=n)
     for ax, (title, array) in zip(axes, panels, strict=True):
-        view = _zyx(array)
+        view = zyx_view(array)
         f = pooling_factors(view.shape[1:], max_px)
         plane = strided_slice(view, view.shape[0] // 2, f)
         low, high = _limits(plane)
@@ -287,7 +287,7 @@ def _isl_figure(sample: str, panels: list[tuple[str, Any]], aspect: float,
 
 def _segmentation_overlay(sample: str, image: Any, gt: Any, pred: Any, voxel: Sequence[float],
                           max_px: int) -> str:
-    reference = _zyx(image if image is not None else (gt if gt is not None else pred))
+    reference = zyx_view(image if image is not None else (gt if gt is not None else pred))
     shape = tuple(int(s) for s in reference.shape)
     factors = pooling_factors(shape[1:], max_px)
     z = shape[0] // 2
@@ -295,8 +295,8 @@ def _segmentation_overlay(sample: str, image: Any, gt: Any, pred: Any, voxel: Se
                 (("ground truth", gt, GT_OUTLINE), ("prediction", pred, PRED_OUTLINE))
                 if arr is not None]
     for name, arr, _ in labelled:
-        if tuple(_zyx(arr).shape) != shape:
-            raise InputDataError(f"{name} labels have shape {tuple(_zyx(arr).shape)} but the "
+        if tuple(zyx_view(arr).shape) != shape:
+            raise InputDataError(f"{name} labels have shape {tuple(zyx_view(arr).shape)} but the "
                                  f"image has {shape}.", sample=sample,
                                  fix="pass labels of the same volume.")
     background = [(f"z = {z} (middle slice)",

@@ -17,32 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from fewlabel.io.omezarr import zyx_view
+
 MAX_PX = 1024  #: largest side (pixels) of a computed projection or slice
 BLOCK_VOXELS = 1 << 25  #: voxels read at once when projecting (≈ 64 MiB of uint16)
-
-
-class _ChannelView:
-    """A ZYX view of channel ``c`` of a CZYX array (zarr arrays have no lazy views)."""
-
-    def __init__(self, array: Any, channel: int = 0) -> None:
-        self.array, self.channel = array, channel
-        self.shape = tuple(array.shape[1:])
-        self.chunks = tuple(getattr(array, "chunks", array.shape)[1:])
-        self.dtype = array.dtype
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        return np.asarray(self.array[(self.channel, *key)])
-
-
-def _zyx(array: Any) -> Any:
-    if array.ndim == 4:
-        return _ChannelView(array, 0)
-    if array.ndim == 3:
-        return array
-    if array.ndim == 2:
-        return np.asarray(array)[None]
-    raise ValueError(f"expected a ZYX or CZYX array, got shape {array.shape}")
 
 
 def pooling_factors(shape2d: Sequence[int], max_px: int = MAX_PX, *, square: bool = True
@@ -99,7 +77,7 @@ def max_projection(array: Any, axis: int = 0, *, max_px: int = MAX_PX,
     ``max_px``; returns ``(image, factors)``. Reads whole chunks, at most ``block_voxels`` voxels
     at a time, so memory stays bounded for any volume size.
     """
-    array = _zyx(array)
+    array = zyx_view(array)
     shape = tuple(int(s) for s in array.shape)
     kept = [a for a in range(3) if a != axis]
     shape2d = (shape[kept[0]], shape[kept[1]])
@@ -121,5 +99,5 @@ def max_projection(array: Any, axis: int = 0, *, max_px: int = MAX_PX,
 
 def strided_slice(array: Any, z: int, factors: Sequence[int]) -> np.ndarray:
     """The YX plane ``z`` of a ZYX (or CZYX, channel 0) array, read with stride ``factors``."""
-    array = _zyx(array)
+    array = zyx_view(array)
     return np.asarray(array[int(z), ::int(factors[0]), ::int(factors[1])])

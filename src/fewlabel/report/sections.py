@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fewlabel.errors import InputDataError
+from fewlabel.io.omezarr import zyx_view
 from fewlabel.report.data import (
     ReportInputs,
     _open_volume,
@@ -36,7 +37,7 @@ from fewlabel.report.figures import (
     f1_figure,
     outline_figure,
 )
-from fewlabel.report.projections import _zyx, max_projection, pooling_factors
+from fewlabel.report.projections import max_projection, pooling_factors
 
 log = logging.getLogger(__name__)
 
@@ -235,17 +236,17 @@ def _roi_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | None:
     for sample, mask_path in inputs.roi_masks.items():
         log.info("report: ROI figure of %s", sample)
         mask = _open_volume(mask_path, sample)
-        shape = tuple(int(s) for s in _zyx(mask.array).shape)
+        shape = tuple(int(s) for s in zyx_view(mask.array).shape)
         factors = pooling_factors(shape[1:], max_px)
         image_path = _image_for(inputs, sample, mask.attrs)
         background = None
         if image_path is not None:
             image = _open_volume(image_path, sample)
-            if tuple(_zyx(image.array).shape) == shape:
+            if tuple(zyx_view(image.array).shape) == shape:
                 background = max_projection(image.array, 0, factors=factors)[0]
             else:
                 log.warning("ROI of %s: image shape %s differs from mask shape %s; mask only",
-                            sample, _zyx(image.array).shape, shape)
+                            sample, zyx_view(image.array).shape, shape)
         mip = max_projection(mask.array, 0, factors=factors)[0]
         uri = outline_figure([("z-MIP" if background is not None else "ROI mask (z-MIP)",
                                background if background is not None else mip.astype(np.float32))],

@@ -39,6 +39,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,9 +63,48 @@ def _check_values(mask_threshold: Any, h: Any, min_size: Any,
     for name, value in (("mask_threshold", mask_threshold), ("h", h)):
         if isinstance(value, str):
             raise ConfigError(f"{name} {value!r} must be a number here ('auto' is resolved from "
-                              "the segmenter's thresholds.json by the split-instances stage).",
+                              "the segmenter's thresholds.json by resolve_auto_parameters).",
                               fix=f"pass the tuned {name} (a number).")
     parse(InstancesConfig, mask_threshold=mask_threshold, h=h, min_size=min_size, halo=halo)
+
+
+FALLBACK_H = 0.1  #: ``h`` for 'auto' when the segmenter tuned none (no whole validation image)
+
+
+def resolve_auto_parameters(params: InstancesConfig, model_dir: str | Path | None, *,
+                            sample: str | None = None
+                            ) -> tuple[InstancesConfig, dict[str, str]]:
+    """``params`` with ``'auto'`` mask_threshold / h taken from the segmenter's thresholds.json.
+
+    Returns the resolved params and, per key, where its value came from (``"config"``, the
+    thresholds file, or the fallback). A model without a tuned ``h`` (no whole validation
+    image) falls back to :data:`FALLBACK_H` with a warning. ConfigError when a value is
+    'auto' and no ``model_dir`` is given.
+    """
+    from fewlabel.detection.log.baseline import read_threshold, read_thresholds
+
+    keys = ("mask_threshold", "h")
+    auto = [k for k in keys if getattr(params, k) == "auto"]
+    sources = {k: "config" for k in keys}
+    if not auto:
+        return params, sources
+    if not model_dir:
+        raise ConfigError(f"{' and '.join(auto)} 'auto' needs the segmenter model folder.",
+                          sample=sample, fix="pass --model-dir, or give numbers.")
+    path = f"{model_dir}/thresholds.json"
+    changes: dict[str, float] = {}
+    if "mask_threshold" in auto:
+        changes["mask_threshold"] = read_threshold(model_dir, "mask_threshold")
+        sources["mask_threshold"] = path
+    if "h" in auto:
+        if read_thresholds(model_dir).get("h") is None:
+            log.warning("sample %s: %s has no tuned h (no whole validation image); using h = %g",
+                        sample, path, FALLBACK_H)
+            changes["h"], sources["h"] = FALLBACK_H, "default (no tuned value)"
+        else:
+            changes["h"], sources["h"] = read_threshold(model_dir, "h"), path
+    resolved = type(params).model_validate({**params.model_dump(), **changes})
+    return resolved, sources
 
 
 # --------------------------------------------------------------------------- core (one region)
@@ -145,7 +185,8 @@ def _h_maxima_labels(image: np.ndarray, h: float) -> tuple[np.ndarray, int]:
 
 
 def _fill_holes(labels: np.ndarray, order: np.ndarray) -> None:
-    """Per object (in ``order`` of local ids), set enclosed background voxels to its id, in place."""
+    """Per object (in ``order`` of local ids), set enclosed background voxels to its id, in
+    place."""
     slices = ndi.find_objects(labels)
     shape = labels.shape
     for lab in order:
@@ -180,7 +221,8 @@ def _segment_region(mask_prob: np.ndarray, distance: np.ndarray, *, mask_thresho
 
 
 def _drop_small(sizes: np.ndarray, min_size: int) -> np.ndarray:
-    """Lookup old id → new id (0 for objects with < ``min_size`` voxels), consecutive, order kept."""
+    """Lookup old id → new id (0 for objects with < ``min_size`` voxels), consecutive, order
+    kept."""
     keep = sizes >= max(int(min_size), 0)
     keep[0] = False
     lookup = np.cumsum(keep).astype(np.uint32)
@@ -281,7 +323,7 @@ def split_instances_chunked(
                                   origin=[s.start for s in outer], global_shape=shape)
         return first[_in_block(first, block, shape)]
 
-    owned = _run(pass_a, blocks, workers, "split-instances markers")
+    owned = _run(pass_a, blocks, workers, "split_instances markers")
     all_first = np.sort(np.concatenate([np.zeros(0, np.int64), *owned]))
     n_objects = len(all_first)
     sizes = np.zeros(n_objects + 1, dtype=np.int64)
@@ -310,7 +352,7 @@ def split_instances_chunked(
             orphans[0] += missing
             orphans[1] += lost
 
-    _run(pass_b, blocks, workers, "split-instances watershed")
+    _run(pass_b, blocks, workers, "split_instances watershed")
     if orphans[1]:
         log.warning("%d foreground voxels could not be given a global id (%d marker views cut "
                     "by a halo border): objects are larger than the halo %s; increase 'halo'.",
@@ -321,8 +363,8 @@ def split_instances_chunked(
         def pass_c(block: Block) -> None:
             labels_out_zarr[block] = lookup[np.asarray(labels_out_zarr[block])]
 
-        _run(pass_c, blocks, workers, "split-instances min_size")
+        _run(pass_c, blocks, workers, "split_instances min_size")
         n_objects = int(lookup.max())
-    log.info("split-instances: %d objects in a volume of shape %s (%d blocks, halo %s)",
+    log.info("split_instances: %d objects in a volume of shape %s (%d blocks, halo %s)",
              n_objects, shape, len(blocks), halo3)
     return n_objects

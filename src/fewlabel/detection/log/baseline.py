@@ -239,7 +239,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
     if not path.exists():
         raise ModelError(f"{what} '{path.name}' is missing from the model folder.", path=path,
-                         fix="train the model again (train-log) or point --model-dir at a "
+                         fix="train the model again (fit_log_threshold) or point --model-dir at a "
                              "complete model folder.")
     try:
         data = json.loads(path.read_text())
@@ -273,7 +273,8 @@ def load_log_model(folder: str | Path) -> LogModel:
     model = _read_json(folder / MODEL_JSON, "model description")
     if model.get("name") != "log":
         raise ModelError(f"model folder holds a '{model.get('name')}' model, not a LoG model.",
-                         path=folder / MODEL_JSON, fix="use the LoG model folder (train-log).")
+                         path=folder / MODEL_JSON,
+                         fix="use the LoG model folder (fit_log_threshold).")
     norm = _read_json(folder / NORMALIZATION_JSON, "normalisation file") \
         if (folder / NORMALIZATION_JSON).exists() else {}
     return LogModel(sigma=[float(s) for s in model["sigma"]], threshold=read_threshold(folder),
@@ -301,13 +302,13 @@ def train_log(
 
     peaks = peaks if peaks is not None else PeaksConfig()
     if not samples:
-        raise ConfigError("train-log needs at least one annotated sample.",
+        raise ConfigError("fit_log_threshold needs at least one annotated sample.",
                           fix="mark samples with points as split 'train' in the sample sheet.")
     volumes, gts, scales = [], [], []
     for entry in samples:
         missing = [k for k in ("sample", "image", "points") if k not in entry]
         if missing:
-            raise ConfigError(f"train-log sample entry {entry} lacks {missing}.",
+            raise ConfigError(f"fit_log_threshold sample entry {entry} lacks {missing}.",
                               fix="give a list of {sample, image, points} objects.")
         vol = open_ome_zarr(entry["image"], sample=entry["sample"])
         data = np.asarray(vol.array[...])

@@ -46,12 +46,10 @@ from fewlabel.segmentation.distance.data import (
     load_array,
     open_input_image,
     pearson,
-    read_items,
     to_model_input,
     to_model_target,
     train_crop,
 )
-from fewlabel.segmentation.distance.predict import predict_isl
 from fewlabel.training import json_ready
 
 log = logging.getLogger(__name__)
@@ -245,8 +243,3 @@ def pretrain_isl(
              summary["seconds"])
     return summary
 
-
-
-# read_items and predict_isl: still imported from here by fewlabel.cli (until it moves to
-# fewlabel.stages); new code imports them from .data and .predict.
-__all__ = ["pretrain_isl", "predict_isl", "read_items"]

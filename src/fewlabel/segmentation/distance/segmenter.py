@@ -62,7 +62,6 @@ from fewlabel.segmentation.distance.data import (
     to_model_target,
     train_crop,
 )
-from fewlabel.segmentation.distance.predict import predict_segmentation
 from fewlabel.segmentation.distance.tuning import dice_counts, tune_h, tune_threshold
 from fewlabel.training import json_ready
 
@@ -389,7 +388,3 @@ def train_segmenter(
              summary["best_val_dice"], summary["mask_threshold"], summary["h"],
              summary["seconds"])
     return summary
-
-
-__all__ = ["HEAD_GAIN", "build_segmenter_loss", "instance_targets", "train_segmenter",
-           "predict_segmentation"]  # the last re-exported for fewlabel.cli (new code: .predict)

@@ -1,14 +1,24 @@
-"""Stage ``build_report``: the self-contained HTML run report."""
+"""Stage ``build_report``: the self-contained HTML report of a run.
+
+Reads what the report shows (from the sample sheet and the config snapshot,
+:meth:`fewlabel.plan.Plan.report_inputs`; or a JSON object of
+:class:`fewlabel.report.ReportInputs` fields): samples, config, metrics tables, training
+curves, projections with points and outlines; renders it (:func:`fewlabel.report.build_report`)
+and writes one HTML file with every figure embedded.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from fewlabel.cli import add_common, json_arg
+from fewlabel.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("build_report", help="one self-contained HTML report for the run")
+    p = subparsers.add_parser("build_report",
+                              help="one self-contained HTML report for the run")
     p.add_argument("--output", required=True, help="report .html")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--inputs-json", type=json_arg, default=None,
@@ -23,15 +33,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-px", type=int, default=1024,
                    help="largest side in pixels of a projected or sliced image")
     add_common(p)
-    p.set_defaults(handler=run_build_report)
+    p.set_defaults(handler=build_report)
 
 
-def run_build_report(args: argparse.Namespace) -> None:
+def build_report(args: argparse.Namespace) -> None:
+    from fewlabel import report
+
+    values = _report_inputs(args)
+    if args.max_px < 16:
+        raise ConfigError(f"--max-px {args.max_px} is too small.", fix="use e.g. 1024.")
+    report.build_report(args.output, inputs=report.ReportInputs.from_dict(values),
+                        max_px=args.max_px)
+
+
+def _report_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ReportInputs fields from --sample-sheet + --config, --inputs-file or --inputs-json."""
     import json
     from pathlib import Path
-
-    from fewlabel.errors import ConfigError
-    from fewlabel.report import ReportInputs, build_report
 
     if args.sample_sheet is not None:
         from fewlabel.plan import Plan
@@ -52,6 +70,4 @@ def run_build_report(args: argparse.Namespace) -> None:
     if not isinstance(values, dict):
         raise ConfigError("report inputs must be a JSON object.",
                           fix="pass e.g. --inputs-json '{\"title\": \"run\"}'.")
-    if args.max_px < 16:
-        raise ConfigError(f"--max-px {args.max_px} is too small.", fix="use e.g. 1024.")
-    build_report(args.output, inputs=ReportInputs.from_dict(values), max_px=args.max_px)
+    return values

@@ -1,10 +1,17 @@
-"""Stage ``make_density_targets``: points -> Gaussian density target + AWing weight map."""
+"""Stage ``make_density_targets``: annotated points → Gaussian density target + weight map.
+
+Reads the sample's ingested image (shape, voxel size) and its points CSV, renders one
+Gaussian per point as the regression target and the adaptive-wing weight map
+(:func:`fewlabel.detection.density.targets.make_density_targets`), and writes both as
+OME-Zarr (``--target``, ``--weight``).
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from fewlabel.cli import add_common, json_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("make_density_targets",
@@ -18,13 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='JSON detection.targets section: {"sigma": [z,y,x], "sigma_unit": '
                         '"voxel"|"um", "lam": 10, "T": 0.2}')
     add_common(p)
-    p.set_defaults(handler=run_make_density_targets)
+    p.set_defaults(handler=make_density_targets)
 
 
-def run_make_density_targets(args: argparse.Namespace) -> None:
+def make_density_targets(args: argparse.Namespace) -> None:
     from fewlabel.config import DensityTargetsConfig
-    from fewlabel.detection.density.targets import make_density_targets
+    from fewlabel.detection.density import targets
 
     params = DensityTargetsConfig.model_validate(args.params)
-    make_density_targets(args.image, args.points, args.target, args.weight, params=params,
-                         sample=args.sample, workers=args.threads)
+    targets.make_density_targets(args.image, args.points, args.target, args.weight,
+                                 params=params, sample=args.sample, workers=args.threads)

@@ -1,8 +1,17 @@
 """Command line: ``python -m fewlabel <stage> ...``; every Snakemake rule calls one stage.
 
-Each module in this package (not starting with ``_``) defines ``register(subparsers)`` that adds
-its stage(s); a stage's handler receives the parsed ``argparse.Namespace`` and returns None.
-Common options (``--log``, ``--threads``, ``--seed``) are added by :func:`add_common`.
+Stages live in :mod:`fewlabel.stages`, one module per rule named like the rule; utilities
+that are not rules (``synth``) live in :mod:`fewlabel.tools`. Each module defines
+``register(subparsers)``, which adds the subcommand named like the module, and an entry
+function of that same name that receives the parsed ``argparse.Namespace`` and returns None;
+``python -m fewlabel <stage> --help`` shows the module docstring and the options.
+:func:`build_parser` imports every module of both packages, so a module imports only the
+standard library and light fewlabel modules at its top; the library (numpy, zarr, torch) is
+imported inside the entry function.
+
+This module holds what the stages share: common options (:func:`add_common`), JSON option
+types, the prediction and sample-sheet options, and :func:`main`, which turns a config
+section that fails validation into a :class:`fewlabel.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -14,15 +23,19 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
 
-from fewlabel import stages
+from fewlabel import stages, tools
 from fewlabel.errors import FewlabelError
 from fewlabel.logs import configure_logging
 
 log = logging.getLogger("fewlabel.cli")
+
+#: packages whose every module adds one subcommand (rule stages, then other tools)
+COMMAND_PACKAGES: tuple[ModuleType, ...] = (stages, tools)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +66,15 @@ def add_predict_params(parser: argparse.ArgumentParser) -> None:
              '"batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}')
 
 
+def add_predict_inputs(parser: argparse.ArgumentParser) -> None:
+    """The options of the detector prediction stages: sample, model, image, output, params."""
+    parser.add_argument("--sample", required=True)
+    parser.add_argument("--model-dir", required=True, help="trained model folder")
+    parser.add_argument("--image", required=True, help="input .ome.zarr (ZYX or CZYX)")
+    parser.add_argument("--output", required=True, help="output .ome.zarr (float32)")
+    add_predict_params(parser)
+
+
 def add_sample_sheet(parser: argparse.ArgumentParser, *, what: str) -> None:
     """``--sample-sheet``: the stage selects its samples and files itself (fewlabel.plan), so a
     sheet of thousands of rows keeps the command line short."""
@@ -69,20 +91,36 @@ def plan_items(sheet: str, items: str) -> tuple[list[dict[str, str]], list[dict[
     return get("train"), get("val")
 
 
+def command_modules() -> list[ModuleType]:
+    """Every stage module, then every tool module, each package sorted by name."""
+    modules = []
+    for package in COMMAND_PACKAGES:
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            if not info.name.startswith("_"):
+                modules.append(importlib.import_module(f"{package.__name__}.{info.name}"))
+    return modules
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fewlabel`` parser with one subcommand per module of :data:`COMMAND_PACKAGES`."""
     parser = argparse.ArgumentParser(prog="fewlabel", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    for module in command_modules():
+        name = module.__name__.rsplit(".", 1)[-1]
         module.register(subparsers)
-    for info in sorted(pkgutil.iter_modules(stages.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{stages.__name__}.{info.name}").register(subparsers)
+        sub = subparsers.choices.get(name)
+        handler = sub.get_default("handler") if sub is not None else None
+        if getattr(handler, "__name__", None) != name or handler.__module__ != module.__name__:
+            raise RuntimeError(f"{module.__name__}.register must add the subcommand {name!r} "
+                               f"with handler {module.__name__}.{name}")
+        if sub.description is None:  # `<stage> --help` shows the module docstring
+            sub.description = module.__doc__
+            sub.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the stage; 2 and one error line on stderr for a FewlabelError."""
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log)

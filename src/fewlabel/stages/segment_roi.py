@@ -1,4 +1,10 @@
-"""Stage ``segment_roi``: ROI mask + class-prior estimate for one sample (Vedrenne et al. §2.2)."""
+"""Stage ``segment_roi``: ROI mask and class-prior estimate of one sample.
+
+Reads the sample's ingested ZYX image, segments its region of interest (smoothing,
+clipping/CLAHE, 2-Gaussian mixture, erosion/dilation; :func:`fewlabel.roi.segment_roi`,
+Vedrenne et al. §2.2) and writes the ``uint8`` mask OME-Zarr and a summary JSON (ROI
+fraction, PU class prior π, warnings).
+"""
 
 from __future__ import annotations
 
@@ -19,13 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--params", type=json_arg, default={},
                    help="JSON object with the 'roi' config keys (fewlabel.config.RoiConfig)")
     add_common(p)
-    p.set_defaults(handler=run_segment_roi)
+    p.set_defaults(handler=segment_roi)
 
 
-def run_segment_roi(args: argparse.Namespace) -> None:
+def segment_roi(args: argparse.Namespace) -> None:
+    from fewlabel import roi
     from fewlabel.config import RoiConfig
-    from fewlabel.roi import segment_roi
 
     params = RoiConfig.model_validate(args.params)
-    segment_roi(args.image, args.mask_out, args.json_out, params=params, sample=args.sample,
-                workers=max(1, int(args.threads)), seed=int(args.seed))
+    roi.segment_roi(args.image, args.mask_out, args.json_out, params=params, sample=args.sample,
+                    workers=max(1, int(args.threads)), seed=int(args.seed))

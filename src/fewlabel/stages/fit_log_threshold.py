@@ -1,0 +1,75 @@
+"""Stage ``fit_log_threshold``: tune the LoG baseline's detection threshold on annotations.
+
+Reads the annotated train/val samples (image and points; from the sample sheet or
+``--samples-json``), computes their Laplacian-of-Gaussian responses and picks the threshold
+with the best F1 against the points (:func:`fewlabel.detection.log.baseline.train_log`), and
+writes the LoG model folder (sigma, normalisation, peak parameters, ``thresholds.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fewlabel.cli import add_common, add_sample_sheet, json_arg
+from fewlabel.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("fit_log_threshold",
+                              help="tune the LoG baseline's threshold on annotations")
+    p.add_argument("--samples-json", default=None,
+                   help="JSON list (or a .json file) of {sample, image (.ome.zarr), points (csv)}")
+    add_sample_sheet(p, what="the train/val samples with points (instead of --samples-json)")
+    p.add_argument("--params", type=json_arg, default={},
+                   help='JSON detection.log section: {"sigma": [z,y,x], "gate", "gate_unit", '
+                        '"n_candidates", "percentiles"}')
+    p.add_argument("--peaks", type=json_arg, default={},
+                   help="JSON detection.peaks section (min_distance, refine_radius) used to "
+                        "tune the threshold and stored in the model")
+    p.add_argument("--output-dir", required=True, help="LoG model folder to write")
+    add_common(p)
+    p.set_defaults(handler=fit_log_threshold)
+
+
+def fit_log_threshold(args: argparse.Namespace) -> None:
+    from fewlabel.config import LogConfig, PeaksConfig
+    from fewlabel.detection.log.baseline import train_log
+
+    params = LogConfig.model_validate(args.params)
+    peaks = PeaksConfig.model_validate(args.peaks)
+    if args.sample_sheet:
+        from fewlabel.plan import Plan
+
+        samples = Plan.from_sheet(args.sample_sheet).log_items()
+    else:
+        samples = _read_samples(args.samples_json or "[]")
+    train_log(samples, args.output_dir, params=params, peaks=peaks)
+
+
+def _read_samples(text: str) -> list[dict[str, Any]]:
+    """``--samples-json``: a JSON list (or one object) inline, or the path of a JSON file."""
+    import json
+    from pathlib import Path
+
+    stripped = text.strip()
+    if stripped.startswith("[") or stripped.startswith("{"):
+        source, raw = "--samples-json", stripped
+    else:
+        path = Path(stripped)
+        if not path.exists():
+            raise ConfigError("samples JSON file not found.", path=path,
+                              fix="pass a JSON list of {sample, image, points} or its file.")
+        source, raw = str(path), path.read_text()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON ({exc}).",
+                          fix="pass a JSON list of {sample, image, points} objects.") from exc
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        raise ConfigError(f"{source} must be a list of {{sample, image, points}} objects.",
+                          fix="e.g. [{\"sample\": \"a\", \"image\": \"a.ome.zarr\", "
+                              "\"points\": \"a.csv\"}].")
+    return data
