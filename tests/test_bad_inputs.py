@@ -35,14 +35,15 @@ def ingest(src: Path, dst: Path, **kwargs) -> dict:
 # ------------------------------------------------------------------ 1. 64-bit label ids
 def test_uint64_label_ids_beyond_uint32_are_relabelled_losslessly(tmp_path, caplog):
     labels = np.zeros((3, 12, 10), np.uint64)
-    labels[0, :4, :4] = 2**32          # a plain cast would make this background (0)
-    labels[1, 5:9, 2:6] = 2**32 + 5    # ... and this id 5
+    labels[0, :4, :4] = 2**32  # a plain cast would make this background (0)
+    labels[1, 5:9, 2:6] = 2**32 + 5  # ... and this id 5
     labels[2, 1:3, 7:9] = 7
-    labels[2, 8:10, 0:2] = 5           # must stay distinct from 2**32 + 5
+    labels[2, 8:10, 0:2] = 5  # must stay distinct from 2**32 + 5
     tifffile.imwrite(tmp_path / "l.tif", labels, photometric="minisblack")
     with caplog.at_level(logging.WARNING, logger="fewlabel.io.ingest"):
-        summary = ingest(tmp_path / "l.tif", tmp_path / "l.ome.zarr", kind="labels",
-                         max_block_bytes=1)  # many bands: the id set must span all of them
+        summary = ingest(
+            tmp_path / "l.tif", tmp_path / "l.ome.zarr", kind="labels", max_block_bytes=1
+        )  # many bands: the id set must span all of them
     out = open_ome_zarr(tmp_path / "l.ome.zarr").array[:]
     assert out.dtype == np.uint32
     # lossless: a one-to-one map of ids, background kept, order of ids kept
@@ -70,8 +71,11 @@ def test_int64_negative_label_id_is_an_error(tmp_path):
     labels[1, 2, 3] = -1
     labels[0, 1, 1] = 3
     tifffile.imwrite(tmp_path / "neg.tif", labels)
-    with pytest.raises(InputDataError, match=r"sample 's1'.*neg\.tif.*negative label ids "
-                                             r"\(ids range -1\.\.3\).*Fix:"):
+    with pytest.raises(
+        InputDataError,
+        match=r"sample 's1'.*neg\.tif.*negative label ids "
+        r"\(ids range -1\.\.3\).*Fix:",
+    ):
         ingest(tmp_path / "neg.tif", tmp_path / "l.ome.zarr", kind="labels")
     assert not (tmp_path / "l.ome.zarr").exists()
 
@@ -85,12 +89,19 @@ def test_int32_negative_label_id_names_the_value(tmp_path):
 
 
 # ------------------------------------------------------------------ 2. bounded open probe
-@pytest.mark.parametrize("options", [{}, {"compression": "zlib"}, {"tile": (32, 32)}],
-                         ids=["uncompressed", "zlib", "tiled"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"compression": "zlib"}, {"tile": (32, 32)}],
+    ids=["uncompressed", "zlib", "tiled"],
+)
 def test_tiff_whose_last_plane_is_cut_fails_at_open(tmp_path, rng, options):
     path = tmp_path / "cut.tif"
-    tifffile.imwrite(path, rng.integers(0, 4000, (3, 64, 64), dtype=np.uint16),
-                     photometric="minisblack", **options)
+    tifffile.imwrite(
+        path,
+        rng.integers(0, 4000, (3, 64, 64), dtype=np.uint16),
+        photometric="minisblack",
+        **options,
+    )
     with tifffile.TiffFile(path) as tf:  # cut inside the last plane's data
         last = tf.series[0].pages[-1]
         end = max(o + n for o, n in zip(last.dataoffsets, last.databytecounts, strict=True))
@@ -130,8 +141,11 @@ def test_header_claiming_a_huge_plane_fails_without_allocating_it(tmp_path):
         tags["StripByteCounts"].overwrite(4_000_000_000)
     tracemalloc.start()
     try:
-        with pytest.raises(InputDataError, match=r"liar\.tif.*\(1, 100000, 100000\).*only "
-                                                 r"\d+ bytes"):
+        with pytest.raises(
+            InputDataError,
+            match=r"liar\.tif.*\(1, 100000, 100000\).*only "
+            r"\d+ bytes",
+        ):
             open_input_volume(path, sample="s1")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -147,14 +161,25 @@ def write_pyramid(path: Path, full: np.ndarray, order: list[int], scales: list[f
     for level in order:
         data = full[:, :: 2**level, :: 2**level]
         group.create_array(str(level), data=data, chunks=(2, 8, 8))
-        datasets.append({"path": str(level), "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, scales[level], scales[level]]}]})
-    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
-        "axes": [{"name": a, "type": "space"} for a in "zyx"], "datasets": datasets}]}
+        datasets.append(
+            {
+                "path": str(level),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [1.0, scales[level], scales[level]]}
+                ],
+            }
+        )
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {"axes": [{"name": a, "type": "space"} for a in "zyx"], "datasets": datasets}
+        ],
+    }
 
 
-@pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0], [1, 2, 0]],
-                         ids=["high-to-low", "low-to-high", "mixed"])
+@pytest.mark.parametrize(
+    "order", [[0, 1, 2], [2, 1, 0], [1, 2, 0]], ids=["high-to-low", "low-to-high", "mixed"]
+)
 def test_multiscale_input_gives_the_full_resolution_level_in_any_order(tmp_path, rng, order):
     full = rng.integers(1, 1000, (3, 32, 32), dtype=np.uint16)
     write_pyramid(tmp_path / "p.ome.zarr", full, order, scales=[0.5, 1.0, 2.0])
@@ -174,8 +199,11 @@ def test_multiscale_with_contradictory_scales_is_refused(tmp_path, rng):
     full = rng.integers(1, 1000, (3, 32, 32), dtype=np.uint16)
     # the largest array claims the coarsest voxel size: which one is full resolution?
     write_pyramid(tmp_path / "p.ome.zarr", full, [2, 1, 0], scales=[2.0, 1.0, 0.5])
-    with pytest.raises(InputDataError, match=r"sample 's1'.*p\.ome\.zarr.*contradictory "
-                                             r"multiscales.*Fix:"):
+    with pytest.raises(
+        InputDataError,
+        match=r"sample 's1'.*p\.ome\.zarr.*contradictory "
+        r"multiscales.*Fix:",
+    ):
         open_input_volume(tmp_path / "p.ome.zarr", sample="s1")
 
 
@@ -212,13 +240,17 @@ def test_duplicate_predictions_still_count_as_false_positives(tmp_path):
 # ------------------------------------------------------------------ 6. labels/target shape
 @pytest.mark.parametrize("kind", ["labels", "target"])
 def test_labels_or_target_of_another_shape_fail_at_ingest(tmp_path, kind):
-    write_ome_zarr(tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1),
-                   chunks=CHUNKS)
-    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 15), np.uint16),
-                     photometric="minisblack")
+    write_ome_zarr(
+        tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1), chunks=CHUNKS
+    )
+    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 15), np.uint16), photometric="minisblack")
     with pytest.raises(InputDataError) as info:
-        ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", kind=kind,
-               reference=tmp_path / "image.ome.zarr")
+        ingest(
+            tmp_path / "gt.tif",
+            tmp_path / "gt.ome.zarr",
+            kind=kind,
+            reference=tmp_path / "image.ome.zarr",
+        )
     message = str(info.value)
     assert "sample 's1'" in message and "gt.tif" in message and "image.ome.zarr" in message
     assert "(4, 16, 15)" in message and "(4, 16, 16)" in message and "Fix:" in message
@@ -226,12 +258,16 @@ def test_labels_or_target_of_another_shape_fail_at_ingest(tmp_path, kind):
 
 
 def test_labels_of_the_image_shape_pass_the_reference_check(tmp_path):
-    write_ome_zarr(tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1),
-                   chunks=CHUNKS)
-    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 16), np.uint16),
-                     photometric="minisblack")
-    summary = ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", kind="labels",
-                     reference=tmp_path / "image.ome.zarr")
+    write_ome_zarr(
+        tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1), chunks=CHUNKS
+    )
+    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 16), np.uint16), photometric="minisblack")
+    summary = ingest(
+        tmp_path / "gt.tif",
+        tmp_path / "gt.ome.zarr",
+        kind="labels",
+        reference=tmp_path / "image.ome.zarr",
+    )
     assert summary["shape"] == [4, 16, 16]
 
 
@@ -260,8 +296,12 @@ def test_provenance_hashes_every_file_of_a_large_folder(tmp_path):
     second = provenance({}, [folder])
     key = str(folder)
     assert first["inputs"][key] != second["inputs"][key]
-    assert first["input_details"][key] == {"files": n, "bytes": n, "files_total": n,
-                                           "truncated": False}
+    assert first["input_details"][key] == {
+        "files": n,
+        "bytes": n,
+        "files_total": n,
+        "truncated": False,
+    }
 
 
 def test_capped_checksum_says_it_is_truncated(tmp_path, caplog):
@@ -283,14 +323,30 @@ def test_capped_checksum_says_it_is_truncated(tmp_path, caplog):
 def test_ingest_cli_passes_reference_and_empty_means_none(tmp_path, capsys):
     from fewlabel.cli import main
 
-    write_ome_zarr(tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1),
-                   chunks=CHUNKS)
-    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 15), np.uint16),
-                     photometric="minisblack")
-    args = ["ingest_volume", "--sample", "s1", "--input", str(tmp_path / "gt.tif"),
-            "--kind", "labels", "--voxel-size=[1,1,1]", "--chunks", "[2,8,8]"]
-    code = main([*args, "--output", str(tmp_path / "a.ome.zarr"),
-                 f"--reference={tmp_path / 'image.ome.zarr'}"])
+    write_ome_zarr(
+        tmp_path / "image.ome.zarr", np.ones((4, 16, 16), np.uint16), (1, 1, 1), chunks=CHUNKS
+    )
+    tifffile.imwrite(tmp_path / "gt.tif", np.ones((4, 16, 15), np.uint16), photometric="minisblack")
+    args = [
+        "ingest_volume",
+        "--sample",
+        "s1",
+        "--input",
+        str(tmp_path / "gt.tif"),
+        "--kind",
+        "labels",
+        "--voxel-size=[1,1,1]",
+        "--chunks",
+        "[2,8,8]",
+    ]
+    code = main(
+        [
+            *args,
+            "--output",
+            str(tmp_path / "a.ome.zarr"),
+            f"--reference={tmp_path / 'image.ome.zarr'}",
+        ]
+    )
     assert code == 2
     assert "(4, 16, 15)" in capsys.readouterr().err
     assert main([*args, "--output", str(tmp_path / "b.ome.zarr"), "--reference="]) == 0

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
+from fewlabel.cli import main
 from fewlabel.config import LogConfig, PeaksConfig, parse
 from fewlabel.detection.log.baseline import (
     detect_log,
@@ -20,7 +21,6 @@ from fewlabel.detection.log.baseline import (
     save_log_model,
     tune_log_threshold,
 )
-from fewlabel.cli import main
 from fewlabel.errors import ConfigError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.metrics.detection import match_points
@@ -59,10 +59,17 @@ def test_log_response_is_positive_on_spots_and_matches_gaussian_laplace():
 def test_log_detects_spots_in_noise_with_high_f1():
     image, points = spot_volume(1)
     train, train_points = spot_volume(2)
-    best, table = tune_log_threshold([train], [train_points], sigma=SIGMA, min_distance=(1, 2, 2),
-                                     gate=2.0, percentiles=(1, 99.8))
-    detections = detect_log(image, sigma=SIGMA, threshold=best, min_distance=(1, 2, 2),
-                            percentiles=(1, 99.8))
+    best, table = tune_log_threshold(
+        [train],
+        [train_points],
+        sigma=SIGMA,
+        min_distance=(1, 2, 2),
+        gate=2.0,
+        percentiles=(1, 99.8),
+    )
+    detections = detect_log(
+        image, sigma=SIGMA, threshold=best, min_distance=(1, 2, 2), percentiles=(1, 99.8)
+    )
     result = match_points(points, detections[["z", "y", "x"]].to_numpy(), max_distance=2.0)
     assert result.f1 > 0.9
     assert result.rmse < 0.6
@@ -71,8 +78,9 @@ def test_log_detects_spots_in_noise_with_high_f1():
 
 def test_threshold_tuning_picks_a_sensible_threshold():
     train, train_points = spot_volume(3)
-    best, table = tune_log_threshold([train], [train_points], sigma=SIGMA, min_distance=(1, 2, 2),
-                                     gate=2.0)
+    best, table = tune_log_threshold(
+        [train], [train_points], sigma=SIGMA, min_distance=(1, 2, 2), gate=2.0
+    )
     assert table["f1"].max() > 0.95
     f1_at_best = table.loc[np.isclose(table["threshold"], best), "f1"].iloc[0]
     assert f1_at_best == table["f1"].max()
@@ -83,9 +91,14 @@ def test_threshold_tuning_picks_a_sensible_threshold():
     detections = detect_log(train, sigma=SIGMA, threshold=best, min_distance=(1, 2, 2))
     assert abs(len(detections) - len(train_points)) <= 2
     # explicit candidates are scored as given
-    best2, table2 = tune_log_threshold([train], [train_points], sigma=SIGMA,
-                                       min_distance=(1, 2, 2), gate=2.0,
-                                       candidates=[0.0, best, 1e9])
+    best2, table2 = tune_log_threshold(
+        [train],
+        [train_points],
+        sigma=SIGMA,
+        min_distance=(1, 2, 2),
+        gate=2.0,
+        candidates=[0.0, best, 1e9],
+    )
     assert best2 == best and len(table2) == 3
 
 
@@ -93,9 +106,14 @@ def test_log_response_zarr_chunked_equals_whole(tmp_path):
     image, _ = spot_volume(4, n=10, shape=(13, 40, 37))
     write_ome_zarr(tmp_path / "img.ome.zarr", image, (2.0, 0.5, 0.5), chunks=(4, 16, 16))
     volume = open_ome_zarr(tmp_path / "img.ome.zarr")
-    offset, scale = log_response_zarr(volume.array, tmp_path / "r.ome.zarr", sigma=SIGMA,
-                                      voxel_size=volume.voxel_size, percentiles=(1, 99.8),
-                                      workers=2)
+    offset, scale = log_response_zarr(
+        volume.array,
+        tmp_path / "r.ome.zarr",
+        sigma=SIGMA,
+        voxel_size=volume.voxel_size,
+        percentiles=(1, 99.8),
+        workers=2,
+    )
     out = open_ome_zarr(tmp_path / "r.ome.zarr")
     assert out.voxel_size == (2.0, 0.5, 0.5) and out.array.chunks == (4, 16, 16)
     whole = log_response(image, SIGMA, scale=scale, offset=offset)
@@ -103,11 +121,18 @@ def test_log_response_zarr_chunked_equals_whole(tmp_path):
 
 
 def test_log_model_folder_round_trip(tmp_path):
-    table = pd.DataFrame({"threshold": [0.1, 0.2], "precision": [0.5, 1.0],
-                          "recall": [1.0, 0.9], "f1": [0.67, 0.95]})
+    table = pd.DataFrame(
+        {"threshold": [0.1, 0.2], "precision": [0.5, 1.0], "recall": [1.0, 0.9], "f1": [0.67, 0.95]}
+    )
     params = LogConfig(sigma=(0.5, 1.0, 1.0))
-    save_log_model(tmp_path / "m", params.sigma, 0.2, table, params=params,
-                   peaks=PeaksConfig(min_distance=(2, 2, 2)))
+    save_log_model(
+        tmp_path / "m",
+        params.sigma,
+        0.2,
+        table,
+        params=params,
+        peaks=PeaksConfig(min_distance=(2, 2, 2)),
+    )
     model = load_log_model(tmp_path / "m")
     assert model.sigma == [0.5, 1.0, 1.0] and model.threshold == 0.2
     assert model.min_distance == [2, 2, 2] and model.percentiles == [1.0, 99.8]
@@ -139,65 +164,219 @@ def test_cli_log_chain_train_predict_extract_evaluate(tmp_path):
         image, points = spot_volume(seed, n=15, shape=(12, 48, 48))
         write_ome_zarr(tmp_path / f"{name}.ome.zarr", image, voxel, chunks=(6, 24, 24))
         _write_points(tmp_path / f"{name}.csv", points)
-        samples.append({"sample": name, "image": str(tmp_path / f"{name}.ome.zarr"),
-                        "points": str(tmp_path / f"{name}.csv")})
+        samples.append(
+            {
+                "sample": name,
+                "image": str(tmp_path / f"{name}.ome.zarr"),
+                "points": str(tmp_path / f"{name}.csv"),
+            }
+        )
     params = json.dumps({"sigma": list(SIGMA), "gate": 1.5, "gate_unit": "um"})
     model = tmp_path / "log_model"
-    assert main(["fit_log_threshold", "--samples-json", json.dumps(samples[:1]), "--params",
-                 params, "--peaks", '{"min_distance": [1, 2, 2], "refine_radius": [1, 1, 1]}',
-                 "--output-dir", str(model)]) == 0
+    assert (
+        main(
+            [
+                "fit_log_threshold",
+                "--samples-json",
+                json.dumps(samples[:1]),
+                "--params",
+                params,
+                "--peaks",
+                '{"min_distance": [1, 2, 2], "refine_radius": [1, 1, 1]}',
+                "--output-dir",
+                str(model),
+            ]
+        )
+        == 0
+    )
     assert (model / "thresholds.json").exists()
     assert load_log_model(model).min_distance == [1, 2, 2]
-    assert main(["predict_log", "--model-dir", str(model), "--image", samples[1]["image"],
-                 "--output", str(tmp_path / "resp.ome.zarr"), "--threads", "2"]) == 0
-    assert main(["extract_points", "--sample", "b", "--density", str(tmp_path / "resp.ome.zarr"),
-                 "--model-dir", str(model), "--params", '{"min_distance": [1, 2, 2]}',
-                 "--output", str(tmp_path / "b_pred.csv"), "--threads", "2"]) == 0
+    assert (
+        main(
+            [
+                "predict_log",
+                "--model-dir",
+                str(model),
+                "--image",
+                samples[1]["image"],
+                "--output",
+                str(tmp_path / "resp.ome.zarr"),
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "extract_points",
+                "--sample",
+                "b",
+                "--density",
+                str(tmp_path / "resp.ome.zarr"),
+                "--model-dir",
+                str(model),
+                "--params",
+                '{"min_distance": [1, 2, 2]}',
+                "--output",
+                str(tmp_path / "b_pred.csv"),
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
     pred = pd.read_csv(tmp_path / "b_pred.csv")
     assert list(pred.columns) == ["z", "y", "x", "z_um", "y_um", "x_um", "score"]
     np.testing.assert_allclose(pred["y_um"], pred["y"] * 0.5)
-    assert main(["evaluate_detection", "--sample", "b", "--gt", samples[1]["points"],
-                 "--pred", str(tmp_path / "b_pred.csv"), "--voxel-size", json.dumps(voxel),
-                 "--params", '{"gate": 1.5, "gate_unit": "um"}',
-                 "--output", str(tmp_path / "b.tsv"), "--matches", str(tmp_path / "b_m.csv")]) == 0
+    assert (
+        main(
+            [
+                "evaluate_detection",
+                "--sample",
+                "b",
+                "--gt",
+                samples[1]["points"],
+                "--pred",
+                str(tmp_path / "b_pred.csv"),
+                "--voxel-size",
+                json.dumps(voxel),
+                "--params",
+                '{"gate": 1.5, "gate_unit": "um"}',
+                "--output",
+                str(tmp_path / "b.tsv"),
+                "--matches",
+                str(tmp_path / "b_m.csv"),
+            ]
+        )
+        == 0
+    )
     row = pd.read_csv(tmp_path / "b.tsv", sep="\t").iloc[0]
     assert row["f1"] > 0.9 and row["gate_unit"] == "um"
-    assert main(["evaluate_detection", "--sample", "a", "--gt", samples[0]["points"],
-                 "--pred", str(tmp_path / "b_pred.csv"), "--output", str(tmp_path / "a.tsv")]) == 0
-    assert main(["aggregate_detection", "--inputs", str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv"),
-                 "--output", str(tmp_path / "summary.tsv")]) == 0
+    assert (
+        main(
+            [
+                "evaluate_detection",
+                "--sample",
+                "a",
+                "--gt",
+                samples[0]["points"],
+                "--pred",
+                str(tmp_path / "b_pred.csv"),
+                "--output",
+                str(tmp_path / "a.tsv"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "aggregate_detection",
+                "--inputs",
+                str(tmp_path / "a.tsv"),
+                str(tmp_path / "b.tsv"),
+                "--output",
+                str(tmp_path / "summary.tsv"),
+            ]
+        )
+        == 0
+    )
     summary = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
     assert summary["sample"].tolist() == ["a", "b", "ALL", "MEAN"]
     assert summary["gate_unit"].iloc[2] == "mixed"
 
 
 def test_cli_extract_points_missing_thresholds_file(tmp_path, capsys):
-    write_ome_zarr(tmp_path / "d.ome.zarr", np.zeros((4, 8, 8), np.float32), (1, 1, 1),
-                   chunks=(4, 8, 8))
+    write_ome_zarr(
+        tmp_path / "d.ome.zarr", np.zeros((4, 8, 8), np.float32), (1, 1, 1), chunks=(4, 8, 8)
+    )
     (tmp_path / "model").mkdir()
-    code = main(["extract_points", "--sample", "s1", "--density", str(tmp_path / "d.ome.zarr"),
-                 "--model-dir", str(tmp_path / "model"), "--output", str(tmp_path / "p.csv")])
+    code = main(
+        [
+            "extract_points",
+            "--sample",
+            "s1",
+            "--density",
+            str(tmp_path / "d.ome.zarr"),
+            "--model-dir",
+            str(tmp_path / "model"),
+            "--output",
+            str(tmp_path / "p.csv"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "thresholds.json" in err and "Fix:" in err
     assert not (tmp_path / "p.csv").exists()
     # an explicit threshold needs no model folder; an empty map gives a header-only CSV
-    assert main(["extract_points", "--sample", "s1", "--density", str(tmp_path / "d.ome.zarr"),
-                 "--threshold", "0.5", "--output", str(tmp_path / "p.csv")]) == 0
+    assert (
+        main(
+            [
+                "extract_points",
+                "--sample",
+                "s1",
+                "--density",
+                str(tmp_path / "d.ome.zarr"),
+                "--threshold",
+                "0.5",
+                "--output",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 0
+    )
     assert pd.read_csv(tmp_path / "p.csv").empty
 
 
 def test_cli_bad_params_are_config_errors(tmp_path, capsys):
     _write_points(tmp_path / "g.csv", np.zeros((1, 3)))
-    code = main(["evaluate_detection", "--sample", "s", "--gt", str(tmp_path / "g.csv"),
-                 "--pred", str(tmp_path / "g.csv"), "--params", '{"gate": 2, "gate_unit": "um"}',
-                 "--output", str(tmp_path / "m.tsv")])
+    code = main(
+        [
+            "evaluate_detection",
+            "--sample",
+            "s",
+            "--gt",
+            str(tmp_path / "g.csv"),
+            "--pred",
+            str(tmp_path / "g.csv"),
+            "--params",
+            '{"gate": 2, "gate_unit": "um"}',
+            "--output",
+            str(tmp_path / "m.tsv"),
+        ]
+    )
     assert code == 2 and "voxel size" in capsys.readouterr().err
-    code = main(["extract_points", "--sample", "s", "--density", str(tmp_path / "none.ome.zarr"),
-                 "--threshold", "1", "--params", '{"min_distance": [1, 2]}',
-                 "--output", str(tmp_path / "p.csv")])
+    code = main(
+        [
+            "extract_points",
+            "--sample",
+            "s",
+            "--density",
+            str(tmp_path / "none.ome.zarr"),
+            "--threshold",
+            "1",
+            "--params",
+            '{"min_distance": [1, 2]}',
+            "--output",
+            str(tmp_path / "p.csv"),
+        ]
+    )
     assert code == 2 and "config key 'detection.peaks.min_distance'" in capsys.readouterr().err
-    code = main(["evaluate_detection", "--sample", "s", "--gt", str(tmp_path / "g.csv"),
-                 "--pred", str(tmp_path / "g.csv"), "--params", '{"gate": -1}',
-                 "--output", str(tmp_path / "m.tsv")])
+    code = main(
+        [
+            "evaluate_detection",
+            "--sample",
+            "s",
+            "--gt",
+            str(tmp_path / "g.csv"),
+            "--pred",
+            str(tmp_path / "g.csv"),
+            "--params",
+            '{"gate": -1}',
+            "--output",
+            str(tmp_path / "m.tsv"),
+        ]
+    )
     assert code == 2 and "config key 'evaluation.detection.gate'" in capsys.readouterr().err

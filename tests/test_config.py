@@ -36,8 +36,9 @@ def row(sample="s1", image="img.tif", voxel="1,0.5,0.5", split="test", points=""
 
 
 def test_valid_sheet(tmp_path, image):
-    table = load_samples(sheet(tmp_path, row(), row("s2", split="train", points="pts.csv")),
-                         base_dir=tmp_path)
+    table = load_samples(
+        sheet(tmp_path, row(), row("s2", split="train", points="pts.csv")), base_dir=tmp_path
+    )
     assert list(table.index) == ["s1", "s2"]
     assert table.loc["s1", "voxel_size"] == [1.0, 0.5, 0.5]
     assert table.loc["s1", "task"] == "detect"
@@ -60,8 +61,9 @@ def test_missing_image_file(tmp_path, image):
 
 
 def test_generated_paths_may_be_missing(tmp_path, image):
-    table = load_samples(sheet(tmp_path, row(image="demo/x.tif")), base_dir=tmp_path,
-                         generated_dirs=["demo"])
+    table = load_samples(
+        sheet(tmp_path, row(image="demo/x.tif")), base_dir=tmp_path, generated_dirs=["demo"]
+    )
     assert table.loc["s1", "image"] == "demo/x.tif"
 
 
@@ -116,8 +118,9 @@ def test_committed_schema_is_generated(repo):
     from fewlabel.config.schema import SCHEMA_PATH, main, schema_text
 
     assert SCHEMA_PATH == repo / "workflow" / "schemas" / "config.schema.yaml"
-    assert SCHEMA_PATH.read_text() == schema_text(), \
+    assert SCHEMA_PATH.read_text() == schema_text(), (
         "stale schema: run `python -m fewlabel.config.schema`"
+    )
     assert main(["--check"]) == 0
 
 
@@ -155,8 +158,10 @@ def test_schema_check_detects_stale_file(tmp_path):
         ({"detection": {"train": {"model": {"channels": 3}}}}, "detection.train.model.channels"),
         ({"detection": {"slabs": 0}}, "detection.slabs"),
         ({"segmentation": {"instances": {"h": "high"}}}, "segmentation.instances.h"),
-        ({"segmentation": {"train": {"loss": "dice", "loss_params": {"bogus": 1}}}},
-         "segmentation.train.loss_params"),
+        (
+            {"segmentation": {"train": {"loss": "dice", "loss_params": {"bogus": 1}}}},
+            "segmentation.train.loss_params",
+        ),
     ],
 )
 def test_bad_config_names_key(patch, key):
@@ -195,10 +200,12 @@ def test_defaults_filled():
 def test_partial_sections_keep_their_own_defaults():
     """A partial section keeps the other defaults of *that* section (no second set of
     defaults, e.g. in a schema, can disagree)."""
-    model = FewlabelConfig.model_validate({
-        "segmentation": {"predict": {"batch_size": 1}},
-        "detection": {"train": {"model": {"depth": 3}}},
-    })
+    model = FewlabelConfig.model_validate(
+        {
+            "segmentation": {"predict": {"batch_size": 1}},
+            "detection": {"train": {"model": {"depth": 3}}},
+        }
+    )
     assert model.segmentation.predict.tile == (16, 96, 96)
     assert model.detection.predict.tile == (16, 128, 128)
     assert model.detection.train.model.base_channels == 8  # depth alone does not change width
@@ -208,10 +215,16 @@ def test_partial_sections_keep_their_own_defaults():
 
 def test_config_is_torch_free(repo):
     """The Snakefile imports fewlabel.config at parse time: it must not pull in torch."""
-    code = ("import sys, fewlabel.config, fewlabel.config.schema; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=repo,
-                   env={**os.environ, "PYTHONPATH": str(repo / "src")})
+    code = (
+        "import sys, fewlabel.config, fewlabel.config.schema; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo / "src")},
+    )
 
 
 def test_loss_parameter_table_matches_the_losses():

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from fewlabel.errors import ConfigError, ModelError
 from fewlabel.detection.density.detnet import DMDetNet3D
+from fewlabel.errors import ConfigError, ModelError
 from fewlabel.models.store import (
     load_model,
     register_architecture,
@@ -51,8 +51,13 @@ def test_output_shape_and_range(shape: tuple[int, int, int], pool_z: bool) -> No
 
 
 def test_architecture_options() -> None:
-    model = DMDetNet3D(base_channels=4, depth=2, pool_kernels=[[1, 2, 2], [2, 2, 2]],
-                       upsample="transposed", blocks_per_level=2)
+    model = DMDetNet3D(
+        base_channels=4,
+        depth=2,
+        pool_kernels=[[1, 2, 2], [2, 2, 2]],
+        upsample="transposed",
+        blocks_per_level=2,
+    )
     assert model.total_factor == (2, 4, 4)
     assert model(torch.rand(1, 1, 3, 10, 10)).shape == (1, 1, 3, 10, 10)
     # no long skip connections: nothing but the hourglass path
@@ -105,11 +110,24 @@ def test_save_load_round_trip_identical_outputs(tmp_path) -> None:
     model = DMDetNet3D(**TINY).eval()
     arch = {"name": "dmdetnet3d", "kwargs": {"in_channels": 1, **TINY}}
     curve = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.0], "val_loss": [2.5, 1.5]})
-    folder = save_model(tmp_path / "model", model, arch=arch, training={"seed": 1},
-                        thresholds={"detection_threshold": 0.4}, curve=curve,
-                        normalization={"percentiles": [1, 99.8]})
-    for name in ("weights.pt", "model.json", "training.json", "thresholds.json", "curve.tsv",
-                 "curve.png", "normalization.json"):
+    folder = save_model(
+        tmp_path / "model",
+        model,
+        arch=arch,
+        training={"seed": 1},
+        thresholds={"detection_threshold": 0.4},
+        curve=curve,
+        normalization={"percentiles": [1, 99.8]},
+    )
+    for name in (
+        "weights.pt",
+        "model.json",
+        "training.json",
+        "thresholds.json",
+        "curve.tsv",
+        "curve.png",
+        "normalization.json",
+    ):
         assert (folder / name).is_file(), name
     assert json.loads((folder / "model.json").read_text())["name"] == "dmdetnet3d"
     loaded = load_model(folder, expect="dmdetnet3d")
@@ -124,21 +142,28 @@ def test_save_load_round_trip_identical_outputs(tmp_path) -> None:
 
 
 def test_load_other_architecture_is_a_model_error(tmp_path) -> None:
-    save_model(tmp_path / "other", _Other(), arch={"name": "test_other_net", "channels": 4},
-               training={})
+    save_model(
+        tmp_path / "other", _Other(), arch={"name": "test_other_net", "channels": 4}, training={}
+    )
     with pytest.raises(ModelError, match="holds a 'test_other_net' model.*'dmdetnet3d'"):
         load_model(tmp_path / "other", expect="dmdetnet3d")
     # weights of another architecture behind a dmdetnet3d model.json
     save_model(tmp_path / "mixed", _Other(), arch={"name": "test_other_net"}, training={})
     (tmp_path / "mixed" / "model.json").write_text(
-        json.dumps({"name": "dmdetnet3d", "kwargs": TINY}))
+        json.dumps({"name": "dmdetnet3d", "kwargs": TINY})
+    )
     with pytest.raises(ModelError, match="do not fit architecture 'dmdetnet3d'"):
         load_model(tmp_path / "mixed", expect="dmdetnet3d")
     # same architecture, other width: shapes differ
-    save_model(tmp_path / "wide", DMDetNet3D(base_channels=6, depth=2),
-               arch={"name": "dmdetnet3d", "kwargs": {"base_channels": 6}}, training={})
+    save_model(
+        tmp_path / "wide",
+        DMDetNet3D(base_channels=6, depth=2),
+        arch={"name": "dmdetnet3d", "kwargs": {"base_channels": 6}},
+        training={},
+    )
     (tmp_path / "wide" / "model.json").write_text(
-        json.dumps({"name": "dmdetnet3d", "kwargs": TINY}))
+        json.dumps({"name": "dmdetnet3d", "kwargs": TINY})
+    )
     with pytest.raises(ModelError, match="other shapes"):
         load_model(tmp_path / "wide")
 
@@ -146,8 +171,7 @@ def test_load_other_architecture_is_a_model_error(tmp_path) -> None:
 def test_missing_files_and_unknown_architecture(tmp_path) -> None:
     with pytest.raises(ModelError, match="not found"):
         load_model(tmp_path / "nope")
-    save_model(tmp_path / "m", DMDetNet3D(**TINY), arch={"name": "dmdetnet3d", **TINY},
-               training={})
+    save_model(tmp_path / "m", DMDetNet3D(**TINY), arch={"name": "dmdetnet3d", **TINY}, training={})
     (tmp_path / "m" / "weights.pt").unlink()
     with pytest.raises(ModelError, match="weights.pt is missing"):
         load_model(tmp_path / "m")
@@ -167,8 +191,7 @@ class _Payload:
 
 
 def test_weights_are_loaded_with_weights_only(tmp_path) -> None:
-    save_model(tmp_path / "m", DMDetNet3D(**TINY), arch={"name": "dmdetnet3d", **TINY},
-               training={})
+    save_model(tmp_path / "m", DMDetNet3D(**TINY), arch={"name": "dmdetnet3d", **TINY}, training={})
     state = DMDetNet3D(**TINY).state_dict()
     state["payload"] = _Payload()  # type: ignore[assignment]
     torch.save(state, tmp_path / "m" / "weights.pt")
@@ -178,7 +201,6 @@ def test_weights_are_loaded_with_weights_only(tmp_path) -> None:
 
 def test_save_is_atomic_on_failure(tmp_path) -> None:
     with pytest.raises(ModelError):
-        save_model(tmp_path / "bad", DMDetNet3D(**TINY), arch={"name": "no_such_net"},
-                   training={})
+        save_model(tmp_path / "bad", DMDetNet3D(**TINY), arch={"name": "no_such_net"}, training={})
     assert not (tmp_path / "bad").exists()
     assert list(tmp_path.iterdir()) == []

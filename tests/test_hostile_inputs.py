@@ -53,8 +53,10 @@ def assert_nothing_executed(workdir: Path) -> None:
 def test_unsafe_channel_is_refused_at_parse_time(tmp_path, channel):
     image = tmp_path / "img.tif"
     tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
-    sheet = write_sheet(tmp_path / "s.tsv", [
-        {"sample": "a", "image": str(image), "channel": channel, "split": "predict"}])
+    sheet = write_sheet(
+        tmp_path / "s.tsv",
+        [{"sample": "a", "image": str(image), "channel": channel, "split": "predict"}],
+    )
     with pytest.raises(ConfigError) as info:
         load_samples(sheet)
     message = str(info.value)
@@ -66,21 +68,37 @@ def test_unsafe_channel_is_refused_at_parse_time(tmp_path, channel):
 def test_safe_channel_names_are_accepted(tmp_path, channel):
     image = tmp_path / "img.tif"
     tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
-    sheet = write_sheet(tmp_path / "s.tsv", [
-        {"sample": "a", "image": str(image), "channel": channel, "split": "predict"}])
+    sheet = write_sheet(
+        tmp_path / "s.tsv",
+        [{"sample": "a", "image": str(image), "channel": channel, "split": "predict"}],
+    )
     assert load_samples(sheet).loc["a", "channel"] == channel
 
 
 def test_injection_through_channel_fails_before_any_job_in_snakemake(tmp_path):
     image = tmp_path / "img.tif"
     tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
-    write_sheet(tmp_path / "samples.tsv", [{"sample": "a", "image": "img.tif",
-                                            "channel": HOSTILE_CHANNELS[0], "split": "predict"}])
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
-        {"samples": "samples.tsv", "demo": {"enabled": False}}))
-    result = subprocess.run([*SNAKEMAKE, "-d", str(tmp_path), "--configfile",
-                             str(tmp_path / "config.yaml"), "--cores", "1"],
-                            capture_output=True, text=True, timeout=600)
+    write_sheet(
+        tmp_path / "samples.tsv",
+        [{"sample": "a", "image": "img.tif", "channel": HOSTILE_CHANNELS[0], "split": "predict"}],
+    )
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump({"samples": "samples.tsv", "demo": {"enabled": False}})
+    )
+    result = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode != 0
     assert "column 'channel'" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
@@ -95,28 +113,53 @@ def test_hostile_paths_and_config_values_never_execute(tmp_path):
     data = workdir / f"data {HOSTILE_NAME}"
     data.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    tifffile.imwrite(data / f"{HOSTILE_NAME}.tif",
-                     rng.integers(0, 1000, (4, 2, 16, 16), dtype=np.uint16),
-                     imagej=True, metadata={"axes": "ZCYX"})
-    sheet = f"config/s$(touch PWNED_sheet) 'x' `touch PWNED_sheet2`.tsv"
-    write_sheet(workdir / sheet, [
-        {"sample": "a", "image": f"{data.name}/{HOSTILE_NAME}.tif", "channel": "1",
-         "voxel_size": "0.5,0.2,0.2", "split": "predict"}])
+    tifffile.imwrite(
+        data / f"{HOSTILE_NAME}.tif",
+        rng.integers(0, 1000, (4, 2, 16, 16), dtype=np.uint16),
+        imagej=True,
+        metadata={"axes": "ZCYX"},
+    )
+    sheet = "config/s$(touch PWNED_sheet) 'x' `touch PWNED_sheet2`.tsv"
+    write_sheet(
+        workdir / sheet,
+        [
+            {
+                "sample": "a",
+                "image": f"{data.name}/{HOSTILE_NAME}.tif",
+                "channel": "1",
+                "voxel_size": "0.5,0.2,0.2",
+                "split": "predict",
+            }
+        ],
+    )
     demo_dir = "demo $(touch PWNED_demo) 'q'"
     config = {
         "samples": sheet,
-        "demo": {"enabled": False, "output_dir": demo_dir,
-                 "params": {"spots_shape": [8, 32, 32], "nuclei_shape": [8, 32, 32],
-                            "nuclei_count": 2}},
+        "demo": {
+            "enabled": False,
+            "output_dir": demo_dir,
+            "params": {"spots_shape": [8, 32, 32], "nuclei_shape": [8, 32, 32], "nuclei_count": 2},
+        },
         "ingest": {"chunks": [4, 16, 16]},
         "roi": {"enabled": False},
         "detection": {"enabled": False},  # a predict-only sheet: nothing to train on here
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    base = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
-            "--cores", "2"]
-    result = subprocess.run([*base, "results/summary.tsv", f"{demo_dir}/manifest.json"],
-                            capture_output=True, text=True, timeout=900)
+    base = [
+        *SNAKEMAKE,
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+    ]
+    result = subprocess.run(
+        [*base, "results/summary.tsv", f"{demo_dir}/manifest.json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert_nothing_executed(tmp_path)
     summary = (workdir / "results" / "summary.tsv").read_text()
@@ -125,17 +168,22 @@ def test_hostile_paths_and_config_values_never_execute(tmp_path):
     assert not list(workdir.glob("*\n*")), "the demo folder name was split by the shell"
 
 
-@pytest.mark.parametrize(("voxel", "expected"), [
-    ("3e-7,1e-7,1e-7", "if it is in metres, that is 0.3 µm"),
-    ("1e-30,1,1", "implausibly small"),
-    ("300,100,100", "if it is in nm, that is 0.3 µm"),
-    ("1e300,1,1", "implausibly large"),
-])
+@pytest.mark.parametrize(
+    ("voxel", "expected"),
+    [
+        ("3e-7,1e-7,1e-7", "if it is in metres, that is 0.3 µm"),
+        ("1e-30,1,1", "implausibly small"),
+        ("300,100,100", "if it is in nm, that is 0.3 µm"),
+        ("1e300,1,1", "implausibly large"),
+    ],
+)
 def test_voxel_sizes_in_the_wrong_unit_fail_at_parse_time(tmp_path, voxel, expected):
     image = tmp_path / "img.tif"
     tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
-    sheet = write_sheet(tmp_path / "s.tsv", [
-        {"sample": "a", "image": str(image), "voxel_size": voxel, "split": "predict"}])
+    sheet = write_sheet(
+        tmp_path / "s.tsv",
+        [{"sample": "a", "image": str(image), "voxel_size": voxel, "split": "predict"}],
+    )
     with pytest.raises(ConfigError) as info:
         load_samples(sheet)
     message = str(info.value)
@@ -147,8 +195,10 @@ def test_sheet_rows_keep_their_line_numbers_and_hash_in_paths(tmp_path):
     folder.mkdir()
     image = folder / "img#1.tif"
     tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
-    text = ("# my samples\nsample\timage\tvoxel_size\tsplit\n\n"
-            f"a\t{image}\t0.5,0.1,0.1\tpredict\n\n# next\nb\t{image}\tbad\tpredict\n")
+    text = (
+        "# my samples\nsample\timage\tvoxel_size\tsplit\n\n"
+        f"a\t{image}\t0.5,0.1,0.1\tpredict\n\n# next\nb\t{image}\tbad\tpredict\n"
+    )
     (tmp_path / "s.tsv").write_text(text)
     with pytest.raises(ConfigError, match="row 7 column 'voxel_size'"):
         load_samples(tmp_path / "s.tsv")
@@ -160,8 +210,9 @@ def test_sheet_rows_keep_their_line_numbers_and_hash_in_paths(tmp_path):
 def test_very_long_sample_id_fails_at_parse_time(tmp_path):
     image = tmp_path / "img.tif"
     tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
-    sheet = write_sheet(tmp_path / "s.tsv", [
-        {"sample": "a" * 250, "image": str(image), "split": "predict"}])
+    sheet = write_sheet(
+        tmp_path / "s.tsv", [{"sample": "a" * 250, "image": str(image), "split": "predict"}]
+    )
     with pytest.raises(ConfigError, match="250 characters"):
         load_samples(sheet)
 
@@ -169,8 +220,9 @@ def test_very_long_sample_id_fails_at_parse_time(tmp_path):
 def test_braces_in_a_path_fail_at_parse_time_with_the_fix(tmp_path):
     image = tmp_path / "img {1}.tif"
     tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
-    sheet = write_sheet(tmp_path / "s.tsv", [
-        {"sample": "a", "image": str(image), "split": "predict"}])
+    sheet = write_sheet(
+        tmp_path / "s.tsv", [{"sample": "a", "image": str(image), "split": "predict"}]
+    )
     with pytest.raises(ConfigError, match="braces in input paths as wildcards"):
         load_samples(sheet)
 
@@ -189,8 +241,9 @@ def test_every_rule_quotes_its_params_and_sheet_paths():
             shell = match.group(1)
             for name, quoted in re.findall(r"\{params\.(\w+)(:q)?\}", shell):
                 checked += 1
-                assert quoted or name in PRE_QUOTED, \
+                assert quoted or name in PRE_QUOTED, (
                     f"{path.name}: {{params.{name}}} reaches the shell unquoted"
+                )
             if path.name == "ingest.smk":  # the rules whose inputs are the sheet's own paths
                 for name, quoted in re.findall(r"\{(input[.\w]*)(:q)?\}", shell):
                     assert quoted, f"{path.name}: sheet path {{{name}}} reaches the shell unquoted"

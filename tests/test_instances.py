@@ -11,8 +11,8 @@ from scipy import ndimage as ndi
 
 from fewlabel.config import InstancesConfig, parse
 from fewlabel.errors import ConfigError
-from fewlabel.segmentation.instances import split_instances, split_instances_chunked
 from fewlabel.io import create_ome_zarr, open_ome_zarr
+from fewlabel.segmentation.instances import split_instances, split_instances_chunked
 
 CHUNK_TEST_HALO = (8, 12, 12)
 
@@ -20,12 +20,19 @@ CHUNK_TEST_HALO = (8, 12, 12)
 def touching_ellipsoids(shape=(40, 96, 96), spacing=(6, 8, 8), seed=0):
     """Labels of touching ellipsoids on a jittered grid (nearest-centre split), their EDT."""
     rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*[np.arange(s // 2 + 1, n - s // 2, s) for s, n in zip(spacing, shape)],
-                       indexing="ij")
+    grid = np.meshgrid(
+        *[np.arange(s // 2 + 1, n - s // 2, s) for s, n in zip(spacing, shape)], indexing="ij"
+    )
     centres = np.stack([g.ravel() for g in grid], axis=1).astype(float)
     centres += rng.uniform(-1.5, 1.5, centres.shape)
-    radii = np.stack([rng.uniform(2.6, 3.5, len(centres)), rng.uniform(4.0, 5.2, len(centres)),
-                      rng.uniform(4.0, 5.2, len(centres))], axis=1)
+    radii = np.stack(
+        [
+            rng.uniform(2.6, 3.5, len(centres)),
+            rng.uniform(4.0, 5.2, len(centres)),
+            rng.uniform(4.0, 5.2, len(centres)),
+        ],
+        axis=1,
+    )
     keep = rng.random(len(centres)) > 0.15  # some gaps
     centres, radii = centres[keep], radii[keep]
     best = np.full(shape, np.inf)
@@ -83,9 +90,11 @@ def test_whole_volume_recovers_touching_objects(volume):
 
 @pytest.mark.parametrize(
     "chunks, workers, extra",
-    [((16, 32, 32), 1, {}),
-     ((20, 40, 36), 2, {"min_size": 200, "fill_holes": True}),
-     ((40, 96, 96), 1, {})],
+    [
+        ((16, 32, 32), 1, {}),
+        ((20, 40, 36), 2, {"min_size": 200, "fill_holes": True}),
+        ((40, 96, 96), 1, {}),
+    ],
     ids=["16x32x32", "20x40x36-threads-minsize-holes", "one-block"],
 )
 def test_chunked_equals_whole_volume(tmp_path, volume, chunks, workers, extra):
@@ -95,10 +104,17 @@ def test_chunked_equals_whole_volume(tmp_path, volume, chunks, workers, extra):
         assert (split_instances(mask, distance, h=1.0)[(mask < 0.5) & (gt > 0)] == 0).all()
     params = {"mask_threshold": 0.5, "h": 1.0, **extra}
     whole = split_instances(mask, distance, **params)
-    out = zarr.open_array(str(tmp_path / "labels.zarr"), mode="w", shape=mask.shape,
-                          chunks=chunks, dtype=np.uint32, zarr_format=3)
-    n = split_instances_chunked(mask, distance, out, halo=CHUNK_TEST_HALO, workers=workers,
-                                **params)
+    out = zarr.open_array(
+        str(tmp_path / "labels.zarr"),
+        mode="w",
+        shape=mask.shape,
+        chunks=chunks,
+        dtype=np.uint32,
+        zarr_format=3,
+    )
+    n = split_instances_chunked(
+        mask, distance, out, halo=CHUNK_TEST_HALO, workers=workers, **params
+    )
     chunked = out[...]
     assert n == int(whole.max())
     assert_same_partition(chunked, whole)
@@ -107,7 +123,7 @@ def test_chunked_equals_whole_volume(tmp_path, volume, chunks, workers, extra):
         assert (whole[(mask < 0.5) & (gt > 0)] > 0).mean() > 0.5  # holes were filled
     # the test is meaningful: many objects are cut by chunk borders
     cut = 0
-    for lab, sl in enumerate(ndi.find_objects(whole), start=1):
+    for sl in ndi.find_objects(whole):
         if sl is not None and any(s.start // c != (s.stop - 1) // c for s, c in zip(sl, chunks)):
             cut += 1
     if chunks != mask.shape:
@@ -116,8 +132,14 @@ def test_chunked_equals_whole_volume(tmp_path, volume, chunks, workers, extra):
 
 def test_chunked_with_too_small_halo_warns_and_ids_stay_unique(tmp_path, volume, caplog):
     gt, mask, distance = volume
-    out = zarr.open_array(str(tmp_path / "l.zarr"), mode="w", shape=mask.shape,
-                          chunks=(16, 32, 32), dtype=np.uint32, zarr_format=3)
+    out = zarr.open_array(
+        str(tmp_path / "l.zarr"),
+        mode="w",
+        shape=mask.shape,
+        chunks=(16, 32, 32),
+        dtype=np.uint32,
+        zarr_format=3,
+    )
     n = split_instances_chunked(mask, distance, out, halo=0, h=1.0)
     labels = out[...]
     assert set(np.unique(labels)) <= set(range(n + 1))
@@ -188,9 +210,23 @@ def test_cli_split_instances(tmp_path):
     arr[1] = distance
     out = tmp_path / "labels.ome.zarr"
     params = {"mask_threshold": 0.5, "h": 1.0, "halo": list(CHUNK_TEST_HALO), "min_size": 5}
-    rc = main(["split_instances", "--sample", "s1", "--prediction", str(pred), "--output",
-               str(out), "--params", json.dumps(params), "--threads", "2",
-               "--log", str(tmp_path / "log.txt")])
+    rc = main(
+        [
+            "split_instances",
+            "--sample",
+            "s1",
+            "--prediction",
+            str(pred),
+            "--output",
+            str(out),
+            "--params",
+            json.dumps(params),
+            "--threads",
+            "2",
+            "--log",
+            str(tmp_path / "log.txt"),
+        ]
+    )
     assert rc == 0
     vol = open_ome_zarr(out)
     assert vol.array.dtype == np.uint32 and vol.voxel_size == (2.0, 0.5, 0.5)
@@ -201,9 +237,21 @@ def test_cli_split_instances(tmp_path):
     # a 1-channel prediction is a user error (exit code 2, no output)
     bad = tmp_path / "bad.ome.zarr"
     create_ome_zarr(bad, (1, *mask.shape), np.float32, (1, 10, 24, 24), (1, 1, 1))
-    rc = main(["split_instances", "--sample", "s1", "--prediction", str(bad), "--output",
-               str(tmp_path / "x.ome.zarr"), "--params", json.dumps(params),
-               "--log", str(tmp_path / "bad.txt")])
+    rc = main(
+        [
+            "split_instances",
+            "--sample",
+            "s1",
+            "--prediction",
+            str(bad),
+            "--output",
+            str(tmp_path / "x.ome.zarr"),
+            "--params",
+            json.dumps(params),
+            "--log",
+            str(tmp_path / "bad.txt"),
+        ]
+    )
     assert rc == 2 and not (tmp_path / "x.ome.zarr").exists()
     assert "expected CZYX with 2 channels" in (tmp_path / "bad.txt").read_text()
 
@@ -234,23 +282,69 @@ def test_cli_mask_threshold_auto_uses_the_segmenters_tuned_value(tmp_path, capsy
     assert vol.attrs["fewlabel"]["mask_threshold_from"].endswith("thresholds.json")
     assert (vol.array[...] > 0).all()  # 0.25 < 0.3: every voxel is foreground
     fixed = json.dumps({"mask_threshold": 0.5, "h": 1.0, "halo": list(CHUNK_TEST_HALO)})
-    assert main(["split_instances", "--sample", "s1", "--prediction", str(pred), "--params",
-                 fixed, "--output", str(tmp_path / "b.ome.zarr")]) == 0
+    assert (
+        main(
+            [
+                "split_instances",
+                "--sample",
+                "s1",
+                "--prediction",
+                str(pred),
+                "--params",
+                fixed,
+                "--output",
+                str(tmp_path / "b.ome.zarr"),
+            ]
+        )
+        == 0
+    )
     fixed_labels = open_ome_zarr(tmp_path / "b.ome.zarr")
     assert fixed_labels.attrs["fewlabel"]["mask_threshold_from"] == "config"
     assert (fixed_labels.array[...] == 0).any()
     # both 'auto': mask_threshold and h come from the model; same values -> same labels
     (model / "thresholds.json").write_text(json.dumps({"mask_threshold": 0.5, "h": 1.0}))
     both = json.dumps({"mask_threshold": "auto", "h": "auto", "halo": list(CHUNK_TEST_HALO)})
-    assert main(["split_instances", "--sample", "s1", "--prediction", str(pred), "--params",
-                 both, "--model-dir", str(model), "--output", str(tmp_path / "c.ome.zarr")]) == 0
+    assert (
+        main(
+            [
+                "split_instances",
+                "--sample",
+                "s1",
+                "--prediction",
+                str(pred),
+                "--params",
+                both,
+                "--model-dir",
+                str(model),
+                "--output",
+                str(tmp_path / "c.ome.zarr"),
+            ]
+        )
+        == 0
+    )
     auto_labels = open_ome_zarr(tmp_path / "c.ome.zarr")
     assert auto_labels.attrs["fewlabel"]["h_from"].endswith("thresholds.json")
     assert np.array_equal(auto_labels.array[...], fixed_labels.array[...])
     # a model without a tuned h (no whole validation image): h falls back to 0.1, said so
     (model / "thresholds.json").write_text(json.dumps({"mask_threshold": 0.5, "h": None}))
-    assert main(["split_instances", "--sample", "s1", "--prediction", str(pred), "--params",
-                 both, "--model-dir", str(model), "--output", str(tmp_path / "d.ome.zarr")]) == 0
+    assert (
+        main(
+            [
+                "split_instances",
+                "--sample",
+                "s1",
+                "--prediction",
+                str(pred),
+                "--params",
+                both,
+                "--model-dir",
+                str(model),
+                "--output",
+                str(tmp_path / "d.ome.zarr"),
+            ]
+        )
+        == 0
+    )
     fallback = open_ome_zarr(tmp_path / "d.ome.zarr").attrs["fewlabel"]
     assert fallback["params"]["h"] == 0.1 and fallback["h_from"].startswith("default")
 
@@ -261,8 +355,10 @@ def test_auto_parameters_come_from_the_segmenters_thresholds(tmp_path, caplog):
     from fewlabel.segmentation.instances import FALLBACK_H, resolve_auto_parameters
 
     fixed = InstancesConfig(mask_threshold=0.4, h=0.2)
-    assert resolve_auto_parameters(fixed, None) == (fixed, {"mask_threshold": "config",
-                                                            "h": "config"})
+    assert resolve_auto_parameters(fixed, None) == (
+        fixed,
+        {"mask_threshold": "config", "h": "config"},
+    )
     auto = InstancesConfig(mask_threshold="auto", h="auto")
     with pytest.raises(ConfigError, match="mask_threshold and h 'auto' needs"):
         resolve_auto_parameters(auto, None, sample="s1")

@@ -54,8 +54,13 @@ def test_plain_tiff_2d_becomes_z1(tmp_path, rng):
 
 def test_imagej_hyperstack_channel_and_voxel_size(tmp_path, rng):
     data = rng.integers(0, 255, (5, 3, 20, 24), dtype=np.uint8)  # ZCYX
-    tifffile.imwrite(tmp_path / "h.tif", data, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
-                     metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"})
+    tifffile.imwrite(
+        tmp_path / "h.tif",
+        data,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.25),
+        metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"},
+    )
     values, voxel = ingest(tmp_path / "h.tif", tmp_path, channel="2")
     np.testing.assert_array_equal(values, data[:, 2])
     assert voxel == pytest.approx((1.5, 0.25, 0.25))
@@ -63,9 +68,18 @@ def test_imagej_hyperstack_channel_and_voxel_size(tmp_path, rng):
 
 def test_ome_tiff_channel_by_name(tmp_path, rng):
     data = rng.random((2, 6, 17, 19)).astype(np.float32)  # CZYX
-    tifffile.imwrite(tmp_path / "o.ome.tif", data, ome=True, metadata={
-        "axes": "CZYX", "PhysicalSizeZ": 2.0, "PhysicalSizeY": 0.1, "PhysicalSizeX": 0.1,
-        "Channel": {"Name": ["dapi", "gfp"]}})
+    tifffile.imwrite(
+        tmp_path / "o.ome.tif",
+        data,
+        ome=True,
+        metadata={
+            "axes": "CZYX",
+            "PhysicalSizeZ": 2.0,
+            "PhysicalSizeY": 0.1,
+            "PhysicalSizeX": 0.1,
+            "Channel": {"Name": ["dapi", "gfp"]},
+        },
+    )
     values, voxel = ingest(tmp_path / "o.ome.tif", tmp_path, channel="gfp")
     np.testing.assert_array_equal(values, data[1])
     assert voxel == pytest.approx((2.0, 0.1, 0.1))
@@ -91,11 +105,23 @@ def test_ome_zarr_v04_czyx(tmp_path, rng):
     data = rng.random((2, 4, 10, 12)).astype(np.float32)
     group = zarr.open_group(str(tmp_path / "v4.ome.zarr"), mode="w", zarr_format=2)
     group.create_array("0", data=data, chunks=(1, 2, 5, 6))
-    group.attrs["multiscales"] = [{"version": "0.4", "axes": [
-        {"name": "c", "type": "channel"}, {"name": "z", "type": "space"},
-        {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [1, 4.0, 0.5, 0.5]}]}]}]
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [
+                {"name": "c", "type": "channel"},
+                {"name": "z", "type": "space"},
+                {"name": "y", "type": "space"},
+                {"name": "x", "type": "space"},
+            ],
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [{"type": "scale", "scale": [1, 4.0, 0.5, 0.5]}],
+                }
+            ],
+        }
+    ]
     values, voxel = ingest(tmp_path / "v4.ome.zarr", tmp_path, channel=1)
     np.testing.assert_array_equal(values, data[1])
     assert voxel == (4.0, 0.5, 0.5)
@@ -104,8 +130,13 @@ def test_ome_zarr_v04_czyx(tmp_path, rng):
 def test_output_is_ngff_05_with_axes_and_chunks(tmp_path, rng):
     data = rng.random((9, 40, 40)).astype(np.float32)
     tifffile.imwrite(tmp_path / "a.tif", data)
-    ingest_volume(tmp_path / "a.tif", tmp_path / "out.ome.zarr", sample="s", chunks=CHUNKS,
-                  voxel_size=(1, 2, 3))
+    ingest_volume(
+        tmp_path / "a.tif",
+        tmp_path / "out.ome.zarr",
+        sample="s",
+        chunks=CHUNKS,
+        voxel_size=(1, 2, 3),
+    )
     group = zarr.open_group(str(tmp_path / "out.ome.zarr"), mode="r")
     ome = group.attrs["ome"]
     assert ome["version"] == "0.5"
@@ -122,12 +153,24 @@ def test_ingest_reads_bounded_bands(tmp_path, rng):
     data[9, 69, 32] = np.nan
     tifffile.imwrite(tmp_path / "a.tif", data)
     with pytest.raises(InputDataError, match="z=9, y=69, x=32"):
-        ingest_volume(tmp_path / "a.tif", tmp_path / "bad.ome.zarr", sample="s", chunks=CHUNKS,
-                      voxel_size=(1, 1, 1), max_block_bytes=1)
+        ingest_volume(
+            tmp_path / "a.tif",
+            tmp_path / "bad.ome.zarr",
+            sample="s",
+            chunks=CHUNKS,
+            voxel_size=(1, 1, 1),
+            max_block_bytes=1,
+        )
     data[9, 69, 32] = 0.5
     tifffile.imwrite(tmp_path / "a.tif", data)
-    ingest_volume(tmp_path / "a.tif", tmp_path / "out.ome.zarr", sample="s", chunks=CHUNKS,
-                  voxel_size=(1, 1, 1), max_block_bytes=1)
+    ingest_volume(
+        tmp_path / "a.tif",
+        tmp_path / "out.ome.zarr",
+        sample="s",
+        chunks=CHUNKS,
+        voxel_size=(1, 1, 1),
+        max_block_bytes=1,
+    )
     np.testing.assert_array_equal(open_ome_zarr(tmp_path / "out.ome.zarr").array[:], data)
 
 
@@ -150,8 +193,13 @@ def test_large_tiff_is_streamed_not_loaded(tmp_path, rng):
     real_open = io_module.open_input_volume
     io_module.open_input_volume = lambda *a, **k: volume  # type: ignore[assignment]
     try:
-        ingest_volume(tmp_path / "a.tif", tmp_path / "out.ome.zarr", sample="s", chunks=CHUNKS,
-                      voxel_size=(1, 1, 1))
+        ingest_volume(
+            tmp_path / "a.tif",
+            tmp_path / "out.ome.zarr",
+            sample="s",
+            chunks=CHUNKS,
+            voxel_size=(1, 1, 1),
+        )
     finally:
         io_module.open_input_volume = real_open
     assert max(shape[0] for shape in reads) <= CHUNKS[0]
@@ -220,8 +268,19 @@ def test_channel_required_and_range(tmp_path, rng):
 
 
 def test_cli_reports_error_and_exit_code(tmp_path, capsys):
-    code = main(["ingest_volume", "--sample", "s9", "--input", str(tmp_path / "x.tif"), "--output",
-                 str(tmp_path / "o.ome.zarr"), "--chunks", "[4,8,8]"])
+    code = main(
+        [
+            "ingest_volume",
+            "--sample",
+            "s9",
+            "--input",
+            str(tmp_path / "x.tif"),
+            "--output",
+            str(tmp_path / "o.ome.zarr"),
+            "--chunks",
+            "[4,8,8]",
+        ]
+    )
     assert code == 2
     assert "sample 's9'" in capsys.readouterr().err
 
@@ -233,8 +292,11 @@ def write_csv(path: Path, text: str) -> Path:
 
 
 def test_points_valid_and_2d_without_z(tmp_path):
-    table = read_points_csv(write_csv(tmp_path / "p.csv", "z,y,x,extra\n1,2.5,3,a\n0,0,0,b\n"),
-                            shape=(4, 8, 8), sample="s1")
+    table = read_points_csv(
+        write_csv(tmp_path / "p.csv", "z,y,x,extra\n1,2.5,3,a\n0,0,0,b\n"),
+        shape=(4, 8, 8),
+        sample="s1",
+    )
     assert table[["z", "y", "x"]].to_numpy().tolist() == [[1, 2.5, 3], [0, 0, 0]]
     table2d = read_points_csv(write_csv(tmp_path / "q.csv", "y,x\n2,3\n"), shape=(1, 8, 8))
     assert table2d["z"].tolist() == [0.0]
@@ -260,8 +322,19 @@ def test_points_bad(tmp_path, text, message):
 def test_ingest_points_cli_writes_normalised_csv(tmp_path, rng):
     write_ome_zarr(tmp_path / "v.ome.zarr", rng.random((4, 8, 8)), (1, 1, 1), chunks=(2, 4, 4))
     write_csv(tmp_path / "p.csv", " Z , Y , X \n1,2,3\n")
-    code = main(["ingest_points", "--sample", "s1", "--points", str(tmp_path / "p.csv"),
-                 "--volume", str(tmp_path / "v.ome.zarr"), "--output", str(tmp_path / "o.csv")])
+    code = main(
+        [
+            "ingest_points",
+            "--sample",
+            "s1",
+            "--points",
+            str(tmp_path / "p.csv"),
+            "--volume",
+            str(tmp_path / "v.ome.zarr"),
+            "--output",
+            str(tmp_path / "o.csv"),
+        ]
+    )
     assert code == 0
     assert pd.read_csv(tmp_path / "o.csv").columns.tolist()[:3] == ["z", "y", "x"]
 
@@ -270,13 +343,11 @@ def test_zyx_view_of_one_channel_reads_lazily_and_keeps_the_chunk_grid(tmp_path)
     from fewlabel.io import ChannelView, create_ome_zarr, zyx_view
 
     data = np.arange(2 * 4 * 6 * 8, dtype=np.float32).reshape(2, 4, 6, 8)
-    arr = create_ome_zarr(tmp_path / "c.ome.zarr", data.shape, np.float32, (1, 2, 3, 4),
-                          (1, 1, 1))
+    arr = create_ome_zarr(tmp_path / "c.ome.zarr", data.shape, np.float32, (1, 2, 3, 4), (1, 1, 1))
     arr[...] = data
     view = zyx_view(arr, 1)
     assert isinstance(view, ChannelView)
-    assert (view.shape, view.chunks, view.ndim, view.dtype) == ((4, 6, 8), (2, 3, 4), 3,
-                                                                 np.float32)
+    assert (view.shape, view.chunks, view.ndim, view.dtype) == ((4, 6, 8), (2, 3, 4), 3, np.float32)
     part = view[1:3, :, 2]
     assert isinstance(part, np.ndarray) and np.array_equal(part, data[1, 1:3, :, 2])
     assert np.array_equal(view[2], data[1, 2]) and np.array_equal(np.asarray(view), data[1])

@@ -7,9 +7,14 @@ import pandas as pd
 import pytest
 
 from fewlabel.config import DensityTargetsConfig
+from fewlabel.detection.density.targets import (
+    density_target,
+    make_density_targets,
+    sigma_in_voxels,
+    weight_map,
+)
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr, write_points_csv
-from fewlabel.detection.density.targets import density_target, make_density_targets, sigma_in_voxels, weight_map
 
 
 def test_single_point_gaussian_values() -> None:
@@ -61,10 +66,15 @@ def test_chunked_targets_equal_whole_volume(tmp_path) -> None:
     pts[1] = [10.4, 36.4, 28.4]
     write_ome_zarr(tmp_path / "img.ome.zarr", image, (2.0, 0.5, 0.5), chunks=(4, 8, 16))
     write_points_csv(pd.DataFrame(pts, columns=["z", "y", "x"]), tmp_path / "p.csv")
-    make_density_targets(tmp_path / "img.ome.zarr", tmp_path / "p.csv", tmp_path / "t.ome.zarr",
-                         tmp_path / "w.ome.zarr",
-                         params=DensityTargetsConfig(sigma=(1.0, 0.75, 1.25), sigma_unit="um",
-                                                     lam=5.0, T=0.3), sample="s1", workers=2)
+    make_density_targets(
+        tmp_path / "img.ome.zarr",
+        tmp_path / "p.csv",
+        tmp_path / "t.ome.zarr",
+        tmp_path / "w.ome.zarr",
+        params=DensityTargetsConfig(sigma=(1.0, 0.75, 1.25), sigma_unit="um", lam=5.0, T=0.3),
+        sample="s1",
+        workers=2,
+    )
     t = open_ome_zarr(tmp_path / "t.ome.zarr")
     w = open_ome_zarr(tmp_path / "w.ome.zarr")
     assert t.array.chunks == (4, 8, 16) and w.array.chunks == (4, 8, 16)
@@ -77,10 +87,16 @@ def test_chunked_targets_equal_whole_volume(tmp_path) -> None:
 
 
 def test_empty_points_file_is_an_error(tmp_path) -> None:
-    write_ome_zarr(tmp_path / "img.ome.zarr", np.ones((2, 8, 8), np.float32), (1, 1, 1),
-                   chunks=(2, 8, 8))
+    write_ome_zarr(
+        tmp_path / "img.ome.zarr", np.ones((2, 8, 8), np.float32), (1, 1, 1), chunks=(2, 8, 8)
+    )
     (tmp_path / "p.csv").write_text("z,y,x\n")
     with pytest.raises(InputDataError, match="no points"):
-        make_density_targets(tmp_path / "img.ome.zarr", tmp_path / "p.csv",
-                             tmp_path / "t.ome.zarr", tmp_path / "w.ome.zarr", sample="s")
+        make_density_targets(
+            tmp_path / "img.ome.zarr",
+            tmp_path / "p.csv",
+            tmp_path / "t.ome.zarr",
+            tmp_path / "w.ome.zarr",
+            sample="s",
+        )
     assert not (tmp_path / "t.ome.zarr").exists()

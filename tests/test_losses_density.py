@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from fewlabel.config import AWingConfig, parse
-from fewlabel.errors import ConfigError
 from fewlabel.detection.density.awing import (
     DensityLoss,
     adaptive_wing,
     weighted_adaptive_wing_loss,
     weighted_mse_loss,
 )
+from fewlabel.errors import ConfigError
 
 torch.set_num_threads(1)
 

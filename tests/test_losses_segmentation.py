@@ -67,8 +67,9 @@ def test_perfect_prediction_gives_zero_overlap_losses():
     assert S.focal(z, g).item() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", ["bce", "dice", "focal", "focal_tversky", "combined",
-                                  "combined_ft"])
+@pytest.mark.parametrize(
+    "name", ["bce", "dice", "focal", "focal_tversky", "combined", "combined_ft"]
+)
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_gradients_finite_including_extreme_and_perfect_logits(name, scale):
     torch.manual_seed(0)
@@ -93,7 +94,8 @@ def test_two_channel_logits_equal_softmax_foreground(tiny):
     onehot = torch.stack([1 - g, g], dim=1)
     assert S.build_loss("dice")(pred, onehot).item() == pytest.approx(S.soft_dice(z, g).item())
     assert S.build_loss("dice")(pred[:, 1:], g[:, None]).item() == pytest.approx(
-        S.soft_dice(pred[:, 1], g).item())
+        S.soft_dice(pred[:, 1], g).item()
+    )
 
 
 def test_valid_mask_ignores_voxels():
@@ -103,7 +105,8 @@ def test_valid_mask_ignores_voxels():
     expected = S.weighted_bce(z[:, :2], g[:, :2])
     assert S.weighted_bce(z, g, valid=valid).item() == pytest.approx(expected.item(), rel=1e-6)
     assert S.soft_dice(z, g, valid=valid).item() == pytest.approx(
-        S.soft_dice(z[:, :2], g[:, :2]).item(), rel=1e-6)
+        S.soft_dice(z[:, :2], g[:, :2]).item(), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("preset", sorted(S.PRESETS))
@@ -122,8 +125,11 @@ def test_presets_are_weighted_sums_as_given(preset):
 
 
 def test_preset_table():
-    assert S.PRESETS == {"balanced": (0.3, 0.3, 0.4), "overcrowd": (0.2, 0.5, 0.3),
-                         "cellvit": (0.5, 0.3, 0.5)}
+    assert S.PRESETS == {
+        "balanced": (0.3, 0.3, 0.4),
+        "overcrowd": (0.2, 0.5, 0.3),
+        "cellvit": (0.5, 0.3, 0.5),
+    }
     pred = torch.zeros(1, 1, 2, 2)
     g = torch.ones(1, 1, 2, 2)
     explicit = S.build_loss("combined", weights=[0.3, 0.3, 0.4])(pred, g)
@@ -153,7 +159,8 @@ def test_mask_distance_fixes_alpha_on_first_call_and_saves_it():
     # α stays fixed on later batches
     pred2 = pred * 0.5
     expected = ((pred2[:, 1] - dist[:, 0]) ** 2).mean() + loss.alpha * S.weighted_bce(
-        pred2[:, 0], mask[:, 0], w_cell=2.0)
+        pred2[:, 0], mask[:, 0], w_cell=2.0
+    )
     assert loss(pred2, target).item() == pytest.approx(expected.item(), rel=1e-5)
     # α is part of the state dict → a resumed loss keeps it
     again = S.build_loss("mask_distance", w_cell=2.0)

@@ -68,8 +68,13 @@ def test_empty_cases():
     both = match_points(none, none, max_distance=1.0)
     assert (both.precision, both.recall, both.f1) == (1.0, 1.0, 1.0) and math.isnan(both.rmse)
     no_pred = match_points(_pts(1, 2), none, max_distance=1.0)
-    assert (no_pred.tp, no_pred.fn, no_pred.precision, no_pred.recall, no_pred.f1) == \
-        (0, 2, 1.0, 0.0, 0.0)
+    assert (no_pred.tp, no_pred.fn, no_pred.precision, no_pred.recall, no_pred.f1) == (
+        0,
+        2,
+        1.0,
+        0.0,
+        0.0,
+    )
     no_gt = match_points(none, _pts(1), max_distance=1.0)
     assert (no_gt.fp, no_gt.precision, no_gt.recall, no_gt.f1) == (1, 0.0, 1.0, 0.0)
     far = match_points(_pts(0), _pts(9), max_distance=1.0)
@@ -103,9 +108,16 @@ def _write_points(path, pts):
 def test_evaluate_sample_writes_tsv_and_matches(tmp_path):
     _write_points(tmp_path / "gt.csv", [[1, 1, 1], [5, 5, 5], [9, 9, 9]])
     _write_points(tmp_path / "pred.csv", [[1, 1, 2], [5, 6, 5], [20, 20, 20]])
-    row = evaluate_sample(tmp_path / "gt.csv", tmp_path / "pred.csv", sample="s1", gate=1.5,
-                          gate_unit="um", voxel_size=(1.0, 1.0, 1.0),
-                          output=tmp_path / "m.tsv", matches=tmp_path / "matches.csv")
+    row = evaluate_sample(
+        tmp_path / "gt.csv",
+        tmp_path / "pred.csv",
+        sample="s1",
+        gate=1.5,
+        gate_unit="um",
+        voxel_size=(1.0, 1.0, 1.0),
+        output=tmp_path / "m.tsv",
+        matches=tmp_path / "matches.csv",
+    )
     assert (row["tp"], row["fp"], row["fn"]) == (2, 1, 1)
     table = pd.read_csv(tmp_path / "m.tsv", sep="\t")
     assert table["sample"].tolist() == ["s1"] and table["gate_unit"].iloc[0] == "um"
@@ -114,8 +126,14 @@ def test_evaluate_sample_writes_tsv_and_matches(tmp_path):
     assert matches.loc[matches["status"] == "fn", "pred_index"].tolist() == [-1]
     assert matches.loc[matches["status"] == "fp", "gt_index"].tolist() == [-1]
     # the same gate in voxels with a coarse z spacing in µm loses nothing here (shifts are in y/x)
-    row_um = evaluate_sample(tmp_path / "gt.csv", tmp_path / "pred.csv", sample="s1", gate=0.9,
-                             gate_unit="um", voxel_size=(3.0, 0.5, 0.5))
+    row_um = evaluate_sample(
+        tmp_path / "gt.csv",
+        tmp_path / "pred.csv",
+        sample="s1",
+        gate=0.9,
+        gate_unit="um",
+        voxel_size=(3.0, 0.5, 0.5),
+    )
     assert row_um["tp"] == 2 and math.isclose(row_um["rmse"], 0.5)
 
 
@@ -128,12 +146,34 @@ def test_evaluate_sample_empty_prediction_file(tmp_path):
 
 def test_aggregate_pooled_and_macro_by_hand(tmp_path):
     rows = [
-        {"sample": "a", "n_gt": 10, "n_pred": 8, "tp": 6, "fp": 2, "fn": 4, "precision": 0.75,
-         "recall": 0.6, "f1": 2 * 0.75 * 0.6 / 1.35, "rmse": 1.0, "gate": 3.0,
-         "gate_unit": "voxel"},
-        {"sample": "b", "n_gt": 5, "n_pred": 7, "tp": 4, "fp": 3, "fn": 1, "precision": 4 / 7,
-         "recall": 0.8, "f1": 2 * (4 / 7) * 0.8 / (4 / 7 + 0.8), "rmse": 2.0, "gate": 3.0,
-         "gate_unit": "voxel"},
+        {
+            "sample": "a",
+            "n_gt": 10,
+            "n_pred": 8,
+            "tp": 6,
+            "fp": 2,
+            "fn": 4,
+            "precision": 0.75,
+            "recall": 0.6,
+            "f1": 2 * 0.75 * 0.6 / 1.35,
+            "rmse": 1.0,
+            "gate": 3.0,
+            "gate_unit": "voxel",
+        },
+        {
+            "sample": "b",
+            "n_gt": 5,
+            "n_pred": 7,
+            "tp": 4,
+            "fp": 3,
+            "fn": 1,
+            "precision": 4 / 7,
+            "recall": 0.8,
+            "f1": 2 * (4 / 7) * 0.8 / (4 / 7 + 0.8),
+            "rmse": 2.0,
+            "gate": 3.0,
+            "gate_unit": "voxel",
+        },
     ]
     paths = []
     for row in rows:
@@ -153,8 +193,9 @@ def test_aggregate_pooled_and_macro_by_hand(tmp_path):
 
 def test_sweep_thresholds_picks_the_separating_score():
     gt = _pts(0, 10, 20)
-    preds = pd.DataFrame({"z": 0.0, "y": 0.0, "x": [0.2, 10.1, 19.8, 5.0, 15.0],
-                          "score": [0.9, 0.8, 0.7, 0.3, 0.2]})
+    preds = pd.DataFrame(
+        {"z": 0.0, "y": 0.0, "x": [0.2, 10.1, 19.8, 5.0, 15.0], "score": [0.9, 0.8, 0.7, 0.3, 0.2]}
+    )
     best, table = sweep_thresholds([preds], [gt], gate=1.0)
     assert 0.3 <= best < 0.7
     assert table["f1"].max() == 1.0

@@ -13,14 +13,14 @@ from fewlabel.metrics import matching
 from fewlabel.metrics import segmentation as M
 
 # gt: 1 (6 vox), 2 (4 vox), 3 (2 vox);  pred: 5 (5 vox, all in gt 1), 7 (2 vox, in gt 2), 9 (2 vox)
-GT = np.array([[[1, 1, 1, 0, 2, 2],
-                [1, 1, 1, 0, 2, 2],
-                [0, 0, 0, 0, 0, 0],
-                [3, 3, 0, 0, 0, 0]]], dtype=np.uint32)
-PRED = np.array([[[5, 5, 5, 0, 0, 7],
-                  [5, 5, 0, 0, 0, 7],
-                  [0, 0, 0, 0, 0, 0],
-                  [0, 0, 0, 0, 9, 9]]], dtype=np.uint16)
+GT = np.array(
+    [[[1, 1, 1, 0, 2, 2], [1, 1, 1, 0, 2, 2], [0, 0, 0, 0, 0, 0], [3, 3, 0, 0, 0, 0]]],
+    dtype=np.uint32,
+)
+PRED = np.array(
+    [[[5, 5, 5, 0, 0, 7], [5, 5, 0, 0, 0, 7], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 9, 9]]],
+    dtype=np.uint16,
+)
 
 
 def test_overlap_table_and_iou_matrix():
@@ -99,11 +99,17 @@ def test_hungarian_maximises_pairs_below_half():
     def inter(iou):  # sizes 10 and 10: iou = i / (20 − i)
         return 20 * iou / (1 + iou)
 
-    ov = matching.Overlap(gt_ids=np.array([1, 2]), pred_ids=np.array([1, 2]),
-                          gt_sizes=np.array([10, 10]), pred_sizes=np.array([10, 10]),
-                          gt_centroids=np.zeros((2, 3)), pred_centroids=np.zeros((2, 3)),
-                          pair_gt=np.array([0, 1, 0]), pair_pred=np.array([0, 0, 1]),
-                          pair_inter=np.array([inter(0.6), inter(0.4), inter(0.4)]))
+    ov = matching.Overlap(
+        gt_ids=np.array([1, 2]),
+        pred_ids=np.array([1, 2]),
+        gt_sizes=np.array([10, 10]),
+        pred_sizes=np.array([10, 10]),
+        gt_centroids=np.zeros((2, 3)),
+        pred_centroids=np.zeros((2, 3)),
+        pair_gt=np.array([0, 1, 0]),
+        pair_pred=np.array([0, 0, 1]),
+        pair_inter=np.array([inter(0.6), inter(0.4), inter(0.4)]),
+    )
     g, p, iou = matching.match_instances(ov, 0.3)
     assert g.tolist() == [0, 1] and p.tolist() == [1, 0]
     np.testing.assert_allclose(iou, [0.4, 0.4])
@@ -133,7 +139,8 @@ def test_pcc_and_jaccard():
     assert M.pcc(a, b, slab=2) == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1], abs=1e-10)
     mask = a > 1e4
     assert M.pcc(a, b, mask, slab=4) == pytest.approx(
-        np.corrcoef(a[mask], b[mask])[0, 1], abs=1e-10)
+        np.corrcoef(a[mask], b[mask])[0, 1], abs=1e-10
+    )
     assert matching.jaccard([[1, 1, 0]], [[0, 1, 1]]) == pytest.approx(1 / 3)
     assert matching.jaccard([[0, 0]], [[0, 0]]) == 1.0
 
@@ -166,22 +173,49 @@ def test_cli_evaluate_and_aggregate(tmp_path):
     write_ome_zarr(tmp_path / "pf.ome.zarr", fluo, (1, 1, 1), chunks=(1, 4, 6))
     write_ome_zarr(tmp_path / "tf.ome.zarr", 3 * fluo + 2, (1, 1, 1), chunks=(1, 4, 6))
     out_a = tmp_path / "a.tsv"
-    rc = main(["evaluate_segmentation", "--sample", "a", "--gt", str(tmp_path / "gt.ome.zarr"),
-               "--pred", str(tmp_path / "pred.ome.zarr"), "--pred-fluo",
-               str(tmp_path / "pf.ome.zarr"), "--target-fluo", str(tmp_path / "tf.ome.zarr"),
-               "--output", str(out_a), "--params", json.dumps({"centre_gate_um": 1.0})])
+    rc = main(
+        [
+            "evaluate_segmentation",
+            "--sample",
+            "a",
+            "--gt",
+            str(tmp_path / "gt.ome.zarr"),
+            "--pred",
+            str(tmp_path / "pred.ome.zarr"),
+            "--pred-fluo",
+            str(tmp_path / "pf.ome.zarr"),
+            "--target-fluo",
+            str(tmp_path / "tf.ome.zarr"),
+            "--output",
+            str(out_a),
+            "--params",
+            json.dumps({"centre_gate_um": 1.0}),
+        ]
+    )
     assert rc == 0
     a = pd.read_csv(out_a, sep="\t")
     assert len(a) == 1 and a.loc[0, "sample"] == "a"
     assert a.loc[0, "ap_50"] == pytest.approx(0.5) and a.loc[0, "pcc"] == pytest.approx(1.0)
     assert a.loc[0, "seg"] == pytest.approx(5 / 18, rel=1e-5)
     out_b = tmp_path / "b.tsv"
-    rc = main(["evaluate_segmentation", "--sample", "b", "--gt", str(tmp_path / "gt.ome.zarr"),
-               "--pred", str(tmp_path / "gt.ome.zarr"), "--output", str(out_b)])
+    rc = main(
+        [
+            "evaluate_segmentation",
+            "--sample",
+            "b",
+            "--gt",
+            str(tmp_path / "gt.ome.zarr"),
+            "--pred",
+            str(tmp_path / "gt.ome.zarr"),
+            "--output",
+            str(out_b),
+        ]
+    )
     assert rc == 0
     summary = tmp_path / "summary.tsv"
-    rc = main(["aggregate_segmentation", "--inputs", str(out_a), str(out_b), "--output",
-               str(summary)])
+    rc = main(
+        ["aggregate_segmentation", "--inputs", str(out_a), str(out_b), "--output", str(summary)]
+    )
     assert rc == 0
     table = pd.read_csv(summary, sep="\t").set_index("sample")
     assert list(table.index) == ["a", "b", "ALL", "MEAN"]
@@ -192,14 +226,47 @@ def test_cli_evaluate_and_aggregate(tmp_path):
     assert np.isnan(table.loc["b", "pcc"])
     # errors: shape mismatch is a user error; nothing is written
     _write_labels(tmp_path / "small.ome.zarr", GT[:, :2])
-    rc = main(["evaluate_segmentation", "--sample", "c", "--gt", str(tmp_path / "gt.ome.zarr"),
-               "--pred", str(tmp_path / "small.ome.zarr"), "--output", str(tmp_path / "c.tsv")])
+    rc = main(
+        [
+            "evaluate_segmentation",
+            "--sample",
+            "c",
+            "--gt",
+            str(tmp_path / "gt.ome.zarr"),
+            "--pred",
+            str(tmp_path / "small.ome.zarr"),
+            "--output",
+            str(tmp_path / "c.tsv"),
+        ]
+    )
     assert rc == 2 and not (tmp_path / "c.tsv").exists()
-    rc = main(["evaluate_segmentation", "--sample", "c", "--gt", str(tmp_path / "gt.ome.zarr"),
-               "--pred", str(tmp_path / "gt.ome.zarr"), "--params", '{"centre_gate_um": 0}',
-               "--output", str(tmp_path / "c.tsv"), "--log", str(tmp_path / "c.log")])
+    rc = main(
+        [
+            "evaluate_segmentation",
+            "--sample",
+            "c",
+            "--gt",
+            str(tmp_path / "gt.ome.zarr"),
+            "--pred",
+            str(tmp_path / "gt.ome.zarr"),
+            "--params",
+            '{"centre_gate_um": 0}',
+            "--output",
+            str(tmp_path / "c.tsv"),
+            "--log",
+            str(tmp_path / "c.log"),
+        ]
+    )
     assert rc == 2 and not (tmp_path / "c.tsv").exists()
     assert "config key 'evaluation.segmentation.centre_gate_um'" in (tmp_path / "c.log").read_text()
-    rc = main(["aggregate_segmentation", "--inputs", str(out_a), str(out_a), "--output",
-               str(tmp_path / "dup.tsv")])
+    rc = main(
+        [
+            "aggregate_segmentation",
+            "--inputs",
+            str(out_a),
+            str(out_a),
+            "--output",
+            str(tmp_path / "dup.tsv"),
+        ]
+    )
     assert rc == 2

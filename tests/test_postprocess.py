@@ -48,7 +48,8 @@ def test_find_peaks_separated_spots_and_min_distance():
     low = find_peaks(vol, threshold=0.1, min_distance=2)
     high = find_peaks(vol, threshold=0.7, min_distance=2)
     assert len(high) == 2 and set(map(tuple, high[["z", "y", "x"]].round(6).to_numpy())) <= set(
-        map(tuple, low[["z", "y", "x"]].round(6).to_numpy()))
+        map(tuple, low[["z", "y", "x"]].round(6).to_numpy())
+    )
 
 
 def test_plateau_gives_one_deterministic_peak():
@@ -86,16 +87,24 @@ def _noise_density(shape, seed):
     return ndimage.gaussian_filter(rng.random(shape), 1.0).astype(np.float32)
 
 
-@pytest.mark.parametrize("block_shape",
-                         [(5, 7, 9), (8, 16, 16), (3, 4, 5), (23, 1, 37), (64, 64, 64)])
-@pytest.mark.parametrize("min_distance,refine",
-                         [((1, 2, 2), (1, 1, 1)), (2, (1, 2, 2)), ((0, 1, 3), 0)])
+@pytest.mark.parametrize(
+    "block_shape", [(5, 7, 9), (8, 16, 16), (3, 4, 5), (23, 1, 37), (64, 64, 64)]
+)
+@pytest.mark.parametrize(
+    "min_distance,refine", [((1, 2, 2), (1, 1, 1)), (2, (1, 2, 2)), ((0, 1, 3), 0)]
+)
 def test_chunked_extraction_equals_whole_volume(block_shape, min_distance, refine):
     density = _noise_density((23, 41, 37), seed=1)  # not a multiple of any block shape
     whole = find_peaks(density, threshold=0.5, min_distance=min_distance, refine_radius=refine)
     assert len(whole) > 50
-    table = extract_points(density, threshold=0.5, min_distance=min_distance,
-                           refine_radius=refine, block_shape=block_shape, workers=2)
+    table = extract_points(
+        density,
+        threshold=0.5,
+        min_distance=min_distance,
+        refine_radius=refine,
+        block_shape=block_shape,
+        workers=2,
+    )
     assert _same(table, whole)
 
 
@@ -108,16 +117,23 @@ def test_chunked_zarr_with_peaks_and_plateaus_on_chunk_borders(tmp_path):
     # an exact tie straddling a chunk border (y=7|8 with chunk 8) and a plateau across x=8|7
     vol[2, 7, 14] = vol[2, 8, 14] = 2.0
     vol[7, 20:22, 7:9] = 1.5
-    arr = zarr.create_array(str(tmp_path / "d.zarr"), shape=shape, chunks=(5, 8, 8),
-                            dtype="float32")
+    arr = zarr.create_array(
+        str(tmp_path / "d.zarr"), shape=shape, chunks=(5, 8, 8), dtype="float32"
+    )
     arr[...] = vol.astype(np.float32)
     whole = find_peaks(arr[...], threshold=0.3, min_distance=(1, 2, 2), refine_radius=1)
     tied = find_peaks(arr[...], threshold=0.3, min_distance=(1, 2, 2), refine_radius=0)
     tied = tied[tied["score"] == 2.0]
     assert tied[["z", "y", "x"]].to_numpy().tolist() == [[2, 7, 14]]  # smaller (z, y, x) wins
     for workers in (1, 3):
-        table = extract_points(arr, threshold=0.3, min_distance=(1, 2, 2), refine_radius=1,
-                               voxel_size=(2.0, 0.5, 0.25), workers=workers)
+        table = extract_points(
+            arr,
+            threshold=0.3,
+            min_distance=(1, 2, 2),
+            refine_radius=1,
+            voxel_size=(2.0, 0.5, 0.25),
+            workers=workers,
+        )
         assert _same(table, whole)
         np.testing.assert_allclose(table["z_um"], table["z"] * 2.0)
         np.testing.assert_allclose(table["x_um"], table["x"] * 0.25)

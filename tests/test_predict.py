@@ -13,22 +13,22 @@ from fewlabel.blocks import block_grid
 from fewlabel.cli import main
 from fewlabel.config import PredictConfig, SegmentationPredictConfig, parse
 from fewlabel.errors import ConfigError, FewlabelError, InputDataError
-from fewlabel.io import open_ome_zarr, write_ome_zarr
-from fewlabel.models.store import register_architecture, save_model
-from fewlabel.normalize import apply_range, percentile_range
 from fewlabel.inference.engine import (
-    uses_instance_norm,
     predict_volume,
     predict_with_module,
+    uses_instance_norm,
 )
 from fewlabel.inference.slabs import (
-    plan_slabs,
     create_prediction_array,
     finalize_prediction,
     partial_path,
+    plan_slabs,
     slab_blocks,
     slab_marker_path,
 )
+from fewlabel.io import open_ome_zarr, write_ome_zarr
+from fewlabel.models.store import register_architecture, save_model
+from fewlabel.normalize import apply_range, percentile_range
 
 ARCH = "test_predict_tinyconv"
 PARAMS = PredictConfig(tile=(8, 16, 16), overlap=(4, 4, 4), batch_size=3, cache_tiles=8)
@@ -66,8 +66,13 @@ def image(tmp_path, rng):
 def model_dir(tmp_path):
     torch.manual_seed(0)
     module = TinyConv()
-    return save_model(tmp_path / "model", module, arch={"name": ARCH, "kwargs": {"mid": 3}},
-                      training={}, normalization={"percentiles": [1, 99.8]}), module.eval()
+    return save_model(
+        tmp_path / "model",
+        module,
+        arch={"name": ARCH, "kwargs": {"mid": 3}},
+        training={},
+        normalization={"percentiles": [1, 99.8]},
+    ), module.eval()
 
 
 def reference(module: torch.nn.Module, volume: np.ndarray) -> np.ndarray:
@@ -81,8 +86,13 @@ def reference(module: torch.nn.Module, volume: np.ndarray) -> np.ndarray:
 def test_predict_params_defaults_and_unknown_keys():
     params = PredictConfig.model_validate({})
     assert params.model_dump(mode="json") == {
-        "tile": [16, 128, 128], "overlap": [8, 48, 48], "batch_size": 4, "cache_tiles": 64,
-        "out_chunks": None, "pad_to_tile": False}
+        "tile": [16, 128, 128],
+        "overlap": [8, 48, 48],
+        "batch_size": 4,
+        "cache_tiles": 64,
+        "out_chunks": None,
+        "pad_to_tile": False,
+    }
     assert PredictConfig.model_validate(params.model_dump(mode="json")) == params
     # segmentation.predict: the same block with its own tile/overlap defaults
     seg = SegmentationPredictConfig()
@@ -91,9 +101,17 @@ def test_predict_params_defaults_and_unknown_keys():
         parse(PredictConfig, {"tiles": [8, 8, 8]})
 
 
-@pytest.mark.parametrize("bad", [{"tile": [8, 8]}, {"overlap": [8, 4, 4], "tile": [8, 16, 16]},
-                                 {"batch_size": 0}, {"cache_tiles": 2.5},
-                                 {"out_chunks": [0, 8, 8]}, {"pad_to_tile": "maybe"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tile": [8, 8]},
+        {"overlap": [8, 4, 4], "tile": [8, 16, 16]},
+        {"batch_size": 0},
+        {"cache_tiles": 2.5},
+        {"out_chunks": [0, 8, 8]},
+        {"pad_to_tile": "maybe"},
+    ],
+)
 def test_predict_params_reject_bad_values(bad):
     with pytest.raises(ConfigError, match=r"config key 'detection.predict"):
         parse(PredictConfig, bad)
@@ -102,8 +120,10 @@ def test_predict_params_reject_bad_values(bad):
 def test_slab_blocks_partition_the_grid_in_contiguous_runs():
     shape, block = (13, 40, 36), (4, 16, 16)
     grid = [tuple((s.start, s.stop) for s in b) for b in block_grid(shape, block)]
-    parts = [[tuple((s.start, s.stop) for s in b) for b in slab_blocks(shape, block, i, 5)]
-             for i in range(5)]
+    parts = [
+        [tuple((s.start, s.stop) for s in b) for b in slab_blocks(shape, block, i, 5)]
+        for i in range(5)
+    ]
     assert [len(p) for p in parts] == [8, 7, 7, 7, 7]
     assert sum(parts, []) == grid  # every block exactly once, in grid order
     thin = [slab_blocks((10, 64, 64), (10, 32, 32), i, 2) for i in range(2)]
@@ -129,15 +149,55 @@ def test_cli_predict_init_auto_writes_the_plan(image, model_dir, tmp_path):
     folder, _ = model_dir
     out, plan = tmp_path / "pred.ome.zarr", tmp_path / "plan.json"
     params = json.dumps(PARAMS.model_dump(mode="json"))
-    assert main(["init_prediction_slabs", "--sample", "s1", "--model-dir", str(folder), "--image",
-                 str(path), "--output", str(out), "--n-slabs", "auto", "--slab-voxels", "5000",
-                 "--plan", str(plan), "--params", params]) == 0
+    assert (
+        main(
+            [
+                "init_prediction_slabs",
+                "--sample",
+                "s1",
+                "--model-dir",
+                str(folder),
+                "--image",
+                str(path),
+                "--output",
+                str(out),
+                "--n-slabs",
+                "auto",
+                "--slab-voxels",
+                "5000",
+                "--plan",
+                str(plan),
+                "--params",
+                params,
+            ]
+        )
+        == 0
+    )
     written = json.loads(plan.read_text())
     assert written["n_slabs"] == 4 and written["requested"] == "auto"
     for slab in range(4):
-        assert main(["predict_volume_slab", "--sample", "s1", "--model-dir", str(folder), "--image",
-                     str(path), "--output", str(out), "--slab", str(slab), "--n-slabs", "4",
-                     "--params", params]) == 0
+        assert (
+            main(
+                [
+                    "predict_volume_slab",
+                    "--sample",
+                    "s1",
+                    "--model-dir",
+                    str(folder),
+                    "--image",
+                    str(path),
+                    "--output",
+                    str(out),
+                    "--slab",
+                    str(slab),
+                    "--n-slabs",
+                    "4",
+                    "--params",
+                    params,
+                ]
+            )
+            == 0
+        )
     assert main(["finalize_prediction", "--sample", "s1", "--output", str(out)]) == 0
     result = open_ome_zarr(out)
     assert result.attrs["fewlabel"]["run_id"] == written["run_id"]
@@ -145,8 +205,9 @@ def test_cli_predict_init_auto_writes_the_plan(image, model_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------- one job
-def test_predict_volume_writes_ome_zarr_equal_to_whole_volume_inference(image, model_dir,
-                                                                        tmp_path, caplog):
+def test_predict_volume_writes_ome_zarr_equal_to_whole_volume_inference(
+    image, model_dir, tmp_path, caplog
+):
     path, volume = image
     folder, module = model_dir
     out = tmp_path / "pred.ome.zarr"
@@ -167,15 +228,22 @@ def test_small_overlap_warns_and_uses_plain_gaussian_blending(image, tmp_path, c
     path, volume = image
     module = TinyConv(rf=11).eval()
     with caplog.at_level(logging.WARNING):
-        summary = predict_with_module(module, path, tmp_path / "p.ome.zarr", params=PARAMS,
-                                      sample="s1", normalization={"range": [0, 1000]},
-                                      device="cpu")
+        summary = predict_with_module(
+            module,
+            path,
+            tmp_path / "p.ome.zarr",
+            params=PARAMS,
+            sample="s1",
+            normalization={"range": [0, 1000]},
+            device="cpu",
+        )
     assert "smaller than the model's receptive field" in caplog.text
     assert summary["margin"] == [0, 0, 0]
 
 
-def test_volume_smaller_than_one_tile_is_a_clear_error_unless_padding(image, model_dir,
-                                                                     tmp_path, caplog):
+def test_volume_smaller_than_one_tile_is_a_clear_error_unless_padding(
+    image, model_dir, tmp_path, caplog
+):
     path, volume = image  # (13, 40, 36)
     folder, module = model_dir
     big = PredictConfig(tile=(16, 32, 48), overlap=(4, 4, 4))
@@ -196,19 +264,26 @@ def test_volume_smaller_than_one_tile_is_a_clear_error_unless_padding(image, mod
         predict_volume(folder, path, out, params=padded, sample="s1", device="cpu")
     result = open_ome_zarr(out).array[...]
     assert result.shape == volume.shape
-    np.testing.assert_allclose(result[:-2, :, :-2], reference(module, volume)[:-2, :, :-2],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        result[:-2, :, :-2], reference(module, volume)[:-2, :, :-2], atol=1e-5
+    )
 
 
-def test_receptive_field_note_for_instance_norm_models_is_info_not_warning(image, tmp_path,
-                                                                           caplog):
+def test_receptive_field_note_for_instance_norm_models_is_info_not_warning(image, tmp_path, caplog):
     path, volume = image
     module = TinyConv(rf=11)
     module.norm = torch.nn.InstanceNorm3d(1)  # registered submodule: an instance-norm model
     assert uses_instance_norm(module) and not uses_instance_norm(TinyConv())
     with caplog.at_level(logging.INFO):
-        predict_with_module(module.eval(), path, tmp_path / "p.ome.zarr", params=PARAMS,
-                            sample="s1", normalization={"range": [0, 1000]}, device="cpu")
+        predict_with_module(
+            module.eval(),
+            path,
+            tmp_path / "p.ome.zarr",
+            params=PARAMS,
+            sample="s1",
+            normalization={"range": [0, 1000]},
+            device="cpu",
+        )
     notes = [r for r in caplog.records if "receptive-field bound" in r.getMessage()]
     assert notes and all(r.levelno == logging.INFO for r in notes)
     assert "instance normalisation" in notes[0].getMessage()
@@ -220,9 +295,13 @@ def test_dmdetnet3d_model_folder_predicts_density_in_unit_range(image, tmp_path)
     path, volume = image
     torch.manual_seed(0)
     net = DMDetNet3D(base_channels=2, depth=1)
-    folder = save_model(tmp_path / "det", net, arch={"name": "dmdetnet3d",
-                                                     "kwargs": {"base_channels": 2, "depth": 1}},
-                        training={}, normalization={"percentiles": [1, 99.8]})
+    folder = save_model(
+        tmp_path / "det",
+        net,
+        arch={"name": "dmdetnet3d", "kwargs": {"base_channels": 2, "depth": 1}},
+        training={},
+        normalization={"percentiles": [1, 99.8]},
+    )
     out = tmp_path / "density.ome.zarr"
     params = PredictConfig(tile=(8, 16, 16), overlap=(4, 8, 8))
     predict_volume(folder, path, out, params=params, sample="s1", device="cpu")
@@ -239,17 +318,18 @@ def test_slab_jobs_and_finalize_equal_one_job_bitexact(image, model_dir, tmp_pat
     predict_volume(folder, path, one, params=PARAMS, sample="s1", device="cpu")
 
     out = tmp_path / "slabs.ome.zarr"
-    partial = create_prediction_array(folder, path, out, params=PARAMS, sample="s1", n_slabs=3,
-                                      device="cpu")
+    partial = create_prediction_array(
+        folder, path, out, params=PARAMS, sample="s1", n_slabs=3, device="cpu"
+    )
     assert partial == partial_path(out) and partial.exists()
     for slab in (2, 0):  # any order, separate "jobs"
-        predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=slab,
-                       n_slabs=3)
+        predict_volume(
+            folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=slab, n_slabs=3
+        )
     with pytest.raises(InputDataError, match=r"\[1\]"):
         finalize_prediction(out, sample="s1")
     assert not out.exists()  # incomplete runs never carry the final name
-    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=1,
-                   n_slabs=3)
+    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=1, n_slabs=3)
     finalize_prediction(out, sample="s1")
     assert out.exists() and not partial.exists()
     result = open_ome_zarr(out)
@@ -261,32 +341,45 @@ def test_interrupted_slab_and_stale_markers_never_look_complete(image, model_dir
     path, _ = image
     folder, module = model_dir
     out = tmp_path / "p.ome.zarr"
-    create_prediction_array(folder, path, out, params=PARAMS, sample="s1", n_slabs=2,
-                            device="cpu")
-    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=0,
-                   n_slabs=2)
+    create_prediction_array(folder, path, out, params=PARAMS, sample="s1", n_slabs=2, device="cpu")
+    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=0, n_slabs=2)
 
     class Crash(torch.nn.Module):
         def forward(self, x):
             raise RuntimeError("node died")
 
     with pytest.raises(RuntimeError, match="node died"):
-        predict_with_module(Crash(), path, out, params=PARAMS, sample="s1",
-                            normalization={}, device="cpu", slab=1, n_slabs=2)
+        predict_with_module(
+            Crash(),
+            path,
+            out,
+            params=PARAMS,
+            sample="s1",
+            normalization={},
+            device="cpu",
+            slab=1,
+            n_slabs=2,
+        )
     assert not slab_marker_path(out, 1, 2).exists()
     with pytest.raises(InputDataError, match="not finished"):
         finalize_prediction(out)
     # a fresh partial array (new run) does not accept the markers of the previous run
-    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=1,
-                   n_slabs=2)
-    create_prediction_array(folder, path, out, params=PARAMS, sample="s1", n_slabs=2,
-                            device="cpu")
+    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", slab=1, n_slabs=2)
+    create_prediction_array(folder, path, out, params=PARAMS, sample="s1", n_slabs=2, device="cpu")
     with pytest.raises(InputDataError, match=r"\[0, 1\]"):
         finalize_prediction(out)
     # slab jobs with other parameters than the partial array are refused
     with pytest.raises(ConfigError, match="differ"):
-        predict_volume(folder, path, out, params=PARAMS.model_copy(
-            update={"batch_size": 2}), sample="s1", device="cpu", slab=0, n_slabs=2)
+        predict_volume(
+            folder,
+            path,
+            out,
+            params=PARAMS.model_copy(update={"batch_size": 2}),
+            sample="s1",
+            device="cpu",
+            slab=0,
+            n_slabs=2,
+        )
 
 
 # --------------------------------------------------------------------------- CLI
@@ -294,32 +387,79 @@ def test_cli_predict_one_job_and_slabs(image, model_dir, tmp_path):
     path, _ = image
     folder, _ = model_dir
     params = '{"tile": [8, 16, 16], "overlap": [4, 4, 4], "batch_size": 3, "cache_tiles": 8}'
-    common = ["--sample", "s1", "--model-dir", str(folder), "--image", str(path), "--params",
-              params, "--threads", "1", "--seed", "0"]
+    common = [
+        "--sample",
+        "s1",
+        "--model-dir",
+        str(folder),
+        "--image",
+        str(path),
+        "--params",
+        params,
+        "--threads",
+        "1",
+        "--seed",
+        "0",
+    ]
     log = tmp_path / "logs" / "predict.log"
-    assert main(["predict_volume", *common, "--output", str(tmp_path / "a.ome.zarr"),
-                 "--log", str(log)]) == 0
+    assert (
+        main(
+            ["predict_volume", *common, "--output", str(tmp_path / "a.ome.zarr"), "--log", str(log)]
+        )
+        == 0
+    )
     assert "recompute factor" in log.read_text()
     b = str(tmp_path / "b.ome.zarr")
     assert main(["init_prediction_slabs", *common, "--output", b, "--n-slabs", "2"]) == 0
     for slab in ("0", "1"):
-        assert main(["predict_volume_slab", *common, "--output", b, "--slab", slab, "--n-slabs", "2"]) == 0
+        assert (
+            main(["predict_volume_slab", *common, "--output", b, "--slab", slab, "--n-slabs", "2"])
+            == 0
+        )
     assert main(["finalize_prediction", "--sample", "s1", "--output", b]) == 0
-    np.testing.assert_array_equal(open_ome_zarr(b).array[...],
-                                  open_ome_zarr(tmp_path / "a.ome.zarr").array[...])
-    bad = ["predict_volume", "--sample", "s1", "--model-dir", str(folder), "--image", str(path),
-           "--params", '{"tile": [8, 16, 16], "bogus": 1}', "--output",
-           str(tmp_path / "c.ome.zarr")]
+    np.testing.assert_array_equal(
+        open_ome_zarr(b).array[...], open_ome_zarr(tmp_path / "a.ome.zarr").array[...]
+    )
+    bad = [
+        "predict_volume",
+        "--sample",
+        "s1",
+        "--model-dir",
+        str(folder),
+        "--image",
+        str(path),
+        "--params",
+        '{"tile": [8, 16, 16], "bogus": 1}',
+        "--output",
+        str(tmp_path / "c.ome.zarr"),
+    ]
     assert main(bad) == 2
-    assert main(["finalize_prediction", "--sample", "s1", "--output",
-                 str(tmp_path / "none.ome.zarr")]) == 2
+    assert (
+        main(["finalize_prediction", "--sample", "s1", "--output", str(tmp_path / "none.ome.zarr")])
+        == 2
+    )
 
 
 def test_errors_are_fewlabel_errors(image, tmp_path):
     path, _ = image
     with pytest.raises(FewlabelError, match="model folder not found"):
-        predict_volume(tmp_path / "missing", path, tmp_path / "x.ome.zarr", params=PARAMS,
-                       sample="s1", device="cpu")
+        predict_volume(
+            tmp_path / "missing",
+            path,
+            tmp_path / "x.ome.zarr",
+            params=PARAMS,
+            sample="s1",
+            device="cpu",
+        )
     with pytest.raises(InputDataError, match="init_prediction_slabs"):
-        predict_with_module(TinyConv(), path, tmp_path / "x.ome.zarr", params=PARAMS,
-                            sample="s1", normalization={}, device="cpu", slab=0, n_slabs=2)
+        predict_with_module(
+            TinyConv(),
+            path,
+            tmp_path / "x.ome.zarr",
+            params=PARAMS,
+            sample="s1",
+            normalization={},
+            device="cpu",
+            slab=0,
+            n_slabs=2,
+        )

@@ -51,8 +51,17 @@ def test_stage_errors_name_the_sample(tmp_path):
     from fewlabel.cli import main
 
     missing = tmp_path / "none.ome.zarr"
-    code = main(["finalize_prediction", "--sample", "s1", "--output", str(missing),
-                 "--log", str(tmp_path / "log.txt")])
+    code = main(
+        [
+            "finalize_prediction",
+            "--sample",
+            "s1",
+            "--output",
+            str(missing),
+            "--log",
+            str(tmp_path / "log.txt"),
+        ]
+    )
     text = Path(tmp_path / "log.txt").read_text()
     assert code == 2
     assert "sample 's1'" in text and "--forcerun init_prediction_slabs" in text

@@ -57,8 +57,21 @@ def _matches_csv(path: Path, gt, pred, pairs) -> Path:
         rows.append(["fn", g, -1, np.nan, *gt[g], *nan3])
     for p in sorted(set(range(len(pred))) - {p for _, p in pairs}):
         rows.append(["fp", -1, p, np.nan, *nan3, *pred[p]])
-    pd.DataFrame(rows, columns=["status", "gt_index", "pred_index", "distance", "gt_z", "gt_y",
-                                "gt_x", "pred_z", "pred_y", "pred_x"]).to_csv(path, index=False)
+    pd.DataFrame(
+        rows,
+        columns=[
+            "status",
+            "gt_index",
+            "pred_index",
+            "distance",
+            "gt_z",
+            "gt_y",
+            "gt_x",
+            "pred_z",
+            "pred_y",
+            "pred_x",
+        ],
+    ).to_csv(path, index=False)
     return path
 
 
@@ -78,31 +91,76 @@ def run_dir(tmp_path: Path, rng: np.random.Generator) -> dict:
     flat = _spots((1, 64, 80), [[0, 20, 20], [0, 40, 60]], rng)
     write_ome_zarr(tmp_path / "flat.ome.zarr", flat, (1.0, 0.3, 0.3), chunks=(1, 32, 32))
     _write_csv(tmp_path / "flat_pred.csv", [[0, 20, 20], [0, 40, 60]], score=True)
-    pd.DataFrame([
-        {"sample": "spots", "n_gt": 5, "n_pred": 5, "tp": 4, "fp": 1, "fn": 1, "precision": 0.8,
-         "recall": 0.8, "f1": 0.8, "rmse": 1.0, "gate": 3.0, "gate_unit": "voxel"},
-        {"sample": "ALL", "n_gt": 5, "n_pred": 5, "tp": 4, "fp": 1, "fn": 1, "precision": 0.8,
-         "recall": 0.8, "f1": 0.8, "rmse": 1.0, "gate": 3.0, "gate_unit": "voxel"},
-    ]).to_csv(tmp_path / "detection.tsv", sep="\t", index=False)
+    pd.DataFrame(
+        [
+            {
+                "sample": "spots",
+                "n_gt": 5,
+                "n_pred": 5,
+                "tp": 4,
+                "fp": 1,
+                "fn": 1,
+                "precision": 0.8,
+                "recall": 0.8,
+                "f1": 0.8,
+                "rmse": 1.0,
+                "gate": 3.0,
+                "gate_unit": "voxel",
+            },
+            {
+                "sample": "ALL",
+                "n_gt": 5,
+                "n_pred": 5,
+                "tp": 4,
+                "fp": 1,
+                "fn": 1,
+                "precision": 0.8,
+                "recall": 0.8,
+                "f1": 0.8,
+                "rmse": 1.0,
+                "gate": 3.0,
+                "gate_unit": "voxel",
+            },
+        ]
+    ).to_csv(tmp_path / "detection.tsv", sep="\t", index=False)
     # model folders
     det_model = tmp_path / "models" / "detector"
     det_model.mkdir(parents=True)
-    pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.3],
-                  "val_loss": [1.1, 0.7, 0.6], "val_f1": [0.2, 0.6, 0.8]}).to_csv(
-        det_model / "curve.tsv", sep="\t", index=False)
-    (det_model / "thresholds.json").write_text(json.dumps({
-        "detection_threshold": 0.4, "val_f1": 0.8,
-        "f1_curve": [{"threshold": t, "f1": f, "precision": p, "recall": r} for t, f, p, r in
-                     [(0.1, 0.5, 0.4, 0.9), (0.4, 0.8, 0.8, 0.8), (0.7, 0.6, 0.9, 0.45)]]}))
+    pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [1.0, 0.5, 0.3],
+            "val_loss": [1.1, 0.7, 0.6],
+            "val_f1": [0.2, 0.6, 0.8],
+        }
+    ).to_csv(det_model / "curve.tsv", sep="\t", index=False)
+    (det_model / "thresholds.json").write_text(
+        json.dumps(
+            {
+                "detection_threshold": 0.4,
+                "val_f1": 0.8,
+                "f1_curve": [
+                    {"threshold": t, "f1": f, "precision": p, "recall": r}
+                    for t, f, p, r in [
+                        (0.1, 0.5, 0.4, 0.9),
+                        (0.4, 0.8, 0.8, 0.8),
+                        (0.7, 0.6, 0.9, 0.45),
+                    ]
+                ],
+            }
+        )
+    )
     (det_model / "training.json").write_text(json.dumps({"epochs": 3, "seconds": 12.5}))
     isl_model = tmp_path / "models" / "isl"
     isl_model.mkdir()
     pd.DataFrame({"epoch": [1, 2], "train_loss": [0.4, 0.2], "val_pcc": [0.5, 0.7]}).to_csv(
-        isl_model / "curve.tsv", sep="\t", index=False)
+        isl_model / "curve.tsv", sep="\t", index=False
+    )
     seg_model = tmp_path / "models" / "segmenter"
     seg_model.mkdir()
     pd.DataFrame({"epoch": [1, 2], "train_loss": [0.9, 0.6], "val_loss": [1.0, 0.8]}).to_csv(
-        seg_model / "curve.tsv", sep="\t", index=False)
+        seg_model / "curve.tsv", sep="\t", index=False
+    )
     # segmentation / ISL sample
     labels = np.zeros((6, 64, 64), np.uint32)
     labels[1:5, 8:24, 8:24] = 1
@@ -110,39 +168,75 @@ def run_dir(tmp_path: Path, rng: np.random.Generator) -> dict:
     predicted = np.roll(labels, 2, axis=2)
     fluo = (labels > 0).astype(np.float32) * 50 + rng.normal(0, 3, labels.shape).astype(np.float32)
     labelfree = rng.normal(10, 2, labels.shape).astype(np.float32) + (labels > 0) * 4
-    for name, data in (("nuclei", labelfree), ("nuclei_gt", labels), ("nuclei_pred", predicted),
-                       ("nuclei_fluo", fluo), ("nuclei_pfluo", fluo * 0.9 + 1)):
+    for name, data in (
+        ("nuclei", labelfree),
+        ("nuclei_gt", labels),
+        ("nuclei_pred", predicted),
+        ("nuclei_fluo", fluo),
+        ("nuclei_pfluo", fluo * 0.9 + 1),
+    ):
         write_ome_zarr(tmp_path / f"{name}.ome.zarr", data, (0.5, 0.25, 0.25), chunks=(3, 32, 32))
-    pd.DataFrame([{"sample": "nuclei", "ap_50_95": 0.61, "seg": 0.7, "mucov": 0.72,
-                   "pcc": 0.9312}]).to_csv(tmp_path / "nuclei_metrics.tsv", sep="\t", index=False)
-    pd.DataFrame([{"sample": "nuclei", "ap_50_95": 0.61, "seg": 0.7},
-                  {"sample": "ALL", "ap_50_95": 0.61, "seg": 0.7}]).to_csv(
-        tmp_path / "segmentation.tsv", sep="\t", index=False)
+    pd.DataFrame(
+        [{"sample": "nuclei", "ap_50_95": 0.61, "seg": 0.7, "mucov": 0.72, "pcc": 0.9312}]
+    ).to_csv(tmp_path / "nuclei_metrics.tsv", sep="\t", index=False)
+    pd.DataFrame(
+        [
+            {"sample": "nuclei", "ap_50_95": 0.61, "seg": 0.7},
+            {"sample": "ALL", "ap_50_95": 0.61, "seg": 0.7},
+        ]
+    ).to_csv(tmp_path / "segmentation.tsv", sep="\t", index=False)
     # ROI (mask records its source image, as segment_roi writes it)
     roi_dir = tmp_path / "roi" / "spots"
     roi_dir.mkdir(parents=True)
     mask = np.zeros((8, 96, 128), np.uint8)
     mask[:, 10:90, 5:120] = 1
-    write_ome_zarr(roi_dir / "roi.ome.zarr", mask, (0.5, 0.2, 0.2), chunks=(4, 32, 32),
-                   extra_attrs={"sample": "spots", "kind": "roi",
-                                "source": str(tmp_path / "spots.ome.zarr")})
-    (roi_dir / "roi.json").write_text(json.dumps({
-        "sample": "spots", "roi_fraction": 0.7, "pi": 0.0012, "min_batch_size": 834,
-        "warnings": ["class prior pi=0.0012 < 0.01: a mini-batch needs >= 834 windows"]}))
+    write_ome_zarr(
+        roi_dir / "roi.ome.zarr",
+        mask,
+        (0.5, 0.2, 0.2),
+        chunks=(4, 32, 32),
+        extra_attrs={"sample": "spots", "kind": "roi", "source": str(tmp_path / "spots.ome.zarr")},
+    )
+    (roi_dir / "roi.json").write_text(
+        json.dumps(
+            {
+                "sample": "spots",
+                "roi_fraction": 0.7,
+                "pi": 0.0012,
+                "min_batch_size": 834,
+                "warnings": ["class prior pi=0.0012 < 0.01: a mini-batch needs >= 834 windows"],
+            }
+        )
+    )
     # header and provenance
     (tmp_path / "samples.tsv").write_text(
         "sample\timage\tchannel\tvoxel_size\tsplit\ttask\tpoints\tlabels\ttarget\n"
         "spots\tspots.tif\t\t0.5,0.2,0.2\ttest\tdetect\tgt.csv\t\t\n"
         "flat\tflat.tif\t\t1,0.3,0.3\tpredict\tdetect\t\t\t\n"
-        "nuclei\tn.tif\t\t0.5,0.25,0.25\ttest\tsegment\tn.csv\tn_labels.tif\tn_fluo.tif\n")
-    pd.DataFrame([{"sample": "spots", "split": "test", "shape_zyx": "8x96x128",
-                   "voxel_size_um": "0.5,0.2,0.2", "dtype": "uint16"}]).to_csv(
-        tmp_path / "summary.tsv", sep="\t", index=False)
-    (tmp_path / "provenance.json").write_text(json.dumps({
-        "created": "2025-01-02T03:04:05+00:00", "git_commit": "abc123def456",
-        "versions": {"python": "3.11.9", "numpy": "2.1.0"},
-        "config": {"detection": {"method": "density"}},
-        "inputs": {"spots.tif": "f" * 64}}))
+        "nuclei\tn.tif\t\t0.5,0.25,0.25\ttest\tsegment\tn.csv\tn_labels.tif\tn_fluo.tif\n"
+    )
+    pd.DataFrame(
+        [
+            {
+                "sample": "spots",
+                "split": "test",
+                "shape_zyx": "8x96x128",
+                "voxel_size_um": "0.5,0.2,0.2",
+                "dtype": "uint16",
+            }
+        ]
+    ).to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
+    (tmp_path / "provenance.json").write_text(
+        json.dumps(
+            {
+                "created": "2025-01-02T03:04:05+00:00",
+                "git_commit": "abc123def456",
+                "versions": {"python": "3.11.9", "numpy": "2.1.0"},
+                "config": {"detection": {"method": "density"}},
+                "inputs": {"spots.tif": "f" * 64},
+            }
+        )
+    )
     return {
         "title": "Test run <b>",
         "config": {"detection": {"method": "density", "gate": 3}, "seed": 0},
@@ -154,22 +248,35 @@ def run_dir(tmp_path: Path, rng: np.random.Generator) -> dict:
         "detection_summary_tsv": str(tmp_path / "detection.tsv"),
         "detection_model_dir": str(det_model),
         "detection_samples": [
-            {"sample": "spots", "image": str(tmp_path / "spots.ome.zarr"),
-             "gt": str(tmp_path / "gt.csv"), "pred": str(tmp_path / "pred.csv"),
-             "matches": str(tmp_path / "matches.csv")},
-            {"sample": "flat", "image": str(tmp_path / "flat.ome.zarr"), "gt": None,
-             "pred": str(tmp_path / "flat_pred.csv"), "matches": None},
+            {
+                "sample": "spots",
+                "image": str(tmp_path / "spots.ome.zarr"),
+                "gt": str(tmp_path / "gt.csv"),
+                "pred": str(tmp_path / "pred.csv"),
+                "matches": str(tmp_path / "matches.csv"),
+            },
+            {
+                "sample": "flat",
+                "image": str(tmp_path / "flat.ome.zarr"),
+                "gt": None,
+                "pred": str(tmp_path / "flat_pred.csv"),
+                "matches": None,
+            },
         ],
         "isl_model_dir": str(isl_model),
         "segmenter_model_dir": str(seg_model),
         "segmentation_summary_tsv": str(tmp_path / "segmentation.tsv"),
-        "segmentation_samples": [{
-            "sample": "nuclei", "image": str(tmp_path / "nuclei.ome.zarr"),
-            "gt_labels": str(tmp_path / "nuclei_gt.ome.zarr"),
-            "pred_labels": str(tmp_path / "nuclei_pred.ome.zarr"),
-            "target": str(tmp_path / "nuclei_fluo.ome.zarr"),
-            "pred_fluorescence": str(tmp_path / "nuclei_pfluo.ome.zarr"),
-            "metrics_tsv": str(tmp_path / "nuclei_metrics.tsv")}],
+        "segmentation_samples": [
+            {
+                "sample": "nuclei",
+                "image": str(tmp_path / "nuclei.ome.zarr"),
+                "gt_labels": str(tmp_path / "nuclei_gt.ome.zarr"),
+                "pred_labels": str(tmp_path / "nuclei_pred.ome.zarr"),
+                "target": str(tmp_path / "nuclei_fluo.ome.zarr"),
+                "pred_fluorescence": str(tmp_path / "nuclei_pfluo.ome.zarr"),
+                "metrics_tsv": str(tmp_path / "nuclei_metrics.tsv"),
+            }
+        ],
     }
 
 
@@ -228,8 +335,12 @@ def test_full_report_has_every_section_valid_pngs_and_no_external_refs(run_dir, 
 def test_sections_are_omitted_without_inputs(run_dir, tmp_path):
     out = tmp_path / "report.html"
 
-    build_report(out, inputs=ReportInputs.from_dict(
-        {"title": "only metrics", "detection_summary_tsv": run_dir["detection_summary_tsv"]}))
+    build_report(
+        out,
+        inputs=ReportInputs.from_dict(
+            {"title": "only metrics", "detection_summary_tsv": run_dir["detection_summary_tsv"]}
+        ),
+    )
 
     html = out.read_text()
     assert '<section id="detection">' in html
@@ -280,13 +391,21 @@ def test_inputs_reject_unknown_keys_and_incomplete_samples():
 
 
 def test_mismatched_label_shape_is_an_input_error(run_dir, tmp_path):
-    write_ome_zarr(tmp_path / "small.ome.zarr", np.zeros((6, 32, 32), np.uint32),
-                   (0.5, 0.25, 0.25), chunks=(3, 32, 32))
+    write_ome_zarr(
+        tmp_path / "small.ome.zarr",
+        np.zeros((6, 32, 32), np.uint32),
+        (0.5, 0.25, 0.25),
+        chunks=(3, 32, 32),
+    )
     run_dir["segmentation_samples"][0]["pred_labels"] = str(tmp_path / "small.ome.zarr")
 
     with pytest.raises(InputDataError, match="shape"):
-        build_report(tmp_path / "r.html", inputs=ReportInputs.from_dict(
-            {"segmentation_samples": run_dir["segmentation_samples"]}))
+        build_report(
+            tmp_path / "r.html",
+            inputs=ReportInputs.from_dict(
+                {"segmentation_samples": run_dir["segmentation_samples"]}
+            ),
+        )
 
 
 # --------------------------------------------------------------------------- projections
@@ -307,7 +426,7 @@ def _reference_pool(image2d: np.ndarray, factors) -> np.ndarray:
     fa, fb = factors
     rows, cols = -(-image2d.shape[0] // fa), -(-image2d.shape[1] // fb)
     padded = np.full((rows * fa, cols * fb), image2d.min(), image2d.dtype)
-    padded[:image2d.shape[0], :image2d.shape[1]] = image2d
+    padded[: image2d.shape[0], : image2d.shape[1]] = image2d
     return padded.reshape(rows, fa, cols, fb).max(axis=(1, 3))
 
 
@@ -345,9 +464,13 @@ def test_read_matches_index_only_layout_equals_full_layout(tmp_path):
     gt = np.array([[0, 1, 1], [0, 5, 5], [0, 9, 9]], float)
     pred = np.array([[0, 1, 2], [0, 20, 20], [0, 9, 8]], float)
     full = _matches_csv(tmp_path / "full.csv", gt, pred, [(0, 0), (2, 2)])
-    pd.DataFrame({"gt_index": [0, 2, 1, -1], "pred_index": [0, 2, -1, 1],
-                  "distance": [1.0, 1.0, np.nan, np.nan]}).to_csv(tmp_path / "idx.csv",
-                                                                  index=False)
+    pd.DataFrame(
+        {
+            "gt_index": [0, 2, 1, -1],
+            "pred_index": [0, 2, -1, 1],
+            "distance": [1.0, 1.0, np.nan, np.nan],
+        }
+    ).to_csv(tmp_path / "idx.csv", index=False)
 
     a = read_matches(full, gt, pred)
     b = read_matches(tmp_path / "idx.csv", gt, pred)
@@ -367,17 +490,41 @@ def test_cli_build_report(run_dir, tmp_path):
 
     out = tmp_path / "cli" / "report.html"
     log_file = tmp_path / "report.log"
-    inputs = {k: run_dir[k] for k in ("title", "detection_summary_tsv", "roi_jsons",
-                                      "roi_masks")}
+    inputs = {k: run_dir[k] for k in ("title", "detection_summary_tsv", "roi_jsons", "roi_masks")}
     (tmp_path / "inputs.json").write_text(json.dumps(inputs))
 
-    rc = main(["build_report", "--output", str(out), "--inputs-json", json.dumps(inputs),
-               "--log", str(log_file)])
-    rc_file = main(["build_report", "--output", str(tmp_path / "r2.html"), "--inputs-file",
-                    str(tmp_path / "inputs.json")])
+    rc = main(
+        [
+            "build_report",
+            "--output",
+            str(out),
+            "--inputs-json",
+            json.dumps(inputs),
+            "--log",
+            str(log_file),
+        ]
+    )
+    rc_file = main(
+        [
+            "build_report",
+            "--output",
+            str(tmp_path / "r2.html"),
+            "--inputs-file",
+            str(tmp_path / "inputs.json"),
+        ]
+    )
     inputs["detection_summary_tsv"] = str(tmp_path / "missing.tsv")
-    rc_bad = main(["build_report", "--output", str(tmp_path / "bad.html"), "--inputs-json",
-                   json.dumps(inputs), "--log", str(log_file)])
+    rc_bad = main(
+        [
+            "build_report",
+            "--output",
+            str(tmp_path / "bad.html"),
+            "--inputs-json",
+            json.dumps(inputs),
+            "--log",
+            str(log_file),
+        ]
+    )
 
     assert rc == 0 and rc_file == 0
     assert len(_decode_images(out.read_text())) == 1  # the ROI outline
@@ -386,8 +533,11 @@ def test_cli_build_report(run_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------- browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed "
-                    "(apt-get install chromium) - headless rendering check skipped")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="/usr/bin/chromium not installed "
+    "(apt-get install chromium) - headless rendering check skipped",
+)
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     import matplotlib.image as mpimg
 
@@ -395,12 +545,27 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     build_report(out, inputs=ReportInputs.from_dict(run_dir))
     shot = tmp_path / "shot.png"
 
-    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                    f"--user-data-dir={tmp_path / 'chrome'}", f"--screenshot={shot}",
-                    "--window-size=1200,2000", out.resolve().as_uri()],
-                   capture_output=True, timeout=120, check=False)
+    subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'chrome'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,2000",
+            out.resolve().as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
 
     assert shot.exists() and shot.read_bytes()[:8] == PNG_SIGNATURE
     pixels = mpimg.imread(str(shot))[..., :3]
@@ -416,11 +581,17 @@ def test_curve_figure_is_identical_for_runs_that_differ_only_in_time():
 
     from fewlabel.report.figures import curve_figure
 
-    base = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.4], "val_loss": [1.1, 0.6, 0.5],
-            "val_f1": [0.2, 0.5, 0.7], "best": [1, 1, 1]}
+    base = {
+        "epoch": [1, 2, 3],
+        "train_loss": [1.0, 0.5, 0.4],
+        "val_loss": [1.1, 0.6, 0.5],
+        "val_f1": [0.2, 0.5, 0.7],
+        "best": [1, 1, 1],
+    }
     first = curve_figure(pd.DataFrame({**base, "seconds": [0.1, 0.2, 0.3]}), "detector")
     second = curve_figure(pd.DataFrame({**base, "seconds": [5.0, 9.0, 14.0]}), "detector")
     assert first == second
-    changed = curve_figure(pd.DataFrame({**base, "val_f1": [0.2, 0.5, 0.9],
-                                         "seconds": [0.1, 0.2, 0.3]}), "detector")
+    changed = curve_figure(
+        pd.DataFrame({**base, "val_f1": [0.2, 0.5, 0.9], "seconds": [0.1, 0.2, 0.3]}), "detector"
+    )
     assert changed != first

@@ -52,14 +52,22 @@ def _mask(path) -> np.ndarray:
 def test_roi_keeps_particles_and_is_compact(tmp_path, seed):
     image, points = _spots(tmp_path, seed)
     params = RoiConfig.model_validate(SPOT_PARAMS)
-    summary = segment_roi(image, tmp_path / "roi.ome.zarr", tmp_path / "roi.json", params=params,
-                          sample=f"spots{seed}", seed=0)
+    summary = segment_roi(
+        image,
+        tmp_path / "roi.ome.zarr",
+        tmp_path / "roi.json",
+        params=params,
+        sample=f"spots{seed}",
+        seed=0,
+    )
     mask = _mask(tmp_path / "roi.ome.zarr")
     centres = np.clip(np.round(points).astype(int), 0, np.array(SHAPE) - 1)
     kept = float(mask[tuple(centres.T)].mean())
     fraction = float(mask.mean())
-    message = (f"ROI seed {seed}: kept {kept:.3f} of {len(centres)} particles, covers "
-               f"{fraction:.3f} of the volume; GMM weights {summary['gmm']['weights']}")
+    message = (
+        f"ROI seed {seed}: kept {kept:.3f} of {len(centres)} particles, covers "
+        f"{fraction:.3f} of the volume; GMM weights {summary['gmm']['weights']}"
+    )
     print(message)
     log.info(message)
     assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
@@ -77,16 +85,39 @@ def test_roi_keeps_particles_and_is_compact(tmp_path, seed):
 def test_chunked_roi_equals_whole_volume(tmp_path):
     # CLAHE strong enough to matter, active erosion, subsampled fit (random chunks)
     image, _ = _spots(tmp_path, 3, voxel=(0.5, 0.2, 0.2), chunks=(8, 32, 32))
-    params = RoiConfig.model_validate({"clahe_clip_limit": 0.03, "erosion_radius_um": 0.2,
-                                  "extend_radius_um": 0.6, "max_fit_voxels": 20000})
-    chunked = segment_roi(image, tmp_path / "c.ome.zarr", tmp_path / "c.json", params=params,
-                          sample="s", workers=2, seed=5)
-    whole = segment_roi(image, tmp_path / "w.ome.zarr", tmp_path / "w.json", params=params,
-                        sample="s", workers=1, seed=5, block_shape=SHAPE)
+    params = RoiConfig.model_validate(
+        {
+            "clahe_clip_limit": 0.03,
+            "erosion_radius_um": 0.2,
+            "extend_radius_um": 0.6,
+            "max_fit_voxels": 20000,
+        }
+    )
+    chunked = segment_roi(
+        image,
+        tmp_path / "c.ome.zarr",
+        tmp_path / "c.json",
+        params=params,
+        sample="s",
+        workers=2,
+        seed=5,
+    )
+    whole = segment_roi(
+        image,
+        tmp_path / "w.ome.zarr",
+        tmp_path / "w.json",
+        params=params,
+        sample="s",
+        workers=1,
+        seed=5,
+        block_shape=SHAPE,
+    )
     a, b = _mask(tmp_path / "c.ome.zarr"), _mask(tmp_path / "w.ome.zarr")
     agreement = float((a == b).mean())
-    print(f"chunked vs whole-volume ROI agreement {agreement:.6f}, ROI fraction "
-          f"{a.mean():.3f} / {b.mean():.3f}")
+    print(
+        f"chunked vs whole-volume ROI agreement {agreement:.6f}, ROI fraction "
+        f"{a.mean():.3f} / {b.mean():.3f}"
+    )
     assert 0.02 < a.mean() < 0.98  # a non-trivial mask
     assert chunked["gmm"] == whole["gmm"]
     assert agreement >= 0.98
@@ -112,7 +143,7 @@ def test_corrected_view_blocks_equal_whole(rng):
 
 
 def test_class_prior_known_numbers():
-    roi_um3 = 10 * (4.0 / 3.0) * math.pi * 1.0 ** 3 / 0.1  # 10 unit balls fill 10%
+    roi_um3 = 10 * (4.0 / 3.0) * math.pi * 1.0**3 / 0.1  # 10 unit balls fill 10%
     pi, batch = class_prior(10, 1.0, roi_um3)
     assert pi == pytest.approx(0.1)
     assert batch == 10
@@ -123,9 +154,14 @@ def test_class_prior_known_numbers():
 def test_pi_in_summary_and_implausible_warnings(tmp_path, caplog):
     image, _ = _spots(tmp_path, 0)
     base = dict(SPOT_PARAMS, particle_radius_um=0.3)
-    good = segment_roi(image, tmp_path / "a.ome.zarr", tmp_path / "a.json", sample="s",
-                       params=RoiConfig.model_validate(dict(base, expected_particles=41)))
-    expected = 41 * (4 / 3) * math.pi * 0.3 ** 3 / (good["roi_voxels"] * 0.04)
+    good = segment_roi(
+        image,
+        tmp_path / "a.ome.zarr",
+        tmp_path / "a.json",
+        sample="s",
+        params=RoiConfig.model_validate(dict(base, expected_particles=41)),
+    )
+    expected = 41 * (4 / 3) * math.pi * 0.3**3 / (good["roi_voxels"] * 0.04)
     assert good["roi_volume_um3"] == pytest.approx(good["roi_voxels"] * 0.04)
     assert good["pi"] == pytest.approx(expected)
     assert good["min_batch_size"] == math.ceil(1 / expected)
@@ -133,14 +169,25 @@ def test_pi_in_summary_and_implausible_warnings(tmp_path, caplog):
     print(f"pi={good['pi']:.4f}, min batch {good['min_batch_size']}")
 
     with caplog.at_level(logging.WARNING, logger="fewlabel.roi"):
-        high = segment_roi(image, tmp_path / "b.ome.zarr", tmp_path / "b.json", sample="s",
-                           params=RoiConfig.model_validate(dict(base, expected_particles=100000)))
+        high = segment_roi(
+            image,
+            tmp_path / "b.ome.zarr",
+            tmp_path / "b.json",
+            sample="s",
+            params=RoiConfig.model_validate(dict(base, expected_particles=100000)),
+        )
     assert high["pi"] > 0.5 and len(high["warnings"]) == 1 and "> 0.5" in high["warnings"][0]
     assert any("pi=" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert json.loads((tmp_path / "b.json").read_text())["warnings"] == high["warnings"]
-    low = segment_roi(image, tmp_path / "c.ome.zarr", tmp_path / "c.json", sample="s",
-                      params=RoiConfig.model_validate(dict(SPOT_PARAMS, expected_particles=1,
-                                                      particle_radius_um=0.01)))
+    low = segment_roi(
+        image,
+        tmp_path / "c.ome.zarr",
+        tmp_path / "c.json",
+        sample="s",
+        params=RoiConfig.model_validate(
+            dict(SPOT_PARAMS, expected_particles=1, particle_radius_um=0.01)
+        ),
+    )
     assert low["pi"] < 1e-4 and "< 0.0001" in low["warnings"][0]
 
 
@@ -148,8 +195,14 @@ def test_single_plane_volume(tmp_path):
     s = spot_volume((1, 96, 96), snr=6.0, density=2000, clutter=False, seed=2)
     path = tmp_path / "plane.ome.zarr"
     write_ome_zarr(path, np.round(s.image).astype(np.uint16), (1.0, 0.2, 0.2), chunks=(1, 48, 48))
-    summary = segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", sample="plane",
-                          params=RoiConfig(), workers=2)
+    summary = segment_roi(
+        path,
+        tmp_path / "m.ome.zarr",
+        tmp_path / "m.json",
+        sample="plane",
+        params=RoiConfig(),
+        workers=2,
+    )
     mask = _mask(tmp_path / "m.ome.zarr")
     centres = np.round(s.points[["z", "y", "x"]].to_numpy()).astype(int)
     assert mask.shape == (1, 96, 96) and 0 < summary["roi_fraction"] < 1
@@ -160,8 +213,9 @@ def test_constant_volume_is_a_clear_error(tmp_path):
     path = tmp_path / "flat.ome.zarr"
     write_ome_zarr(path, np.full((8, 32, 32), 7, np.uint16), VOXEL, chunks=(4, 16, 16))
     with pytest.raises(FewlabelError, match="sample 'flatvol'.*constant"):
-        segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiConfig(),
-                    sample="flatvol")
+        segment_roi(
+            path, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiConfig(), sample="flatvol"
+        )
     assert not (tmp_path / "m.ome.zarr").exists() and not (tmp_path / "m.json").exists()
 
 
@@ -187,7 +241,7 @@ def test_gmm_degenerate_inputs_raise():
     with pytest.raises(InputDataError, match="sample 'x'.*constant"):
         fit_gmm_1d(np.full(1000, 0.4), sample="x")
     with pytest.raises(InputDataError, match="degenerate"):
-        fit_gmm_1d(np.r_[np.zeros(10 ** 6), 1.0], sample="x")
+        fit_gmm_1d(np.r_[np.zeros(10**6), 1.0], sample="x")
 
 
 def test_ball_morphology_is_exact():
@@ -220,21 +274,59 @@ def test_params_validation():
 def test_cli_segment_roi(tmp_path):
     image, _ = _spots(tmp_path, 0)
     mask, out = tmp_path / "r" / "roi.ome.zarr", tmp_path / "r" / "roi.json"
-    code = cli_main(["segment_roi", "--sample", "spots0", "--image", str(image), "--mask-out",
-                     str(mask), "--json-out", str(out), "--params",
-                     json.dumps(dict(SPOT_PARAMS, expected_particles=41,
-                                     particle_radius_um=0.3)),
-                     "--threads", "2", "--seed", "1", "--log", str(tmp_path / "roi.log")])
+    code = cli_main(
+        [
+            "segment_roi",
+            "--sample",
+            "spots0",
+            "--image",
+            str(image),
+            "--mask-out",
+            str(mask),
+            "--json-out",
+            str(out),
+            "--params",
+            json.dumps(dict(SPOT_PARAMS, expected_particles=41, particle_radius_um=0.3)),
+            "--threads",
+            "2",
+            "--seed",
+            "1",
+            "--log",
+            str(tmp_path / "roi.log"),
+        ]
+    )
     assert code == 0
     summary = json.loads(out.read_text())
-    assert {"roi_fraction", "roi_voxels", "total_voxels", "gmm", "threshold", "pi",
-            "min_batch_size", "warnings"} <= set(summary)
+    assert {
+        "roi_fraction",
+        "roi_voxels",
+        "total_voxels",
+        "gmm",
+        "threshold",
+        "pi",
+        "min_batch_size",
+        "warnings",
+    } <= set(summary)
     assert set(summary["gmm"]) >= {"means", "variances", "weights"}
     assert open_ome_zarr(mask).array.dtype == np.uint8
     assert "ROI" in (tmp_path / "roi.log").read_text()
-    bad = cli_main(["segment_roi", "--sample", "spots0", "--image", str(image), "--mask-out",
-                    str(tmp_path / "x.ome.zarr"), "--json-out", str(tmp_path / "x.json"),
-                    "--params", '{"nonsense": 1}', "--log", str(tmp_path / "bad.log")])
+    bad = cli_main(
+        [
+            "segment_roi",
+            "--sample",
+            "spots0",
+            "--image",
+            str(image),
+            "--mask-out",
+            str(tmp_path / "x.ome.zarr"),
+            "--json-out",
+            str(tmp_path / "x.json"),
+            "--params",
+            '{"nonsense": 1}',
+            "--log",
+            str(tmp_path / "bad.log"),
+        ]
+    )
     assert bad == 2
     assert "config key 'roi.nonsense': unknown key" in (tmp_path / "bad.log").read_text()
 
@@ -246,30 +338,50 @@ def test_voxel_size_in_metres_fails_fast(tmp_path):
     write_ome_zarr(path, image, (1e-6, 3e-7, 3e-7), chunks=(8, 32, 32))
     start = time.monotonic()
     with pytest.raises(ConfigError) as info:
-        segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiConfig(),
-                    sample="metres")
+        segment_roi(
+            path, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiConfig(), sample="metres"
+        )
     assert time.monotonic() - start < 10
     message = str(info.value)
-    for part in ("sample 'metres'", "config key 'roi.smooth_sigma_um' = 0.15 µm",
-                 "voxel size (1e-06, 3e-07, 3e-07) µm", "(1.5e+05, 5e+05, 5e+05) voxels",
-                 "more than 256", "metres"):
+    for part in (
+        "sample 'metres'",
+        "config key 'roi.smooth_sigma_um' = 0.15 µm",
+        "voxel size (1e-06, 3e-07, 3e-07) µm",
+        "(1.5e+05, 5e+05, 5e+05) voxels",
+        "more than 256",
+        "metres",
+    ):
         assert part in message, (part, message)
     assert not (tmp_path / "m.ome.zarr").exists() and not (tmp_path / "m.json").exists()
 
 
-@pytest.mark.parametrize("key, changes", [
-    ("roi.clahe_kernel_um", {"smooth_sigma_um": 0.0}),
-    ("roi.erosion_radius_um", {"smooth_sigma_um": 0.0, "clahe_kernel_voxels": [2, 8, 8]}),
-    ("roi.extend_radius_um", {"smooth_sigma_um": 0.0, "clahe_kernel_voxels": [2, 8, 8],
-                              "erosion_radius_um": 0.0}),
-])
+@pytest.mark.parametrize(
+    "key, changes",
+    [
+        ("roi.clahe_kernel_um", {"smooth_sigma_um": 0.0}),
+        ("roi.erosion_radius_um", {"smooth_sigma_um": 0.0, "clahe_kernel_voxels": [2, 8, 8]}),
+        (
+            "roi.extend_radius_um",
+            {"smooth_sigma_um": 0.0, "clahe_kernel_voxels": [2, 8, 8], "erosion_radius_um": 0.0},
+        ),
+    ],
+)
 def test_every_um_kernel_is_bounded(tmp_path, key, changes):
     path = tmp_path / "metres.ome.zarr"
-    write_ome_zarr(path, np.arange(8 * 32 * 32, dtype=np.uint16).reshape(8, 32, 32),
-                   (1e-6, 3e-7, 3e-7), chunks=(8, 32, 32))
+    write_ome_zarr(
+        path,
+        np.arange(8 * 32 * 32, dtype=np.uint16).reshape(8, 32, 32),
+        (1e-6, 3e-7, 3e-7),
+        chunks=(8, 32, 32),
+    )
     with pytest.raises(ConfigError, match=rf"config key '{key}' = .* µm at voxel size"):
-        segment_roi(path, tmp_path / "m.ome.zarr", tmp_path / "m.json", sample="s",
-                    params=RoiConfig.model_validate(changes))
+        segment_roi(
+            path,
+            tmp_path / "m.ome.zarr",
+            tmp_path / "m.json",
+            sample="s",
+            params=RoiConfig.model_validate(changes),
+        )
 
 
 def test_kernel_limit_is_the_larger_of_the_cap_and_the_volume():

@@ -33,8 +33,10 @@ def test_stages_hold_one_module_per_rule_and_nothing_else():
     modules = {p.stem for p in STAGES.glob("*.py") if not p.stem.startswith("_")}
     rules = rule_names()
     assert len(rules) >= 25
-    assert modules == rules, (f"rules without a stage module: {sorted(rules - modules)}; "
-                              f"stage modules without a rule: {sorted(modules - rules)}")
+    assert modules == rules, (
+        f"rules without a stage module: {sorted(rules - modules)}; "
+        f"stage modules without a rule: {sorted(modules - rules)}"
+    )
 
 
 @pytest.mark.parametrize("rule", sorted(rule_names()))
@@ -43,8 +45,9 @@ def test_every_rule_runs_its_own_entry_function_and_has_help(rule, capsys):
 
     module = importlib.import_module(f"fewlabel.stages.{rule}")
     assert callable(getattr(module, rule, None)), f"stages/{rule}.py has no function {rule}"
-    subparsers = next(a for a in build_parser()._actions
-                      if a.__class__.__name__ == "_SubParsersAction")
+    subparsers = next(
+        a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"
+    )
     assert subparsers.choices[rule].get_default("handler") is getattr(module, rule)
     with pytest.raises(SystemExit) as exit_info:
         main([rule, "--help"])
@@ -55,8 +58,9 @@ def test_every_rule_runs_its_own_entry_function_and_has_help(rule, capsys):
 
 
 def test_tools_are_subcommands_but_not_stages():
-    subparsers = next(a for a in build_parser()._actions
-                      if a.__class__.__name__ == "_SubParsersAction")
+    subparsers = next(
+        a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"
+    )
     assert "synth" in subparsers.choices and not (STAGES / "synth.py").exists()
     assert set(subparsers.choices) == rule_names() | {"synth"}
 
@@ -64,12 +68,15 @@ def test_tools_are_subcommands_but_not_stages():
 def test_building_the_parser_imports_no_library():
     """`python -m fewlabel <stage>` imports every stage module: numpy, zarr, torch... load only
     inside the entry function that needs them (fast --help; a rule's env has only its own)."""
-    code = ("import sys; from fewlabel.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('torch', 'numpy', 'zarr', 'pandas', 'scipy', 'skimage', "
-            "'matplotlib', 'tifffile') if m in sys.modules))")
+    code = (
+        "import sys; from fewlabel.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'numpy', 'zarr', 'pandas', 'scipy', 'skimage', "
+        "'matplotlib', 'tifffile') if m in sys.modules))"
+    )
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -83,20 +90,32 @@ def tiny_run(workdir: Path) -> None:
     (workdir / "samples.tsv").write_text(
         "sample\timage\tvoxel_size\tsplit\tpoints\n"
         "a\tdata/a.tif\t0.3,0.1,0.1\ttrain\tdata/a.csv\n"
-        "b\tdata/a.tif\t0.3,0.1,0.1\ttest\t\n")
-    (workdir / "config.yaml").write_text(yaml.safe_dump(
-        {"samples": "samples.tsv", "demo": {"enabled": False}}))
+        "b\tdata/a.tif\t0.3,0.1,0.1\ttest\t\n"
+    )
+    (workdir / "config.yaml").write_text(
+        yaml.safe_dump({"samples": "samples.tsv", "demo": {"enabled": False}})
+    )
     for sample, top in (("a", 7), ("b", 9)):
         ingest = workdir / "results" / "ingest" / sample
         ingest.mkdir(parents=True)
-        (ingest / "image.json").write_text(json.dumps(
-            {"sample": sample, "shape": [8, 32, 32], "voxel_size": [0.3, 0.1, 0.1],
-             "dtype": "uint16", "min": 0, "max": top}))
+        (ingest / "image.json").write_text(
+            json.dumps(
+                {
+                    "sample": sample,
+                    "shape": [8, 32, 32],
+                    "voxel_size": [0.3, 0.1, 0.1],
+                    "dtype": "uint16",
+                    "min": 0,
+                    "max": top,
+                }
+            )
+        )
     for sample, warnings in (("a", ["few voxels"]), ("b", [])):
         roi = workdir / "results" / "roi" / sample
         roi.mkdir(parents=True)
-        (roi / "roi.json").write_text(json.dumps({"roi_fraction": 0.25, "min_batch_size": 4,
-                                                  "warnings": warnings}))
+        (roi / "roi.json").write_text(
+            json.dumps({"roi_fraction": 0.25, "min_batch_size": 4, "warnings": warnings})
+        )
 
 
 def test_record_config_and_summarize_run_stages(tmp_path, monkeypatch):
@@ -106,8 +125,22 @@ def test_record_config_and_summarize_run_stages(tmp_path, monkeypatch):
     snapshot = yaml.safe_load(Path("snap.yaml").read_text())
     assert snapshot["demo"]["enabled"] is False
     assert snapshot["detection"]["predict"]["tile"]  # defaults filled in
-    assert main(["summarize_run", "--sample-sheet", "samples.tsv", "--config", "snap.yaml",
-                 "--output", "summary.tsv", "--provenance", "provenance.json"]) == 0
+    assert (
+        main(
+            [
+                "summarize_run",
+                "--sample-sheet",
+                "samples.tsv",
+                "--config",
+                "snap.yaml",
+                "--output",
+                "summary.tsv",
+                "--provenance",
+                "provenance.json",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv("summary.tsv", sep="\t", keep_default_na=False).set_index("sample")
     assert list(table.index) == ["a", "b"]
     assert table.loc["a", "split"] == "train" and table.loc["b", "split"] == "test"
@@ -122,20 +155,37 @@ def test_record_config_and_summarize_run_stages(tmp_path, monkeypatch):
 def test_record_config_stage_rejects_a_bad_config(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"samples": "s.tsv", "seed": "x"}))
-    assert main(["record_config", "--configfile", str(bad), "--output",
-                 str(tmp_path / "snap.yaml")]) == 2
+    assert (
+        main(["record_config", "--configfile", str(bad), "--output", str(tmp_path / "snap.yaml")])
+        == 2
+    )
     assert "seed" in capsys.readouterr().err and not (tmp_path / "snap.yaml").exists()
 
 
 def test_summary_table_joins_rois_and_splits():
     from fewlabel.summary import SUMMARY_COLUMNS, summary_table
 
-    images = [{"sample": "b", "shape": [1, 2, 3], "voxel_size": [1.0, 0.5, 0.25],
-               "dtype": "uint8", "min": 0, "max": 1},
-              {"sample": "a", "shape": [4, 5, 6], "voxel_size": [2, 1, 1], "dtype": "float32",
-               "min": -1.5, "max": 2.5}]
-    table = summary_table(images, {"a": {"roi_fraction": 0.5, "warnings": ["w1", "w2"]}},
-                          {"a": "val"})
+    images = [
+        {
+            "sample": "b",
+            "shape": [1, 2, 3],
+            "voxel_size": [1.0, 0.5, 0.25],
+            "dtype": "uint8",
+            "min": 0,
+            "max": 1,
+        },
+        {
+            "sample": "a",
+            "shape": [4, 5, 6],
+            "voxel_size": [2, 1, 1],
+            "dtype": "float32",
+            "min": -1.5,
+            "max": 2.5,
+        },
+    ]
+    table = summary_table(
+        images, {"a": {"roi_fraction": 0.5, "warnings": ["w1", "w2"]}}, {"a": "val"}
+    )
     assert list(table.columns) == list(SUMMARY_COLUMNS)
     assert list(table["sample"]) == ["b", "a"]  # the order of the ingest summaries
     b, a = table.iloc[0], table.iloc[1]

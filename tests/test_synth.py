@@ -25,8 +25,14 @@ DEMO_SPLITS = ("train", "val", "test")
 def _demo_names() -> list[str]:
     names = ["manifest.json"]
     for split in DEMO_SPLITS:
-        names += [f"spots_{split}.tif", f"spots_{split}.csv", f"nuclei_{split}_labelfree.tif",
-                  f"nuclei_{split}_fluo.tif", f"nuclei_{split}_labels.tif", f"nuclei_{split}.csv"]
+        names += [
+            f"spots_{split}.tif",
+            f"spots_{split}.csv",
+            f"nuclei_{split}_labelfree.tif",
+            f"nuclei_{split}_fluo.tif",
+            f"nuclei_{split}_labels.tif",
+            f"nuclei_{split}.csv",
+        ]
     return sorted(names)
 
 
@@ -123,18 +129,27 @@ def test_points_are_the_intensity_maxima_and_blobs_are_not_points():
     blobs = np.array([b["centre"] for b in s.meta["clutter_blobs"]])
     assert len(blobs) >= 1
     # every point is a local maximum of the expected image (within one voxel)
-    peaks = peak_local_max(s.clean, min_distance=1, threshold_abs=s.meta["background"] * 1.6,
-                           exclude_border=False)
+    peaks = peak_local_max(
+        s.clean, min_distance=1, threshold_abs=s.meta["background"] * 1.6, exclude_border=False
+    )
     dist, _ = cKDTree(peaks).query(pts)
     assert dist.max() <= 1.0
     # blobs are bright maxima too, but far from every point (out of class)
     dist_blob, _ = cKDTree(pts).query(blobs)
     assert dist_blob.min() > 5.0
-    blob_peaks = [np.unravel_index(np.argmax(s.clean * (np.linalg.norm(
-        np.indices(s.clean.shape).transpose(1, 2, 3, 0) - b, axis=-1) < 3)), s.clean.shape)
-        for b in blobs]
-    assert all(s.clean[p] > s.meta["background"] + 0.5 * min(s.meta["amplitudes"])
-               for p in blob_peaks)
+    blob_peaks = [
+        np.unravel_index(
+            np.argmax(
+                s.clean
+                * (np.linalg.norm(np.indices(s.clean.shape).transpose(1, 2, 3, 0) - b, axis=-1) < 3)
+            ),
+            s.clean.shape,
+        )
+        for b in blobs
+    ]
+    assert all(
+        s.clean[p] > s.meta["background"] + 0.5 * min(s.meta["amplitudes"]) for p in blob_peaks
+    )
     # in the noisy image, the brightest voxel near each point is (almost always) next to it
     high = synth.spot_volume((10, 128, 128), snr=12.0, clutter=False, seed=7)
     img = high.image
@@ -143,7 +158,7 @@ def test_points_are_the_intensity_maxima_and_blobs_are_not_points():
         c = np.rint(p).astype(int)
         lo = np.maximum(c - [1, 3, 3], 0)
         hi = np.minimum(c + [2, 4, 4], img.shape)
-        win = img[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        win = img[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         arg = np.array(np.unravel_index(np.argmax(win), win.shape)) + lo
         hits += np.abs(arg - p).max() <= 1.5
     assert hits >= 0.9 * len(high.points)
@@ -246,11 +261,20 @@ def test_make_demo_writes_readable_files_fast(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["files"]) == sorted(n for n in _demo_names() if n != "manifest.json")
     assert manifest["samples"] == rows
-    assert [r["sample"] for r in rows] == [f"{k}_{s}" for k in ("spots", "nuclei")
-                                           for s in DEMO_SPLITS]
+    assert [r["sample"] for r in rows] == [
+        f"{k}_{s}" for k in ("spots", "nuclei") for s in DEMO_SPLITS
+    ]
     for row in rows:
-        assert set(row) >= {"sample", "image", "channel", "voxel_size", "split", "points",
-                            "labels", "target"}
+        assert set(row) >= {
+            "sample",
+            "image",
+            "channel",
+            "voxel_size",
+            "split",
+            "points",
+            "labels",
+            "target",
+        }
         vol = open_input_volume(row["image"], sample=row["sample"])
         expected_voxel = (0.3, 0.1, 0.1) if row["sample"].startswith("spots") else (0.5, 0.25, 0.25)
         expected_shape = (16, 128, 128) if row["sample"].startswith("spots") else (16, 96, 96)
@@ -270,23 +294,27 @@ def test_make_demo_writes_readable_files_fast(tmp_path):
     assert spots.dtype == np.uint16
     assert 45 <= len(pd.read_csv(out / "spots_train.csv")) <= 80  # "medium" density
     # different seeds per file
-    assert not np.array_equal(read_image(out / "spots_train.tif"),
-                              read_image(out / "spots_val.tif"))
+    assert not np.array_equal(
+        read_image(out / "spots_train.tif"), read_image(out / "spots_val.tif")
+    )
     # same seed -> identical files
     synth.make_demo(tmp_path / "again", seed=0)
-    assert json.loads((tmp_path / "again" / "manifest.json").read_text())["files"] == \
-        manifest["files"]
+    assert (
+        json.loads((tmp_path / "again" / "manifest.json").read_text())["files"] == manifest["files"]
+    )
 
 
 def test_demo_params_model():
-    p = DemoParams.model_validate({"spots_shape": [8, 32, 32], "spots_snr": 2,
-                                   "spots_density": 100, "nuclei_count": 3})
+    p = DemoParams.model_validate(
+        {"spots_shape": [8, 32, 32], "spots_snr": 2, "spots_density": 100, "nuclei_count": 3}
+    )
     assert p.spots_shape == (8, 32, 32) and p.spots_snr == 2.0 and p.spots_density == 100
     assert p.nuclei_count == 3 and p.nuclei_shape == (16, 96, 96)
     assert DemoParams.model_validate({}) == DemoParams()
     # the named densities are the generator's
-    assert set(typing.get_args(DemoParams.model_fields["spots_density"].annotation)[0]
-               .__args__) == set(synth.DENSITIES)
+    assert set(
+        typing.get_args(DemoParams.model_fields["spots_density"].annotation)[0].__args__
+    ) == set(synth.DENSITIES)
     # the workflow's config.yaml demo.params section is accepted as is
     import yaml
 
@@ -309,9 +337,21 @@ def test_demo_params_model():
 # --------------------------------------------------------------------------- CLI
 def test_cli_make_demo_and_sheet(tmp_path):
     params = {"spots_shape": [6, 40, 40], "nuclei_shape": [10, 48, 48], "nuclei_count": 4}
-    rc = main(["make_demo_data", "--outdir", str(tmp_path / "d"), "--params", json.dumps(params),
-               "--seed", "2", "--sheet", str(tmp_path / "samples.tsv"),
-               "--log", str(tmp_path / "log.txt")])
+    rc = main(
+        [
+            "make_demo_data",
+            "--outdir",
+            str(tmp_path / "d"),
+            "--params",
+            json.dumps(params),
+            "--seed",
+            "2",
+            "--sheet",
+            str(tmp_path / "samples.tsv"),
+            "--log",
+            str(tmp_path / "log.txt"),
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == _demo_names()
     sheet = pd.read_csv(tmp_path / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
@@ -326,8 +366,17 @@ def test_cli_make_demo_and_sheet(tmp_path):
 @pytest.mark.parametrize("kind", ["spots", "centrioles", "nuclei"])
 def test_cli_synth(tmp_path, kind):
     prefix = tmp_path / "out" / kind
-    argv = ["synth", "--kind", kind, "--out-prefix", str(prefix), "--shape", "[8, 40, 40]",
-            "--seed", "1"]
+    argv = [
+        "synth",
+        "--kind",
+        kind,
+        "--out-prefix",
+        str(prefix),
+        "--shape",
+        "[8, 40, 40]",
+        "--seed",
+        "1",
+    ]
     if kind == "spots":
         argv += ["--snr", "3", "--density", "high", "--no-clutter"]
     elif kind == "centrioles":

@@ -8,7 +8,6 @@ import torch
 
 from fewlabel.blocks import block_grid
 from fewlabel.errors import ConfigError, ModelError
-from fewlabel.io import create_ome_zarr, open_ome_zarr
 from fewlabel.inference.blending import importance_map
 from fewlabel.inference.geometry import (
     TileLayout,
@@ -18,6 +17,7 @@ from fewlabel.inference.geometry import (
     tile_starts,
 )
 from fewlabel.inference.tiling import predict_tiled
+from fewlabel.io import create_ome_zarr, open_ome_zarr
 
 TILE = (8, 16, 16)
 
@@ -87,7 +87,7 @@ def test_tile_starts_cover_axis_with_min_overlap_and_flush_end(size, tile, overl
     assert starts[-1] + tile == size  # last tile flush with the end
     covered = np.zeros(size, int)
     for s in starts:
-        covered[s:s + tile] += 1
+        covered[s : s + tile] += 1
     assert (covered >= 1).all()
     steps = np.diff(starts)
     assert (steps >= 1).all() and (steps <= tile - overlap).all()
@@ -115,9 +115,11 @@ def test_importance_map_is_positive_symmetric_gaussian():
     assert w[3:5, 7:9, 5:7].min() == w.max()  # peak at the centre
     # separable Gaussian with sigma = tile / 8 along x
     x = np.arange(12) - 5.5
-    np.testing.assert_allclose(w[3, 7] / w[3, 7].max(),
-                               np.maximum(np.exp(-x**2 / (2 * 1.5**2)) /
-                                          np.exp(-0.25 / (2 * 1.5**2)), 0), rtol=1e-5)
+    np.testing.assert_allclose(
+        w[3, 7] / w[3, 7].max(),
+        np.maximum(np.exp(-(x**2) / (2 * 1.5**2)) / np.exp(-0.25 / (2 * 1.5**2)), 0),
+        rtol=1e-5,
+    )
 
 
 def test_brick_shape_never_exceeds_batch():
@@ -130,13 +132,22 @@ def test_brick_shape_never_exceeds_batch():
 
 
 # --------------------------------------------------------------------------- invariants
-@pytest.mark.parametrize("shape", [(20, 70, 50), (5, 30, 129), (1, 64, 64), (8, 16, 16),
-                                   (3, 7, 100), (33, 65, 97)])
+@pytest.mark.parametrize(
+    "shape", [(20, 70, 50), (5, 30, 129), (1, 64, 64), (8, 16, 16), (3, 7, 100), (33, 65, 97)]
+)
 def test_identity_model_reproduces_input(shape, rng):
     volume = rng.normal(size=shape).astype(np.float32) * 100
     out = np.full(shape, np.nan, np.float32)
-    predict_tiled(identity, volume, out, tile=TILE, overlap=(2, 4, 4), batch_size=3,
-                  cache_tiles=8, block_shape=(8, 32, 32))
+    predict_tiled(
+        identity,
+        volume,
+        out,
+        tile=TILE,
+        overlap=(2, 4, 4),
+        batch_size=3,
+        cache_tiles=8,
+        block_shape=(8, 32, 32),
+    )
     np.testing.assert_allclose(out, volume, rtol=1e-6, atol=1e-6)
 
 
@@ -156,8 +167,16 @@ def test_tiled_equals_whole_volume_for_convnet_with_margin(net, rng):
     volume = rng.normal(size=(13, 37, 45)).astype(np.float32)
     expected = whole(net, volume)
     out = np.zeros_like(volume)
-    predict_tiled(torch_fn(net), volume, out, tile=TILE, overlap=(4, 4, 4), batch_size=4,
-                  margin=2, block_shape=(8, 16, 16))  # RF 5 -> margin 2, overlap >= 4
+    predict_tiled(
+        torch_fn(net),
+        volume,
+        out,
+        tile=TILE,
+        overlap=(4, 4, 4),
+        batch_size=4,
+        margin=2,
+        block_shape=(8, 16, 16),
+    )  # RF 5 -> margin 2, overlap >= 4
     np.testing.assert_allclose(out, expected, atol=1e-5)
     # without the margin, tile borders leak into the blend: the test can fail
     plain = np.zeros_like(volume)
@@ -168,23 +187,34 @@ def test_tiled_equals_whole_volume_for_convnet_with_margin(net, rng):
 def test_slab_jobs_together_equal_one_job_bitexact(net, rng, tmp_path):
     volume = rng.normal(size=(21, 40, 37)).astype(np.float32)
     kwargs = dict(tile=TILE, overlap=(4, 8, 4), batch_size=3, cache_tiles=6, margin=(2, 2, 2))
-    one = create_ome_zarr(tmp_path / "one.ome.zarr", volume.shape, np.float32, (4, 16, 16),
-                          (1, 1, 1))
+    one = create_ome_zarr(
+        tmp_path / "one.ome.zarr", volume.shape, np.float32, (4, 16, 16), (1, 1, 1)
+    )
     predict_tiled(torch_fn(net), volume, one, **kwargs)
     blocks = block_grid(volume.shape, (4, 16, 16))
-    split = create_ome_zarr(tmp_path / "split.ome.zarr", volume.shape, np.float32, (4, 16, 16),
-                            (1, 1, 1))
-    predict_tiled(torch_fn(net), volume, split, blocks=[b for b in blocks if b[0].start < 8],
-                  **kwargs)
-    predict_tiled(torch_fn(net), volume, split, blocks=[b for b in blocks if b[0].start >= 8],
-                  **kwargs)
+    split = create_ome_zarr(
+        tmp_path / "split.ome.zarr", volume.shape, np.float32, (4, 16, 16), (1, 1, 1)
+    )
+    predict_tiled(
+        torch_fn(net), volume, split, blocks=[b for b in blocks if b[0].start < 8], **kwargs
+    )
+    predict_tiled(
+        torch_fn(net), volume, split, blocks=[b for b in blocks if b[0].start >= 8], **kwargs
+    )
     np.testing.assert_array_equal(split[...], one[...])
     # any partition (here: interleaved blocks, no cache, no prefetch, another order) agrees
     odd = np.full(volume.shape, np.nan, np.float32)
     for parity in (0, 1):
-        predict_tiled(torch_fn(net), volume, odd, block_shape=(4, 16, 16),
-                      blocks=[b for i, b in enumerate(blocks) if i % 2 == parity],
-                      prefetch=False, order=(2, 1, 0), **{**kwargs, "cache_tiles": 1})
+        predict_tiled(
+            torch_fn(net),
+            volume,
+            odd,
+            block_shape=(4, 16, 16),
+            blocks=[b for i, b in enumerate(blocks) if i % 2 == parity],
+            prefetch=False,
+            order=(2, 1, 0),
+            **{**kwargs, "cache_tiles": 1},
+        )
     np.testing.assert_array_equal(odd, one[...])
 
 
@@ -198,8 +228,16 @@ def test_memory_is_bounded_by_cache_batch_and_block(rng):
         return batch * 2.0
 
     out = np.zeros_like(volume)
-    stats = predict_tiled(model, source, out, tile=TILE, overlap=(2, 4, 4), batch_size=4,
-                          cache_tiles=8, block_shape=(8, 32, 32))
+    stats = predict_tiled(
+        model,
+        source,
+        out,
+        tile=TILE,
+        overlap=(2, 4, 4),
+        batch_size=4,
+        cache_tiles=8,
+        block_shape=(8, 32, 32),
+    )
     np.testing.assert_allclose(out, 2 * volume, rtol=1e-6)
     assert stats.max_cached_tiles <= 8
     assert stats.block_buffer_voxels == 8 * 32 * 32
@@ -211,8 +249,16 @@ def test_memory_is_bounded_by_cache_batch_and_block(rng):
     assert stats.tiles_needed == stats.tiles_total == len(tile_grid(volume.shape, TILE, (2, 4, 4)))
     assert stats.recompute_factor == stats.tiles_computed / stats.tiles_needed >= 1.0
     # a cache large enough for the frontier computes every tile exactly once
-    stats_big = predict_tiled(model, volume, out, tile=TILE, overlap=(2, 4, 4), batch_size=4,
-                              cache_tiles=512, block_shape=(8, 32, 32))
+    stats_big = predict_tiled(
+        model,
+        volume,
+        out,
+        tile=TILE,
+        overlap=(2, 4, 4),
+        batch_size=4,
+        cache_tiles=512,
+        block_shape=(8, 32, 32),
+    )
     assert stats_big.tiles_computed == stats_big.tiles_total
     assert stats_big.recompute_factor == 1.0
     assert stats.tiles_computed > stats_big.tiles_computed  # the small cache did recompute
@@ -238,14 +284,22 @@ def test_plan_cache_never_exceeds_capacity_and_drops_dead_tiles():
 
 def test_zarr_in_zarr_out_on_disk(net, rng, tmp_path):
     volume = (rng.normal(size=(18, 50, 40)) * 50 + 300).astype(np.uint16)
-    src = create_ome_zarr(tmp_path / "in.ome.zarr", volume.shape, np.uint16, (6, 32, 32),
-                          (2.0, 0.5, 0.5))
+    src = create_ome_zarr(
+        tmp_path / "in.ome.zarr", volume.shape, np.uint16, (6, 32, 32), (2.0, 0.5, 0.5)
+    )
     src[...] = volume
-    dst = create_ome_zarr(tmp_path / "out.ome.zarr", volume.shape, np.float32, (6, 32, 32),
-                          (2.0, 0.5, 0.5))
-    predict_tiled(torch_fn(net), open_ome_zarr(tmp_path / "in.ome.zarr").array, dst,
-                  tile=TILE, overlap=(4, 4, 4), margin=2,
-                  preprocess=lambda x: (x - 300.0) / 50.0)
+    dst = create_ome_zarr(
+        tmp_path / "out.ome.zarr", volume.shape, np.float32, (6, 32, 32), (2.0, 0.5, 0.5)
+    )
+    predict_tiled(
+        torch_fn(net),
+        open_ome_zarr(tmp_path / "in.ome.zarr").array,
+        dst,
+        tile=TILE,
+        overlap=(4, 4, 4),
+        margin=2,
+        preprocess=lambda x: (x - 300.0) / 50.0,
+    )
     result = open_ome_zarr(tmp_path / "out.ome.zarr").array[...]
     expected = whole(net, (volume.astype(np.float32) - 300.0) / 50.0)
     np.testing.assert_allclose(result, expected, atol=1e-5)
@@ -255,20 +309,29 @@ def test_zarr_in_zarr_out_on_disk(net, rng, tmp_path):
 def test_wrong_model_output_shape_is_a_model_error(rng):
     volume = rng.normal(size=(8, 20, 20)).astype(np.float32)
     with pytest.raises(ModelError, match="shape"):
-        predict_tiled(lambda b: b[:, :, :4], volume, np.zeros_like(volume), tile=TILE,
-                      overlap=(2, 4, 4))
+        predict_tiled(
+            lambda b: b[:, :, :4], volume, np.zeros_like(volume), tile=TILE, overlap=(2, 4, 4)
+        )
 
 
 def test_misaligned_blocks_and_bad_margin_are_config_errors(rng, tmp_path):
     volume = rng.normal(size=(8, 40, 40)).astype(np.float32)
-    target = create_ome_zarr(tmp_path / "t.ome.zarr", volume.shape, np.float32, (4, 16, 16),
-                             (1, 1, 1))
+    target = create_ome_zarr(
+        tmp_path / "t.ome.zarr", volume.shape, np.float32, (4, 16, 16), (1, 1, 1)
+    )
     with pytest.raises(ConfigError, match="chunks"):
-        predict_tiled(identity, volume, target, tile=TILE, overlap=(2, 4, 4),
-                      block_shape=(4, 24, 16))
+        predict_tiled(
+            identity, volume, target, tile=TILE, overlap=(2, 4, 4), block_shape=(4, 24, 16)
+        )
     with pytest.raises(ConfigError, match="aligned"):
-        predict_tiled(identity, volume, target, tile=TILE, overlap=(2, 4, 4),
-                      blocks=[(slice(0, 4), slice(8, 24), slice(0, 16))])
+        predict_tiled(
+            identity,
+            volume,
+            target,
+            tile=TILE,
+            overlap=(2, 4, 4),
+            blocks=[(slice(0, 4), slice(8, 24), slice(0, 16))],
+        )
     with pytest.raises(ConfigError, match="margin"):
         predict_tiled(identity, volume, target, tile=TILE, overlap=(2, 4, 4), margin=3)
     with pytest.raises(ConfigError, match="channel"):

@@ -11,18 +11,23 @@ import torch
 
 from fewlabel.cli import main as cli_main
 from fewlabel.config import DensityTargetsConfig, DetectorTrainConfig, PeaksConfig, parse
+from fewlabel.detection.density.targets import make_density_targets
+from fewlabel.detection.density.training import train_detector
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import write_ome_zarr, write_points_csv
-from fewlabel.detection.density.targets import make_density_targets
 from fewlabel.models.store import load_model
 from fewlabel.training import CropSampler, CropVolume, CurveLogger, EarlyStopping
-from fewlabel.detection.density.training import train_detector
 
 torch.set_num_threads(1)
 
 TINY_DICT = {
-    "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [8, 16, 16], "patience": 5,
-    "model": {"base_channels": 2, "depth": 1}, "threshold_grid": [0.1, 0.3, 0.5],
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "batch_size": 2,
+    "crop": [8, 16, 16],
+    "patience": 5,
+    "model": {"base_channels": 2, "depth": 1},
+    "threshold_grid": [0.1, 0.3, 0.5],
 }
 TINY = DetectorTrainConfig.model_validate(TINY_DICT)
 
@@ -70,8 +75,9 @@ def test_early_stopping_and_curve(tmp_path) -> None:
 
 
 def test_train_params_from_config_section() -> None:
-    params = DetectorTrainConfig.model_validate({"crop": [4, 8, 8], "awing": {"theta": 0.4},
-                                                 "model": {"pool_z": True}})
+    params = DetectorTrainConfig.model_validate(
+        {"crop": [4, 8, 8], "awing": {"theta": 0.4}, "model": {"pool_z": True}}
+    )
     assert params.crop == (4, 8, 8) and params.awing.theta == 0.4 and params.model.pool_z
     assert params.awing.alpha == 2.1 and params.loss == "awing"
     assert params.model.base_channels == 8  # one default for the width, whatever else is set
@@ -94,14 +100,21 @@ def _make_sample(root, name: str, seed: int, *, n_points: int = 6) -> dict[str, 
     image = rng.poisson(10, shape).astype(np.float32)
     zz, yy, xx = np.indices(shape)
     for p in pts:
-        image += 40 * np.exp(-0.5 * (((zz - p[0]) / 0.8) ** 2 + ((yy - p[1]) / 1.2) ** 2
-                                     + ((xx - p[2]) / 1.2) ** 2))
+        image += 40 * np.exp(
+            -0.5 * (((zz - p[0]) / 0.8) ** 2 + ((yy - p[1]) / 1.2) ** 2 + ((xx - p[2]) / 1.2) ** 2)
+        )
     paths = {k: str(root / f"{name}_{k}.ome.zarr") for k in ("image", "target", "weight")}
     paths["points"] = str(root / f"{name}.csv")
     write_ome_zarr(paths["image"], image, (1.0, 0.5, 0.5), chunks=(3, 16, 16))
     write_points_csv(pd.DataFrame(pts, columns=["z", "y", "x"]), paths["points"])
-    make_density_targets(paths["image"], paths["points"], paths["target"], paths["weight"],
-                         params=DensityTargetsConfig(sigma=(1.0, 1.5, 1.5)), sample=name)
+    make_density_targets(
+        paths["image"],
+        paths["points"],
+        paths["target"],
+        paths["weight"],
+        params=DensityTargetsConfig(sigma=(1.0, 1.5, 1.5)),
+        sample=name,
+    )
     return {"sample": name, **paths}
 
 
@@ -115,8 +128,16 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     root, train, val = samples
     summary = train_detector([train], [val], root / "m1", params=TINY, seed=5, threads=1)
     folder = root / "m1"
-    for name in ("weights.pt", "weights_last.pt", "model.json", "training.json",
-                 "thresholds.json", "normalization.json", "curve.tsv", "curve.png"):
+    for name in (
+        "weights.pt",
+        "weights_last.pt",
+        "model.json",
+        "training.json",
+        "thresholds.json",
+        "normalization.json",
+        "curve.tsv",
+        "curve.png",
+    ):
         assert (folder / name).is_file(), name
     curve = pd.read_csv(folder / "curve.tsv", sep="\t")
     assert list(curve["epoch"]) == [1, 2]
@@ -127,8 +148,9 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     # the chosen threshold is the one with the best validation F1 on the curve it reports
     best = max(thresholds["f1_curve"], key=lambda r: r["f1"])
     assert thresholds["val_f1"] == best["f1"]
-    chosen = next(r for r in thresholds["f1_curve"]
-                  if r["threshold"] == thresholds["detection_threshold"])
+    chosen = next(
+        r for r in thresholds["f1_curve"] if r["threshold"] == thresholds["detection_threshold"]
+    )
     assert chosen["f1"] == thresholds["val_f1"]
     assert summary["val_f1"] == thresholds["val_f1"]
     loaded = load_model(folder, expect="dmdetnet3d")
@@ -139,17 +161,39 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     assert thresholds["min_distance"] == loaded.training["peaks"]["min_distance"] == [1, 2, 2]
 
     # same seed through the CLI -> identical weights; another seed -> different weights
-    code = cli_main(["train_detector", "--train-json", json.dumps([train]),
-                     "--val-json", json.dumps([val]), "--out-dir", str(root / "m2"),
-                     "--params", json.dumps(TINY_DICT), "--peaks", "{}", "--seed", "5",
-                     "--threads", "1"])
+    code = cli_main(
+        [
+            "train_detector",
+            "--train-json",
+            json.dumps([train]),
+            "--val-json",
+            json.dumps([val]),
+            "--out-dir",
+            str(root / "m2"),
+            "--params",
+            json.dumps(TINY_DICT),
+            "--peaks",
+            "{}",
+            "--seed",
+            "5",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     w1 = torch.load(folder / "weights.pt", weights_only=True)
     w2 = torch.load(root / "m2" / "weights.pt", weights_only=True)
     assert w1.keys() == w2.keys()
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
-    train_detector([train], [val], root / "m3", params=TINY,
-                   peaks=PeaksConfig(min_distance=(1, 3, 3)), seed=6, threads=1)
+    train_detector(
+        [train],
+        [val],
+        root / "m3",
+        params=TINY,
+        peaks=PeaksConfig(min_distance=(1, 3, 3)),
+        seed=6,
+        threads=1,
+    )
     assert json.loads((root / "m3" / "thresholds.json").read_text())["min_distance"] == [1, 3, 3]
     w3 = torch.load(root / "m3" / "weights.pt", weights_only=True)
     assert not all(torch.equal(w1[k], w3[k]) for k in w1)
@@ -169,13 +213,40 @@ def test_empty_training_points_is_a_clear_error(samples, tmp_path) -> None:
 
 def test_cli_make_density_targets(samples, tmp_path) -> None:
     _root, train, _val = samples
-    code = cli_main(["make_density_targets", "--sample", "a", "--image", train["image"],
-                     "--points", train["points"], "--target", str(tmp_path / "t.ome.zarr"),
-                     "--weight", str(tmp_path / "w.ome.zarr"),
-                     "--params", '{"sigma": [1.0, 1.5, 1.5], "lam": 10, "T": 0.2}'])
+    code = cli_main(
+        [
+            "make_density_targets",
+            "--sample",
+            "a",
+            "--image",
+            train["image"],
+            "--points",
+            train["points"],
+            "--target",
+            str(tmp_path / "t.ome.zarr"),
+            "--weight",
+            str(tmp_path / "w.ome.zarr"),
+            "--params",
+            '{"sigma": [1.0, 1.5, 1.5], "lam": 10, "T": 0.2}',
+        ]
+    )
     assert code == 0
     assert (tmp_path / "t.ome.zarr").is_dir() and (tmp_path / "w.ome.zarr").is_dir()
-    code = cli_main(["make_density_targets", "--sample", "a", "--image", train["image"],
-                     "--points", train["points"], "--target", str(tmp_path / "t2.ome.zarr"),
-                     "--weight", str(tmp_path / "w2.ome.zarr"), "--params", '{"sigm": 1}'])
+    code = cli_main(
+        [
+            "make_density_targets",
+            "--sample",
+            "a",
+            "--image",
+            train["image"],
+            "--points",
+            train["points"],
+            "--target",
+            str(tmp_path / "t2.ome.zarr"),
+            "--weight",
+            str(tmp_path / "w2.ome.zarr"),
+            "--params",
+            '{"sigm": 1}',
+        ]
+    )
     assert code == 2

@@ -19,8 +19,13 @@ from fewlabel.segmentation.distance.data import pearson
 from fewlabel.segmentation.distance.isl import pretrain_isl
 from fewlabel.segmentation.distance.predict import predict_isl
 
-TINY_DICT = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [4, 16, 16],
-             "model": {"base_channels": 4, "depth": 1}}
+TINY_DICT = {
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "batch_size": 2,
+    "crop": [4, 16, 16],
+    "model": {"base_channels": 4, "depth": 1},
+}
 TINY = IslConfig.model_validate(TINY_DICT)
 
 
@@ -49,8 +54,15 @@ def test_isl_two_epochs_writes_model_folder_with_pcc(tmp_path):
     val = [write_pair(tmp_path, "b", seed=2)]
     summary = pretrain_isl(train, val, tmp_path / "isl", params=TINY, seed=0, threads=1)
     folder = tmp_path / "isl"
-    for name in ("weights.pt", "weights_last.pt", "model.json", "training.json",
-                 "normalization.json", "curve.tsv", "curve.png"):
+    for name in (
+        "weights.pt",
+        "weights_last.pt",
+        "model.json",
+        "training.json",
+        "normalization.json",
+        "curve.tsv",
+        "curve.png",
+    ):
         assert (folder / name).exists(), name
     curve = pd.read_csv(folder / "curve.tsv", sep="\t")
     assert list(curve["epoch"]) == [1, 2]
@@ -58,10 +70,17 @@ def test_isl_two_epochs_writes_model_folder_with_pcc(tmp_path):
     assert set(summary["val_pcc_per_image"]) == {"b"}
     # the reported validation PCC is the PCC of the saved model's prediction of the whole image
     out = tmp_path / "b_pred.ome.zarr"
-    predict_isl(folder, val[0]["image"], out,
-                params=SegmentationPredictConfig(tile=(6, 24, 24), overlap=(0, 0, 0)), sample="b")
-    recomputed = pearson(np.asarray(open_ome_zarr(out).array[...]),
-                         np.asarray(open_ome_zarr(val[0]["target"]).array[...]))
+    predict_isl(
+        folder,
+        val[0]["image"],
+        out,
+        params=SegmentationPredictConfig(tile=(6, 24, 24), overlap=(0, 0, 0)),
+        sample="b",
+    )
+    recomputed = pearson(
+        np.asarray(open_ome_zarr(out).array[...]),
+        np.asarray(open_ome_zarr(val[0]["target"]).array[...]),
+    )
     assert summary["val_pcc_per_image"]["b"] == pytest.approx(recomputed, abs=1e-3)
     best = curve.loc[curve["val_loss"].idxmin()]  # the saved weights: lowest validation L1
     assert best["val_pcc"] == pytest.approx(recomputed, abs=1e-3)
@@ -105,8 +124,13 @@ def test_predict_isl_tiled_matches_shape_and_tracks_target(tmp_path):
     longer = TINY.model_copy(update={"epochs": 6, "steps_per_epoch": 4})
     pretrain_isl(train, [], tmp_path / "isl", params=longer, seed=0, threads=1)
     out = tmp_path / "pred.ome.zarr"
-    predict_isl(tmp_path / "isl", train[0]["image"], out,
-                params=SegmentationPredictConfig(tile=(4, 16, 16), overlap=(2, 8, 8)), sample="a")
+    predict_isl(
+        tmp_path / "isl",
+        train[0]["image"],
+        out,
+        params=SegmentationPredictConfig(tile=(4, 16, 16), overlap=(2, 8, 8)),
+        sample="a",
+    )
     pred = open_ome_zarr(out)
     assert pred.shape == (6, 24, 24) and pred.array.dtype == np.float32
     assert pred.voxel_size == (1.0, 0.5, 0.5)
@@ -123,20 +147,64 @@ def test_planes_as_channels_2d_cli(tmp_path):
     planes = np.concatenate([ndi.gaussian_filter(fluo, (0, s, s)) for s in (0.5, 1, 2, 3, 4)])
     write_ome_zarr(tmp_path / "lf.ome.zarr", planes, (1.0, 0.5, 0.5), chunks=(5, 16, 16))
     write_ome_zarr(tmp_path / "fl.ome.zarr", fluo, (1.0, 0.5, 0.5), chunks=(1, 16, 16))
-    items = [{"sample": "p", "image": str(tmp_path / "lf.ome.zarr"),
-              "target": str(tmp_path / "fl.ome.zarr")}]
+    items = [
+        {
+            "sample": "p",
+            "image": str(tmp_path / "lf.ome.zarr"),
+            "target": str(tmp_path / "fl.ome.zarr"),
+        }
+    ]
     (tmp_path / "train.json").write_text(json.dumps(items))
     params = {**TINY_DICT, "dims": 2}
-    assert main(["pretrain_isl", "--train-json", str(tmp_path / "train.json"), "--val-json", "",
-                 "--out-dir", str(tmp_path / "isl2d"), "--params", json.dumps(params)]) == 0
+    assert (
+        main(
+            [
+                "pretrain_isl",
+                "--train-json",
+                str(tmp_path / "train.json"),
+                "--val-json",
+                "",
+                "--out-dir",
+                str(tmp_path / "isl2d"),
+                "--params",
+                json.dumps(params),
+            ]
+        )
+        == 0
+    )
     loaded = load_model(tmp_path / "isl2d", expect="unet")
     assert loaded.arch["kwargs"]["dims"] == 2 and loaded.arch["kwargs"]["in_channels"] == 5
     assert loaded.normalization["mode"] == "planes_as_channels"
-    assert main(["predict_isl", "--model-dir", str(tmp_path / "isl2d"), "--image",
-                 str(tmp_path / "lf.ome.zarr"), "--output", str(tmp_path / "p.ome.zarr"),
-                 "--params", '{"tile": [1, 16, 16], "overlap": [0, 4, 4]}']) == 0
+    assert (
+        main(
+            [
+                "predict_isl",
+                "--model-dir",
+                str(tmp_path / "isl2d"),
+                "--image",
+                str(tmp_path / "lf.ome.zarr"),
+                "--output",
+                str(tmp_path / "p.ome.zarr"),
+                "--params",
+                '{"tile": [1, 16, 16], "overlap": [0, 4, 4]}',
+            ]
+        )
+        == 0
+    )
     assert open_ome_zarr(tmp_path / "p.ome.zarr").shape == (1, 24, 24)
     # a 3-plane image cannot go through a 5-plane model: clear error, exit code 2
     write_ome_zarr(tmp_path / "lf3.ome.zarr", planes[:3], (1.0, 0.5, 0.5), chunks=(3, 16, 16))
-    assert main(["predict_isl", "--model-dir", str(tmp_path / "isl2d"), "--image",
-                 str(tmp_path / "lf3.ome.zarr"), "--output", str(tmp_path / "q.ome.zarr")]) == 2
+    assert (
+        main(
+            [
+                "predict_isl",
+                "--model-dir",
+                str(tmp_path / "isl2d"),
+                "--image",
+                str(tmp_path / "lf3.ome.zarr"),
+                "--output",
+                str(tmp_path / "q.ome.zarr"),
+            ]
+        )
+        == 2
+    )

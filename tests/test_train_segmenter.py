@@ -24,12 +24,19 @@ from fewlabel.segmentation.distance.segmenter import (
 )
 from fewlabel.segmentation.distance.tuning import H_GRID
 
-TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": [4, 16, 16],
-        "model": {"base_channels": 4, "depth": 1}}
+TINY = {
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "batch_size": 2,
+    "crop": [4, 16, 16],
+    "model": {"base_channels": 4, "depth": 1},
+}
 
 
 def seg_params(**changes) -> SegmenterTrainConfig:
     return SegmenterTrainConfig.model_validate({**TINY, **changes})
+
+
 VOXEL = (1.0, 0.5, 0.5)
 
 
@@ -48,11 +55,19 @@ def write_sample(folder, name, *, shape=(6, 24, 24), seed=0, empty=False):
     lf = (lf + rng.normal(0, 0.05, shape)).astype(np.float32)
     paths = {k: folder / f"{name}_{k}.ome.zarr" for k in ("lf", "fl", "lab")}
     write_ome_zarr(paths["lf"], lf, VOXEL, chunks=(6, 24, 24))
-    write_ome_zarr(paths["fl"], fluo.astype(np.float32) + rng.normal(0, 0.5, shape).astype(
-        np.float32), VOXEL, chunks=(6, 24, 24))
+    write_ome_zarr(
+        paths["fl"],
+        fluo.astype(np.float32) + rng.normal(0, 0.5, shape).astype(np.float32),
+        VOXEL,
+        chunks=(6, 24, 24),
+    )
     write_ome_zarr(paths["lab"], labels, VOXEL, chunks=(6, 24, 24))
-    return {"sample": name, "image": str(paths["lf"]), "target": str(paths["fl"]),
-            "labels": str(paths["lab"])}
+    return {
+        "sample": name,
+        "image": str(paths["lf"]),
+        "target": str(paths["fl"]),
+        "labels": str(paths["lab"]),
+    }
 
 
 def isl_item(s):
@@ -68,8 +83,14 @@ def isl_setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("seg")
     a = write_sample(folder, "a", seed=1)
     b = write_sample(folder, "b", seed=2)
-    pretrain_isl([isl_item(a)], [isl_item(b)], folder / "isl",
-                 params=IslConfig.model_validate(TINY), seed=0, threads=1)
+    pretrain_isl(
+        [isl_item(a)],
+        [isl_item(b)],
+        folder / "isl",
+        params=IslConfig.model_validate(TINY),
+        seed=0,
+        threads=1,
+    )
     return folder, a, b
 
 
@@ -96,13 +117,11 @@ def test_isl_init_loads_pretrained_body_and_scratch_does_not(isl_setup):
     folder, a, _ = isl_setup
     isl = load_model(folder / "isl", expect="unet").module.state_dict()
     torch.manual_seed(0)
-    model, kwargs, info = _build_segmenter(seg_params(), folder / "isl",
-                                           None, "cpu")
+    model, kwargs, info = _build_segmenter(seg_params(), folder / "isl", None, "cpu")
     body = model.body.state_dict()
     assert info["init"] == "isl" and kwargs["base_channels"] == 4
     assert all(torch.equal(body[k], isl[k]) for k in isl)
-    scratch, _, info = _build_segmenter(seg_params(init="scratch"),
-                                        folder / "isl", None, "cpu")
+    scratch, _, info = _build_segmenter(seg_params(init="scratch"), folder / "isl", None, "cpu")
     assert info["init"] == "scratch"
     name = "encoder.0.block.0.weight"
     assert not torch.equal(scratch.body.state_dict()[name], isl[name])
@@ -111,14 +130,14 @@ def test_isl_init_loads_pretrained_body_and_scratch_does_not(isl_setup):
 def test_isl_of_other_dims_is_a_model_error(isl_setup):
     folder, _, _ = isl_setup
     with pytest.raises(ModelError, match="3D but the segmenter is configured as 2D"):
-        _build_segmenter(seg_params(dims=2), folder / "isl", 1,
-                         "cpu")
+        _build_segmenter(seg_params(dims=2), folder / "isl", 1, "cpu")
 
 
 def test_isl_init_without_folder_falls_back_to_scratch(tmp_path, isl_setup):
     _, a, _ = isl_setup
-    summary = train_segmenter([seg_item(a)], [], tmp_path / "seg", params=seg_params(),
-                              init_from="")
+    summary = train_segmenter(
+        [seg_item(a)], [], tmp_path / "seg", params=seg_params(), init_from=""
+    )
     training = json.loads((tmp_path / "seg" / "training.json").read_text())
     assert summary["init"] == "scratch" and training["init_requested"] == "isl"
     assert training["init_from"] is None
@@ -128,8 +147,9 @@ def test_empty_training_mask_names_the_sample(tmp_path, isl_setup):
     folder, _, _ = isl_setup
     empty = write_sample(tmp_path, "blank", empty=True)
     with pytest.raises(InputDataError) as info:
-        train_segmenter([seg_item(empty)], [], tmp_path / "seg", params=seg_params(),
-                        init_from=folder / "isl")
+        train_segmenter(
+            [seg_item(empty)], [], tmp_path / "seg", params=seg_params(), init_from=folder / "isl"
+        )
     assert "blank" in str(info.value) and "no objects" in str(info.value)
 
 
@@ -151,8 +171,15 @@ def test_params_validate_loss_and_init():
 def test_end_to_end_pretrain_finetune_predict(tmp_path, isl_setup):
     folder, a, b = isl_setup
     c = write_sample(tmp_path, "c", seed=3)
-    summary = train_segmenter([seg_item(a), seg_item(c)], [seg_item(b)], tmp_path / "seg",
-                              params=seg_params(), init_from=folder / "isl", seed=0, threads=1)
+    summary = train_segmenter(
+        [seg_item(a), seg_item(c)],
+        [seg_item(b)],
+        tmp_path / "seg",
+        params=seg_params(),
+        init_from=folder / "isl",
+        seed=0,
+        threads=1,
+    )
     assert summary["n_train_images"] == 2 and summary["init"] == "isl"
     loaded = load_model(tmp_path / "seg", expect="segmenter")  # rebuilt from model.json alone
     assert 0 < loaded.thresholds["mask_threshold"] < 1
@@ -164,8 +191,13 @@ def test_end_to_end_pretrain_finetune_predict(tmp_path, isl_setup):
     assert all(row["tp"] + row["fn"] == curve[0]["tp"] + curve[0]["fn"] for row in curve)
     assert loaded.arch["kwargs"]["head_channels"] == 8
     out = tmp_path / "pred.ome.zarr"
-    predict_segmentation(tmp_path / "seg", b["image"], out, sample="b",
-                         params=SegmentationPredictConfig(tile=(4, 16, 16), overlap=(2, 8, 8)))
+    predict_segmentation(
+        tmp_path / "seg",
+        b["image"],
+        out,
+        sample="b",
+        params=SegmentationPredictConfig(tile=(4, 16, 16), overlap=(2, 8, 8)),
+    )
     pred = open_ome_zarr(out)
     assert pred.shape == (2, 6, 24, 24) and pred.array.dtype == np.float32
     values = np.asarray(pred.array[...])
@@ -183,13 +215,41 @@ def test_cli_2d_scratch_segmenter(tmp_path, capsys):
     planes = planes + rng.normal(0, 0.02, planes.shape).astype(np.float32)
     write_ome_zarr(tmp_path / "lf.ome.zarr", planes, VOXEL, chunks=(3, 24, 24))
     write_ome_zarr(tmp_path / "lab.ome.zarr", labels, VOXEL, chunks=(1, 24, 24))
-    items = json.dumps([{"sample": "two_d", "image": str(tmp_path / "lf.ome.zarr"),
-                         "labels": str(tmp_path / "lab.ome.zarr")}])
+    items = json.dumps(
+        [
+            {
+                "sample": "two_d",
+                "image": str(tmp_path / "lf.ome.zarr"),
+                "labels": str(tmp_path / "lab.ome.zarr"),
+            }
+        ]
+    )
     params = json.dumps({**TINY, "dims": 2, "init": "scratch", "loss": "dice"})
-    assert main(["train_segmenter", "--train-json", items, "--out-dir", str(tmp_path / "seg"),
-                 "--init-from", "", "--params", params]) == 0
-    predict = ["predict_segmentation", "--model-dir", str(tmp_path / "seg"), "--image",
-               str(tmp_path / "lf.ome.zarr"), "--output", str(tmp_path / "p.ome.zarr")]
+    assert (
+        main(
+            [
+                "train_segmenter",
+                "--train-json",
+                items,
+                "--out-dir",
+                str(tmp_path / "seg"),
+                "--init-from",
+                "",
+                "--params",
+                params,
+            ]
+        )
+        == 0
+    )
+    predict = [
+        "predict_segmentation",
+        "--model-dir",
+        str(tmp_path / "seg"),
+        "--image",
+        str(tmp_path / "lf.ome.zarr"),
+        "--output",
+        str(tmp_path / "p.ome.zarr"),
+    ]
     # 24 x 24 planes are smaller than the default 96 x 96 tile: an error naming the fix ...
     assert main(predict) == 2
     err = capsys.readouterr().err

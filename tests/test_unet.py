@@ -68,8 +68,14 @@ def test_segmenter_head_init_is_centred_fluorescence_activation():
 
 def test_registry_round_trip_rebuilds_segmenter_from_folder(tmp_path):
     torch.manual_seed(0)
-    kwargs = {"dims": 2, "in_channels": 3, "base_channels": 4, "depth": 1, "head_channels": 6,
-              "head_kernel": 1}
+    kwargs = {
+        "dims": 2,
+        "in_channels": 3,
+        "base_channels": 4,
+        "depth": 1,
+        "head_channels": 6,
+        "head_kernel": 1,
+    }
     seg = build_model({"name": "segmenter", "kwargs": kwargs}).eval()
     save_model(tmp_path / "m", seg, arch={"name": "segmenter", "kwargs": kwargs}, training={})
     loaded = load_model(tmp_path / "m", expect="segmenter")

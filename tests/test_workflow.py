@@ -25,16 +25,25 @@ pytestmark = pytest.mark.workflow
 TINY_CONFIG = {
     "samples": "config/samples.tsv",
     "seed": 0,
-    "demo": {"enabled": True, "output_dir": "demo_data", "params": {
-        "spots_shape": [8, 64, 64], "nuclei_shape": [12, 48, 48], "nuclei_count": 5}},
+    "demo": {
+        "enabled": True,
+        "output_dir": "demo_data",
+        "params": {"spots_shape": [8, 64, 64], "nuclei_shape": [12, 48, 48], "nuclei_count": 5},
+    },
     "ingest": {"chunks": [8, 32, 32]},
     "detection": {
         # enough steps to learn the tiny spots (validation F1 1.0 in ~10 s on one core)
-        "train": {"epochs": 8, "steps_per_epoch": 6, "batch_size": 2, "crop": [8, 32, 32],
-                  "model": {"base_channels": 8, "depth": 2}},
+        "train": {
+            "epochs": 8,
+            "steps_per_epoch": 6,
+            "batch_size": 2,
+            "crop": [8, 32, 32],
+            "model": {"base_channels": 8, "depth": 2},
+        },
         "predict": {"tile": [8, 32, 32], "overlap": [2, 8, 8]},
         # slab jobs sized by the volume: 8 x 64 x 64 voxels / 16384 -> 2 jobs of 2 chunks each
-        "slabs": "auto", "slab_voxels": 16384,
+        "slabs": "auto",
+        "slab_voxels": 16384,
     },
     "segmentation": {
         "isl": {"epochs": 2, "steps_per_epoch": 3, "crop": [8, 32, 32]},
@@ -47,12 +56,22 @@ TINY_CONFIG = {
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
+    cmd = [
+        *SNAKEMAKE,
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
-                             f"{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+            f"{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -160,8 +179,9 @@ def test_new_sample_plans_only_its_jobs(finished_run, tmp_path):
     original = sheet_path.read_text()
     try:
         shutil.copy(workdir / "demo_data" / "spots_test.tif", workdir / "new_volume.tif")
-        sheet_path.write_text(original + "brand_new\tnew_volume.tif\t\t0.3,0.1,0.1\tpredict\t"
-                              "detect\t\t\t\n")
+        sheet_path.write_text(
+            original + "brand_new\tnew_volume.tif\t\t0.3,0.1,0.1\tpredict\tdetect\t\t\t\n"
+        )
         result = snakemake(workdir, "-n", "--cores", "2", "--quiet", "rules")
         text = result.stdout + result.stderr
         planned = dict(re.findall(r"^(\w+)\s+(\d+)$", text, flags=re.MULTILINE))
@@ -179,8 +199,13 @@ def test_new_sample_plans_only_its_jobs(finished_run, tmp_path):
 
 
 def test_lint_is_clean():
-    result = subprocess.run([*SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile")], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
 
@@ -203,12 +228,23 @@ def test_unsafe_sample_id_fails_before_any_job(tmp_path):
 
 
 # ----------------------------------------------------------------------------- env files
-IMPORT_TO_PACKAGE = {"skimage": "scikit-image", "yaml": "pyyaml", "torch": "torch",
-                     "zarr": "zarr", "numcodecs": "numcodecs", "tifffile": "tifffile",
-                     "numpy": "numpy", "scipy": "scipy", "pandas": "pandas",
-                     "matplotlib": "matplotlib", "jinja2": "jinja2", "jsonschema": "jsonschema"}
-RULE_RE = re.compile(r"^\s*(?:rule|checkpoint) (\w+):|^\s*use rule \w+ as (\w+) with:",
-                     re.MULTILINE)
+IMPORT_TO_PACKAGE = {
+    "skimage": "scikit-image",
+    "yaml": "pyyaml",
+    "torch": "torch",
+    "zarr": "zarr",
+    "numcodecs": "numcodecs",
+    "tifffile": "tifffile",
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "pandas": "pandas",
+    "matplotlib": "matplotlib",
+    "jinja2": "jinja2",
+    "jsonschema": "jsonschema",
+}
+RULE_RE = re.compile(
+    r"^\s*(?:rule|checkpoint) (\w+):|^\s*use rule \w+ as (\w+) with:", re.MULTILINE
+)
 RUN_RULES = {"record_config"}  # `run:` in Snakemake's Python; call a function of their name
 
 
@@ -222,9 +258,11 @@ def rules_with_env_and_stage() -> list[tuple[str, str | None, str | None, Path]]
             body = text[start:end]
             conda = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", body)
             stage = re.search(r"python -m fewlabel ([\w-]+)", body) or re.search(
-                r"run:\s*\n\s*(\w+)\(", body)
-            found.append((name, conda.group(1) if conda else None,
-                          stage.group(1) if stage else None, path))
+                r"run:\s*\n\s*(\w+)\(", body
+            )
+            found.append(
+                (name, conda.group(1) if conda else None, stage.group(1) if stage else None, path)
+            )
     return found
 
 
@@ -262,13 +300,15 @@ def stage_module_file(rule: str) -> Path:
     path = REPO / "src" / "fewlabel" / "stages" / f"{rule}.py"
     assert path.exists(), f"rule {rule}: no stage module src/fewlabel/stages/{rule}.py"
     tree = ast.parse(path.read_text())
-    assert any(isinstance(node, ast.FunctionDef) and node.name == rule for node in tree.body), \
+    assert any(isinstance(node, ast.FunctionDef) and node.name == rule for node in tree.body), (
         f"{path.name} defines no function {rule}(args)"
+    )
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     handler = subparsers.choices[rule].get_default("handler")
-    assert (handler.__module__, handler.__name__) == (f"fewlabel.stages.{rule}", rule), \
+    assert (handler.__module__, handler.__name__) == (f"fewlabel.stages.{rule}", rule), (
         f"`python -m fewlabel {rule}` runs {handler.__module__}.{handler.__name__}"
+    )
     return path
 
 
@@ -290,8 +330,9 @@ def test_every_rule_has_an_env_file_listing_its_imports():
     for name, conda, stage, path in rules:
         if name == "all":
             continue
-        assert stage == name, f"rule {name} calls stage {stage!r}: a rule and its stage share " \
-                              "one name"
+        assert stage == name, (
+            f"rule {name} calls stage {stage!r}: a rule and its stage share one name"
+        )
         stage_module_file(stage)  # stages/<rule>.py: every stage also runs without Snakemake
         if name in RUN_RULES:
             continue
@@ -306,8 +347,9 @@ def test_every_rule_has_an_env_file_listing_its_imports():
         needed = third_party_imports(stage_module_file(stage))
         for module in needed:
             package = IMPORT_TO_PACKAGE.get(module, module)
-            assert package in packages, (f"rule {name} (stage {stage}) imports {module}, but "
-                                         f"{conda} does not list {package}")
+            assert package in packages, (
+                f"rule {name} (stage {stage}) imports {module}, but {conda} does not list {package}"
+            )
 
 
 def test_snakemake_report_builds(finished_run):
@@ -322,12 +364,14 @@ def test_forcerun_in_slab_mode_names_the_recovery_and_recovers(finished_run):
     recover; `--forcerun init_prediction_slabs` recomputes the slabs and publishes again.
     (Runs last: it rewrites the finished run's prediction.)"""
     target = "results/points/spots_test/points.csv"
-    failed = snakemake(finished_run, "--cores", "2", "--forcerun", "finalize_prediction",
-                       target, check=False)
+    failed = snakemake(
+        finished_run, "--cores", "2", "--forcerun", "finalize_prediction", target, check=False
+    )
     assert failed.returncode != 0
     log = (finished_run / "logs" / "finalize_prediction" / "spots_test.log").read_text()
     assert "--forcerun init_prediction_slabs" in log
     snakemake(finished_run, "--cores", "2", "--forcerun", "init_prediction_slabs", target)
-    density = open_ome_zarr(finished_run / "results" / "predict" / "spots_test" /
-                            "detection.ome.zarr")
+    density = open_ome_zarr(
+        finished_run / "results" / "predict" / "spots_test" / "detection.ome.zarr"
+    )
     assert density.attrs["fewlabel"]["complete"] is True

@@ -34,16 +34,34 @@ def tiny_project(workdir: Path, rows: int, n_train: int = 10, n_val: int = 10) -
         split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
         lines.append(f"s{i:04d}\tdata/v.tif\t0.3,0.1,0.1\t{split}\tdata/v.csv")
     (workdir / "samples.tsv").write_text("\n".join(lines) + "\n")
-    config = {"samples": "samples.tsv", "demo": {"enabled": False},
-              "segmentation": {"enabled": False}}
+    config = {
+        "samples": "samples.tsv",
+        "demo": {"enabled": False},
+        "segmentation": {"enabled": False},
+    }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     return workdir
 
 
 def dry_run(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*SNAKEMAKE, "-d", str(workdir), "--configfile",
-                           str(workdir / "config.yaml"), "-n", "-p", "--cores", "1", *args],
-                          capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-d",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "-n",
+            "-p",
+            "--cores",
+            "1",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
 
 
 @pytest.mark.workflow
@@ -64,17 +82,23 @@ def test_dry_run_and_lint_do_not_import_torch(tmp_path):
     blocker = tmp_path / "block"
     (blocker / "torch").mkdir(parents=True)
     (blocker / "torch" / "__init__.py").write_text(
-        "raise ImportError('torch imported while parsing the workflow')\n")
+        "raise ImportError('torch imported while parsing the workflow')\n"
+    )
     workdir = tiny_project(tmp_path / "w", 30)
-    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
-           "PYTHONPATH": str(blocker), "HOME": str(tmp_path)}
-    check = subprocess.run([sys.executable, "-c", "import torch"], env=env,
-                           capture_output=True, text=True)
+    env = {
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "PYTHONPATH": str(blocker),
+        "HOME": str(tmp_path),
+    }
+    check = subprocess.run(
+        [sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True
+    )
     assert check.returncode != 0  # the blocker works
     result = dry_run(workdir, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lint = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    lint = subprocess.run(
+        [*SNAKEMAKE, "--lint"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert lint.returncode == 0, lint.stdout[-2000:] + lint.stderr[-2000:]
 
 
@@ -105,11 +129,13 @@ def test_slurm_profile_routes_exactly_the_gpu_rules_to_gpus():
         settings = set_resources.get(name, {})
         partition = settings.get("slurm_partition", default_partition)
         if name in gpu_rules:
-            assert settings.get("gpu") == 1 and partition == "gpu", \
+            assert settings.get("gpu") == 1 and partition == "gpu", (
                 f"GPU rule {name} is not routed to a GPU in profiles/slurm"
+            )
         else:
-            assert partition != "gpu" and "gpu" not in settings, \
+            assert partition != "gpu" and "gpu" not in settings, (
                 f"CPU rule {name} asks for a GPU node in profiles/slurm"
+            )
     assert set(profile.get("set-threads", {})) <= set(rules)
 
 
@@ -117,9 +143,16 @@ def test_plan_selects_samples_like_the_sheet_says(tmp_path):
     workdir = tiny_project(tmp_path, 25)
     from fewlabel.config import load_samples
 
-    plan = Plan(load_samples(workdir / "samples.tsv", base_dir=workdir),
-                {"detection": {"enabled": True}, "segmentation": {"enabled": False},
-                 "roi": {"enabled": True}, "report": {"title": "t"}, "samples": "samples.tsv"})
+    plan = Plan(
+        load_samples(workdir / "samples.tsv", base_dir=workdir),
+        {
+            "detection": {"enabled": True},
+            "segmentation": {"enabled": False},
+            "roi": {"enabled": True},
+            "report": {"title": "t"},
+            "samples": "samples.tsv",
+        },
+    )
     assert plan.detection_fit_samples("train") == [f"s{i:04d}" for i in range(10)]
     assert len(plan.detection_fit_samples()) == 20
     assert plan.detection_eval_samples() == [f"s{i:04d}" for i in range(20, 25)]
@@ -149,28 +182,49 @@ def test_predict_only_sheet_reuses_a_trained_detector(tmp_path):
     """The commonest case after a first training: new volumes, the trained model folder."""
     workdir = tiny_project(tmp_path, 2, n_train=1, n_val=1)
     config = yaml.safe_load((workdir / "config.yaml").read_text())
-    config["detection"] = {"train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1,
-                                     "crop": [8, 32, 32]},
-                           "predict": {"tile": [8, 32, 32], "overlap": [2, 8, 8]}}
+    config["detection"] = {
+        "train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "crop": [8, 32, 32]},
+        "predict": {"tile": [8, 32, 32], "overlap": [2, 8, 8]},
+    }
     config["roi"] = {"enabled": False}
     config["ingest"] = {"chunks": [8, 32, 32]}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    run = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
-           "--cores", "2"]
-    first = subprocess.run([*run, "results/models/detector"], capture_output=True, text=True,
-                           timeout=900)
+    run = [
+        *SNAKEMAKE,
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+    ]
+    first = subprocess.run(
+        [*run, "results/models/detector"], capture_output=True, text=True, timeout=900
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     # a second project: only new volumes to predict, the first project's detector reused
     second = tmp_path / "second"
     second.mkdir()
     (second / "data").symlink_to(workdir / "data")
-    (second / "samples.tsv").write_text("sample\timage\tvoxel_size\tsplit\n"
-                                        "new1\tdata/v.tif\t0.3,0.1,0.1\tpredict\n")
+    (second / "samples.tsv").write_text(
+        "sample\timage\tvoxel_size\tsplit\nnew1\tdata/v.tif\t0.3,0.1,0.1\tpredict\n"
+    )
     config["detection"]["model"] = str(workdir / "results" / "models" / "detector")
     (second / "config.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run([*SNAKEMAKE, "-d", str(second), "--configfile",
-                             str(second / "config.yaml"), "--cores", "2"],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-d",
+            str(second),
+            "--configfile",
+            str(second / "config.yaml"),
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (second / "results" / "points" / "new1" / "points.csv").is_file()
     assert not (second / "results" / "models" / "detector").exists()  # nothing retrained

@@ -33,14 +33,23 @@ def oracle_f1(snr: float, sigma_z: float, sigma_xy: float) -> tuple[float, int, 
     sigma = (sigma_z, sigma_xy, sigma_xy)
     scored = []
     for k in range(N_VOLUMES):
-        vol = spot_volume(SHAPE, snr=snr, density="medium", sigma_xy=sigma_xy, sigma_z=sigma_z,
-                          clutter=False, seed=derive_seed(2024, "oracle", f"{snr:g}", str(k)))
+        vol = spot_volume(
+            SHAPE,
+            snr=snr,
+            density="medium",
+            sigma_xy=sigma_xy,
+            sigma_z=sigma_z,
+            clutter=False,
+            seed=derive_seed(2024, "oracle", f"{snr:g}", str(k)),
+        )
         img = vol.image.astype(np.float32)
         response = ndi.gaussian_filter(img, sigma) - ndi.gaussian_filter(img, (3, 8, 8))
-        peaks = peak_local_max(response, min_distance=1, exclude_border=False,
-                               threshold_abs=-np.inf)
-        scored.append((peaks, response[tuple(peaks.T)],
-                       vol.points[["z", "y", "x"]].to_numpy(float)))
+        peaks = peak_local_max(
+            response, min_distance=1, exclude_border=False, threshold_abs=-np.inf
+        )
+        scored.append(
+            (peaks, response[tuple(peaks.T)], vol.points[["z", "y", "x"]].to_numpy(float))
+        )
     best = (0.0, 0, 0, 0)
     for thr in np.linspace(0.2, 10.0, 99):
         tp = fp = fn = 0

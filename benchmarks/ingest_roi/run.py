@@ -29,10 +29,16 @@ REPO = HERE.parents[1]
 
 
 # --------------------------------------------------------------------------- data
-def write_spot_tiff(path: Path, shape: tuple[int, int, int], *, seed: int = 0,
-                    density_per_mvox: float = 275.0, background: float = 100.0,
-                    snr: float = 4.0, sigma_zyx: tuple[float, float, float] = (1.0, 1.5, 1.5)
-                    ) -> dict:
+def write_spot_tiff(
+    path: Path,
+    shape: tuple[int, int, int],
+    *,
+    seed: int = 0,
+    density_per_mvox: float = 275.0,
+    background: float = 100.0,
+    snr: float = 4.0,
+    sigma_zyx: tuple[float, float, float] = (1.0, 1.5, 1.5),
+) -> dict:
     """Write Poisson spots on an uneven background as a ZYX uint16 TIFF, one plane at a time.
 
     PTC SNR ``(I_obj − I_bg)/sqrt(I_obj)`` at each spot's local background; memory is a few
@@ -45,16 +51,25 @@ def write_spot_tiff(path: Path, shape: tuple[int, int, int], *, seed: int = 0,
     n_spots = int(round(density_per_mvox * z_size * y_size * x_size / 1e6))
     centres = rng.uniform([0, 0, 0], [z_size - 1, y_size - 1, x_size - 1], size=(n_spots, 3))
     centres = centres[np.argsort(centres[:, 0])]
-    yy, xx = np.meshgrid(np.arange(y_size, dtype=np.float32), np.arange(x_size, dtype=np.float32),
-                         indexing="ij")
+    yy, xx = np.meshgrid(
+        np.arange(y_size, dtype=np.float32), np.arange(x_size, dtype=np.float32), indexing="ij"
+    )
 
     def bg_plane(z: float) -> np.ndarray:
-        return (background * (1.0 + 0.3 * np.sin(2 * np.pi * xx / x_size)
-                              * np.cos(2 * np.pi * yy / y_size + z / z_size))).astype(np.float32)
+        return (
+            background
+            * (
+                1.0
+                + 0.3
+                * np.sin(2 * np.pi * xx / x_size)
+                * np.cos(2 * np.pi * yy / y_size + z / z_size)
+            )
+        ).astype(np.float32)
 
     def bg_at(z: float, y: float, x: float) -> float:
-        return background * (1.0 + 0.3 * np.sin(2 * np.pi * x / x_size)
-                             * np.cos(2 * np.pi * y / y_size + z / z_size))
+        return background * (
+            1.0 + 0.3 * np.sin(2 * np.pi * x / x_size) * np.cos(2 * np.pi * y / y_size + z / z_size)
+        )
 
     sz, sy, sx = sigma_zyx
     reach = (int(np.ceil(3 * sz)), int(np.ceil(4 * sy)), int(np.ceil(4 * sx)))
@@ -96,35 +111,59 @@ def _child(step: str, args: argparse.Namespace) -> None:
     elif step == "ingest":
         from fewlabel.io import ingest_volume
 
-        summary = ingest_volume(args.tiff, args.zarr, sample="bench", voxel_size=args.voxel,
-                                chunks=args.chunks)
+        summary = ingest_volume(
+            args.tiff, args.zarr, sample="bench", voxel_size=args.voxel, chunks=args.chunks
+        )
         info = {"shape": summary["shape"], "min": summary["min"], "max": summary["max"]}
     elif step == "roi":
         from fewlabel.config import RoiConfig
         from fewlabel.roi import segment_roi
 
-        summary = segment_roi(args.zarr, args.mask, args.json, params=RoiConfig(),
-                              sample="bench", workers=args.threads, seed=args.seed)
-        info = {k: summary[k] for k in ("roi_fraction", "roi_voxels", "total_voxels",
-                                        "clahe_kernel_voxels")}
+        summary = segment_roi(
+            args.zarr,
+            args.mask,
+            args.json,
+            params=RoiConfig(),
+            sample="bench",
+            workers=args.threads,
+            seed=args.seed,
+        )
+        info = {
+            k: summary[k]
+            for k in ("roi_fraction", "roi_voxels", "total_voxels", "clahe_kernel_voxels")
+        }
         info["gmm_weights"] = summary["gmm"]["weights"]
     wall = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print("RESULT " + json.dumps({"step": step, "wall_s": wall, "peak_rss_mb": peak_kb / 1024,  # MiB
-                                  **info}), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "step": step,
+                "wall_s": wall,
+                "peak_rss_mb": peak_kb / 1024,  # MiB
+                **info,
+            }
+        ),
+        flush=True,
+    )
 
 
 def _run_child(step: str, argv: list[str]) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", step, *argv]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
-                          "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+    )
     outer_wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"step {step} failed ({proc.returncode})")
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT "))
+    result = json.loads(line[len("RESULT ") :])
     result["process_wall_s"] = outer_wall  # includes interpreter start and imports
     return result
 
@@ -133,8 +172,11 @@ def _run_child(step: str, argv: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--shapes", default="144x1024x1024,576x1024x1024",
-                        help="comma-separated ZxYxX volume shapes (uint16)")
+    parser.add_argument(
+        "--shapes",
+        default="144x1024x1024,576x1024x1024",
+        help="comma-separated ZxYxX volume shapes (uint16)",
+    )
     parser.add_argument("--shape", type=int, nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--chunks", type=int, nargs=3, default=[32, 256, 256])
     parser.add_argument("--voxel", type=float, nargs=3, default=[0.3, 0.1, 0.1])
@@ -153,14 +195,26 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    common = ["--chunks", *map(str, args.chunks), "--voxel", *map(str, args.voxel),
-              "--threads", str(args.threads), "--seed", str(args.seed)]
+    common = [
+        "--chunks",
+        *map(str, args.chunks),
+        "--voxel",
+        *map(str, args.voxel),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+    ]
     try:
         for text in args.shapes.split(","):
             shape = [int(v) for v in text.lower().split("x")]
             tag = "x".join(map(str, shape))
-            files = {"--tiff": work / f"{tag}.tif", "--zarr": work / f"{tag}.ome.zarr",
-                     "--mask": work / f"{tag}.roi.ome.zarr", "--json": work / f"{tag}.roi.json"}
+            files = {
+                "--tiff": work / f"{tag}.tif",
+                "--zarr": work / f"{tag}.ome.zarr",
+                "--mask": work / f"{tag}.roi.ome.zarr",
+                "--json": work / f"{tag}.roi.json",
+            }
             argv = common + ["--shape", *map(str, shape)]
             for key, value in files.items():
                 argv += [key, str(value)]
@@ -169,8 +223,11 @@ def main() -> None:
                 print(f"[{tag}] {step} ...", flush=True)
                 result = _run_child(step, argv)
                 result.update(shape=tag, volume_gb=size_gb)
-                print(f"[{tag}] {step}: {result['wall_s']:.1f} s, peak RSS "
-                      f"{result['peak_rss_mb']:.0f} MiB", flush=True)
+                print(
+                    f"[{tag}] {step}: {result['wall_s']:.1f} s, peak RSS "
+                    f"{result['peak_rss_mb']:.0f} MiB",
+                    flush=True,
+                )
                 rows.append(result)
             rows[-2]["zarr_gb"] = _du(files["--zarr"]) / 1e9
             if not args.keep:
@@ -194,15 +251,24 @@ def _rm(path: Path) -> None:
 
 
 def _write_results(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
-    cols = ["shape", "volume_gb", "step", "threads", "wall_s", "process_wall_s", "peak_rss_mib",
-            "rss_fraction_of_volume"]
+    cols = [
+        "shape",
+        "volume_gb",
+        "step",
+        "threads",
+        "wall_s",
+        "process_wall_s",
+        "peak_rss_mib",
+        "rss_fraction_of_volume",
+    ]
     lines = ["\t".join(cols)]
     for r in rows:
         r["peak_rss_mib"] = r["peak_rss_mb"]
         r["threads"] = args.threads if r["step"] == "roi" else 1
-        r["rss_fraction_of_volume"] = r["peak_rss_mb"] * 1024 ** 2 / (r["volume_gb"] * 1e9)
-        lines.append("\t".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])
-                               for c in cols))
+        r["rss_fraction_of_volume"] = r["peak_rss_mb"] * 1024**2 / (r["volume_gb"] * 1e9)
+        lines.append(
+            "\t".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols)
+        )
     (out / "results.tsv").write_text("\n".join(lines) + "\n")
     cpu = platform.processor() or platform.machine()
     md = [
@@ -227,12 +293,16 @@ def _write_results(rows: list[dict], args: argparse.Namespace, out: Path) -> Non
         if r["step"] == "ingest":
             note = f"OME-Zarr on disk {r.get('zarr_gb', float('nan')):.2f} GB"
         elif r["step"] == "roi":
-            note = (f"ROI fraction {r['roi_fraction']:.3f}, CLAHE region "
-                    f"{r['clahe_kernel_voxels']} voxels")
+            note = (
+                f"ROI fraction {r['roi_fraction']:.3f}, CLAHE region "
+                f"{r['clahe_kernel_voxels']} voxels"
+            )
         elif r["step"] == "generate":
             note = f"{r['n_spots']} spots"
-        md.append(f"| {r['shape']} | {r['volume_gb']:.2f} | {r['step']} | {r['wall_s']:.1f} | "
-                  f"{r['peak_rss_mb']:.0f} | {r['rss_fraction_of_volume']:.2f} | {note} |")
+        md.append(
+            f"| {r['shape']} | {r['volume_gb']:.2f} | {r['step']} | {r['wall_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['rss_fraction_of_volume']:.2f} | {note} |"
+        )
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

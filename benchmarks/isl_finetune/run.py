@@ -13,15 +13,15 @@ Work dir: benchmarks/_work/isl_finetune (gitignored). One torch thread, fixed se
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -30,20 +30,39 @@ WORK = REPO / "benchmarks" / "_work" / "isl_finetune"
 SHAPE = (16, 64, 64)
 SYN = dict(n_nuclei=10, radius_range=(6.0, 10.0), anisotropy=1.0)
 VOXEL = (1.0, 1.0, 1.0)
-ISL_SEEDS = [1000, 1001, 1002, 1003]     # unlabelled pairs for pretraining (no masks used)
+ISL_SEEDS = [1000, 1001, 1002, 1003]  # unlabelled pairs for pretraining (no masks used)
 ISL_VAL_SEED = 1100
 TRAIN_SEEDS = list(range(2000, 2010))  # annotated pool, first N used
-TEST_SEEDS = [3000, 3001, 3002]         # held out for evaluation
-ISL_PARAMS = {"epochs": 25, "steps_per_epoch": 8, "batch_size": 2, "crop": [8, 48, 48],
-              "patience": 25, "model": {"base_channels": 8, "depth": 2}}
-SEG_PARAMS = {"epochs": 25, "steps_per_epoch": 8, "batch_size": 2, "crop": [8, 48, 48],
-              "patience": 25, "model": {"base_channels": 8, "depth": 2}}
+TEST_SEEDS = [3000, 3001, 3002]  # held out for evaluation
+ISL_PARAMS = {
+    "epochs": 25,
+    "steps_per_epoch": 8,
+    "batch_size": 2,
+    "crop": [8, 48, 48],
+    "patience": 25,
+    "model": {"base_channels": 8, "depth": 2},
+}
+SEG_PARAMS = {
+    "epochs": 25,
+    "steps_per_epoch": 8,
+    "batch_size": 2,
+    "crop": [8, 48, 48],
+    "patience": 25,
+    "model": {"base_channels": 8, "depth": 2},
+}
 SPLIT_H = 0.2
+
+
+def mean_sd(table, column: str) -> str:
+    """``mean ± sd`` of a result column over seeds (sd 0 for one seed)."""
+    values = table[column]
+    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}"
 
 
 def synth(seed: int, folder: Path) -> dict:
     from fewlabel.io import write_ome_zarr
     from fewlabel.synth import nuclei_pair
+
     out = {"sample": f"s{seed}"}
     paths = {k: folder / f"s{seed}_{k}.ome.zarr" for k in ("lf", "fl", "lab")}
     if not paths["lab"].exists():
@@ -65,6 +84,7 @@ def seg_item(s: dict) -> dict:
 
 def read(path: str) -> np.ndarray:
     from fewlabel.io import open_ome_zarr
+
     return np.asarray(open_ome_zarr(path).array[...])
 
 
@@ -73,15 +93,21 @@ def pretrain_synthetic() -> tuple[Path, list[dict]]:
     from fewlabel.metrics.segmentation import pcc
     from fewlabel.segmentation.distance.isl import pretrain_isl
     from fewlabel.segmentation.distance.predict import predict_isl
+
     data = WORK / "data"
     data.mkdir(parents=True, exist_ok=True)
     model = WORK / "isl_synth"
     rows = []
     t0 = time.time()
     if not (model / "model.json").exists():
-        pretrain_isl([isl_item(synth(s, data)) for s in ISL_SEEDS],
-                     [isl_item(synth(ISL_VAL_SEED, data))], model, params=ISL_PARAMS, seed=0,
-                     threads=1)
+        pretrain_isl(
+            [isl_item(synth(s, data)) for s in ISL_SEEDS],
+            [isl_item(synth(ISL_VAL_SEED, data))],
+            model,
+            params=ISL_PARAMS,
+            seed=0,
+            threads=1,
+        )
     train_s = time.time() - t0
     for s in TEST_SEEDS:
         item = synth(s, data)
@@ -89,42 +115,65 @@ def pretrain_synthetic() -> tuple[Path, list[dict]]:
         if not out.exists():
             predict_isl(model, item["image"], out, sample=item["sample"])
         pred, tgt, lf = read(str(out)), read(item["target"]), read(item["image"])
-        rows.append({"part": "a_synth", "sample": item["sample"], "pcc_isl": pcc(pred, tgt),
-                     "pcc_labelfree_baseline": pcc(lf, tgt), "train_s": round(train_s, 1)})
+        rows.append(
+            {
+                "part": "a_synth",
+                "sample": item["sample"],
+                "pcc_isl": pcc(pred, tgt),
+                "pcc_labelfree_baseline": pcc(lf, tgt),
+                "train_s": round(train_s, 1),
+            }
+        )
     return model, rows
 
 
 def pretrain_real() -> list[dict]:
     """2D ISL on the phase z-stack -> DAPI pair; train rows 0-767, test rows 768-1023 (2x down)."""
     import tifffile
+
     from fewlabel.io import write_ome_zarr
     from fewlabel.metrics.segmentation import pcc
     from fewlabel.segmentation.distance.isl import pretrain_isl
     from fewlabel.segmentation.distance.predict import predict_isl
+
     src = Path("/work/shared/data/isl_phase_to_fluo_neurons")
     if not (src / "phase_zstack.tif").exists():
         return [{"part": "a_real", "sample": "skipped (data folder absent)"}]
     phase = tifffile.imread(src / "phase_zstack.tif").astype(np.float32)
     dapi = tifffile.imread(src / "dapi_maxproj.tif").astype(np.float32)[None]
-    down = lambda a: a.reshape(a.shape[0], a.shape[1] // 2, 2, a.shape[2] // 2, 2).mean((2, 4))
+
+    def down(a: np.ndarray) -> np.ndarray:
+        return a.reshape(a.shape[0], a.shape[1] // 2, 2, a.shape[2] // 2, 2).mean((2, 4))
+
     phase, dapi = down(phase), down(dapi)  # (13,512,320), (1,512,320)
     split = 384  # = row 768 at full resolution
     folder = WORK / "real"
     folder.mkdir(parents=True, exist_ok=True)
     items = {}
-    for name, sl in (("train", slice(0, split - 32)), ("val", slice(split - 32, split)),
-                     ("test", slice(split, None))):
+    for name, sl in (
+        ("train", slice(0, split - 32)),
+        ("val", slice(split - 32, split)),
+        ("test", slice(split, None)),
+    ):
         lf, fl = folder / f"{name}_phase.ome.zarr", folder / f"{name}_dapi.ome.zarr"
         if not fl.exists():
-            write_ome_zarr(lf, np.ascontiguousarray(phase[:, sl]), (1.0, 0.65, 0.65),
-                           chunks=(13, 64, 64))
-            write_ome_zarr(fl, np.ascontiguousarray(dapi[:, sl]), (1.0, 0.65, 0.65),
-                           chunks=(1, 64, 64))
+            write_ome_zarr(
+                lf, np.ascontiguousarray(phase[:, sl]), (1.0, 0.65, 0.65), chunks=(13, 64, 64)
+            )
+            write_ome_zarr(
+                fl, np.ascontiguousarray(dapi[:, sl]), (1.0, 0.65, 0.65), chunks=(1, 64, 64)
+            )
         items[name] = {"sample": name, "image": str(lf), "target": str(fl)}
     model = WORK / "isl_real"
     t0 = time.time()
-    params = {**ISL_PARAMS, "dims": 2, "epochs": 30, "batch_size": 4, "crop": [1, 96, 96],
-              "model": {"base_channels": 8, "depth": 3}}
+    params = {
+        **ISL_PARAMS,
+        "dims": 2,
+        "epochs": 30,
+        "batch_size": 4,
+        "crop": [1, 96, 96],
+        "model": {"base_channels": 8, "depth": 3},
+    }
     if not (model / "model.json").exists():
         pretrain_isl([items["train"]], [items["val"]], model, params=params, seed=0, threads=1)
     train_s = time.time() - t0
@@ -133,19 +182,34 @@ def pretrain_real() -> list[dict]:
         predict_isl(model, items["test"]["image"], out, sample="test")
     pred, tgt = read(str(out)), read(items["test"]["target"])
     lf = read(items["test"]["image"])
-    return [{"part": "a_real", "sample": "rows768-1023_2xdown", "pcc_isl": pcc(pred, tgt),
-             "pcc_labelfree_baseline": max(abs(pcc(lf[k:k + 1], tgt)) for k in range(13)),
-             "train_s": round(train_s, 1)}]
+    return [
+        {
+            "part": "a_real",
+            "sample": "rows768-1023_2xdown",
+            "pcc_isl": pcc(pred, tgt),
+            "pcc_labelfree_baseline": max(abs(pcc(lf[k : k + 1], tgt)) for k in range(13)),
+            "train_s": round(train_s, 1),
+        }
+    ]
 
 
-def train_eval(n: int, init: str, seed: int, isl_model: Path | None, *, loss: str | None = None,
-               loss_params: dict | None = None, tag: str = "") -> dict:
+def train_eval(
+    n: int,
+    init: str,
+    seed: int,
+    isl_model: Path | None,
+    *,
+    loss: str | None = None,
+    loss_params: dict | None = None,
+    tag: str = "",
+) -> dict:
     """Train a segmenter on the first n annotated volumes; metrics averaged over TEST_SEEDS."""
-    from fewlabel.segmentation.instances import split_instances
     from fewlabel.metrics.segmentation import evaluate_segmentation
     from fewlabel.models.store import load_model
     from fewlabel.segmentation.distance.predict import predict_segmentation
     from fewlabel.segmentation.distance.segmenter import train_segmenter
+    from fewlabel.segmentation.instances import split_instances
+
     data = WORK / "data"
     data.mkdir(parents=True, exist_ok=True)
     name = f"seg_{tag}{init}_n{n}_s{seed}"
@@ -157,8 +221,15 @@ def train_eval(n: int, init: str, seed: int, isl_model: Path | None, *, loss: st
     t0 = time.time()
     train = [seg_item(synth(s, data)) for s in TRAIN_SEEDS[:n]]
     if not (folder / "model.json").exists():
-        train_segmenter(train, [], folder, params=params,
-                        init_from=str(isl_model) if init == "isl" else "", seed=seed, threads=1)
+        train_segmenter(
+            train,
+            [],
+            folder,
+            params=params,
+            init_from=str(isl_model) if init == "isl" else "",
+            seed=seed,
+            threads=1,
+        )
     secs = time.time() - t0
     thr = load_model(folder, expect="segmenter").thresholds["mask_threshold"]
     metrics = []
@@ -171,20 +242,31 @@ def train_eval(n: int, init: str, seed: int, isl_model: Path | None, *, loss: st
         labels = split_instances(pred[0], pred[1], mask_threshold=thr, h=SPLIT_H)
         metrics.append(evaluate_segmentation(read(item["labels"]), labels, voxel_size=VOXEL))
     m = pd.DataFrame(metrics).mean(numeric_only=True)
-    return {"n_train": n, "init": init, "seed": seed, "loss": loss or "mask_distance",
-            "fg_iou": m["fg_iou"], "ap_mean": m["ap_mean"], "ap_50": m["ap_50"],
-            "f1_50": m["f1_50"], "mask_threshold": thr, "train_s": round(secs, 1)}
+    return {
+        "n_train": n,
+        "init": init,
+        "seed": seed,
+        "loss": loss or "mask_distance",
+        "fg_iou": m["fg_iou"],
+        "ap_mean": m["ap_mean"],
+        "ap_50": m["ap_50"],
+        "f1_50": m["f1_50"],
+        "mask_threshold": thr,
+        "train_s": round(secs, 1),
+    }
 
 
 def qcanet(seed: int) -> dict:
     """Real 3D embryo (one annotated image): train on x < 61, evaluate on x >= 61, scratch only."""
     import tifffile
-    from fewlabel.segmentation.instances import split_instances
+
     from fewlabel.io import write_ome_zarr
     from fewlabel.metrics.segmentation import evaluate_segmentation
     from fewlabel.models.store import load_model
     from fewlabel.segmentation.distance.predict import predict_segmentation
     from fewlabel.segmentation.distance.segmenter import train_segmenter
+    from fewlabel.segmentation.instances import split_instances
+
     src = Path("/work/shared/data/qcanet_embryo_8cell")
     image = tifffile.imread(src / "image.tif").astype(np.float32)
     labels = tifffile.imread(src / "labels.tif").astype(np.uint32)
@@ -196,14 +278,20 @@ def qcanet(seed: int) -> dict:
         im, lab = folder / f"{name}_image.ome.zarr", folder / f"{name}_labels.ome.zarr"
         if not lab.exists():
             write_ome_zarr(im, np.ascontiguousarray(image[:, :, sl]), VOXEL, chunks=(51, 64, 64))
-            write_ome_zarr(lab, np.ascontiguousarray(labels[:, :, sl]), VOXEL,
-                           chunks=(51, 64, 64))
+            write_ome_zarr(lab, np.ascontiguousarray(labels[:, :, sl]), VOXEL, chunks=(51, 64, 64))
         items[name] = {"sample": name, "image": str(im), "labels": str(lab)}
     model = folder / f"seg_scratch_s{seed}"
     t0 = time.time()
     if not (model / "model.json").exists():
-        train_segmenter([items["train"]], [], model, params={**SEG_PARAMS, "init": "scratch"},
-                        init_from="", seed=seed, threads=1)
+        train_segmenter(
+            [items["train"]],
+            [],
+            model,
+            params={**SEG_PARAMS, "init": "scratch"},
+            init_from="",
+            seed=seed,
+            threads=1,
+        )
     secs = time.time() - t0
     thr = load_model(model, expect="segmenter").thresholds["mask_threshold"]
     out = model / "pred_test.ome.zarr"
@@ -212,21 +300,38 @@ def qcanet(seed: int) -> dict:
     pred = read(str(out))
     pred_labels = split_instances(pred[0], pred[1], mask_threshold=thr, h=SPLIT_H)
     m = evaluate_segmentation(read(items["test"]["labels"]), pred_labels, voxel_size=VOXEL)
-    return {"data": "qcanet_embryo_8cell x>=61 (held out)", "init": "scratch", "seed": seed,
-            "n_gt": m["n_gt"], "n_pred": m["n_pred"], "fg_iou": m["fg_iou"],
-            "ap_mean": m["ap_mean"], "ap_50": m["ap_50"], "f1_50": m["f1_50"],
-            "train_s": round(secs, 1)}
+    return {
+        "data": "qcanet_embryo_8cell x>=61 (held out)",
+        "init": "scratch",
+        "seed": seed,
+        "n_gt": m["n_gt"],
+        "n_pred": m["n_pred"],
+        "fg_iou": m["fg_iou"],
+        "ap_mean": m["ap_mean"],
+        "ap_50": m["ap_50"],
+        "f1_50": m["f1_50"],
+        "train_s": round(secs, 1),
+    }
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     for init, colour in (("isl", "tab:red"), ("scratch", "tab:blue")):
         g = table[table["init"] == init].groupby("n_train")["fg_iou"]
-        ax.errorbar(g.mean().index, g.mean().values, yerr=g.std().values, marker="o",
-                    capsize=3, color=colour, label="ISL-pretrained" if init == "isl" else "scratch")
+        ax.errorbar(
+            g.mean().index,
+            g.mean().values,
+            yerr=g.std().values,
+            marker="o",
+            capsize=3,
+            color=colour,
+            label="ISL-pretrained" if init == "isl" else "scratch",
+        )
     ax.set_xlabel("number of training images")
     ax.set_ylabel("foreground IoU (held-out)")
     ax.set_xticks(sorted(table["n_train"].unique()))
@@ -241,22 +346,32 @@ def summarize() -> str:
     lines = []
     if (HERE / "results_isl_pcc.tsv").exists():
         a = pd.read_csv(HERE / "results_isl_pcc.tsv", sep="\t")
-        lines += ["### (a) ISL PCC on held-out data", "",
-                  "| data | sample | PCC(ISL pred, fluo) | baseline PCC(label-free, fluo) | train s |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "### (a) ISL PCC on held-out data",
+            "",
+            "| data | sample | PCC(ISL pred, fluo) | baseline PCC(label-free, fluo) | train s |",
+            "|---|---|---|---|---|",
+        ]
         for r in a.itertuples():
-            lines.append(f"| {r.part} | {r.sample} | {r.pcc_isl:.3f} | "
-                         f"{r.pcc_labelfree_baseline:.3f} | {r.train_s} |")
+            lines.append(
+                f"| {r.part} | {r.sample} | {r.pcc_isl:.3f} | "
+                f"{r.pcc_labelfree_baseline:.3f} | {r.train_s} |"
+            )
         lines.append("")
     if (HERE / "results.tsv").exists():
         t = pd.read_csv(HERE / "results.tsv", sep="\t")
-        lines += ["### (b) segmentation on 3 held-out synthetic volumes (mean ± s.d. over seeds)",
-                  "", "| N train | init | seeds | fg IoU | AP@0.5:0.95 | AP@0.5 | F1@0.5 | train s |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "### (b) segmentation on 3 held-out synthetic volumes (mean ± s.d. over seeds)",
+            "",
+            "| N train | init | seeds | fg IoU | AP@0.5:0.95 | AP@0.5 | F1@0.5 | train s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for (n, init), g in t.groupby(["n_train", "init"]):
-            f = lambda c: f"{g[c].mean():.3f} ± {g[c].std(ddof=1) if len(g) > 1 else 0:.3f}"
-            lines.append(f"| {n} | {init} | {len(g)} | {f('fg_iou')} | {f('ap_mean')} | "
-                         f"{f('ap_50')} | {f('f1_50')} | {g['train_s'].mean():.0f} |")
+            f = functools.partial(mean_sd, g)
+            lines.append(
+                f"| {n} | {init} | {len(g)} | {f('fg_iou')} | {f('ap_mean')} | "
+                f"{f('ap_50')} | {f('f1_50')} | {g['train_s'].mean():.0f} |"
+            )
         lines.append("")
         m = t.groupby(["n_train", "init"])["fg_iou"].mean()
         for n in sorted(t["n_train"].unique()):
@@ -275,6 +390,7 @@ def main() -> int:
     ap.add_argument("--inits", default="isl,scratch")
     args = ap.parse_args()
     import torch
+
     torch.set_num_threads(1)
     WORK.mkdir(parents=True, exist_ok=True)
     parts = args.parts.split(",")
@@ -305,9 +421,11 @@ def main() -> int:
                     table = pd.DataFrame(rows)
                     if out.exists():  # merge with runs of earlier invocations (other N)
                         table = pd.concat([pd.read_csv(out, sep="\t"), table]).drop_duplicates(
-                            ["n_train", "init", "seed"], keep="last")
-                    table.sort_values(["n_train", "seed", "init"]).to_csv(out, sep="\t",
-                                                                          index=False)
+                            ["n_train", "init", "seed"], keep="last"
+                        )
+                    table.sort_values(["n_train", "seed", "init"]).to_csv(
+                        out, sep="\t", index=False
+                    )
         table = pd.read_csv(out, sep="\t")
         plot(table, HERE / "fig7.png")
     print(f"total {time.time() - t0:.0f} s")

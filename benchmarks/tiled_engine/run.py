@@ -1,4 +1,4 @@
-"""Throughput and peak memory of fewlabel.inference.tiling.predict_tiled, and a comparison with MONAI.
+"""Throughput and peak memory of fewlabel.inference.tiling.predict_tiled; comparison with MONAI.
 
 Every measurement runs in its own subprocess so that peak RSS (``ru_maxrss``) is per run:
 
@@ -10,7 +10,7 @@ Every measurement runs in its own subprocess so that peak RSS (``ru_maxrss``) is
                     sw_batch_size 4) on the 64 MiB volume held in memory; time ratio and max
                     |difference| against ``tiny-64-plain`` (the engine with margin 0, i.e. the
                     same pure Gaussian blending).
-* ``detnet-64``   : fewlabel.detection.density.detnet.DMDetNet3D (default size, random weights) on 64 MiB.
+* ``detnet-64``   : detection.density.detnet.DMDetNet3D (default size, random weights), 64 MiB.
 * ``identity-*``  : the engine alone (numpy identity model, no torch), 64 MiB and 1 GiB.
 * ``tiny-*-mmap`` : the tiny net with ``MALLOC_MMAP_THRESHOLD_=1048576`` (glibc hands torch's
                     large temporary buffers back to the OS), 64 MiB and 1 GiB.
@@ -47,17 +47,32 @@ CASES = {
     "tiny-64-plain": {"model": "tiny", "mb": 64, "engine": "fewlabel", "margin": 0},
     "monai-64": {"model": "tiny", "mb": 64, "engine": "monai", "compare": "tiny-64-plain"},
     "tiny-1024": {"model": "tiny", "mb": 1024, "engine": "fewlabel", "margin": 2},
-    "tiny-1024-c256": {"model": "tiny", "mb": 1024, "engine": "fewlabel", "margin": 2,
-                       "cache_tiles": 256},
+    "tiny-1024-c256": {
+        "model": "tiny",
+        "mb": 1024,
+        "engine": "fewlabel",
+        "margin": 2,
+        "cache_tiles": 256,
+    },
     "detnet-64": {"model": "detnet", "mb": 64, "engine": "fewlabel", "margin": "rf"},
     # engine alone (numpy identity model, no torch) and torch with a fixed glibc mmap threshold:
     # separates the engine's memory from the allocator's handling of torch's conv buffers
     "identity-64": {"model": "identity", "mb": 64, "engine": "fewlabel", "margin": 2},
     "identity-1024": {"model": "identity", "mb": 1024, "engine": "fewlabel", "margin": 2},
-    "tiny-64-mmap": {"model": "tiny", "mb": 64, "engine": "fewlabel", "margin": 2,
-                     "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
-    "tiny-1024-mmap": {"model": "tiny", "mb": 1024, "engine": "fewlabel", "margin": 2,
-                       "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"}},
+    "tiny-64-mmap": {
+        "model": "tiny",
+        "mb": 64,
+        "engine": "fewlabel",
+        "margin": 2,
+        "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"},
+    },
+    "tiny-1024-mmap": {
+        "model": "tiny",
+        "mb": 1024,
+        "engine": "fewlabel",
+        "margin": 2,
+        "env": {"MALLOC_MMAP_THRESHOLD_": "1048576"},
+    },
 }
 
 
@@ -93,8 +108,11 @@ def make_input(path: Path, shape: tuple[int, int, int]) -> None:
         arr = create_ome_zarr(tmp, shape, np.float32, CHUNKS, (1.0, 0.25, 0.25), name="bench")
         for i, block in enumerate(block_grid(shape, CHUNKS)):
             rng = np.random.default_rng(i)
-            z, y, x = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float32) for s in block],
-                                  indexing="ij", sparse=True)
+            z, y, x = np.meshgrid(
+                *[np.arange(s.start, s.stop, dtype=np.float32) for s in block],
+                indexing="ij",
+                sparse=True,
+            )
             data = 100 + 20 * np.sin(z / 17.0) * np.cos(y / 53.0) * np.sin(x / 41.0)
             data = data + rng.normal(0, 5, size=data.shape)
             spots = rng.random(data.shape) > 0.9995
@@ -110,8 +128,11 @@ def build_model(name: str):
     if name == "identity":
         return None, (5, 5, 5)
     if name == "tiny":
-        net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(),
-                                  torch.nn.Conv3d(4, 1, 3, padding=1))
+        net = torch.nn.Sequential(
+            torch.nn.Conv3d(1, 4, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv3d(4, 1, 3, padding=1),
+        )
         rf = (5, 5, 5)
     else:
         from fewlabel.detection.density.detnet import DMDetNet3D
@@ -134,9 +155,16 @@ def run_case(name: str, workdir: Path, threads: int) -> dict:
     src = open_ome_zarr(workdir / f"input-{case['mb']}.ome.zarr").array
     net, rf = build_model(case["model"])
     low, high = percentile_range(src, (1, 99.8))
-    result = {"case": name, "shape": list(shape), "model": case["model"],
-              "engine": case["engine"], "threads": threads, "tile": list(TILE),
-              "overlap": list(OVERLAP), "chunks": list(CHUNKS)}
+    result = {
+        "case": name,
+        "shape": list(shape),
+        "model": case["model"],
+        "engine": case["engine"],
+        "threads": threads,
+        "tile": list(TILE),
+        "overlap": list(OVERLAP),
+        "chunks": list(CHUNKS),
+    }
     result["load_1min"] = float(Path("/proc/loadavg").read_text().split()[0])
     result["rss_baseline_mb"] = rss_mb()
     out_path = workdir / f"out-{name}.ome.zarr"
@@ -156,35 +184,58 @@ def run_case(name: str, workdir: Path, threads: int) -> dict:
 
         t0 = time.perf_counter()
         with torch.inference_mode():
-            stats = predict_tiled(model_fn, src, target, tile=TILE, overlap=OVERLAP,
-                                  batch_size=4, cache_tiles=case.get("cache_tiles", 64),
-                                  margin=margin, progress_desc=name,
-                                  preprocess=lambda d: apply_range(d, low, high))
+            stats = predict_tiled(
+                model_fn,
+                src,
+                target,
+                tile=TILE,
+                overlap=OVERLAP,
+                batch_size=4,
+                cache_tiles=case.get("cache_tiles", 64),
+                margin=margin,
+                progress_desc=name,
+                preprocess=lambda d: apply_range(d, low, high),
+            )
         seconds = time.perf_counter() - t0
-        result.update({"seconds": seconds, "margin": list(margin),
-                       "recompute_factor": stats.recompute_factor,
-                       "tiles_needed": stats.tiles_needed, "tiles_computed": stats.tiles_computed,
-                       "max_cached_tiles": stats.max_cached_tiles,
-                       "cache_tiles": stats.cache_capacity, "order": list(stats.order),
-                       "model_seconds": stats.model_seconds,
-                       "wait_read_seconds": stats.wait_read_seconds})
+        result.update(
+            {
+                "seconds": seconds,
+                "margin": list(margin),
+                "recompute_factor": stats.recompute_factor,
+                "tiles_needed": stats.tiles_needed,
+                "tiles_computed": stats.tiles_computed,
+                "max_cached_tiles": stats.max_cached_tiles,
+                "cache_tiles": stats.cache_capacity,
+                "order": list(stats.order),
+                "model_seconds": stats.model_seconds,
+                "wait_read_seconds": stats.wait_read_seconds,
+            }
+        )
     else:
         from monai.inferers import sliding_window_inference
 
         t0 = time.perf_counter()
         volume = torch.from_numpy(apply_range(src[...], low, high))[None, None]
         with torch.inference_mode():
-            pred = sliding_window_inference(volume, TILE, 4, net, overlap=0.25, mode="gaussian",
-                                            sigma_scale=0.125)
+            pred = sliding_window_inference(
+                volume, TILE, 4, net, overlap=0.25, mode="gaussian", sigma_scale=0.125
+            )
         out = pred[0, 0].numpy()
         seconds = time.perf_counter() - t0  # includes reading the input into memory
         reference = open_ome_zarr(workdir / f"out-{case['compare']}.ome.zarr").array
         diff = 0.0
         for z in range(0, shape[0], CHUNKS[0]):
-            diff = max(diff, float(np.abs(out[z:z + CHUNKS[0]] - reference[z:z + CHUNKS[0]])
-                                   .max()))
-        result.update({"seconds": seconds, "max_abs_diff": diff, "compare": case["compare"],
-                       "output_abs_max": float(np.abs(out).max())})
+            diff = max(
+                diff, float(np.abs(out[z : z + CHUNKS[0]] - reference[z : z + CHUNKS[0]]).max())
+            )
+        result.update(
+            {
+                "seconds": seconds,
+                "max_abs_diff": diff,
+                "compare": case["compare"],
+                "output_abs_max": float(np.abs(out).max()),
+            }
+        )
     result["voxels_per_second"] = float(np.prod(shape)) / result["seconds"]
     result["peak_rss_mb"] = peak_rss_mb()
     return result
@@ -217,10 +268,18 @@ def write_results(results: list[dict], path: Path, meta: dict) -> None:
             f"| {r['case']} | {vol} ({mib:.0f} MiB) | {r['model']} | {r['engine']} | "
             f"{r.get('cache_tiles', '—')} | {r['seconds']:.1f} | {r['voxels_per_second']:.3g} | "
             f"{factor} | {r['peak_rss_mb']:.0f} | {r['rss_baseline_mb']:.0f} | "
-            f"{r['peak_rss_mb'] - r['rss_baseline_mb']:.0f} |")
+            f"{r['peak_rss_mb'] - r['rss_baseline_mb']:.0f} |"
+        )
     lines.append("")
-    pairs = [(a, b) for a, b in (("identity-64", "identity-1024"), ("tiny-64", "tiny-1024"),
-                                 ("tiny-64-mmap", "tiny-1024-mmap")) if a in by and b in by]
+    pairs = [
+        (a, b)
+        for a, b in (
+            ("identity-64", "identity-1024"),
+            ("tiny-64", "tiny-1024"),
+            ("tiny-64-mmap", "tiny-1024-mmap"),
+        )
+        if a in by and b in by
+    ]
     if pairs:
         lines += ["## Memory vs volume size (peak − baseline, MiB)", ""]
         for a, b in pairs:
@@ -285,11 +344,13 @@ def main() -> None:
     one.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fewlabel_bench"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cases", default="tiny-64,tiny-64-plain,monai-64,tiny-1024,"
-                                           "tiny-1024-c256,detnet-64")
+    parser.add_argument(
+        "--cases", default="tiny-64,tiny-64-plain,monai-64,tiny-1024,tiny-1024-c256,detnet-64"
+    )
     parser.add_argument("--results", type=Path, default=HERE / "results.md")
-    parser.add_argument("--merge", action="store_true",
-                        help="add/replace these cases in the existing results.json")
+    parser.add_argument(
+        "--merge", action="store_true", help="add/replace these cases in the existing results.json"
+    )
     args = parser.parse_args()
     if args.cmd == "make-input":
         make_input(args.workdir / f"input-{args.mb}.ome.zarr", SHAPES[args.mb])
@@ -308,14 +369,38 @@ def main() -> None:
     results = []
     for mb in sorted({CASES[n]["mb"] for n in names}):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "make-input", "--mb", str(mb), "--workdir",
-                        str(args.workdir)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "make-input",
+                "--mb",
+                str(mb),
+                "--workdir",
+                str(args.workdir),
+            ],
+            check=True,
+        )
         print(f"input {mb} MiB ready ({time.perf_counter() - t0:.0f}s)", flush=True)
     for name in names:
         env = {**os.environ, **CASES[name].get("env", {})}
-        proc = subprocess.run([sys.executable, __file__, "case", "--name", name, "--workdir",
-                               str(args.workdir), "--threads", str(args.threads)],
-                              check=True, capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "case",
+                "--name",
+                name,
+                "--workdir",
+                str(args.workdir),
+                "--threads",
+                str(args.threads),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         result["env"] = CASES[name].get("env", {})
         results.append(result)
@@ -326,12 +411,17 @@ def main() -> None:
         results = [r for r in old if r["case"] not in fresh] + results
         order = list(CASES)
         results.sort(key=lambda r: order.index(r["case"]))
-    meta = {"cpu": cpu_name(), "cores": os.cpu_count(),
-            "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-            "torch": torch.__version__, "threads": args.threads,
-            "date": time.strftime("%Y-%m-%d")}
-    (args.results.with_suffix(".json")).write_text(json.dumps({"meta": meta,
-                                                               "results": results}, indent=2))
+    meta = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (args.results.with_suffix(".json")).write_text(
+        json.dumps({"meta": meta, "results": results}, indent=2)
+    )
     write_results(results, args.results, meta)
     print(args.results.read_text())
 

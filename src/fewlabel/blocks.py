@@ -48,8 +48,12 @@ def expand_block(block: Block, halo: Sequence[int], shape: Sequence[int]) -> tup
 
 
 def _process_block(
-    func: Callable[[np.ndarray], np.ndarray], source: Any, target: Any, block: Block,
-    halo: Sequence[int], lead: int,
+    func: Callable[[np.ndarray], np.ndarray],
+    source: Any,
+    target: Any,
+    block: Block,
+    halo: Sequence[int],
+    lead: int,
 ) -> None:
     spatial = tuple(source.shape[lead:])
     outer, inner = expand_block(block, halo, spatial)

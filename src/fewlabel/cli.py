@@ -61,9 +61,12 @@ def optional_json_arg(text: str) -> Any:
 def add_predict_params(parser: argparse.ArgumentParser) -> None:
     """``--params``: the tiled-inference section (:class:`fewlabel.config.PredictConfig`)."""
     parser.add_argument(
-        "--params", type=json_arg, default={},
+        "--params",
+        type=json_arg,
+        default={},
         help='JSON predict section, e.g. {"tile": [16, 64, 64], "overlap": [4, 16, 16], '
-             '"batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}')
+        '"batch_size": 4, "cache_tiles": 64, "out_chunks": null, "pad_to_tile": false}',
+    )
 
 
 def add_predict_inputs(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +81,11 @@ def add_predict_inputs(parser: argparse.ArgumentParser) -> None:
 def add_sample_sheet(parser: argparse.ArgumentParser, *, what: str) -> None:
     """``--sample-sheet``: the stage selects its samples and files itself (fewlabel.plan), so a
     sheet of thousands of rows keeps the command line short."""
-    parser.add_argument("--sample-sheet", default=None,
-                        help=f"the run's sample sheet (TSV); {what} are taken from it")
+    parser.add_argument(
+        "--sample-sheet",
+        default=None,
+        help=f"the run's sample sheet (TSV); {what} are taken from it",
+    )
 
 
 def plan_items(sheet: str, items: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -111,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = subparsers.choices.get(name)
         handler = sub.get_default("handler") if sub is not None else None
         if getattr(handler, "__name__", None) != name or handler.__module__ != module.__name__:
-            raise RuntimeError(f"{module.__name__}.register must add the subcommand {name!r} "
-                               f"with handler {module.__name__}.{name}")
+            raise RuntimeError(
+                f"{module.__name__}.register must add the subcommand {name!r} "
+                f"with handler {module.__name__}.{name}"
+            )
         if sub.description is None:  # `<stage> --help` shows the module docstring
             sub.description = module.__doc__
             sub.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -131,8 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValidationError as exc:  # a stage's --params against its config model
             from fewlabel.config import config_error
 
-            raise config_error(exc, fix=f"check the config section passed to {args.stage} "
-                               "(config/config.yaml documents every key).") from None
+            raise config_error(
+                exc,
+                fix=f"check the config section passed to {args.stage} "
+                "(config/config.yaml documents every key).",
+            ) from None
     except FewlabelError as exc:
         if exc.sample is None and getattr(args, "sample", None):
             exc = type(exc)(exc.problem, sample=args.sample, path=exc.path, fix=exc.fix)

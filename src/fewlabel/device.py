@@ -14,7 +14,7 @@ def configure_torch(threads: int, seed: int, *, deterministic: bool = True) -> s
 
     torch.set_num_threads(max(1, int(threads)))
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - third-party code may use the legacy global RNG
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -37,7 +37,7 @@ def progress(
     logger: logging.Logger | None = None,
     every_s: float = 5.0,
 ) -> Iterator[T]:
-    """Yield ``items`` while logging ``desc: i/total (pct) elapsed, eta`` at most every ``every_s`` s.
+    """Yield ``items``, logging ``desc: i/total (pct) elapsed, eta`` at most every ``every_s`` s.
 
     Log lines (not carriage-return bars) so that per-rule log files stay readable.
     """
@@ -55,7 +55,14 @@ def progress(
             elapsed = now - start
             if total:
                 eta = elapsed / count * (total - count)
-                log.info("%s %d/%d (%.0f%%) %.1fs elapsed, eta %.1fs", desc, count, total,
-                         100.0 * count / total, elapsed, eta)
+                log.info(
+                    "%s %d/%d (%.0f%%) %.1fs elapsed, eta %.1fs",
+                    desc,
+                    count,
+                    total,
+                    100.0 * count / total,
+                    elapsed,
+                    eta,
+                )
             else:
                 log.info("%s %d done, %.1fs elapsed", desc, count, elapsed)

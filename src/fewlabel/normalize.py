@@ -42,7 +42,10 @@ def sample_voxels(array: Any, *, max_voxels: int = 2_000_000, seed: int = 0) -> 
 
 
 def percentile_range(
-    array: Any, percentiles: Sequence[float] = (1.0, 99.8), *, max_voxels: int = 2_000_000,
+    array: Any,
+    percentiles: Sequence[float] = (1.0, 99.8),
+    *,
+    max_voxels: int = 2_000_000,
     seed: int = 0,
 ) -> tuple[float, float]:
     """``(low, high)`` intensity percentiles of a (possibly huge) array, from a subsample."""

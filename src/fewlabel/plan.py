@@ -80,14 +80,21 @@ class Plan:
 
         config_path = Path(config)
         if not config_path.is_file():
-            raise ConfigError("config snapshot not found.", path=config_path,
-                              fix="run the workflow (rule record_config writes it).")
+            raise ConfigError(
+                "config snapshot not found.",
+                path=config_path,
+                fix="run the workflow (rule record_config writes it).",
+            )
         settings = yaml.safe_load(config_path.read_text())
         return cls(load_samples(sheet), settings)
 
     # ------------------------------------------------------------------ sample selection
-    def samples_where(self, split: str | Iterable[str] | None = None, task: str | None = None,
-                      has: str | None = None) -> list[str]:
+    def samples_where(
+        self,
+        split: str | Iterable[str] | None = None,
+        task: str | None = None,
+        has: str | None = None,
+    ) -> list[str]:
         """Sample ids filtered by split(s), task (``both`` matches either) and a non-empty
         column, in sheet order."""
         rows = self.sheet
@@ -116,8 +123,9 @@ class Plan:
     def detection_enabled(self) -> bool:
         """Detection runs with a model to reuse or annotated train rows to train on."""
         section = self.config["detection"]
-        return bool(section["enabled"]
-                    and (section.get("model") or self.detection_fit_samples("train")))
+        return bool(
+            section["enabled"] and (section.get("model") or self.detection_fit_samples("train"))
+        )
 
     def detector_dir(self) -> str:
         """The detector folder used for prediction: the reused one, or the one trained here."""
@@ -125,23 +133,30 @@ class Plan:
 
     def detector_items(self, split: str) -> list[dict[str, str]]:
         """Training/validation items of ``train_detector``."""
-        return [{"sample": s, "image": IMAGE.format(sample=s),
-                 "target": DENSITY_TARGET.format(sample=s),
-                 "weight": DENSITY_WEIGHT.format(sample=s), "points": POINTS.format(sample=s)}
-                for s in self.detection_fit_samples(split)]
+        return [
+            {
+                "sample": s,
+                "image": IMAGE.format(sample=s),
+                "target": DENSITY_TARGET.format(sample=s),
+                "weight": DENSITY_WEIGHT.format(sample=s),
+                "points": POINTS.format(sample=s),
+            }
+            for s in self.detection_fit_samples(split)
+        ]
 
     def log_items(self) -> list[dict[str, str]]:
         """Fitting items of ``fit_log_threshold`` (train and val)."""
-        return [{"sample": s, "image": IMAGE.format(sample=s), "points": POINTS.format(sample=s)}
-                for s in self.detection_fit_samples()]
+        return [
+            {"sample": s, "image": IMAGE.format(sample=s), "points": POINTS.format(sample=s)}
+            for s in self.detection_fit_samples()
+        ]
 
     # segmentation
     def isl_samples(self, splits: str | Iterable[str]) -> list[str]:
         """Segmentation samples with a paired fluorescence target."""
         return self.samples_where(split=splits, task="segment", has="target")
 
-    def segmentation_fit_samples(self, split: str | Iterable[str] = ("train", "val")
-                                 ) -> list[str]:
+    def segmentation_fit_samples(self, split: str | Iterable[str] = ("train", "val")) -> list[str]:
         return self.samples_where(split=split, task="segment", has="labels")
 
     def segmentation_predict_samples(self) -> list[str]:
@@ -154,14 +169,16 @@ class Plan:
         """Pretrain with in silico labelling when enabled, paired training data exist and the
         segmenter is trained here (not reused)."""
         section = self.config["segmentation"]
-        return bool(section["pretrain_isl"] and not section.get("model")
-                    and self.isl_samples("train"))
+        return bool(
+            section["pretrain_isl"] and not section.get("model") and self.isl_samples("train")
+        )
 
     def segmentation_enabled(self) -> bool:
         """Segmentation runs with a model to reuse or labelled train rows to train on."""
         section = self.config["segmentation"]
-        return bool(section["enabled"]
-                    and (section.get("model") or self.segmentation_fit_samples("train")))
+        return bool(
+            section["enabled"] and (section.get("model") or self.segmentation_fit_samples("train"))
+        )
 
     def segmenter_dir(self) -> str:
         """The segmenter folder used for prediction: the reused one, or the one trained here."""
@@ -172,10 +189,14 @@ class Plan:
         folders that are not model folders (checked at parse time by the Snakefile)."""
         out = []
         for key, samples, enabled, what in (
-                ("detection", self.detection_predict_samples(), self.detection_enabled(),
-                 "points"),
-                ("segmentation", self.segmentation_predict_samples(),
-                 self.segmentation_enabled(), "labels")):
+            ("detection", self.detection_predict_samples(), self.detection_enabled(), "points"),
+            (
+                "segmentation",
+                self.segmentation_predict_samples(),
+                self.segmentation_enabled(),
+                "labels",
+            ),
+        ):
             if self.config[key]["enabled"] and samples and not enabled:
                 shown = ", ".join(samples[:3]) + (", ..." if len(samples) > 3 else "")
                 out.append(
@@ -183,20 +204,27 @@ class Plan:
                     f"{what} and no {key}.model: set {key}.model to a trained model folder "
                     f"(e.g. results/models/{'detector' if key == 'detection' else 'segmenter'}"
                     f" of an earlier run), add train rows with {what}, or set "
-                    f"{key}.enabled: false.")
+                    f"{key}.enabled: false."
+                )
             model = self.config[key].get("model")
             if model and not (Path(model) / "model.json").is_file():
-                out.append(f"{key}.model '{model}' is not a trained model folder (no "
-                           "model.json): point it at results/models/<name> of an earlier run.")
+                out.append(
+                    f"{key}.model '{model}' is not a trained model folder (no "
+                    "model.json): point it at results/models/<name> of an earlier run."
+                )
         return out
 
     def isl_items(self, split: str) -> list[dict[str, str]]:
-        return [{"sample": s, "image": IMAGE.format(sample=s), "target": TARGET.format(sample=s)}
-                for s in self.isl_samples(split)]
+        return [
+            {"sample": s, "image": IMAGE.format(sample=s), "target": TARGET.format(sample=s)}
+            for s in self.isl_samples(split)
+        ]
 
     def segmenter_items(self, split: str) -> list[dict[str, str]]:
-        return [{"sample": s, "image": IMAGE.format(sample=s), "labels": LABELS.format(sample=s)}
-                for s in self.segmentation_fit_samples(split)]
+        return [
+            {"sample": s, "image": IMAGE.format(sample=s), "labels": LABELS.format(sample=s)}
+            for s in self.segmentation_fit_samples(split)
+        ]
 
     def has_fluorescence_eval(self, sample: str) -> bool:
         """Whether a segmentation sample's ISL prediction is scored against its target."""
@@ -209,8 +237,10 @@ class Plan:
     def summary_inputs(self) -> dict[str, list[str]]:
         """Per-sample files read by ``summarize_run``."""
         samples = list(self.sheet.index)
-        return {"images": expand(IMAGE_SUMMARY, samples),
-                "rois": expand(ROI_JSON, samples) if self.roi_enabled() else []}
+        return {
+            "images": expand(IMAGE_SUMMARY, samples),
+            "rois": expand(ROI_JSON, samples) if self.roi_enabled() else [],
+        }
 
     def final_outputs(self) -> list[str]:
         """Everything ``snakemake`` builds by default."""
@@ -250,11 +280,15 @@ class Plan:
         if self.detection_enabled():
             evaluated = set(self.detection_eval_samples())
             inputs["detection_samples"] = [
-                {"sample": s, "image": IMAGE.format(sample=s),
-                 "gt": POINTS.format(sample=s) if s in evaluated else None,
-                 "pred": DETECTIONS.format(sample=s),
-                 "matches": DETECTION_MATCHES.format(sample=s) if s in evaluated else None}
-                for s in self.detection_predict_samples()]
+                {
+                    "sample": s,
+                    "image": IMAGE.format(sample=s),
+                    "gt": POINTS.format(sample=s) if s in evaluated else None,
+                    "pred": DETECTIONS.format(sample=s),
+                    "matches": DETECTION_MATCHES.format(sample=s) if s in evaluated else None,
+                }
+                for s in self.detection_predict_samples()
+            ]
             inputs["detection_model_dir"] = self.detector_dir()
             if evaluated:
                 inputs["detection_summary_tsv"] = DETECTION_SUMMARY
@@ -266,15 +300,21 @@ class Plan:
             if evaluated:
                 inputs["segmentation_summary_tsv"] = SEGMENTATION_SUMMARY
             inputs["segmentation_samples"] = [
-                {"sample": s, "image": IMAGE.format(sample=s),
-                 "gt_labels": LABELS.format(sample=s) if s in evaluated else None,
-                 "pred_labels": INSTANCES.format(sample=s),
-                 "target": TARGET.format(sample=s) if self.has(s, "target") else None,
-                 "pred_fluorescence": (FLUORESCENCE.format(sample=s)
-                                       if self.has_fluorescence_eval(s) else None),
-                 "metrics_tsv": (SEGMENTATION_METRICS.format(sample=s)
-                                 if s in evaluated else None)}
-                for s in self.segmentation_predict_samples()]
+                {
+                    "sample": s,
+                    "image": IMAGE.format(sample=s),
+                    "gt_labels": LABELS.format(sample=s) if s in evaluated else None,
+                    "pred_labels": INSTANCES.format(sample=s),
+                    "target": TARGET.format(sample=s) if self.has(s, "target") else None,
+                    "pred_fluorescence": (
+                        FLUORESCENCE.format(sample=s) if self.has_fluorescence_eval(s) else None
+                    ),
+                    "metrics_tsv": (
+                        SEGMENTATION_METRICS.format(sample=s) if s in evaluated else None
+                    ),
+                }
+                for s in self.segmentation_predict_samples()
+            ]
         return inputs
 
     def report_files(self) -> list[str]:

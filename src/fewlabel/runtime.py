@@ -25,8 +25,19 @@ def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("fewlabel", "numpy", "scipy", "scikit-image", "tifffile", "zarr", "pandas",
-                 "torch", "snakemake", "matplotlib", "jinja2"):
+    for name in (
+        "fewlabel",
+        "numpy",
+        "scipy",
+        "scikit-image",
+        "tifffile",
+        "zarr",
+        "pandas",
+        "torch",
+        "snakemake",
+        "matplotlib",
+        "jinja2",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -37,8 +48,14 @@ def package_versions() -> dict[str, str]:
 def git_commit(cwd: str | Path = ".") -> str:
     """The current git commit of the workflow checkout (or 'unknown')."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -80,10 +97,21 @@ def checksum_record(path: str | Path, *, max_files: int | None = None) -> dict[s
         hashed += 1
     truncated = hashed < total
     if truncated:
-        log.warning("checksum of %s covers only the first %d of its %d files (max_files=%d); "
-                    "the record says truncated", path, hashed, total, max_files)
-    return {"sha256": digest.hexdigest(), "files": hashed, "bytes": nbytes,
-            "files_total": total, "truncated": truncated}
+        log.warning(
+            "checksum of %s covers only the first %d of its %d files (max_files=%d); "
+            "the record says truncated",
+            path,
+            hashed,
+            total,
+            max_files,
+        )
+    return {
+        "sha256": digest.hexdigest(),
+        "files": hashed,
+        "bytes": nbytes,
+        "files_total": total,
+        "truncated": truncated,
+    }
 
 
 def checksum(path: str | Path, *, max_files: int | None = None) -> str:
@@ -92,8 +120,9 @@ def checksum(path: str | Path, *, max_files: int | None = None) -> str:
     return str(checksum_record(path, max_files=max_files)["sha256"])
 
 
-def provenance(config: dict[str, Any] | None = None,
-               inputs: Iterable[str | Path] = ()) -> dict[str, Any]:
+def provenance(
+    config: dict[str, Any] | None = None, inputs: Iterable[str | Path] = ()
+) -> dict[str, Any]:
     """A provenance record: time, versions, git commit, config, input checksums.
 
     ``inputs`` maps each existing input to the SHA-256 of all its bytes (every file of a
@@ -106,13 +135,15 @@ def provenance(config: dict[str, Any] | None = None,
         "git_commit": git_commit(),
         "config": config or {},
         "inputs": {p: r["sha256"] for p, r in records.items()},
-        "input_details": {p: {k: v for k, v in r.items() if k != "sha256"}
-                          for p, r in records.items()},
+        "input_details": {
+            p: {k: v for k, v in r.items() if k != "sha256"} for p, r in records.items()
+        },
     }
 
 
-def write_config_snapshot(settings: Mapping[str, Any], output: str | Path, *,
-                          log_file: str | Path | None = None) -> None:
+def write_config_snapshot(
+    settings: Mapping[str, Any], output: str | Path, *, log_file: str | Path | None = None
+) -> None:
     """Write the (validated) config ``settings`` as YAML atomically, keys in their order.
 
     Snakemake's config holds its own mapping/list types; they are written as plain YAML. When

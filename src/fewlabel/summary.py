@@ -12,12 +12,23 @@ from typing import Any
 import pandas as pd
 
 #: columns of the run summary TSV, in order
-SUMMARY_COLUMNS = ("sample", "split", "shape_zyx", "voxel_size_um", "dtype", "min", "max",
-                   "roi_fraction", "min_batch_size", "roi_warnings")
+SUMMARY_COLUMNS = (
+    "sample",
+    "split",
+    "shape_zyx",
+    "voxel_size_um",
+    "dtype",
+    "min",
+    "max",
+    "roi_fraction",
+    "min_batch_size",
+    "roi_warnings",
+)
 
 
-def sample_row(image: Mapping[str, Any], roi: Mapping[str, Any] | None = None, *,
-               split: str = "") -> dict[str, Any]:
+def sample_row(
+    image: Mapping[str, Any], roi: Mapping[str, Any] | None = None, *, split: str = ""
+) -> dict[str, Any]:
     """One summary row from a sample's ingest summary (``ingest_volume --summary``) and, when
     ROI estimation ran, its ROI summary (``segment_roi --json-out``); NaN/"" without one."""
     roi = roi or {}
@@ -35,14 +46,18 @@ def sample_row(image: Mapping[str, Any], roi: Mapping[str, Any] | None = None, *
     }
 
 
-def summary_table(images: Sequence[Mapping[str, Any]],
-                  rois: Mapping[str, Mapping[str, Any]] | None = None,
-                  splits: Mapping[str, str] | None = None) -> pd.DataFrame:
+def summary_table(
+    images: Sequence[Mapping[str, Any]],
+    rois: Mapping[str, Mapping[str, Any]] | None = None,
+    splits: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """The run summary: one row per ingest summary in ``images`` (in their order), joined with
     the ROI summaries and the sheet's splits keyed by sample name."""
     rois, splits = rois or {}, splits or {}
-    rows = [sample_row(image, rois.get(image["sample"]), split=splits.get(image["sample"], ""))
-            for image in images]
+    rows = [
+        sample_row(image, rois.get(image["sample"]), split=splits.get(image["sample"], ""))
+        for image in images
+    ]
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 

@@ -42,7 +42,7 @@ def json_ready(value: Any) -> Any:
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) generators."""
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - third-party code may use the legacy global RNG
     torch.manual_seed(seed)
 
 
@@ -124,14 +124,22 @@ class CropSampler:
         self.probabilities = sizes / sizes.sum()
         for volume in self.volumes:
             if any(s < c for s, c in zip(volume.shape, self.crop, strict=True)):
-                log.info("volume %s %s is smaller than the crop %s along some axis: crops are "
-                         "padded (image mirrored, targets/weights constant)", volume.name,
-                         volume.shape, self.crop)
+                log.info(
+                    "volume %s %s is smaller than the crop %s along some axis: crops are "
+                    "padded (image mirrored, targets/weights constant)",
+                    volume.name,
+                    volume.shape,
+                    self.crop,
+                )
 
     def _corner(self, volume: CropVolume) -> list[int]:
         shape = volume.shape
-        use_point = (self.point_fraction > 0 and volume.centres is not None
-                     and len(volume.centres) > 0 and self.rng.random() < self.point_fraction)
+        use_point = (
+            self.point_fraction > 0
+            and volume.centres is not None
+            and len(volume.centres) > 0
+            and self.rng.random() < self.point_fraction
+        )
         if use_point:
             centre = volume.centres[self.rng.integers(len(volume.centres))]  # type: ignore[index]
             corner = []
@@ -142,8 +150,10 @@ class CropSampler:
                 start = int(self.rng.integers(low, high + 1))
                 corner.append(min(max(start, 0), max(s - c, 0)))
             return corner
-        return [int(self.rng.integers(0, max(s - c, 0) + 1))
-                for s, c in zip(shape, self.crop, strict=True)]
+        return [
+            int(self.rng.integers(0, max(s - c, 0) + 1))
+            for s, c in zip(shape, self.crop, strict=True)
+        ]
 
     def crop_at(self, volume: CropVolume, corner: Sequence[int]) -> list[np.ndarray]:
         """The crop of every array of ``volume`` starting at ``corner`` (padded if needed)."""
@@ -177,8 +187,7 @@ class CropSampler:
             if flips:
                 arrays = [np.flip(a, axis=tuple(a.ndim - 3 + f for f in flips)) for a in arrays]
             crops.append(arrays)
-        return [np.ascontiguousarray(np.stack([c[i] for c in crops]))
-                for i in range(len(crops[0]))]
+        return [np.ascontiguousarray(np.stack([c[i] for c in crops])) for i in range(len(crops[0]))]
 
     def fixed_crops(self, per_volume: int, *, seed: int) -> list[list[np.ndarray]]:
         """Deterministic crops (no flips) for validation: ``per_volume`` per volume."""
@@ -186,8 +195,10 @@ class CropSampler:
         out = []
         for volume in self.volumes:
             for _ in range(per_volume):
-                corner = [int(rng.integers(0, max(s - c, 0) + 1))
-                          for s, c in zip(volume.shape, self.crop, strict=True)]
+                corner = [
+                    int(rng.integers(0, max(s - c, 0) + 1))
+                    for s, c in zip(volume.shape, self.crop, strict=True)
+                ]
                 out.append(self.crop_at(volume, corner))
         return out
 
@@ -231,8 +242,13 @@ class EarlyStopping:
 class CurveLogger:
     """Per-epoch rows written to ``<stem>.tsv`` and plotted to ``<stem>.png`` after each epoch."""
 
-    def __init__(self, tsv_path: str | Path | None = None, png_path: str | Path | None = None,
-                 *, title: str = "training curve") -> None:
+    def __init__(
+        self,
+        tsv_path: str | Path | None = None,
+        png_path: str | Path | None = None,
+        *,
+        title: str = "training curve",
+    ) -> None:
         self.rows: list[dict[str, Any]] = []
         self.tsv_path = None if tsv_path is None else Path(tsv_path)
         self.png_path = None if png_path is None else Path(png_path)
@@ -270,8 +286,12 @@ class TrainResult:
     def summary(self, started: float | None = None) -> dict[str, Any]:
         """The fields every training summary reports (``started``: ``time.monotonic()`` at
         the start of the whole stage, data loading included)."""
-        out = {"best_epoch": int(self.best_epoch), "best_val_loss": float(self.best_value),
-               "epochs_run": int(self.epochs_run), "stopped_early": bool(self.stopped_early)}
+        out = {
+            "best_epoch": int(self.best_epoch),
+            "best_val_loss": float(self.best_value),
+            "epochs_run": int(self.epochs_run),
+            "stopped_early": bool(self.stopped_early),
+        }
         if started is not None:
             out["seconds"] = round(time.monotonic() - started, 2)
             out["train_seconds"] = round(self.seconds, 2)
@@ -331,25 +351,55 @@ def fit(
         if improved:
             best_state = state_copy(model)
         elapsed = time.monotonic() - start
-        curve.log(epoch=epoch, train_loss=float(np.mean(losses)), **metrics,
-                  best=int(improved), seconds=round(elapsed, 2))
-        log.info("%s epoch %d/%d train_loss %.5f %s %.5f%s (%.1fs elapsed)", desc, epoch, epochs,
-                 np.mean(losses), monitor, value, " *best*" if improved else "", elapsed)
+        curve.log(
+            epoch=epoch,
+            train_loss=float(np.mean(losses)),
+            **metrics,
+            best=int(improved),
+            seconds=round(elapsed, 2),
+        )
+        log.info(
+            "%s epoch %d/%d train_loss %.5f %s %.5f%s (%.1fs elapsed)",
+            desc,
+            epoch,
+            epochs,
+            np.mean(losses),
+            monitor,
+            value,
+            " *best*" if improved else "",
+            elapsed,
+        )
         if stopper.should_stop:
-            log.info("%s: early stop after epoch %d (best epoch %d, %s %.5f)", desc, epoch,
-                     stopper.best_epoch, monitor, stopper.best)
+            log.info(
+                "%s: early stop after epoch %d (best epoch %d, %s %.5f)",
+                desc,
+                epoch,
+                stopper.best_epoch,
+                monitor,
+                stopper.best,
+            )
             break
-    return TrainResult(best_state=best_state, last_state=state_copy(model), curve=curve.frame(),
-                       best_epoch=stopper.best_epoch, best_value=stopper.best, epochs_run=epoch,
-                       stopped_early=stopper.should_stop, seconds=time.monotonic() - start)
+    return TrainResult(
+        best_state=best_state,
+        last_state=state_copy(model),
+        curve=curve.frame(),
+        best_epoch=stopper.best_epoch,
+        best_value=stopper.best,
+        epochs_run=epoch,
+        stopped_early=stopper.should_stop,
+        seconds=time.monotonic() - start,
+    )
 
 
-def batches_to_device(arrays: Sequence[np.ndarray], device: str | torch.device,
-                      *, add_channel: Sequence[bool] | None = None) -> Iterator[torch.Tensor]:
+def batches_to_device(
+    arrays: Sequence[np.ndarray],
+    device: str | torch.device,
+    *,
+    add_channel: Sequence[bool] | None = None,
+) -> Iterator[torch.Tensor]:
     """Yield each ``(B, Z, Y, X)`` batch array as a ``(B, 1, Z, Y, X)`` tensor on ``device``."""
     for index, array in enumerate(arrays):
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         if add_channel is None or add_channel[index]:
             tensor = tensor.unsqueeze(1)
         yield tensor.to(device, non_blocking=True)
-

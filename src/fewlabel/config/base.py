@@ -83,8 +83,9 @@ def _is_mapping(annotation: Any) -> bool:
     return origin in (dict, Mapping) or annotation is dict
 
 
-def key_path(model: type[BaseModel] | None, loc: tuple[Any, ...], error_type: str = ""
-             ) -> list[str | int]:
+def key_path(
+    model: type[BaseModel] | None, loc: tuple[Any, ...], error_type: str = ""
+) -> list[str | int]:
     """``loc`` of a pydantic error without the union-member tags pydantic inserts
     (``'int'``, ``"literal['auto']"``...): keeps field names, list indices, mapping keys and
     the unknown key of an ``extra_forbidden`` error."""
@@ -96,8 +97,7 @@ def key_path(model: type[BaseModel] | None, loc: tuple[Any, ...], error_type: st
             if isinstance(part, str) and part in current.model_fields:
                 out.append(part)
                 annotation = current.model_fields[part].annotation
-                current = _model_in(annotation) or ("mapping" if _is_mapping(annotation)
-                                                    else None)
+                current = _model_in(annotation) or ("mapping" if _is_mapping(annotation) else None)
             elif last and error_type == "extra_forbidden":
                 out.append(part)
             continue
@@ -111,7 +111,7 @@ def key_path(model: type[BaseModel] | None, loc: tuple[Any, ...], error_type: st
 
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _annotation_at(model: type[BaseModel] | None, path: list[str | int]) -> Any:
@@ -119,8 +119,11 @@ def _annotation_at(model: type[BaseModel] | None, path: list[str | int]) -> Any:
     current: Any = model
     annotation: Any = None
     for part in path:
-        if isinstance(current, type) and issubclass(current, BaseModel) and part in \
-                current.model_fields:
+        if (
+            isinstance(current, type)
+            and issubclass(current, BaseModel)
+            and part in current.model_fields
+        ):
             annotation = current.model_fields[part].annotation
             current = _model_in(annotation)
         else:
@@ -146,8 +149,9 @@ def _allowed_keys(model: type[BaseModel] | None, path: list[str | int]) -> list[
     return list(owner.model_fields) if owner is not None else []
 
 
-def _message(model: type[BaseModel] | None, path: list[str | int], error: Any
-             ) -> tuple[list[str | int], str]:
+def _message(
+    model: type[BaseModel] | None, path: list[str | int], error: Any
+) -> tuple[list[str | int], str]:
     """(key path, message) of one pydantic error, in config terms."""
     kind = error["type"]
     value = error.get("input")
@@ -160,7 +164,8 @@ def _message(model: type[BaseModel] | None, path: list[str | int], error: Any
         got = len(value) if isinstance(value, (list, tuple)) else "?"
         return path, f"needs {length or 'more'} values, got {got} ({_short(value)})"
     if kind in ("tuple_type", "too_long", "too_short") and _tuple_length(
-            _annotation_at(model, path)):
+        _annotation_at(model, path)
+    ):
         length = _tuple_length(_annotation_at(model, path))
         return path, f"needs a list of {length} values (got {_short(value)})"
     message = error["msg"]
@@ -181,8 +186,13 @@ def section_key(model: type[BaseModel] | None) -> str:
     return section_paths().get(model.__name__, "")
 
 
-def config_error(exc: ValidationError, *, model: type[BaseModel] | None = None,
-                 prefix: str | None = None, fix: str = CONFIG_FIX) -> ConfigError:
+def config_error(
+    exc: ValidationError,
+    *,
+    model: type[BaseModel] | None = None,
+    prefix: str | None = None,
+    fix: str = CONFIG_FIX,
+) -> ConfigError:
     """One ConfigError for all problems of ``exc``, each line naming its config key path.
 
     ``model`` is the validated model class (default: looked up by ``exc.title``); ``prefix``
@@ -196,13 +206,14 @@ def config_error(exc: ValidationError, *, model: type[BaseModel] | None = None,
         prefix = section_key(model)
     problems: dict[str, list[str]] = {}
     for error in exc.errors(include_url=False):
-        path, message = _message(model, key_path(model, tuple(error["loc"]), error["type"]),
-                                 error)
+        path, message = _message(model, key_path(model, tuple(error["loc"]), error["type"]), error)
         key = ".".join(str(p) for p in ([prefix] if prefix else []) + path) or "<top>"
         if message not in problems.setdefault(key, []):
             problems[key].append(message)
-    lines = [f"config key '{key}': " + "; or ".join(messages)
-             for key, messages in list(problems.items())[:12]]
+    lines = [
+        f"config key '{key}': " + "; or ".join(messages)
+        for key, messages in list(problems.items())[:12]
+    ]
     if len(problems) > 12:
         lines.append(f"... and {len(problems) - 12} more")
     return ConfigError("invalid configuration:\n  " + "\n  ".join(lines) + "\n", fix=fix)
@@ -226,8 +237,9 @@ def parse(model: type[M], data: Any = None, *, prefix: str | None = None, **valu
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
 
 
-def zyx(value: Any, name: str, kind: Any = ZYXNonNegInt, *, broadcast: bool = True
-        ) -> tuple[Any, Any, Any]:
+def zyx(
+    value: Any, name: str, kind: Any = ZYXNonNegInt, *, broadcast: bool = True
+) -> tuple[Any, Any, Any]:
     """A z, y, x argument checked with one of the shared field types (``kind``: ZYXInt,
     ZYXNonNegInt, ZYXFloat, ...); a single number means all three axes when ``broadcast``.
     Raises ConfigError naming ``name``."""
@@ -239,9 +251,12 @@ def zyx(value: Any, name: str, kind: Any = ZYXNonNegInt, *, broadcast: bool = Tr
     except ValidationError as exc:
         problems = "; ".join(
             ".".join(str(p) for p in (name, *key_path(None, tuple(e["loc"])))) + ": " + e["msg"]
-            for e in exc.errors(include_url=False))
-        raise ConfigError(f"{name} = {_short(value)} is not a valid z, y, x triple "
-                          f"({problems}).", fix=f"write {name} as [z, y, x].") from None
+            for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(
+            f"{name} = {_short(value)} is not a valid z, y, x triple ({problems}).",
+            fix=f"write {name} as [z, y, x].",
+        ) from None
 
 
 def like(base: type[BaseModel], name: str, default: Any) -> Any:

@@ -10,9 +10,9 @@ from pydantic import AfterValidator, Field
 from fewlabel.config.base import (
     ConfigModel,
     Fraction,
+    Percentiles,
     PosFloat,
     PosInt,
-    Percentiles,
     ZYXFloat,
     ZYXInt,
     ZYXNonNegFloat,
@@ -29,17 +29,20 @@ class DensityTargetsConfig(ConfigModel):
 
     sigma: ZYXFloat = Field((1.0, 1.5, 1.5), description="Gaussian sigma z, y, x per point")
     sigma_unit: Unit = Field("voxel", description="unit of sigma: voxel | um")
-    lam: Annotated[float, Field(ge=0)] = Field(10.0, description="weight map: W = lam + 1 where "
-                                               "the dilated target >= T, else 1")
-    T: Annotated[float, Field(gt=0, le=1)] = Field(0.2, description="weight-map threshold on "
-                                                   "the dilated target")
+    lam: Annotated[float, Field(ge=0)] = Field(
+        10.0, description="weight map: W = lam + 1 where the dilated target >= T, else 1"
+    )
+    T: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.2, description="weight-map threshold on the dilated target"
+    )
 
 
 class AWingConfig(ConfigModel):
     """Adaptive wing loss parameters (Wang et al. 2019; seed eq. 1)."""
 
-    alpha: Annotated[float, Field(gt=1)] = Field(2.1, description="alpha (> 1: targets lie in "
-                                                 "[0, 1])")
+    alpha: Annotated[float, Field(gt=1)] = Field(
+        2.1, description="alpha (> 1: targets lie in [0, 1])"
+    )
     omega: PosFloat = Field(14.0, description="omega")
     epsilon: PosFloat = Field(1.0, description="epsilon")
     theta: PosFloat = Field(0.5, description="theta: switch between the log and linear parts")
@@ -50,10 +53,12 @@ class DetectorModelConfig(ModelConfig):
 
     blocks_per_level: PosInt = Field(1, description="residual blocks per level")
     pool_z: bool = Field(False, description="pool along z too (else (1, 2, 2))")
-    pool_kernels: list[list[PosInt]] | None = Field(None, description="explicit pooling "
-                                                    "factors per level (overrides pool_z)")
-    upsample: Literal["trilinear", "transposed"] = Field("trilinear", description="decoder "
-                                                         "up-sampling")
+    pool_kernels: list[list[PosInt]] | None = Field(
+        None, description="explicit pooling factors per level (overrides pool_z)"
+    )
+    upsample: Literal["trilinear", "transposed"] = Field(
+        "trilinear", description="decoder up-sampling"
+    )
     head_bias_init: float = Field(-2.0, description="initial bias of the density head")
 
     def kwargs(self) -> dict[str, Any]:
@@ -70,19 +75,25 @@ class DetectorTrainConfig(TrainConfig):
     threshold maximising the pooled validation F1 (peaks from ``detection.peaks``)."""
 
     lr: PosFloat = Field(1e-3, description="AMSGrad learning rate (betas 0.9 / 0.999)")
-    loss: Literal["awing", "mse"] = Field("awing", description="awing: adaptive wing (eq. 1 + "
-                                          "3) | mse: weighted mean squared error")
-    awing: AWingConfig = Field(default_factory=AWingConfig, description="adaptive wing "
-                               "parameters (loss: awing)")
-    model: DetectorModelConfig = Field(default_factory=DetectorModelConfig,
-                                       description="DM-DetNet3D architecture")
-    threshold_grid: Annotated[tuple[Annotated[float, Field(ge=0, lt=1)], ...],
-                              Field(min_length=1)] = Field(
-        default_factory=_default_threshold_grid, description="detection thresholds tried on "
-        "the validation volumes")
+    loss: Literal["awing", "mse"] = Field(
+        "awing", description="awing: adaptive wing (eq. 1 + 3) | mse: weighted mean squared error"
+    )
+    awing: AWingConfig = Field(
+        default_factory=AWingConfig, description="adaptive wing parameters (loss: awing)"
+    )
+    model: DetectorModelConfig = Field(
+        default_factory=DetectorModelConfig, description="DM-DetNet3D architecture"
+    )
+    threshold_grid: Annotated[
+        tuple[Annotated[float, Field(ge=0, lt=1)], ...], Field(min_length=1)
+    ] = Field(
+        default_factory=_default_threshold_grid,
+        description="detection thresholds tried on the validation volumes",
+    )
     gate: PosFloat = Field(3.0, description="matching gate (voxels) used to tune the threshold")
-    point_fraction: Fraction = Field(0.0, description="probability that a crop is centred on "
-                                     "an annotated point")
+    point_fraction: Fraction = Field(
+        0.0, description="probability that a crop is centred on an annotated point"
+    )
 
 
 class PeaksConfig(ConfigModel):
@@ -90,14 +101,21 @@ class PeaksConfig(ConfigModel):
     tune the detection threshold at training time (density and LoG) and to apply it
     (``extract_points``)."""
 
-    min_distance: ZYXNonNegInt = Field((1, 2, 2), description="minimum peak distance z, y, x "
-                                       "(voxels; ellipsoid radii of the non-maximum "
-                                       "suppression)")
-    refine_radius: ZYXNonNegInt = Field((1, 1, 1), description="half-size z, y, x of the "
-                                        "weighted-centroid box for sub-voxel centres (0: "
-                                        "integer peaks)")
-    block_shape: ZYXInt | None = Field(None, description="processing block z, y, x of "
-                                       "extract_points (null: the map's chunks)")
+    min_distance: ZYXNonNegInt = Field(
+        (1, 2, 2),
+        description="minimum peak distance z, y, x "
+        "(voxels; ellipsoid radii of the non-maximum "
+        "suppression)",
+    )
+    refine_radius: ZYXNonNegInt = Field(
+        (1, 1, 1),
+        description="half-size z, y, x of the "
+        "weighted-centroid box for sub-voxel centres (0: "
+        "integer peaks)",
+    )
+    block_shape: ZYXInt | None = Field(
+        None, description="processing block z, y, x of extract_points (null: the map's chunks)"
+    )
 
 
 def _some_axis(value: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -111,13 +129,16 @@ class LogConfig(ConfigModel):
     on the train + val samples."""
 
     sigma: Annotated[ZYXNonNegFloat, AfterValidator(_some_axis)] = Field(
-        (1.0, 1.5, 1.5), description="LoG scale z, y, x (voxels), about the PSF sigma")
+        (1.0, 1.5, 1.5), description="LoG scale z, y, x (voxels), about the PSF sigma"
+    )
     gate: PosFloat = Field(3.0, description="matching gate used to tune the threshold")
     gate_unit: Unit = Field("voxel", description="unit of gate: voxel | um")
-    n_candidates: Annotated[int, Field(ge=2)] = Field(100, description="thresholds tried "
-                                                      "(quantiles of the training peak scores)")
-    percentiles: Percentiles | None = Field((1.0, 99.8), description="intensity normalisation "
-                                            "percentiles (null: none)")
+    n_candidates: Annotated[int, Field(ge=2)] = Field(
+        100, description="thresholds tried (quantiles of the training peak scores)"
+    )
+    percentiles: Percentiles | None = Field(
+        (1.0, 99.8), description="intensity normalisation percentiles (null: none)"
+    )
 
 
 class DetectionConfig(ConfigModel):
@@ -126,21 +147,31 @@ class DetectionConfig(ConfigModel):
 
     enabled: bool = Field(True, description="run detection (samples with task detect/both)")
     method: Literal["density", "log"] = Field("density", description="density | log")
-    model: str | None = Field(None, description="a trained detector folder to reuse (e.g. "
-                              "results/models/detector of an earlier run): no training; "
-                              "null trains on the sheet's train/val rows")
-    targets: DensityTargetsConfig = Field(default_factory=DensityTargetsConfig,
-                                          description="density targets")
-    train: DetectorTrainConfig = Field(default_factory=DetectorTrainConfig,
-                                       description="detector training (method: density)")
-    predict: PredictConfig = Field(default_factory=PredictConfig,
-                                   description="tiled inference (method: density)")
-    slabs: PosInt | Literal["auto"] = Field(1, description="> 1 splits each volume's "
-                                            "prediction into slab jobs (contiguous runs of "
-                                            "output chunks, one job each); auto: one job per "
-                                            "slab_voxels of each volume")
-    slab_voxels: PosInt = Field(2_000_000_000, description="voxels per slab job when slabs: "
-                                "auto")
-    peaks: PeaksConfig = Field(default_factory=PeaksConfig, description="peak extraction, for "
-                               "threshold tuning and prediction alike")
+    model: str | None = Field(
+        None,
+        description="a trained detector folder to reuse (e.g. "
+        "results/models/detector of an earlier run): no training; "
+        "null trains on the sheet's train/val rows",
+    )
+    targets: DensityTargetsConfig = Field(
+        default_factory=DensityTargetsConfig, description="density targets"
+    )
+    train: DetectorTrainConfig = Field(
+        default_factory=DetectorTrainConfig, description="detector training (method: density)"
+    )
+    predict: PredictConfig = Field(
+        default_factory=PredictConfig, description="tiled inference (method: density)"
+    )
+    slabs: PosInt | Literal["auto"] = Field(
+        1,
+        description="> 1 splits each volume's "
+        "prediction into slab jobs (contiguous runs of "
+        "output chunks, one job each); auto: one job per "
+        "slab_voxels of each volume",
+    )
+    slab_voxels: PosInt = Field(2_000_000_000, description="voxels per slab job when slabs: auto")
+    peaks: PeaksConfig = Field(
+        default_factory=PeaksConfig,
+        description="peak extraction, for threshold tuning and prediction alike",
+    )
     log: LogConfig = Field(default_factory=LogConfig, description="LoG baseline (method: log)")

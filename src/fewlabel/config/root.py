@@ -24,21 +24,29 @@ class FewlabelConfig(ConfigModel):
     """fewlabel configuration (config/config.yaml). Every key has a default; unknown keys are
     errors. Threads, memory, GPUs and partitions live in profiles/, never here."""
 
-    samples: str = Field("config/samples.tsv", min_length=1, description="sample sheet (TSV): "
-                         "one row per volume; see config/README.md for the columns")
-    seed: NonNegInt = Field(0, description="global seed: every random choice (crops, "
-                            "subsamples, initialisation) derives from it")
+    samples: str = Field(
+        "config/samples.tsv",
+        min_length=1,
+        description="sample sheet (TSV): one row per volume; see config/README.md for the columns",
+    )
+    seed: NonNegInt = Field(
+        0,
+        description="global seed: every random choice (crops, "
+        "subsamples, initialisation) derives from it",
+    )
     demo: DemoConfig = Field(default_factory=DemoConfig, description="synthetic demo inputs")
-    ingest: IngestConfig = Field(default_factory=IngestConfig, description="ingest to "
-                                 "OME-Zarr")
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="ingest to OME-Zarr")
     roi: RoiConfig = Field(default_factory=RoiConfig, description="ROI segmentation")
-    detection: DetectionConfig = Field(default_factory=DetectionConfig,
-                                       description="particle detection")
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig,
-                                         description="evaluation against ground truth")
+    detection: DetectionConfig = Field(
+        default_factory=DetectionConfig, description="particle detection"
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="evaluation against ground truth"
+    )
     report: ReportConfig = Field(default_factory=ReportConfig, description="the run report")
-    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig,
-                                             description="few-image instance segmentation")
+    segmentation: SegmentationConfig = Field(
+        default_factory=SegmentationConfig, description="few-image instance segmentation"
+    )
 
 
 @functools.cache

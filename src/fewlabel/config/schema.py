@@ -20,9 +20,11 @@ from fewlabel.config.root import FewlabelConfig
 from fewlabel.config.sheet import SCHEMA_DIR
 
 SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
-HEADER = ("# GENERATED from the pydantic models in src/fewlabel/config/ by\n"
-          "#   python -m fewlabel.config.schema\n"
-          "# Do not edit: change the models and regenerate (a unit test compares the two).\n")
+HEADER = (
+    "# GENERATED from the pydantic models in src/fewlabel/config/ by\n"
+    "#   python -m fewlabel.config.schema\n"
+    "# Do not edit: change the models and regenerate (a unit test compares the two).\n"
+)
 
 
 def _compact(node: Any) -> Any:
@@ -32,14 +34,15 @@ def _compact(node: Any) -> Any:
         return [_compact(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _compact(v) for k, v in node.items()
-           if not (k == "title" and isinstance(v, str))}
+    out = {k: _compact(v) for k, v in node.items() if not (k == "title" and isinstance(v, str))}
     if isinstance(out.get("description"), str):
         out["description"] = " ".join(out["description"].split())
     prefix = out.get("prefixItems")
     if isinstance(prefix, list) and prefix and all(item == prefix[0] for item in prefix):
-        out = {("items" if k == "prefixItems" else k): (prefix[0] if k == "prefixItems" else v)
-               for k, v in out.items()}
+        out = {
+            ("items" if k == "prefixItems" else k): (prefix[0] if k == "prefixItems" else v)
+            for k, v in out.items()
+        }
     return out
 
 
@@ -51,24 +54,28 @@ def config_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     """The schema file's content."""
-    body = yaml.safe_dump(config_schema(), sort_keys=False, allow_unicode=True, width=100,
-                          default_flow_style=None)
+    body = yaml.safe_dump(
+        config_schema(), sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
+    )
     return HEADER + body
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fewlabel.config.schema",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fewlabel.config.schema", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--output", type=Path, default=SCHEMA_PATH, help="schema file to write")
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 when the file differs from the models")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 when the file differs from the models",
+    )
     args = parser.parse_args(argv)
     text = schema_text()
     current = args.output.read_text() if args.output.exists() else None
     if args.check:
         if current != text:
-            print(f"{args.output} is stale: run python -m fewlabel.config.schema",
-                  file=sys.stderr)
+            print(f"{args.output} is stale: run python -m fewlabel.config.schema", file=sys.stderr)
             return 1
         return 0
     if current != text:

@@ -24,43 +24,50 @@ class DemoParams(ConfigModel):
     """Parameters of :func:`fewlabel.synth.make_demo` (stage ``make_demo_data``). Shapes z, y, x in
     voxels, voxel sizes z, y, x in µm; the nuclei anisotropy follows ``nuclei_voxel_size``."""
 
-    spots_shape: ZYXInt = Field((16, 128, 128), description="PTC-like spot volumes z, y, x "
-                                "(>= detection.predict.tile)")
+    spots_shape: ZYXInt = Field(
+        (16, 128, 128), description="PTC-like spot volumes z, y, x (>= detection.predict.tile)"
+    )
     spots_snr: PosFloat = Field(4.0, description="SNR = (I_obj - I_bg) / sqrt(I_obj)")
     spots_density: Literal["low", "medium", "high"] | PosFloat = Field(
-        "medium", description="low | medium | high, or spots per 100^3 voxels")
-    spots_voxel_size: ZYXFloat = Field((0.3, 0.1, 0.1), description="voxel size z, y, x (µm) "
-                                       "of the spot volumes")
+        "medium", description="low | medium | high, or spots per 100^3 voxels"
+    )
+    spots_voxel_size: ZYXFloat = Field(
+        (0.3, 0.1, 0.1), description="voxel size z, y, x (µm) of the spot volumes"
+    )
     spots_sigma_xy: PosFloat = Field(1.0, description="spot PSF sigma in y, x (voxels)")
     spots_sigma_z: PosFloat = Field(0.7, description="spot PSF sigma in z (voxels)")
     spots_background: PosFloat = Field(10.0, description="mean background (photons)")
     spots_clutter: bool = Field(True, description="uneven background and out-of-class blobs")
-    nuclei_shape: ZYXInt = Field((16, 96, 96), description="touching nuclei volumes z, y, x "
-                                 "(fluorescence, label-free, labels); >= segmentation tile")
+    nuclei_shape: ZYXInt = Field(
+        (16, 96, 96),
+        description="touching nuclei volumes z, y, x "
+        "(fluorescence, label-free, labels); >= segmentation tile",
+    )
     nuclei_count: PosInt = Field(12, description="nuclei per volume")
-    nuclei_radius_range: tuple[PosFloat, PosFloat] = Field((5.0, 9.0), description="nucleus "
-                                                           "radius range (y, x voxels)")
-    nuclei_voxel_size: ZYXFloat = Field((0.5, 0.25, 0.25), description="voxel size z, y, x "
-                                        "(µm) of the nuclei volumes")
+    nuclei_radius_range: tuple[PosFloat, PosFloat] = Field(
+        (5.0, 9.0), description="nucleus radius range (y, x voxels)"
+    )
+    nuclei_voxel_size: ZYXFloat = Field(
+        (0.5, 0.25, 0.25), description="voxel size z, y, x (µm) of the nuclei volumes"
+    )
 
 
 class DemoConfig(ConfigModel):
     """Synthetic demo inputs, written by rule make_demo_data into ``output_dir``. Sample-sheet
     paths under that folder need not exist before the run."""
 
-    enabled: bool = Field(True, description="generate the demo inputs (false for your own "
-                          "data)")
+    enabled: bool = Field(True, description="generate the demo inputs (false for your own data)")
     output_dir: str = Field("demo_data", min_length=1, description="folder of the demo files")
-    params: DemoParams = Field(default_factory=DemoParams, description="passed to `fewlabel "
-                               "make-demo`")
+    params: DemoParams = Field(
+        default_factory=DemoParams, description="passed to `fewlabel make-demo`"
+    )
 
 
 class IngestConfig(ConfigModel):
     """Ingest: every input becomes a chunked OME-Zarr (NGFF 0.5, zarr v3, Blosc-zstd)."""
 
     chunks: ZYXInt = Field((16, 128, 128), description="chunk shape z, y, x (voxels)")
-    compression_level: Annotated[int, Field(ge=1, le=9)] = Field(3, description="zstd level "
-                                                                 "1..9")
+    compression_level: Annotated[int, Field(ge=1, le=9)] = Field(3, description="zstd level 1..9")
 
 
 class RoiConfig(ConfigModel):
@@ -91,35 +98,46 @@ class RoiConfig(ConfigModel):
     """
 
     enabled: bool = Field(True, description="segment the ROI of every sample")
-    clip_percentiles: Percentiles = Field((0.5, 99.8), description="intensity clipping "
-                                          "(low, high percentiles) before CLAHE")
-    smooth_sigma_um: NonNegFloat = Field(0.15, description="Gaussian pre-smoothing sigma (µm; "
-                                         "0: off); single voxels are too noisy")
-    clahe_kernel_um: ZYXFloat = Field((2.0, 2.0, 2.0), description="CLAHE context size z, y, x "
-                                      "(µm)")
-    clahe_kernel_voxels: ZYXInt | None = Field(None, description="CLAHE context z, y, x in "
-                                               "voxels (overrides clahe_kernel_um)")
+    clip_percentiles: Percentiles = Field(
+        (0.5, 99.8), description="intensity clipping (low, high percentiles) before CLAHE"
+    )
+    smooth_sigma_um: NonNegFloat = Field(
+        0.15, description="Gaussian pre-smoothing sigma (µm; 0: off); single voxels are too noisy"
+    )
+    clahe_kernel_um: ZYXFloat = Field(
+        (2.0, 2.0, 2.0), description="CLAHE context size z, y, x (µm)"
+    )
+    clahe_kernel_voxels: ZYXInt | None = Field(
+        None, description="CLAHE context z, y, x in voxels (overrides clahe_kernel_um)"
+    )
     clahe_clip_limit: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.005, description="CLAHE clip limit in (0, 1]; >= 0.03 flattens the spot tail")
-    posterior_threshold: OpenFraction = Field(0.5, description="foreground where P(bright "
-                                              "component | intensity) exceeds this")
-    max_fit_voxels: Annotated[int, Field(ge=1000)] = Field(1_000_000, description="voxels "
-                                                           "sampled for the percentiles and "
-                                                           "the 2-Gaussian mixture")
-    erosion_radius_um: NonNegFloat = Field(0.1, description="erosion ball radius (µm): removes "
-                                           "artefacts smaller than this")
-    extend_radius_um: NonNegFloat = Field(1.0, description="dilation ball radius (µm): margin "
-                                          "kept around particles")
-    expected_particles: PosInt | None = Field(None, description="k, expected particles per "
-                                              "volume (for the class prior pi), or null")
-    particle_radius_um: PosFloat | None = Field(None, description="r, particle radius in µm "
-                                                "(for pi), or null; give both or neither")
+        0.005, description="CLAHE clip limit in (0, 1]; >= 0.03 flattens the spot tail"
+    )
+    posterior_threshold: OpenFraction = Field(
+        0.5, description="foreground where P(bright component | intensity) exceeds this"
+    )
+    max_fit_voxels: Annotated[int, Field(ge=1000)] = Field(
+        1_000_000, description="voxels sampled for the percentiles and the 2-Gaussian mixture"
+    )
+    erosion_radius_um: NonNegFloat = Field(
+        0.1, description="erosion ball radius (µm): removes artefacts smaller than this"
+    )
+    extend_radius_um: NonNegFloat = Field(
+        1.0, description="dilation ball radius (µm): margin kept around particles"
+    )
+    expected_particles: PosInt | None = Field(
+        None, description="k, expected particles per volume (for the class prior pi), or null"
+    )
+    particle_radius_um: PosFloat | None = Field(
+        None, description="r, particle radius in µm (for pi), or null; give both or neither"
+    )
 
     @model_validator(mode="after")
     def _prior_pair(self) -> RoiConfig:
         if (self.expected_particles is None) != (self.particle_radius_um is None):
-            raise ValueError("expected_particles and particle_radius_um must be given together "
-                             "(or both null)")
+            raise ValueError(
+                "expected_particles and particle_radius_um must be given together (or both null)"
+            )
         return self
 
 
@@ -133,20 +151,26 @@ class DetectionEvalConfig(ConfigModel):
 class SegmentationEvalConfig(ConfigModel):
     """``evaluate_segmentation``: instance metrics and the ISL PCC."""
 
-    centre_gate_um: PosFloat | None = Field(None, description="centroid gate (µm) for "
-                                            "detection F1 (null: half the median GT "
-                                            "equivalent diameter)")
-    fluo_channel: NonNegInt = Field(0, description="channel of a CZYX fluorescence image used "
-                                    "for the PCC")
+    centre_gate_um: PosFloat | None = Field(
+        None,
+        description="centroid gate (µm) for "
+        "detection F1 (null: half the median GT "
+        "equivalent diameter)",
+    )
+    fluo_channel: NonNegInt = Field(
+        0, description="channel of a CZYX fluorescence image used for the PCC"
+    )
 
 
 class EvaluationConfig(ConfigModel):
     """Evaluation against ground truth (test split)."""
 
-    detection: DetectionEvalConfig = Field(default_factory=DetectionEvalConfig,
-                                           description="detection metrics")
-    segmentation: SegmentationEvalConfig = Field(default_factory=SegmentationEvalConfig,
-                                                 description="segmentation metrics")
+    detection: DetectionEvalConfig = Field(
+        default_factory=DetectionEvalConfig, description="detection metrics"
+    )
+    segmentation: SegmentationEvalConfig = Field(
+        default_factory=SegmentationEvalConfig, description="segmentation metrics"
+    )
 
 
 class ReportConfig(ConfigModel):

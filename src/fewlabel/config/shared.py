@@ -21,24 +21,37 @@ class PredictConfig(ConfigModel):
     chunk by chunk. Used by ``detection.predict`` and, with other defaults,
     ``segmentation.predict``."""
 
-    tile: ZYXInt = Field((16, 128, 128), description="tile shape z, y, x (voxels) fed to the "
-                         "model")
-    overlap: ZYXNonNegInt = Field((8, 48, 48), description="minimal overlap z, y, x (voxels) of "
-                                  "neighbouring tiles; seam-free when >= receptive field - 1")
+    tile: ZYXInt = Field((16, 128, 128), description="tile shape z, y, x (voxels) fed to the model")
+    overlap: ZYXNonNegInt = Field(
+        (8, 48, 48),
+        description="minimal overlap z, y, x (voxels) of "
+        "neighbouring tiles; seam-free when >= receptive field - 1",
+    )
     batch_size: PosInt = Field(4, description="tiles per model call")
-    cache_tiles: PosInt = Field(64, description="tile predictions kept for reuse between "
-                                "blocks (memory: cache_tiles * channels * prod(tile) * 4 bytes)")
-    out_chunks: ZYXInt | None = Field(None, description="output chunk shape z, y, x (null: the "
-                                      "image's chunks); also the block and slab granularity")
-    pad_to_tile: bool = Field(False, description="mirror-pad volumes smaller than a tile (the "
-                              "prediction is cropped back); false: such a volume is an error")
+    cache_tiles: PosInt = Field(
+        64,
+        description="tile predictions kept for reuse between "
+        "blocks (memory: cache_tiles * channels * prod(tile) * 4 bytes)",
+    )
+    out_chunks: ZYXInt | None = Field(
+        None,
+        description="output chunk shape z, y, x (null: the "
+        "image's chunks); also the block and slab granularity",
+    )
+    pad_to_tile: bool = Field(
+        False,
+        description="mirror-pad volumes smaller than a tile (the "
+        "prediction is cropped back); false: such a volume is an error",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_tile(self) -> PredictConfig:
         if any(o >= t for o, t in zip(self.overlap, self.tile, strict=True)):
-            raise ValueError(f"overlap {list(self.overlap)} must be smaller than tile "
-                             f"{list(self.tile)} on every axis (lower the overlap or enlarge "
-                             "the tile)")
+            raise ValueError(
+                f"overlap {list(self.overlap)} must be smaller than tile "
+                f"{list(self.tile)} on every axis (lower the overlap or enlarge "
+                "the tile)"
+            )
         return self
 
 
@@ -51,34 +64,45 @@ class TrainConfig(ConfigModel):
     batch_size: PosInt = Field(4, description="random crops per mini-batch")
     crop: ZYXInt = Field((8, 48, 48), description="random crop shape z, y, x (voxels)")
     lr: PosFloat = Field(1e-3, description="learning rate")
-    patience: PosInt = Field(5, description="early stopping: epochs without a better "
-                             "validation loss")
-    percentiles: Percentiles = Field((1.0, 99.8), description="per-image intensity "
-                                     "normalisation percentiles (low, high)")
+    patience: PosInt = Field(
+        5, description="early stopping: epochs without a better validation loss"
+    )
+    percentiles: Percentiles = Field(
+        (1.0, 99.8), description="per-image intensity normalisation percentiles (low, high)"
+    )
     flip_z: bool = Field(False, description="also flip crops along z (y and x always)")
-    val_crops: PosInt = Field(8, description="fixed validation crops per volume too large to "
-                              "validate whole")
+    val_crops: PosInt = Field(
+        8, description="fixed validation crops per volume too large to validate whole"
+    )
 
 
 class ModelConfig(ConfigModel):
     """Network size shared by every architecture."""
 
-    base_channels: PosInt = Field(8, description="feature channels of the first level "
-                                  "(doubled per level); 16 or more on a GPU / real data")
+    base_channels: PosInt = Field(
+        8,
+        description="feature channels of the first level "
+        "(doubled per level); 16 or more on a GPU / real data",
+    )
     depth: PosInt = Field(2, description="number of down-sampling levels")
 
 
 class UNetConfig(ModelConfig):
     """U-Net body (:class:`fewlabel.models.unet.UNet`) of the ISL and segmenter networks."""
 
-    norm: Literal["batch", "instance", "none"] = Field("batch", description="normalisation "
-                                                       "layer")
-    pool_z: bool | Literal["auto"] = Field("auto", description="pool along z too; auto: only "
-                                           "when crop z >= 2 * 2^depth, else (1, 2, 2); "
-                                           "ignored in 2D")
-    pool_kernels: list[list[PosInt]] | None = Field(None, description="explicit pooling "
-                                                    "factors per level (overrides pool_z), "
-                                                    "e.g. [[1, 2, 2], [2, 2, 2]]")
+    norm: Literal["batch", "instance", "none"] = Field("batch", description="normalisation layer")
+    pool_z: bool | Literal["auto"] = Field(
+        "auto",
+        description="pool along z too; auto: only "
+        "when crop z >= 2 * 2^depth, else (1, 2, 2); "
+        "ignored in 2D",
+    )
+    pool_kernels: list[list[PosInt]] | None = Field(
+        None,
+        description="explicit pooling "
+        "factors per level (overrides pool_z), "
+        "e.g. [[1, 2, 2], [2, 2, 2]]",
+    )
 
     def resolve_pool_z(self, dims: int, crop_z: int) -> bool:
         """``pool_z`` as a boolean for a ``dims``-D network trained on crops of depth

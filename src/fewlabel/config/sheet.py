@@ -59,8 +59,13 @@ MAX_SAMPLE_ID = 100
 """Sample ids name folders and files (plus suffixes such as ``.0-of-4.log``)."""
 
 
-def check_voxel_size(values: tuple[float, ...], *, where: str, sample: str | None = None,
-                     path: str | Path | None = None) -> None:
+def check_voxel_size(
+    values: tuple[float, ...],
+    *,
+    where: str,
+    sample: str | None = None,
+    path: str | Path | None = None,
+) -> None:
     """Raise ConfigError unless every voxel side is a plausible size in µm.
 
     Catches sizes given in metres (3e-7) or nanometres (300) before any µm-derived kernel
@@ -71,20 +76,27 @@ def check_voxel_size(values: tuple[float, ...], *, where: str, sample: str | Non
             guess = f"; if it is in metres, that is {value * 1e6:g} µm" if value > 1e-12 else ""
             raise ConfigError(
                 f"{where}: voxel size {value:g} µm is implausibly small (< {VOXEL_MIN_UM:g} µm)"
-                f"{guess}.", sample=sample, path=path,
+                f"{guess}.",
+                sample=sample,
+                path=path,
                 fix="give voxel sizes in µm, z,y,x, e.g. 0.5,0.1,0.1 (the sheet's voxel_size "
-                    "column overrides the file's metadata).")
+                "column overrides the file's metadata).",
+            )
         if value > VOXEL_MAX_UM:
             guess = f"; if it is in nm, that is {value / 1000:g} µm" if value < 1e6 else ""
             raise ConfigError(
                 f"{where}: voxel size {value:g} µm is implausibly large (> {VOXEL_MAX_UM:g} µm)"
-                f"{guess}.", sample=sample, path=path,
+                f"{guess}.",
+                sample=sample,
+                path=path,
                 fix="give voxel sizes in µm, z,y,x, e.g. 0.5,0.1,0.1 (the sheet's voxel_size "
-                    "column overrides the file's metadata).")
+                "column overrides the file's metadata).",
+            )
 
 
-def parse_voxel_size(text: Any, *, row: int | None = None, sample: str | None = None
-                     ) -> tuple[float, float, float] | None:
+def parse_voxel_size(
+    text: Any, *, row: int | None = None, sample: str | None = None
+) -> tuple[float, float, float] | None:
     """Parse ``"z,y,x"`` (µm, positive, finite); empty → None (taken from the file later)."""
     if text is None or (isinstance(text, float) and pd.isna(text)) or str(text).strip() == "":
         return None
@@ -95,9 +107,11 @@ def parse_voxel_size(text: Any, *, row: int | None = None, sample: str | None = 
     except ValueError:
         values = ()
     if len(values) != 3 or not all(v > 0 and v < float("inf") for v in values):
-        raise ConfigError(f"sample sheet {where} column 'voxel_size': '{text}' is not three "
-                          "positive numbers.", sample=sample,
-                          fix="write the voxel size as z,y,x in µm, e.g. 0.5,0.1,0.1.")
+        raise ConfigError(
+            f"sample sheet {where} column 'voxel_size': '{text}' is not three positive numbers.",
+            sample=sample,
+            fix="write the voxel size as z,y,x in µm, e.g. 0.5,0.1,0.1.",
+        )
     check_voxel_size(values, where=f"sample sheet {where} column 'voxel_size'", sample=sample)
     return values  # type: ignore[return-value]
 
@@ -116,32 +130,50 @@ def load_samples(
     """
     path = Path(path)
     if not path.exists():
-        raise ConfigError("sample sheet not found.", path=path,
-                          fix="set 'samples' in config/config.yaml to your TSV.")
+        raise ConfigError(
+            "sample sheet not found.",
+            path=path,
+            fix="set 'samples' in config/config.yaml to your TSV.",
+        )
     # Comment lines (first character '#') and blank lines are skipped here, not by pandas, so
     # that '#' inside a path survives and reported row numbers are the file's line numbers.
     lines = path.read_text().splitlines()
-    kept = [(n, line) for n, line in enumerate(lines, start=1)
-            if line.strip() and not line.lstrip().startswith("#")]
+    kept = [
+        (n, line)
+        for n, line in enumerate(lines, start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not kept:
-        raise ConfigError("the sample sheet is empty.", path=path,
-                          fix="add a header line (sample, image, split, ...) and one row per "
-                              "volume.")
+        raise ConfigError(
+            "the sample sheet is empty.",
+            path=path,
+            fix="add a header line (sample, image, split, ...) and one row per volume.",
+        )
     try:
-        sheet = pd.read_csv(io.StringIO("\n".join(line for _, line in kept)), sep="\t",
-                            dtype=str, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001
+        sheet = pd.read_csv(
+            io.StringIO("\n".join(line for _, line in kept)),
+            sep="\t",
+            dtype=str,
+            keep_default_na=False,
+        )
+    except Exception as exc:
         raise ConfigError(f"cannot parse sample sheet as TSV ({exc}).", path=path) from exc
     line_numbers = [n for n, _ in kept[1:]]
     sheet.columns = [c.strip() for c in sheet.columns]
     unknown = [c for c in sheet.columns if c not in SHEET_COLUMNS]
     if unknown:
-        raise ConfigError(f"unknown column(s) {unknown}; allowed: {list(SHEET_COLUMNS)}.",
-                          path=path, fix="rename or remove the column (tab-separated!).")
+        raise ConfigError(
+            f"unknown column(s) {unknown}; allowed: {list(SHEET_COLUMNS)}.",
+            path=path,
+            fix="rename or remove the column (tab-separated!).",
+        )
     for column in ("sample", "image", "split"):
         if column not in sheet.columns:
-            raise ConfigError(f"missing required column '{column}'.", path=path,
-                              fix=f"add a '{column}' column (tab-separated).")
+            raise ConfigError(
+                f"missing required column '{column}'.",
+                path=path,
+                fix=f"add a '{column}' column (tab-separated).",
+            )
     for column in SHEET_COLUMNS:
         if column not in sheet.columns:
             sheet[column] = ""
@@ -157,31 +189,43 @@ def load_samples(
         if len(sample) > MAX_SAMPLE_ID:
             raise ConfigError(
                 f"sample sheet row {row}: sample id '{sample[:40]}...' has {len(sample)} "
-                f"characters (at most {MAX_SAMPLE_ID}).", path=path,
-                fix="use a shorter id: it names folders and files of every stage.")
+                f"characters (at most {MAX_SAMPLE_ID}).",
+                path=path,
+                fix="use a shorter id: it names folders and files of every stage.",
+            )
         if not SAMPLE_ID.match(sample or ""):
             raise ConfigError(
                 f"sample sheet row {row}: sample id '{sample}' is not allowed (unsafe or empty).",
-                path=path, fix="use letters, digits, '_', '.', '-' only, starting with a letter "
-                               "or digit (no spaces, '/', ';' or '..').")
+                path=path,
+                fix="use letters, digits, '_', '.', '-' only, starting with a letter "
+                "or digit (no spaces, '/', ';' or '..').",
+            )
         if sample in seen:
-            raise ConfigError(f"sample sheet rows {seen[sample]} and {row}: duplicate sample id "
-                              f"'{sample}'.", sample=sample, path=path,
-                              fix="give every row a unique sample id.")
+            raise ConfigError(
+                f"sample sheet rows {seen[sample]} and {row}: duplicate sample id '{sample}'.",
+                sample=sample,
+                path=path,
+                fix="give every row a unique sample id.",
+            )
         seen[sample] = row
         if record["channel"] and not CHANNEL.match(record["channel"]):
             raise ConfigError(
                 f"sample sheet row {row} column 'channel': {record['channel']!r} is neither a "
-                "channel index nor a safe channel name.", sample=sample, path=path,
+                "channel index nor a safe channel name.",
+                sample=sample,
+                path=path,
                 fix="give the 0-based channel index (e.g. 0) or the name from the file's "
-                    "metadata using letters, digits, space, '_', '.', '+', '-' only.")
+                "metadata using letters, digits, space, '_', '.', '+', '-' only.",
+            )
         doc = {k: v for k, v in record.items() if v != ""}
         for error in validator.iter_errors(doc):
             key = ".".join(str(p) for p in error.path) or "row"
-            raise ConfigError(f"sample sheet row {row} column '{key}': {error.message}",
-                              sample=sample, path=path,
-                              fix=f"split must be one of {list(SPLITS)}, task one of "
-                                  f"{list(TASKS)}.")
+            raise ConfigError(
+                f"sample sheet row {row} column '{key}': {error.message}",
+                sample=sample,
+                path=path,
+                fix=f"split must be one of {list(SPLITS)}, task one of {list(TASKS)}.",
+            )
         vs = parse_voxel_size(record["voxel_size"], row=row, sample=sample)
         voxel_sizes.append(list(vs) if vs else None)
         for column in PATH_COLUMNS:
@@ -191,21 +235,30 @@ def load_samples(
             if "{" in value or "}" in value:
                 raise ConfigError(
                     f"sample sheet row {row} column '{column}': path '{value}' contains '{{' or "
-                    "'}'; Snakemake reads braces in input paths as wildcards.", sample=sample,
-                    path=path, fix="rename the file or folder, or point the sheet at a symbolic "
-                                   "link without braces.")
+                    "'}'; Snakemake reads braces in input paths as wildcards.",
+                    sample=sample,
+                    path=path,
+                    fix="rename the file or folder, or point the sheet at a symbolic "
+                    "link without braces.",
+                )
             resolved = Path(base_dir, value).resolve()
             if any(resolved.is_relative_to(g) for g in generated):
                 continue
             if not resolved.exists():
-                raise ConfigError(f"sample sheet row {row} column '{column}': file '{value}' does "
-                                  "not exist.", sample=sample, path=path,
-                                  fix="correct the path (relative to the workflow directory).")
+                raise ConfigError(
+                    f"sample sheet row {row} column '{column}': file '{value}' does not exist.",
+                    sample=sample,
+                    path=path,
+                    fix="correct the path (relative to the workflow directory).",
+                )
         if record["split"] in ("train", "val") and not (record["points"] or record["labels"]):
-            raise ConfigError(f"sample sheet row {row}: split '{record['split']}' needs "
-                              "annotations ('points' or 'labels').", sample=sample, path=path,
-                              fix="add a points CSV / label image, or use split test/predict.")
+            raise ConfigError(
+                f"sample sheet row {row}: split '{record['split']}' needs "
+                "annotations ('points' or 'labels').",
+                sample=sample,
+                path=path,
+                fix="add a points CSV / label image, or use split test/predict.",
+            )
     sheet["task"] = sheet["task"].replace("", "detect")
     sheet["voxel_size"] = voxel_sizes
     return sheet.set_index("sample", drop=False)
-

@@ -109,8 +109,9 @@ def _is_peak(d: np.ndarray, cand: np.ndarray, offsets: np.ndarray) -> np.ndarray
     return keep
 
 
-def _refine(d: np.ndarray, peaks: np.ndarray, radius: tuple[int, int, int],
-            origin: np.ndarray | None = None) -> np.ndarray:
+def _refine(
+    d: np.ndarray, peaks: np.ndarray, radius: tuple[int, int, int], origin: np.ndarray | None = None
+) -> np.ndarray:
     """Background-subtracted intensity-weighted centroid in a clipped box around each peak.
 
     Per axis i, the box is summed over the other axes (marginal ``m_i(k)``, k = -r_i..r_i), the
@@ -133,7 +134,7 @@ def _refine(d: np.ndarray, peaks: np.ndarray, radius: tuple[int, int, int],
     out = np.empty((len(peaks), 3), dtype=np.float64)
     step = max(1, _BATCH // len(offsets))
     for start in range(0, len(peaks), step):
-        p = peaks[start:start + step]
+        p = peaks[start : start + step]
         pos = p[:, None, :] + offsets[None, :, :]  # (k, W, 3)
         # symmetric clipping: near a border the window shrinks on both sides of the peak
         reach = np.minimum(np.minimum(p, shape - 1 - p), np.asarray(radius))  # (k, 3)
@@ -161,23 +162,32 @@ def _refine(d: np.ndarray, peaks: np.ndarray, radius: tuple[int, int, int],
                 moment += w[:, col] * k
             ok = total > 0
             shift[ok, axis] = moment[ok] / total[ok]
-        out[start:start + len(p)] = (p + origin).astype(np.float64) + shift
+        out[start : start + len(p)] = (p + origin).astype(np.float64) + shift
     return out
 
 
-def _find_peaks_int(d: np.ndarray, threshold: float, r: tuple[int, int, int],
-                    offsets: np.ndarray) -> np.ndarray:
+def _find_peaks_int(
+    d: np.ndarray, threshold: float, r: tuple[int, int, int], offsets: np.ndarray
+) -> np.ndarray:
     cand = _peak_mask_candidates(d, threshold, r)
     if len(cand) == 0:
         return cand
-    kept = [cand[s:s + _BATCH][_is_peak(d, cand[s:s + _BATCH], offsets)]
-            for s in range(0, len(cand), _BATCH)]
+    kept = [
+        cand[s : s + _BATCH][_is_peak(d, cand[s : s + _BATCH], offsets)]
+        for s in range(0, len(cand), _BATCH)
+    ]
     return np.concatenate(kept)
 
 
 def _table(peaks: np.ndarray, refined: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    table = pd.DataFrame({"z": refined[:, 0], "y": refined[:, 1], "x": refined[:, 2],
-                          "score": scores.astype(np.float64)})
+    table = pd.DataFrame(
+        {
+            "z": refined[:, 0],
+            "y": refined[:, 1],
+            "x": refined[:, 2],
+            "score": scores.astype(np.float64),
+        }
+    )
     if len(table) == 0:
         return table
     # deterministic order: score descending, ties by integer (z, y, x) position
@@ -217,9 +227,16 @@ def find_peaks(
     return _table(peaks, _refine(d, peaks, rr), np.asarray(scores))
 
 
-def _block_peaks(source: Any, block: Block, halo: tuple[int, int, int], shape: tuple[int, ...],
-                 threshold: float, r: tuple[int, int, int], rr: tuple[int, int, int],
-                 offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _block_peaks(
+    source: Any,
+    block: Block,
+    halo: tuple[int, int, int],
+    shape: tuple[int, ...],
+    threshold: float,
+    r: tuple[int, int, int],
+    rr: tuple[int, int, int],
+    offsets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     outer, _inner = expand_block(block, halo, shape)
     data = _as_zyx(source[outer])
     local = _find_peaks_int(data, threshold, r, offsets)
@@ -278,8 +295,14 @@ def extract_points(
         results = [run(b) for b in progress(blocks, desc="extract_points blocks", logger=log)]
     else:
         with ThreadPoolExecutor(int(workers)) as pool:
-            results = list(progress(pool.map(run, blocks), total=len(blocks),
-                                    desc="extract_points blocks", logger=log))
+            results = list(
+                progress(
+                    pool.map(run, blocks),
+                    total=len(blocks),
+                    desc="extract_points blocks",
+                    logger=log,
+                )
+            )
     peaks = np.concatenate([res[0] for res in results]) if results else np.zeros((0, 3), int)
     refined = np.concatenate([res[1] for res in results]) if results else np.zeros((0, 3))
     scores = np.concatenate([res[2] for res in results]) if results else np.zeros(0)
@@ -287,6 +310,11 @@ def extract_points(
     vs = [float(v) for v in voxel_size]
     for axis, size in zip("zyx", vs, strict=True):
         table[f"{axis}_um"] = table[axis] * size
-    log.info("extracted %d points from %d blocks (threshold %.4g, min_distance %s)", len(table),
-             len(blocks), threshold, r)
+    log.info(
+        "extracted %d points from %d blocks (threshold %.4g, min_distance %s)",
+        len(table),
+        len(blocks),
+        threshold,
+        r,
+    )
     return table[list(POINT_COLUMNS_UM)]

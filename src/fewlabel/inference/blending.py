@@ -16,9 +16,11 @@ from fewlabel.errors import ConfigError
 from fewlabel.inference.geometry import Window
 
 
-def importance_map(tile: Sequence[int], sigma_scale: float | Sequence[float] = 0.125,
-                   min_weight: float = 1e-3) -> np.ndarray:
-    """Gaussian importance map ``w(p) = Π_a exp(−(p_a − c_a)² / 2σ_a²)``, ``σ_a = sigma_scale·tile_a``.
+def importance_map(
+    tile: Sequence[int], sigma_scale: float | Sequence[float] = 0.125, min_weight: float = 1e-3
+) -> np.ndarray:
+    """Gaussian importance map ``w(p) = Π_a exp(−(p_a − c_a)² / 2σ_a²)``, with
+    ``σ_a = sigma_scale·tile_a``.
 
     Centred at ``c_a = (tile_a − 1)/2`` (peak ≈ 1), clamped below at ``min_weight > 0`` so every
     voxel of a tile has a positive weight (nnU-Net / MONAI "gaussian" mode; same formula and
@@ -53,12 +55,13 @@ def border_mask_1d(start: int, tile: int, size: int, margin: int) -> np.ndarray:
         if start > 0:
             mask[:margin] = 0.0
         if start + tile < size:
-            mask[tile - margin:] = 0.0
+            mask[tile - margin :] = 0.0
     return mask
 
 
-def tile_weight(window: Window, shape: Sequence[int], base: np.ndarray,
-                margin: Sequence[int]) -> np.ndarray:
+def tile_weight(
+    window: Window, shape: Sequence[int], base: np.ndarray, margin: Sequence[int]
+) -> np.ndarray:
     """Blending weight of the tile at ``window``: ``base`` times the per-axis border masks."""
     weight = base
     for axis, (sl, size, m) in enumerate(zip(window, shape, margin, strict=True)):
@@ -86,8 +89,14 @@ def intersect(window: Window, block: Window) -> tuple[Window, Window] | None:
     return tuple(tile_local), tuple(block_local)
 
 
-def accumulate(acc: np.ndarray, wsum: np.ndarray, pred: np.ndarray, weight: np.ndarray,
-               window: Window, block: Window) -> bool:
+def accumulate(
+    acc: np.ndarray,
+    wsum: np.ndarray,
+    pred: np.ndarray,
+    weight: np.ndarray,
+    window: Window,
+    block: Window,
+) -> bool:
     """Add ``weight · pred`` (``pred`` is (C, *tile)) into ``acc[:, block]`` and ``weight`` into
     ``wsum[block]`` over their overlap (in place); return False if they do not overlap.
 
@@ -107,6 +116,7 @@ def accumulate(acc: np.ndarray, wsum: np.ndarray, pred: np.ndarray, weight: np.n
 def normalize_blend(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
     """``acc / wsum`` (broadcast over channels); every voxel must have a positive weight sum."""
     if not (wsum > 0).all():
-        raise RuntimeError("a voxel is covered by no tile with positive weight "
-                           "(overlap < 2*margin?)")
+        raise RuntimeError(
+            "a voxel is covered by no tile with positive weight (overlap < 2*margin?)"
+        )
     return (acc / wsum[None]).astype(np.float32)

@@ -1,6 +1,7 @@
 """Whole-volume prediction with a trained model folder: OME-Zarr in → float32 OME-Zarr out.
 
-Runs :func:`fewlabel.inference.tiling.predict_tiled` (Gaussian-blended tiles, bounded memory, prefetch)
+Runs :func:`fewlabel.inference.tiling.predict_tiled` (Gaussian-blended tiles, bounded memory,
+prefetch)
 with the model loaded once by :func:`fewlabel.models.store.load_model`, intensities mapped by
 the model's normalisation recipe (``x' = (x − low)/(high − low)``, ``low, high`` = volume
 percentiles, :mod:`fewlabel.normalize`), under ``torch.inference_mode()`` and float16 autocast
@@ -37,15 +38,16 @@ import numpy as np
 
 from fewlabel.blocks import Block
 from fewlabel.config import PredictConfig
-from fewlabel.errors import ConfigError, InputDataError, ModelError
+from fewlabel.errors import InputDataError, ModelError
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- helpers
-def receptive_field(module: Any, arch: Mapping[str, Any] | None = None
-                    ) -> tuple[int, int, int] | None:
+def receptive_field(
+    module: Any, arch: Mapping[str, Any] | None = None
+) -> tuple[int, int, int] | None:
     """The model's receptive field (z, y, x) from ``module.receptive_field()`` or the arch dict."""
     value: Any = None
     method = getattr(module, "receptive_field", None)
@@ -63,19 +65,30 @@ def receptive_field(module: Any, arch: Mapping[str, Any] | None = None
     return out  # type: ignore[return-value]
 
 
-def check_fits_tile(shape: Sequence[int], tile: Sequence[int], *, pad_to_tile: bool,
-                    sample: str | None = None, path: str | Path | None = None) -> None:
+def check_fits_tile(
+    shape: Sequence[int],
+    tile: Sequence[int],
+    *,
+    pad_to_tile: bool,
+    sample: str | None = None,
+    path: str | Path | None = None,
+) -> None:
     """Raise InputDataError if the volume is smaller than one tile and padding is not allowed."""
-    short = [f"{'zyx'[a]}: {int(n)} < {int(t)}" for a, (n, t) in enumerate(zip(shape, tile,
-                                                                              strict=True))
-             if int(n) < int(t)]
+    short = [
+        f"{'zyx'[a]}: {int(n)} < {int(t)}"
+        for a, (n, t) in enumerate(zip(shape, tile, strict=True))
+        if int(n) < int(t)
+    ]
     if short and not pad_to_tile:
         fit = [min(int(n), int(t)) for n, t in zip(shape, tile, strict=True)]
         raise InputDataError(
             f"the volume {tuple(int(n) for n in shape)} is smaller than one tile "
-            f"{tuple(int(t) for t in tile)} ({'; '.join(short)}).", sample=sample, path=path,
+            f"{tuple(int(t) for t in tile)} ({'; '.join(short)}).",
+            sample=sample,
+            path=path,
             fix=f"set predict.tile to at most {fit} (and predict.overlap below it), or set "
-                "predict.pad_to_tile: true to mirror-pad small volumes to the tile size.")
+            "predict.pad_to_tile: true to mirror-pad small volumes to the tile size.",
+        )
 
 
 def uses_instance_norm(module: Any) -> bool:
@@ -84,12 +97,19 @@ def uses_instance_norm(module: Any) -> bool:
 
     modules = getattr(module, "modules", None)
     return callable(modules) and any(
-        isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in modules())
+        isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in modules()
+    )
 
 
-def blend_margin(rf: Sequence[int] | None, overlap: Sequence[int], *, sample: str | None = None,
-                 shape: Sequence[int] | None = None, tile: Sequence[int] | None = None,
-                 instance_norm: bool = False) -> tuple[int, int, int]:
+def blend_margin(
+    rf: Sequence[int] | None,
+    overlap: Sequence[int],
+    *,
+    sample: str | None = None,
+    shape: Sequence[int] | None = None,
+    tile: Sequence[int] | None = None,
+    instance_norm: bool = False,
+) -> tuple[int, int, int]:
     """Margin ``rf // 2`` per axis where ``overlap >= 2·(rf // 2)``; else 0 with a warning.
 
     Axes where ``shape <= tile`` (one tile spans the volume: no interior tile faces) never warn.
@@ -110,22 +130,32 @@ def blend_margin(rf: Sequence[int] | None, overlap: Sequence[int], *, sample: st
             if shape is None or tile is None or int(shape[axis]) > int(tile[axis]):
                 short.append(f"{'zyx'[axis]}: overlap {o} < {2 * half}")
     if short and instance_norm:
-        log.info("sample %s: tile overlap is below the model's receptive-field bound %s - 1 "
-                 "(%s): Gaussian blending only on those axes. The model uses instance "
-                 "normalisation, so tiles differ from one whole-volume pass at any overlap; "
-                 "detections were insensitive to the overlap in our measurements.", sample,
-                 tuple(rf), "; ".join(short))
+        log.info(
+            "sample %s: tile overlap is below the model's receptive-field bound %s - 1 "
+            "(%s): Gaussian blending only on those axes. The model uses instance "
+            "normalisation, so tiles differ from one whole-volume pass at any overlap; "
+            "detections were insensitive to the overlap in our measurements.",
+            sample,
+            tuple(rf),
+            "; ".join(short),
+        )
     elif short:
-        log.warning("sample %s: tile overlap is smaller than the model's receptive field %s - 1 "
-                    "(%s); tile borders influence the blended output there (Gaussian blending "
-                    "only). For seam-free output set predict.overlap >= %s (and a tile larger "
-                    "than the overlap).", sample, tuple(rf), "; ".join(short),
-                    [2 * (int(r) // 2) for r in rf])
+        log.warning(
+            "sample %s: tile overlap is smaller than the model's receptive field %s - 1 "
+            "(%s); tile borders influence the blended output there (Gaussian blending "
+            "only). For seam-free output set predict.overlap >= %s (and a tile larger "
+            "than the overlap).",
+            sample,
+            tuple(rf),
+            "; ".join(short),
+            [2 * (int(r) // 2) for r in rf],
+        )
     return margin[0], margin[1], margin[2]
 
 
-def intensity_range(array: Any, normalization: Mapping[str, Any] | None, *,
-                    sample: str | None = None) -> tuple[float, float] | None:
+def intensity_range(
+    array: Any, normalization: Mapping[str, Any] | None, *, sample: str | None = None
+) -> tuple[float, float] | None:
     """``(low, high)`` for ``apply_range`` from the model's normalisation recipe.
 
     Supported: ``{"percentiles": [p_low, p_high]}`` (of this volume, subsampled, seeded) and
@@ -140,14 +170,18 @@ def intensity_range(array: Any, normalization: Mapping[str, Any] | None, *,
     if "percentiles" in recipe:
         pct = [float(v) for v in recipe["percentiles"]]
         if len(pct) != 2 or not 0 <= pct[0] < pct[1] <= 100:
-            raise ModelError(f"normalisation percentiles {recipe['percentiles']!r} are not two "
-                             "increasing values in [0, 100].")
+            raise ModelError(
+                f"normalisation percentiles {recipe['percentiles']!r} are not two "
+                "increasing values in [0, 100]."
+            )
         return percentile_range(array, pct)
     if recipe:
-        raise ModelError(f"unsupported normalisation recipe {recipe!r}; expected "
-                         "'percentiles' or 'range'.")
-    log.warning("sample %s: the model has no normalisation recipe; raw intensities are used.",
-                sample)
+        raise ModelError(
+            f"unsupported normalisation recipe {recipe!r}; expected 'percentiles' or 'range'."
+        )
+    log.warning(
+        "sample %s: the model has no normalisation recipe; raw intensities are used.", sample
+    )
     return None
 
 
@@ -177,8 +211,11 @@ def _inference(device: str) -> Any:
     """``torch.inference_mode()`` plus float16 autocast on CUDA (none on CPU)."""
     import torch
 
-    amp = (torch.autocast("cuda", dtype=torch.float16) if torch.device(device).type == "cuda"
-           else contextlib.nullcontext())
+    amp = (
+        torch.autocast("cuda", dtype=torch.float16)
+        if torch.device(device).type == "cuda"
+        else contextlib.nullcontext()
+    )
     with torch.inference_mode(), amp:
         yield
 
@@ -200,13 +237,17 @@ def _out_channels(module: Any, in_channels: int, tile: Sequence[int], device: st
     return int(out.shape[1])
 
 
-def _check_in_channels(arch: Mapping[str, Any] | None, in_channels: int,
-                       *, sample: str | None, path: Path) -> None:
+def _check_in_channels(
+    arch: Mapping[str, Any] | None, in_channels: int, *, sample: str | None, path: Path
+) -> None:
     expected = ((arch or {}).get("kwargs") or {}).get("in_channels")
     if expected is not None and int(expected) != in_channels:
-        raise InputDataError(f"the image has {in_channels} channel(s) but the model expects "
-                             f"{expected}.", sample=sample, path=path,
-                             fix="ingest the channel(s) the model was trained on.")
+        raise InputDataError(
+            f"the image has {in_channels} channel(s) but the model expects {expected}.",
+            sample=sample,
+            path=path,
+            fix="ingest the channel(s) the model was trained on.",
+        )
 
 
 def _output_chunks(params: PredictConfig, source: Any) -> tuple[int, int, int]:
@@ -218,13 +259,27 @@ def _output_chunks(params: PredictConfig, source: Any) -> tuple[int, int, int]:
     return tuple(int(c) for c in chunks[-3:])  # type: ignore[return-value]
 
 
-def _create_output(path: Path, *, spatial: Sequence[int], out_channels: int,
-                   chunks: Sequence[int], voxel_size: Sequence[float], sample: str,
-                   attrs: dict[str, Any]) -> Any:
+def _create_output(
+    path: Path,
+    *,
+    spatial: Sequence[int],
+    out_channels: int,
+    chunks: Sequence[int],
+    voxel_size: Sequence[float],
+    sample: str,
+    attrs: dict[str, Any],
+) -> Any:
     shape = tuple(spatial) if out_channels == 1 else (out_channels, *spatial)
     full_chunks = tuple(chunks) if out_channels == 1 else (1, *chunks)
-    return create_ome_zarr(path, shape, np.float32, full_chunks, voxel_size,
-                           name=f"{sample}:prediction", extra_attrs=attrs)
+    return create_ome_zarr(
+        path,
+        shape,
+        np.float32,
+        full_chunks,
+        voxel_size,
+        name=f"{sample}:prediction",
+        extra_attrs=attrs,
+    )
 
 
 def _set_attrs(path: Path, **updates: Any) -> None:
@@ -236,11 +291,21 @@ def _set_attrs(path: Path, **updates: Any) -> None:
     group.attrs["fewlabel"] = attrs
 
 
-def _run_engine(module: Any, source: Any, target: Any, *, params: PredictConfig,
-                value_range: tuple[float, float] | None, margin: Sequence[int],
-                blocks: list[Block] | None, device: str, out_channels: int, desc: str) -> Any:
-    from fewlabel.normalize import apply_range
+def _run_engine(
+    module: Any,
+    source: Any,
+    target: Any,
+    *,
+    params: PredictConfig,
+    value_range: tuple[float, float] | None,
+    margin: Sequence[int],
+    blocks: list[Block] | None,
+    device: str,
+    out_channels: int,
+    desc: str,
+) -> Any:
     from fewlabel.inference.tiling import predict_tiled
+    from fewlabel.normalize import apply_range
 
     preprocess = None
     if value_range is not None:
@@ -250,11 +315,21 @@ def _run_engine(module: Any, source: Any, target: Any, *, params: PredictConfig,
             return apply_range(data, low, high)
 
     with _inference(device):
-        return predict_tiled(_torch_model_fn(module, device), source, target, tile=params.tile,
-                             overlap=params.overlap, batch_size=params.batch_size,
-                             out_channels=out_channels, blocks=blocks,
-                             cache_tiles=params.cache_tiles, prefetch=True, progress_desc=desc,
-                             margin=margin, preprocess=preprocess)
+        return predict_tiled(
+            _torch_model_fn(module, device),
+            source,
+            target,
+            tile=params.tile,
+            overlap=params.overlap,
+            batch_size=params.batch_size,
+            out_channels=out_channels,
+            blocks=blocks,
+            cache_tiles=params.cache_tiles,
+            prefetch=True,
+            progress_desc=desc,
+            margin=margin,
+            preprocess=preprocess,
+        )
 
 
 # --------------------------------------------------------------------------- entry points
@@ -282,30 +357,58 @@ def predict_volume(
     device = device or _default_device()
     loaded = load_model(model_dir, device)
     info = {"model_dir": str(model_dir), "arch": loaded.arch}
-    return predict_with_module(loaded.module, image_path, output_path, params=params,
-                               sample=sample, normalization=loaded.normalization,
-                               arch=loaded.arch, device=device, slab=slab, n_slabs=n_slabs,
-                               model_info=info)
+    return predict_with_module(
+        loaded.module,
+        image_path,
+        output_path,
+        params=params,
+        sample=sample,
+        normalization=loaded.normalization,
+        arch=loaded.arch,
+        device=device,
+        slab=slab,
+        n_slabs=n_slabs,
+        model_info=info,
+    )
 
 
-def _open_checked(image_path: str | Path, params: PredictConfig, sample: str,
-                  arch: Mapping[str, Any] | None) -> tuple[Any, int]:
+def _open_checked(
+    image_path: str | Path, params: PredictConfig, sample: str, arch: Mapping[str, Any] | None
+) -> tuple[Any, int]:
     """Open the input image; check its channels against the model and its size against a tile."""
     image = open_ome_zarr(image_path, sample=sample)
     in_channels = _in_channels(image.array)
     _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
-    check_fits_tile(tuple(image.array.shape[-3:]), params.tile, pad_to_tile=params.pad_to_tile,
-                    sample=sample, path=image_path)
+    check_fits_tile(
+        tuple(image.array.shape[-3:]),
+        params.tile,
+        pad_to_tile=params.pad_to_tile,
+        sample=sample,
+        path=image_path,
+    )
     return image, in_channels
 
 
-def _output_geometry(module: Any, source: Any, in_channels: int, params: PredictConfig,
-                     sample: str, normalization: Mapping[str, Any] | None,
-                     arch: Mapping[str, Any] | None, device: str) -> tuple[Any, ...]:
+def _output_geometry(
+    module: Any,
+    source: Any,
+    in_channels: int,
+    params: PredictConfig,
+    sample: str,
+    normalization: Mapping[str, Any] | None,
+    arch: Mapping[str, Any] | None,
+    device: str,
+) -> tuple[Any, ...]:
     """``(rf, margin, value_range, out_channels, chunks)`` shared by one job and slab jobs."""
     rf = receptive_field(module, arch)
-    margin = blend_margin(rf, params.overlap, sample=sample, shape=source.shape[-3:],
-                          tile=params.tile, instance_norm=uses_instance_norm(module))
+    margin = blend_margin(
+        rf,
+        params.overlap,
+        sample=sample,
+        shape=source.shape[-3:],
+        tile=params.tile,
+        instance_norm=uses_instance_norm(module),
+    )
     value_range = intensity_range(source, normalization, sample=sample)
     out_channels = _out_channels(module, in_channels, params.tile, device)
     return rf, margin, value_range, out_channels, _output_chunks(params, source)
@@ -334,30 +437,76 @@ def predict_with_module(
     if slab is not None:
         from fewlabel.inference.slabs import _predict_slab  # slabs imports this module
 
-        return _predict_slab(module, source, output_path, params=params, sample=sample,
-                             device=device, slab=slab, n_slabs=n_slabs, t0=t0)
+        return _predict_slab(
+            module,
+            source,
+            output_path,
+            params=params,
+            sample=sample,
+            device=device,
+            slab=slab,
+            n_slabs=n_slabs,
+            t0=t0,
+        )
     rf, margin, value_range, out_channels, chunks = _output_geometry(
-        module, source, in_channels, params, sample, normalization, arch, device)
-    attrs = _attrs(sample, image_path, params, value_range, margin, rf, out_channels,
-                   model_info, n_slabs=1)
+        module, source, in_channels, params, sample, normalization, arch, device
+    )
+    attrs = _attrs(
+        sample, image_path, params, value_range, margin, rf, out_channels, model_info, n_slabs=1
+    )
     with atomic_path(output_path) as tmp:
-        target = _create_output(tmp, spatial=spatial, out_channels=out_channels, chunks=chunks,
-                                voxel_size=image.voxel_size, sample=sample, attrs=attrs)
-        stats = _run_engine(module, source, target, params=params, value_range=value_range,
-                            margin=margin, blocks=None, device=device,
-                            out_channels=out_channels, desc=f"predict {sample}")
+        target = _create_output(
+            tmp,
+            spatial=spatial,
+            out_channels=out_channels,
+            chunks=chunks,
+            voxel_size=image.voxel_size,
+            sample=sample,
+            attrs=attrs,
+        )
+        stats = _run_engine(
+            module,
+            source,
+            target,
+            params=params,
+            value_range=value_range,
+            margin=margin,
+            blocks=None,
+            device=device,
+            out_channels=out_channels,
+            desc=f"predict {sample}",
+        )
         _set_attrs(tmp, complete=True, stats=stats.as_dict())
-    summary = {**attrs, "complete": True, "output": str(output_path), "device": device,
-               "stats": stats.as_dict(), "seconds": time.perf_counter() - t0}
-    log.info("sample %s: prediction %s written (%s, %.1fs)", sample, output_path,
-             "x".join(map(str, target.shape)), summary["seconds"])
+    summary = {
+        **attrs,
+        "complete": True,
+        "output": str(output_path),
+        "device": device,
+        "stats": stats.as_dict(),
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info(
+        "sample %s: prediction %s written (%s, %.1fs)",
+        sample,
+        output_path,
+        "x".join(map(str, target.shape)),
+        summary["seconds"],
+    )
     return summary
 
 
-def _attrs(sample: str, image_path: str | Path, params: PredictConfig,
-           value_range: tuple[float, float] | None, margin: Sequence[int],
-           rf: Sequence[int] | None, out_channels: int, model_info: Mapping[str, Any] | None,
-           *, n_slabs: int) -> dict[str, Any]:
+def _attrs(
+    sample: str,
+    image_path: str | Path,
+    params: PredictConfig,
+    value_range: tuple[float, float] | None,
+    margin: Sequence[int],
+    rf: Sequence[int] | None,
+    out_channels: int,
+    model_info: Mapping[str, Any] | None,
+    *,
+    n_slabs: int,
+) -> dict[str, Any]:
     return {
         "sample": sample,
         "kind": "prediction",

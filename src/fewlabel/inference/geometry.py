@@ -47,8 +47,10 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     if tile < 1:
         raise ConfigError(f"tile size must be >= 1; got {tile}.")
     if overlap < 0 or overlap >= tile:
-        raise ConfigError(f"tile overlap must be in [0, tile); got overlap={overlap}, "
-                          f"tile={tile}.", fix="use an overlap smaller than the tile.")
+        raise ConfigError(
+            f"tile overlap must be in [0, tile); got overlap={overlap}, tile={tile}.",
+            fix="use an overlap smaller than the tile.",
+        )
     if size < 1:
         raise ConfigError(f"cannot tile an empty axis (size {size}).")
     if size <= tile:
@@ -60,8 +62,9 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def tile_grid(shape: Sequence[int], tile: int | Sequence[int],
-              overlap: int | Sequence[int]) -> list[Window]:
+def tile_grid(
+    shape: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int]
+) -> list[Window]:
     """All tile windows ``slice(start, start + tile)`` per axis, in C order (index = tile id).
 
     A window extends past the volume only along axes shorter than the tile (padded axes).
@@ -69,8 +72,10 @@ def tile_grid(shape: Sequence[int], tile: int | Sequence[int],
     ndim = len(shape)
     tile_t = as_int_tuple(tile, ndim, "tile")
     over_t = as_int_tuple(overlap, ndim, "overlap")
-    axes = [[slice(s, s + t) for s in tile_starts(n, t, o)]
-            for n, t, o in zip(shape, tile_t, over_t, strict=True)]
+    axes = [
+        [slice(s, s + t) for s in tile_starts(n, t, o)]
+        for n, t, o in zip(shape, tile_t, over_t, strict=True)
+    ]
     return [tuple(combo) for combo in itertools.product(*axes)]
 
 
@@ -105,16 +110,22 @@ class TileLayout:
     starts: tuple[tuple[int, ...], ...]
 
     @classmethod
-    def build(cls, shape: Sequence[int], tile: int | Sequence[int],
-              overlap: int | Sequence[int], block_shape: Sequence[int],
-              batch_size: int) -> TileLayout:
+    def build(
+        cls,
+        shape: Sequence[int],
+        tile: int | Sequence[int],
+        overlap: int | Sequence[int],
+        block_shape: Sequence[int],
+        batch_size: int,
+    ) -> TileLayout:
         shape_t = tuple(int(s) for s in shape)
         ndim = len(shape_t)
         tile_t = as_int_tuple(tile, ndim, "tile")
         over_t = as_int_tuple(overlap, ndim, "overlap")
         block_t = tuple(max(1, min(int(b), s)) for b, s in zip(block_shape, shape_t, strict=True))
-        starts = tuple(tuple(tile_starts(n, t, o))
-                       for n, t, o in zip(shape_t, tile_t, over_t, strict=True))
+        starts = tuple(
+            tuple(tile_starts(n, t, o)) for n, t, o in zip(shape_t, tile_t, over_t, strict=True)
+        )
         brick = brick_shape(batch_size, [len(s) for s in starts])
         return cls(shape_t, tile_t, over_t, block_t, brick, starts)
 
@@ -144,21 +155,26 @@ class TileLayout:
         return tuple(reversed(out))
 
     def window(self, tid: int) -> Window:
-        return tuple(slice(s[i], s[i] + t) for s, i, t in
-                     zip(self.starts, self.tile_index(tid), self.tile, strict=True))
+        return tuple(
+            slice(s[i], s[i] + t)
+            for s, i, t in zip(self.starts, self.tile_index(tid), self.tile, strict=True)
+        )
 
     def block_window(self, bidx: Sequence[int]) -> Window:
-        return tuple(slice(i * b, min((i + 1) * b, n))
-                     for i, b, n in zip(bidx, self.block_shape, self.shape, strict=True))
+        return tuple(
+            slice(i * b, min((i + 1) * b, n))
+            for i, b, n in zip(bidx, self.block_shape, self.shape, strict=True)
+        )
 
     def block_index(self, block: Window) -> tuple[int, ...]:
         """Index of a block given as slices; ConfigError if it is not a block of the grid."""
         index = tuple(sl.start // b for sl, b in zip(block, self.block_shape, strict=True))
         if tuple(block) != self.block_window(index):
-            raise ConfigError(f"block {block} is not aligned with the output block grid "
-                              f"{self.block_shape}.",
-                              fix="pass blocks from fewlabel.blocks.block_grid(shape, "
-                                  "block_shape) with the engine's block shape.")
+            raise ConfigError(
+                f"block {block} is not aligned with the output block grid {self.block_shape}.",
+                fix="pass blocks from fewlabel.blocks.block_grid(shape, "
+                "block_shape) with the engine's block shape.",
+            )
         return index
 
     def _axis_tiles(self, axis: int, lo: int, hi: int) -> range:
@@ -176,8 +192,9 @@ class TileLayout:
     def tile_blocks(self, tid: int) -> list[range]:
         """Per axis, the range of block indices a tile intersects."""
         out = []
-        for s, i, t, b, n in zip(self.starts, self.tile_index(tid), self.tile, self.block_shape,
-                                 self.shape, strict=True):
+        for s, i, t, b, n in zip(
+            self.starts, self.tile_index(tid), self.tile, self.block_shape, self.shape, strict=True
+        ):
             start = s[i]
             stop = min(start + t, n)
             out.append(range(start // b, (stop - 1) // b + 1))
@@ -188,8 +205,10 @@ class TileLayout:
 
     def brick_tiles(self, brick: Sequence[int]) -> list[int]:
         """Ids (ascending) of the tiles of one brick."""
-        ranges = [range(k * b, min((k + 1) * b, n))
-                  for k, b, n in zip(brick, self.brick, self.n_tiles, strict=True)]
+        ranges = [
+            range(k * b, min((k + 1) * b, n))
+            for k, b, n in zip(brick, self.brick, self.n_tiles, strict=True)
+        ]
         return [self.tile_id(ix) for ix in itertools.product(*ranges)]
 
     def all_blocks(self) -> list[tuple[int, ...]]:
@@ -206,8 +225,13 @@ class TilePlan:
     because the block order is fixed); tiles with no future use are dropped at once.
     """
 
-    def __init__(self, layout: TileLayout, blocks: Iterable[Sequence[int]] | None,
-                 order: Sequence[int], capacity: int) -> None:
+    def __init__(
+        self,
+        layout: TileLayout,
+        blocks: Iterable[Sequence[int]] | None,
+        order: Sequence[int],
+        capacity: int,
+    ) -> None:
         self.layout = layout
         self.order = tuple(order)
         self.capacity = max(1, int(capacity))
@@ -291,16 +315,27 @@ class TilePlan:
         return {"tiles_computed": computed, "bricks": bricks, "tiles_needed": needed}
 
 
-def choose_order(layout: TileLayout, blocks: Sequence[Sequence[int]] | None, capacity: int,
-                 *, max_work: int = 200_000) -> tuple[int, ...]:
+def choose_order(
+    layout: TileLayout,
+    blocks: Sequence[Sequence[int]] | None,
+    capacity: int,
+    *,
+    max_work: int = 200_000,
+) -> tuple[int, ...]:
     """The block traversal axis order (outer → inner) that computes the fewest tiles.
 
     Tries the 6 axis permutations by dry run when the job is small enough (``max_work`` tile
     additions); else z, y, x.
     """
     n_blocks = len(blocks) if blocks is not None else int(np.prod(layout.n_blocks))
-    per_block = int(np.prod([-(-(b + t) // max(t - o, 1)) for b, t, o in
-                             zip(layout.block_shape, layout.tile, layout.overlap, strict=True)]))
+    per_block = int(
+        np.prod(
+            [
+                -(-(b + t) // max(t - o, 1))
+                for b, t, o in zip(layout.block_shape, layout.tile, layout.overlap, strict=True)
+            ]
+        )
+    )
     if n_blocks * per_block * 6 > max_work or n_blocks <= 1:
         return (0, 1, 2)[: len(layout.shape)]
     best: tuple[int, tuple[int, ...]] | None = None
@@ -308,7 +343,7 @@ def choose_order(layout: TileLayout, blocks: Sequence[Sequence[int]] | None, cap
         computed = TilePlan(layout, blocks, order, capacity).count()["tiles_computed"]
         if best is None or computed < best[0]:
             best = (computed, order)
-    assert best is not None  # noqa: S101 - internal invariant (at least one permutation)
+    assert best is not None
     return best[1]
 
 
@@ -320,6 +355,9 @@ def check_block_alignment(target: Any, block_shape: Sequence[int]) -> None:
     spatial = target.shape[-3:]
     for b, c, n in zip(block_shape, chunks[-3:], spatial, strict=True):
         if b % c != 0 and b < n:
-            raise ConfigError(f"block shape {tuple(block_shape)} is not a multiple of the "
-                              f"output chunks {tuple(chunks[-3:])}; parallel writers would "
-                              "share chunks.", fix="use a block shape made of whole chunks.")
+            raise ConfigError(
+                f"block shape {tuple(block_shape)} is not a multiple of the "
+                f"output chunks {tuple(chunks[-3:])}; parallel writers would "
+                "share chunks.",
+                fix="use a block shape made of whole chunks.",
+            )

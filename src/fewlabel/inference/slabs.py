@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from fewlabel.blocks import Block, block_grid
-from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.config import PredictConfig
+from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.inference.engine import (
     _attrs,
     _create_output,
@@ -42,8 +42,12 @@ SLABS_SUFFIX = ".slabs"
 DEFAULT_SLAB_VOXELS = 2_000_000_000
 
 
-def plan_slabs(shape: Sequence[int], block_shape: Sequence[int], n_slabs: int | str,
-               slab_voxels: int = DEFAULT_SLAB_VOXELS) -> int:
+def plan_slabs(
+    shape: Sequence[int],
+    block_shape: Sequence[int],
+    n_slabs: int | str,
+    slab_voxels: int = DEFAULT_SLAB_VOXELS,
+) -> int:
     """Number of slab jobs for one volume.
 
     An integer is used as given; ``'auto'`` gives ``ceil(prod(shape) / slab_voxels)`` clamped
@@ -67,8 +71,9 @@ def check_n_slabs(n_slabs: int | str, slab_voxels: int) -> None:
         raise ConfigError(f"n_slabs must be an integer >= 1 or 'auto'; got {n_slabs!r}.")
 
 
-def slab_blocks(shape: Sequence[int], block_shape: Sequence[int], slab: int, n_slabs: int
-                ) -> list[Block]:
+def slab_blocks(
+    shape: Sequence[int], block_shape: Sequence[int], slab: int, n_slabs: int
+) -> list[Block]:
     """Blocks of slab ``slab`` of ``n_slabs``: a contiguous run of the C-ordered block grid.
 
     The grid (z-rows first, then y, then x) is split into ``n_slabs`` runs as evenly as
@@ -116,10 +121,18 @@ def create_prediction_array(
     device = device or _default_device()
     loaded = load_model(model_dir, device)
     return create_prediction_array_for_module(
-        loaded.module, image_path, output_path, params=params, sample=sample, n_slabs=n_slabs,
-        slab_voxels=slab_voxels, normalization=loaded.normalization, arch=loaded.arch,
+        loaded.module,
+        image_path,
+        output_path,
+        params=params,
+        sample=sample,
+        n_slabs=n_slabs,
+        slab_voxels=slab_voxels,
+        normalization=loaded.normalization,
+        arch=loaded.arch,
         device=device,
-        model_info={"model_dir": str(model_dir), "arch": loaded.arch})
+        model_info={"model_dir": str(model_dir), "arch": loaded.arch},
+    )
 
 
 def create_prediction_array_for_module(
@@ -142,64 +155,123 @@ def create_prediction_array_for_module(
     image, in_channels = _open_checked(image_path, params, sample, arch)
     source = image.array
     rf, margin, value_range, out_channels, chunks = _output_geometry(
-        module, source, in_channels, params, sample, normalization, arch, device)
+        module, source, in_channels, params, sample, normalization, arch, device
+    )
     n_slabs = plan_slabs(tuple(source.shape[-3:]), chunks, n_slabs, slab_voxels)
     n_blocks = len(block_grid(tuple(source.shape[-3:]), chunks))
     if n_slabs > n_blocks:
-        log.warning("sample %s: %d slabs for %d output chunks; %d slab jobs will have "
-                    "nothing to do.", sample, n_slabs, n_blocks, n_slabs - n_blocks)
-    attrs = _attrs(sample, image_path, params, value_range, margin, rf, out_channels,
-                   model_info, n_slabs=n_slabs)
+        log.warning(
+            "sample %s: %d slabs for %d output chunks; %d slab jobs will have nothing to do.",
+            sample,
+            n_slabs,
+            n_blocks,
+            n_slabs - n_blocks,
+        )
+    attrs = _attrs(
+        sample,
+        image_path,
+        params,
+        value_range,
+        margin,
+        rf,
+        out_channels,
+        model_info,
+        n_slabs=n_slabs,
+    )
     attrs["run_id"] = uuid.uuid4().hex
     partial = partial_path(output_path)
     with atomic_path(partial) as tmp:
-        _create_output(tmp, spatial=tuple(source.shape[-3:]), out_channels=out_channels,
-                       chunks=chunks, voxel_size=image.voxel_size, sample=sample, attrs=attrs)
-    log.info("sample %s: created %s for %d slab jobs (run %s)", sample, partial, n_slabs,
-             attrs["run_id"])
+        _create_output(
+            tmp,
+            spatial=tuple(source.shape[-3:]),
+            out_channels=out_channels,
+            chunks=chunks,
+            voxel_size=image.voxel_size,
+            sample=sample,
+            attrs=attrs,
+        )
+    log.info(
+        "sample %s: created %s for %d slab jobs (run %s)", sample, partial, n_slabs, attrs["run_id"]
+    )
     return partial
 
 
-def _predict_slab(module: Any, source: Any, output_path: str | Path, *, params: PredictConfig,
-                  sample: str, device: str, slab: int, n_slabs: int, t0: float
-                  ) -> dict[str, Any]:
+def _predict_slab(
+    module: Any,
+    source: Any,
+    output_path: str | Path,
+    *,
+    params: PredictConfig,
+    sample: str,
+    device: str,
+    slab: int,
+    n_slabs: int,
+    t0: float,
+) -> dict[str, Any]:
     from fewlabel.runtime import write_json
 
     partial = partial_path(output_path)
     if not partial.exists():
-        raise InputDataError("the prediction array for slab jobs does not exist.",
-                             sample=sample, path=partial,
-                             fix="run 'fewlabel init_prediction_slabs' (create_prediction_array) first.")
+        raise InputDataError(
+            "the prediction array for slab jobs does not exist.",
+            sample=sample,
+            path=partial,
+            fix="run 'fewlabel init_prediction_slabs' (create_prediction_array) first.",
+        )
     out = open_ome_zarr(partial, sample=sample, mode="r+")
     attrs = dict(out.attrs.get("fewlabel", {}))
     if attrs.get("n_slabs") != n_slabs:
-        raise ConfigError(f"the prediction array was created for {attrs.get('n_slabs')} slabs, "
-                          f"this job says n_slabs={n_slabs}.", sample=sample, path=partial,
-                          fix="use the same n_slabs for init_prediction_slabs and every slab job.")
+        raise ConfigError(
+            f"the prediction array was created for {attrs.get('n_slabs')} slabs, "
+            f"this job says n_slabs={n_slabs}.",
+            sample=sample,
+            path=partial,
+            fix="use the same n_slabs for init_prediction_slabs and every slab job.",
+        )
     current = params.model_dump(mode="json")
     if attrs.get("params") != current:
-        raise ConfigError(f"predict parameters {current} differ from those the "
-                          f"prediction array was created with {attrs.get('params')}.",
-                          sample=sample, path=partial,
-                          fix="rerun init_prediction_slabs with the current parameters.")
+        raise ConfigError(
+            f"predict parameters {current} differ from those the "
+            f"prediction array was created with {attrs.get('params')}.",
+            sample=sample,
+            path=partial,
+            fix="rerun init_prediction_slabs with the current parameters.",
+        )
     target = out.array
     if tuple(target.shape[-3:]) != tuple(source.shape[-3:]):
-        raise InputDataError(f"the prediction array shape {target.shape} does not match the "
-                             f"image {source.shape}.", sample=sample, path=partial,
-                             fix="rerun init_prediction_slabs for this image.")
+        raise InputDataError(
+            f"the prediction array shape {target.shape} does not match the image {source.shape}.",
+            sample=sample,
+            path=partial,
+            fix="rerun init_prediction_slabs for this image.",
+        )
     block_shape = tuple(int(c) for c in target.chunks[-3:])
     blocks = slab_blocks(tuple(source.shape[-3:]), block_shape, slab, n_slabs)
     value_range = attrs.get("intensity_range")
     stats = None
     if blocks:
-        stats = _run_engine(module, source, target, params=params,
-                            value_range=None if value_range is None else tuple(value_range),
-                            margin=attrs["margin"], blocks=blocks, device=device,
-                            out_channels=int(attrs["out_channels"]),
-                            desc=f"predict {sample} slab {slab}/{n_slabs}")
-    marker = {"sample": sample, "slab": slab, "n_slabs": n_slabs, "run_id": attrs["run_id"],
-              "blocks": len(blocks), "stats": None if stats is None else stats.as_dict(),
-              "device": device, "seconds": time.perf_counter() - t0}
+        stats = _run_engine(
+            module,
+            source,
+            target,
+            params=params,
+            value_range=None if value_range is None else tuple(value_range),
+            margin=attrs["margin"],
+            blocks=blocks,
+            device=device,
+            out_channels=int(attrs["out_channels"]),
+            desc=f"predict {sample} slab {slab}/{n_slabs}",
+        )
+    marker = {
+        "sample": sample,
+        "slab": slab,
+        "n_slabs": n_slabs,
+        "run_id": attrs["run_id"],
+        "blocks": len(blocks),
+        "stats": None if stats is None else stats.as_dict(),
+        "device": device,
+        "seconds": time.perf_counter() - t0,
+    }
     write_json(marker, slab_marker_path(output_path, slab, n_slabs))
     log.info("sample %s: slab %d/%d done (%d blocks)", sample, slab, n_slabs, len(blocks))
     return marker
@@ -219,9 +291,12 @@ def finalize_prediction(output_path: str | Path, *, sample: str | None = None) -
         raise InputDataError(
             "no prediction array to finalize: the slab jobs have not run, or Snakemake deleted "
             f"the published '{output_path.name}' before rerunning this job (--forcerun "
-            "finalize_prediction).", sample=sample, path=partial,
+            "finalize_prediction).",
+            sample=sample,
+            path=partial,
             fix="recompute the slabs: snakemake --forcerun init_prediction_slabs (or run "
-                "init_prediction_slabs and every predict_volume_slab job first).")
+            "init_prediction_slabs and every predict_volume_slab job first).",
+        )
     attrs = dict(open_ome_zarr(partial, sample=sample).attrs.get("fewlabel", {}))
     n_slabs = int(attrs["n_slabs"])
     missing = []
@@ -235,9 +310,12 @@ def finalize_prediction(output_path: str | Path, *, sample: str | None = None) -
         if done.get("run_id") != attrs.get("run_id"):
             missing.append(slab)
     if missing:
-        raise InputDataError(f"slab job(s) {missing} of {n_slabs} have not finished for this "
-                             "prediction array.", sample=sample, path=partial,
-                             fix="rerun the missing slab jobs (predict_volume_slab --slab i).")
+        raise InputDataError(
+            f"slab job(s) {missing} of {n_slabs} have not finished for this prediction array.",
+            sample=sample,
+            path=partial,
+            fix="rerun the missing slab jobs (predict_volume_slab --slab i).",
+        )
     _set_attrs(partial, complete=True)
     with atomic_path(output_path) as tmp:
         os.replace(partial, tmp)

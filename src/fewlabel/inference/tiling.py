@@ -153,11 +153,13 @@ def predict_tiled(
     t0 = time.perf_counter()
     spatial = tuple(int(s) for s in source.shape[-3:])
     if len(source.shape) not in (3, 4) or len(target.shape) not in (3, 4):
-        raise ConfigError(f"source/target must be ZYX or CZYX; got shapes {source.shape}, "
-                          f"{target.shape}.")
+        raise ConfigError(
+            f"source/target must be ZYX or CZYX; got shapes {source.shape}, {target.shape}."
+        )
     if tuple(target.shape[-3:]) != spatial:
-        raise ConfigError(f"target ZYX shape {tuple(target.shape[-3:])} differs from the "
-                          f"source {spatial}.")
+        raise ConfigError(
+            f"target ZYX shape {tuple(target.shape[-3:])} differs from the source {spatial}."
+        )
     if len(target.shape) == 3 and out_channels != 1:
         raise ConfigError(f"a ZYX target holds one channel, but out_channels={out_channels}.")
     if len(target.shape) == 4 and target.shape[0] != out_channels:
@@ -167,35 +169,56 @@ def predict_tiled(
     margin_t = as_int_tuple(margin, 3, "margin")
     for m, o in zip(margin_t, over_t, strict=True):
         if m < 0 or 2 * m > o:
-            raise ConfigError(f"margin {margin_t} needs 0 <= 2*margin <= overlap {over_t}.",
-                              fix="increase the tile overlap or lower the margin.")
+            raise ConfigError(
+                f"margin {margin_t} needs 0 <= 2*margin <= overlap {over_t}.",
+                fix="increase the tile overlap or lower the margin.",
+            )
     if batch_size < 1 or cache_tiles < 1:
-        raise ConfigError(f"batch_size and cache_tiles must be >= 1; got {batch_size}, "
-                          f"{cache_tiles}.")
-    block_t = tuple(block_shape) if block_shape is not None else default_block_shape(target,
-                                                                                     tile_t)
+        raise ConfigError(
+            f"batch_size and cache_tiles must be >= 1; got {batch_size}, {cache_tiles}."
+        )
+    block_t = tuple(block_shape) if block_shape is not None else default_block_shape(target, tile_t)
     check_block_alignment(target, block_t)
     layout = TileLayout.build(spatial, tile_t, over_t, block_t, batch_size)
     job = None if blocks is None else [layout.block_index(b) for b in blocks]
     order_t = tuple(order) if order is not None else choose_order(layout, job, cache_tiles)
     plan = TilePlan(layout, job, order_t, cache_tiles)
-    runner = _Runner(model_fn, source, target, layout, plan, out_channels=out_channels,
-                     prefetch=prefetch, margin=margin_t, sigma_scale=sigma_scale,
-                     preprocess=preprocess)
+    runner = _Runner(
+        model_fn,
+        source,
+        target,
+        layout,
+        plan,
+        out_channels=out_channels,
+        prefetch=prefetch,
+        margin=margin_t,
+        sigma_scale=sigma_scale,
+        preprocess=preprocess,
+    )
     for _ in progress(runner.run(), total=len(plan.blocks), desc=progress_desc, logger=log):
         pass
     stats = runner.stats
     stats.tiles_total = int(np.prod(layout.n_tiles))
-    stats.recompute_factor = (stats.tiles_computed / stats.tiles_needed
-                              if stats.tiles_needed else 0.0)
+    stats.recompute_factor = (
+        stats.tiles_computed / stats.tiles_needed if stats.tiles_needed else 0.0
+    )
     stats.order = order_t
     stats.brick = layout.brick
     stats.cache_capacity = plan.capacity
     stats.seconds = time.perf_counter() - t0
-    log.info("%s: %d blocks, %d tiles needed, %d computed in %d batches (recompute factor "
-             "%.3f, cache high-water %d/%d), %.3g voxels/s", progress_desc, stats.blocks,
-             stats.tiles_needed, stats.tiles_computed, stats.batches, stats.recompute_factor,
-             stats.max_cached_tiles, plan.capacity, stats.voxels_per_second)
+    log.info(
+        "%s: %d blocks, %d tiles needed, %d computed in %d batches (recompute factor "
+        "%.3f, cache high-water %d/%d), %.3g voxels/s",
+        progress_desc,
+        stats.blocks,
+        stats.tiles_needed,
+        stats.tiles_computed,
+        stats.batches,
+        stats.recompute_factor,
+        stats.max_cached_tiles,
+        plan.capacity,
+        stats.voxels_per_second,
+    )
     return stats
 
 
@@ -206,10 +229,20 @@ class _Runner:
     WRITE_BEHIND = 2  # finished blocks waiting to be written
     MAX_LOOKAHEAD_OPS = 100_000
 
-    def __init__(self, model_fn: ModelFn, source: Any, target: Any, layout: TileLayout,
-                 plan: TilePlan, *, out_channels: int, prefetch: bool, margin: tuple[int, ...],
-                 sigma_scale: float, preprocess: Callable[[np.ndarray], np.ndarray] | None
-                 ) -> None:
+    def __init__(
+        self,
+        model_fn: ModelFn,
+        source: Any,
+        target: Any,
+        layout: TileLayout,
+        plan: TilePlan,
+        *,
+        out_channels: int,
+        prefetch: bool,
+        margin: tuple[int, ...],
+        sigma_scale: float,
+        preprocess: Callable[[np.ndarray], np.ndarray] | None,
+    ) -> None:
         self.model_fn = model_fn
         self.source = source
         self.target = target
@@ -239,11 +272,13 @@ class _Runner:
             data = np.asarray(self.preprocess(data), dtype=np.float32)
         batch = np.empty((len(tids), self.in_channels, *self.layout.tile), dtype=np.float32)
         for k, w in enumerate(windows):
-            local = tuple(slice(w[a].start - lo[a], min(w[a].stop, hi[a]) - lo[a])
-                          for a in range(3))
+            local = tuple(
+                slice(w[a].start - lo[a], min(w[a].stop, hi[a]) - lo[a]) for a in range(3)
+            )
             piece = data[(slice(None),) + local]
-            pad = [(0, 0)] + [(0, t - n) for t, n in zip(self.layout.tile, piece.shape[1:],
-                                                         strict=True)]
+            pad = [(0, 0)] + [
+                (0, t - n) for t, n in zip(self.layout.tile, piece.shape[1:], strict=True)
+            ]
             if any(p[1] for p in pad):
                 piece = np.pad(piece, pad, mode="reflect")
             batch[k] = piece
@@ -263,10 +298,11 @@ class _Runner:
         self.stats.model_seconds += time.perf_counter() - t0
         expected = (batch.shape[0], self.out_channels, *self.layout.tile)
         if out.shape != expected:
-            raise ModelError(f"the model returned an array of shape {out.shape} for a batch of "
-                             f"shape {batch.shape}; expected {expected}.",
-                             fix="the model must keep the spatial size and give out_channels "
-                                 "channels.")
+            raise ModelError(
+                f"the model returned an array of shape {out.shape} for a batch of "
+                f"shape {batch.shape}; expected {expected}.",
+                fix="the model must keep the spatial size and give out_channels channels.",
+            )
         return out.astype(np.float32, copy=False)
 
     # ---- main loop
@@ -281,7 +317,7 @@ class _Runner:
         exhausted = False
 
         def fill() -> None:
-            """Pull plan ops until READ_AHEAD brick reads are in flight (one op without prefetch)."""
+            """Pull plan ops until READ_AHEAD brick reads are in flight (one without prefetch)."""
             nonlocal exhausted
             while not exhausted and len(pending) < self.MAX_LOOKAHEAD_OPS:
                 if reader is None and pending:
@@ -313,8 +349,7 @@ class _Runner:
                     shape = tuple(s.stop - s.start for s in current)
                     acc = np.zeros((self.out_channels, *shape), dtype=np.float64)
                     wsum = np.zeros(shape, dtype=np.float64)
-                    self.stats.block_buffer_voxels = max(self.stats.block_buffer_voxels,
-                                                         acc.size)
+                    self.stats.block_buffer_voxels = max(self.stats.block_buffer_voxels, acc.size)
                 elif kind == "compute":
                     _, brick, store, evict = op
                     if reader is not None:
@@ -352,8 +387,9 @@ class _Runner:
                         while len(writes) >= self.WRITE_BEHIND:
                             writes.popleft().result()
                         writes.append(writer.submit(self.write_block, op[1], out))
-                        self.stats.max_pending_writes = max(self.stats.max_pending_writes,
-                                                            len(writes))
+                        self.stats.max_pending_writes = max(
+                            self.stats.max_pending_writes, len(writes)
+                        )
                     yield op[1]
             while writes:
                 writes.popleft().result()

@@ -43,11 +43,13 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     except BaseException as exc:
         _remove(tmp)
         if _disk_full(exc):
-            raise OutputError(f"no space left on the device while writing '{final}'.",
-                              path=final.parent,
-                              fix=f"free disk space where '{final.parent}' lives (df -h) or "
-                                  "point the workflow's working directory at a larger disk, "
-                                  "then rerun; nothing half-written was kept.") from exc
+            raise OutputError(
+                f"no space left on the device while writing '{final}'.",
+                path=final.parent,
+                fix=f"free disk space where '{final.parent}' lives (df -h) or "
+                "point the workflow's working directory at a larger disk, "
+                "then rerun; nothing half-written was kept.",
+            ) from exc
         raise
     if final.exists() or final.is_symlink():
         _remove(final)

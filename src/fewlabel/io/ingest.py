@@ -60,19 +60,28 @@ def ingest_volume(
             _check_reference_shape(shape, reference, kind=kind, sample=sample, path=volume.path)
         stats = {"min": np.inf, "max": -np.inf, "sum": 0.0, "count": 0}
         with atomic_path(dst) as tmp:
-            out = create_ome_zarr(tmp, shape, dtype, chunks, voxel, name=f"{sample}:{kind}",
-                                  compression_level=compression_level,
-                                  extra_attrs={"sample": sample, "source": str(src), "kind": kind})
+            out = create_ome_zarr(
+                tmp,
+                shape,
+                dtype,
+                chunks,
+                voxel,
+                name=f"{sample}:{kind}",
+                compression_level=compression_level,
+                extra_attrs={"sample": sample, "source": str(src), "kind": kind},
+            )
             band = _band_rows(out.chunks, shape, volume.dtype.itemsize, max_block_bytes)
-            bands = [(zslab, yband) for zslab in slab_ranges(shape[0], out.chunks[0])
-                     for yband in slab_ranges(shape[1], band)]
+            bands = [
+                (zslab, yband)
+                for zslab in slab_ranges(shape[0], out.chunks[0])
+                for yband in slab_ranges(shape[1], band)
+            ]
             keys = None
             if kind == "labels":
                 keys, relabel = _plan_label_ids(volume, bands, sample=sample, path=volume.path)
             for zslab, yband in bands:
                 block = volume.read((zslab, yband, slice(None)))
-                _validate_block(block, zslab, yband, kind=kind, sample=sample,
-                                path=volume.path)
+                _validate_block(block, zslab, yband, kind=kind, sample=sample, path=volume.path)
                 if keys is not None:  # lossless: every id is in keys, 0 maps to 0
                     block = np.searchsorted(keys, block).astype(np.uint32)
                 stats["min"] = min(stats["min"], float(block.min()))
@@ -83,15 +92,24 @@ def ingest_volume(
             if kind != "labels" and stats["min"] == stats["max"]:
                 raise InputDataError(
                     f"constant volume (every voxel = {stats['min']:g}); nothing to detect.",
-                    sample=sample, path=volume.path,
-                    fix="check the channel selection and the file.")
+                    sample=sample,
+                    path=volume.path,
+                    fix="check the channel selection and the file.",
+                )
     finally:
         volume.close()
     log.info("ingested %s %s -> %s shape=%s voxel=%s", kind, src, dst, shape, voxel)
-    summary = {"sample": sample, "kind": kind, "shape": list(shape),
-               "dtype": str(np.dtype(dtype)), "voxel_size": list(voxel), "min": stats["min"],
-               "max": stats["max"], "mean": stats["sum"] / max(stats["count"], 1),
-               "source": str(src)}
+    summary = {
+        "sample": sample,
+        "kind": kind,
+        "shape": list(shape),
+        "dtype": str(np.dtype(dtype)),
+        "voxel_size": list(voxel),
+        "min": stats["min"],
+        "max": stats["max"],
+        "mean": stats["sum"] / max(stats["count"], 1),
+        "source": str(src),
+    }
     if relabel is not None:
         summary["relabelled"] = relabel
     return summary
@@ -100,8 +118,9 @@ def ingest_volume(
 UINT32_LIMIT = 2**32
 
 
-def _plan_label_ids(volume: Any, bands: Sequence[tuple[slice, slice]], *, sample: str | None,
-                    path: Path) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+def _plan_label_ids(
+    volume: Any, bands: Sequence[tuple[slice, slice]], *, sample: str | None, path: Path
+) -> tuple[np.ndarray | None, dict[str, Any] | None]:
     """Decide how 64-bit label ids reach uint32 without loss (streaming, band by band).
 
     Returns ``(None, None)`` when every id fits uint32 (plain cast). Otherwise the sorted
@@ -119,9 +138,11 @@ def _plan_label_ids(volume: Any, bands: Sequence[tuple[slice, slice]], *, sample
     if low < 0:
         raise InputDataError(
             f"label image ({dtype}) has negative label ids (ids range {low}..{high}).",
-            sample=sample, path=path,
+            sample=sample,
+            path=path,
             fix="labels must be 0 (background) or positive object ids; relabel the objects "
-                "(e.g. skimage.segmentation.relabel_sequential) and save as uint32/uint16.")
+            "(e.g. skimage.segmentation.relabel_sequential) and save as uint32/uint16.",
+        )
     if high < UINT32_LIMIT:
         return None, None
     ids = np.zeros(0, dtype)
@@ -132,29 +153,50 @@ def _plan_label_ids(volume: Any, bands: Sequence[tuple[slice, slice]], *, sample
     if len(ids) >= UINT32_LIMIT:
         raise InputDataError(
             f"label image has {len(ids)} distinct object ids; at most {UINT32_LIMIT - 1} fit "
-            "uint32.", sample=sample, path=path, fix="split the volume into several samples.")
+            "uint32.",
+            sample=sample,
+            path=path,
+            fix="split the volume into several samples.",
+        )
     keys = np.concatenate([np.zeros(1, dtype), ids.astype(dtype, copy=False)])
-    log.warning("sample %s: label ids in %s span %d..%d, beyond uint32; relabelled %d objects "
-                "losslessly to ids 1..%d in increasing order of the original id (0 stays "
-                "background).", sample, path, int(ids[0]), high, len(ids), len(ids))
-    return keys, {"objects": int(len(ids)), "source_id_min": int(ids[0]),
-                  "source_id_max": int(high), "order": "increasing original id"}
+    log.warning(
+        "sample %s: label ids in %s span %d..%d, beyond uint32; relabelled %d objects "
+        "losslessly to ids 1..%d in increasing order of the original id (0 stays "
+        "background).",
+        sample,
+        path,
+        int(ids[0]),
+        high,
+        len(ids),
+        len(ids),
+    )
+    return keys, {
+        "objects": int(len(ids)),
+        "source_id_min": int(ids[0]),
+        "source_id_max": int(high),
+        "order": "increasing original id",
+    }
 
 
-def _check_reference_shape(shape: Sequence[int], reference: str | Path, *, kind: str,
-                           sample: str | None, path: Path) -> None:
+def _check_reference_shape(
+    shape: Sequence[int], reference: str | Path, *, kind: str, sample: str | None, path: Path
+) -> None:
     """Labels/target must lie on the image's voxel grid: same spatial (Z, Y, X) shape."""
     ref_shape = tuple(int(s) for s in open_ome_zarr(reference, sample=sample).shape[-3:])
     if tuple(int(s) for s in shape) != ref_shape:
         raise InputDataError(
             f"{kind} image has shape (z, y, x) = {tuple(int(s) for s in shape)} but the sample's "
-            f"image has {ref_shape} (ingested image: '{reference}').", sample=sample, path=path,
+            f"image has {ref_shape} (ingested image: '{reference}').",
+            sample=sample,
+            path=path,
             fix=f"export the {kind} on the image's voxel grid (same crop, size and axis order) "
-                f"or point the sheet's '{kind}' column at the matching file.")
+            f"or point the sheet's '{kind}' column at the matching file.",
+        )
 
 
-def _band_rows(chunks: Sequence[int], shape: Sequence[int], itemsize: int,
-               max_block_bytes: int) -> int:
+def _band_rows(
+    chunks: Sequence[int], shape: Sequence[int], itemsize: int, max_block_bytes: int
+) -> int:
     """Rows per read: the largest multiple of the chunk height that fits the byte budget."""
     row_bytes = int(chunks[0]) * int(shape[2]) * max(itemsize, 4)
     multiple = max(1, max_block_bytes // max(1, row_bytes * int(chunks[1])))
@@ -168,25 +210,37 @@ def resolve_voxel_size(
     if sheet is not None:
         voxel = tuple(float(v) for v in sheet)
         if file_value is not None and not np.allclose(voxel, file_value, rtol=1e-3):
-            log.warning("sample %s: sheet voxel size %s differs from file metadata %s; using the "
-                        "sheet", sample, voxel, file_value)
+            log.warning(
+                "sample %s: sheet voxel size %s differs from file metadata %s; using the sheet",
+                sample,
+                voxel,
+                file_value,
+            )
         return voxel  # type: ignore[return-value]
     if file_value is not None:
         from fewlabel.config.sheet import check_voxel_size
 
-        check_voxel_size(tuple(file_value), where="voxel size from the file's metadata",
-                         sample=sample, path=path)
+        check_voxel_size(
+            tuple(file_value), where="voxel size from the file's metadata", sample=sample, path=path
+        )
         return file_value
-    raise InputDataError("no voxel size in the sample sheet and none in the file metadata.",
-                         sample=sample, path=path,
-                         fix="fill the 'voxel_size' column as z,y,x in µm, e.g. 1.0,0.1,0.1.")
+    raise InputDataError(
+        "no voxel size in the sample sheet and none in the file metadata.",
+        sample=sample,
+        path=path,
+        fix="fill the 'voxel_size' column as z,y,x in µm, e.g. 1.0,0.1,0.1.",
+    )
 
 
 def _output_dtype(dtype: np.dtype, *, kind: str, sample: str | None, path: Path) -> np.dtype:
     if kind == "labels":
         if dtype.kind not in "uib":
-            raise InputDataError(f"label image has non-integer dtype {dtype}.", sample=sample,
-                                 path=path, fix="save instance labels as an integer image.")
+            raise InputDataError(
+                f"label image has non-integer dtype {dtype}.",
+                sample=sample,
+                path=path,
+                fix="save instance labels as an integer image.",
+            )
         return np.dtype(np.uint32)
     if dtype == np.bool_:
         return np.dtype(np.uint8)
@@ -196,23 +250,33 @@ def _output_dtype(dtype: np.dtype, *, kind: str, sample: str | None, path: Path)
         return dtype
     if dtype.kind in "ui":
         return np.dtype(np.float32)
-    raise InputDataError(f"unsupported pixel type {dtype}.", sample=sample, path=path,
-                         fix="save as uint8, uint16 or float32.")
+    raise InputDataError(
+        f"unsupported pixel type {dtype}.",
+        sample=sample,
+        path=path,
+        fix="save as uint8, uint16 or float32.",
+    )
 
 
-def _validate_block(block: np.ndarray, zslab: slice, yband: slice, *, kind: str,
-                    sample: str | None, path: Path) -> None:
+def _validate_block(
+    block: np.ndarray, zslab: slice, yband: slice, *, kind: str, sample: str | None, path: Path
+) -> None:
     if block.dtype.kind == "f":
         bad = ~np.isfinite(block)
         if bad.any():
             z, y, x = np.argwhere(bad)[0]
             raise InputDataError(
                 f"{int(bad.sum())} NaN/Inf voxels in planes {zslab.start}..{zslab.stop - 1} "
-                f"(first at z={z + zslab.start}, y={y + yband.start}, x={x}).", sample=sample,
+                f"(first at z={z + zslab.start}, y={y + yband.start}, x={x}).",
+                sample=sample,
                 path=path,
-                fix="replace non-finite values (e.g. with the background level) before ingest.")
+                fix="replace non-finite values (e.g. with the background level) before ingest.",
+            )
     if kind == "labels" and block.dtype.kind == "i" and block.min() < 0:
         raise InputDataError(
             f"label image has negative label ids (lowest {int(block.min())} in planes "
-            f"{zslab.start}..{zslab.stop - 1}).", sample=sample, path=path,
-            fix="labels must be 0 (background) or positive object ids.")
+            f"{zslab.start}..{zslab.stop - 1}).",
+            sample=sample,
+            path=path,
+            fix="labels must be 0 (background) or positive object ids.",
+        )

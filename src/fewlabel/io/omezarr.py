@@ -102,16 +102,21 @@ def open_ome_zarr(path: str | Path, *, sample: str | None = None, mode: str = "r
     """Open an OME-Zarr written by fewlabel (or any NGFF 0.4/0.5 image) at its full resolution."""
     path = Path(path)
     if not path.exists():
-        raise InputDataError("OME-Zarr not found.", sample=sample, path=path,
-                             fix="run the stage that creates it or check the path.")
+        raise InputDataError(
+            "OME-Zarr not found.",
+            sample=sample,
+            path=path,
+            fix="run the stage that creates it or check the path.",
+        )
     try:
         group = zarr.open_group(str(path), mode=mode)
     except Exception as exc:
         raise InputDataError(f"cannot open as OME-Zarr ({exc}).", sample=sample, path=path) from exc
     multiscales = read_multiscales(dict(group.attrs))
     if not multiscales:
-        raise InputDataError("Zarr group has no OME 'multiscales' metadata.", sample=sample,
-                             path=path)
+        raise InputDataError(
+            "Zarr group has no OME 'multiscales' metadata.", sample=sample, path=path
+        )
     dataset, array = full_resolution_level(group, multiscales[0], sample=sample, path=path)
     scale = dataset_scale(dataset)
     voxel = tuple(float(v) for v in scale[-3:]) if scale else (1.0, 1.0, 1.0)
@@ -137,19 +142,29 @@ def full_resolution_level(
     """
     datasets = list(multiscale.get("datasets") or [])
     if not datasets:
-        raise InputDataError("OME 'multiscales' lists no datasets.", sample=sample, path=path,
-                             fix="re-export the OME-Zarr with its image levels.")
+        raise InputDataError(
+            "OME 'multiscales' lists no datasets.",
+            sample=sample,
+            path=path,
+            fix="re-export the OME-Zarr with its image levels.",
+        )
     levels: list[tuple[dict[str, Any], zarr.Array]] = []
     for dataset in datasets:
         try:
             array = group[dataset["path"]]
         except (KeyError, TypeError) as exc:
-            raise InputDataError(f"multiscales dataset {dataset.get('path')!r} is missing.",
-                                 sample=sample, path=path,
-                                 fix="re-export the OME-Zarr; the copy may be incomplete.") from exc
+            raise InputDataError(
+                f"multiscales dataset {dataset.get('path')!r} is missing.",
+                sample=sample,
+                path=path,
+                fix="re-export the OME-Zarr; the copy may be incomplete.",
+            ) from exc
         if not isinstance(array, zarr.Array):
-            raise InputDataError(f"multiscales dataset {dataset.get('path')!r} is not an array.",
-                                 sample=sample, path=path)
+            raise InputDataError(
+                f"multiscales dataset {dataset.get('path')!r} is not an array.",
+                sample=sample,
+                path=path,
+            )
         levels.append((dataset, array))
     sizes = [int(np.prod(array.shape)) for _, array in levels]
     best = int(np.argmax(sizes))
@@ -157,22 +172,38 @@ def full_resolution_level(
     if sizes.count(sizes[best]) > 1:
         raise InputDataError(
             f"ambiguous multiscales: several levels have the largest shape {shapes}.",
-            sample=sample, path=path, fix="keep one full-resolution level per image.")
+            sample=sample,
+            path=path,
+            fix="keep one full-resolution level per image.",
+        )
     best_scale = dataset_scale(levels[best][0])
     for dataset, _ in levels:
         scale = dataset_scale(dataset)
-        if best_scale and scale and len(scale) == len(best_scale) and any(
-                b > s * (1 + 1e-6) for b, s in zip(best_scale, scale, strict=True)):
+        if (
+            best_scale
+            and scale
+            and len(scale) == len(best_scale)
+            and any(b > s * (1 + 1e-6) for b, s in zip(best_scale, scale, strict=True))
+        ):
             raise InputDataError(
                 f"contradictory multiscales: the largest level {levels[best][0]['path']!r} "
                 f"has scale {best_scale} but level {dataset['path']!r} has a finer scale "
-                f"{scale} (shapes {shapes}).", sample=sample, path=path,
+                f"{scale} (shapes {shapes}).",
+                sample=sample,
+                path=path,
                 fix="fix the 'coordinateTransformations' of the levels or export the full "
-                    "resolution only.")
+                "resolution only.",
+            )
     if best != 0:
-        log.info("sample %s, %s: multiscales lists level %r first; using the full-resolution "
-                 "level %r of shape %s", sample, path, datasets[0]["path"],
-                 levels[best][0]["path"], tuple(levels[best][1].shape))
+        log.info(
+            "sample %s, %s: multiscales lists level %r first; using the full-resolution "
+            "level %r of shape %s",
+            sample,
+            path,
+            datasets[0]["path"],
+            levels[best][0]["path"],
+            tuple(levels[best][1].shape),
+        )
     return levels[best]
 
 
@@ -199,8 +230,16 @@ def write_ome_zarr(
     if data.ndim == 2:
         data = data[None]
     with atomic_path(path) as tmp:
-        arr = create_ome_zarr(tmp, data.shape, data.dtype, chunks, voxel_size, name=name,
-                              compression_level=compression_level, extra_attrs=extra_attrs)
+        arr = create_ome_zarr(
+            tmp,
+            data.shape,
+            data.dtype,
+            chunks,
+            voxel_size,
+            name=name,
+            compression_level=compression_level,
+            extra_attrs=extra_attrs,
+        )
         arr[...] = data
 
 
@@ -221,8 +260,9 @@ class ChannelView:
         self.channel = int(channel)
         self.shape: tuple[int, ...] = tuple(int(s) for s in array.shape[1:])
         chunks = getattr(array, "chunks", None)
-        self.chunks: tuple[int, ...] | None = (tuple(int(c) for c in chunks[1:])
-                                                if chunks is not None else None)
+        self.chunks: tuple[int, ...] | None = (
+            tuple(int(c) for c in chunks[1:]) if chunks is not None else None
+        )
         self.dtype = np.dtype(array.dtype)
         self.ndim = 3
 

@@ -87,26 +87,39 @@ class InputVolume:
             self._closer.close()
 
 
-def _parse_channel(channel: str | int | None, names: Sequence[str], size: int, *, sample: str | None,
-                   path: Path) -> int:
+def _parse_channel(
+    channel: str | int | None, names: Sequence[str], size: int, *, sample: str | None, path: Path
+) -> int:
     if channel is None or (isinstance(channel, str) and channel.strip() == ""):
         if size > 1:
             raise InputDataError(
-                f"image has {size} channels but the sample sheet names none.", sample=sample,
-                path=path, fix=f"set the 'channel' column to an index 0..{size - 1}"
-                + (f" or a name from {list(names)}" if names else "") + ".")
+                f"image has {size} channels but the sample sheet names none.",
+                sample=sample,
+                path=path,
+                fix=f"set the 'channel' column to an index 0..{size - 1}"
+                + (f" or a name from {list(names)}" if names else "")
+                + ".",
+            )
         return 0
     text = str(channel).strip()
     if text.lstrip("-").isdigit():
         index = int(text)
         if not 0 <= index < size:
-            raise InputDataError(f"channel {index} is out of range (image has {size} channels).",
-                                 sample=sample, path=path, fix=f"use an index 0..{size - 1}.")
+            raise InputDataError(
+                f"channel {index} is out of range (image has {size} channels).",
+                sample=sample,
+                path=path,
+                fix=f"use an index 0..{size - 1}.",
+            )
         return index
     if text in names:
         return list(names).index(text)
-    raise InputDataError(f"channel '{text}' not found; channels are {list(names) or size}.",
-                         sample=sample, path=path, fix="use a channel index or one of the names.")
+    raise InputDataError(
+        f"channel '{text}' not found; channels are {list(names) or size}.",
+        sample=sample,
+        path=path,
+        fix="use a channel index or one of the names.",
+    )
 
 
 def _check_axes(axes: str, shape: Sequence[int], *, sample: str | None, path: Path) -> str:
@@ -119,16 +132,27 @@ def _check_axes(axes: str, shape: Sequence[int], *, sample: str | None, path: Pa
             return "ZYX"
         raise InputDataError(
             f"{len(shape)}D array of shape {tuple(shape)} with no axis information (axes "
-            f"'{axes}').", sample=sample, path=path,
+            f"'{axes}').",
+            sample=sample,
+            path=path,
             fix="save it as OME-TIFF / ImageJ hyperstack / OME-Zarr with axes, or as a plain "
-                "3D ZYX stack per channel.")
+            "3D ZYX stack per channel.",
+        )
     for axis, size in zip(axes, shape, strict=True):
         if axis == "T" and size != 1:
-            raise InputDataError(f"time series with {size} time points is not supported.",
-                                 sample=sample, path=path, fix="export one time point per sample.")
+            raise InputDataError(
+                f"time series with {size} time points is not supported.",
+                sample=sample,
+                path=path,
+                fix="export one time point per sample.",
+            )
     if "C" in axes and "S" in axes:
-        raise InputDataError("image has both a channel and an RGB sample axis.", sample=sample,
-                             path=path, fix="export a single-channel image.")
+        raise InputDataError(
+            "image has both a channel and an RGB sample axis.",
+            sample=sample,
+            path=path,
+            fix="export a single-channel image.",
+        )
     return axes
 
 
@@ -152,7 +176,7 @@ def _tiff_voxel_size(tf: tifffile.TiffFile) -> VoxelSize | None:
                 sy = yres.value[1] / yres.value[0]
                 sz = float(tf.imagej_metadata.get("spacing", 1.0))
                 return (sz, float(sy), float(sx))
-    except Exception:  # noqa: BLE001 - metadata is optional; the sheet can give the voxel size
+    except Exception:
         log.warning("could not parse voxel size from %s", tf.filename)
     return None
 
@@ -181,17 +205,27 @@ def open_input_volume(
     """
     path = Path(path)
     if not path.exists():
-        raise InputDataError("file does not exist.", sample=sample, path=path,
-                             fix="check the 'image' column of the sample sheet.")
+        raise InputDataError(
+            "file does not exist.",
+            sample=sample,
+            path=path,
+            fix="check the 'image' column of the sample sheet.",
+        )
     name = path.name.lower()
-    if name.endswith(ZARR_SUFFIXES) or (path.is_dir() and (path / "zarr.json").exists()) or (
-        path.is_dir() and ((path / ".zgroup").exists() or (path / ".zarray").exists())
+    if (
+        name.endswith(ZARR_SUFFIXES)
+        or (path.is_dir() and (path / "zarr.json").exists())
+        or (path.is_dir() and ((path / ".zgroup").exists() or (path / ".zarray").exists()))
     ):
         return _open_zarr_input(path, channel=channel, sample=sample)
     if name.endswith(TIFF_SUFFIXES):
         return _open_tiff_input(path, channel=channel, sample=sample)
-    raise InputDataError(f"unsupported file type '{path.suffix}'.", sample=sample, path=path,
-                         fix="use .tif/.tiff/.ome.tif or a .zarr/.ome.zarr store.")
+    raise InputDataError(
+        f"unsupported file type '{path.suffix}'.",
+        sample=sample,
+        path=path,
+        fix="use .tif/.tiff/.ome.tif or a .zarr/.ome.zarr store.",
+    )
 
 
 def _open_tiff_input(path: Path, *, channel: str | int | None, sample: str | None) -> InputVolume:
@@ -206,19 +240,32 @@ def _open_tiff_input(path: Path, *, channel: str | int | None, sample: str | Non
             source = source["0"]
     except InputDataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any tifffile failure is an unreadable input
-        raise InputDataError(f"unreadable or truncated TIFF ({type(exc).__name__}: {exc}).",
-                             sample=sample, path=path,
-                             fix="re-export the image; check the copy is complete.") from exc
+    except Exception as exc:
+        raise InputDataError(
+            f"unreadable or truncated TIFF ({type(exc).__name__}: {exc}).",
+            sample=sample,
+            path=path,
+            fix="re-export the image; check the copy is complete.",
+        ) from exc
     if not (tf.is_ome or tf.is_imagej):
         axes = _generic_tiff_axes(axes, shape)
     axes = _check_axes(axes, shape, sample=sample, path=path)
-    channel_size = dict(zip(axes, shape, strict=True)).get("C") or dict(
-        zip(axes, shape, strict=True)).get("S") or 1
-    channel_index = _parse_channel(channel, _tiff_channel_names(tf), channel_size, sample=sample,
-                                   path=path)
-    volume = InputVolume(source=source, axes=axes, channel_index=channel_index,
-                         voxel_size=_tiff_voxel_size(tf), path=path, _closer=tf)
+    channel_size = (
+        dict(zip(axes, shape, strict=True)).get("C")
+        or dict(zip(axes, shape, strict=True)).get("S")
+        or 1
+    )
+    channel_index = _parse_channel(
+        channel, _tiff_channel_names(tf), channel_size, sample=sample, path=path
+    )
+    volume = InputVolume(
+        source=source,
+        axes=axes,
+        channel_index=channel_index,
+        voxel_size=_tiff_voxel_size(tf),
+        path=path,
+        _closer=tf,
+    )
     try:
         _probe_readable(volume, series, sample=sample)
     except InputDataError:
@@ -239,7 +286,7 @@ def _generic_tiff_axes(axes: str, shape: Sequence[int]) -> str:
 def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | None) -> InputVolume:
     try:
         node = zarr.open(str(path), mode="r")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputDataError(f"unreadable Zarr store ({exc}).", sample=sample, path=path) from exc
     voxel: VoxelSize | None = None
     names: list[str] = []
@@ -247,8 +294,12 @@ def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | Non
         attrs = dict(node.attrs)
         multiscales = read_multiscales(attrs)
         if not multiscales:
-            raise InputDataError("Zarr group without OME 'multiscales' metadata.", sample=sample,
-                                 path=path, fix="point the sheet at the array inside the group.")
+            raise InputDataError(
+                "Zarr group without OME 'multiscales' metadata.",
+                sample=sample,
+                path=path,
+                fix="point the sheet at the array inside the group.",
+            )
         ms = multiscales[0]
         dataset, array = full_resolution_level(node, ms, sample=sample, path=path)
         axes = "".join(a["name"] if isinstance(a, str) else a["name"] for a in ms.get("axes", []))
@@ -266,10 +317,12 @@ def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | Non
     shape = tuple(array.shape)
     axes = _check_axes(axes, shape, sample=sample, path=path)
     channel_size = dict(zip(axes, shape, strict=True)).get("C", 1)
-    channel_index = _parse_channel(channel, [n for n in names if n], channel_size, sample=sample,
-                                   path=path)
-    return InputVolume(source=array, axes=axes, channel_index=channel_index, voxel_size=voxel,
-                       path=path)
+    channel_index = _parse_channel(
+        channel, [n for n in names if n], channel_size, sample=sample, path=path
+    )
+    return InputVolume(
+        source=array, axes=axes, channel_index=channel_index, voxel_size=voxel, path=path
+    )
 
 
 PROBE_MAX_BYTES = 4 * 2**20
@@ -292,27 +345,39 @@ def _probe_readable(volume: InputVolume, series: Any, *, sample: str | None) -> 
         else:
             for page in {id(p): p for p in (series.pages[0], series.pages[-1])}.values():
                 if page is not None:
-                    ends.extend(int(o) + int(n) for o, n in
-                                zip(page.dataoffsets, page.databytecounts, strict=False) if n)
-    except Exception as exc:  # noqa: BLE001 - any tifffile failure is an unreadable input
-        raise InputDataError(f"unreadable TIFF structure ({type(exc).__name__}: {exc}).",
-                             sample=sample, path=path,
-                             fix="re-export the image; check the copy is complete.") from exc
+                    ends.extend(
+                        int(o) + int(n)
+                        for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)
+                        if n
+                    )
+    except Exception as exc:
+        raise InputDataError(
+            f"unreadable TIFF structure ({type(exc).__name__}: {exc}).",
+            sample=sample,
+            path=path,
+            fix="re-export the image; check the copy is complete.",
+        ) from exc
     if ends and max(ends) > size:
         raise InputDataError(
             f"truncated image data: the file declares {volume.shape} voxels of {volume.dtype} "
-            f"with data up to byte {max(ends)}, but it has only {size} bytes.", sample=sample,
-            path=path, fix="re-export the image; check the copy is complete (compare sizes).")
+            f"with data up to byte {max(ends)}, but it has only {size} bytes.",
+            sample=sample,
+            path=path,
+            fix="re-export the image; check the copy is complete (compare sizes).",
+        )
     chunk_bytes = int(np.prod(series.keyframe.chunks)) * volume.dtype.itemsize
     if chunk_bytes > PROBE_MAX_BYTES:
         return
     z, y, x = volume.shape
     try:
         volume.read((slice(z - 1, z), slice(y - 1, y), slice(x - 1, x)))
-    except Exception as exc:  # noqa: BLE001
-        raise InputDataError(f"unreadable or truncated image data ({type(exc).__name__}: {exc}).",
-                             sample=sample, path=path,
-                             fix="re-export the image; check the copy is complete.") from exc
+    except Exception as exc:
+        raise InputDataError(
+            f"unreadable or truncated image data ({type(exc).__name__}: {exc}).",
+            sample=sample,
+            path=path,
+            fix="re-export the image; check the copy is complete.",
+        ) from exc
 
 
 def read_image(path: str | Path, *, sample: str | None = None) -> np.ndarray:

@@ -36,8 +36,20 @@ from scipy.spatial import cKDTree
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("sample", "n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1",
-                  "rmse", "gate", "gate_unit")
+METRIC_COLUMNS = (
+    "sample",
+    "n_gt",
+    "n_pred",
+    "tp",
+    "fp",
+    "fn",
+    "precision",
+    "recall",
+    "f1",
+    "rmse",
+    "gate",
+    "gate_unit",
+)
 GATE_UNITS = ("voxel", "um")
 
 
@@ -62,8 +74,15 @@ class MatchResult:
 
     def as_dict(self) -> dict[str, Any]:
         """Scalar fields as a plain dict."""
-        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision,
-                "recall": self.recall, "f1": self.f1, "rmse": self.rmse}
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "rmse": self.rmse,
+        }
 
 
 def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
@@ -146,9 +165,18 @@ def match_points(
     unmatched_pred = np.setdiff1d(np.arange(m), matched_p)
     precision, recall, f1 = prf(tp, m - tp, n - tp)
     rmse = float(np.sqrt(np.mean(pair_arr[:, 2] ** 2))) if tp else float("nan")
-    return MatchResult(tp=tp, fp=m - tp, fn=n - tp, precision=precision, recall=recall, f1=f1,
-                       rmse=rmse, pairs=pair_arr, unmatched_gt=unmatched_gt,
-                       unmatched_pred=unmatched_pred)
+    return MatchResult(
+        tp=tp,
+        fp=m - tp,
+        fn=n - tp,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        rmse=rmse,
+        pairs=pair_arr,
+        unmatched_gt=unmatched_gt,
+        unmatched_pred=unmatched_pred,
+    )
 
 
 def sweep_thresholds(
@@ -176,12 +204,16 @@ def sweep_thresholds(
     (sorted by threshold).
     """
     scales = scales or [(1.0, 1.0, 1.0)] * len(pred_tables)
-    scores = np.concatenate([t["score"].to_numpy(float) for t in pred_tables]) \
-        if pred_tables else np.zeros(0)
+    scores = (
+        np.concatenate([t["score"].to_numpy(float) for t in pred_tables])
+        if pred_tables
+        else np.zeros(0)
+    )
     given = candidates is not None
     if candidates is None:
-        candidates = default_candidates(scores, sum(len(g) for g in gt_points_list),
-                                        n_candidates=n_candidates)
+        candidates = default_candidates(
+            scores, sum(len(g) for g in gt_points_list), n_candidates=n_candidates
+        )
     rows = []
     for t in sorted(float(c) for c in candidates):
         tp = fp = fn = 0
@@ -190,8 +222,17 @@ def sweep_thresholds(
             res = match_points(gt, kept, max_distance=gate, scale=sc)
             tp, fp, fn = tp + res.tp, fp + res.fp, fn + res.fn
         precision, recall, f1 = prf(tp, fp, fn)
-        rows.append({"threshold": t, "precision": precision, "recall": recall, "f1": f1,
-                     "tp": tp, "fp": fp, "fn": fn})
+        rows.append(
+            {
+                "threshold": t,
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+            }
+        )
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError("no candidate thresholds given")
@@ -259,21 +300,48 @@ def evaluate_sample(
     from fewlabel.io import read_points_csv
 
     if gate_unit not in GATE_UNITS:
-        raise ConfigError(f"gate_unit '{gate_unit}' is not one of {list(GATE_UNITS)}.",
-                          sample=sample, fix="set evaluation gate_unit to 'voxel' or 'um'.")
+        raise ConfigError(
+            f"gate_unit '{gate_unit}' is not one of {list(GATE_UNITS)}.",
+            sample=sample,
+            fix="set evaluation gate_unit to 'voxel' or 'um'.",
+        )
     if not (isinstance(gate, (int, float)) and gate > 0 and math.isfinite(gate)):
-        raise ConfigError(f"gate {gate!r} must be a positive number.", sample=sample,
-                          fix="set the detection evaluation gate, e.g. 3 (voxels) or 2.0 (µm).")
+        raise ConfigError(
+            f"gate {gate!r} must be a positive number.",
+            sample=sample,
+            fix="set the detection evaluation gate, e.g. 3 (voxels) or 2.0 (µm).",
+        )
     gt = read_points_csv(gt_csv, sample=sample, allow_empty=True)
     pred = read_points_csv(pred_csv, sample=sample, allow_empty=True, drop_duplicates=False)
     g = gt[["z", "y", "x"]].to_numpy(float)
     p = pred[["z", "y", "x"]].to_numpy(float)
     res = match_points(g, p, max_distance=float(gate), scale=gate_scale(gate_unit, voxel_size))
-    row = {"sample": sample, "n_gt": len(g), "n_pred": len(p), "tp": res.tp, "fp": res.fp,
-           "fn": res.fn, "precision": res.precision, "recall": res.recall, "f1": res.f1,
-           "rmse": res.rmse, "gate": float(gate), "gate_unit": gate_unit}
-    log.info("sample %s: n_gt=%d n_pred=%d tp=%d P=%.3f R=%.3f F1=%.3f RMSE=%.3g %s", sample,
-             len(g), len(p), res.tp, res.precision, res.recall, res.f1, res.rmse, gate_unit)
+    row = {
+        "sample": sample,
+        "n_gt": len(g),
+        "n_pred": len(p),
+        "tp": res.tp,
+        "fp": res.fp,
+        "fn": res.fn,
+        "precision": res.precision,
+        "recall": res.recall,
+        "f1": res.f1,
+        "rmse": res.rmse,
+        "gate": float(gate),
+        "gate_unit": gate_unit,
+    }
+    log.info(
+        "sample %s: n_gt=%d n_pred=%d tp=%d P=%.3f R=%.3f F1=%.3f RMSE=%.3g %s",
+        sample,
+        len(g),
+        len(p),
+        res.tp,
+        res.precision,
+        res.recall,
+        res.f1,
+        res.rmse,
+        gate_unit,
+    )
     if output is not None:
         write_tsv(pd.DataFrame([row], columns=list(METRIC_COLUMNS)), output)
     if matches is not None:
@@ -289,22 +357,43 @@ def _write_matches(res: MatchResult, g: np.ndarray, p: np.ndarray, path: str | P
     nan3 = np.full((0, 3), np.nan)
     parts = [
         ("tp", gi, pi, res.pairs[:, 2], g[gi] if len(gi) else nan3, p[pi] if len(pi) else nan3),
-        ("fn", res.unmatched_gt, np.full(len(res.unmatched_gt), -1),
-         np.full(len(res.unmatched_gt), np.nan), g[res.unmatched_gt],
-         np.full((len(res.unmatched_gt), 3), np.nan)),
-        ("fp", np.full(len(res.unmatched_pred), -1), res.unmatched_pred,
-         np.full(len(res.unmatched_pred), np.nan), np.full((len(res.unmatched_pred), 3), np.nan),
-         p[res.unmatched_pred]),
+        (
+            "fn",
+            res.unmatched_gt,
+            np.full(len(res.unmatched_gt), -1),
+            np.full(len(res.unmatched_gt), np.nan),
+            g[res.unmatched_gt],
+            np.full((len(res.unmatched_gt), 3), np.nan),
+        ),
+        (
+            "fp",
+            np.full(len(res.unmatched_pred), -1),
+            res.unmatched_pred,
+            np.full(len(res.unmatched_pred), np.nan),
+            np.full((len(res.unmatched_pred), 3), np.nan),
+            p[res.unmatched_pred],
+        ),
     ]
     frames = []
     for status, gidx, pidx, dist, gc, pc in parts:
         gc = np.asarray(gc, float).reshape(-1, 3)
         pc = np.asarray(pc, float).reshape(-1, 3)
-        frames.append(pd.DataFrame({
-            "status": [status] * len(gidx), "gt_index": np.asarray(gidx, int),
-            "pred_index": np.asarray(pidx, int), "distance": np.asarray(dist, float),
-            "gt_z": gc[:, 0], "gt_y": gc[:, 1], "gt_x": gc[:, 2],
-            "pred_z": pc[:, 0], "pred_y": pc[:, 1], "pred_x": pc[:, 2]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "status": [status] * len(gidx),
+                    "gt_index": np.asarray(gidx, int),
+                    "pred_index": np.asarray(pidx, int),
+                    "distance": np.asarray(dist, float),
+                    "gt_z": gc[:, 0],
+                    "gt_y": gc[:, 1],
+                    "gt_x": gc[:, 2],
+                    "pred_z": pc[:, 0],
+                    "pred_y": pc[:, 1],
+                    "pred_x": pc[:, 2],
+                }
+            )
+        )
     table = pd.concat(frames, ignore_index=True)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
@@ -331,13 +420,19 @@ def aggregate_metrics(tsv_paths: Sequence[str | Path]) -> pd.DataFrame:
     for path in tsv_paths:
         path = Path(path)
         if not path.exists():
-            raise InputDataError("metrics table not found.", path=path,
-                                 fix="run evaluate-detection for this sample first.")
+            raise InputDataError(
+                "metrics table not found.",
+                path=path,
+                fix="run evaluate-detection for this sample first.",
+            )
         frame = pd.read_csv(path, sep="\t")
         missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
         if missing:
-            raise InputDataError(f"not a detection metrics table (missing columns {missing}).",
-                                 path=path, fix="pass TSVs written by evaluate-detection.")
+            raise InputDataError(
+                f"not a detection metrics table (missing columns {missing}).",
+                path=path,
+                fix="pass TSVs written by evaluate-detection.",
+            )
         frames.append(frame[list(METRIC_COLUMNS)])
     if not frames:
         return pd.DataFrame(columns=list(METRIC_COLUMNS))
@@ -353,9 +448,20 @@ def aggregate_metrics(tsv_paths: Sequence[str | Path]) -> pd.DataFrame:
     units = per["gate_unit"].astype(str).unique()
     gate = float(gates[0]) if len(gates) == 1 else np.nan
     unit = units[0] if len(units) == 1 else "mixed"
-    pooled = {"sample": "ALL", "n_gt": int(per["n_gt"].sum()), "n_pred": int(per["n_pred"].sum()),
-              "tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1,
-              "rmse": pooled_rmse, "gate": gate, "gate_unit": unit}
+    pooled = {
+        "sample": "ALL",
+        "n_gt": int(per["n_gt"].sum()),
+        "n_pred": int(per["n_pred"].sum()),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "rmse": pooled_rmse,
+        "gate": gate,
+        "gate_unit": unit,
+    }
     macro = {"sample": "MEAN"}
     for column in ("n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1"):
         macro[column] = float(per[column].astype(float).mean())

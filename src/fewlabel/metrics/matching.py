@@ -106,8 +106,9 @@ class Overlap:
         return out
 
 
-def _reduce_objects(ids: list[np.ndarray], sums: list[np.ndarray]
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _reduce_objects(
+    ids: list[np.ndarray], sums: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     all_ids = np.concatenate([np.zeros(0, np.uint64), *ids])
     all_sums = np.concatenate([np.zeros((0, 4)), *sums])
     uniq, inverse = np.unique(all_ids, return_inverse=True)
@@ -139,8 +140,10 @@ def overlap(gt_labels: Any, pred_labels: Any, *, slab: int | None = None) -> Ove
     """
     gt_labels, pred_labels = as_3d(gt_labels), as_3d(pred_labels)
     if tuple(gt_labels.shape) != tuple(pred_labels.shape):
-        raise ValueError(f"gt {tuple(gt_labels.shape)} and pred {tuple(pred_labels.shape)} "
-                         "label images differ in shape")
+        raise ValueError(
+            f"gt {tuple(gt_labels.shape)} and pred {tuple(pred_labels.shape)} "
+            "label images differ in shape"
+        )
     g_ids: list[np.ndarray] = []
     g_sums: list[np.ndarray] = []
     p_ids: list[np.ndarray] = []
@@ -152,8 +155,9 @@ def overlap(gt_labels: Any, pred_labels: Any, *, slab: int | None = None) -> Ove
         g = np.asarray(gt_labels[zs])
         p = np.asarray(pred_labels[zs])
         for arr in (g, p):
-            if arr.dtype.kind not in "uib" or (arr.size and (
-                    int(arr.min()) < 0 or int(arr.max()) >= 2**32)):
+            if arr.dtype.kind not in "uib" or (
+                arr.size and (int(arr.min()) < 0 or int(arr.max()) >= 2**32)
+            ):
                 raise ValueError("label images must hold integers in [0, 2**32)")
         ids, sums = _object_sums(g, zs.start)
         g_ids.append(ids)
@@ -176,10 +180,19 @@ def overlap(gt_labels: Any, pred_labels: Any, *, slab: int | None = None) -> Ove
     inter = np.bincount(inverse, weights=all_counts, minlength=len(uniq)).astype(np.int64)
     pair_gt = np.searchsorted(gt_ids, uniq >> _SHIFT)
     pair_pred = np.searchsorted(pred_ids, uniq & np.uint64(0xFFFFFFFF))
-    return Overlap(gt_ids=gt_ids, pred_ids=pred_ids, gt_sizes=gt_sizes, pred_sizes=pred_sizes,
-                   gt_centroids=gt_centroids, pred_centroids=pred_centroids,
-                   pair_gt=pair_gt.astype(np.int64), pair_pred=pair_pred.astype(np.int64),
-                   pair_inter=inter, fg_inter=fg_inter, fg_union=fg_union)
+    return Overlap(
+        gt_ids=gt_ids,
+        pred_ids=pred_ids,
+        gt_sizes=gt_sizes,
+        pred_sizes=pred_sizes,
+        gt_centroids=gt_centroids,
+        pred_centroids=pred_centroids,
+        pair_gt=pair_gt.astype(np.int64),
+        pair_pred=pair_pred.astype(np.int64),
+        pair_inter=inter,
+        fg_inter=fg_inter,
+        fg_union=fg_union,
+    )
 
 
 # --------------------------------------------------------------------------- matching
@@ -223,8 +236,11 @@ def match_instances(ov: Overlap, threshold: float) -> tuple[np.ndarray, np.ndarr
                 out_p.append(int(up[b]))
                 out_v.append(float(ious[a, b]))
     order_g = np.argsort(out_g, kind="stable")
-    return (np.asarray(out_g, np.int64)[order_g], np.asarray(out_p, np.int64)[order_g],
-            np.asarray(out_v, np.float64)[order_g])
+    return (
+        np.asarray(out_g, np.int64)[order_g],
+        np.asarray(out_p, np.int64)[order_g],
+        np.asarray(out_v, np.float64)[order_g],
+    )
 
 
 def instance_scores(ov: Overlap, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, float]:
@@ -252,7 +268,7 @@ def instance_scores(ov: Overlap, thresholds: Sequence[float] = THRESHOLDS) -> di
 
 
 def seg_score(ov: Overlap) -> float:
-    """Cell Tracking Challenge SEG: mean over GT of IoU with the pred covering > 50% of it, else 0."""
+    """Cell Tracking Challenge SEG: mean over GT of IoU with the pred covering > 50%, else 0."""
     n = len(ov.gt_ids)
     if n == 0:
         return float("nan")

@@ -98,7 +98,6 @@ def pcc(pred: Any, target: Any, mask: Any | None = None, *, slab: int | None = N
     return acc.value
 
 
-
 # --------------------------------------------------------------------------- counts, one image
 def counting_errors(gt_counts: Sequence[float], pred_counts: Sequence[float]) -> dict[str, float]:
     """Counting errors over images: MAE, median absolute error, mean signed error, MPE (%).
@@ -115,13 +114,17 @@ def counting_errors(gt_counts: Sequence[float], pred_counts: Sequence[float]) ->
         return {"mae": nan, "median_ae": nan, "mean_error": nan, "mpe_percent": nan}
     err = p - g
     pos = g > 0
-    return {"mae": float(np.abs(err).mean()), "median_ae": float(np.median(np.abs(err))),
-            "mean_error": float(err.mean()),
-            "mpe_percent": float(100.0 * np.mean(err[pos] / g[pos])) if pos.any() else float("nan")}
+    return {
+        "mae": float(np.abs(err).mean()),
+        "median_ae": float(np.median(np.abs(err))),
+        "mean_error": float(err.mean()),
+        "mpe_percent": float(100.0 * np.mean(err[pos] / g[pos])) if pos.any() else float("nan"),
+    }
 
 
-def equivalent_diameter_um(sizes: np.ndarray, voxel_size: Sequence[float], *,
-                           planar: bool) -> np.ndarray:
+def equivalent_diameter_um(
+    sizes: np.ndarray, voxel_size: Sequence[float], *, planar: bool
+) -> np.ndarray:
     """Diameter of the sphere (disc if ``planar``) with each object's volume (area), in µm."""
     vz, vy, vx = (float(v) for v in voxel_size)
     sizes = np.asarray(sizes, np.float64)
@@ -130,17 +133,25 @@ def equivalent_diameter_um(sizes: np.ndarray, voxel_size: Sequence[float], *,
     return 2.0 * np.cbrt(3.0 * sizes * vz * vy * vx / (4.0 * np.pi))
 
 
-def centre_detection(ov: Overlap, *, voxel_size: Sequence[float],
-                     max_distance_um: float) -> dict[str, float]:
+def centre_detection(
+    ov: Overlap, *, voxel_size: Sequence[float], max_distance_um: float
+) -> dict[str, float]:
     """Detection scores of instance centroids matched within ``max_distance_um`` µm.
 
     Uses :func:`fewlabel.metrics.detection.match_points` (Hungarian within the gate).
     """
-    res = match_points(ov.gt_centroids, ov.pred_centroids, max_distance=float(max_distance_um),
-                       scale=voxel_size)
-    return {"centre_tp": res.tp, "centre_fp": res.fp, "centre_fn": res.fn,
-            "centre_precision": res.precision, "centre_recall": res.recall,
-            "centre_f1": res.f1, "centre_rmse_um": res.rmse}
+    res = match_points(
+        ov.gt_centroids, ov.pred_centroids, max_distance=float(max_distance_um), scale=voxel_size
+    )
+    return {
+        "centre_tp": res.tp,
+        "centre_fp": res.fp,
+        "centre_fn": res.fn,
+        "centre_precision": res.precision,
+        "centre_recall": res.recall,
+        "centre_f1": res.f1,
+        "centre_rmse_um": res.rmse,
+    }
 
 
 def evaluate_segmentation(
@@ -162,8 +173,12 @@ def evaluate_segmentation(
     """
     ov = overlap(gt_labels, pred_labels, slab=slab)
     n, m = len(ov.gt_ids), len(ov.pred_ids)
-    out: dict[str, float] = {"n_gt": n, "n_pred": m, "count_error": m - n,
-                             "fg_iou": ov.fg_inter / ov.fg_union if ov.fg_union else 1.0}
+    out: dict[str, float] = {
+        "n_gt": n,
+        "n_pred": m,
+        "count_error": m - n,
+        "fg_iou": ov.fg_inter / ov.fg_union if ov.fg_union else 1.0,
+    }
     scores = instance_scores(ov, thresholds)
     out.update({k: v for k, v in scores.items() if k.startswith("ap_")})
     out.update({k: v for k, v in scores.items() if not k.startswith("ap_")})
@@ -172,16 +187,27 @@ def evaluate_segmentation(
     planar = as_3d(gt_labels).shape[0] == 1
     gate = centre_gate_um
     if gate is None:
-        gate = (0.5 * float(np.median(equivalent_diameter_um(ov.gt_sizes, voxel_size,
-                                                               planar=planar)))
-                if n else float("nan"))
+        gate = (
+            0.5 * float(np.median(equivalent_diameter_um(ov.gt_sizes, voxel_size, planar=planar)))
+            if n
+            else float("nan")
+        )
     out["centre_gate_um"] = float(gate)
     if math.isfinite(gate) and gate > 0:
         out.update(centre_detection(ov, voxel_size=voxel_size, max_distance_um=gate))
     else:
         precision, recall, f1 = prf(0, m, n)
-        out.update({"centre_tp": 0, "centre_fp": m, "centre_fn": n, "centre_precision": precision,
-                    "centre_recall": recall, "centre_f1": f1, "centre_rmse_um": float("nan")})
+        out.update(
+            {
+                "centre_tp": 0,
+                "centre_fp": m,
+                "centre_fn": n,
+                "centre_precision": precision,
+                "centre_recall": recall,
+                "centre_f1": f1,
+                "centre_rmse_um": float("nan"),
+            }
+        )
     return out
 
 
@@ -195,11 +221,19 @@ def open_labels(path: str | Path, *, sample: str | None = None) -> tuple[Any, An
     volume = open_ome_zarr(path, sample=sample)
     shape = volume.shape
     if not (len(shape) == 3 or (len(shape) == 4 and shape[0] == 1)):
-        raise InputDataError(f"label image has shape {shape}; expected ZYX.",
-                             sample=sample, path=path, fix="pass an instance label OME-Zarr.")
+        raise InputDataError(
+            f"label image has shape {shape}; expected ZYX.",
+            sample=sample,
+            path=path,
+            fix="pass an instance label OME-Zarr.",
+        )
     if volume.array.dtype.kind not in "uib":
-        raise InputDataError(f"label image has non-integer dtype {volume.array.dtype}.",
-                             sample=sample, path=path, fix="pass integer instance labels.")
+        raise InputDataError(
+            f"label image has non-integer dtype {volume.array.dtype}.",
+            sample=sample,
+            path=path,
+            fix="pass integer instance labels.",
+        )
     return volume, zyx_view(volume.array)
 
 
@@ -213,9 +247,12 @@ def open_fluorescence(path: str | Path, *, sample: str | None = None, channel: i
     shape = volume.shape
     if len(shape) == 3 or (len(shape) == 4 and 0 <= channel < shape[0]):
         return zyx_view(volume.array, channel)
-    raise InputDataError(f"fluorescence image has shape {shape}; expected ZYX or CZYX "
-                         f"with channel {channel}.", sample=sample, path=path,
-                         fix="check fluo_channel in the evaluation parameters.")
+    raise InputDataError(
+        f"fluorescence image has shape {shape}; expected ZYX or CZYX with channel {channel}.",
+        sample=sample,
+        path=path,
+        fix="check fluo_channel in the evaluation parameters.",
+    )
 
 
 def evaluate_sample(
@@ -240,23 +277,44 @@ def evaluate_sample(
         gt_volume, gt = open_labels(labels[0], sample=sample)
         pred_volume, pred = open_labels(labels[1], sample=sample)
         if tuple(gt.shape) != tuple(pred.shape):
-            raise InputDataError(f"predicted labels {tuple(pred.shape)} and ground truth "
-                                 f"{tuple(gt.shape)} differ in shape.", sample=sample,
-                                 path=labels[1], fix="predict on the same volume as the GT.")
+            raise InputDataError(
+                f"predicted labels {tuple(pred.shape)} and ground truth "
+                f"{tuple(gt.shape)} differ in shape.",
+                sample=sample,
+                path=labels[1],
+                fix="predict on the same volume as the GT.",
+            )
         if not np.allclose(gt_volume.voxel_size, pred_volume.voxel_size, rtol=1e-3):
-            log.warning("sample %s: voxel sizes differ (gt %s, pred %s); using the GT's",
-                        sample, gt_volume.voxel_size, pred_volume.voxel_size)
-        row.update(evaluate_segmentation(gt, pred, voxel_size=gt_volume.voxel_size,
-                                         centre_gate_um=centre_gate_um))
-        log.info("sample %s: n_gt=%d n_pred=%d AP@0.5:0.95=%.3f F1@0.5=%.3f SEG=%.3f",
-                 sample, row["n_gt"], row["n_pred"], row["ap_mean"], row["f1_50"], row["seg"])
+            log.warning(
+                "sample %s: voxel sizes differ (gt %s, pred %s); using the GT's",
+                sample,
+                gt_volume.voxel_size,
+                pred_volume.voxel_size,
+            )
+        row.update(
+            evaluate_segmentation(
+                gt, pred, voxel_size=gt_volume.voxel_size, centre_gate_um=centre_gate_um
+            )
+        )
+        log.info(
+            "sample %s: n_gt=%d n_pred=%d AP@0.5:0.95=%.3f F1@0.5=%.3f SEG=%.3f",
+            sample,
+            row["n_gt"],
+            row["n_pred"],
+            row["ap_mean"],
+            row["f1_50"],
+            row["seg"],
+        )
     if fluorescence is not None:
         x = open_fluorescence(fluorescence[0], sample=sample, channel=fluo_channel)
         y = open_fluorescence(fluorescence[1], sample=sample, channel=fluo_channel)
         if tuple(x.shape) != tuple(y.shape):
-            raise InputDataError(f"predicted fluorescence {tuple(x.shape)} and target "
-                                 f"{tuple(y.shape)} differ in shape.", sample=sample,
-                                 path=fluorescence[0])
+            raise InputDataError(
+                f"predicted fluorescence {tuple(x.shape)} and target "
+                f"{tuple(y.shape)} differ in shape.",
+                sample=sample,
+                path=fluorescence[0],
+            )
         row["pcc"] = pcc(x, y)
         log.info("sample %s: PCC=%.4f", sample, row["pcc"])
     return row
@@ -298,15 +356,17 @@ def aggregate_segmentation(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
             pooled[f"ap_{tag}"] = tp / (tp + fp + fn) if tp + fp + fn else 1.0
             aps.append(pooled[f"ap_{tag}"])
             if tag == "50":
-                (pooled["precision_50"], pooled["recall_50"],
-                 pooled["f1_50"]) = prf(int(tp), int(fp), int(fn))
+                (pooled["precision_50"], pooled["recall_50"], pooled["f1_50"]) = prf(
+                    int(tp), int(fp), int(fn)
+                )
         if aps:
             pooled["ap_mean"] = float(np.mean(aps))
         if {"centre_tp", "centre_fp", "centre_fn"} <= set(per.columns):
             tp, fp, fn = (int(per[c].sum()) for c in ("centre_tp", "centre_fp", "centre_fn"))
             pooled.update({"centre_tp": tp, "centre_fp": fp, "centre_fn": fn})
-            (pooled["centre_precision"], pooled["centre_recall"],
-             pooled["centre_f1"]) = prf(tp, fp, fn)
+            (pooled["centre_precision"], pooled["centre_recall"], pooled["centre_f1"]) = prf(
+                tp, fp, fn
+            )
     extra = pd.DataFrame([pooled, macro])
     columns = list(per.columns) + [c for c in extra.columns if c not in per.columns]
     return pd.concat([per, extra], ignore_index=True)[columns]
@@ -320,16 +380,24 @@ def read_metric_tables(paths: Sequence[str | Path]) -> list[pd.DataFrame]:
     for path in paths:
         path = Path(path)
         if not path.exists():
-            raise InputDataError("metrics table not found.", path=path,
-                                 fix="run evaluate_segmentation for this sample first.")
+            raise InputDataError(
+                "metrics table not found.",
+                path=path,
+                fix="run evaluate_segmentation for this sample first.",
+            )
         frame = pd.read_csv(path, sep="\t")
         if "sample" not in frame.columns:
-            raise InputDataError("not a segmentation metrics table (no 'sample' column).",
-                                 path=path, fix="pass TSVs written by evaluate_segmentation.")
+            raise InputDataError(
+                "not a segmentation metrics table (no 'sample' column).",
+                path=path,
+                fix="pass TSVs written by evaluate_segmentation.",
+            )
         frames.append(frame)
     samples = pd.concat([f["sample"].astype(str) for f in frames]) if frames else pd.Series([])
     duplicated = sorted(set(samples[samples.duplicated()]))
     if duplicated:
-        raise InputDataError(f"sample(s) {duplicated} appear in more than one metrics table.",
-                             fix="pass each sample's table once.")
+        raise InputDataError(
+            f"sample(s) {duplicated} appear in more than one metrics table.",
+            fix="pass each sample's table once.",
+        )
     return frames

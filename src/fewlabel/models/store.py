@@ -72,7 +72,7 @@ def _discover() -> None:
     for name in ARCHITECTURE_MODULES:
         try:
             importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - a broken optional module must not hide others
+        except Exception as exc:
             log.warning("could not import %s: %s", name, exc)
 
 
@@ -88,9 +88,11 @@ def get_builder(name: str) -> Builder:
     if key not in _REGISTRY:
         _discover()
     if key not in _REGISTRY:
-        raise ModelError(f"unknown architecture {name!r}; known: {sorted(_REGISTRY)}.",
-                         fix="the model folder comes from a newer/other fewlabel version or is "
-                             "corrupt; retrain or use a matching fewlabel version.")
+        raise ModelError(
+            f"unknown architecture {name!r}; known: {sorted(_REGISTRY)}.",
+            fix="the model folder comes from a newer/other fewlabel version or is "
+            "corrupt; retrain or use a matching fewlabel version.",
+        )
     return _REGISTRY[key]
 
 
@@ -126,12 +128,14 @@ def plot_curve(curve: pd.DataFrame, path: str | Path, *, title: str = "training 
 
     x = curve["epoch"] if "epoch" in curve.columns else pd.Series(range(1, len(curve) + 1))
     skip = {"epoch", "best", "seconds", "lr"}
-    columns = [c for c in curve.columns
-               if c not in skip and pd.api.types.is_numeric_dtype(curve[c])]
+    columns = [
+        c for c in curve.columns if c not in skip and pd.api.types.is_numeric_dtype(curve[c])
+    ]
     losses = [c for c in columns if "loss" in c]
     others = [c for c in columns if c not in losses]
-    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(9 if others else 5, 3.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if others else 1, figsize=(9 if others else 5, 3.5), squeeze=False
+    )
     ax = axes[0, 0]
     for column in losses:
         ax.plot(x, curve[column], marker=".", label=column)
@@ -158,8 +162,9 @@ def plot_curve(curve: pd.DataFrame, path: str | Path, *, title: str = "training 
 
 
 def _cpu_state(module_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    state = (module_or_state.state_dict() if isinstance(module_or_state, nn.Module)
-             else module_or_state)
+    state = (
+        module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    )
     return {k: v.detach().to("cpu").clone() for k, v in state.items()}
 
 
@@ -219,9 +224,12 @@ class LoadedModel:
 def _read_json(path: Path, *, required: bool) -> dict[str, Any]:
     if not path.exists():
         if required:
-            raise ModelError(f"model folder lacks {path.name}.", path=path.parent,
-                             fix="point to a complete model folder written by a fewlabel "
-                                 "training stage (or retrain).")
+            raise ModelError(
+                f"model folder lacks {path.name}.",
+                path=path.parent,
+                fix="point to a complete model folder written by a fewlabel "
+                "training stage (or retrain).",
+            )
         return {}
     try:
         data = json.loads(path.read_text())
@@ -236,25 +244,40 @@ def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str
     """Load a state_dict with ``torch.load(weights_only=True)`` (no arbitrary unpickling)."""
     path = Path(path)
     if not path.exists():
-        raise ModelError(f"weights file {path.name} is missing.", path=path,
-                         fix="point to a complete model folder (or retrain).")
+        raise ModelError(
+            f"weights file {path.name} is missing.",
+            path=path,
+            fix="point to a complete model folder (or retrain).",
+        )
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise ModelError(f"cannot load weights ({type(exc).__name__}: {exc}).", path=path,
-                         fix="the file is corrupt or not a fewlabel state_dict; retrain.") from exc
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load weights ({type(exc).__name__}: {exc}).",
+            path=path,
+            fix="the file is corrupt or not a fewlabel state_dict; retrain.",
+        ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError("weights file does not hold a state_dict of tensors.", path=path)
     return state
 
 
-def _check_state_fits(module: nn.Module, state: Mapping[str, torch.Tensor], *, name: str,
-                      kwargs: Mapping[str, Any], folder: Path) -> None:
+def _check_state_fits(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    name: str,
+    kwargs: Mapping[str, Any],
+    folder: Path,
+) -> None:
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or mismatched:
         details = []
         if missing:
@@ -265,9 +288,11 @@ def _check_state_fits(module: nn.Module, state: Mapping[str, torch.Tensor], *, n
             details.append(f"{len(mismatched)} with other shapes (e.g. {mismatched[:2]})")
         raise ModelError(
             f"the weights do not fit architecture {name!r} {dict(kwargs)} described by "
-            f"model.json: " + "; ".join(details) + ".", path=folder,
+            f"model.json: " + "; ".join(details) + ".",
+            path=folder,
             fix="model.json and weights.pt come from different models; use the folder as "
-                "written by training, or retrain.")
+            "written by training, or retrain.",
+        )
 
 
 def load_model(
@@ -284,14 +309,17 @@ def load_model(
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ModelError("model folder not found.", path=folder,
-                         fix="train the model first or check the path.")
+        raise ModelError(
+            "model folder not found.", path=folder, fix="train the model first or check the path."
+        )
     arch = _read_json(folder / MODEL_JSON, required=True)
     name, kwargs = _split_arch(arch)
     if expect is not None and name != expect.lower():
-        raise ModelError(f"the folder holds a {name!r} model but a {expect!r} model is "
-                         "expected.", path=folder,
-                         fix=f"point this stage to a folder trained as {expect!r}.")
+        raise ModelError(
+            f"the folder holds a {name!r} model but a {expect!r} model is expected.",
+            path=folder,
+            fix=f"point this stage to a folder trained as {expect!r}.",
+        )
     module = build_model({"name": name, "kwargs": kwargs})
     state = load_state(folder / WEIGHTS, device="cpu")
     _check_state_fits(module, state, name=name, kwargs=kwargs, folder=folder)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from fewlabel.errors import ConfigError
@@ -50,8 +50,11 @@ def _norm(dims: int, norm: str, channels: int) -> nn.Module:
     if norm == "batch":
         return nn.BatchNorm3d(channels) if dims == 3 else nn.BatchNorm2d(channels)
     if norm == "instance":
-        return (nn.InstanceNorm3d(channels, affine=True) if dims == 3
-                else nn.InstanceNorm2d(channels, affine=True))
+        return (
+            nn.InstanceNorm3d(channels, affine=True)
+            if dims == 3
+            else nn.InstanceNorm2d(channels, affine=True)
+        )
     return nn.Identity()
 
 
@@ -63,23 +66,30 @@ class DoubleConv(nn.Module):
         conv = _conv(dims)
         bias = norm == "none"
         self.block = nn.Sequential(
-            conv(in_ch, out_ch, 3, padding=1, bias=bias), _norm(dims, norm, out_ch),
+            conv(in_ch, out_ch, 3, padding=1, bias=bias),
+            _norm(dims, norm, out_ch),
             nn.ReLU(inplace=True),
-            conv(out_ch, out_ch, 3, padding=1, bias=bias), _norm(dims, norm, out_ch),
-            nn.ReLU(inplace=True))
+            conv(out_ch, out_ch, 3, padding=1, bias=bias),
+            _norm(dims, norm, out_ch),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
 
-def level_factors(dims: int, depth: int, pool_z: bool,
-                  pool_kernels: Sequence[Sequence[int]] | None) -> list[tuple[int, ...]]:
+def level_factors(
+    dims: int, depth: int, pool_z: bool, pool_kernels: Sequence[Sequence[int]] | None
+) -> list[tuple[int, ...]]:
     """Per-level pooling factors: explicit ``pool_kernels``, else (2,2[,2]) or (1,2,2)."""
     if pool_kernels is not None:
         factors = [tuple(int(v) for v in k) for k in pool_kernels]
         if len(factors) != depth or any(len(f) != dims or min(f) < 1 for f in factors):
-            raise ConfigError(f"pool_kernels needs {depth} entries of {dims} positive ints; got "
-                              f"{pool_kernels!r}.", fix="e.g. [[1, 2, 2], [2, 2, 2]] for 3D.")
+            raise ConfigError(
+                f"pool_kernels needs {depth} entries of {dims} positive ints; got "
+                f"{pool_kernels!r}.",
+                fix="e.g. [[1, 2, 2], [2, 2, 2]] for 3D.",
+            )
         return factors
     if dims == 2:
         return [(2, 2)] * depth
@@ -118,14 +128,18 @@ class UNet(nn.Module):
         if dims not in (2, 3):
             raise ConfigError(f"U-Net dims must be 2 or 3; got {dims!r}.")
         if min(in_channels, out_channels, base_channels) < 1 or depth < 0:
-            raise ConfigError("U-Net needs in_channels, out_channels, base_channels >= 1 and "
-                              f"depth >= 0; got {in_channels}, {out_channels}, {base_channels}, "
-                              f"{depth}.")
+            raise ConfigError(
+                "U-Net needs in_channels, out_channels, base_channels >= 1 and "
+                f"depth >= 0; got {in_channels}, {out_channels}, {base_channels}, "
+                f"{depth}."
+            )
         if norm not in NORMS:
             raise ConfigError(f"U-Net norm must be one of {list(NORMS)}; got {norm!r}.")
         if final_activation not in ACTIVATIONS:
-            raise ConfigError(f"U-Net final_activation must be one of {list(ACTIVATIONS)}; got "
-                              f"{final_activation!r}.")
+            raise ConfigError(
+                f"U-Net final_activation must be one of {list(ACTIVATIONS)}; got "
+                f"{final_activation!r}."
+            )
         self.dims = int(dims)
         self.depth = int(depth)
         self.factors = level_factors(self.dims, self.depth, pool_z, pool_kernels)
@@ -144,8 +158,9 @@ class UNet(nn.Module):
         self.ups = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for level in reversed(range(depth)):
-            self.ups.append(up(chans[level + 1], chans[level], self.factors[level],
-                               stride=self.factors[level]))
+            self.ups.append(
+                up(chans[level + 1], chans[level], self.factors[level], stride=self.factors[level])
+            )
             self.decoder.append(DoubleConv(self.dims, 2 * chans[level], chans[level], norm))
         self.out_conv = _conv(self.dims)(chans[0], out_channels, 1)
 
@@ -159,8 +174,10 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.dims + 2:
-            raise ValueError(f"{self.dims}D U-Net expects a {self.dims + 2}D tensor (B, C, "
-                             f"{'Z, ' if self.dims == 3 else ''}Y, X); got {tuple(x.shape)}")
+            raise ValueError(
+                f"{self.dims}D U-Net expects a {self.dims + 2}D tensor (B, C, "
+                f"{'Z, ' if self.dims == 3 else ''}Y, X); got {tuple(x.shape)}"
+            )
         size = x.shape[2:]
         pads: list[int] = []
         for n, f in zip(reversed(size), reversed(self.total_factor), strict=True):
@@ -246,14 +263,27 @@ class Segmenter(nn.Module):
     ) -> None:
         super().__init__()
         if head_channels < 2 or head_kernel not in (1, 3):
-            raise ConfigError(f"segmenter head needs head_channels >= 2 and head_kernel 1 or 3; "
-                              f"got {head_channels}, {head_kernel}.")
-        self.body = UNet(dims=dims, in_channels=in_channels, out_channels=1,
-                         base_channels=base_channels, depth=depth, norm=norm,
-                         final_activation=None, pool_z=pool_z, pool_kernels=pool_kernels)
+            raise ConfigError(
+                f"segmenter head needs head_channels >= 2 and head_kernel 1 or 3; "
+                f"got {head_channels}, {head_kernel}."
+            )
+        self.body = UNet(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=1,
+            base_channels=base_channels,
+            depth=depth,
+            norm=norm,
+            final_activation=None,
+            pool_z=pool_z,
+            pool_kernels=pool_kernels,
+        )
         conv = _conv(dims)
-        self.head = nn.Sequential(conv(1, head_channels, head_kernel, padding=head_kernel // 2),
-                                  nn.ReLU(inplace=True), conv(head_channels, 2, 1))
+        self.head = nn.Sequential(
+            conv(1, head_channels, head_kernel, padding=head_kernel // 2),
+            nn.ReLU(inplace=True),
+            conv(head_channels, 2, 1),
+        )
         self.register_buffer("center", torch.tensor(float(center)), persistent=False)
         self.center_value = float(center)
         self.dims = int(dims)

@@ -25,24 +25,36 @@ log = logging.getLogger(__name__)
 
 POOLED_ROWS = ("ALL", "MEAN", "POOLED", "pooled", "all", "mean")
 
-DETECTION_SAMPLE_KEYS = {"sample": True, "image": True, "pred": True, "gt": False,
-                         "matches": False}
-SEGMENTATION_SAMPLE_KEYS = {"sample": True, "image": False, "gt_labels": False,
-                            "pred_labels": False, "target": False, "pred_fluorescence": False,
-                            "metrics_tsv": False}
+DETECTION_SAMPLE_KEYS = {"sample": True, "image": True, "pred": True, "gt": False, "matches": False}
+SEGMENTATION_SAMPLE_KEYS = {
+    "sample": True,
+    "image": False,
+    "gt_labels": False,
+    "pred_labels": False,
+    "target": False,
+    "pred_fluorescence": False,
+    "metrics_tsv": False,
+}
 LIST_FIELDS = ("roi_jsons", "detection_samples", "segmentation_samples")
 OBJECT_FIELDS = ("roi_masks", "images", "config")
 
 
-def _check_keys(entry: Mapping[str, Any], spec: Mapping[str, bool], where: str, *,
-                sample: str | None = None, fix: str | None = None) -> None:
+def _check_keys(
+    entry: Mapping[str, Any],
+    spec: Mapping[str, bool],
+    where: str,
+    *,
+    sample: str | None = None,
+    fix: str | None = None,
+) -> None:
     """ConfigError naming unknown and missing keys of ``entry`` (``spec``: key → required)."""
     unknown = sorted(set(entry) - set(spec))
     missing = [k for k, required in spec.items() if required and not entry.get(k)]
     if unknown or missing:
         required = [k for k, r in spec.items() if r]
-        problem = ((f"unknown key(s) {unknown}; " if unknown else "")
-                   + (f"missing {missing}; " if missing else ""))
+        problem = (f"unknown key(s) {unknown}; " if unknown else "") + (
+            f"missing {missing}; " if missing else ""
+        )
         allowed = f"allowed keys {list(spec)}" + (f" (required: {required})" if required else "")
         raise ConfigError(f"{where}: {problem}{allowed}.", sample=sample, fix=fix)
 
@@ -79,36 +91,50 @@ class ReportInputs:
     def from_dict(cls, values: Mapping[str, Any] | None) -> ReportInputs:
         """Build from a plain dict (e.g. the CLI's JSON); unknown keys / bad types → ConfigError."""
         values = dict(values or {})
-        _check_keys(values, {f.name: False for f in fields(cls)}, "report inputs",
-                    fix="check the spelling of the --inputs-json keys.")
+        _check_keys(
+            values,
+            {f.name: False for f in fields(cls)},
+            "report inputs",
+            fix="check the spelling of the --inputs-json keys.",
+        )
         for key in (*LIST_FIELDS, *OBJECT_FIELDS):
             kind, noun = (list, "a list") if key in LIST_FIELDS else (dict, "a JSON object")
             if values.get(key) is None:
                 values.pop(key, None)
             elif not isinstance(values[key], kind):
-                raise ConfigError(f"report input '{key}' must be {noun}, got "
-                                  f"{type(values[key]).__name__}.")
+                raise ConfigError(
+                    f"report input '{key}' must be {noun}, got {type(values[key]).__name__}."
+                )
         inputs = cls(**values)
         inputs.validate_structure()
         return inputs
 
     def validate_structure(self) -> None:
         """Check the per-sample dicts (required keys, no unknown keys)."""
-        for key, spec in (("detection_samples", DETECTION_SAMPLE_KEYS),
-                          ("segmentation_samples", SEGMENTATION_SAMPLE_KEYS)):
+        for key, spec in (
+            ("detection_samples", DETECTION_SAMPLE_KEYS),
+            ("segmentation_samples", SEGMENTATION_SAMPLE_KEYS),
+        ):
             for index, entry in enumerate(getattr(self, key)):
                 if not isinstance(entry, Mapping):
-                    raise ConfigError(f"report input {key}[{index}] must be an object with keys "
-                                      f"{list(spec)}.")
-                _check_keys(entry, spec, f"report input {key}[{index}]",
-                            sample=entry.get("sample"))
+                    raise ConfigError(
+                        f"report input {key}[{index}] must be an object with keys {list(spec)}."
+                    )
+                _check_keys(entry, spec, f"report input {key}[{index}]", sample=entry.get("sample"))
 
     def listed_files(self) -> list[tuple[str, str | None, Path]]:
         """Every listed path as ``(what, sample, path)``."""
         out: list[tuple[str, str | None, Path]] = []
-        for name in ("sample_sheet", "summary_tsv", "provenance_json", "detection_summary_tsv",
-                     "detection_model_dir", "isl_model_dir", "segmenter_model_dir",
-                     "segmentation_summary_tsv"):
+        for name in (
+            "sample_sheet",
+            "summary_tsv",
+            "provenance_json",
+            "detection_summary_tsv",
+            "detection_model_dir",
+            "isl_model_dir",
+            "segmenter_model_dir",
+            "segmentation_summary_tsv",
+        ):
             value = getattr(self, name)
             if value:
                 out.append((name, None, Path(value)))
@@ -127,9 +153,12 @@ def check_inputs_exist(inputs: ReportInputs) -> None:
     """Raise :class:`InputDataError` naming the first listed file that does not exist."""
     for what, sample, path in inputs.listed_files():
         if not path.exists():
-            raise InputDataError(f"report input '{what}' does not exist.", sample=sample,
-                                 path=path, fix="run the stage that writes it, or drop it from "
-                                                "the report inputs.")
+            raise InputDataError(
+                f"report input '{what}' does not exist.",
+                sample=sample,
+                path=path,
+                fix="run the stage that writes it, or drop it from the report inputs.",
+            )
 
 
 # --------------------------------------------------------------------------- readers
@@ -153,7 +182,7 @@ def _read_tsv(path: str | Path, what: str) -> pd.DataFrame:
         return pd.read_csv(path, sep="\t", comment=None)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a user-facing input error
+    except Exception as exc:
         raise InputDataError(f"cannot read {what} as TSV ({exc}).", path=path) from exc
 
 
@@ -189,8 +218,9 @@ def f1_curve_table(thresholds: Mapping[str, Any]) -> pd.DataFrame | None:
 
 
 # --------------------------------------------------------------------------- matches
-def read_matches(path: str | Path, gt: np.ndarray | None, pred: np.ndarray, *,
-                 sample: str | None = None) -> PointLayers:
+def read_matches(
+    path: str | Path, gt: np.ndarray | None, pred: np.ndarray, *, sample: str | None = None
+) -> PointLayers:
     """Split points into TP / FN / FP from a matches CSV of ``evaluate_sample``.
 
     Needs ``gt_index, pred_index`` (-1 or empty for unmatched); ``status`` (tp/fn/fp) and the
@@ -201,14 +231,18 @@ def read_matches(path: str | Path, gt: np.ndarray | None, pred: np.ndarray, *,
         table = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         table = pd.DataFrame(columns=["gt_index", "pred_index"])
-    except Exception as exc:  # noqa: BLE001
-        raise InputDataError(f"cannot parse matches CSV ({exc}).", sample=sample, path=path) \
-            from exc
+    except Exception as exc:
+        raise InputDataError(
+            f"cannot parse matches CSV ({exc}).", sample=sample, path=path
+        ) from exc
     missing = [c for c in ("gt_index", "pred_index") if c not in table.columns]
     if missing:
-        raise InputDataError(f"matches CSV lacks column(s) {missing}; it has "
-                             f"{list(table.columns)}.", sample=sample, path=path,
-                             fix="pass the matches CSV written by evaluate-detection.")
+        raise InputDataError(
+            f"matches CSV lacks column(s) {missing}; it has {list(table.columns)}.",
+            sample=sample,
+            path=path,
+            fix="pass the matches CSV written by evaluate-detection.",
+        )
     gi = pd.to_numeric(table["gt_index"], errors="coerce").fillna(-1).to_numpy(np.int64)
     pi = pd.to_numeric(table["pred_index"], errors="coerce").fillna(-1).to_numpy(np.int64)
     if "status" in table.columns:
@@ -216,8 +250,9 @@ def read_matches(path: str | Path, gt: np.ndarray | None, pred: np.ndarray, *,
     else:
         status = np.where(gi < 0, "fp", np.where(pi < 0, "fn", "tp"))
 
-    def coords(prefix: str, index: np.ndarray, source: np.ndarray | None, rows: np.ndarray
-               ) -> np.ndarray:
+    def coords(
+        prefix: str, index: np.ndarray, source: np.ndarray | None, rows: np.ndarray
+    ) -> np.ndarray:
         names = [f"{prefix}_{a}" for a in "zyx"]
         if all(n in table.columns for n in names):
             return table.loc[rows, names].to_numpy(float).reshape(-1, 3)
@@ -226,13 +261,21 @@ def read_matches(path: str | Path, gt: np.ndarray | None, pred: np.ndarray, *,
             raise InputDataError(
                 f"matches CSV refers to {prefix} rows {idx.min() if idx.size else ''}.."
                 f"{idx.max() if idx.size else ''} that the {prefix} points do not have.",
-                sample=sample, path=path, fix="use the matches CSV of these very point files.")
+                sample=sample,
+                path=path,
+                fix="use the matches CSV of these very point files.",
+            )
         return source[idx].reshape(-1, 3)
 
     tp, fn, fp = (np.flatnonzero(status == s) for s in ("tp", "fn", "fp"))
-    return PointLayers(gt=gt, pred=pred, tp_gt=coords("gt", gi, gt, tp),
-                       tp_pred=coords("pred", pi, pred, tp), fn=coords("gt", gi, gt, fn),
-                       fp=coords("pred", pi, pred, fp))
+    return PointLayers(
+        gt=gt,
+        pred=pred,
+        tp_gt=coords("gt", gi, gt, tp),
+        tp_pred=coords("pred", pi, pred, tp),
+        fn=coords("gt", gi, gt, fn),
+        fp=coords("pred", pi, pred, fp),
+    )
 
 
 # --------------------------------------------------------------------------- tables
@@ -258,14 +301,19 @@ def _cell(value: Any) -> str:
     return "–" if text in ("", "nan", "NaN") else text
 
 
-def table_context(frame: pd.DataFrame, *, highlight: Iterable[str] = POOLED_ROWS,
-                  key: str | None = "sample") -> dict[str, Any]:
+def table_context(
+    frame: pd.DataFrame, *, highlight: Iterable[str] = POOLED_ROWS, key: str | None = "sample"
+) -> dict[str, Any]:
     """A DataFrame as ``{columns, rows: [{cells, highlight}]}`` for the template's table macro."""
     marks = set(highlight)
     rows = []
     for record in frame.to_dict("records"):
-        rows.append({"cells": [_cell(record[c]) for c in frame.columns],
-                     "highlight": key is not None and str(record.get(key)) in marks})
+        rows.append(
+            {
+                "cells": [_cell(record[c]) for c in frame.columns],
+                "highlight": key is not None and str(record.get(key)) in marks,
+            }
+        )
     return {"columns": [str(c) for c in frame.columns], "rows": rows}
 
 

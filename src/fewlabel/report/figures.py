@@ -53,8 +53,9 @@ def figure_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _limits(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)
-            ) -> tuple[float, float]:
+def _limits(
+    image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)
+) -> tuple[float, float]:
     values = np.asarray(image, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -71,8 +72,9 @@ def _extent(shape2d: Sequence[int], factors: Sequence[int]) -> tuple[float, floa
     return (-0.5, cols - 0.5, rows - 0.5, -0.5)
 
 
-def _panel_size(rows_um: float, cols_um: float, width: float = 7.0,
-                limits: tuple[float, float] = (0.8, 8.0)) -> tuple[float, float]:
+def _panel_size(
+    rows_um: float, cols_um: float, width: float = 7.0, limits: tuple[float, float] = (0.8, 8.0)
+) -> tuple[float, float]:
     ratio = rows_um / cols_um if cols_um > 0 else 1.0
     height = width * ratio
     if height > limits[1]:
@@ -105,18 +107,29 @@ class PointLayers:
     def layers(self) -> list[tuple[str, np.ndarray, dict[str, Any]]]:
         """(label, points, style) in drawing order."""
         if self.tp_gt is not None:
-            spec = [("GT matched (TP)", self.tp_gt, GT_STYLE),
-                    ("prediction matched (TP)", self.tp_pred, PRED_STYLE),
-                    ("FN: missed GT", self.fn, FN_STYLE),
-                    ("FP: false prediction", self.fp, FP_STYLE)]
+            spec = [
+                ("GT matched (TP)", self.tp_gt, GT_STYLE),
+                ("prediction matched (TP)", self.tp_pred, PRED_STYLE),
+                ("FN: missed GT", self.fn, FN_STYLE),
+                ("FP: false prediction", self.fp, FP_STYLE),
+            ]
         else:
             spec = [("ground truth", self.gt, GT_STYLE), ("prediction", self.pred, PRED_STYLE)]
-        return [(label, np.zeros((0, 3)) if pts is None else pts, style)
-                for label, pts, style in spec if pts is not None or label.startswith("pred")]
+        return [
+            (label, np.zeros((0, 3)) if pts is None else pts, style)
+            for label, pts, style in spec
+            if pts is not None or label.startswith("pred")
+        ]
 
 
-def detection_figures(image: Any, voxel_size: Sequence[float], layers: PointLayers, *,
-                      sample: str, max_px: int = MAX_PX) -> list[tuple[str, str]]:
+def detection_figures(
+    image: Any,
+    voxel_size: Sequence[float],
+    layers: PointLayers,
+    *,
+    sample: str,
+    max_px: int = MAX_PX,
+) -> list[tuple[str, str]]:
     """z-MIP (and y-MIP when Z > 1) of ``image`` with GT / predicted / FP / FN markers.
 
     Returns ``[(caption, data_uri), ...]``.
@@ -138,23 +151,40 @@ def detection_figures(image: Any, voxel_size: Sequence[float], layers: PointLaye
         fig, axes = _figure(*_panel_size(rows_um, cols_um, width=width, limits=(1.2, 10.0)))
         ax = axes[0]
         low, high = _limits(mip)
-        ax.imshow(mip, cmap="gray", vmin=low, vmax=high, extent=_extent(mip.shape, factors),
-                  aspect=aspect, interpolation="antialiased")
+        ax.imshow(
+            mip,
+            cmap="gray",
+            vmin=low,
+            vmax=high,
+            extent=_extent(mip.shape, factors),
+            aspect=aspect,
+            interpolation="antialiased",
+        )
         handles = []
         for label, points, style in drawn:
             shown = _thin(np.asarray(points, float).reshape(-1, 3))
-            note = f" ({len(points)})" if len(shown) == len(points) else \
-                f" ({len(shown)} of {len(points)} drawn)"
-            handles.append(ax.scatter(shown[:, cx], shown[:, cy], s=size, label=label + note,
-                                      **style))
+            note = (
+                f" ({len(points)})"
+                if len(shown) == len(points)
+                else f" ({len(shown)} of {len(points)} drawn)"
+            )
+            handles.append(
+                ax.scatter(shown[:, cx], shown[:, cy], s=size, label=label + note, **style)
+            )
         ax.set_xlim(-0.5, shape[2] - 0.5)
         ax.set_ylim(shape[cy] - 0.5, -0.5)
         ax.set_xlabel("x (voxels)")
         ax.set_ylabel("y (voxels)" if axis == 0 else "z (voxels)")
         ax.set_title(f"{sample}: {name}", fontsize=10)
         if handles:
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-                      frameon=False, borderaxespad=0.0)
+            ax.legend(
+                handles=handles,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                fontsize=8,
+                frameon=False,
+                borderaxespad=0.0,
+            )
         caption = f"{name}, pooled ×{factors[0]}×{factors[1]}" if max(factors) > 1 else name
         out.append((caption, figure_uri(fig)))
     return out
@@ -175,9 +205,14 @@ def _legend_patches(entries: Iterable[tuple[str, Sequence[float]]]) -> list[Any]
     return [Patch(facecolor=(*rgb, 1.0), edgecolor="none", label=label) for label, rgb in entries]
 
 
-def outline_figure(background: list[tuple[str, np.ndarray | None]],
-                   outlines: list[list[tuple[str, np.ndarray, Sequence[float]]]], *,
-                   factors: Sequence[int], aspect: float, title: str) -> str:
+def outline_figure(
+    background: list[tuple[str, np.ndarray | None]],
+    outlines: list[list[tuple[str, np.ndarray, Sequence[float]]]],
+    *,
+    factors: Sequence[int],
+    aspect: float,
+    title: str,
+) -> str:
     """Panels of greyscale ``background`` images with coloured instance outlines on top.
 
     ``background[i] = (panel title, image or None)``; ``outlines[i]`` lists
@@ -199,16 +234,23 @@ def outline_figure(background: list[tuple[str, np.ndarray | None]],
         else:
             ax.imshow(np.zeros(shape), cmap="gray", vmin=0, vmax=1, extent=extent, aspect=aspect)
         for label, labels, rgb in group:
-            ax.imshow(_outline_rgba(labels, rgb), extent=extent, aspect=aspect,
-                      interpolation="nearest")
+            ax.imshow(
+                _outline_rgba(labels, rgb), extent=extent, aspect=aspect, interpolation="nearest"
+            )
             legend[label] = rgb
         ax.set_title(panel, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
     if legend:
-        fig.legend(handles=_legend_patches(legend.items()), loc="lower center", ncol=len(legend),
-                   fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
+        fig.legend(
+            handles=_legend_patches(legend.items()),
+            loc="lower center",
+            ncol=len(legend),
+            fontsize=8,
+            frameon=False,
+            bbox_to_anchor=(0.5, -0.02),
+        )
     return figure_uri(fig)
 
 
@@ -221,8 +263,11 @@ def curve_figure(curve: pd.DataFrame, title: str) -> str:
     from matplotlib.ticker import MaxNLocator
 
     x = curve["epoch"] if "epoch" in curve.columns else pd.Series(range(1, len(curve) + 1))
-    columns = [c for c in curve.columns
-               if c not in CURVE_BOOKKEEPING and pd.api.types.is_numeric_dtype(curve[c])]
+    columns = [
+        c
+        for c in curve.columns
+        if c not in CURVE_BOOKKEEPING and pd.api.types.is_numeric_dtype(curve[c])
+    ]
     losses = [c for c in columns if "loss" in c.lower()]
     others = [c for c in columns if c not in losses]
     groups = [g for g in (losses, others) if g]
@@ -232,8 +277,12 @@ def curve_figure(curve: pd.DataFrame, title: str) -> str:
             ax.plot(x, curve[column], marker=".", markersize=3, label=column)
         values = curve[group].to_numpy(float) if group else np.zeros(0)
         finite = values[np.isfinite(values)]
-        if group is losses and finite.size and (finite > 0).all() and \
-                finite.max() / finite.min() > 20:
+        if (
+            group is losses
+            and finite.size
+            and (finite > 0).all()
+            and finite.max() / finite.min() > 20
+        ):
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -251,8 +300,12 @@ def f1_figure(table: pd.DataFrame, chosen: float | None) -> str:
     ax = axes[0]
     for column in ("f1", "precision", "recall"):
         if column in table.columns:
-            ax.plot(table["threshold"], table[column], label=column,
-                    linewidth=2.0 if column == "f1" else 1.0)
+            ax.plot(
+                table["threshold"],
+                table[column],
+                label=column,
+                linewidth=2.0 if column == "f1" else 1.0,
+            )
     if chosen is not None and math.isfinite(chosen):
         ax.axvline(chosen, color="k", linestyle="--", linewidth=1, label=f"chosen {chosen:.4g}")
     ax.set_xlabel("detection threshold")
@@ -263,21 +316,29 @@ def f1_figure(table: pd.DataFrame, chosen: float | None) -> str:
     return figure_uri(fig)
 
 
-def _isl_figure(sample: str, panels: list[tuple[str, Any]], aspect: float,
-                max_px: int = MAX_PX) -> str:
+def _isl_figure(
+    sample: str, panels: list[tuple[str, Any]], aspect: float, max_px: int = MAX_PX
+) -> str:
     """Middle z-slices of label-free input, fluorescence target and prediction side by side."""
     n = len(panels)
     first_shape = zyx_view(panels[0][1]).shape
-    width, height = _panel_size(first_shape[1] * aspect, first_shape[2], width=3.6,
-                                limits=(1.2, 5.0))
+    width, height = _panel_size(
+        first_shape[1] * aspect, first_shape[2], width=3.6, limits=(1.2, 5.0)
+    )
     fig, axes = _figure(width * n, height + 0.4, ncols=n)
     for ax, (title, array) in zip(axes, panels, strict=True):
         view = zyx_view(array)
         f = pooling_factors(view.shape[1:], max_px)
         plane = strided_slice(view, view.shape[0] // 2, f)
         low, high = _limits(plane)
-        ax.imshow(plane, cmap="gray" if title.startswith("input") else "magma", vmin=low,
-                  vmax=high, extent=_extent(plane.shape, f), aspect=aspect)
+        ax.imshow(
+            plane,
+            cmap="gray" if title.startswith("input") else "magma",
+            vmin=low,
+            vmax=high,
+            extent=_extent(plane.shape, f),
+            aspect=aspect,
+        )
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -285,29 +346,43 @@ def _isl_figure(sample: str, panels: list[tuple[str, Any]], aspect: float,
     return figure_uri(fig)
 
 
-def _segmentation_overlay(sample: str, image: Any, gt: Any, pred: Any, voxel: Sequence[float],
-                          max_px: int) -> str:
+def _segmentation_overlay(
+    sample: str, image: Any, gt: Any, pred: Any, voxel: Sequence[float], max_px: int
+) -> str:
     reference = zyx_view(image if image is not None else (gt if gt is not None else pred))
     shape = tuple(int(s) for s in reference.shape)
     factors = pooling_factors(shape[1:], max_px)
     z = shape[0] // 2
-    labelled = [(name, arr, rgb) for name, arr, rgb in
-                (("ground truth", gt, GT_OUTLINE), ("prediction", pred, PRED_OUTLINE))
-                if arr is not None]
+    labelled = [
+        (name, arr, rgb)
+        for name, arr, rgb in (("ground truth", gt, GT_OUTLINE), ("prediction", pred, PRED_OUTLINE))
+        if arr is not None
+    ]
     for name, arr, _ in labelled:
         if tuple(zyx_view(arr).shape) != shape:
-            raise InputDataError(f"{name} labels have shape {tuple(zyx_view(arr).shape)} but the "
-                                 f"image has {shape}.", sample=sample,
-                                 fix="pass labels of the same volume.")
-    background = [(f"z = {z} (middle slice)",
-                   None if image is None else strided_slice(image, z, factors))]
+            raise InputDataError(
+                f"{name} labels have shape {tuple(zyx_view(arr).shape)} but the image has {shape}.",
+                sample=sample,
+                fix="pass labels of the same volume.",
+            )
+    background = [
+        (f"z = {z} (middle slice)", None if image is None else strided_slice(image, z, factors))
+    ]
     outlines = [[(name, strided_slice(arr, z, factors), rgb) for name, arr, rgb in labelled]]
     if shape[0] > 1:
-        background.append(("z-MIP (labels: max)",
-                           None if image is None else max_projection(image, 0,
-                                                                     factors=factors)[0]))
-        outlines.append([(name, max_projection(arr, 0, factors=factors)[0], rgb)
-                         for name, arr, rgb in labelled])
-    return outline_figure(background, outlines, factors=factors,
-                          aspect=float(voxel[1]) / float(voxel[2]),
-                          title=f"{sample}: instance outlines")
+        background.append(
+            (
+                "z-MIP (labels: max)",
+                None if image is None else max_projection(image, 0, factors=factors)[0],
+            )
+        )
+        outlines.append(
+            [(name, max_projection(arr, 0, factors=factors)[0], rgb) for name, arr, rgb in labelled]
+        )
+    return outline_figure(
+        background,
+        outlines,
+        factors=factors,
+        aspect=float(voxel[1]) / float(voxel[2]),
+        title=f"{sample}: instance outlines",
+    )

@@ -23,8 +23,9 @@ MAX_PX = 1024  #: largest side (pixels) of a computed projection or slice
 BLOCK_VOXELS = 1 << 25  #: voxels read at once when projecting (≈ 64 MiB of uint16)
 
 
-def pooling_factors(shape2d: Sequence[int], max_px: int = MAX_PX, *, square: bool = True
-                    ) -> tuple[int, int]:
+def pooling_factors(
+    shape2d: Sequence[int], max_px: int = MAX_PX, *, square: bool = True
+) -> tuple[int, int]:
     """Integer pooling factors so that ``ceil(side / f) <= max_px`` (equal when ``square``)."""
     fa, fb = (max(1, math.ceil(int(s) / max_px)) for s in shape2d)
     if square:
@@ -44,8 +45,9 @@ def _block_shape(shape: Sequence[int], chunks: Sequence[int], budget: int) -> li
     return block
 
 
-def _pool_into(out: np.ndarray, part: np.ndarray, starts: Sequence[int],
-               factors: Sequence[int]) -> None:
+def _pool_into(
+    out: np.ndarray, part: np.ndarray, starts: Sequence[int], factors: Sequence[int]
+) -> None:
     """Max-pool ``part`` (2D, global offset ``starts``) into ``out`` bins of ``factors``."""
     for axis in (0, 1):
         bins = (np.arange(part.shape[axis]) + starts[axis]) // factors[axis]
@@ -55,7 +57,7 @@ def _pool_into(out: np.ndarray, part: np.ndarray, starts: Sequence[int],
             rows = bins[first]
         else:
             cols = bins[first]
-    region = out[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    region = out[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     np.maximum(region, part, out=region)
 
 
@@ -67,9 +69,15 @@ def _lowest(dtype: np.dtype) -> Any:
     return -np.inf
 
 
-def max_projection(array: Any, axis: int = 0, *, max_px: int = MAX_PX,
-                   factors: Sequence[int] | None = None, square: bool | None = None,
-                   block_voxels: int = BLOCK_VOXELS) -> tuple[np.ndarray, tuple[int, int]]:
+def max_projection(
+    array: Any,
+    axis: int = 0,
+    *,
+    max_px: int = MAX_PX,
+    factors: Sequence[int] | None = None,
+    square: bool | None = None,
+    block_voxels: int = BLOCK_VOXELS,
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Block-wise maximum projection of a ZYX (or CZYX, channel 0) array along ``axis``.
 
     ``axis=0`` gives the YX top view, ``axis=1`` the ZX side view. The result is max-pooled by
@@ -85,8 +93,11 @@ def max_projection(array: Any, axis: int = 0, *, max_px: int = MAX_PX,
         factors = pooling_factors(shape2d, max_px, square=axis == 0 if square is None else square)
     factors = (int(factors[0]), int(factors[1]))
     dtype = np.dtype(array.dtype)
-    out = np.full((math.ceil(shape2d[0] / factors[0]), math.ceil(shape2d[1] / factors[1])),
-                  _lowest(dtype), dtype=dtype)
+    out = np.full(
+        (math.ceil(shape2d[0] / factors[0]), math.ceil(shape2d[1] / factors[1])),
+        _lowest(dtype),
+        dtype=dtype,
+    )
     chunks = getattr(array, "chunks", None) or shape
     block = _block_shape(shape, chunks, block_voxels)
     from fewlabel.blocks import block_grid
@@ -100,4 +111,4 @@ def max_projection(array: Any, axis: int = 0, *, max_px: int = MAX_PX,
 def strided_slice(array: Any, z: int, factors: Sequence[int]) -> np.ndarray:
     """The YX plane ``z`` of a ZYX (or CZYX, channel 0) array, read with stride ``factors``."""
     array = zyx_view(array)
-    return np.asarray(array[int(z), ::int(factors[0]), ::int(factors[1])])
+    return np.asarray(array[int(z), :: int(factors[0]), :: int(factors[1])])

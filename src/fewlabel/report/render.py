@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fewlabel.errors import InputDataError
@@ -37,12 +37,13 @@ def render_report(inputs: ReportInputs, *, max_px: int = MAX_PX) -> str:
     if inputs.provenance_json:
         provenance = _read_json(inputs.provenance_json, "provenance record")
         if not isinstance(provenance, Mapping):
-            raise InputDataError("provenance record is not a JSON object.",
-                                 path=inputs.provenance_json)
+            raise InputDataError(
+                "provenance record is not a JSON object.", path=inputs.provenance_json
+            )
     config = inputs.config if inputs.config else (provenance or {}).get("config")
     context = {
         "title": inputs.title or "fewlabel run report",
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "created": (provenance or {}).get("created"),
         "samples": _samples_section(inputs),
         "config_yaml": _config_yaml(config),
@@ -53,7 +54,11 @@ def render_report(inputs: ReportInputs, *, max_px: int = MAX_PX) -> str:
     }
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env.get_template("report.html.j2").render(**context)
 
 

@@ -49,8 +49,9 @@ TRAINING_JSON = "training.json"
 def _samples_section(inputs: ReportInputs) -> dict[str, Any] | None:
     frame: pd.DataFrame | None = None
     if inputs.sample_sheet:
-        sheet = pd.read_csv(inputs.sample_sheet, sep="\t", dtype=str, comment="#",
-                            keep_default_na=False)
+        sheet = pd.read_csv(
+            inputs.sample_sheet, sep="\t", dtype=str, comment="#", keep_default_na=False
+        )
         sheet.columns = [c.strip() for c in sheet.columns]
         if "sample" not in sheet.columns:
             raise InputDataError("sample sheet has no 'sample' column.", path=inputs.sample_sheet)
@@ -60,23 +61,26 @@ def _samples_section(inputs: ReportInputs) -> dict[str, Any] | None:
                 frame[column] = sheet[column].replace("", "detect" if column == "task" else "")
         present = [c for c in ("points", "labels", "target") if c in sheet.columns]
         if present:
-            frame["annotations"] = [", ".join(c for c in present if row[c]) or "–"
-                                    for row in sheet.to_dict("records")]
+            frame["annotations"] = [
+                ", ".join(c for c in present if row[c]) or "–" for row in sheet.to_dict("records")
+            ]
         if "voxel_size" in sheet.columns:
             frame["voxel_size_um"] = sheet["voxel_size"]
     if inputs.summary_tsv:
         summary = _read_tsv(inputs.summary_tsv, "run summary")
         if "sample" not in summary.columns:
             raise InputDataError("run summary has no 'sample' column.", path=inputs.summary_tsv)
-        wanted = [c for c in ("split", "shape_zyx", "voxel_size_um", "dtype")
-                  if c in summary.columns]
+        wanted = [
+            c for c in ("split", "shape_zyx", "voxel_size_um", "dtype") if c in summary.columns
+        ]
         summary = summary[["sample", *wanted]].astype({"sample": str})
         if frame is None:
             frame = summary
         else:
             extra = [c for c in wanted if c != "split"]
-            merged = frame.merge(summary[["sample", *extra]], on="sample", how="left",
-                                 suffixes=("_sheet", ""))
+            merged = frame.merge(
+                summary[["sample", *extra]], on="sample", how="left", suffixes=("_sheet", "")
+            )
             for column in extra:  # the summary wins; the sheet fills samples it lacks
                 if f"{column}_sheet" in merged.columns:
                     sheet_values = merged.pop(f"{column}_sheet").replace("", np.nan)
@@ -89,8 +93,14 @@ def _model_context(folder: str | Path | None, label: str) -> dict[str, Any] | No
     if not folder:
         return None
     folder = Path(folder)
-    context: dict[str, Any] = {"label": label, "folder": str(folder), "curve": None,
-                               "thresholds": None, "f1_figure": None, "training": None}
+    context: dict[str, Any] = {
+        "label": label,
+        "folder": str(folder),
+        "curve": None,
+        "thresholds": None,
+        "f1_figure": None,
+        "training": None,
+    }
     curve_path = folder / CURVE_TSV
     if curve_path.exists():
         curve = _read_tsv(curve_path, "training curve")
@@ -115,13 +125,13 @@ def _model_context(folder: str | Path | None, label: str) -> dict[str, Any] | No
 
 
 def _detection_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | None:
-    if not (inputs.detection_summary_tsv or inputs.detection_model_dir
-            or inputs.detection_samples):
+    if not (inputs.detection_summary_tsv or inputs.detection_model_dir or inputs.detection_samples):
         return None
     section: dict[str, Any] = {"table": None, "model": None, "samples": []}
     if inputs.detection_summary_tsv:
-        section["table"] = table_context(_read_tsv(inputs.detection_summary_tsv,
-                                                   "detection metrics"))
+        section["table"] = table_context(
+            _read_tsv(inputs.detection_summary_tsv, "detection metrics")
+        )
     section["model"] = _model_context(inputs.detection_model_dir, "detection model")
     for entry in inputs.detection_samples:
         sample = str(entry["sample"])
@@ -136,16 +146,26 @@ def _detection_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | No
         counts = {"GT": None if gt is None else len(gt), "predicted": len(pred)}
         if layers.tp_gt is not None:
             counts.update({"TP": len(layers.tp_gt), "FP": len(layers.fp), "FN": len(layers.fn)})
-        figures = detection_figures(volume.array, volume.voxel_size, layers, sample=sample,
-                                    max_px=max_px)
-        legend = ("; green circles: matched ground truth, magenta +: matched predictions, red "
-                  "squares: missed ground truth (FN), yellow ×: false predictions (FP)"
-                  if layers.tp_gt is not None else
-                  "; green circles: ground truth, magenta +: predictions (no matching given)"
-                  if gt is not None else "; magenta +: predictions")
-        section["samples"].append({"sample": sample, "shape": "×".join(map(str, volume.shape)),
-                                   "counts": counts, "legend": legend,
-                                   "figures": [{"caption": c, "uri": u} for c, u in figures]})
+        figures = detection_figures(
+            volume.array, volume.voxel_size, layers, sample=sample, max_px=max_px
+        )
+        legend = (
+            "; green circles: matched ground truth, magenta +: matched predictions, red "
+            "squares: missed ground truth (FN), yellow ×: false predictions (FP)"
+            if layers.tp_gt is not None
+            else "; green circles: ground truth, magenta +: predictions (no matching given)"
+            if gt is not None
+            else "; magenta +: predictions"
+        )
+        section["samples"].append(
+            {
+                "sample": sample,
+                "shape": "×".join(map(str, volume.shape)),
+                "counts": counts,
+                "legend": legend,
+                "figures": [{"caption": c, "uri": u} for c, u in figures],
+            }
+        )
     return section
 
 
@@ -161,47 +181,80 @@ def _pcc(metrics: pd.DataFrame | None) -> float | None:
 
 
 def _segmentation_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | None:
-    if not (inputs.isl_model_dir or inputs.segmenter_model_dir
-            or inputs.segmentation_summary_tsv or inputs.segmentation_samples):
+    if not (
+        inputs.isl_model_dir
+        or inputs.segmenter_model_dir
+        or inputs.segmentation_summary_tsv
+        or inputs.segmentation_samples
+    ):
         return None
     section: dict[str, Any] = {"table": None, "models": [], "samples": []}
     if inputs.segmentation_summary_tsv:
-        section["table"] = table_context(_read_tsv(inputs.segmentation_summary_tsv,
-                                                   "segmentation metrics"))
-    for folder, label in ((inputs.isl_model_dir, "ISL model (label-free → fluorescence)"),
-                          (inputs.segmenter_model_dir, "segmentation model")):
+        section["table"] = table_context(
+            _read_tsv(inputs.segmentation_summary_tsv, "segmentation metrics")
+        )
+    for folder, label in (
+        (inputs.isl_model_dir, "ISL model (label-free → fluorescence)"),
+        (inputs.segmenter_model_dir, "segmentation model"),
+    ):
         context = _model_context(folder, label)
         if context is not None:
             section["models"].append(context)
     for entry in inputs.segmentation_samples:
         sample = str(entry["sample"])
         log.info("report: segmentation figures of %s", sample)
-        vols = {k: _open_volume(entry[k], sample) for k in
-                ("image", "gt_labels", "pred_labels", "target", "pred_fluorescence")
-                if entry.get(k)}
-        metrics = _read_tsv(entry["metrics_tsv"], "sample metrics") \
-            if entry.get("metrics_tsv") else None
+        vols = {
+            k: _open_volume(entry[k], sample)
+            for k in ("image", "gt_labels", "pred_labels", "target", "pred_fluorescence")
+            if entry.get(k)
+        }
+        metrics = (
+            _read_tsv(entry["metrics_tsv"], "sample metrics") if entry.get("metrics_tsv") else None
+        )
         pcc = _pcc(metrics)
         voxel = next(iter(vols.values())).voxel_size if vols else (1.0, 1.0, 1.0)
         aspect = float(voxel[1]) / float(voxel[2])
         figures = []
         if "target" in vols or "pred_fluorescence" in vols:
-            panels = [(title, vols[key].array) for key, title in
-                      (("image", "input (label-free)"), ("target", "fluorescence target"),
-                       ("pred_fluorescence", "predicted fluorescence"
-                        + (f" (PCC {pcc:.3f})" if pcc is not None else "")))
-                      if key in vols]
-            figures.append({"caption": "in-silico labelling", "uri":
-                            _isl_figure(sample, panels, aspect, max_px)})
+            panels = [
+                (title, vols[key].array)
+                for key, title in (
+                    ("image", "input (label-free)"),
+                    ("target", "fluorescence target"),
+                    (
+                        "pred_fluorescence",
+                        "predicted fluorescence" + (f" (PCC {pcc:.3f})" if pcc is not None else ""),
+                    ),
+                )
+                if key in vols
+            ]
+            figures.append(
+                {
+                    "caption": "in-silico labelling",
+                    "uri": _isl_figure(sample, panels, aspect, max_px),
+                }
+            )
         if "gt_labels" in vols or "pred_labels" in vols:
-            arr = {k: (vols[k].array if k in vols else None)
-                   for k in ("image", "gt_labels", "pred_labels")}
-            figures.append({"caption": "instance outlines", "uri": _segmentation_overlay(
-                sample, arr["image"], arr["gt_labels"], arr["pred_labels"], voxel, max_px)})
-        section["samples"].append({
-            "sample": sample, "pcc": None if pcc is None else f"{pcc:.4f}",
-            "metrics": None if metrics is None or metrics.empty else table_context(metrics),
-            "figures": figures})
+            arr = {
+                k: (vols[k].array if k in vols else None)
+                for k in ("image", "gt_labels", "pred_labels")
+            }
+            figures.append(
+                {
+                    "caption": "instance outlines",
+                    "uri": _segmentation_overlay(
+                        sample, arr["image"], arr["gt_labels"], arr["pred_labels"], voxel, max_px
+                    ),
+                }
+            )
+        section["samples"].append(
+            {
+                "sample": sample,
+                "pcc": None if pcc is None else f"{pcc:.4f}",
+                "metrics": None if metrics is None or metrics.empty else table_context(metrics),
+                "figures": figures,
+            }
+        )
     return section
 
 
@@ -225,13 +278,25 @@ def _roi_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | None:
         data = _read_json(path, "ROI summary")
         if not isinstance(data, Mapping):
             raise InputDataError("ROI summary is not a JSON object.", path=path)
-        rows.append({"sample": str(data.get("sample") or Path(path).parent.name),
-                     "roi_fraction": data.get("roi_fraction"), "pi": data.get("pi"),
-                     "min_batch_size": data.get("min_batch_size"),
-                     "warnings": "; ".join(map(str, data.get("warnings") or [])) or "–"})
-    table = table_context(pd.DataFrame(rows, columns=["sample", "roi_fraction", "pi",
-                                                      "min_batch_size", "warnings"]),
-                          highlight=()) if rows else None
+        rows.append(
+            {
+                "sample": str(data.get("sample") or Path(path).parent.name),
+                "roi_fraction": data.get("roi_fraction"),
+                "pi": data.get("pi"),
+                "min_batch_size": data.get("min_batch_size"),
+                "warnings": "; ".join(map(str, data.get("warnings") or [])) or "–",
+            }
+        )
+    table = (
+        table_context(
+            pd.DataFrame(
+                rows, columns=["sample", "roi_fraction", "pi", "min_batch_size", "warnings"]
+            ),
+            highlight=(),
+        )
+        if rows
+        else None
+    )
     figures = []
     for sample, mask_path in inputs.roi_masks.items():
         log.info("report: ROI figure of %s", sample)
@@ -245,15 +310,25 @@ def _roi_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | None:
             if tuple(zyx_view(image.array).shape) == shape:
                 background = max_projection(image.array, 0, factors=factors)[0]
             else:
-                log.warning("ROI of %s: image shape %s differs from mask shape %s; mask only",
-                            sample, zyx_view(image.array).shape, shape)
+                log.warning(
+                    "ROI of %s: image shape %s differs from mask shape %s; mask only",
+                    sample,
+                    zyx_view(image.array).shape,
+                    shape,
+                )
         mip = max_projection(mask.array, 0, factors=factors)[0]
-        uri = outline_figure([("z-MIP" if background is not None else "ROI mask (z-MIP)",
-                               background if background is not None else mip.astype(np.float32))],
-                             [[("ROI outline", (mip > 0).astype(np.uint8), ROI_OUTLINE)]],
-                             factors=factors,
-                             aspect=float(mask.voxel_size[1]) / float(mask.voxel_size[2]),
-                             title=f"{sample}: ROI")
+        uri = outline_figure(
+            [
+                (
+                    "z-MIP" if background is not None else "ROI mask (z-MIP)",
+                    background if background is not None else mip.astype(np.float32),
+                )
+            ],
+            [[("ROI outline", (mip > 0).astype(np.uint8), ROI_OUTLINE)]],
+            factors=factors,
+            aspect=float(mask.voxel_size[1]) / float(mask.voxel_size[2]),
+            title=f"{sample}: ROI",
+        )
         figures.append({"sample": sample, "uri": uri})
     return {"table": table, "figures": figures}
 
@@ -266,12 +341,23 @@ def _provenance_section(data: Mapping[str, Any] | None) -> dict[str, Any] | None
     return {
         "created": data.get("created"),
         "git_commit": data.get("git_commit"),
-        "versions": table_context(pd.DataFrame(
-            [{"package": k, "version": v} for k, v in versions.items()],
-            columns=["package", "version"]), key=None) if versions else None,
-        "inputs": table_context(pd.DataFrame(
-            [{"input": k, "sha256": v} for k, v in inputs.items()],
-            columns=["input", "sha256"]), key=None) if inputs else None,
+        "versions": table_context(
+            pd.DataFrame(
+                [{"package": k, "version": v} for k, v in versions.items()],
+                columns=["package", "version"],
+            ),
+            key=None,
+        )
+        if versions
+        else None,
+        "inputs": table_context(
+            pd.DataFrame(
+                [{"input": k, "sha256": v} for k, v in inputs.items()], columns=["input", "sha256"]
+            ),
+            key=None,
+        )
+        if inputs
+        else None,
     }
 
 

@@ -37,16 +37,24 @@ def _clahe_core() -> tuple[Any, int]:
             raise TypeError("unexpected CLAHE core output")
         return core, levels
     except Exception:  # any API change: fall back to the public function
-        log.warning("scikit-image CLAHE core unavailable; using equalize_adapthist per block "
-                    "(block-wise ROI then only approximates whole-volume ROI)")
+        log.warning(
+            "scikit-image CLAHE core unavailable; using equalize_adapthist per block "
+            "(block-wise ROI then only approximates whole-volume ROI)"
+        )
         return None, 0
 
 
 _CLAHE_CORE, _CLAHE_LEVELS = _clahe_core()
 
 
-def correct_block(block: np.ndarray, low: float, high: float, kernel: Sequence[int],
-                  clip_limit: float, nbins: int = 256) -> np.ndarray:
+def correct_block(
+    block: np.ndarray,
+    low: float,
+    high: float,
+    kernel: Sequence[int],
+    clip_limit: float,
+    nbins: int = 256,
+) -> np.ndarray:
     """Percentile clipping to [0, 1] then CLAHE; returns float32 in [0, 1] (ZYX).
 
     ``x' = clip((x − low)/(high − low), 0, 1)`` is quantised to CLAHE's 2¹⁴ grey levels over
@@ -82,9 +90,14 @@ def correct_block(block: np.ndarray, low: float, high: float, kernel: Sequence[i
     return np.asarray(out, dtype=np.float32).reshape(block.shape)
 
 
-def clahe_kernel_voxels(params: RoiConfig, voxel_size: Sequence[float],
-                        shape: Sequence[int], *, sample: str | None = None,
-                        path: str | Path | None = None) -> tuple[int, int, int]:
+def clahe_kernel_voxels(
+    params: RoiConfig,
+    voxel_size: Sequence[float],
+    shape: Sequence[int],
+    *,
+    sample: str | None = None,
+    path: str | Path | None = None,
+) -> tuple[int, int, int]:
     """CLAHE region size in voxels (z, y, x): µm / voxel size, rounded, within [1, shape].
 
     The µm conversion is bounded (:func:`fewlabel.roi.kernels.kernel_voxels`: ConfigError
@@ -93,10 +106,20 @@ def clahe_kernel_voxels(params: RoiConfig, voxel_size: Sequence[float],
     if params.clahe_kernel_voxels is not None:
         raw = [float(v) for v in params.clahe_kernel_voxels]
     else:
-        raw = list(kernel_voxels("roi.clahe_kernel_um", params.clahe_kernel_um or (),
-                                 voxel_size, shape, sample=sample, path=path))
-    return tuple(int(min(max(round(k), 1), max(s, 1)))  # type: ignore[return-value]
-                 for k, s in zip(raw, shape, strict=True))
+        raw = list(
+            kernel_voxels(
+                "roi.clahe_kernel_um",
+                params.clahe_kernel_um or (),
+                voxel_size,
+                shape,
+                sample=sample,
+                path=path,
+            )
+        )
+    return tuple(
+        int(min(max(round(k), 1), max(s, 1)))  # type: ignore[return-value]
+        for k, s in zip(raw, shape, strict=True)
+    )
 
 
 class _LazyView:
@@ -112,8 +135,11 @@ class _LazyView:
     def __getitem__(self, key: Any) -> np.ndarray:
         if key is Ellipsis:
             key = (slice(None),) * 3
-        if not isinstance(key, tuple) or len(key) != 3 or not all(
-                isinstance(k, slice) and k.step in (None, 1) for k in key):
+        if (
+            not isinstance(key, tuple)
+            or len(key) != 3
+            or not all(isinstance(k, slice) and k.step in (None, 1) for k in key)
+        ):
             raise IndexError(f"{type(self).__name__} supports only [z0:z1, y0:y1, x0:x1]")
         block = tuple(slice(*sl.indices(n)[:2]) for sl, n in zip(key, self.shape, strict=True))
         return self._compute(block)
@@ -135,13 +161,19 @@ class SmoothedView(_LazyView):
         self.radius = tuple(int(4.0 * s + 0.5) for s in self.sigma)
 
     def _compute(self, block: tuple[slice, ...]) -> np.ndarray:
-        outer = tuple(slice(max(b.start - r, 0), min(b.stop + r, n))
-                      for b, r, n in zip(block, self.radius, self.shape, strict=True))
+        outer = tuple(
+            slice(max(b.start - r, 0), min(b.stop + r, n))
+            for b, r, n in zip(block, self.radius, self.shape, strict=True)
+        )
         data = np.asarray(self.source[outer], dtype=np.float32)
         if any(s > 0 for s in self.sigma):
             data = ndimage.gaussian_filter(data, self.sigma, mode="reflect", truncate=4.0)
-        return data[tuple(slice(b.start - o.start, b.stop - o.start)
-                          for b, o in zip(block, outer, strict=True))]
+        return data[
+            tuple(
+                slice(b.start - o.start, b.stop - o.start)
+                for b, o in zip(block, outer, strict=True)
+            )
+        ]
 
 
 class CorrectedView(_LazyView):
@@ -152,8 +184,9 @@ class CorrectedView(_LazyView):
     whole-volume correction.
     """
 
-    def __init__(self, source: Any, low: float, high: float, kernel: Sequence[int],
-                 clip_limit: float) -> None:
+    def __init__(
+        self, source: Any, low: float, high: float, kernel: Sequence[int], clip_limit: float
+    ) -> None:
         super().__init__(source)
         self.low, self.high, self.clip_limit = float(low), float(high), float(clip_limit)
         self.kernel = tuple(int(k) for k in kernel)
@@ -164,19 +197,27 @@ class CorrectedView(_LazyView):
     for some recomputed context."""
 
     def _compute(self, block: tuple[slice, ...]) -> np.ndarray:
-        outer = tuple(clahe_context(b, k, n)
-                      for b, k, n in zip(block, self.kernel, self.shape, strict=True))
+        outer = tuple(
+            clahe_context(b, k, n) for b, k, n in zip(block, self.kernel, self.shape, strict=True)
+        )
         sizes = [b.stop - b.start for b in block]
         if math.prod(o.stop - o.start for o in outer) > self.max_tile_voxels and max(sizes) > 1:
             axis = int(np.argmax(sizes))
             mid = block[axis].start + sizes[axis] // 2
-            halves = [tuple(slice(b.start, mid) if a == axis else b for a, b in enumerate(block)),
-                      tuple(slice(mid, b.stop) if a == axis else b for a, b in enumerate(block))]
+            halves = [
+                tuple(slice(b.start, mid) if a == axis else b for a, b in enumerate(block)),
+                tuple(slice(mid, b.stop) if a == axis else b for a, b in enumerate(block)),
+            ]
             return np.concatenate([self._compute(h) for h in halves], axis=axis)
-        out = correct_block(np.asarray(self.source[outer]), self.low, self.high, self.kernel,
-                            self.clip_limit)
-        return out[tuple(slice(b.start - o.start, b.stop - o.start)
-                         for b, o in zip(block, outer, strict=True))]
+        out = correct_block(
+            np.asarray(self.source[outer]), self.low, self.high, self.kernel, self.clip_limit
+        )
+        return out[
+            tuple(
+                slice(b.start - o.start, b.stop - o.start)
+                for b, o in zip(block, outer, strict=True)
+            )
+        ]
 
 
 def clahe_context(block: slice, k: int, size: int) -> slice:
@@ -193,8 +234,11 @@ def clahe_context(block: slice, k: int, size: int) -> slice:
     return slice(start, stop)
 
 
-
 __all__ = [
-    "LEVELS", "CorrectedView", "SmoothedView", "clahe_context", "clahe_kernel_voxels",
+    "LEVELS",
+    "CorrectedView",
+    "SmoothedView",
+    "clahe_context",
+    "clahe_kernel_voxels",
     "correct_block",
 ]

@@ -25,17 +25,26 @@ def kernel_limit(shape: Sequence[int]) -> int:
     return max(MAX_KERNEL_VOXELS, *(int(s) for s in shape))
 
 
-def kernel_voxels(key: str, value_um: float | Sequence[float], voxel_size: Sequence[float],
-                  shape: Sequence[int], *, sample: str | None = None,
-                  path: str | Path | None = None) -> tuple[float, ...]:
+def kernel_voxels(
+    key: str,
+    value_um: float | Sequence[float],
+    voxel_size: Sequence[float],
+    shape: Sequence[int],
+    *,
+    sample: str | None = None,
+    path: str | Path | None = None,
+) -> tuple[float, ...]:
     """``value_um / voxel_size`` per axis (z, y, x), checked against :func:`kernel_limit`.
 
     ``value_um`` is one size for every axis or one per axis. Raises ConfigError naming the
     config ``key``, the µm value, the voxel size and the resulting voxel counts when any axis
     exceeds the limit (or is not finite).
     """
-    sizes = ([float(value_um)] * len(voxel_size) if isinstance(value_um, numbers.Real)
-             else [float(u) for u in value_um])
+    sizes = (
+        [float(value_um)] * len(voxel_size)
+        if isinstance(value_um, numbers.Real)
+        else [float(u) for u in value_um]
+    )
     voxels = tuple(u / float(v) for u, v in zip(sizes, voxel_size, strict=True))
     limit = kernel_limit(shape)
     if voxels and not max(voxels) <= limit:
@@ -46,9 +55,12 @@ def kernel_voxels(key: str, value_um: float | Sequence[float], voxel_size: Seque
             f"{tuple(float(v) for v in voxel_size)} µm (z, y, x) is {counts} voxels, more than "
             f"{limit} (the larger of {MAX_KERNEL_VOXELS} and the largest side of the volume, "
             f"shape {tuple(int(s) for s in shape)}): far beyond the volume, and filters that "
-            "large take hours.", sample=sample, path=path,
+            "large take hours.",
+            sample=sample,
+            path=path,
             fix="give the voxel size in µm (sample sheet column 'voxel_size' or the image "
-                f"metadata; a value like 3e-07 is in metres), or lower {key}.")
+            f"metadata; a value like 3e-07 is in metres), or lower {key}.",
+        )
     return voxels
 
 

@@ -29,13 +29,13 @@ class GaussianMixture2:
         x = np.asarray(x, dtype=np.float32)
         (m0, m1), (v0, v1), (w0, w1) = self.means, self.variances, self.weights
         const = np.float32(math.log(w1 / w0) - 0.5 * math.log(v1 / v0))
-        return const - np.float32(0.5) * ((x - np.float32(m1)) ** 2 / np.float32(v1)
-                                          - (x - np.float32(m0)) ** 2 / np.float32(v0))
+        return const - np.float32(0.5) * (
+            (x - np.float32(m1)) ** 2 / np.float32(v1) - (x - np.float32(m0)) ** 2 / np.float32(v0)
+        )
 
     def posterior_bright(self, x: np.ndarray) -> np.ndarray:
         """``P(bright | x) = w_1 N(x|μ_1,σ_1²) / Σ_k w_k N(x|μ_k,σ_k²)``."""
-        return (1.0 / (1.0 + np.exp(-np.clip(self.log_odds_bright(x), -80, 80)))).astype(
-            np.float32)
+        return (1.0 / (1.0 + np.exp(-np.clip(self.log_odds_bright(x), -80, 80)))).astype(np.float32)
 
 
 def fit_gmm_1d(
@@ -72,23 +72,27 @@ def fit_gmm_1d(
     if x.size < 10 or not hi > lo:
         raise InputDataError(
             "intensities are constant after histogram correction; no foreground/background "
-            "mixture can be fitted.", sample=sample,
-            fix="check the channel and the input image; an empty or saturated volume has no ROI.")
+            "mixture can be fitted.",
+            sample=sample,
+            fix="check the channel and the input image; an empty or saturated volume has no ROI.",
+        )
     counts, edges = np.histogram(x, bins=bins, range=(lo, hi))
     keep = counts > 0
     c = counts[keep].astype(np.float64)
     xs = (0.5 * (edges[:-1] + edges[1:]))[keep]
     n = c.sum()
     if xs.size < 2:
-        raise InputDataError("intensity histogram has a single populated level after "
-                             "correction; no mixture can be fitted.", sample=sample,
-                             fix="check the channel and the input image.")
+        raise InputDataError(
+            "intensity histogram has a single populated level after "
+            "correction; no mixture can be fitted.",
+            sample=sample,
+            fix="check the channel and the input image.",
+        )
     # bright start: the top populated bins holding init_bright_fraction of the values
     from_top = np.cumsum(c[::-1])[::-1]  # values in this bin and all brighter ones
-    n_bright = int(np.clip(np.count_nonzero(from_top <= init_bright_fraction * n), 1,
-                           xs.size - 1))
+    n_bright = int(np.clip(np.count_nonzero(from_top <= init_bright_fraction * n), 1, xs.size - 1))
     g1 = np.zeros_like(xs)
-    g1[xs.size - n_bright:] = 1.0
+    g1[xs.size - n_bright :] = 1.0
     floor = (min_sd_fraction * (hi - lo)) ** 2
     prev = -np.inf
     ll = -np.inf
@@ -119,20 +123,30 @@ def fit_gmm_1d(
     if not 1e-4 <= w1 <= 1 - 1e-4:
         raise InputDataError(
             f"degenerate intensity mixture: one component holds {min(w1, 1 - w1):.2e} of the "
-            "voxels, so foreground and background cannot be separated.", sample=sample,
+            "voxels, so foreground and background cannot be separated.",
+            sample=sample,
             fix="check that the volume contains particles; try other roi.clip_percentiles, "
-                "roi.smooth_sigma_um or roi.clahe_kernel_um.")
+            "roi.smooth_sigma_um or roi.clahe_kernel_um.",
+        )
     if abs(m1 - m0) < 1e-3 * (hi - lo):
-        raise InputDataError("degenerate intensity mixture: both components have the same mean.",
-                             sample=sample, fix="check that the volume contains particles.")
+        raise InputDataError(
+            "degenerate intensity mixture: both components have the same mean.",
+            sample=sample,
+            fix="check that the volume contains particles.",
+        )
     if not converged:
-        log.warning("sample %s: mixture EM stopped after %d iterations before converging",
-                    sample, max_iter)
+        log.warning(
+            "sample %s: mixture EM stopped after %d iterations before converging", sample, max_iter
+        )
     comps = sorted([(float(m0), float(v0), float(1 - w1)), (float(m1), float(v1), float(w1))])
-    return GaussianMixture2(means=(comps[0][0], comps[1][0]),
-                            variances=(comps[0][1], comps[1][1]),
-                            weights=(comps[0][2], comps[1][2]), log_likelihood=ll,
-                            n_iter=n_iter, converged=converged)
+    return GaussianMixture2(
+        means=(comps[0][0], comps[1][0]),
+        variances=(comps[0][1], comps[1][1]),
+        weights=(comps[0][2], comps[1][2]),
+        log_likelihood=ll,
+        n_iter=n_iter,
+        converged=converged,
+    )
 
 
 def foreground_threshold(gmm: GaussianMixture2, posterior_threshold: float) -> tuple[float, bool]:
@@ -151,5 +165,6 @@ def foreground_threshold(gmm: GaussianMixture2, posterior_threshold: float) -> t
     if above.size:
         return float(grid[above[0]]), True
     return float(np.float32(gmm.means[1])), False
+
 
 __all__ = ["GaussianMixture2", "fit_gmm_1d", "foreground_threshold"]

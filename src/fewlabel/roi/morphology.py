@@ -14,8 +14,9 @@ def ball_radii_voxels(radius_um: float, voxel_size: Sequence[float]) -> tuple[in
     return tuple(int(math.floor(radius_um / v * (1 + 1e-6))) for v in voxel_size)  # type: ignore[return-value]
 
 
-def erode_dilate(mask: np.ndarray, voxel_size: Sequence[float], erosion_um: float,
-                 extend_um: float) -> np.ndarray:
+def erode_dilate(
+    mask: np.ndarray, voxel_size: Sequence[float], erosion_um: float, extend_um: float
+) -> np.ndarray:
     """Erode with the ball of ``erosion_um`` then dilate with the ball of ``extend_um`` (µm).
 
     Ball = ``{d : Σ_a (d_a v_a)² ≤ r²}``. Both use Euclidean distance transforms with the
@@ -25,17 +26,26 @@ def erode_dilate(mask: np.ndarray, voxel_size: Sequence[float], erosion_um: floa
     ``ball_radii_voxels(erosion) + ball_radii_voxels(extend)`` voxels.
     """
     mask = np.asarray(mask, dtype=bool)
-    if erosion_um > 0 and mask.any() and not mask.all() and max(
-            ball_radii_voxels(erosion_um, voxel_size)) >= 1:
+    if (
+        erosion_um > 0
+        and mask.any()
+        and not mask.all()
+        and max(ball_radii_voxels(erosion_um, voxel_size)) >= 1
+    ):
         mask = ~within_distance(~mask, erosion_um, voxel_size)
-    if extend_um > 0 and mask.any() and not mask.all() and max(
-            ball_radii_voxels(extend_um, voxel_size)) >= 1:
+    if (
+        extend_um > 0
+        and mask.any()
+        and not mask.all()
+        and max(ball_radii_voxels(extend_um, voxel_size)) >= 1
+    ):
         mask = within_distance(mask, extend_um, voxel_size)
     return mask
 
 
-def within_distance(targets: np.ndarray, radius_um: float, voxel_size: Sequence[float],
-                    *, slab: int = 8) -> np.ndarray:
+def within_distance(
+    targets: np.ndarray, radius_um: float, voxel_size: Sequence[float], *, slab: int = 8
+) -> np.ndarray:
     """Voxels whose Euclidean distance (µm) to the nearest ``True`` voxel of ``targets`` is ≤ r.
 
     Uses the feature transform of :func:`scipy.ndimage.distance_transform_edt` (nearest target
@@ -45,9 +55,10 @@ def within_distance(targets: np.ndarray, radius_um: float, voxel_size: Sequence[
     targets = np.asarray(targets, dtype=bool)
     if not targets.any():
         return np.zeros(targets.shape, bool)
-    sampling = [float(v) for v in voxel_size][-targets.ndim:]
-    nearest = ndimage.distance_transform_edt(~targets, sampling=sampling, return_distances=False,
-                                             return_indices=True)
+    sampling = [float(v) for v in voxel_size][-targets.ndim :]
+    nearest = ndimage.distance_transform_edt(
+        ~targets, sampling=sampling, return_distances=False, return_indices=True
+    )
     limit = np.float32(radius_um * radius_um * (1 + 1e-6) ** 2)
     out = np.empty(targets.shape, bool)
     shape = targets.shape

@@ -70,15 +70,19 @@ def segment_roi(
     volume = open_ome_zarr(image_zarr_path, sample=sample)
     source = volume.array
     if source.ndim != 3:
-        raise InputDataError(f"expected a single-channel ZYX volume, got shape {source.shape}.",
-                             sample=sample, path=image_zarr_path,
-                             fix="ingest one channel (sample sheet 'channel' column).")
+        raise InputDataError(
+            f"expected a single-channel ZYX volume, got shape {source.shape}.",
+            sample=sample,
+            path=image_zarr_path,
+            fix="ingest one channel (sample sheet 'channel' column).",
+        )
     shape = tuple(int(s) for s in source.shape)
     voxel = tuple(float(v) for v in volume.voxel_size)
     chunks = tuple(int(c) for c in source.chunks)
     blocks_shape = tuple(int(b) for b in (block_shape or chunks))
-    if workers > 1 and any(b % c and b < s for b, c, s in zip(blocks_shape, chunks, shape,
-                                                              strict=True)):
+    if workers > 1 and any(
+        b % c and b < s for b, c, s in zip(blocks_shape, chunks, shape, strict=True)
+    ):
         raise ValueError(f"block_shape {blocks_shape} is not whole chunks {chunks}")
 
     # µm -> voxels, bounded first: a voxel size in the wrong unit fails here, not hours later
@@ -97,11 +101,22 @@ def segment_roi(
         raise InputDataError(
             f"volume is (nearly) constant: its {params.clip_percentiles[0]} and "
             f"{params.clip_percentiles[1]} percentiles are both {low:g}; no ROI can be found.",
-            sample=sample, path=image_zarr_path,
-            fix="check the channel and the input image (or widen roi.clip_percentiles).")
-    log.info("sample %s: shape=%s voxel=%s µm chunks=%s smoothing σ=%s voxels clip=[%g, %g] "
-             "CLAHE region=%s voxels", sample, shape, voxel, chunks,
-             tuple(round(s, 3) for s in sigma_vox), low, high, kernel)
+            sample=sample,
+            path=image_zarr_path,
+            fix="check the channel and the input image (or widen roi.clip_percentiles).",
+        )
+    log.info(
+        "sample %s: shape=%s voxel=%s µm chunks=%s smoothing σ=%s voxels clip=[%g, %g] "
+        "CLAHE region=%s voxels",
+        sample,
+        shape,
+        voxel,
+        chunks,
+        tuple(round(s, 3) for s in sigma_vox),
+        low,
+        high,
+        kernel,
+    )
     corrected = CorrectedView(smoothed, low, high, kernel, params.clahe_clip_limit)
 
     mask_out_path = Path(mask_out_path)
@@ -109,10 +124,24 @@ def segment_roi(
     scratch = mask_out_path.parent / f".{mask_out_path.name}.corrected-{uuid.uuid4().hex[:8]}"
     try:
         # 2b. corrected intensities, computed once per block, staged as CLAHE grey levels
-        levels = create_ome_zarr(scratch, shape, np.uint16, chunks, voxel,
-                                 name=f"{sample}:corrected", compression_level=1)
-        map_blocks(_to_levels, corrected, levels, halo=0, block_shape=blocks_shape,
-                   workers=workers, desc=f"{sample} CLAHE")
+        levels = create_ome_zarr(
+            scratch,
+            shape,
+            np.uint16,
+            chunks,
+            voxel,
+            name=f"{sample}:corrected",
+            compression_level=1,
+        )
+        map_blocks(
+            _to_levels,
+            corrected,
+            levels,
+            halo=0,
+            block_shape=blocks_shape,
+            workers=workers,
+            desc=f"{sample} CLAHE",
+        )
 
         # 3. mixture on a bounded subsample of corrected intensities (random whole chunks)
         fit_values = sample_voxels(levels, max_voxels=params.max_fit_voxels, seed=seed + 1)
@@ -122,17 +151,30 @@ def segment_roi(
         cut, from_posterior = foreground_threshold(gmm, t)
         warnings: list[str] = []
         if not from_posterior:
-            warnings.append(f"P(bright | x) never exceeds posterior_threshold={t:g} (the bright "
-                            "component sits on the shoulder of the background); foreground = "
-                            f"corrected intensities >= the bright mean {cut:.4g}.")
+            warnings.append(
+                f"P(bright | x) never exceeds posterior_threshold={t:g} (the bright "
+                "component sits on the shoulder of the background); foreground = "
+                f"corrected intensities >= the bright mean {cut:.4g}."
+            )
             log.warning("sample %s: %s", sample, warnings[-1])
-        log.info("sample %s: GMM means=%s variances=%s weights=%s (%d EM iterations)", sample,
-                 _fmt(gmm.means), _fmt(gmm.variances), _fmt(gmm.weights), gmm.n_iter)
+        log.info(
+            "sample %s: GMM means=%s variances=%s weights=%s (%d EM iterations)",
+            sample,
+            _fmt(gmm.means),
+            _fmt(gmm.variances),
+            _fmt(gmm.weights),
+            gmm.n_iter,
+        )
 
         # 4. posterior threshold, erosion, dilation; exact block-wise with halo = sum of radii
-        reach = [e + d for e, d in zip(ball_radii_voxels(params.erosion_radius_um, voxel),
-                                       ball_radii_voxels(params.extend_radius_um, voxel),
-                                       strict=True)]
+        reach = [
+            e + d
+            for e, d in zip(
+                ball_radii_voxels(params.erosion_radius_um, voxel),
+                ball_radii_voxels(params.extend_radius_um, voxel),
+                strict=True,
+            )
+        ]
         halo = tuple(min(r, s) for r, s in zip(reach, shape, strict=True))
 
         def segment(block: np.ndarray) -> np.ndarray:
@@ -140,23 +182,40 @@ def segment_roi(
             x *= np.float32(1.0 / LEVELS)
             foreground = x >= np.float32(cut)
             del x
-            return erode_dilate(foreground, voxel, params.erosion_radius_um,
-                                params.extend_radius_um).astype(np.uint8)
+            return erode_dilate(
+                foreground, voxel, params.erosion_radius_um, params.extend_radius_um
+            ).astype(np.uint8)
 
         with atomic_path(mask_out_path) as tmp:
-            mask = create_ome_zarr(tmp, shape, np.uint8, chunks, voxel, name=f"{sample}:roi",
-                                   extra_attrs={"sample": sample, "kind": "roi",
-                                                "source": str(image_zarr_path)})
-            map_blocks(segment, levels, mask, halo=halo, block_shape=blocks_shape,
-                       workers=workers, desc=f"{sample} ROI")
-            counts = reduce_blocks(lambda b: int(np.count_nonzero(b)), mask,
-                                   block_shape=chunks, workers=workers)
+            mask = create_ome_zarr(
+                tmp,
+                shape,
+                np.uint8,
+                chunks,
+                voxel,
+                name=f"{sample}:roi",
+                extra_attrs={"sample": sample, "kind": "roi", "source": str(image_zarr_path)},
+            )
+            map_blocks(
+                segment,
+                levels,
+                mask,
+                halo=halo,
+                block_shape=blocks_shape,
+                workers=workers,
+                desc=f"{sample} ROI",
+            )
+            counts = reduce_blocks(
+                lambda b: int(np.count_nonzero(b)), mask, block_shape=chunks, workers=workers
+            )
             roi_voxels = int(sum(counts))
             if roi_voxels == 0:
                 raise InputDataError(
-                    "the ROI is empty (no voxel survives the posterior threshold and the "
-                    "erosion).", sample=sample, path=image_zarr_path,
-                    fix="lower roi.posterior_threshold or roi.erosion_radius_um.")
+                    "the ROI is empty (no voxel survives the posterior threshold and the erosion).",
+                    sample=sample,
+                    path=image_zarr_path,
+                    fix="lower roi.posterior_threshold or roi.erosion_radius_um.",
+                )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -172,10 +231,15 @@ def segment_roi(
         "clip_range": [low, high],
         "smooth_sigma_voxels": list(sigma_vox),
         "clahe_kernel_voxels": list(kernel),
-        "gmm": {"means": list(gmm.means), "variances": list(gmm.variances),
-                "weights": list(gmm.weights), "log_likelihood": gmm.log_likelihood,
-                "n_iter": gmm.n_iter, "converged": gmm.converged,
-                "scale": "corrected intensity in [0, 1] (after clipping + CLAHE)"},
+        "gmm": {
+            "means": list(gmm.means),
+            "variances": list(gmm.variances),
+            "weights": list(gmm.weights),
+            "log_likelihood": gmm.log_likelihood,
+            "n_iter": gmm.n_iter,
+            "converged": gmm.converged,
+            "scale": "corrected intensity in [0, 1] (after clipping + CLAHE)",
+        },
         "threshold": t,
         "intensity_threshold": cut,
         "threshold_from_posterior": from_posterior,
@@ -185,13 +249,21 @@ def segment_roi(
         "params": params.model_dump(mode="json"),
     }
     if params.expected_particles is not None and params.particle_radius_um is not None:
-        pi, batch = class_prior(params.expected_particles, params.particle_radius_um,
-                                summary["roi_volume_um3"])
+        pi, batch = class_prior(
+            params.expected_particles, params.particle_radius_um, summary["roi_volume_um3"]
+        )
         summary["pi"] = pi
         summary["min_batch_size"] = batch
         summary["warnings"] = warnings + prior_warnings(pi, sample=sample)
-    log.info("sample %s: ROI %d / %d voxels (%.2f%%), pi=%s, min batch=%s", sample, roi_voxels,
-             total, 100.0 * summary["roi_fraction"], summary["pi"], summary["min_batch_size"])
+    log.info(
+        "sample %s: ROI %d / %d voxels (%.2f%%), pi=%s, min batch=%s",
+        sample,
+        roi_voxels,
+        total,
+        100.0 * summary["roi_fraction"],
+        summary["pi"],
+        summary["min_batch_size"],
+    )
     write_json(summary, json_out_path)
     return summary
 

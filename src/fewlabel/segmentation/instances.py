@@ -56,24 +56,27 @@ _FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity for markers
 _TIE_EPS = 1e-12
 
 
-def _check_values(mask_threshold: Any, h: Any, min_size: Any,
-                  halo: Sequence[int] = (0, 0, 0)) -> None:
+def _check_values(
+    mask_threshold: Any, h: Any, min_size: Any, halo: Sequence[int] = (0, 0, 0)
+) -> None:
     """The instance parameters checked by :class:`~fewlabel.config.InstancesConfig`, with
     numbers only ('auto' values are resolved from thresholds.json by the stage first)."""
     for name, value in (("mask_threshold", mask_threshold), ("h", h)):
         if isinstance(value, str):
-            raise ConfigError(f"{name} {value!r} must be a number here ('auto' is resolved from "
-                              "the segmenter's thresholds.json by resolve_auto_parameters).",
-                              fix=f"pass the tuned {name} (a number).")
+            raise ConfigError(
+                f"{name} {value!r} must be a number here ('auto' is resolved from "
+                "the segmenter's thresholds.json by resolve_auto_parameters).",
+                fix=f"pass the tuned {name} (a number).",
+            )
     parse(InstancesConfig, mask_threshold=mask_threshold, h=h, min_size=min_size, halo=halo)
 
 
 FALLBACK_H = 0.1  #: ``h`` for 'auto' when the segmenter tuned none (no whole validation image)
 
 
-def resolve_auto_parameters(params: InstancesConfig, model_dir: str | Path | None, *,
-                            sample: str | None = None
-                            ) -> tuple[InstancesConfig, dict[str, str]]:
+def resolve_auto_parameters(
+    params: InstancesConfig, model_dir: str | Path | None, *, sample: str | None = None
+) -> tuple[InstancesConfig, dict[str, str]]:
     """``params`` with ``'auto'`` mask_threshold / h taken from the segmenter's thresholds.json.
 
     Returns the resolved params and, per key, where its value came from (``"config"``, the
@@ -89,8 +92,11 @@ def resolve_auto_parameters(params: InstancesConfig, model_dir: str | Path | Non
     if not auto:
         return params, sources
     if not model_dir:
-        raise ConfigError(f"{' and '.join(auto)} 'auto' needs the segmenter model folder.",
-                          sample=sample, fix="pass --model-dir, or give numbers.")
+        raise ConfigError(
+            f"{' and '.join(auto)} 'auto' needs the segmenter model folder.",
+            sample=sample,
+            fix="pass --model-dir, or give numbers.",
+        )
     path = f"{model_dir}/thresholds.json"
     changes: dict[str, float] = {}
     if "mask_threshold" in auto:
@@ -98,8 +104,12 @@ def resolve_auto_parameters(params: InstancesConfig, model_dir: str | Path | Non
         sources["mask_threshold"] = path
     if "h" in auto:
         if read_thresholds(model_dir).get("h") is None:
-            log.warning("sample %s: %s has no tuned h (no whole validation image); using h = %g",
-                        sample, path, FALLBACK_H)
+            log.warning(
+                "sample %s: %s has no tuned h (no whole validation image); using h = %g",
+                sample,
+                path,
+                FALLBACK_H,
+            )
             changes["h"], sources["h"] = FALLBACK_H, "default (no tuned value)"
         else:
             changes["h"], sources["h"] = read_threshold(model_dir, "h"), path
@@ -108,8 +118,9 @@ def resolve_auto_parameters(params: InstancesConfig, model_dir: str | Path | Non
 
 
 # --------------------------------------------------------------------------- core (one region)
-def _linear_index(origin: Sequence[int], shape: Sequence[int],
-                  global_shape: Sequence[int]) -> np.ndarray:
+def _linear_index(
+    origin: Sequence[int], shape: Sequence[int], global_shape: Sequence[int]
+) -> np.ndarray:
     """Global C-order linear index of every voxel of the region ``origin + [0, shape)``."""
     gz, gy, gx = (int(s) for s in global_shape)
     z = np.arange(origin[0], origin[0] + shape[0], dtype=np.int64)[:, None, None]
@@ -128,9 +139,15 @@ def _tie_break(lin: np.ndarray) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
-def _markers(mask_prob: np.ndarray, distance: np.ndarray, *, mask_threshold: float, h: float,
-             origin: Sequence[int], global_shape: Sequence[int]
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _markers(
+    mask_prob: np.ndarray,
+    distance: np.ndarray,
+    *,
+    mask_threshold: float,
+    h: float,
+    origin: Sequence[int],
+    global_shape: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Foreground, labelled h-maxima markers (local ids 1..n) and each marker's first voxel.
 
     Returns ``(fg, distance64, marker_labels, first_index)`` where ``first_index[i - 1]`` is the
@@ -142,16 +159,22 @@ def _markers(mask_prob: np.ndarray, distance: np.ndarray, *, mask_threshold: flo
         return fg, dist, np.zeros(fg.shape, np.int32), np.zeros(0, np.int64)
     values = dist[fg]
     if not np.isfinite(values).all():
-        raise InputDataError("distance map has NaN/Inf values inside the foreground.",
-                             fix="check the prediction (model output) for non-finite values.")
+        raise InputDataError(
+            "distance map has NaN/Inf values inside the foreground.",
+            fix="check the prediction (model output) for non-finite values.",
+        )
     low = min(float(values.min()), 0.0) - 2.0 * h - 1.0
     lifted = np.where(fg, dist, low)
     labels, n = _h_maxima_labels(lifted, h)
     labels[~fg] = 0
     coords = np.nonzero(labels)
     ids = labels[coords]
-    lin = (((coords[0].astype(np.int64) + origin[0]) * global_shape[1] + coords[1] + origin[1])
-           * global_shape[2] + coords[2] + origin[2])
+    lin = (
+        ((coords[0].astype(np.int64) + origin[0]) * global_shape[1] + coords[1] + origin[1])
+        * global_shape[2]
+        + coords[2]
+        + origin[2]
+    )
     first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, ids, lin)
     return fg, dist, labels.astype(np.int32, copy=False), first[1:]
@@ -171,8 +194,9 @@ def _h_maxima_labels(image: np.ndarray, h: float) -> tuple[np.ndarray, int]:
     resolution = 2 * np.finfo(image.dtype).resolution * np.abs(image)
     hmax = reconstruction(image - h - resolution, image, method="dilation", footprint=_FULL)
     tops = (image - hmax) >= h
-    plateaus, n = ndi.label(local_maxima(hmax, footprint=_FULL, allow_borders=True),
-                            structure=_FULL)
+    plateaus, n = ndi.label(
+        local_maxima(hmax, footprint=_FULL, allow_borders=True), structure=_FULL
+    )
     labels = np.where(tops, plateaus, 0)
     # tops whose dynamic is exactly h sit on a non-maximal HMAX plateau: keep them as they are
     alone, n_alone = ndi.label(tops & (labels == 0), structure=_FULL)
@@ -203,14 +227,27 @@ def _fill_holes(labels: np.ndarray, order: np.ndarray) -> None:
         sub[filled & (sub == 0)] = lab
 
 
-def _segment_region(mask_prob: np.ndarray, distance: np.ndarray, *, mask_threshold: float,
-                    h: float, fill_holes: bool, origin: Sequence[int],
-                    global_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def _segment_region(
+    mask_prob: np.ndarray,
+    distance: np.ndarray,
+    *,
+    mask_threshold: float,
+    h: float,
+    fill_holes: bool,
+    origin: Sequence[int],
+    global_shape: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray]:
     """Markers + watershed (+ hole filling) of one region; local labels and marker first-indices."""
     from skimage.segmentation import watershed
 
-    fg, dist, markers, first = _markers(mask_prob, distance, mask_threshold=mask_threshold, h=h,
-                                        origin=origin, global_shape=global_shape)
+    fg, dist, markers, first = _markers(
+        mask_prob,
+        distance,
+        mask_threshold=mask_threshold,
+        h=h,
+        origin=origin,
+        global_shape=global_shape,
+    )
     if len(first) == 0:
         return np.zeros(fg.shape, np.int32), first
     key = -dist + _TIE_EPS * _tie_break(_linear_index(origin, fg.shape, global_shape))
@@ -251,12 +288,20 @@ def split_instances(
     if mask_prob.ndim == 2:
         mask_prob, distance = mask_prob[None], distance[None]
     if mask_prob.shape != distance.shape or mask_prob.ndim != 3:
-        raise InputDataError(f"mask {mask_prob.shape} and distance {distance.shape} must be "
-                             "ZYX arrays of the same shape.")
+        raise InputDataError(
+            f"mask {mask_prob.shape} and distance {distance.shape} must be "
+            "ZYX arrays of the same shape."
+        )
     _check_values(mask_threshold, h, min_size)
-    labels, first = _segment_region(mask_prob, distance, mask_threshold=mask_threshold, h=h,
-                                    fill_holes=fill_holes, origin=(0, 0, 0),
-                                    global_shape=mask_prob.shape)
+    labels, first = _segment_region(
+        mask_prob,
+        distance,
+        mask_threshold=mask_threshold,
+        h=h,
+        fill_holes=fill_holes,
+        origin=(0, 0, 0),
+        global_shape=mask_prob.shape,
+    )
     lookup = np.zeros(len(first) + 1, dtype=np.uint32)
     lookup[np.argsort(first, kind="stable") + 1] = np.arange(1, len(first) + 1, dtype=np.uint32)
     out = lookup[labels]
@@ -276,8 +321,14 @@ def _run(func: Callable[[Block], Any], blocks: list[Block], workers: int, desc: 
 
 def _in_block(first: np.ndarray, block: Block, global_shape: Sequence[int]) -> np.ndarray:
     z, y, x = np.unravel_index(first, tuple(global_shape))
-    return ((z >= block[0].start) & (z < block[0].stop) & (y >= block[1].start)
-            & (y < block[1].stop) & (x >= block[2].start) & (x < block[2].stop))
+    return (
+        (z >= block[0].start)
+        & (z < block[0].stop)
+        & (y >= block[1].start)
+        & (y < block[1].stop)
+        & (x >= block[2].start)
+        & (x < block[2].stop)
+    )
 
 
 def split_instances_chunked(
@@ -303,9 +354,11 @@ def split_instances_chunked(
     """
     shape = tuple(int(s) for s in labels_out_zarr.shape)
     if tuple(mask_zarr.shape) != shape or tuple(dist_zarr.shape) != shape or len(shape) != 3:
-        raise InputDataError(f"mask {tuple(mask_zarr.shape)}, distance "
-                             f"{tuple(dist_zarr.shape)} and output {shape} must be ZYX arrays "
-                             "of the same shape.")
+        raise InputDataError(
+            f"mask {tuple(mask_zarr.shape)}, distance "
+            f"{tuple(dist_zarr.shape)} and output {shape} must be ZYX arrays "
+            "of the same shape."
+        )
     halo3 = zyx(halo, "halo")
     _check_values(mask_threshold, h, min_size, halo3)
     if block_shape is None:
@@ -319,8 +372,14 @@ def split_instances_chunked(
 
     def pass_a(block: Block) -> np.ndarray:
         outer, _, mask, dist = read(block)
-        _, _, _, first = _markers(mask, dist, mask_threshold=mask_threshold, h=h,
-                                  origin=[s.start for s in outer], global_shape=shape)
+        _, _, _, first = _markers(
+            mask,
+            dist,
+            mask_threshold=mask_threshold,
+            h=h,
+            origin=[s.start for s in outer],
+            global_shape=shape,
+        )
         return first[_in_block(first, block, shape)]
 
     owned = _run(pass_a, blocks, workers, "split_instances markers")
@@ -332,9 +391,15 @@ def split_instances_chunked(
 
     def pass_b(block: Block) -> None:
         outer, inner, mask, dist = read(block)
-        labels, first = _segment_region(mask, dist, mask_threshold=mask_threshold, h=h,
-                                        fill_holes=fill_holes, origin=[s.start for s in outer],
-                                        global_shape=shape)
+        labels, first = _segment_region(
+            mask,
+            dist,
+            mask_threshold=mask_threshold,
+            h=h,
+            fill_holes=fill_holes,
+            origin=[s.start for s in outer],
+            global_shape=shape,
+        )
         lookup = np.zeros(len(first) + 1, dtype=np.uint32)
         if len(first) and n_objects:
             pos = np.clip(np.searchsorted(all_first, first), 0, n_objects - 1)
@@ -354,9 +419,13 @@ def split_instances_chunked(
 
     _run(pass_b, blocks, workers, "split_instances watershed")
     if orphans[1]:
-        log.warning("%d foreground voxels could not be given a global id (%d marker views cut "
-                    "by a halo border): objects are larger than the halo %s; increase 'halo'.",
-                    orphans[1], orphans[0], halo3)
+        log.warning(
+            "%d foreground voxels could not be given a global id (%d marker views cut "
+            "by a halo border): objects are larger than the halo %s; increase 'halo'.",
+            orphans[1],
+            orphans[0],
+            halo3,
+        )
     if min_size > 0 and n_objects:
         lookup = _drop_small(sizes, min_size)
 
@@ -365,6 +434,11 @@ def split_instances_chunked(
 
         _run(pass_c, blocks, workers, "split_instances min_size")
         n_objects = int(lookup.max())
-    log.info("split_instances: %d objects in a volume of shape %s (%d blocks, halo %s)",
-             n_objects, shape, len(blocks), halo3)
+    log.info(
+        "split_instances: %d objects in a volume of shape %s (%d blocks, halo %s)",
+        n_objects,
+        shape,
+        len(blocks),
+        halo3,
+    )
     return n_objects

@@ -75,7 +75,8 @@ def foreground_logit(pred: torch.Tensor) -> torch.Tensor:
 
 
 def foreground_target(target: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
-    """Target mask ``g`` aligned with ``logit`` (``(B, ...)``); accepts (B,...), (B,1,...), (B,2,...)."""
+    """Target mask ``g`` aligned with ``logit`` (``(B, ...)``); accepts (B,...), (B,1,...),
+    (B,2,...)."""
     target = target.detach()
     if target.shape == logit.shape:
         out = target
@@ -84,11 +85,13 @@ def foreground_target(target: torch.Tensor, logit: torch.Tensor) -> torch.Tensor
     elif target.dim() == logit.dim() + 1 and target.shape[1] == 2:
         out = target[:, 1]
     else:
-        raise ValueError(f"target shape {tuple(target.shape)} does not match logits "
-                         f"{tuple(logit.shape)}")
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match logits {tuple(logit.shape)}"
+        )
     if out.shape != logit.shape:
-        raise ValueError(f"target shape {tuple(target.shape)} does not match logits "
-                         f"{tuple(logit.shape)}")
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match logits {tuple(logit.shape)}"
+        )
     return out.to(dtype=logit.dtype)
 
 
@@ -107,19 +110,27 @@ def _mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     return (values * valid).sum() / valid.sum().clamp_min(1.0)
 
 
-def _prepare(logits: torch.Tensor, target: torch.Tensor,
-             valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _prepare(
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Element-wise inputs: ``logits`` and ``target`` of identical shape (no channel logic)."""
     if logits.shape != target.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ; "
-                         "use build_loss(...) for channel-first network outputs")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ; "
+            "use build_loss(...) for channel-first network outputs"
+        )
     z = logits.float()
     return z, target.detach().to(z.dtype), _valid(valid, z)
 
 
 # --------------------------------------------------------------------------- single losses
-def weighted_bce(logits: torch.Tensor, target: torch.Tensor, *, w_cell: float = 1.0,
-                 valid: torch.Tensor | None = None) -> torch.Tensor:
+def weighted_bce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    w_cell: float = 1.0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Weighted BCE ``−mean(w_cell·g·log σ(z) + (1−g)·log(1−σ(z)))`` (``w_cell`` on foreground)."""
     z, g, v = _prepare(logits, target, valid)
     pos_weight = torch.tensor(float(w_cell), dtype=z.dtype, device=z.device)
@@ -127,8 +138,13 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, *, w_cell: float = 
     return _mean(values, v)
 
 
-def soft_dice(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0,
-              valid: torch.Tensor | None = None) -> torch.Tensor:
+def soft_dice(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    smooth: float = 1.0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Soft Dice loss ``1 − (2·Σpg + ε)/(Σp + Σg + ε)`` with ``p = σ(z)``, ε = ``smooth``."""
     z, g, v = _prepare(logits, target, valid)
     p = torch.sigmoid(z)
@@ -138,8 +154,14 @@ def soft_dice(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0
     return 1.0 - (2.0 * inter + smooth) / (p.sum() + g.sum() + smooth)
 
 
-def focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
-          alpha: float | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+def focal(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    gamma: float = 2.0,
+    alpha: float | None = None,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Focal loss ``mean(−α_t (1 − p_t)^γ log p_t)`` (Lin et al. 2017), γ = 2, α optional.
 
     ``−log p_t`` is the element-wise BCE-with-logits (stable); ``p_t = exp(log p_t)``.
@@ -154,9 +176,15 @@ def focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
     return _mean(values, v)
 
 
-def tversky_index(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | None = None,
-                  beta: float = 0.7, smooth: float = 1.0,
-                  valid: torch.Tensor | None = None) -> torch.Tensor:
+def tversky_index(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float | None = None,
+    beta: float = 0.7,
+    smooth: float = 1.0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Tversky index ``(TP + ε)/(TP + α·FP + β·FN + ε)``; α (FP weight) defaults to 1 − β."""
     z, g, v = _prepare(logits, target, valid)
     a = 1.0 - beta if alpha is None else float(alpha)
@@ -169,9 +197,16 @@ def tversky_index(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | 
     return (tp + smooth) / (tp + a * fp + beta * fn + smooth)
 
 
-def focal_tversky(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | None = None,
-                  beta: float = 0.7, gamma: float = 0.75, smooth: float = 1.0,
-                  valid: torch.Tensor | None = None) -> torch.Tensor:
+def focal_tversky(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float | None = None,
+    beta: float = 0.7,
+    gamma: float = 0.75,
+    smooth: float = 1.0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Focal Tversky loss ``(1 − TI)^γ`` (Abraham & Khan 2019), β = 0.7 (FN weight), γ = 0.75.
 
     ``1 − TI`` is clamped at 1e-6 before the power so the gradient stays finite at TI = 1.
@@ -184,8 +219,10 @@ def _weights(preset: str | None, weights: Sequence[float] | None) -> tuple[float
     if weights is not None:
         values = tuple(float(w) for w in weights)
         if len(values) != 3 or any(not math.isfinite(w) or w < 0 for w in values):
-            raise ConfigError(f"loss weights must be three finite numbers ≥ 0, got {weights}.",
-                              fix="e.g. weights: [0.3, 0.3, 0.4] or use a preset.")
+            raise ConfigError(
+                f"loss weights must be three finite numbers ≥ 0, got {weights}.",
+                fix="e.g. weights: [0.3, 0.3, 0.4] or use a preset.",
+            )
         return values  # type: ignore[return-value]
     name = preset or "balanced"
     if name not in PRESETS:
@@ -193,28 +230,58 @@ def _weights(preset: str | None, weights: Sequence[float] | None) -> tuple[float
     return PRESETS[name]
 
 
-def combined(logits: torch.Tensor, target: torch.Tensor, *, preset: str | None = "balanced",
-             weights: Sequence[float] | None = None, w_cell: float = 1.0, smooth: float = 1.0,
-             focal_gamma: float = 2.0, focal_alpha: float | None = None,
-             valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Combined loss ``λ1·BCE + λ2·Dice + λ3·Focal``; (λ1, λ2, λ3) from ``weights`` or ``preset``."""
+def combined(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    preset: str | None = "balanced",
+    weights: Sequence[float] | None = None,
+    w_cell: float = 1.0,
+    smooth: float = 1.0,
+    focal_gamma: float = 2.0,
+    focal_alpha: float | None = None,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Combined loss ``λ1·BCE + λ2·Dice + λ3·Focal``; (λ1, λ2, λ3) from ``weights``/``preset``."""
     l1, l2, l3 = _weights(preset, weights)
-    return (l1 * weighted_bce(logits, target, w_cell=w_cell, valid=valid)
-            + l2 * soft_dice(logits, target, smooth=smooth, valid=valid)
-            + l3 * focal(logits, target, gamma=focal_gamma, alpha=focal_alpha, valid=valid))
+    return (
+        l1 * weighted_bce(logits, target, w_cell=w_cell, valid=valid)
+        + l2 * soft_dice(logits, target, smooth=smooth, valid=valid)
+        + l3 * focal(logits, target, gamma=focal_gamma, alpha=focal_alpha, valid=valid)
+    )
 
 
-def combined_ft(logits: torch.Tensor, target: torch.Tensor, *, preset: str | None = "balanced",
-                weights: Sequence[float] | None = None, w_cell: float = 1.0, smooth: float = 1.0,
-                focal_gamma: float = 2.0, focal_alpha: float | None = None,
-                tversky_alpha: float | None = None, tversky_beta: float = 0.7,
-                tversky_gamma: float = 0.75, valid: torch.Tensor | None = None) -> torch.Tensor:
+def combined_ft(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    preset: str | None = "balanced",
+    weights: Sequence[float] | None = None,
+    w_cell: float = 1.0,
+    smooth: float = 1.0,
+    focal_gamma: float = 2.0,
+    focal_alpha: float | None = None,
+    tversky_alpha: float | None = None,
+    tversky_beta: float = 0.7,
+    tversky_gamma: float = 0.75,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Combined loss ``λ1·BCE + λ2·FocalTversky + λ3·Focal`` (Dice replaced by Focal Tversky)."""
     l1, l2, l3 = _weights(preset, weights)
-    return (l1 * weighted_bce(logits, target, w_cell=w_cell, valid=valid)
-            + l2 * focal_tversky(logits, target, alpha=tversky_alpha, beta=tversky_beta,
-                                 gamma=tversky_gamma, smooth=smooth, valid=valid)
-            + l3 * focal(logits, target, gamma=focal_gamma, alpha=focal_alpha, valid=valid))
+    return (
+        l1 * weighted_bce(logits, target, w_cell=w_cell, valid=valid)
+        + l2
+        * focal_tversky(
+            logits,
+            target,
+            alpha=tversky_alpha,
+            beta=tversky_beta,
+            gamma=tversky_gamma,
+            smooth=smooth,
+            valid=valid,
+        )
+        + l3 * focal(logits, target, gamma=focal_gamma, alpha=focal_alpha, valid=valid)
+    )
 
 
 # --------------------------------------------------------------------------- mask + distance
@@ -226,7 +293,9 @@ def balance_alpha(mse0: float | torch.Tensor, bce0: float | torch.Tensor) -> flo
     m = float(mse0.detach() if isinstance(mse0, torch.Tensor) else mse0)
     b = float(bce0.detach() if isinstance(bce0, torch.Tensor) else bce0)
     if not (math.isfinite(m) and math.isfinite(b)) or m <= 0 or b <= 0:
-        log.warning("cannot balance mask/distance losses from MSE0=%g, BCE0=%g; using alpha=1", m, b)
+        log.warning(
+            "cannot balance mask/distance losses from MSE0=%g, BCE0=%g; using alpha=1", m, b
+        )
         return 1.0
     return m / b
 
@@ -240,8 +309,9 @@ class SegmentationLoss(nn.Module):
         self.func = func
         self.params = dict(params)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         z = foreground_logit(pred)
         return self.func(z, foreground_target(target, z), valid=valid, **self.params)
 
@@ -260,12 +330,19 @@ class MaskDistanceLoss(nn.Module):
     ``alpha`` (saved in ``state_dict``, so a resumed run keeps it).
     """
 
-    def __init__(self, *, alpha: float | None = None, mask_loss: str = "bce",
-                 mask_params: dict[str, Any] | None = None, w_cell: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        alpha: float | None = None,
+        mask_loss: str = "bce",
+        mask_params: dict[str, Any] | None = None,
+        w_cell: float | None = None,
+    ) -> None:
         super().__init__()
         if mask_loss == "mask_distance":
-            raise ConfigError("mask_loss cannot be 'mask_distance'.",
-                              fix=f"use one of {list(LOSS_NAMES[:-1])}.")
+            raise ConfigError(
+                "mask_loss cannot be 'mask_distance'.", fix=f"use one of {list(LOSS_NAMES[:-1])}."
+            )
         params = dict(mask_params or {})
         if w_cell is not None:
             params.setdefault("w_cell", w_cell)
@@ -277,12 +354,15 @@ class MaskDistanceLoss(nn.Module):
     def alpha_is_set(self) -> bool:
         return bool(torch.isfinite(self.alpha))
 
-    def components(self, pred: torch.Tensor, target: torch.Tensor,
-                   valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def components(
+        self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(MSE(d̂, d), L_mask(z, g))`` before weighting."""
         if pred.dim() < 2 or pred.shape[1] != 2 or target.shape != pred.shape:
-            raise ValueError(f"mask_distance needs pred and target of shape (B, 2, ...); got "
-                             f"{tuple(pred.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"mask_distance needs pred and target of shape (B, 2, ...); got "
+                f"{tuple(pred.shape)} and {tuple(target.shape)}"
+            )
         pred = pred.float()
         target = target.detach().float()
         v = _valid(valid, pred[:, 1])
@@ -290,14 +370,19 @@ class MaskDistanceLoss(nn.Module):
         mask = self.mask_loss(pred[:, :1], target[:, 0], valid=valid)
         return mse, mask
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         mse, mask = self.components(pred, target, valid)
         if not self.alpha_is_set:
             alpha = balance_alpha(mse, mask)
             self.alpha.fill_(alpha)
-            log.info("mask_distance: alpha fixed to %.6g (MSE0=%.6g, mask loss0=%.6g)", alpha,
-                     float(mse.detach()), float(mask.detach()))
+            log.info(
+                "mask_distance: alpha fixed to %.6g (MSE0=%.6g, mask loss0=%.6g)",
+                alpha,
+                float(mse.detach()),
+                float(mask.detach()),
+            )
         return mse + self.alpha.to(mse.dtype) * mask
 
 
@@ -315,8 +400,11 @@ _FUNCS: dict[str, Callable[..., torch.Tensor]] = {
 def _allowed(func: Callable[..., Any]) -> list[str]:
     import inspect
 
-    return [n for n, p in inspect.signature(func).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "valid"]
+    return [
+        n
+        for n, p in inspect.signature(func).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "valid"
+    ]
 
 
 def build_loss(name: str, **params: Any) -> nn.Module:
@@ -335,7 +423,9 @@ def build_loss(name: str, **params: Any) -> nn.Module:
         _check_keys(key, params, allowed)
         return MaskDistanceLoss(**params)
     if key not in _FUNCS:
-        raise ConfigError(f"unknown segmentation loss '{name}'.", fix=f"use one of {list(LOSS_NAMES)}.")
+        raise ConfigError(
+            f"unknown segmentation loss '{name}'.", fix=f"use one of {list(LOSS_NAMES)}."
+        )
     func = _FUNCS[key]
     _check_keys(key, params, _allowed(func))
     if key in ("combined", "combined_ft"):
@@ -346,5 +436,7 @@ def build_loss(name: str, **params: Any) -> nn.Module:
 def _check_keys(name: str, params: dict[str, Any], allowed: list[str]) -> None:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise ConfigError(f"loss '{name}' got unknown parameter(s) {unknown}.",
-                          fix=f"allowed parameters: {allowed}.")
+        raise ConfigError(
+            f"loss '{name}' got unknown parameter(s) {unknown}.",
+            fix=f"allowed parameters: {allowed}.",
+        )

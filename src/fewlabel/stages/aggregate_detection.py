@@ -14,8 +14,9 @@ from fewlabel.cli import add_common, add_sample_sheet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("aggregate_detection",
-                              help="per-sample detection metrics -> table with pooled/mean rows")
+    p = subparsers.add_parser(
+        "aggregate_detection", help="per-sample detection metrics -> table with pooled/mean rows"
+    )
     p.add_argument("--inputs", nargs="*", default=[], help="metrics TSVs (evaluate_detection)")
     add_sample_sheet(p, what="the test samples' metrics TSVs (instead of --inputs)")
     p.add_argument("--output", required=True, help="summary TSV")
@@ -31,9 +32,12 @@ def aggregate_detection(args: argparse.Namespace) -> None:
     if args.sample_sheet:
         from fewlabel.plan import DETECTION_METRICS, Plan, expand
 
-        inputs += expand(DETECTION_METRICS, Plan.from_sheet(args.sample_sheet)
-                         .detection_eval_samples())
+        inputs += expand(
+            DETECTION_METRICS, Plan.from_sheet(args.sample_sheet).detection_eval_samples()
+        )
     if not inputs:
-        raise ConfigError("no metrics to aggregate.",
-                          fix="pass --inputs or a --sample-sheet with test rows that have points.")
+        raise ConfigError(
+            "no metrics to aggregate.",
+            fix="pass --inputs or a --sample-sheet with test rows that have points.",
+        )
     write_tsv(aggregate_metrics(inputs), args.output)

@@ -14,8 +14,9 @@ from fewlabel.cli import add_common, add_sample_sheet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("aggregate_segmentation",
-                              help="per-sample segmentation TSVs -> summary with ALL/MEAN rows")
+    p = subparsers.add_parser(
+        "aggregate_segmentation", help="per-sample segmentation TSVs -> summary with ALL/MEAN rows"
+    )
     p.add_argument("--inputs", nargs="*", default=[], help="per-sample metrics TSVs")
     add_sample_sheet(p, what="the test samples' metrics TSVs (instead of --inputs)")
     p.add_argument("--output", required=True, help="summary TSV")
@@ -31,7 +32,8 @@ def aggregate_segmentation(args: argparse.Namespace) -> None:
     if args.sample_sheet:
         from fewlabel.plan import SEGMENTATION_METRICS, Plan, expand
 
-        inputs += expand(SEGMENTATION_METRICS, Plan.from_sheet(args.sample_sheet)
-                         .segmentation_eval_samples())
+        inputs += expand(
+            SEGMENTATION_METRICS, Plan.from_sheet(args.sample_sheet).segmentation_eval_samples()
+        )
     tables = segmentation.read_metric_tables(inputs)
     write_tsv(segmentation.aggregate_segmentation(tables), args.output)

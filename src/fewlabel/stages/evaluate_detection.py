@@ -17,18 +17,29 @@ from fewlabel.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evaluate_detection",
-                              help="match predicted to ground-truth points: P/R/F1@gate, RMSE")
+    p = subparsers.add_parser(
+        "evaluate_detection", help="match predicted to ground-truth points: P/R/F1@gate, RMSE"
+    )
     p.add_argument("--sample", required=True)
     p.add_argument("--gt", required=True, help="ground-truth points CSV (z,y,x voxels)")
     p.add_argument("--pred", required=True, help="predicted points CSV (z,y,x voxels)")
-    p.add_argument("--voxel-size", type=json_arg, default=None,
-                   help="JSON [z, y, x] µm (needed for gate_unit 'um')")
-    p.add_argument("--volume", default=None,
-                   help="the sample's ingested .ome.zarr: voxel size when --voxel-size is absent")
-    p.add_argument("--params", type=json_arg, default={},
-                   help='JSON evaluation.detection section: {"gate": 5.0, '
-                        '"gate_unit": "voxel"|"um"}')
+    p.add_argument(
+        "--voxel-size",
+        type=json_arg,
+        default=None,
+        help="JSON [z, y, x] µm (needed for gate_unit 'um')",
+    )
+    p.add_argument(
+        "--volume",
+        default=None,
+        help="the sample's ingested .ome.zarr: voxel size when --voxel-size is absent",
+    )
+    p.add_argument(
+        "--params",
+        type=json_arg,
+        default={},
+        help='JSON evaluation.detection section: {"gate": 5.0, "gate_unit": "voxel"|"um"}',
+    )
     p.add_argument("--output", required=True, help="one-row metrics TSV")
     p.add_argument("--matches", default=None, help="per-point matches CSV")
     add_common(p)
@@ -47,14 +58,24 @@ def evaluate_detection(args: argparse.Namespace) -> None:
         voxel_size = list(open_ome_zarr(args.volume, sample=args.sample).voxel_size)
     if voxel_size is None:
         if params.gate_unit == "um":
-            raise ConfigError("gate_unit 'um' needs the sample's voxel size.", sample=args.sample,
-                              fix="pass --voxel-size '[z, y, x]' (µm) or use gate_unit 'voxel'.")
+            raise ConfigError(
+                "gate_unit 'um' needs the sample's voxel size.",
+                sample=args.sample,
+                fix="pass --voxel-size '[z, y, x]' (µm) or use gate_unit 'voxel'.",
+            )
         voxel = (1.0, 1.0, 1.0)
     else:
         voxel = _voxel_size(voxel_size, args.sample)
-    evaluate_sample(args.gt, args.pred, sample=args.sample, gate=params.gate,
-                    gate_unit=params.gate_unit, voxel_size=voxel, output=args.output,
-                    matches=args.matches)
+    evaluate_sample(
+        args.gt,
+        args.pred,
+        sample=args.sample,
+        gate=params.gate,
+        gate_unit=params.gate_unit,
+        voxel_size=voxel,
+        output=args.output,
+        matches=args.matches,
+    )
 
 
 def _voxel_size(value: Any, sample: str) -> tuple[float, float, float]:
@@ -64,6 +85,9 @@ def _voxel_size(value: Any, sample: str) -> tuple[float, float, float]:
     except (TypeError, ValueError):
         vs = ()
     if len(vs) != 3 or not all(v > 0 and math.isfinite(v) for v in vs):
-        raise ConfigError(f"--voxel-size {value!r} is not three positive numbers.",
-                          sample=sample, fix="pass --voxel-size '[z, y, x]' in µm.")
+        raise ConfigError(
+            f"--voxel-size {value!r} is not three positive numbers.",
+            sample=sample,
+            fix="pass --voxel-size '[z, y, x]' in µm.",
+        )
     return vs  # type: ignore[return-value]

@@ -14,17 +14,26 @@ from fewlabel.cli import add_common, json_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("extract_points",
-                              help="local maxima of a density/response map -> points CSV")
+    p = subparsers.add_parser(
+        "extract_points", help="local maxima of a density/response map -> points CSV"
+    )
     p.add_argument("--sample", required=True)
     p.add_argument("--density", required=True, help="density or response map (.ome.zarr)")
-    p.add_argument("--model-dir", default=None,
-                   help="model folder; its thresholds.json gives 'detection_threshold'")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="override the model's detection threshold")
-    p.add_argument("--params", type=json_arg, default={},
-                   help='JSON detection.peaks section: {"min_distance": [z,y,x], '
-                        '"refine_radius": [z,y,x], "block_shape": null}')
+    p.add_argument(
+        "--model-dir",
+        default=None,
+        help="model folder; its thresholds.json gives 'detection_threshold'",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=None, help="override the model's detection threshold"
+    )
+    p.add_argument(
+        "--params",
+        type=json_arg,
+        default={},
+        help='JSON detection.peaks section: {"min_distance": [z,y,x], '
+        '"refine_radius": [z,y,x], "block_shape": null}',
+    )
     p.add_argument("--output", required=True, help="points CSV (z,y,x,z_um,y_um,x_um,score)")
     add_common(p)
     p.set_defaults(handler=extract_points)
@@ -43,13 +52,20 @@ def extract_points(args: argparse.Namespace) -> None:
     elif args.model_dir is not None:
         threshold = read_threshold(args.model_dir)
     else:
-        raise ConfigError("extract_points needs --model-dir (with thresholds.json) or "
-                          "--threshold.", sample=args.sample, fix="pass the trained model folder.")
+        raise ConfigError(
+            "extract_points needs --model-dir (with thresholds.json) or --threshold.",
+            sample=args.sample,
+            fix="pass the trained model folder.",
+        )
     volume = open_ome_zarr(args.density, sample=args.sample)
-    table = peaks.extract_points(zyx_view(volume.array), threshold=threshold,
-                                 min_distance=params.min_distance,
-                                 refine_radius=params.refine_radius,
-                                 voxel_size=volume.voxel_size, workers=args.threads,
-                                 block_shape=params.block_shape)
+    table = peaks.extract_points(
+        zyx_view(volume.array),
+        threshold=threshold,
+        min_distance=params.min_distance,
+        refine_radius=params.refine_radius,
+        voxel_size=volume.voxel_size,
+        workers=args.threads,
+        block_shape=params.block_shape,
+    )
     with atomic_path(args.output) as tmp:
         table.to_csv(tmp, index=False)

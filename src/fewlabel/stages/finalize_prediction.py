@@ -14,8 +14,9 @@ from fewlabel.cli import add_common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("finalize_prediction",
-                              help="publish the prediction once every slab job has finished")
+    p = subparsers.add_parser(
+        "finalize_prediction", help="publish the prediction once every slab job has finished"
+    )
     p.add_argument("--sample", required=True)
     p.add_argument("--output", required=True)
     add_common(p)

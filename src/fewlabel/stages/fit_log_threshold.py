@@ -16,17 +16,29 @@ from fewlabel.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("fit_log_threshold",
-                              help="tune the LoG baseline's threshold on annotations")
-    p.add_argument("--samples-json", default=None,
-                   help="JSON list (or a .json file) of {sample, image (.ome.zarr), points (csv)}")
+    p = subparsers.add_parser(
+        "fit_log_threshold", help="tune the LoG baseline's threshold on annotations"
+    )
+    p.add_argument(
+        "--samples-json",
+        default=None,
+        help="JSON list (or a .json file) of {sample, image (.ome.zarr), points (csv)}",
+    )
     add_sample_sheet(p, what="the train/val samples with points (instead of --samples-json)")
-    p.add_argument("--params", type=json_arg, default={},
-                   help='JSON detection.log section: {"sigma": [z,y,x], "gate", "gate_unit", '
-                        '"n_candidates", "percentiles"}')
-    p.add_argument("--peaks", type=json_arg, default={},
-                   help="JSON detection.peaks section (min_distance, refine_radius) used to "
-                        "tune the threshold and stored in the model")
+    p.add_argument(
+        "--params",
+        type=json_arg,
+        default={},
+        help='JSON detection.log section: {"sigma": [z,y,x], "gate", "gate_unit", '
+        '"n_candidates", "percentiles"}',
+    )
+    p.add_argument(
+        "--peaks",
+        type=json_arg,
+        default={},
+        help="JSON detection.peaks section (min_distance, refine_radius) used to "
+        "tune the threshold and stored in the model",
+    )
     p.add_argument("--output-dir", required=True, help="LoG model folder to write")
     add_common(p)
     p.set_defaults(handler=fit_log_threshold)
@@ -58,18 +70,24 @@ def _read_samples(text: str) -> list[dict[str, Any]]:
     else:
         path = Path(stripped)
         if not path.exists():
-            raise ConfigError("samples JSON file not found.", path=path,
-                              fix="pass a JSON list of {sample, image, points} or its file.")
+            raise ConfigError(
+                "samples JSON file not found.",
+                path=path,
+                fix="pass a JSON list of {sample, image, points} or its file.",
+            )
         source, raw = str(path), path.read_text()
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source} is not valid JSON ({exc}).",
-                          fix="pass a JSON list of {sample, image, points} objects.") from exc
+        raise ConfigError(
+            f"{source} is not valid JSON ({exc}).",
+            fix="pass a JSON list of {sample, image, points} objects.",
+        ) from exc
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise ConfigError(f"{source} must be a list of {{sample, image, points}} objects.",
-                          fix="e.g. [{\"sample\": \"a\", \"image\": \"a.ome.zarr\", "
-                              "\"points\": \"a.csv\"}].")
+        raise ConfigError(
+            f"{source} must be a list of {{sample, image, points}} objects.",
+            fix='e.g. [{"sample": "a", "image": "a.ome.zarr", "points": "a.csv"}].',
+        )
     return data

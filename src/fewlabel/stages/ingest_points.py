@@ -13,8 +13,7 @@ from fewlabel.cli import add_common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("ingest_points",
-                              help="validate a points CSV against its volume")
+    p = subparsers.add_parser("ingest_points", help="validate a points CSV against its volume")
     p.add_argument("--sample", required=True)
     p.add_argument("--points", required=True)
     p.add_argument("--volume", required=True, help="the sample's ingested .ome.zarr")

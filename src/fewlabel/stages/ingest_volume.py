@@ -14,21 +14,33 @@ from fewlabel.cli import add_common, json_arg, optional_json_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("ingest_volume",
-                              help="any input image -> chunked OME-Zarr (validated)")
+    p = subparsers.add_parser(
+        "ingest_volume", help="any input image -> chunked OME-Zarr (validated)"
+    )
     p.add_argument("--sample", required=True)
     p.add_argument("--input", required=True, help="TIFF / OME-TIFF / ImageJ / Zarr / OME-Zarr")
     p.add_argument("--output", required=True, help="output .ome.zarr")
     p.add_argument("--kind", choices=["image", "labels", "target"], default="image")
-    p.add_argument("--channel", default=None,
-                   help="channel index or name (empty: the image has no channel axis)")
-    p.add_argument("--voxel-size", type=optional_json_arg, default=None,
-                   help="JSON [z, y, x] in µm (empty: read from the file's metadata)")
+    p.add_argument(
+        "--channel",
+        default=None,
+        help="channel index or name (empty: the image has no channel axis)",
+    )
+    p.add_argument(
+        "--voxel-size",
+        type=optional_json_arg,
+        default=None,
+        help="JSON [z, y, x] in µm (empty: read from the file's metadata)",
+    )
     p.add_argument("--chunks", type=json_arg, required=True, help="JSON [z, y, x]")
     p.add_argument("--compression-level", type=int, default=3)
     p.add_argument("--summary", default=None, help="write an ingest summary JSON here")
-    p.add_argument("--reference", default=None, help="labels/target: the sample's ingested "
-                   "image .ome.zarr; its ZYX shape must match (empty: no check)")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="labels/target: the sample's ingested "
+        "image .ome.zarr; its ZYX shape must match (empty: no check)",
+    )
     add_common(p)
     p.set_defaults(handler=ingest_volume)
 
@@ -37,10 +49,16 @@ def ingest_volume(args: argparse.Namespace) -> None:
     from fewlabel import io
     from fewlabel.runtime import write_json
 
-    summary = io.ingest_volume(args.input, args.output, sample=args.sample,
-                               voxel_size=args.voxel_size, chunks=args.chunks,
-                               channel=args.channel or None,
-                               compression_level=args.compression_level, kind=args.kind,
-                               reference=args.reference or None)
+    summary = io.ingest_volume(
+        args.input,
+        args.output,
+        sample=args.sample,
+        voxel_size=args.voxel_size,
+        chunks=args.chunks,
+        channel=args.channel or None,
+        compression_level=args.compression_level,
+        kind=args.kind,
+        reference=args.reference or None,
+    )
     if args.summary:
         write_json(summary, args.summary)

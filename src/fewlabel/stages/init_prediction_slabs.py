@@ -22,20 +22,33 @@ def _n_slabs(value: str) -> int | str:
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--n-slabs must be an integer or 'auto', got "
-                                         f"{value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--n-slabs must be an integer or 'auto', got {value!r}"
+        ) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("init_prediction_slabs",
-                              help="create the shared prediction array for slab jobs")
+    p = subparsers.add_parser(
+        "init_prediction_slabs", help="create the shared prediction array for slab jobs"
+    )
     add_predict_inputs(p)
-    p.add_argument("--n-slabs", type=_n_slabs, required=True,
-                   help="number of slab jobs, or 'auto' (from the volume size, --slab-voxels)")
-    p.add_argument("--slab-voxels", type=int, default=None,
-                   help="voxels per slab job for --n-slabs auto (default 2e9)")
-    p.add_argument("--plan", default=None,
-                   help="also write {'sample', 'n_slabs', ...} as JSON here (Snakemake checkpoint)")
+    p.add_argument(
+        "--n-slabs",
+        type=_n_slabs,
+        required=True,
+        help="number of slab jobs, or 'auto' (from the volume size, --slab-voxels)",
+    )
+    p.add_argument(
+        "--slab-voxels",
+        type=int,
+        default=None,
+        help="voxels per slab job for --n-slabs auto (default 2e9)",
+    )
+    p.add_argument(
+        "--plan",
+        default=None,
+        help="also write {'sample', 'n_slabs', ...} as JSON here (Snakemake checkpoint)",
+    )
     add_common(p)
     p.set_defaults(handler=init_prediction_slabs)
 
@@ -50,13 +63,27 @@ def init_prediction_slabs(args: argparse.Namespace) -> None:
     params = PredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
     partial = create_prediction_array(
-        args.model_dir, args.image, args.output, params=params, sample=args.sample,
-        n_slabs=args.n_slabs, slab_voxels=args.slab_voxels or DEFAULT_SLAB_VOXELS,
-        device=device)
+        args.model_dir,
+        args.image,
+        args.output,
+        params=params,
+        sample=args.sample,
+        n_slabs=args.n_slabs,
+        slab_voxels=args.slab_voxels or DEFAULT_SLAB_VOXELS,
+        device=device,
+    )
     if args.plan:
         array = open_ome_zarr(partial, sample=args.sample)
         attrs = array.attrs["fewlabel"]
-        write_json({"sample": args.sample, "n_slabs": int(attrs["n_slabs"]),
-                    "requested": args.n_slabs, "run_id": attrs["run_id"],
-                    "shape": list(array.shape), "chunks": list(array.array.chunks),
-                    "partial": str(partial)}, args.plan)
+        write_json(
+            {
+                "sample": args.sample,
+                "n_slabs": int(attrs["n_slabs"]),
+                "requested": args.n_slabs,
+                "run_id": attrs["run_id"],
+                "shape": list(array.shape),
+                "chunks": list(array.array.chunks),
+                "partial": str(partial),
+            },
+            args.plan,
+        )

@@ -13,12 +13,17 @@ from fewlabel.cli import add_common, json_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("make_demo_data",
-                              help="write the synthetic demo volumes + manifest.json")
+    p = subparsers.add_parser(
+        "make_demo_data", help="write the synthetic demo volumes + manifest.json"
+    )
     p.add_argument("--outdir", required=True, help="folder for the demo files")
-    p.add_argument("--params", type=json_arg, default={},
-                   help='JSON (config demo.params), e.g. {"spots_shape": [16, 128, 128], '
-                        '"spots_snr": 4, "nuclei_count": 6}')
+    p.add_argument(
+        "--params",
+        type=json_arg,
+        default={},
+        help='JSON (config demo.params), e.g. {"spots_shape": [16, 128, 128], '
+        '"spots_snr": 4, "nuclei_count": 6}',
+    )
     p.add_argument("--sheet", default=None, help="also write the demo sample sheet (TSV) here")
     add_common(p)
     p.set_defaults(handler=make_demo_data)
@@ -42,7 +47,12 @@ def _write_sheet(rows: list[dict[str, str]], path: str) -> None:
     from fewlabel.io import atomic_path
 
     with atomic_path(path) as tmp, open(Path(tmp), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(SHEET_COLUMNS), delimiter="\t",
-                                extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(
+            handle,
+            fieldnames=list(SHEET_COLUMNS),
+            delimiter="\t",
+            extrasaction="ignore",
+            lineterminator="\n",
+        )
         writer.writeheader()
         writer.writerows(rows)

@@ -14,16 +14,21 @@ from fewlabel.cli import add_common, json_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("make_density_targets",
-                              help="points -> Gaussian density target + AWing weight map")
+    p = subparsers.add_parser(
+        "make_density_targets", help="points -> Gaussian density target + AWing weight map"
+    )
     p.add_argument("--sample", required=True)
     p.add_argument("--image", required=True, help="the sample's ingested .ome.zarr")
     p.add_argument("--points", required=True, help="points CSV (z,y,x voxels)")
     p.add_argument("--target", required=True, help="output density target .ome.zarr")
     p.add_argument("--weight", required=True, help="output weight map .ome.zarr")
-    p.add_argument("--params", type=json_arg, default={},
-                   help='JSON detection.targets section: {"sigma": [z,y,x], "sigma_unit": '
-                        '"voxel"|"um", "lam": 10, "T": 0.2}')
+    p.add_argument(
+        "--params",
+        type=json_arg,
+        default={},
+        help='JSON detection.targets section: {"sigma": [z,y,x], "sigma_unit": '
+        '"voxel"|"um", "lam": 10, "T": 0.2}',
+    )
     add_common(p)
     p.set_defaults(handler=make_density_targets)
 
@@ -33,5 +38,12 @@ def make_density_targets(args: argparse.Namespace) -> None:
     from fewlabel.detection.density import targets
 
     params = DensityTargetsConfig.model_validate(args.params)
-    targets.make_density_targets(args.image, args.points, args.target, args.weight,
-                                 params=params, sample=args.sample, workers=args.threads)
+    targets.make_density_targets(
+        args.image,
+        args.points,
+        args.target,
+        args.weight,
+        params=params,
+        sample=args.sample,
+        workers=args.threads,
+    )

@@ -14,8 +14,9 @@ from fewlabel.cli import add_common, add_predict_params
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict_isl",
-                              help="predicted fluorescence of one image (tiled) -> OME-Zarr")
+    p = subparsers.add_parser(
+        "predict_isl", help="predicted fluorescence of one image (tiled) -> OME-Zarr"
+    )
     p.add_argument("--model-dir", required=True, help="ISL model folder (pretrain_isl)")
     p.add_argument("--image", required=True, help="label-free .ome.zarr")
     p.add_argument("--output", required=True, help="output .ome.zarr (float32 ZYX)")
@@ -30,5 +31,11 @@ def predict_isl(args: argparse.Namespace) -> None:
     from fewlabel.segmentation.distance import predict
 
     params = SegmentationPredictConfig.model_validate(args.params)
-    predict.predict_isl(args.model_dir, args.image, args.output, params=params, sample=args.sample,
-                        threads=args.threads)
+    predict.predict_isl(
+        args.model_dir,
+        args.image,
+        args.output,
+        params=params,
+        sample=args.sample,
+        threads=args.threads,
+    )

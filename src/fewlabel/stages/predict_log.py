@@ -14,8 +14,7 @@ from fewlabel.cli import add_common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict_log",
-                              help="LoG response map of an image (OME-Zarr)")
+    p = subparsers.add_parser("predict_log", help="LoG response map of an image (OME-Zarr)")
     p.add_argument("--model-dir", required=True, help="LoG model folder (fit_log_threshold)")
     p.add_argument("--image", required=True, help="input .ome.zarr")
     p.add_argument("--output", required=True, help="response .ome.zarr")
@@ -30,6 +29,12 @@ def predict_log(args: argparse.Namespace) -> None:
 
     model = load_log_model(args.model_dir)
     volume = open_ome_zarr(args.image, sample=args.sample)
-    log_response_zarr(zyx_view(volume.array), args.output, sigma=model.sigma,
-                      voxel_size=volume.voxel_size, percentiles=model.percentiles,
-                      workers=args.threads, sample=args.sample)
+    log_response_zarr(
+        zyx_view(volume.array),
+        args.output,
+        sigma=model.sigma,
+        voxel_size=volume.voxel_size,
+        percentiles=model.percentiles,
+        workers=args.threads,
+        sample=args.sample,
+    )

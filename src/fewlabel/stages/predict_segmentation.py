@@ -14,12 +14,16 @@ from fewlabel.cli import add_common, add_predict_params
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict_segmentation",
-                              help="mask probability + distance of one image (tiled) -> OME-Zarr")
+    p = subparsers.add_parser(
+        "predict_segmentation", help="mask probability + distance of one image (tiled) -> OME-Zarr"
+    )
     p.add_argument("--model-dir", required=True, help="segmenter model folder")
     p.add_argument("--image", required=True, help="label-free .ome.zarr")
-    p.add_argument("--output", required=True,
-                   help="output .ome.zarr (float32 CZYX; c0 mask probability, c1 distance)")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="output .ome.zarr (float32 CZYX; c0 mask probability, c1 distance)",
+    )
     p.add_argument("--sample", default=None, help="sample name for logs and errors")
     add_predict_params(p)
     add_common(p)
@@ -31,5 +35,11 @@ def predict_segmentation(args: argparse.Namespace) -> None:
     from fewlabel.segmentation.distance import predict
 
     params = SegmentationPredictConfig.model_validate(args.params)
-    predict.predict_segmentation(args.model_dir, args.image, args.output, params=params,
-                                 sample=args.sample, threads=args.threads)
+    predict.predict_segmentation(
+        args.model_dir,
+        args.image,
+        args.output,
+        params=params,
+        sample=args.sample,
+        threads=args.threads,
+    )

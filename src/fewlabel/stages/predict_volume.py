@@ -15,8 +15,9 @@ from fewlabel.cli import add_common, add_predict_inputs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict_volume",
-                              help="tiled, Gaussian-blended inference -> OME-Zarr (one job)")
+    p = subparsers.add_parser(
+        "predict_volume", help="tiled, Gaussian-blended inference -> OME-Zarr (one job)"
+    )
     add_predict_inputs(p)
     add_common(p)
     p.set_defaults(handler=predict_volume)
@@ -29,5 +30,6 @@ def predict_volume(args: argparse.Namespace) -> None:
 
     params = PredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
-    engine.predict_volume(args.model_dir, args.image, args.output, params=params,
-                          sample=args.sample, device=device)
+    engine.predict_volume(
+        args.model_dir, args.image, args.output, params=params, sample=args.sample, device=device
+    )

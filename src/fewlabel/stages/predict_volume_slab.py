@@ -14,8 +14,9 @@ from fewlabel.cli import add_common, add_predict_inputs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict_volume_slab",
-                              help="predict one slab into the array init_prediction_slabs made")
+    p = subparsers.add_parser(
+        "predict_volume_slab", help="predict one slab into the array init_prediction_slabs made"
+    )
     add_predict_inputs(p)
     p.add_argument("--slab", type=int, required=True, help="slab job index, 0-based")
     p.add_argument("--n-slabs", type=int, required=True, help="number of slab jobs")
@@ -30,10 +31,19 @@ def predict_volume_slab(args: argparse.Namespace) -> None:
     from fewlabel.inference import engine
 
     if not 0 <= args.slab < args.n_slabs:
-        raise ConfigError(f"--slab {args.slab} is not in 0..{args.n_slabs - 1}.",
-                          fix="pass --slab i --n-slabs n with 0 <= i < n.")
+        raise ConfigError(
+            f"--slab {args.slab} is not in 0..{args.n_slabs - 1}.",
+            fix="pass --slab i --n-slabs n with 0 <= i < n.",
+        )
     params = PredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
-    engine.predict_volume(args.model_dir, args.image, args.output, params=params,
-                          sample=args.sample, device=device, slab=args.slab,
-                          n_slabs=args.n_slabs)
+    engine.predict_volume(
+        args.model_dir,
+        args.image,
+        args.output,
+        params=params,
+        sample=args.sample,
+        device=device,
+        slab=args.slab,
+        n_slabs=args.n_slabs,
+    )

@@ -16,8 +16,9 @@ from fewlabel.cli import add_common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("record_config",
-                              help="validated config with defaults filled -> YAML snapshot")
+    p = subparsers.add_parser(
+        "record_config", help="validated config with defaults filled -> YAML snapshot"
+    )
     p.add_argument("--configfile", required=True, help="config.yaml to validate")
     p.add_argument("--output", required=True, help="snapshot YAML to write")
     add_common(p)

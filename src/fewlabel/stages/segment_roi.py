@@ -17,13 +17,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "segment_roi",
         help="ROI mask (smoothing + clipping/CLAHE + 2-Gaussian mixture + erosion/dilation) "
-             "and the PU class prior π")
+        "and the PU class prior π",
+    )
     p.add_argument("--sample", required=True)
     p.add_argument("--image", required=True, help="the sample's ingested ZYX .ome.zarr")
     p.add_argument("--mask-out", required=True, help="output ROI mask (uint8 .ome.zarr)")
     p.add_argument("--json-out", required=True, help="output summary JSON")
-    p.add_argument("--params", type=json_arg, default={},
-                   help="JSON object with the 'roi' config keys (fewlabel.config.RoiConfig)")
+    p.add_argument(
+        "--params",
+        type=json_arg,
+        default={},
+        help="JSON object with the 'roi' config keys (fewlabel.config.RoiConfig)",
+    )
     add_common(p)
     p.set_defaults(handler=segment_roi)
 
@@ -33,5 +38,12 @@ def segment_roi(args: argparse.Namespace) -> None:
     from fewlabel.config import RoiConfig
 
     params = RoiConfig.model_validate(args.params)
-    roi.segment_roi(args.image, args.mask_out, args.json_out, params=params, sample=args.sample,
-                    workers=max(1, int(args.threads)), seed=int(args.seed))
+    roi.segment_roi(
+        args.image,
+        args.mask_out,
+        args.json_out,
+        params=params,
+        sample=args.sample,
+        workers=max(1, int(args.threads)),
+        seed=int(args.seed),
+    )

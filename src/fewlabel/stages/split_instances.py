@@ -18,17 +18,28 @@ from fewlabel.cli import add_common, json_arg
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "split_instances",
-        help="h-maxima markers + watershed on a mask/distance prediction (chunk-safe)")
+        help="h-maxima markers + watershed on a mask/distance prediction (chunk-safe)",
+    )
     p.add_argument("--sample", required=True)
-    p.add_argument("--prediction", required=True,
-                   help="CZYX OME-Zarr with 2 channels: 0 = mask probability, 1 = distance")
+    p.add_argument(
+        "--prediction",
+        required=True,
+        help="CZYX OME-Zarr with 2 channels: 0 = mask probability, 1 = distance",
+    )
     p.add_argument("--output", required=True, help="output labels .ome.zarr (uint32)")
-    p.add_argument("--params", type=json_arg, default={},
-                   help="JSON segmentation.instances section: mask_threshold ('auto' or a "
-                        "number), h ('auto' or a number), min_size (0), fill_holes (false), "
-                        "halo ([8, 32, 32])")
-    p.add_argument("--model-dir", default=None,
-                   help="segmenter model folder; 'auto' values are read from its thresholds.json")
+    p.add_argument(
+        "--params",
+        type=json_arg,
+        default={},
+        help="JSON segmentation.instances section: mask_threshold ('auto' or a "
+        "number), h ('auto' or a number), min_size (0), fill_holes (false), "
+        "halo ([8, 32, 32])",
+    )
+    p.add_argument(
+        "--model-dir",
+        default=None,
+        help="segmenter model folder; 'auto' values are read from its thresholds.json",
+    )
     add_common(p)
     p.set_defaults(handler=split_instances)
 
@@ -46,21 +57,40 @@ def split_instances(args: argparse.Namespace) -> None:
     pred = open_ome_zarr(args.prediction, sample=args.sample)
     shape = pred.shape
     if len(shape) != 4 or shape[0] != 2:
-        raise InputDataError(f"prediction has shape {shape}; expected CZYX with 2 channels "
-                             "(mask probability, distance).", sample=args.sample,
-                             path=args.prediction,
-                             fix="predict with the mask+distance segmentation model.")
+        raise InputDataError(
+            f"prediction has shape {shape}; expected CZYX with 2 channels "
+            "(mask probability, distance).",
+            sample=args.sample,
+            path=args.prediction,
+            fix="predict with the mask+distance segmentation model.",
+        )
     with atomic_path(args.output) as tmp:
-        out = create_ome_zarr(tmp, shape[1:], "uint32", tuple(pred.array.chunks[1:]),
-                              pred.voxel_size, name=f"{args.sample}:labels",
-                              extra_attrs={"sample": args.sample, "kind": "labels",
-                                           "source": str(args.prediction),
-                                           "params": params.model_dump(mode="json"),
-                                           "mask_threshold_from": sources["mask_threshold"],
-                                           "h_from": sources["h"]})
+        out = create_ome_zarr(
+            tmp,
+            shape[1:],
+            "uint32",
+            tuple(pred.array.chunks[1:]),
+            pred.voxel_size,
+            name=f"{args.sample}:labels",
+            extra_attrs={
+                "sample": args.sample,
+                "kind": "labels",
+                "source": str(args.prediction),
+                "params": params.model_dump(mode="json"),
+                "mask_threshold_from": sources["mask_threshold"],
+                "h_from": sources["h"],
+            },
+        )
         n = split_instances_chunked(
-            zyx_view(pred.array, 0), zyx_view(pred.array, 1), out, halo=params.halo,
-            mask_threshold=params.mask_threshold, h=params.h, min_size=params.min_size,
-            fill_holes=params.fill_holes, workers=max(1, args.threads))
+            zyx_view(pred.array, 0),
+            zyx_view(pred.array, 1),
+            out,
+            halo=params.halo,
+            mask_threshold=params.mask_threshold,
+            h=params.h,
+            min_size=params.min_size,
+            fill_holes=params.fill_holes,
+            workers=max(1, args.threads),
+        )
         group = zarr.open_group(str(tmp), mode="r+")
         group.attrs["fewlabel"] = {**group.attrs["fewlabel"], "n_objects": int(n)}

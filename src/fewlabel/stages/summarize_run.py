@@ -15,11 +15,13 @@ from fewlabel.cli import add_common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("summarize_run",
-                              help="per-sample run summary + provenance JSON")
+    p = subparsers.add_parser("summarize_run", help="per-sample run summary + provenance JSON")
     p.add_argument("--sample-sheet", required=True)
-    p.add_argument("--config", required=True,
-                   help="the run's config snapshot (results/config.yaml, rule record_config)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="the run's config snapshot (results/config.yaml, rule record_config)",
+    )
     p.add_argument("--output", required=True, help="summary TSV")
     p.add_argument("--provenance", required=True, help="provenance JSON")
     add_common(p)

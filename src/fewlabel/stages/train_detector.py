@@ -22,25 +22,41 @@ def items_arg(text: str) -> Any:
         stripped = Path(stripped).read_text()
     value = json_arg(stripped)
     if not isinstance(value, list):
-        raise argparse.ArgumentTypeError("expected a JSON list of {sample, image, target, weight, "
-                                         "points} objects")
+        raise argparse.ArgumentTypeError(
+            "expected a JSON list of {sample, image, target, weight, points} objects"
+        )
     return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train_detector",
-                              help="train DM-DetNet3D -> model folder")
+    p = subparsers.add_parser("train_detector", help="train DM-DetNet3D -> model folder")
     add_sample_sheet(p, what="the train/val items (instead of --train-json/--val-json)")
-    p.add_argument("--train-json", type=items_arg, default=[],
-                   help="JSON list (inline or file) of {sample, image, target, weight, points}")
-    p.add_argument("--val-json", type=items_arg, default=[],
-                   help="JSON list (inline or file) of validation items (may be empty)")
+    p.add_argument(
+        "--train-json",
+        type=items_arg,
+        default=[],
+        help="JSON list (inline or file) of {sample, image, target, weight, points}",
+    )
+    p.add_argument(
+        "--val-json",
+        type=items_arg,
+        default=[],
+        help="JSON list (inline or file) of validation items (may be empty)",
+    )
     p.add_argument("--out-dir", required=True, help="model folder to write")
-    p.add_argument("--params", type=json_arg, default={},
-                   help="JSON detection.train section (fewlabel.config.DetectorTrainConfig)")
-    p.add_argument("--peaks", type=json_arg, default={},
-                   help="JSON detection.peaks section (min_distance, refine_radius) used to "
-                        "tune the detection threshold")
+    p.add_argument(
+        "--params",
+        type=json_arg,
+        default={},
+        help="JSON detection.train section (fewlabel.config.DetectorTrainConfig)",
+    )
+    p.add_argument(
+        "--peaks",
+        type=json_arg,
+        default={},
+        help="JSON detection.peaks section (min_distance, refine_radius) used to "
+        "tune the detection threshold",
+    )
     p.add_argument("--summary", default=None, help="also write the training summary JSON here")
     add_common(p)
     p.set_defaults(handler=train_detector)
@@ -60,8 +76,9 @@ def train_detector(args: argparse.Namespace) -> None:
         train, val = plan_items(args.sample_sheet, "detector_items")
     else:
         train, val = args.train_json, args.val_json
-    summary = training.train_detector(train, val, args.out_dir, params=params, peaks=peaks,
-                                      seed=args.seed, threads=args.threads)
+    summary = training.train_detector(
+        train, val, args.out_dir, params=params, peaks=peaks, seed=args.seed, threads=args.threads
+    )
     if args.summary:
         write_json(summary, args.summary)
     logging.getLogger(__name__).info("train_detector summary: %s", json.dumps(summary))

@@ -15,7 +15,16 @@ from fewlabel.synth.nuclei import SynthNuclei, nuclei_pair
 from fewlabel.synth.spots import DENSITIES, ptc_peak_intensity, spot_volume
 
 __all__ = [
-    "DEMO_SPLITS", "DENSITIES", "POINT_COLUMNS", "SynthNuclei", "SynthSpots",
-    "centriole_volume", "derive_seed", "make_demo", "nuclei_pair", "ptc_peak_intensity",
-    "spot_volume", "write_tiff",
+    "DEMO_SPLITS",
+    "DENSITIES",
+    "POINT_COLUMNS",
+    "SynthNuclei",
+    "SynthSpots",
+    "centriole_volume",
+    "derive_seed",
+    "make_demo",
+    "nuclei_pair",
+    "ptc_peak_intensity",
+    "spot_volume",
+    "write_tiff",
 ]

@@ -29,9 +29,16 @@ from fewlabel.synth.common import (
 )
 
 
-def _barrel_points(centre: np.ndarray, axis: np.ndarray, radius: float, length: float,
-                   step: float, rng: np.random.Generator, drop_fraction: float,
-                   n_triplets: int = 9) -> tuple[np.ndarray, np.ndarray]:
+def _barrel_points(
+    centre: np.ndarray,
+    axis: np.ndarray,
+    radius: float,
+    length: float,
+    step: float,
+    rng: np.random.Generator,
+    drop_fraction: float,
+    n_triplets: int = 9,
+) -> tuple[np.ndarray, np.ndarray]:
     """Model points of one barrel (physical units): all, and those kept after dropping."""
     helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     e1 = np.cross(axis, helper)
@@ -93,14 +100,17 @@ def centriole_volume(
     shape = _shape3(shape, "centriole_volume")
     voxel = np.asarray(voxel_size, float)
     if voxel.shape != (3,) or not np.all(voxel > 0):
-        raise ConfigError(f"centriole_volume: voxel_size {voxel_size!r} is not 3 positive "
-                          "numbers.", fix="give [z, y, x] in µm.")
+        raise ConfigError(
+            f"centriole_volume: voxel_size {voxel_size!r} is not 3 positive numbers.",
+            fix="give [z, y, x] in µm.",
+        )
     rng = np.random.default_rng(seed)
     size_um = np.asarray(shape, float) * voxel
     extent = barrel_length_um / 2 + barrel_radius_um + daughter_fraction * barrel_length_um
     margin = np.minimum(np.full(3, extent * 0.75), (size_um - voxel) / 2)
-    centres_um = _sample_separated(rng, int(n_particles), margin, size_um - voxel - margin,
-                                   np.ones(3), 2.0 * extent)
+    centres_um = _sample_separated(
+        rng, int(n_particles), margin, size_um - voxel - margin, np.ones(3), 2.0 * extent
+    )
     step = float(voxel.min()) / 2
     grid = np.zeros(shape, np.float64)
     points = []
@@ -113,10 +123,10 @@ def centriole_volume(
         lm, ld = barrel_length_um, daughter_fraction * barrel_length_um
         # daughter grows from the mother's proximal wall, outward along v
         d_centre = -u * (0.25 * lm) + v * (barrel_radius_um * 1.3 + ld / 2)
-        m_all, m_kept = _barrel_points(np.zeros(3), u, barrel_radius_um, lm, step, rng,
-                                       drop_fraction)
-        d_all, d_kept = _barrel_points(d_centre, v, barrel_radius_um, ld, step, rng,
-                                       drop_fraction)
+        m_all, m_kept = _barrel_points(
+            np.zeros(3), u, barrel_radius_um, lm, step, rng, drop_fraction
+        )
+        d_all, d_kept = _barrel_points(d_centre, v, barrel_radius_um, ld, step, rng, drop_fraction)
         offset = centre - np.concatenate([m_all, d_all]).mean(axis=0)  # centre of the model
         kept = np.concatenate([m_kept, d_kept]) + offset
         brightness = rng.lognormal(0.0, 0.25)
@@ -145,16 +155,27 @@ def centriole_volume(
     clean = (bg + signal).astype(np.float32)
     image = rng.poisson(clean.astype(np.float64)) + rng.normal(0, read_noise, size=shape)
     meta = {
-        "kind": "centrioles", "shape": list(shape), "voxel_size": voxel.tolist(),
-        "n_particles": len(points), "barrel_radius_um": barrel_radius_um,
-        "barrel_length_um": barrel_length_um, "daughter_fraction": daughter_fraction,
-        "psf_sigma_um": list(psf_sigma_um), "drop_fraction": drop_fraction, "photons": photons,
-        "background": background, "read_noise": read_noise, "artefacts": artefacts,
+        "kind": "centrioles",
+        "shape": list(shape),
+        "voxel_size": voxel.tolist(),
+        "n_particles": len(points),
+        "barrel_radius_um": barrel_radius_um,
+        "barrel_length_um": barrel_length_um,
+        "daughter_fraction": daughter_fraction,
+        "psf_sigma_um": list(psf_sigma_um),
+        "drop_fraction": drop_fraction,
+        "photons": photons,
+        "background": background,
+        "read_noise": read_noise,
+        "artefacts": artefacts,
         "seed": int(seed),
     }
-    return SynthSpots(image=image.astype(np.float32), points=_points_frame(np.asarray(points)),
-                      meta=meta, clean=clean)
-
+    return SynthSpots(
+        image=image.astype(np.float32),
+        points=_points_frame(np.asarray(points)),
+        meta=meta,
+        clean=clean,
+    )
 
 
 __all__ = ["centriole_volume"]

@@ -30,7 +30,6 @@ class SynthSpots:
     clean: np.ndarray | None = None
 
 
-
 def derive_seed(seed: int, *names: str) -> int:
     """A stable 32-bit seed for one named file/part, derived from the run seed."""
     key = [int(seed) & 0xFFFFFFFF] + [zlib.crc32(n.encode()) for n in names]
@@ -44,23 +43,34 @@ def _shape3(shape: Sequence[int], what: str) -> tuple[int, int, int]:
     return zyx(shape, f"{what} shape", ZYXInt, broadcast=False)
 
 
-def _add_gaussian(image: np.ndarray, centre: Sequence[float], sigma: Sequence[float],
-                  amplitude: float, *, radius: float = 4.0) -> None:
+def _add_gaussian(
+    image: np.ndarray,
+    centre: Sequence[float],
+    sigma: Sequence[float],
+    amplitude: float,
+    *,
+    radius: float = 4.0,
+) -> None:
     """Add ``amplitude * exp(-sum((v - c)^2 / (2 sigma^2)))`` in place (patch of ``radius``
     sigmas)."""
     lo = [max(int(np.floor(c - radius * s)), 0) for c, s in zip(centre, sigma, strict=True)]
-    hi = [min(int(np.ceil(c + radius * s)) + 1, n)
-          for c, s, n in zip(centre, sigma, image.shape, strict=True)]
+    hi = [
+        min(int(np.ceil(c + radius * s)) + 1, n)
+        for c, s, n in zip(centre, sigma, image.shape, strict=True)
+    ]
     if any(h <= lo_ for lo_, h in zip(lo, hi, strict=True)):
         return
-    profiles = [np.exp(-((np.arange(lo_, h) - c) ** 2) / (2.0 * s * s))
-                for lo_, h, c, s in zip(lo, hi, centre, sigma, strict=True)]
+    profiles = [
+        np.exp(-((np.arange(lo_, h) - c) ** 2) / (2.0 * s * s))
+        for lo_, h, c, s in zip(lo, hi, centre, sigma, strict=True)
+    ]
     patch = profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]
-    image[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] += (amplitude * patch).astype(image.dtype)
+    image[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] += (amplitude * patch).astype(image.dtype)
 
 
-def _smooth_field(shape: tuple[int, int, int], rng: np.random.Generator,
-                  cells: Sequence[int] = (2, 4, 4)) -> np.ndarray:
+def _smooth_field(
+    shape: tuple[int, int, int], rng: np.random.Generator, cells: Sequence[int] = (2, 4, 4)
+) -> np.ndarray:
     """A smooth random field in [-1, 1]: a coarse uniform grid, cubic-spline upsampled."""
     grid = rng.uniform(-1.0, 1.0, size=tuple(int(c) + 1 for c in cells))
     zoom = [max(n, 2) / g for n, g in zip(shape, grid.shape, strict=True)]
@@ -72,9 +82,16 @@ def _smooth_field(shape: tuple[int, int, int], rng: np.random.Generator,
     return (up / peak if peak > 0 else up).astype(np.float32)
 
 
-def _sample_separated(rng: np.random.Generator, n: int, low: np.ndarray, high: np.ndarray,
-                      scale: np.ndarray, min_dist: float, avoid: Sequence[tuple[np.ndarray,
-                      float]] = (), max_tries: int = 200) -> np.ndarray:
+def _sample_separated(
+    rng: np.random.Generator,
+    n: int,
+    low: np.ndarray,
+    high: np.ndarray,
+    scale: np.ndarray,
+    min_dist: float,
+    avoid: Sequence[tuple[np.ndarray, float]] = (),
+    max_tries: int = 200,
+) -> np.ndarray:
     """Up to ``n`` uniform points in the box [low, high] with pairwise scaled distance
     ``||(p - q)/scale|| >= min_dist`` (and away from ``avoid`` = (centre, scaled radius))."""
     points: list[np.ndarray] = []
@@ -101,11 +118,13 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     w, x, y, z = rng.normal(size=4)
     norm = np.sqrt(w * w + x * x + y * y + z * z)
     w, x, y, z = w / norm, x / norm, y / norm, z / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 __all__ = ["POINT_COLUMNS", "SynthSpots", "derive_seed"]

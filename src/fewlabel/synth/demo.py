@@ -34,12 +34,26 @@ def write_tiff(path: str | Path, data: np.ndarray, voxel_size: Sequence[float]) 
         data = data.astype(np.uint16)
     with atomic_path(path) as tmp:
         if data.dtype in (np.uint8, np.uint16, np.float32):
-            tifffile.imwrite(tmp, data, imagej=True, resolution=(1.0 / vx, 1.0 / vy),
-                             metadata={"axes": "ZYX", "spacing": vz, "unit": "um"})
+            tifffile.imwrite(
+                tmp,
+                data,
+                imagej=True,
+                resolution=(1.0 / vx, 1.0 / vy),
+                metadata={"axes": "ZYX", "spacing": vz, "unit": "um"},
+            )
         else:
-            tifffile.imwrite(tmp, data, ome=True, photometric="minisblack",
-                             metadata={"axes": "ZYX", "PhysicalSizeZ": vz, "PhysicalSizeY": vy,
-                                       "PhysicalSizeX": vx})
+            tifffile.imwrite(
+                tmp,
+                data,
+                ome=True,
+                photometric="minisblack",
+                metadata={
+                    "axes": "ZYX",
+                    "PhysicalSizeZ": vz,
+                    "PhysicalSizeY": vy,
+                    "PhysicalSizeX": vx,
+                },
+            )
 
 
 def _write_csv(points: pd.DataFrame, path: Path) -> None:
@@ -48,8 +62,9 @@ def _write_csv(points: pd.DataFrame, path: Path) -> None:
     write_points_csv(points[POINT_COLUMNS], path)
 
 
-def make_demo(outdir: str | Path, *, params: DemoParams | None = None,
-              seed: int = 0) -> list[dict[str, str]]:
+def make_demo(
+    outdir: str | Path, *, params: DemoParams | None = None, seed: int = 0
+) -> list[dict[str, str]]:
     """Write the demo inputs and return their sample-sheet rows.
 
     Files (for each split train, val, test): ``spots_{split}.tif`` (uint16 Poisson counts)
@@ -75,39 +90,71 @@ def make_demo(outdir: str | Path, *, params: DemoParams | None = None,
         return ",".join(f"{float(x):g}" for x in v)
 
     for split in DEMO_SPLITS:
-        s = spot_volume(p.spots_shape, snr=p.spots_snr, density=p.spots_density,
-                        sigma_xy=p.spots_sigma_xy, sigma_z=p.spots_sigma_z,
-                        background=p.spots_background, clutter=p.spots_clutter,
-                        seed=derive_seed(seed, "spots", split))
+        s = spot_volume(
+            p.spots_shape,
+            snr=p.spots_snr,
+            density=p.spots_density,
+            sigma_xy=p.spots_sigma_xy,
+            sigma_z=p.spots_sigma_z,
+            background=p.spots_background,
+            clutter=p.spots_clutter,
+            seed=derive_seed(seed, "spots", split),
+        )
         image = np.clip(np.rint(s.image), 0, 65535).astype(np.uint16)
         write_tiff(outdir / f"spots_{split}.tif", image, p.spots_voxel_size)
         _write_csv(s.points, outdir / f"spots_{split}.csv")
         files += [f"spots_{split}.tif", f"spots_{split}.csv"]
-        rows.append({"sample": f"spots_{split}", "image": str(outdir / f"spots_{split}.tif"),
-                     "channel": "", "voxel_size": vs_text(p.spots_voxel_size), "split": split,
-                     "task": "detect", "points": str(outdir / f"spots_{split}.csv"),
-                     "labels": "", "target": ""})
+        rows.append(
+            {
+                "sample": f"spots_{split}",
+                "image": str(outdir / f"spots_{split}.tif"),
+                "channel": "",
+                "voxel_size": vs_text(p.spots_voxel_size),
+                "split": split,
+                "task": "detect",
+                "points": str(outdir / f"spots_{split}.csv"),
+                "labels": "",
+                "target": "",
+            }
+        )
 
     for split in DEMO_SPLITS:
         anisotropy = float(p.nuclei_voxel_size[0]) / float(p.nuclei_voxel_size[2])
-        n = nuclei_pair(p.nuclei_shape, n_nuclei=p.nuclei_count,
-                        radius_range=p.nuclei_radius_range, anisotropy=anisotropy,
-                        seed=derive_seed(seed, "nuclei", split))
+        n = nuclei_pair(
+            p.nuclei_shape,
+            n_nuclei=p.nuclei_count,
+            radius_range=p.nuclei_radius_range,
+            anisotropy=anisotropy,
+            seed=derive_seed(seed, "nuclei", split),
+        )
         stem = f"nuclei_{split}"
         write_tiff(outdir / f"{stem}_labelfree.tif", n.label_free, p.nuclei_voxel_size)
         write_tiff(outdir / f"{stem}_fluo.tif", n.fluorescence, p.nuclei_voxel_size)
         write_tiff(outdir / f"{stem}_labels.tif", n.labels, p.nuclei_voxel_size)
         _write_csv(n.points, outdir / f"{stem}.csv")
-        files += [f"{stem}_labelfree.tif", f"{stem}_fluo.tif", f"{stem}_labels.tif",
-                  f"{stem}.csv"]
-        rows.append({"sample": stem, "image": str(outdir / f"{stem}_labelfree.tif"),
-                     "channel": "", "voxel_size": vs_text(p.nuclei_voxel_size), "split": split,
-                     "task": "segment", "points": str(outdir / f"{stem}.csv"),
-                     "labels": str(outdir / f"{stem}_labels.tif"),
-                     "target": str(outdir / f"{stem}_fluo.tif")})
-    write_json({"seed": int(seed), "params": params.model_dump(mode="json"),
-                "files": {name: checksum(outdir / name) for name in files},
-                "samples": rows}, manifest_path)
+        files += [f"{stem}_labelfree.tif", f"{stem}_fluo.tif", f"{stem}_labels.tif", f"{stem}.csv"]
+        rows.append(
+            {
+                "sample": stem,
+                "image": str(outdir / f"{stem}_labelfree.tif"),
+                "channel": "",
+                "voxel_size": vs_text(p.nuclei_voxel_size),
+                "split": split,
+                "task": "segment",
+                "points": str(outdir / f"{stem}.csv"),
+                "labels": str(outdir / f"{stem}_labels.tif"),
+                "target": str(outdir / f"{stem}_fluo.tif"),
+            }
+        )
+    write_json(
+        {
+            "seed": int(seed),
+            "params": params.model_dump(mode="json"),
+            "files": {name: checksum(outdir / name) for name in files},
+            "samples": rows,
+        },
+        manifest_path,
+    )
     log.info("demo data: %d files in %s", len(files), outdir)
     return rows
 

@@ -49,9 +49,15 @@ def _extent_along(inv_axes_rot: np.ndarray, direction: np.ndarray) -> float:
     return float(1.0 / np.linalg.norm(inv_axes_rot @ direction))
 
 
-def _place_nuclei(rng: np.random.Generator, n: int, size_phys: np.ndarray,
-                  forms: list[np.ndarray], extents_z: np.ndarray) -> np.ndarray:
+def _place_nuclei(
+    rng: np.random.Generator,
+    n: int,
+    size_phys: np.ndarray,
+    forms: list[np.ndarray],
+    extents_z: np.ndarray,
+) -> np.ndarray:
     """Centres (physical units) of touching / near-touching ellipsoids (attachment growth)."""
+
     def inside(c: np.ndarray, i: int) -> bool:
         margin = np.array([0.6 * extents_z[i], 4.0, 4.0])
         margin = np.minimum(margin, size_phys / 2 - 1e-6)
@@ -80,8 +86,9 @@ def _place_nuclei(rng: np.random.Generator, n: int, size_phys: np.ndarray,
                 u = rng.normal(size=3) * np.array([0.35, 1.0, 1.0])  # prefer lateral neighbours
                 u /= np.linalg.norm(u)
                 factor = 0.85 if i == 1 else rng.uniform(0.8, 1.05)
-                c = centres[k] + u * factor * (_extent_along(forms[k], u)
-                                               + _extent_along(forms[i], u))
+                c = centres[k] + u * factor * (
+                    _extent_along(forms[k], u) + _extent_along(forms[i], u)
+                )
                 ok = inside(c, i) and clear(c, i, centres, skip=k)
             else:
                 c = rng.uniform(np.zeros(3), size_phys)
@@ -121,9 +128,11 @@ def nuclei_pair(
     shape = _shape3(shape, "nuclei_pair")
     r_lo, r_hi = (float(r) for r in radius_range)
     if not 0 < r_lo <= r_hi or not anisotropy > 0 or n_nuclei < 1:
-        raise ConfigError(f"nuclei_pair: invalid radius_range {radius_range!r}, anisotropy "
-                          f"{anisotropy} or n_nuclei {n_nuclei}.",
-                          fix="use 0 < r_min <= r_max, anisotropy > 0, n_nuclei >= 1.")
+        raise ConfigError(
+            f"nuclei_pair: invalid radius_range {radius_range!r}, anisotropy "
+            f"{anisotropy} or n_nuclei {n_nuclei}.",
+            fix="use 0 < r_min <= r_max, anisotropy > 0, n_nuclei >= 1.",
+        )
     rng = np.random.default_rng(seed)
     spacing = np.array([anisotropy, 1.0, 1.0])
     size_phys = np.asarray(shape, float) * spacing
@@ -135,8 +144,9 @@ def nuclei_pair(
         # flattened nuclei: shortest axis near z (random tilt, half of a uniform rotation),
         # random in-plane orientation
         phi = rng.uniform(0, 2 * np.pi)
-        spin = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(phi), -np.sin(phi)],
-                         [0.0, np.sin(phi), np.cos(phi)]])
+        spin = np.array(
+            [[1.0, 0.0, 0.0], [0.0, np.cos(phi), -np.sin(phi)], [0.0, np.sin(phi), np.cos(phi)]]
+        )
         rot = _small_rotation(_random_rotation(rng), 0.35) @ spin
         axes.append(a)
         rots.append(rot)
@@ -170,8 +180,7 @@ def nuclei_pair(
     stain = np.clip(stain, 0, None) * inside
     psf_vox = np.asarray(psf_sigma, float) / spacing
     fluo_clean = 5.0 + photons * ndi.gaussian_filter(stain, psf_vox)
-    fluorescence = (rng.poisson(fluo_clean) + rng.normal(0.0, 2.0, size=shape)).astype(
-        np.float32)
+    fluorescence = (rng.poisson(fluo_clean) + rng.normal(0.0, 2.0, size=shape)).astype(np.float32)
 
     # label-free: refractive-index map incl. cytoplasm and granules, DoG + defocus transform
     from skimage.segmentation import expand_labels
@@ -181,39 +190,59 @@ def nuclei_pair(
     texture2 = ndi.gaussian_filter(rng.normal(size=shape), 1.5 / spacing)
     texture2 /= texture2.std() + 1e-12
     mixed = 0.5 * chromatin + 0.87 * texture2
-    granules = ndi.gaussian_filter((rng.random(shape) < 0.02).astype(float) * cytoplasm,
-                                   0.7 / spacing) * 4.0
-    ri = (inside * (0.020 + 0.004 * mixed) + nucleoli * 0.015
-          + cytoplasm * (0.010 + 0.003 * texture2) + granules * 0.01)
+    granules = (
+        ndi.gaussian_filter((rng.random(shape) < 0.02).astype(float) * cytoplasm, 0.7 / spacing)
+        * 4.0
+    )
+    ri = (
+        inside * (0.020 + 0.004 * mixed)
+        + nucleoli * 0.015
+        + cytoplasm * (0.010 + 0.003 * texture2)
+        + granules * 0.01
+    )
     s1 = np.array([1.2, 1.0, 1.0]) / spacing
     s2 = np.array([4.0, 3.0, 3.0]) / spacing
     near = ndi.gaussian_filter(ri, s1)
     dog = near - ndi.gaussian_filter(ri, s2)
     defocus = np.gradient(near, axis=0) if shape[0] > 1 else np.zeros(shape)
     illumination = 0.05 * _smooth_field(shape, rng, cells=(1, 2, 2))
-    label_free = (1.0 + 8.0 * dog + 6.0 * defocus + illumination
-                  + rng.normal(0.0, 0.01, size=shape)).astype(np.float32)
+    label_free = (
+        1.0 + 8.0 * dog + 6.0 * defocus + illumination + rng.normal(0.0, 0.01, size=shape)
+    ).astype(np.float32)
 
     present = [i for i in ids if np.any(labels == i)]
     centroids = ndi.center_of_mass(inside, labels, present)
     points = _points_frame(np.asarray(centroids))
     points["label"] = np.asarray(present, dtype=np.int64)
     meta = {
-        "kind": "nuclei", "shape": list(shape), "n_nuclei": len(present),
-        "radius_range": [r_lo, r_hi], "anisotropy": float(anisotropy),
+        "kind": "nuclei",
+        "shape": list(shape),
+        "n_nuclei": len(present),
+        "radius_range": [r_lo, r_hi],
+        "anisotropy": float(anisotropy),
         "centres_zyx_voxels": (centres / spacing).tolist(),
-        "semi_axes_xy_voxels": [a.tolist() for a in axes], "psf_sigma": list(psf_sigma),
-        "photons": photons, "seed": int(seed),
+        "semi_axes_xy_voxels": [a.tolist() for a in axes],
+        "psf_sigma": list(psf_sigma),
+        "photons": photons,
+        "seed": int(seed),
     }
-    return SynthNuclei(labels=labels, fluorescence=fluorescence, label_free=label_free,
-                       points=points, meta=meta)
+    return SynthNuclei(
+        labels=labels, fluorescence=fluorescence, label_free=label_free, points=points, meta=meta
+    )
 
 
-def _ellipsoid_q(shape: tuple[int, int, int], spacing: np.ndarray, centre: np.ndarray,
-                 form: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+def _ellipsoid_q(
+    shape: tuple[int, int, int],
+    spacing: np.ndarray,
+    centre: np.ndarray,
+    form: np.ndarray,
+    offset: np.ndarray | None = None,
+) -> np.ndarray:
     """``q(x) = ||form (x - centre) - offset||`` on the voxel grid (physical ``x``), float32."""
-    d = [(np.arange(n) * sp - c).astype(np.float32)
-         for n, sp, c in zip(shape, spacing, centre, strict=True)]
+    d = [
+        (np.arange(n) * sp - c).astype(np.float32)
+        for n, sp, c in zip(shape, spacing, centre, strict=True)
+    ]
     d = [d[0][:, None, None], d[1][None, :, None], d[2][None, None, :]]
     total = np.zeros(shape, np.float32)
     for k in range(3):
@@ -254,7 +283,6 @@ def _keep_largest_components(labels: np.ndarray) -> np.ndarray:
             region = out[sl]
             region[mask & (comp != int(np.argmax(sizes)))] = 0
     return out
-
 
 
 __all__ = ["SynthNuclei", "nuclei_pair"]

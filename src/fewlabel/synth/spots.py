@@ -86,19 +86,23 @@ def spot_volume(
     if not snr > 0:
         raise ConfigError(f"spot_volume: snr must be > 0, got {snr}.", fix="use e.g. 1, 2, 4, 7.")
     if not background > 0:
-        raise ConfigError(f"spot_volume: background must be > 0, got {background}.",
-                          fix="use e.g. 10 (photons).")
+        raise ConfigError(
+            f"spot_volume: background must be > 0, got {background}.", fix="use e.g. 10 (photons)."
+        )
     if isinstance(density, str):
         if density not in DENSITIES:
-            raise ConfigError(f"spot_volume: unknown density '{density}'.",
-                              fix=f"use one of {list(DENSITIES)} or a number of spots per "
-                                  "100^3 voxels.")
+            raise ConfigError(
+                f"spot_volume: unknown density '{density}'.",
+                fix=f"use one of {list(DENSITIES)} or a number of spots per 100^3 voxels.",
+            )
         per_mvox = DENSITIES[density]
     else:
         per_mvox = float(density)
         if not per_mvox > 0:
-            raise ConfigError(f"spot_volume: density must be > 0, got {density}.",
-                              fix="give spots per 100^3 voxels, e.g. 275.")
+            raise ConfigError(
+                f"spot_volume: density must be > 0, got {density}.",
+                fix="give spots per 100^3 voxels, e.g. 275.",
+            )
     rng = np.random.default_rng(seed)
     size = np.asarray(shape, float)
     sigma = np.array([sigma_z, sigma_xy, sigma_xy], float)
@@ -119,19 +123,26 @@ def spot_volume(
         margin = np.minimum(sigma * 2, (size - 1) / 2)
         for k in range(n_blobs):
             centre = rng.uniform(margin, size - 1 - margin + 1e-9)
-            blobs.append({"centre": centre.tolist(),
-                          "sigma": (sigma * blob_sigma_factor[k]).tolist()})
+            blobs.append(
+                {"centre": centre.tolist(), "sigma": (sigma * blob_sigma_factor[k]).tolist()}
+            )
 
     # spots: inside [0.5, size - 1.5] (at least the nearest voxel is inside), separated,
     # away from the clutter blobs (2 blob sigmas + min_separation spot sigmas)
     low = np.minimum(0.5, (size - 1) / 2)
     high = np.maximum(size - 1.5, low)
-    avoid = [(np.asarray(b["centre"]), 2.0 * blob_sigma_factor[k] + min_separation)
-             for k, b in enumerate(blobs)]
+    avoid = [
+        (np.asarray(b["centre"]), 2.0 * blob_sigma_factor[k] + min_separation)
+        for k, b in enumerate(blobs)
+    ]
     coords = _sample_separated(rng, n_spots, low, high, sigma, min_separation, avoid)
     if len(coords) < n_spots:
-        log.warning("spot_volume: only %d of %d spots fit with min_separation=%g", len(coords),
-                    n_spots, min_separation)
+        log.warning(
+            "spot_volume: only %d of %d spots fit with min_separation=%g",
+            len(coords),
+            n_spots,
+            min_separation,
+        )
 
     clean = bg.copy()
     amplitudes = []
@@ -147,16 +158,23 @@ def spot_volume(
 
     image = rng.poisson(clean.astype(np.float64)).astype(np.float32)
     meta = {
-        "kind": "spots", "shape": list(shape), "snr": float(snr), "density": density,
-        "density_per_100cube": per_mvox, "n_spots": len(coords), "sigma_zyx": sigma.tolist(),
-        "background": float(background), "clutter": bool(clutter),
-        "min_separation": float(min_separation), "seed": int(seed),
-        "peak_intensity": ptc_peak_intensity(snr, background), "amplitudes": amplitudes,
+        "kind": "spots",
+        "shape": list(shape),
+        "snr": float(snr),
+        "density": density,
+        "density_per_100cube": per_mvox,
+        "n_spots": len(coords),
+        "sigma_zyx": sigma.tolist(),
+        "background": float(background),
+        "clutter": bool(clutter),
+        "min_separation": float(min_separation),
+        "seed": int(seed),
+        "peak_intensity": ptc_peak_intensity(snr, background),
+        "amplitudes": amplitudes,
         "clutter_blobs": blobs,
         "snr_definition": "(I_obj - I_bg) / sqrt(I_obj), Poisson noise (PTC)",
     }
     return SynthSpots(image=image, points=_points_frame(coords), meta=meta, clean=clean)
-
 
 
 __all__ = ["DENSITIES", "ptc_peak_intensity", "spot_volume"]

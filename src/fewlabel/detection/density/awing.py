@@ -9,7 +9,8 @@ Adaptive wing loss (Wang et al., ICCV 2019; seed eq. 1), with ``d = |y − ŷ|``
 
 ``A`` and ``C`` make the two branches meet with equal value and slope at ``d = θ``.
 The training loss (seed eq. 3) is the mean over voxels of ``W ⊙ AWing`` with the weight map
-``W`` of :func:`fewlabel.detection.density.targets.weight_map`. The target is treated as a constant (no gradient).
+``W`` of :func:`fewlabel.detection.density.targets.weight_map`. The target is treated as a
+constant (no gradient).
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ def adaptive_wing(
     diff = (target - pred).abs()
     power = alpha - target
     ratio = theta / epsilon
-    a_coef = (omega * (1.0 / (1.0 + torch.pow(ratio, power))) * power
-              * torch.pow(ratio, power - 1.0) * (1.0 / epsilon))
+    a_coef = (
+        omega
+        * (1.0 / (1.0 + torch.pow(ratio, power)))
+        * power
+        * torch.pow(ratio, power - 1.0)
+        * (1.0 / epsilon)
+    )
     c_coef = theta * a_coef - omega * torch.log1p(torch.pow(ratio, power))
     small = omega * torch.log1p(torch.pow((diff / epsilon).clamp_min(_TINY), power))
     large = a_coef * diff - c_coef
@@ -68,8 +74,9 @@ def weighted_adaptive_wing_loss(
     theta: float = 0.5,
 ) -> torch.Tensor:
     """Weighted adaptive wing loss: ``mean(W ⊙ AWing(y, ŷ))`` (seed eqs. 1 and 3)."""
-    return weighted_mean(adaptive_wing(pred, target, alpha=alpha, omega=omega, epsilon=epsilon,
-                                       theta=theta), weight)
+    return weighted_mean(
+        adaptive_wing(pred, target, alpha=alpha, omega=omega, epsilon=epsilon, theta=theta), weight
+    )
 
 
 def weighted_mse_loss(
@@ -89,10 +96,12 @@ class DensityLoss(nn.Module):
         self.kind = kind
         self.awing = awing or AWingConfig()
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor,
-                weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.kind == "mse":
             return weighted_mse_loss(pred, target, weight)
         p = self.awing
-        return weighted_adaptive_wing_loss(pred, target, weight, alpha=p.alpha, omega=p.omega,
-                                           epsilon=p.epsilon, theta=p.theta)
+        return weighted_adaptive_wing_loss(
+            pred, target, weight, alpha=p.alpha, omega=p.omega, epsilon=p.epsilon, theta=p.theta
+        )

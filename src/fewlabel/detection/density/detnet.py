@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from fewlabel.errors import ConfigError
@@ -35,8 +35,9 @@ class ResBlock3d(nn.Module):
         self.conv2 = nn.Conv3d(out_ch, out_ch, 3, padding=1, bias=False)
         self.norm2 = nn.InstanceNorm3d(out_ch, affine=True)
         self.act = nn.LeakyReLU(negative_slope, inplace=True)
-        self.shortcut: nn.Module = (nn.Identity() if in_ch == out_ch
-                                    else nn.Conv3d(in_ch, out_ch, 1, bias=False))
+        self.shortcut: nn.Module = (
+            nn.Identity() if in_ch == out_ch else nn.Conv3d(in_ch, out_ch, 1, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act(self.norm1(self.conv1(x)))
@@ -77,13 +78,17 @@ class Up3d(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-def _level_factors(depth: int, pool_z: bool,
-                   pool_kernels: Sequence[Sequence[int]] | None) -> list[tuple[int, int, int]]:
+def _level_factors(
+    depth: int, pool_z: bool, pool_kernels: Sequence[Sequence[int]] | None
+) -> list[tuple[int, int, int]]:
     if pool_kernels is not None:
         factors = [tuple(int(v) for v in k) for k in pool_kernels]
         if len(factors) != depth or any(len(f) != 3 or min(f) < 1 for f in factors):
-            raise ConfigError(f"pool_kernels needs {depth} entries of three positive ints (z, y, "
-                              f"x); got {pool_kernels!r}.", fix="e.g. [[1, 2, 2], [2, 2, 2]].")
+            raise ConfigError(
+                f"pool_kernels needs {depth} entries of three positive ints (z, y, "
+                f"x); got {pool_kernels!r}.",
+                fix="e.g. [[1, 2, 2], [2, 2, 2]].",
+            )
         return factors  # type: ignore[return-value]
     return [(2 if pool_z else 1, 2, 2)] * depth
 
@@ -116,25 +121,30 @@ class DMDetNet3D(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels < 1 or base_channels < 1 or depth < 0 or blocks_per_level < 1:
-            raise ConfigError("DMDetNet3D needs in_channels, base_channels, blocks_per_level >= 1 "
-                              f"and depth >= 0; got {in_channels}, {base_channels}, "
-                              f"{blocks_per_level}, {depth}.")
+            raise ConfigError(
+                "DMDetNet3D needs in_channels, base_channels, blocks_per_level >= 1 "
+                f"and depth >= 0; got {in_channels}, {base_channels}, "
+                f"{blocks_per_level}, {depth}."
+            )
         if upsample not in ("trilinear", "transposed"):
             raise ConfigError(f"upsample must be 'trilinear' or 'transposed'; got {upsample!r}.")
         self.factors = _level_factors(depth, pool_z, pool_kernels)
         self.depth = depth
         self.blocks_per_level = blocks_per_level
         chans = [base_channels * 2**level for level in range(depth + 1)]
-        self.stem = nn.Sequential(nn.Conv3d(in_channels, chans[0], 3, padding=1, bias=False),
-                                  nn.InstanceNorm3d(chans[0], affine=True),
-                                  nn.LeakyReLU(0.01, inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv3d(in_channels, chans[0], 3, padding=1, bias=False),
+            nn.InstanceNorm3d(chans[0], affine=True),
+            nn.LeakyReLU(0.01, inplace=True),
+        )
         self.encoder = nn.ModuleList()
         for level in range(depth):
             blocks = [ResBlock3d(chans[level], chans[level]) for _ in range(blocks_per_level)]
             blocks.append(Down3d(chans[level], chans[level + 1], self.factors[level]))
             self.encoder.append(nn.Sequential(*blocks))
-        self.bottleneck = nn.Sequential(*[ResBlock3d(chans[depth], chans[depth])
-                                          for _ in range(blocks_per_level)])
+        self.bottleneck = nn.Sequential(
+            *[ResBlock3d(chans[depth], chans[depth]) for _ in range(blocks_per_level)]
+        )
         self.decoder = nn.ModuleList()
         for level in reversed(range(depth)):
             blocks = [Up3d(chans[level + 1], chans[level], self.factors[level], upsample)]

@@ -35,8 +35,10 @@ TRUNCATE_SIGMAS = 4.0
 def _sigma3(sigma: float | Sequence[float], *, what: str = "sigma") -> tuple[float, float, float]:
     values = [float(sigma)] * 3 if np.isscalar(sigma) else [float(s) for s in sigma]  # type: ignore[arg-type, union-attr]
     if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
-        raise ConfigError(f"{what} must be one positive number or three (z, y, x); got {sigma!r}.",
-                          fix="e.g. sigma: [1.0, 2.0, 2.0] (voxels) or a single value.")
+        raise ConfigError(
+            f"{what} must be one positive number or three (z, y, x); got {sigma!r}.",
+            fix="e.g. sigma: [1.0, 2.0, 2.0] (voxels) or a single value.",
+        )
     return values[0], values[1], values[2]
 
 
@@ -89,14 +91,15 @@ def density_target(
             dist = coords - point[axis]
             inside = np.abs(dist) <= radius[axis]
             profiles.append(np.where(inside, np.exp(-0.5 * (dist / sigma[axis]) ** 2), 0.0))
-        window = (profiles[0][:, None, None] * profiles[1][None, :, None]
-                  * profiles[2][None, None, :]) / peak
+        window = (
+            profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]
+        ) / peak
         region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
         np.maximum(out[region], np.minimum(window, 1.0).astype(np.float32), out=out[region])
     return out
 
 
-def weight_map(target: np.ndarray, *, lam: float, T: float) -> np.ndarray:  # noqa: N803
+def weight_map(target: np.ndarray, *, lam: float, T: float) -> np.ndarray:
     """AWing weight map (seed eq. 2): ``W = λ + 1`` where ``dilate₃ₓ₃ₓ₃(target) ≥ T``, else 1."""
     dilated = ndimage.maximum_filter(np.asarray(target, dtype=np.float32), size=3, mode="nearest")
     return np.where(dilated >= T, np.float32(lam + 1.0), np.float32(1.0)).astype(np.float32)
@@ -134,7 +137,7 @@ def make_density_targets(
     (seed eq. 2) is computed with a 1-voxel halo. Returns a small summary dict.
     """
     params = params if params is not None else DensityTargetsConfig()
-    lam, T = params.lam, params.T  # noqa: N806
+    lam, T = params.lam, params.T
     image = open_ome_zarr(image_zarr, sample=sample)
     shape = tuple(int(s) for s in image.shape[-3:])
     chunks = tuple(int(c) for c in image.array.chunks[-3:])
@@ -142,8 +145,13 @@ def make_density_targets(
     points = table[["z", "y", "x"]].to_numpy(np.float64)
     sigma_vox = sigma_in_voxels(params.sigma, params.sigma_unit, image.voxel_size)
     radius = np.asarray(gaussian_radius(sigma_vox)) + 1
-    attrs = {"sample": sample, "kind": "density_target", "sigma_voxels": list(sigma_vox),
-             "points": str(points_csv), "n_points": int(len(points))}
+    attrs = {
+        "sample": sample,
+        "kind": "density_target",
+        "sigma_voxels": list(sigma_vox),
+        "points": str(points_csv),
+        "n_points": int(len(points)),
+    }
     blocks = block_grid(shape, chunks)
 
     def fill(block: tuple[slice, ...], out: object) -> None:
@@ -154,22 +162,58 @@ def make_density_targets(
         out[block] = data  # type: ignore[index]
 
     with atomic_path(target_out) as tmp_target, atomic_path(weight_out) as tmp_weight:
-        target = create_ome_zarr(tmp_target, shape, np.float32, chunks, image.voxel_size,
-                                 name=f"{sample}:density", extra_attrs=attrs)
+        target = create_ome_zarr(
+            tmp_target,
+            shape,
+            np.float32,
+            chunks,
+            image.voxel_size,
+            name=f"{sample}:density",
+            extra_attrs=attrs,
+        )
         if workers <= 1:
             for block in progress(blocks, desc="density target blocks", logger=log):
                 fill(block, target)
         else:
             with ThreadPoolExecutor(workers) as pool:
-                for _ in progress(pool.map(lambda b: fill(b, target), blocks), total=len(blocks),
-                                  desc="density target blocks", logger=log):
+                for _ in progress(
+                    pool.map(lambda b: fill(b, target), blocks),
+                    total=len(blocks),
+                    desc="density target blocks",
+                    logger=log,
+                ):
                     pass
-        weight = create_ome_zarr(tmp_weight, shape, np.float32, chunks, image.voxel_size,
-                                 name=f"{sample}:weight", fill_value=1,
-                                 extra_attrs={**attrs, "kind": "weight_map", "lam": lam, "T": T})
-        map_blocks(lambda b: weight_map(b, lam=lam, T=T), target, weight, halo=1,
-                   workers=workers, desc="weight map blocks")
-    log.info("density targets for %s: %d points, sigma (voxels) %s -> %s, %s", sample,
-             len(points), sigma_vox, target_out, weight_out)
-    return {"sample": sample, "n_points": int(len(points)), "sigma_voxels": list(sigma_vox),
-            "lam": lam, "T": T, "shape": list(shape)}
+        weight = create_ome_zarr(
+            tmp_weight,
+            shape,
+            np.float32,
+            chunks,
+            image.voxel_size,
+            name=f"{sample}:weight",
+            fill_value=1,
+            extra_attrs={**attrs, "kind": "weight_map", "lam": lam, "T": T},
+        )
+        map_blocks(
+            lambda b: weight_map(b, lam=lam, T=T),
+            target,
+            weight,
+            halo=1,
+            workers=workers,
+            desc="weight map blocks",
+        )
+    log.info(
+        "density targets for %s: %d points, sigma (voxels) %s -> %s, %s",
+        sample,
+        len(points),
+        sigma_vox,
+        target_out,
+        weight_out,
+    )
+    return {
+        "sample": sample,
+        "n_points": int(len(points)),
+        "sigma_voxels": list(sigma_vox),
+        "lam": lam,
+        "T": T,
+        "shape": list(shape),
+    }

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fewlabel.errors import ConfigError, InputDataError
-from fewlabel.io import open_ome_zarr, read_points_csv
 from fewlabel.config import DetectorTrainConfig, PeaksConfig
 from fewlabel.detection.density.awing import DensityLoss
+from fewlabel.errors import ConfigError, InputDataError
+from fewlabel.io import open_ome_zarr, read_points_csv
 from fewlabel.normalize import apply_range, percentile_range
 from fewlabel.training import (
     CropSampler,
@@ -70,20 +70,28 @@ class DetectorItem:
         if isinstance(item, Mapping):
             missing = [k for k in ("image", "target", "weight", "points") if k not in item]
             if missing:
-                raise ConfigError(f"training item {index} lacks {missing}: {dict(item)}.",
-                                  fix="give {sample, image, target, weight, points} per item.")
+                raise ConfigError(
+                    f"training item {index} lacks {missing}: {dict(item)}.",
+                    fix="give {sample, image, target, weight, points} per item.",
+                )
             extra = sorted(set(item) - {"sample", "image", "target", "weight", "points"})
             if extra:
                 raise ConfigError(f"training item {index} has unknown keys {extra}.")
-            return cls(sample=str(item.get("sample", f"item{index}")), image=str(item["image"]),
-                       target=str(item["target"]), weight=str(item["weight"]),
-                       points=str(item["points"]))
+            return cls(
+                sample=str(item.get("sample", f"item{index}")),
+                image=str(item["image"]),
+                target=str(item["target"]),
+                weight=str(item["weight"]),
+                points=str(item["points"]),
+            )
         values = list(item)
         if len(values) == 4:
             values = [Path(str(values[0])).name.split(".")[0], *values]
         if len(values) != 5:
-            raise ConfigError(f"training item {index} must have 4 paths (image, target, weight, "
-                              f"points); got {item!r}.")
+            raise ConfigError(
+                f"training item {index} must have 4 paths (image, target, weight, "
+                f"points); got {item!r}."
+            )
         return cls(*[str(v) for v in values])
 
 
@@ -106,8 +114,12 @@ class _Volume:
         return apply_range(block, self.low, self.high)
 
     def crop_volume(self) -> CropVolume:
-        return CropVolume(arrays=[self.image, self.target, self.weight], name=self.item.sample,
-                          transforms=[self.normalise, None, None], centres=self.points)
+        return CropVolume(
+            arrays=[self.image, self.target, self.weight],
+            name=self.item.sample,
+            transforms=[self.normalise, None, None],
+            centres=self.points,
+        )
 
 
 def _load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: bool) -> _Volume:
@@ -115,32 +127,53 @@ def _load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: b
     target = open_ome_zarr(item.target, sample=item.sample)
     weight = open_ome_zarr(item.weight, sample=item.sample)
     if len(image.shape) != 3:
-        raise InputDataError(f"image must be a single-channel ZYX volume; shape {image.shape}.",
-                             sample=item.sample, path=item.image,
-                             fix="ingest one channel (sample sheet column 'channel').")
+        raise InputDataError(
+            f"image must be a single-channel ZYX volume; shape {image.shape}.",
+            sample=item.sample,
+            path=item.image,
+            fix="ingest one channel (sample sheet column 'channel').",
+        )
     for name, other in (("density target", target), ("weight map", weight)):
         if tuple(other.shape) != tuple(image.shape):
-            raise InputDataError(f"{name} shape {other.shape} differs from the image shape "
-                                 f"{image.shape}.", sample=item.sample,
-                                 path=item.target if name == "density target" else item.weight,
-                                 fix="recreate the density targets from this image "
-                                     "(make-density-targets).")
+            raise InputDataError(
+                f"{name} shape {other.shape} differs from the image shape {image.shape}.",
+                sample=item.sample,
+                path=item.target if name == "density target" else item.weight,
+                fix="recreate the density targets from this image (make-density-targets).",
+            )
     table = read_points_csv(item.points, shape=image.shape, sample=item.sample, allow_empty=True)
     if training and len(table) == 0:
         raise InputDataError(
             "points file holds no points, but every training volume needs annotated points "
-            "(unannotated particles would be learned as background).", sample=item.sample,
-            path=item.points, fix="annotate the particles of this volume, or give it the split "
-                                  "'test'/'predict' instead of 'train'.")
+            "(unannotated particles would be learned as background).",
+            sample=item.sample,
+            path=item.points,
+            fix="annotate the particles of this volume, or give it the split "
+            "'test'/'predict' instead of 'train'.",
+        )
     low, high = percentile_range(image.array, params.percentiles)
     arrays = [image.array, target.array, weight.array]
     if math.prod(image.shape) <= IN_MEMORY_MAX_VOXELS:
         arrays = [np.asarray(a[...]) for a in arrays]
-    log.info("%s volume %s: shape %s, %d points, intensity range [%g, %g] (percentiles %s)",
-             "training" if training else "validation", item.sample, image.shape, len(table),
-             low, high, list(params.percentiles))
-    return _Volume(item=item, image=arrays[0], target=arrays[1], weight=arrays[2],
-                   points=table[["z", "y", "x"]].to_numpy(np.float64), low=low, high=high)
+    log.info(
+        "%s volume %s: shape %s, %d points, intensity range [%g, %g] (percentiles %s)",
+        "training" if training else "validation",
+        item.sample,
+        image.shape,
+        len(table),
+        low,
+        high,
+        list(params.percentiles),
+    )
+    return _Volume(
+        item=item,
+        image=arrays[0],
+        target=arrays[1],
+        weight=arrays[2],
+        points=table[["z", "y", "x"]].to_numpy(np.float64),
+        low=low,
+        high=high,
+    )
 
 
 # --------------------------------------------------------------------------- prediction
@@ -168,7 +201,12 @@ def predict_density(
     model.eval()
     with torch.no_grad(), autocast(device):
         if math.prod(shape) <= VAL_WHOLE_MAX_VOXELS:
-            return model(_to_tensor(normalise(np.asarray(image[...])), device))[0, 0].float().cpu().numpy()
+            return (
+                model(_to_tensor(normalise(np.asarray(image[...])), device))[0, 0]
+                .float()
+                .cpu()
+                .numpy()
+            )
         if halo is None:
             rf = getattr(model, "receptive_field", lambda: (16, 32, 32))()
             halo = tuple(int(r) // 2 for r in rf)
@@ -211,11 +249,11 @@ def train_detector(
     -------
     Summary dict (best epoch, validation loss, threshold, F1).
     """
+    from fewlabel.detection.density.detnet import ARCH_NAME, DMDetNet3D
+    from fewlabel.detection.peaks import find_peaks
     from fewlabel.device import configure_torch
     from fewlabel.metrics.detection import sweep_thresholds
-    from fewlabel.detection.density.detnet import ARCH_NAME, DMDetNet3D
     from fewlabel.models.store import save_model
-    from fewlabel.detection.peaks import find_peaks
     from fewlabel.runtime import provenance
 
     params = params if params is not None else DetectorTrainConfig()
@@ -223,54 +261,90 @@ def train_detector(
     train = [DetectorItem.coerce(item, i) for i, item in enumerate(train_items)]
     val = [DetectorItem.coerce(item, i) for i, item in enumerate(val_items)]
     if not train:
-        raise ConfigError("no samples with points in the train split; the detector needs at "
-                          "least one annotated training volume.",
-                          fix="set split=train and a points CSV for at least one sample in "
-                              "config/samples.tsv.")
+        raise ConfigError(
+            "no samples with points in the train split; the detector needs at "
+            "least one annotated training volume.",
+            fix="set split=train and a points CSV for at least one sample in config/samples.tsv.",
+        )
     device = configure_torch(threads, seed)
-    log.info("training DM-DetNet3D on %d volume(s), validating on %d, device %s, seed %d, "
-             "%d thread(s)", len(train), len(val), device, seed, threads)
+    log.info(
+        "training DM-DetNet3D on %d volume(s), validating on %d, device %s, seed %d, %d thread(s)",
+        len(train),
+        len(val),
+        device,
+        seed,
+        threads,
+    )
     train_vols = [_load_volume(item, params, training=True) for item in train]
     tuned_on = "val"
     if val:
         val_vols = [_load_volume(item, params, training=False) for item in val]
     else:
-        log.warning("no validation volumes: early stopping and threshold tuning use the "
-                    "training volumes (expect optimistic F1)")
+        log.warning(
+            "no validation volumes: early stopping and threshold tuning use the "
+            "training volumes (expect optimistic F1)"
+        )
         val_vols = train_vols
         tuned_on = "train"
 
     flip_axes = (0, 1, 2) if params.flip_z else (1, 2)
-    sampler = CropSampler([v.crop_volume() for v in train_vols], params.crop, seed=seed,
-                          flip_axes=flip_axes, pad_values=[None, 0.0, 0.0],
-                          point_fraction=params.point_fraction)
+    sampler = CropSampler(
+        [v.crop_volume() for v in train_vols],
+        params.crop,
+        seed=seed,
+        flip_axes=flip_axes,
+        pad_values=[None, 0.0, 0.0],
+        point_fraction=params.point_fraction,
+    )
     model = DMDetNet3D(**params.model.kwargs()).to(device)
     arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
-    log.info("model %s, %d parameters, receptive field %s voxels", arch,
-             sum(p.numel() for p in model.parameters()), model.receptive_field())
+    log.info(
+        "model %s, %d parameters, receptive field %s voxels",
+        arch,
+        sum(p.numel() for p in model.parameters()),
+        model.receptive_field(),
+    )
     loss_fn = DensityLoss(params.loss, params.awing)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, 0.999),
-                                 amsgrad=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, 0.999), amsgrad=True)
 
     def train_step_loss(net: nn.Module) -> torch.Tensor:
         x, y, w = batches_to_device(sampler.sample(params.batch_size), device)
         return loss_fn(net(x), y, w)
 
     validate = _validation_fn(val_vols, params, loss_fn, device, seed)
-    result = fit(model, optimizer=optimizer, train_step_loss=train_step_loss, validate=validate,
-                 epochs=params.epochs, steps_per_epoch=params.steps_per_epoch, device=device,
-                 patience=params.patience, curve=CurveLogger(title="DM-DetNet3D"),
-                 desc="train_detector")
+    result = fit(
+        model,
+        optimizer=optimizer,
+        train_step_loss=train_step_loss,
+        validate=validate,
+        epochs=params.epochs,
+        steps_per_epoch=params.steps_per_epoch,
+        device=device,
+        patience=params.patience,
+        curve=CurveLogger(title="DM-DetNet3D"),
+        desc="train_detector",
+    )
 
     # threshold tuning with the best weights (pooled F1 over the validation volumes)
     model.load_state_dict(result.best_state)
     grid = sorted(float(t) for t in params.threshold_grid)
     tables, gts = [], []
     for vol in val_vols:
-        density = predict_density(model, vol.image, device=device, normalise=vol.normalise,
-                                  tile=tuple(max(c, 16) * 2 for c in params.crop))
-        tables.append(find_peaks(density, threshold=grid[0], min_distance=peaks.min_distance,
-                                 refine_radius=peaks.refine_radius))
+        density = predict_density(
+            model,
+            vol.image,
+            device=device,
+            normalise=vol.normalise,
+            tile=tuple(max(c, 16) * 2 for c in params.crop),
+        )
+        tables.append(
+            find_peaks(
+                density,
+                threshold=grid[0],
+                min_distance=peaks.min_distance,
+                refine_radius=peaks.refine_radius,
+            )
+        )
         gts.append(vol.points)
     threshold, f1_table = sweep_thresholds(tables, gts, gate=params.gate, candidates=grid)
     best = f1_table.loc[f1_table["threshold"] == threshold].iloc[0]
@@ -286,8 +360,14 @@ def train_detector(
         "gate_unit": "voxel",
         "tuned_on": tuned_on,
     }
-    log.info("detection threshold %.3f: %s F1 %.3f (P %.3f, R %.3f)", threshold, tuned_on,
-             best["f1"], best["precision"], best["recall"])
+    log.info(
+        "detection threshold %.3f: %s F1 %.3f (P %.3f, R %.3f)",
+        threshold,
+        tuned_on,
+        best["f1"],
+        best["precision"],
+        best["recall"],
+    )
     summary = {
         **result.summary(),
         "detection_threshold": float(threshold),
@@ -304,18 +384,34 @@ def train_detector(
         "val": [dataclasses.asdict(i) for i in val],
         "normalisation_ranges": {v.item.sample: [v.low, v.high] for v in train_vols},
         **summary,
-        "provenance": provenance({**params.model_dump(mode="json"),
-                                  "peaks": peaks.model_dump(mode="json")}),
+        "provenance": provenance(
+            {**params.model_dump(mode="json"), "peaks": peaks.model_dump(mode="json")}
+        ),
     }
-    save_model(out_dir, result.best_state, arch=arch, training=training, thresholds=thresholds,
-               curve=result.curve, extra_states={"weights_last": result.last_state},
-               normalization={"method": "percentile", "percentiles": list(params.percentiles),
-                              "per_volume": True})
+    save_model(
+        out_dir,
+        result.best_state,
+        arch=arch,
+        training=training,
+        thresholds=thresholds,
+        curve=result.curve,
+        extra_states={"weights_last": result.last_state},
+        normalization={
+            "method": "percentile",
+            "percentiles": list(params.percentiles),
+            "per_volume": True,
+        },
+    )
     return summary
 
 
-def _validation_fn(vols: Sequence[_Volume], params: DetectorTrainConfig, loss_fn: DensityLoss,
-                   device: str, seed: int) -> Any:
+def _validation_fn(
+    vols: Sequence[_Volume],
+    params: DetectorTrainConfig,
+    loss_fn: DensityLoss,
+    device: str,
+    seed: int,
+) -> Any:
     """Validation loss on whole volumes (small) or on fixed deterministic crops (large)."""
     whole: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     large = [v for v in vols if math.prod(v.shape) > VAL_WHOLE_MAX_VOXELS]
@@ -328,8 +424,13 @@ def _validation_fn(vols: Sequence[_Volume], params: DetectorTrainConfig, loss_fn
         whole.append((x, y, w))
     crops: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     if large:
-        sampler = CropSampler([v.crop_volume() for v in large], params.crop, seed=seed + 1,
-                              flip_axes=(), pad_values=[None, 0.0, 0.0])
+        sampler = CropSampler(
+            [v.crop_volume() for v in large],
+            params.crop,
+            seed=seed + 1,
+            flip_axes=(),
+            pad_values=[None, 0.0, 0.0],
+        )
         for arrays in sampler.fixed_crops(params.val_crops, seed=seed + 1):
             x, y, w = (_to_tensor(a, device) for a in arrays)
             crops.append((x, y, w))
@@ -339,4 +440,3 @@ def _validation_fn(vols: Sequence[_Volume], params: DetectorTrainConfig, loss_fn
         return {"val_loss": float(np.mean(losses))}
 
     return validate
-

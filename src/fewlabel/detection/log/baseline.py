@@ -37,8 +37,8 @@ import pandas as pd
 from scipy import ndimage
 
 from fewlabel.config import LogConfig, PeaksConfig
-from fewlabel.errors import ConfigError, ModelError
 from fewlabel.detection.peaks import find_peaks
+from fewlabel.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,9 @@ def log_halo(sigma_zyx: Sequence[float]) -> tuple[int, int, int]:
     return halo  # type: ignore[return-value]
 
 
-def log_response(volume: np.ndarray, sigma_zyx: Sequence[float], *, scale: float = 1.0,
-                 offset: float = 0.0) -> np.ndarray:
+def log_response(
+    volume: np.ndarray, sigma_zyx: Sequence[float], *, scale: float = 1.0, offset: float = 0.0
+) -> np.ndarray:
     """Scale-normalised, sign-flipped LoG ``R = -Σ σ_i² ∂²_i (G_σ * I')`` (module docstring).
 
     ``I' = (volume - offset) / scale`` (the offset cancels in the derivatives and is accepted for
@@ -74,8 +75,9 @@ def log_response(volume: np.ndarray, sigma_zyx: Sequence[float], *, scale: float
             continue  # no derivative along a flat axis (e.g. z of a 2D image)
         order = [0, 0, 0]
         order[axis] = 2
-        out -= sigma[axis] ** 2 * ndimage.gaussian_filter(data, sigma, order=order,
-                                                          truncate=TRUNCATE, mode="reflect")
+        out -= sigma[axis] ** 2 * ndimage.gaussian_filter(
+            data, sigma, order=order, truncate=TRUNCATE, mode="reflect"
+        )
     del offset  # the LoG of a constant is zero
     return (out / float(scale)).astype(np.float32)
 
@@ -104,8 +106,9 @@ def detect_log(
     """
     offset, scale = _normalization(volume, percentiles)
     response = log_response(volume, sigma, scale=scale, offset=offset)
-    return find_peaks(response, threshold=threshold, min_distance=min_distance,
-                      refine_radius=refine_radius)
+    return find_peaks(
+        response, threshold=threshold, min_distance=min_distance, refine_radius=refine_radius
+    )
 
 
 def tune_log_threshold(
@@ -136,14 +139,30 @@ def tune_log_threshold(
         raise ValueError("need one ground-truth point array per volume (and at least one)")
     # peaks at t >= base are the peaks at base with score > t (local peak rule)
     base = float(min(candidates)) if candidates is not None and len(candidates) else 0.0
-    tables = [detect_log(v, sigma=sigma, threshold=base, min_distance=min_distance,
-                         refine_radius=refine_radius, percentiles=percentiles) for v in volumes]
+    tables = [
+        detect_log(
+            v,
+            sigma=sigma,
+            threshold=base,
+            min_distance=min_distance,
+            refine_radius=refine_radius,
+            percentiles=percentiles,
+        )
+        for v in volumes
+    ]
     gts = [np.asarray(g, dtype=np.float64).reshape(-1, 3) for g in gt_points_list]
-    best, table = sweep_thresholds(tables, gts, gate=gate, scales=scales, candidates=candidates,
-                                   n_candidates=n_candidates)
+    best, table = sweep_thresholds(
+        tables, gts, gate=gate, scales=scales, candidates=candidates, n_candidates=n_candidates
+    )
     row = table.loc[table["threshold"] == best].iloc[0]
-    log.info("LoG threshold %.4g: P=%.3f R=%.3f F1=%.3f on %d volume(s)", best, row["precision"],
-             row["recall"], row["f1"], len(volumes))
+    log.info(
+        "LoG threshold %.4g: P=%.3f R=%.3f F1=%.3f on %d volume(s)",
+        best,
+        row["precision"],
+        row["recall"],
+        row["f1"],
+        len(volumes),
+    )
     return best, table
 
 
@@ -170,13 +189,23 @@ def log_response_zarr(
     shape = tuple(int(s) for s in source.shape[-3:])
     chunks = tuple(chunks or getattr(source, "chunks", None) or (32, 128, 128))[-3:]
     offset, scale = _normalization(source, percentiles)
-    attrs = {"kind": "log_response", "sigma": [float(s) for s in sigma],
-             "normalization": {"offset": offset, "scale": scale}}
+    attrs = {
+        "kind": "log_response",
+        "sigma": [float(s) for s in sigma],
+        "normalization": {"offset": offset, "scale": scale},
+    }
     if sample is not None:
         attrs["sample"] = sample
     with atomic_path(output) as tmp:
-        target = create_ome_zarr(tmp, shape, np.float32, chunks, voxel_size,
-                                 name=f"{sample or 'image'}:log", extra_attrs=attrs)
+        target = create_ome_zarr(
+            tmp,
+            shape,
+            np.float32,
+            chunks,
+            voxel_size,
+            name=f"{sample or 'image'}:log",
+            extra_attrs=attrs,
+        )
 
         def func(block: np.ndarray) -> np.ndarray:
             return log_response(block, sigma, scale=scale, offset=offset)
@@ -206,17 +235,33 @@ def save_log_model(
     folder = Path(folder)
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
-        write_json({"format": 1, "name": "log", "sigma": [float(s) for s in sigma],
-                    "min_distance": list(peaks.min_distance),
-                    "refine_radius": list(peaks.refine_radius), "truncate": TRUNCATE},
-                   tmp / MODEL_JSON)
-        write_json({THRESHOLD_KEY: float(threshold),
-                    "f1_curve": f1_table.to_dict(orient="records")}, tmp / THRESHOLDS_JSON)
-        write_json({"percentiles": list(params.percentiles)} if params.percentiles else {},
-                   tmp / NORMALIZATION_JSON)
-        write_json({"params": params.model_dump(mode="json"),
-                    "peaks": peaks.model_dump(mode="json"), **(training or {})},
-                   tmp / TRAINING_JSON)
+        write_json(
+            {
+                "format": 1,
+                "name": "log",
+                "sigma": [float(s) for s in sigma],
+                "min_distance": list(peaks.min_distance),
+                "refine_radius": list(peaks.refine_radius),
+                "truncate": TRUNCATE,
+            },
+            tmp / MODEL_JSON,
+        )
+        write_json(
+            {THRESHOLD_KEY: float(threshold), "f1_curve": f1_table.to_dict(orient="records")},
+            tmp / THRESHOLDS_JSON,
+        )
+        write_json(
+            {"percentiles": list(params.percentiles)} if params.percentiles else {},
+            tmp / NORMALIZATION_JSON,
+        )
+        write_json(
+            {
+                "params": params.model_dump(mode="json"),
+                "peaks": peaks.model_dump(mode="json"),
+                **(training or {}),
+            },
+            tmp / TRAINING_JSON,
+        )
         f1_table.to_csv(tmp / CURVE_TSV, sep="\t", index=False, float_format="%.6g")
     log.info("saved LoG model (sigma=%s, threshold=%.4g) to %s", list(sigma), threshold, folder)
     return folder
@@ -238,14 +283,20 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     import json
 
     if not path.exists():
-        raise ModelError(f"{what} '{path.name}' is missing from the model folder.", path=path,
-                         fix="train the model again (fit_log_threshold) or point --model-dir at a "
-                             "complete model folder.")
+        raise ModelError(
+            f"{what} '{path.name}' is missing from the model folder.",
+            path=path,
+            fix="train the model again (fit_log_threshold) or point --model-dir at a "
+            "complete model folder.",
+        )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ModelError(f"{what} is not valid JSON ({exc}).", path=path,
-                         fix="retrain the model; the folder is corrupt.") from exc
+        raise ModelError(
+            f"{what} is not valid JSON ({exc}).",
+            path=path,
+            fix="retrain the model; the folder is corrupt.",
+        ) from exc
     if not isinstance(data, dict):
         raise ModelError(f"{what} must hold a JSON object.", path=path, fix="retrain the model.")
     return data
@@ -257,13 +308,16 @@ def read_thresholds(model_dir: str | Path) -> dict[str, Any]:
 
 
 def read_threshold(model_dir: str | Path, key: str = THRESHOLD_KEY) -> float:
-    """The tuned ``key`` of ``<model_dir>/thresholds.json``; ModelError naming the file if absent."""
+    """The tuned ``key`` of ``<model_dir>/thresholds.json``; ModelError naming it if absent."""
     path = Path(model_dir) / THRESHOLDS_JSON
     data = read_thresholds(model_dir)
     if key not in data or not isinstance(data[key], (int, float)):
-        raise ModelError(f"thresholds file has no numeric '{key}' (keys: {sorted(data)}).",
-                         path=path, fix="retrain the model so that it tunes a detection "
-                                        "threshold, or pass --threshold explicitly.")
+        raise ModelError(
+            f"thresholds file has no numeric '{key}' (keys: {sorted(data)}).",
+            path=path,
+            fix="retrain the model so that it tunes a detection "
+            "threshold, or pass --threshold explicitly.",
+        )
     return float(data[key])
 
 
@@ -272,15 +326,24 @@ def load_log_model(folder: str | Path) -> LogModel:
     folder = Path(folder)
     model = _read_json(folder / MODEL_JSON, "model description")
     if model.get("name") != "log":
-        raise ModelError(f"model folder holds a '{model.get('name')}' model, not a LoG model.",
-                         path=folder / MODEL_JSON,
-                         fix="use the LoG model folder (fit_log_threshold).")
-    norm = _read_json(folder / NORMALIZATION_JSON, "normalisation file") \
-        if (folder / NORMALIZATION_JSON).exists() else {}
-    return LogModel(sigma=[float(s) for s in model["sigma"]], threshold=read_threshold(folder),
-                    min_distance=[int(v) for v in model.get("min_distance", [1, 2, 2])],
-                    refine_radius=[int(v) for v in model.get("refine_radius", [1, 1, 1])],
-                    percentiles=norm.get("percentiles"), folder=folder)
+        raise ModelError(
+            f"model folder holds a '{model.get('name')}' model, not a LoG model.",
+            path=folder / MODEL_JSON,
+            fix="use the LoG model folder (fit_log_threshold).",
+        )
+    norm = (
+        _read_json(folder / NORMALIZATION_JSON, "normalisation file")
+        if (folder / NORMALIZATION_JSON).exists()
+        else {}
+    )
+    return LogModel(
+        sigma=[float(s) for s in model["sigma"]],
+        threshold=read_threshold(folder),
+        min_distance=[int(v) for v in model.get("min_distance", [1, 2, 2])],
+        refine_radius=[int(v) for v in model.get("refine_radius", [1, 1, 1])],
+        percentiles=norm.get("percentiles"),
+        folder=folder,
+    )
 
 
 def train_log(
@@ -302,28 +365,43 @@ def train_log(
 
     peaks = peaks if peaks is not None else PeaksConfig()
     if not samples:
-        raise ConfigError("fit_log_threshold needs at least one annotated sample.",
-                          fix="mark samples with points as split 'train' in the sample sheet.")
+        raise ConfigError(
+            "fit_log_threshold needs at least one annotated sample.",
+            fix="mark samples with points as split 'train' in the sample sheet.",
+        )
     volumes, gts, scales = [], [], []
     for entry in samples:
         missing = [k for k in ("sample", "image", "points") if k not in entry]
         if missing:
-            raise ConfigError(f"fit_log_threshold sample entry {entry} lacks {missing}.",
-                              fix="give a list of {sample, image, points} objects.")
+            raise ConfigError(
+                f"fit_log_threshold sample entry {entry} lacks {missing}.",
+                fix="give a list of {sample, image, points} objects.",
+            )
         vol = open_ome_zarr(entry["image"], sample=entry["sample"])
         data = np.asarray(vol.array[...])
         volumes.append(data[0] if data.ndim == 4 else data)
-        pts = read_points_csv(entry["points"], shape=vol.shape[-3:], sample=entry["sample"],
-                              allow_empty=True)
+        pts = read_points_csv(
+            entry["points"], shape=vol.shape[-3:], sample=entry["sample"], allow_empty=True
+        )
         gts.append(pts[["z", "y", "x"]].to_numpy(float))
         scales.append(tuple(vol.voxel_size) if params.gate_unit == "um" else (1.0, 1.0, 1.0))
     best, table = tune_log_threshold(
-        volumes, gts, sigma=params.sigma, min_distance=peaks.min_distance, gate=params.gate,
-        refine_radius=peaks.refine_radius, scales=scales, percentiles=params.percentiles,
-        n_candidates=params.n_candidates)
+        volumes,
+        gts,
+        sigma=params.sigma,
+        min_distance=peaks.min_distance,
+        gate=params.gate,
+        refine_radius=peaks.refine_radius,
+        scales=scales,
+        percentiles=params.percentiles,
+        n_candidates=params.n_candidates,
+    )
     row = table.loc[table["threshold"] == best].iloc[0]
-    summary = {"samples": [str(e["sample"]) for e in samples],
-               "best": {k: float(row[k]) for k in ("threshold", "precision", "recall", "f1")}}
-    save_log_model(output_dir, params.sigma, best, table, params=params, peaks=peaks,
-                   training=summary)
+    summary = {
+        "samples": [str(e["sample"]) for e in samples],
+        "best": {k: float(row[k]) for k in ("threshold", "precision", "recall", "f1")},
+    }
+    save_log_model(
+        output_dir, params.sigma, best, table, params=params, peaks=peaks, training=summary
+    )
     return best, table

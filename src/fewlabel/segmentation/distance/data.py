@@ -35,16 +35,21 @@ def coerce_items(items: Sequence[Any], keys: Sequence[str], what: str) -> list[d
     out = []
     for index, item in enumerate(items):
         if not isinstance(item, Mapping):
-            raise ConfigError(f"{what} item {index} must be a mapping with keys "
-                              f"{['sample', *keys]}; got {item!r}.")
+            raise ConfigError(
+                f"{what} item {index} must be a mapping with keys "
+                f"{['sample', *keys]}; got {item!r}."
+            )
         missing = [k for k in keys if not item.get(k)]
         extra = sorted(set(item) - {"sample", *keys})
         if missing or extra:
-            raise ConfigError(f"{what} item {index} ({item.get('sample', '?')}): missing "
-                              f"{missing}, unknown {extra}.",
-                              fix=f"give {{sample, {', '.join(keys)}}} per item.")
-        out.append({"sample": str(item.get("sample") or f"item{index}"),
-                    **{k: str(item[k]) for k in keys}})
+            raise ConfigError(
+                f"{what} item {index} ({item.get('sample', '?')}): missing "
+                f"{missing}, unknown {extra}.",
+                fix=f"give {{sample, {', '.join(keys)}}} per item.",
+            )
+        out.append(
+            {"sample": str(item.get("sample") or f"item{index}"), **{k: str(item[k]) for k in keys}}
+        )
     names = [i["sample"] for i in out]
     if len(set(names)) != len(names):
         raise ConfigError(f"{what} items have duplicate sample names: {names}.")
@@ -68,14 +73,14 @@ def read_items(value: Any, what: str) -> list[Any]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{what}: neither an existing JSON file nor a JSON list: "
-                              f"{text[:80]!r}.") from exc
+            raise ConfigError(
+                f"{what}: neither an existing JSON file nor a JSON list: {text[:80]!r}."
+            ) from exc
     if isinstance(value, Mapping) and "items" in value:
         value = value["items"]
     if not isinstance(value, list):
         raise ConfigError(f"{what}: expected a JSON list of items; got {type(value).__name__}.")
     return value
-
 
 
 class PlanesAsChannels:
@@ -124,25 +129,39 @@ class NormalisedImage:
         return apply_range(block, self.low, self.high)
 
 
-def open_input_image(sample: str, path: str, *, dims: int, percentiles: Sequence[float],
-                     planes: int | None = None) -> NormalisedImage:
+def open_input_image(
+    sample: str, path: str, *, dims: int, percentiles: Sequence[float], planes: int | None = None
+) -> NormalisedImage:
     """Open a label-free image, check it and compute its percentile range (seed normalisation)."""
     volume = open_ome_zarr(path, sample=sample)
     shape = tuple(int(s) for s in volume.shape)
     if len(shape) != 3:
-        raise InputDataError(f"the label-free image must be a single-channel ZYX volume; got "
-                             f"shape {shape}.", sample=sample, path=path,
-                             fix="ingest one channel (sample sheet column 'channel').")
+        raise InputDataError(
+            f"the label-free image must be a single-channel ZYX volume; got shape {shape}.",
+            sample=sample,
+            path=path,
+            fix="ingest one channel (sample sheet column 'channel').",
+        )
     if dims == 2 and planes is not None and shape[0] != planes:
         raise InputDataError(
             f"2D (planes as channels) model needs {planes} focal plane(s); the image has "
-            f"{shape[0]} (shape {shape}).", sample=sample, path=path,
-            fix="give every 2D sample the same number of planes (Z), or use dims: 3.")
+            f"{shape[0]} (shape {shape}).",
+            sample=sample,
+            path=path,
+            fix="give every 2D sample the same number of planes (Z), or use dims: 3.",
+        )
     low, high = percentile_range(volume.array, percentiles)
     array = load_array(volume.array)
     view = PlanesAsChannels(array) if dims == 2 else array
-    return NormalisedImage(sample=sample, path=str(path), shape=shape,  # type: ignore[arg-type]
-                           voxel_size=volume.voxel_size, array=view, low=low, high=high)
+    return NormalisedImage(
+        sample=sample,
+        path=str(path),
+        shape=shape,  # type: ignore[arg-type]
+        voxel_size=volume.voxel_size,
+        array=view,
+        low=low,
+        high=high,
+    )
 
 
 def expected_target_shape(image_shape: Sequence[int], dims: int) -> tuple[int, int, int]:
@@ -151,11 +170,15 @@ def expected_target_shape(image_shape: Sequence[int], dims: int) -> tuple[int, i
     return (z, y, x) if dims == 3 else (1, y, x)
 
 
-def to_model_input(batch: np.ndarray | torch.Tensor, dims: int,
-                   device: str | torch.device) -> torch.Tensor:
+def to_model_input(
+    batch: np.ndarray | torch.Tensor, dims: int, device: str | torch.device
+) -> torch.Tensor:
     """``(B, Z, Y, X)`` (3D) → ``(B, 1, Z, Y, X)``; ``(B, K, 1, Y, X)`` (2D) → ``(B, K, Y, X)``."""
-    tensor = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(
-        np.ascontiguousarray(batch, dtype=np.float32))
+    tensor = (
+        batch
+        if isinstance(batch, torch.Tensor)
+        else torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+    )
     tensor = tensor.unsqueeze(1) if dims == 3 else tensor[:, :, 0]
     return tensor.to(device, non_blocking=True)
 
@@ -194,10 +217,20 @@ def pearson(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float
     return float((x * y).sum() / denom)
 
 
-
 __all__ = [
-    "IN_MEMORY_MAX_VOXELS", "PLANES_AS_CHANNELS", "VAL_WHOLE_MAX_VOXELS", "NormalisedImage",
-    "PlanesAsChannels", "coerce_items", "expected_target_shape", "flip_axes", "load_array",
-    "open_input_image", "pearson", "read_items", "to_model_input", "to_model_target",
+    "IN_MEMORY_MAX_VOXELS",
+    "PLANES_AS_CHANNELS",
+    "VAL_WHOLE_MAX_VOXELS",
+    "NormalisedImage",
+    "PlanesAsChannels",
+    "coerce_items",
+    "expected_target_shape",
+    "flip_axes",
+    "load_array",
+    "open_input_image",
+    "pearson",
+    "read_items",
+    "to_model_input",
+    "to_model_target",
     "train_crop",
 ]

@@ -73,32 +73,48 @@ class _Pair:
     def crop_volume(self) -> Any:
         from fewlabel.training import CropVolume
 
-        return CropVolume(arrays=[self.image.array, self.target], name=self.sample,
-                          transforms=[self.image.normalise, self.normalise_target])
+        return CropVolume(
+            arrays=[self.image.array, self.target],
+            name=self.sample,
+            transforms=[self.image.normalise, self.normalise_target],
+        )
 
 
 def _load_pair(item: Mapping[str, str], params: IslConfig, planes: int | None) -> _Pair:
     sample = item["sample"]
-    image = open_input_image(sample, item["image"], dims=params.dims,
-                             percentiles=params.percentiles, planes=planes)
+    image = open_input_image(
+        sample, item["image"], dims=params.dims, percentiles=params.percentiles, planes=planes
+    )
     target = open_ome_zarr(item["target"], sample=sample)
     expected = expected_target_shape(image.shape, params.dims)
     if tuple(target.shape) != expected:
-        mode = ("3D: input and target must have the same ZYX shape" if params.dims == 3 else
-                "2D planes as channels: the target is one plane (Z = 1) of the input's Y, X")
+        mode = (
+            "3D: input and target must have the same ZYX shape"
+            if params.dims == 3
+            else "2D planes as channels: the target is one plane (Z = 1) of the input's Y, X"
+        )
         raise InputDataError(
             f"fluorescence target shape {tuple(target.shape)} differs from its label-free input "
-            f"shape {image.shape} ({mode}; expected {expected}).", sample=sample,
-            path=item["target"], fix="pair each label-free image with the fluorescence "
-                                     "acquisition of the same field of view (sheet column "
-                                     "'target'), or set pretrain dims accordingly.")
+            f"shape {image.shape} ({mode}; expected {expected}).",
+            sample=sample,
+            path=item["target"],
+            fix="pair each label-free image with the fluorescence "
+            "acquisition of the same field of view (sheet column "
+            "'target'), or set pretrain dims accordingly.",
+        )
     t_low, t_high = percentile_range(target.array, params.percentiles)
-    return _Pair(image=image, target=load_array(target.array), target_path=item["target"],
-                 t_low=t_low, t_high=t_high)
+    return _Pair(
+        image=image,
+        target=load_array(target.array),
+        target_path=item["target"],
+        t_low=t_low,
+        t_high=t_high,
+    )
 
 
-def _isl_validation(pairs: Sequence[_Pair], params: IslConfig, device: str,
-                    seed: int) -> Callable[[nn.Module], dict[str, float]]:
+def _isl_validation(
+    pairs: Sequence[_Pair], params: IslConfig, device: str, seed: int
+) -> Callable[[nn.Module], dict[str, float]]:
     """Validation L1 and mean per-image PCC: whole images (small) or fixed crops (large)."""
     from fewlabel.training import CropSampler
 
@@ -107,14 +123,25 @@ def _isl_validation(pairs: Sequence[_Pair], params: IslConfig, device: str,
         if math.prod(pair.image.shape) <= VAL_WHOLE_MAX_VOXELS:
             x = pair.image.normalise(np.asarray(pair.image.array[...]))[None]
             y = pair.normalise_target(np.asarray(pair.target[...]))[None]
-            items.append((pair.sample, to_model_input(x, params.dims, device),
-                          to_model_target(y, params.dims, device)))
+            items.append(
+                (
+                    pair.sample,
+                    to_model_input(x, params.dims, device),
+                    to_model_target(y, params.dims, device),
+                )
+            )
         else:
-            sampler = CropSampler([pair.crop_volume()], train_crop(params, params.dims),
-                                  seed=seed + 1, flip_axes=())
+            sampler = CropSampler(
+                [pair.crop_volume()], train_crop(params, params.dims), seed=seed + 1, flip_axes=()
+            )
             for k, (x, y) in enumerate(sampler.fixed_crops(params.val_crops, seed=seed + 1)):
-                items.append((f"{pair.sample}#{k}", to_model_input(x[None], params.dims, device),
-                              to_model_target(y[None], params.dims, device)))
+                items.append(
+                    (
+                        f"{pair.sample}#{k}",
+                        to_model_input(x[None], params.dims, device),
+                        to_model_target(y[None], params.dims, device),
+                    )
+                )
 
     def validate(model: nn.Module) -> dict[str, float]:
         losses: list[float] = []
@@ -164,10 +191,12 @@ def pretrain_isl(
     train = coerce_items(train_items, ("image", "target"), "ISL training")
     val = coerce_items(val_items, ("image", "target"), "ISL validation")
     if not train:
-        raise ConfigError("no paired label-free/fluorescence samples in the train split; ISL "
-                          "pretraining needs at least one.",
-                          fix="fill the 'target' column for a train sample, or disable "
-                              "pretraining (pretrain.isl: false).")
+        raise ConfigError(
+            "no paired label-free/fluorescence samples in the train split; ISL "
+            "pretraining needs at least one.",
+            fix="fill the 'target' column for a train sample, or disable "
+            "pretraining (pretrain.isl: false).",
+        )
     device = configure_torch(threads, seed)
     t0 = time.monotonic()
     first = _load_pair(train[0], params, None)
@@ -180,19 +209,37 @@ def pretrain_isl(
         val_pairs, tuned_on = train_pairs, "train"
     in_channels = planes if params.dims == 2 else 1
     crop = train_crop(params, params.dims)
-    kwargs = {"dims": params.dims, "in_channels": in_channels, "out_channels": 1,
-              "base_channels": params.model.base_channels, "depth": params.model.depth,
-              "norm": params.model.norm, "final_activation": None,
-              "pool_z": params.model.resolve_pool_z(params.dims, crop[0]),
-              "pool_kernels": params.model.pool_kernels}
+    kwargs = {
+        "dims": params.dims,
+        "in_channels": in_channels,
+        "out_channels": 1,
+        "base_channels": params.model.base_channels,
+        "depth": params.model.depth,
+        "norm": params.model.norm,
+        "final_activation": None,
+        "pool_z": params.model.resolve_pool_z(params.dims, crop[0]),
+        "pool_kernels": params.model.pool_kernels,
+    }
     model = UNet(**kwargs).to(device)
-    log.info("ISL pretraining: %d train / %d val pair(s), dims %d (%s), %d parameters, receptive "
-             "field %s, device %s, seed %d, %d thread(s)", len(train_pairs), len(val), params.dims,
-             PLANES_AS_CHANNELS if params.dims == 2 else "volume",
-             sum(p.numel() for p in model.parameters()), model.receptive_field(), device, seed,
-             threads)
-    sampler = CropSampler([p.crop_volume() for p in train_pairs], crop, seed=seed,
-                          flip_axes=flip_axes(params, params.dims))
+    log.info(
+        "ISL pretraining: %d train / %d val pair(s), dims %d (%s), %d parameters, receptive "
+        "field %s, device %s, seed %d, %d thread(s)",
+        len(train_pairs),
+        len(val),
+        params.dims,
+        PLANES_AS_CHANNELS if params.dims == 2 else "volume",
+        sum(p.numel() for p in model.parameters()),
+        model.receptive_field(),
+        device,
+        seed,
+        threads,
+    )
+    sampler = CropSampler(
+        [p.crop_volume() for p in train_pairs],
+        crop,
+        seed=seed,
+        flip_axes=flip_axes(params, params.dims),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
 
     def train_step_loss(net: nn.Module) -> torch.Tensor:
@@ -201,10 +248,18 @@ def pretrain_isl(
         return torch.mean(torch.abs(pred.float() - to_model_target(y, params.dims, device)))
 
     validate = _isl_validation(val_pairs, params, device, seed)
-    result = fit(model, optimizer=optimizer, train_step_loss=train_step_loss, validate=validate,
-                 epochs=params.epochs, steps_per_epoch=params.steps_per_epoch, device=device,
-                 patience=params.patience, curve=CurveLogger(title="ISL U-Net"),
-                 desc="pretrain_isl")
+    result = fit(
+        model,
+        optimizer=optimizer,
+        train_step_loss=train_step_loss,
+        validate=validate,
+        epochs=params.epochs,
+        steps_per_epoch=params.steps_per_epoch,
+        device=device,
+        patience=params.patience,
+        curve=CurveLogger(title="ISL U-Net"),
+        desc="pretrain_isl",
+    )
     model.load_state_dict(result.best_state)
     model.eval()
     per_image = {}
@@ -220,26 +275,45 @@ def pretrain_isl(
         "evaluated_on": tuned_on,
     }
     normalization = {
-        "method": "percentile", "percentiles": list(params.percentiles), "per_volume": True,
+        "method": "percentile",
+        "percentiles": list(params.percentiles),
+        "per_volume": True,
         "target_percentiles": list(params.percentiles),
         "mode": PLANES_AS_CHANNELS if params.dims == 2 else "volume",
-        "dims": params.dims, "planes": planes,
+        "dims": params.dims,
+        "planes": planes,
         "output": "fluorescence (normalised units: target (p_low, p_high) -> (0, 1))",
     }
     training = {
-        "stage": "pretrain_isl", "params": params.model_dump(mode="json"), "seed": seed,
-        "threads": threads, "device": device, "train": train, "val": val,
-        "normalisation_ranges": {p.sample: {"input": [p.image.low, p.image.high],
-                                            "target": [p.t_low, p.t_high]}
-                                 for p in [*train_pairs, *([] if tuned_on == "train" else
-                                                           val_pairs)]},
-        **summary, "provenance": provenance(params.model_dump(mode="json")),
+        "stage": "pretrain_isl",
+        "params": params.model_dump(mode="json"),
+        "seed": seed,
+        "threads": threads,
+        "device": device,
+        "train": train,
+        "val": val,
+        "normalisation_ranges": {
+            p.sample: {"input": [p.image.low, p.image.high], "target": [p.t_low, p.t_high]}
+            for p in [*train_pairs, *([] if tuned_on == "train" else val_pairs)]
+        },
+        **summary,
+        "provenance": provenance(params.model_dump(mode="json")),
     }
-    save_model(out_dir, result.best_state, arch={"name": ARCH_NAME, "kwargs": json_ready(kwargs)},
-               training=training, thresholds={}, curve=result.curve, normalization=normalization,
-               extra_states={"weights_last": result.last_state})
-    log.info("ISL pretraining done: best epoch %d, val L1 %.4f, val PCC %.3f (%.1fs)",
-             summary["best_epoch"], summary["best_val_loss"], summary["best_val_pcc"],
-             summary["seconds"])
+    save_model(
+        out_dir,
+        result.best_state,
+        arch={"name": ARCH_NAME, "kwargs": json_ready(kwargs)},
+        training=training,
+        thresholds={},
+        curve=result.curve,
+        normalization=normalization,
+        extra_states={"weights_last": result.last_state},
+    )
+    log.info(
+        "ISL pretraining done: best epoch %d, val L1 %.4f, val PCC %.3f (%.1fs)",
+        summary["best_epoch"],
+        summary["best_val_loss"],
+        summary["best_val_pcc"],
+        summary["seconds"],
+    )
     return summary
-

@@ -85,31 +85,65 @@ def predict_image(
     device = configure_torch(threads, 0)
     loaded = load_model(model_dir, device, expect=expect)
     if loaded.name not in ("unet", "segmenter"):
-        raise ModelError(f"this stage handles 'unet' (ISL) and 'segmenter' models; the folder "
-                         f"holds {loaded.name!r}.", path=model_dir,
-                         fix="use the prediction stage that matches this model.")
+        raise ModelError(
+            f"this stage handles 'unet' (ISL) and 'segmenter' models; the folder "
+            f"holds {loaded.name!r}.",
+            path=model_dir,
+            fix="use the prediction stage that matches this model.",
+        )
     kwargs = loaded.arch["kwargs"]
     dims = int(kwargs.get("dims", 3))
     out_channels = 2 if loaded.name == "segmenter" else int(kwargs.get("out_channels", 1))
-    adapter = PredictionAdapter(loaded.module, name=loaded.name, dims=dims,
-                                out_channels=out_channels).eval()
+    adapter = PredictionAdapter(
+        loaded.module, name=loaded.name, dims=dims, out_channels=out_channels
+    ).eval()
     sample = sample or Path(str(image_path)).name.split(".")[0]
-    info = {"model_dir": str(model_dir), "arch": loaded.arch,
-            "channels": (["mask_probability", "distance"] if loaded.name == "segmenter"
-                         else ["fluorescence"] * out_channels)}
+    info = {
+        "model_dir": str(model_dir),
+        "arch": loaded.arch,
+        "channels": (
+            ["mask_probability", "distance"]
+            if loaded.name == "segmenter"
+            else ["fluorescence"] * out_channels
+        ),
+    }
     if dims == 3:
-        return predict_with_module(adapter, image_path, output_path, params=params,
-                                   sample=sample, normalization=loaded.normalization,
-                                   arch=loaded.arch, device=device, model_info=info)
-    return _predict_planes(adapter, image_path, output_path, params=params, sample=sample,
-                           normalization=loaded.normalization,
-                           planes=int(kwargs.get("in_channels", 1)), device=device, info=info)
+        return predict_with_module(
+            adapter,
+            image_path,
+            output_path,
+            params=params,
+            sample=sample,
+            normalization=loaded.normalization,
+            arch=loaded.arch,
+            device=device,
+            model_info=info,
+        )
+    return _predict_planes(
+        adapter,
+        image_path,
+        output_path,
+        params=params,
+        sample=sample,
+        normalization=loaded.normalization,
+        planes=int(kwargs.get("in_channels", 1)),
+        device=device,
+        info=info,
+    )
 
 
-def _predict_planes(adapter: PredictionAdapter, image_path: str | Path,
-                    output_path: str | Path, *, params: PredictConfig, sample: str,
-                    normalization: Mapping[str, Any], planes: int, device: str,
-                    info: Mapping[str, Any]) -> dict[str, Any]:
+def _predict_planes(
+    adapter: PredictionAdapter,
+    image_path: str | Path,
+    output_path: str | Path,
+    *,
+    params: PredictConfig,
+    sample: str,
+    normalization: Mapping[str, Any],
+    planes: int,
+    device: str,
+    info: Mapping[str, Any],
+) -> dict[str, Any]:
     """2D planes-as-channels prediction: the engine over a (K, 1, Y, X) view, output Z = 1."""
     from fewlabel.inference.engine import blend_margin, check_fits_tile, uses_instance_norm
     from fewlabel.inference.tiling import predict_tiled
@@ -117,42 +151,82 @@ def _predict_planes(adapter: PredictionAdapter, image_path: str | Path,
 
     t0 = time.monotonic()
     percentiles = tuple(normalization.get("percentiles", (1.0, 99.8)))
-    image = open_input_image(sample, str(image_path), dims=2, percentiles=percentiles,
-                             planes=planes)
+    image = open_input_image(
+        sample, str(image_path), dims=2, percentiles=percentiles, planes=planes
+    )
     low, high = image.low, image.high
     tile = (1, *params.tile[1:])
     overlap = (0, *params.overlap[1:])
     spatial = expected_target_shape(image.shape, 2)
-    margin = blend_margin(adapter.receptive_field(), overlap, sample=sample,
-                          shape=(1, *spatial[1:]), tile=tile,
-                          instance_norm=uses_instance_norm(adapter))
-    check_fits_tile((1, *spatial[1:]), tile, pad_to_tile=params.pad_to_tile, sample=sample,
-                    path=image_path)
+    margin = blend_margin(
+        adapter.receptive_field(),
+        overlap,
+        sample=sample,
+        shape=(1, *spatial[1:]),
+        tile=tile,
+        instance_norm=uses_instance_norm(adapter),
+    )
+    check_fits_tile(
+        (1, *spatial[1:]), tile, pad_to_tile=params.pad_to_tile, sample=sample, path=image_path
+    )
     volume = open_ome_zarr(image_path, sample=sample)
     chunks = tuple(params.out_chunks or tuple(int(c) for c in volume.array.chunks[-3:]))
     chunks = (1, *chunks[1:])
     c = adapter.out_channels
     shape = spatial if c == 1 else (c, *spatial)
     with atomic_path(output_path) as tmp:
-        target = create_ome_zarr(tmp, shape, np.float32, chunks if c == 1 else (1, *chunks),
-                                 image.voxel_size, name=f"{sample}:prediction",
-                                 extra_attrs={"sample": sample, "kind": "prediction",
-                                              "image": str(image_path), "mode": PLANES_AS_CHANNELS,
-                                              "intensity_range": [low, high],
-                                              "margin": list(margin), "out_channels": c,
-                                              "model": dict(info), "complete": True})
+        target = create_ome_zarr(
+            tmp,
+            shape,
+            np.float32,
+            chunks if c == 1 else (1, *chunks),
+            image.voxel_size,
+            name=f"{sample}:prediction",
+            extra_attrs={
+                "sample": sample,
+                "kind": "prediction",
+                "image": str(image_path),
+                "mode": PLANES_AS_CHANNELS,
+                "intensity_range": [low, high],
+                "margin": list(margin),
+                "out_channels": c,
+                "model": dict(info),
+                "complete": True,
+            },
+        )
         with torch.inference_mode():
-            stats = predict_tiled(adapter_fn(adapter, device), image.array, target, tile=tile,
-                                  overlap=overlap, batch_size=params.batch_size,
-                                  out_channels=c, cache_tiles=params.cache_tiles, margin=margin,
-                                  preprocess=image.normalise,
-                                  progress_desc=f"predict {sample}")
+            stats = predict_tiled(
+                adapter_fn(adapter, device),
+                image.array,
+                target,
+                tile=tile,
+                overlap=overlap,
+                batch_size=params.batch_size,
+                out_channels=c,
+                cache_tiles=params.cache_tiles,
+                margin=margin,
+                preprocess=image.normalise,
+                progress_desc=f"predict {sample}",
+            )
     seconds = time.monotonic() - t0
-    log.info("sample %s: 2D prediction %s written (%s, %.1fs)", sample, output_path,
-             "x".join(map(str, shape)), seconds)
-    return {"sample": sample, "output": str(output_path), "shape": list(shape),
-            "intensity_range": [low, high], "margin": list(margin), "device": device,
-            "stats": stats.as_dict(), "seconds": seconds, "complete": True}
+    log.info(
+        "sample %s: 2D prediction %s written (%s, %.1fs)",
+        sample,
+        output_path,
+        "x".join(map(str, shape)),
+        seconds,
+    )
+    return {
+        "sample": sample,
+        "output": str(output_path),
+        "shape": list(shape),
+        "intensity_range": [low, high],
+        "margin": list(margin),
+        "device": device,
+        "stats": stats.as_dict(),
+        "seconds": seconds,
+        "complete": True,
+    }
 
 
 def adapter_fn(adapter: nn.Module, device: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -167,21 +241,52 @@ def adapter_fn(adapter: nn.Module, device: str) -> Callable[[np.ndarray], np.nda
     return run
 
 
-def predict_isl(model_dir: str | Path, image_path: str | Path, output_path: str | Path, *,
-                params: PredictConfig | None = None, sample: str | None = None,
-                threads: int = 1) -> dict[str, Any]:
+def predict_isl(
+    model_dir: str | Path,
+    image_path: str | Path,
+    output_path: str | Path,
+    *,
+    params: PredictConfig | None = None,
+    sample: str | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
     """Predicted fluorescence (float32 ZYX OME-Zarr) of one label-free image with an ISL model."""
-    return predict_image(model_dir, image_path, output_path, params=params, sample=sample,
-                         threads=threads, expect="unet")
+    return predict_image(
+        model_dir,
+        image_path,
+        output_path,
+        params=params,
+        sample=sample,
+        threads=threads,
+        expect="unet",
+    )
 
 
-def predict_segmentation(model_dir: str | Path, image_path: str | Path,
-                         output_path: str | Path, *, params: PredictConfig | None = None,
-                         sample: str | None = None, threads: int = 1) -> dict[str, Any]:
+def predict_segmentation(
+    model_dir: str | Path,
+    image_path: str | Path,
+    output_path: str | Path,
+    *,
+    params: PredictConfig | None = None,
+    sample: str | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
     """Two-channel float32 CZYX OME-Zarr (0: mask probability σ(z), 1: distance) of one image."""
-    return predict_image(model_dir, image_path, output_path, params=params, sample=sample,
-                         threads=threads, expect="segmenter")
+    return predict_image(
+        model_dir,
+        image_path,
+        output_path,
+        params=params,
+        sample=sample,
+        threads=threads,
+        expect="segmenter",
+    )
 
 
-__all__ = ["PredictionAdapter", "adapter_fn", "predict_image", "predict_isl",
-           "predict_segmentation"]
+__all__ = [
+    "PredictionAdapter",
+    "adapter_fn",
+    "predict_image",
+    "predict_isl",
+    "predict_segmentation",
+]

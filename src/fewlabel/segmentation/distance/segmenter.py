@@ -82,8 +82,9 @@ def build_segmenter_loss(params: SegmenterTrainConfig) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- targets
-def instance_targets(labels: np.ndarray, voxel_size: Sequence[float] = (1.0, 1.0, 1.0)
-                     ) -> np.ndarray:
+def instance_targets(
+    labels: np.ndarray, voxel_size: Sequence[float] = (1.0, 1.0, 1.0)
+) -> np.ndarray:
     """``(2, Z, Y, X)`` float32 targets from ZYX instance labels: mask and normalised distance.
 
     ``d(v) = EDT_i(v) / max EDT_i`` for ``v`` in object ``i``, where ``EDT_i`` is the Euclidean
@@ -99,8 +100,10 @@ def instance_targets(labels: np.ndarray, voxel_size: Sequence[float] = (1.0, 1.0
     for index, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:
             continue
-        grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n))
-                      for s, n in zip(box, labels.shape, strict=True))
+        grown = tuple(
+            slice(max(s.start - 1, 0), min(s.stop + 1, n))
+            for s, n in zip(box, labels.shape, strict=True)
+        )
         inside = labels[grown] == index
         edt = ndi.distance_transform_edt(inside, sampling=sampling)
         peak = float(edt.max())
@@ -126,50 +129,74 @@ class _Annotated:
     def crop_volume(self) -> Any:
         from fewlabel.training import CropVolume
 
-        return CropVolume(arrays=[self.image.array, self.targets], name=self.sample,
-                          transforms=[self.image.normalise, None])
+        return CropVolume(
+            arrays=[self.image.array, self.targets],
+            name=self.sample,
+            transforms=[self.image.normalise, None],
+        )
 
 
-def _load_annotated(item: Mapping[str, str], params: SegmenterTrainConfig, planes: int | None, *,
-                    training: bool) -> _Annotated:
+def _load_annotated(
+    item: Mapping[str, str], params: SegmenterTrainConfig, planes: int | None, *, training: bool
+) -> _Annotated:
     sample = item["sample"]
-    image = open_input_image(sample, item["image"], dims=params.dims,
-                             percentiles=params.percentiles, planes=planes)
+    image = open_input_image(
+        sample, item["image"], dims=params.dims, percentiles=params.percentiles, planes=planes
+    )
     labels = open_ome_zarr(item["labels"], sample=sample)
     expected = expected_target_shape(image.shape, params.dims)
     if tuple(labels.shape) != expected:
         raise InputDataError(
             f"instance label shape {tuple(labels.shape)} differs from the image shape "
             f"{image.shape} (expected {expected}{'; 2D: one plane' if params.dims == 2 else ''}).",
-            sample=sample, path=item["labels"],
-            fix="give the instance mask of the same field of view (sheet column 'labels').")
+            sample=sample,
+            path=item["labels"],
+            fix="give the instance mask of the same field of view (sheet column 'labels').",
+        )
     data = np.asarray(labels.array[...])
     if data.dtype.kind not in "uib":
-        raise InputDataError(f"instance labels have non-integer dtype {data.dtype}.",
-                             sample=sample, path=item["labels"],
-                             fix="save instance labels as an integer image (0 = background).")
+        raise InputDataError(
+            f"instance labels have non-integer dtype {data.dtype}.",
+            sample=sample,
+            path=item["labels"],
+            fix="save instance labels as an integer image (0 = background).",
+        )
     n_objects = int(len(np.unique(data[data > 0])))
     if n_objects == 0:
         if training:
             raise InputDataError(
                 "the instance label image holds no objects (every voxel is 0), so it cannot "
-                "teach the segmenter what to segment.", sample=sample, path=item["labels"],
+                "teach the segmenter what to segment.",
+                sample=sample,
+                path=item["labels"],
                 fix="annotate the objects of this image, or give it the split 'test'/'predict' "
-                    "instead of 'train'.")
+                "instead of 'train'.",
+            )
         log.warning("validation sample %s has no labelled objects", sample)
     targets = instance_targets(data, image.voxel_size)
-    log.info("%s sample %s: image %s, %d objects, intensity range [%g, %g]",
-             "training" if training else "validation", sample, image.shape, n_objects,
-             image.low, image.high)
-    return _Annotated(image=image, targets=targets, labels=data,
-                      n_objects=n_objects)
+    log.info(
+        "%s sample %s: image %s, %d objects, intensity range [%g, %g]",
+        "training" if training else "validation",
+        sample,
+        image.shape,
+        n_objects,
+        image.low,
+        image.high,
+    )
+    return _Annotated(image=image, targets=targets, labels=data, n_objects=n_objects)
 
 
-def _validation(vols: Sequence[_Annotated], params: SegmenterTrainConfig, loss_fn: nn.Module,
-                device: str, seed: int
-                ) -> tuple[Callable[[nn.Module], dict[str, float]],
-                           list[tuple[torch.Tensor, torch.Tensor]],
-                           list[tuple[torch.Tensor, _Annotated]]]:
+def _validation(
+    vols: Sequence[_Annotated],
+    params: SegmenterTrainConfig,
+    loss_fn: nn.Module,
+    device: str,
+    seed: int,
+) -> tuple[
+    Callable[[nn.Module], dict[str, float]],
+    list[tuple[torch.Tensor, torch.Tensor]],
+    list[tuple[torch.Tensor, _Annotated]],
+]:
     """Validation closure, its (input, target) tensors, and the whole-image inputs with their
     volumes (images up to VAL_WHOLE_MAX_VOXELS; larger ones are validated on fixed crops)."""
     from fewlabel.training import CropSampler
@@ -183,11 +210,16 @@ def _validation(vols: Sequence[_Annotated], params: SegmenterTrainConfig, loss_f
             items.append((x_model, to_model_target(vol.targets[None], params.dims, device)))
             whole.append((x_model, vol))
         else:
-            sampler = CropSampler([vol.crop_volume()], train_crop(params, params.dims),
-                                  seed=seed + 1, flip_axes=())
+            sampler = CropSampler(
+                [vol.crop_volume()], train_crop(params, params.dims), seed=seed + 1, flip_axes=()
+            )
             for x, y in sampler.fixed_crops(params.val_crops, seed=seed + 1):
-                items.append((to_model_input(x[None], params.dims, device),
-                              to_model_target(y[None], params.dims, device)))
+                items.append(
+                    (
+                        to_model_input(x[None], params.dims, device),
+                        to_model_target(y[None], params.dims, device),
+                    )
+                )
 
     def validate(model: nn.Module) -> dict[str, float]:
         losses, num, den = [], 0.0, 0.0
@@ -202,8 +234,9 @@ def _validation(vols: Sequence[_Annotated], params: SegmenterTrainConfig, loss_f
 
 
 # --------------------------------------------------------------------------- model setup
-def _isl_body(init_from: str | Path, params: SegmenterTrainConfig, planes: int | None
-              ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+def _isl_body(
+    init_from: str | Path, params: SegmenterTrainConfig, planes: int | None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(body kwargs, body state_dict, ISL normalisation) of an ISL model folder, checked."""
     from fewlabel.models.store import load_model
 
@@ -213,45 +246,67 @@ def _isl_body(init_from: str | Path, params: SegmenterTrainConfig, planes: int |
     if isl_dims != params.dims:
         raise ModelError(
             f"the ISL model is {isl_dims}D but the segmenter is configured as {params.dims}D; "
-            "its weights cannot initialise the segmenter.", path=init_from,
+            "its weights cannot initialise the segmenter.",
+            path=init_from,
             fix=f"pretrain ISL with dims: {params.dims}, set the segmenter dims to {isl_dims}, "
-                "or use init: scratch.")
+            "or use init: scratch.",
+        )
     if int(kwargs.get("out_channels", 1)) != 1:
-        raise ModelError(f"the ISL model has {kwargs.get('out_channels')} output channels; the "
-                         "segmenter head expects one fluorescence output.", path=init_from)
+        raise ModelError(
+            f"the ISL model has {kwargs.get('out_channels')} output channels; the "
+            "segmenter head expects one fluorescence output.",
+            path=init_from,
+        )
     want = planes if params.dims == 2 else 1
     if int(kwargs.get("in_channels", 1)) != want:
         raise ModelError(
             f"the ISL model takes {kwargs.get('in_channels')} input plane(s)/channel(s) but the "
-            f"segmentation images have {want}.", path=init_from,
-            fix="pretrain ISL on images with the same number of planes, or use init: scratch.")
+            f"segmentation images have {want}.",
+            path=init_from,
+            fix="pretrain ISL on images with the same number of planes, or use init: scratch.",
+        )
     if kwargs.get("final_activation") is not None:
-        log.warning("ISL model has final activation %r; the segmenter body uses a linear "
-                    "output", kwargs.get("final_activation"))
-    body = {k: kwargs[k] for k in ("dims", "in_channels", "base_channels", "depth", "norm",
-                                   "pool_z", "pool_kernels") if k in kwargs}
+        log.warning(
+            "ISL model has final activation %r; the segmenter body uses a linear output",
+            kwargs.get("final_activation"),
+        )
+    body = {
+        k: kwargs[k]
+        for k in ("dims", "in_channels", "base_channels", "depth", "norm", "pool_z", "pool_kernels")
+        if k in kwargs
+    }
     mine = params.model
-    differs = {k: (getattr(mine, k), body[k]) for k in ("base_channels", "depth", "norm")
-               if k in body and getattr(mine, k) != body[k]}
+    differs = {
+        k: (getattr(mine, k), body[k])
+        for k in ("base_channels", "depth", "norm")
+        if k in body and getattr(mine, k) != body[k]
+    }
     if differs:
-        log.warning("init: isl - the body architecture comes from the ISL model; ignoring the "
-                    "segmenter 'model' values (mine, ISL's): %s", differs)
+        log.warning(
+            "init: isl - the body architecture comes from the ISL model; ignoring the "
+            "segmenter 'model' values (mine, ISL's): %s",
+            differs,
+        )
     state = dict(isl.module.state_dict())
     return body, state, isl.normalization
 
 
-def _build_segmenter(params: SegmenterTrainConfig, init_from: str | Path | None,
-                     planes: int | None, device: str
-                     ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def _build_segmenter(
+    params: SegmenterTrainConfig, init_from: str | Path | None, planes: int | None, device: str
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     from fewlabel.models.unet import Segmenter
 
-    head = {"head_channels": params.model.head_channels, "head_kernel": params.model.head_kernel,
-            "center": 0.5}
-    info: dict[str, Any] = {"init": params.init, "init_requested": params.init,
-                            "init_from": None}
+    head = {
+        "head_channels": params.model.head_channels,
+        "head_kernel": params.model.head_kernel,
+        "center": 0.5,
+    }
+    info: dict[str, Any] = {"init": params.init, "init_requested": params.init, "init_from": None}
     if params.init == "isl" and not init_from:
-        log.warning("segmenter init is 'isl' but no ISL model folder was given (ISL "
-                    "pretraining disabled or without paired data): training from scratch")
+        log.warning(
+            "segmenter init is 'isl' but no ISL model folder was given (ISL "
+            "pretraining disabled or without paired data): training from scratch"
+        )
         info["init"] = "scratch"
     if info["init"] == "isl":
         body, state, isl_norm = _isl_body(str(init_from), params, planes)
@@ -259,20 +314,31 @@ def _build_segmenter(params: SegmenterTrainConfig, init_from: str | Path | None,
         model = Segmenter(**kwargs)
         model.body.load_state_dict(state, strict=True)
         model.init_head_from_fluorescence(HEAD_GAIN)
-        info.update(init_from=str(init_from), head_gain=HEAD_GAIN,
-                    isl_percentiles=isl_norm.get("percentiles"))
+        info.update(
+            init_from=str(init_from),
+            head_gain=HEAD_GAIN,
+            isl_percentiles=isl_norm.get("percentiles"),
+        )
         if list(isl_norm.get("percentiles", params.percentiles)) != list(params.percentiles):
-            log.warning("ISL model was trained with percentiles %s, the segmenter uses %s",
-                        isl_norm.get("percentiles"), list(params.percentiles))
+            log.warning(
+                "ISL model was trained with percentiles %s, the segmenter uses %s",
+                isl_norm.get("percentiles"),
+                list(params.percentiles),
+            )
     else:
         if init_from:
             log.info("init: scratch - ignoring the ISL model folder %s", init_from)
         crop = train_crop(params, params.dims)
-        kwargs = {"dims": params.dims, "in_channels": planes if params.dims == 2 else 1,
-                  "base_channels": params.model.base_channels, "depth": params.model.depth,
-                  "norm": params.model.norm,
-                  "pool_z": params.model.resolve_pool_z(params.dims, crop[0]),
-                  "pool_kernels": params.model.pool_kernels, **head}
+        kwargs = {
+            "dims": params.dims,
+            "in_channels": planes if params.dims == 2 else 1,
+            "base_channels": params.model.base_channels,
+            "depth": params.model.depth,
+            "norm": params.model.norm,
+            "pool_z": params.model.resolve_pool_z(params.dims, crop[0]),
+            "pool_kernels": params.model.pool_kernels,
+            **head,
+        }
         model = Segmenter(**kwargs)
     return model.to(device), json_ready(kwargs), info
 
@@ -317,9 +383,11 @@ def train_segmenter(
     train = coerce_items(train_items, ("image", "labels"), "segmenter training")
     val = coerce_items(val_items, ("image", "labels"), "segmenter validation")
     if not train:
-        raise ConfigError("no samples with instance labels in the train split; the segmenter "
-                          "needs at least one annotated training image.",
-                          fix="set split=train and a 'labels' file for at least one sample.")
+        raise ConfigError(
+            "no samples with instance labels in the train split; the segmenter "
+            "needs at least one annotated training image.",
+            fix="set split=train and a 'labels' file for at least one sample.",
+        )
     device = configure_torch(threads, seed)
     t0 = time.monotonic()
     first = _load_annotated(train[0], params, None, training=True)
@@ -328,17 +396,32 @@ def train_segmenter(
     val_vols = [_load_annotated(i, params, planes, training=False) for i in val]
     tuned_on = "val"
     if not val_vols:
-        log.warning("no validation images: early stopping and the mask threshold use the "
-                    "training images (optimistic)")
+        log.warning(
+            "no validation images: early stopping and the mask threshold use the "
+            "training images (optimistic)"
+        )
         val_vols, tuned_on = train_vols, "train"
     model, kwargs, init_info = _build_segmenter(params, init_from, planes, device)
-    log.info("segmenter (%s init): %d train / %d val image(s), dims %d, %d parameters, "
-             "receptive field %s, device %s, seed %d, %d thread(s)", init_info["init"],
-             len(train_vols), len(val), params.dims, sum(p.numel() for p in model.parameters()),
-             model.receptive_field(), device, seed, threads)
+    log.info(
+        "segmenter (%s init): %d train / %d val image(s), dims %d, %d parameters, "
+        "receptive field %s, device %s, seed %d, %d thread(s)",
+        init_info["init"],
+        len(train_vols),
+        len(val),
+        params.dims,
+        sum(p.numel() for p in model.parameters()),
+        model.receptive_field(),
+        device,
+        seed,
+        threads,
+    )
     loss_fn = build_segmenter_loss(params).to(device)
-    sampler = CropSampler([v.crop_volume() for v in train_vols], train_crop(params, params.dims),
-                          seed=seed, flip_axes=flip_axes(params, params.dims))
+    sampler = CropSampler(
+        [v.crop_volume() for v in train_vols],
+        train_crop(params, params.dims),
+        seed=seed,
+        flip_axes=flip_axes(params, params.dims),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
 
     def train_step_loss(net: nn.Module) -> torch.Tensor:
@@ -347,11 +430,18 @@ def train_segmenter(
         return loss_fn(out.float(), to_model_target(y, params.dims, device))
 
     validate, val_tensors, val_whole = _validation(val_vols, params, loss_fn, device, seed)
-    result = fit(model, optimizer=optimizer, train_step_loss=train_step_loss, validate=validate,
-                 epochs=params.epochs, steps_per_epoch=params.steps_per_epoch, device=device,
-                 patience=params.patience,
-                 curve=CurveLogger(title=f"segmenter ({init_info['init']} init)"),
-                 desc="train_segmenter")
+    result = fit(
+        model,
+        optimizer=optimizer,
+        train_step_loss=train_step_loss,
+        validate=validate,
+        epochs=params.epochs,
+        steps_per_epoch=params.steps_per_epoch,
+        device=device,
+        patience=params.patience,
+        curve=CurveLogger(title=f"segmenter ({init_info['init']} init)"),
+        desc="train_segmenter",
+    )
     model.load_state_dict(result.best_state)
     model.eval()
     thresholds = tune_threshold(model, val_tensors, params.threshold_grid, tuned_on)
@@ -367,24 +457,48 @@ def train_segmenter(
         "h": thresholds["h"],
     }
     normalization = {
-        "method": "percentile", "percentiles": list(params.percentiles), "per_volume": True,
-        "mode": PLANES_AS_CHANNELS if params.dims == 2 else "volume", "dims": params.dims,
-        "planes": planes, "outputs": ["mask_logit", "distance"],
+        "method": "percentile",
+        "percentiles": list(params.percentiles),
+        "per_volume": True,
+        "mode": PLANES_AS_CHANNELS if params.dims == 2 else "volume",
+        "dims": params.dims,
+        "planes": planes,
+        "outputs": ["mask_logit", "distance"],
         "prediction_outputs": ["mask_probability", "distance"],
     }
     training = {
-        "stage": "train_segmenter", "params": params.model_dump(mode="json"), "seed": seed,
-        "threads": threads, "device": device, "train": train, "val": val, **init_info,
+        "stage": "train_segmenter",
+        "params": params.model_dump(mode="json"),
+        "seed": seed,
+        "threads": threads,
+        "device": device,
+        "train": train,
+        "val": val,
+        **init_info,
         "loss_alpha": None if alpha is None else float(alpha),
         "objects": {v.sample: v.n_objects for v in train_vols},
         "normalisation_ranges": {v.sample: [v.image.low, v.image.high] for v in train_vols},
-        **summary, "provenance": provenance(params.model_dump(mode="json")),
+        **summary,
+        "provenance": provenance(params.model_dump(mode="json")),
     }
-    save_model(out_dir, result.best_state, arch={"name": SEGMENTER_ARCH_NAME, "kwargs": kwargs},
-               training=training, thresholds=thresholds, curve=result.curve,
-               normalization=normalization, extra_states={"weights_last": result.last_state})
-    log.info("segmenter done: best epoch %d, val loss %.4f, val Dice %.3f, mask threshold %.2f, "
-             "h %s (%.1fs)", summary["best_epoch"], summary["best_val_loss"],
-             summary["best_val_dice"], summary["mask_threshold"], summary["h"],
-             summary["seconds"])
+    save_model(
+        out_dir,
+        result.best_state,
+        arch={"name": SEGMENTER_ARCH_NAME, "kwargs": kwargs},
+        training=training,
+        thresholds=thresholds,
+        curve=result.curve,
+        normalization=normalization,
+        extra_states={"weights_last": result.last_state},
+    )
+    log.info(
+        "segmenter done: best epoch %d, val loss %.4f, val Dice %.3f, mask threshold %.2f, "
+        "h %s (%.1fs)",
+        summary["best_epoch"],
+        summary["best_val_loss"],
+        summary["best_val_dice"],
+        summary["mask_threshold"],
+        summary["h"],
+        summary["seconds"],
+    )
     return summary

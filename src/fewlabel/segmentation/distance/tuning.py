@@ -30,8 +30,12 @@ def dice_counts(prob: torch.Tensor, mask: torch.Tensor, threshold: float) -> tup
 H_GRID = (0.02, 0.05, 0.1, 0.2, 0.3)  # h-maxima heights tried on the validation images
 
 
-def tune_h(model: nn.Module, whole: Sequence[tuple[torch.Tensor, _Annotated]],
-           mask_threshold: float, tuned_on: str) -> dict[str, Any]:
+def tune_h(
+    model: nn.Module,
+    whole: Sequence[tuple[torch.Tensor, _Annotated]],
+    mask_threshold: float,
+    tuned_on: str,
+) -> dict[str, Any]:
     """h-maxima height (from ``H_GRID``) maximising the pooled instance F1@0.5 on validation.
 
     Runs the instance step (h-maxima + watershed,
@@ -51,11 +55,17 @@ def tune_h(model: nn.Module, whole: Sequence[tuple[torch.Tensor, _Annotated]],
         for x, vol in whole:
             out = model(x).float()[0]
             gt = vol.labels
-            pairs.append((torch.sigmoid(out[0]).cpu().numpy().reshape(gt.shape),
-                          out[1].cpu().numpy().reshape(gt.shape), gt))
+            pairs.append(
+                (
+                    torch.sigmoid(out[0]).cpu().numpy().reshape(gt.shape),
+                    out[1].cpu().numpy().reshape(gt.shape),
+                    gt,
+                )
+            )
     if not pairs:
-        log.warning("no validation image small enough for whole-image instance tuning; "
-                    "h is not tuned")
+        log.warning(
+            "no validation image small enough for whole-image instance tuning; h is not tuned"
+        )
         return {"h": None, "h_curve": [], "h_tuned_on": None}
     rows = []
     for h in H_GRID:
@@ -70,8 +80,12 @@ def tune_h(model: nn.Module, whole: Sequence[tuple[torch.Tensor, _Annotated]],
     return {"h": best["h"], "h_f1_50": best["f1_50"], "h_curve": rows, "h_tuned_on": tuned_on}
 
 
-def tune_threshold(model: nn.Module, items: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                   grid: Sequence[float], tuned_on: str) -> dict[str, Any]:
+def tune_threshold(
+    model: nn.Module,
+    items: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    grid: Sequence[float],
+    tuned_on: str,
+) -> dict[str, Any]:
     """Mask threshold maximising the pooled Dice of ``σ(z) > t`` over the validation images."""
     rows = []
     with torch.no_grad():
@@ -83,8 +97,12 @@ def tune_threshold(model: nn.Module, items: Sequence[tuple[torch.Tensor, torch.T
             num, den = num + a, den + b
         rows.append({"threshold": t, "dice": num / den if den else 1.0})
     best = max(rows, key=lambda r: (r["dice"], -abs(r["threshold"] - 0.5)))
-    return {"mask_threshold": best["threshold"], "val_dice": best["dice"], "dice_curve": rows,
-            "tuned_on": tuned_on}
+    return {
+        "mask_threshold": best["threshold"],
+        "val_dice": best["dice"],
+        "dice_curve": rows,
+        "tuned_on": tuned_on,
+    }
 
 
 __all__ = ["H_GRID", "dice_counts", "tune_h", "tune_threshold"]
