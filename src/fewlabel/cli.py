@@ -23,13 +23,14 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
 
 from fewlabel import stages, tools
-from fewlabel.errors import FewlabelError
+from fewlabel.errors import ConfigError, FewlabelError
 from fewlabel.logs import configure_logging
 
 log = logging.getLogger("fewlabel.cli")
@@ -95,6 +96,54 @@ def plan_items(sheet: str, items: str) -> tuple[list[dict[str, str]], list[dict[
 
     get = getattr(Plan.from_sheet(sheet), items)
     return get("train"), get("val")
+
+
+def add_training_inputs(parser: argparse.ArgumentParser, *, keys: str, section: str) -> None:
+    """Options of every training stage: its train/val items (from the sample sheet, or JSON
+    lists of ``{keys}`` objects given inline or as files), the model folder to write, its
+    config section and an optional summary JSON."""
+    add_sample_sheet(parser, what="the train/val items (instead of --train-json/--val-json)")
+    items = f"JSON list (inline or a .json file) of {{{keys}}} items"
+    parser.add_argument("--train-json", default="", help=items)
+    parser.add_argument("--val-json", default="", help=items + " ('' = none)")
+    parser.add_argument("--out-dir", required=True, help="model folder to write")
+    parser.add_argument("--params", type=json_arg, default={}, help=f"JSON {section} section")
+    parser.add_argument("--summary", default=None, help="also write the training summary JSON")
+
+
+def training_items(args: argparse.Namespace, items: str) -> tuple[list[Any], list[Any]]:
+    """The train and val items of :func:`add_training_inputs` options (``items``: the
+    :class:`fewlabel.plan.Plan` method used with ``--sample-sheet``)."""
+    if args.sample_sheet:
+        return plan_items(args.sample_sheet, items)
+    return read_items(args.train_json, "--train-json"), read_items(args.val_json, "--val-json")
+
+
+def read_items(value: Any, what: str) -> list[Any]:
+    """Items from a CLI value: a JSON file path, a JSON string, a list, or ''/None (empty)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, list):
+        return value
+    text = str(value)
+    path = Path(text)
+    if not text.lstrip().startswith(("[", "{")) and path.exists():
+        try:
+            value = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{what}: cannot parse JSON ({exc}).", path=path) from exc
+    else:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{what}: neither an existing JSON file nor a JSON list: {text[:80]!r}."
+            ) from exc
+    if isinstance(value, dict) and "items" in value:
+        value = value["items"]
+    if not isinstance(value, list):
+        raise ConfigError(f"{what}: expected a JSON list of items; got {type(value).__name__}.")
+    return value
 
 
 def command_modules() -> list[ModuleType]:

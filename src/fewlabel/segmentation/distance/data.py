@@ -8,11 +8,9 @@ the U-Nets take, and the Pearson correlation used for validation.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,33 +52,6 @@ def coerce_items(items: Sequence[Any], keys: Sequence[str], what: str) -> list[d
     if len(set(names)) != len(names):
         raise ConfigError(f"{what} items have duplicate sample names: {names}.")
     return out
-
-
-def read_items(value: Any, what: str) -> list[Any]:
-    """Items from a CLI value: a JSON file path, a JSON string, a list, or ''/None (empty)."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, list):
-        return value
-    text = str(value)
-    path = Path(text)
-    if not text.lstrip().startswith(("[", "{")) and path.exists():
-        try:
-            value = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{what}: cannot parse JSON ({exc}).", path=path) from exc
-    else:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{what}: neither an existing JSON file nor a JSON list: {text[:80]!r}."
-            ) from exc
-    if isinstance(value, Mapping) and "items" in value:
-        value = value["items"]
-    if not isinstance(value, list):
-        raise ConfigError(f"{what}: expected a JSON list of items; got {type(value).__name__}.")
-    return value
 
 
 class PlanesAsChannels:
@@ -229,7 +200,6 @@ __all__ = [
     "load_array",
     "open_input_image",
     "pearson",
-    "read_items",
     "to_model_input",
     "to_model_target",
     "train_crop",
