@@ -83,6 +83,20 @@ def test_train_split_needs_annotations(tmp_path, image):
         load_samples(sheet(tmp_path, row(split="train")), base_dir=tmp_path)
 
 
+def test_train_row_with_only_a_target_is_accepted_for_isl(tmp_path, image):
+    """ISL pretrains on train/val rows with a fluorescence target and no annotations."""
+    target_only = "\t".join(
+        ["s1", "img.tif", "", "1,0.5,0.5", "train", "segment", "", "", "img.tif"]
+    )
+    table = load_samples(sheet(tmp_path, target_only), base_dir=tmp_path)
+    assert table.loc["s1", "target"] == "img.tif" and table.loc["s1", "labels"] == ""
+    # a target alone is no annotation for detection: the message names the task to set
+    detect_only = target_only.replace("\tsegment\t", "\tdetect\t")
+    with pytest.raises(ConfigError, match=r"only segmentation uses.*task is 'detect'") as error:
+        load_samples(sheet(tmp_path, detect_only), base_dir=tmp_path)
+    assert "set task to 'segment'" in str(error.value)
+
+
 def test_unknown_column(tmp_path, image):
     path = tmp_path / "samples.tsv"
     path.write_text("sample\timage\tsplit\tcolour\ns1\timg.tif\ttest\tred\n")

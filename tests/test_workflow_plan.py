@@ -228,3 +228,43 @@ def test_predict_only_sheet_reuses_a_trained_detector(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (second / "results" / "points" / "new1" / "points.csv").is_file()
     assert not (second / "results" / "models" / "detector").exists()  # nothing retrained
+
+
+def test_isl_pretrains_on_a_train_row_with_only_a_target(tmp_path):
+    """A train row with a fluorescence target and no labels: ISL pretrains on it, the
+    segmenter fine-tunes only on labelled rows, detection ignores it (a real dry run)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(data / "v.tif", rng.poisson(100, (8, 32, 32)).astype(np.uint16))
+    tifffile.imwrite(data / "f.tif", rng.poisson(50, (8, 32, 32)).astype(np.uint16))
+    labels = np.zeros((8, 32, 32), np.uint16)
+    labels[2:6, 10:20, 10:20] = 1
+    tifffile.imwrite(data / "l.tif", labels)
+    (tmp_path / "samples.tsv").write_text(
+        "sample\timage\tvoxel_size\tsplit\ttask\tlabels\ttarget\n"
+        "lab1\tdata/v.tif\t0.3,0.1,0.1\ttrain\tsegment\tdata/l.tif\tdata/f.tif\n"
+        "fluo1\tdata/v.tif\t0.3,0.1,0.1\ttrain\tboth\t\tdata/f.tif\n"
+        "test1\tdata/v.tif\t0.3,0.1,0.1\ttest\tsegment\tdata/l.tif\t\n"
+    )
+    config = {"samples": "samples.tsv", "demo": {"enabled": False}, "detection": {}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    from fewlabel.config import load_samples
+
+    plan = Plan(
+        load_samples(tmp_path / "samples.tsv", base_dir=tmp_path),
+        {"segmentation": {"enabled": True, "pretrain_isl": True}, "detection": {"enabled": True}},
+    )
+    assert plan.isl_samples("train") == ["lab1", "fluo1"]
+    assert [i["sample"] for i in plan.segmenter_items("train")] == ["lab1"]
+    assert plan.detection_fit_samples() == [] and not plan.detection_enabled()
+    result = dry_run(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = re.split(r"\n(?=rule |localrule )", result.stdout)
+    isl = [job for job in jobs if job.startswith(("rule pretrain_isl:", "localrule pretrain_isl:"))]
+    assert len(isl) == 1, result.stdout[-3000:]
+    assert "results/ingest/fluo1/target.ome.zarr" in isl[0]
+    segmenter = [job for job in jobs if "train_segmenter:" in job.split("\n", 1)[0]]
+    assert len(segmenter) == 1 and "results/models/isl" in segmenter[0]
+    assert "results/ingest/fluo1/" not in segmenter[0]
+    assert "train_detector" not in result.stdout and "fit_log_threshold" not in result.stdout

@@ -251,13 +251,28 @@ def load_samples(
                     path=path,
                     fix="correct the path (relative to the workflow directory).",
                 )
-        if record["split"] in ("train", "val") and not (record["points"] or record["labels"]):
+        segments = (record["task"] or "detect") in ("segment", "both")
+        if record["split"] in ("train", "val") and not (
+            record["points"] or record["labels"] or (record["target"] and segments)
+        ):
+            if record["target"]:
+                raise ConfigError(
+                    f"sample sheet row {row}: split '{record['split']}' has only a fluorescence "
+                    f"'target', which only segmentation uses (ISL pretraining), but task is "
+                    f"'{record['task'] or 'detect'}'.",
+                    sample=sample,
+                    path=path,
+                    fix="set task to 'segment' (or 'both') to pretrain ISL on this row, or add "
+                    "a points CSV / label image.",
+                )
             raise ConfigError(
                 f"sample sheet row {row}: split '{record['split']}' needs "
-                "annotations ('points' or 'labels').",
+                "annotations ('points' or 'labels'), or a fluorescence 'target' for ISL "
+                "pretraining (task segment/both).",
                 sample=sample,
                 path=path,
-                fix="add a points CSV / label image, or use split test/predict.",
+                fix="add a points CSV / label image (or a target with task segment), or use "
+                "split test/predict.",
             )
     sheet["task"] = sheet["task"].replace("", "detect")
     sheet["voxel_size"] = voxel_sizes
