@@ -97,6 +97,31 @@ def test_train_row_with_only_a_target_is_accepted_for_isl(tmp_path, image):
     assert "set task to 'segment'" in str(error.value)
 
 
+def test_axes_column_is_checked_and_normalised(tmp_path, image):
+    path = tmp_path / "samples.tsv"
+    path.write_text("sample\timage\taxes\tsplit\ns1\timg.tif\tzcyx\ttest\ns2\timg.tif\t\ttest\n")
+    table = load_samples(path, base_dir=tmp_path)
+    assert list(table["axes"]) == ["ZCYX", ""]
+    for bad, problem in (
+        ("ZCYXZ", "more than once"),
+        ("ZCY", "lacks the Y and X"),
+        ("ZQYX", "'Q'"),
+    ):
+        path.write_text(f"sample\timage\taxes\tsplit\ns1\timg.tif\t{bad}\ttest\n")
+        with pytest.raises(ConfigError, match=rf"row 2 column 'axes'.*{problem}"):
+            load_samples(path, base_dir=tmp_path)
+    # the hand-written schema says the same to other readers of the sheet
+    import jsonschema
+
+    from fewlabel.config.sheet import load_schema
+
+    validator = jsonschema.Draft202012Validator(load_schema("samples"))
+    base = {"sample": "s1", "image": "i.tif", "split": "test"}
+    assert validator.is_valid({**base, "axes": "TZCYX"})
+    for bad in ("ZZYX", "ZCY", "ZQYX", "ZCYX'"):
+        assert not validator.is_valid({**base, "axes": bad}), bad
+
+
 def test_unknown_column(tmp_path, image):
     path = tmp_path / "samples.tsv"
     path.write_text("sample\timage\tsplit\tcolour\ns1\timg.tif\ttest\tred\n")

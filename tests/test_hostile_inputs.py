@@ -64,6 +64,22 @@ def test_unsafe_channel_is_refused_at_parse_time(tmp_path, channel):
     assert_nothing_executed(tmp_path)
 
 
+@pytest.mark.parametrize("axes", [*HOSTILE_CHANNELS, "ZZYX", "ZCY", "QZYX", "ZCYX "])
+def test_unsafe_or_invalid_axes_are_refused_at_parse_time(tmp_path, axes):
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.zeros((2, 8, 8), np.uint16))
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text(f"sample\timage\taxes\tsplit\na\t{image}\t{axes}\tpredict\n")
+    if axes == "ZCYX ":  # surrounding blanks are stripped like every cell
+        assert load_samples(sheet).loc["a", "axes"] == "ZCYX"
+        return
+    with pytest.raises(ConfigError) as info:
+        load_samples(sheet)
+    message = str(info.value)
+    assert "column 'axes'" in message and "sample 'a'" in message and "ZCYX" in message
+    assert_nothing_executed(tmp_path)
+
+
 @pytest.mark.parametrize("channel", ["0", "12", "DAPI", "GFP-2", "Alexa 488", "ch.1+x"])
 def test_safe_channel_names_are_accepted(tmp_path, channel):
     image = tmp_path / "img.tif"
@@ -231,6 +247,14 @@ SHELL_RE = re.compile(r'shell:\s*\n((?:\s*"(?:[^"\\]|\\.)*"\s*\n)+)')
 PRE_QUOTED = {"fluorescence"}  # built with shlex.quote in common.smk
 
 
+MAYBE_EMPTY = [
+    ("channel", "channel"),
+    ("axes", "axes"),
+    ("reference", "ref"),
+    ("voxel-size", "voxel"),
+]
+
+
 def test_every_rule_quotes_its_params_and_sheet_paths():
     """Static guard for new rules: a `{params.x}` or sheet-derived input reaches the shell
     only with `:q` (wildcards are safe by their constraints; other inputs are templates)."""
@@ -248,6 +272,11 @@ def test_every_rule_quotes_its_params_and_sheet_paths():
                 for name, quoted in re.findall(r"\{(input[.\w]*)(:q)?\}", shell):
                     assert quoted, f"{path.name}: sheet path {{{name}}} reaches the shell unquoted"
     assert checked > 20
+    # values that may be "" use `--opt={params.x:q}`: Snakemake's :q drops an empty string,
+    # which would make `--opt {params.x:q}` swallow the next option as its value
+    ingest = (rules_dir / "ingest.smk").read_text()
+    for option, name in MAYBE_EMPTY:
+        assert f"--{option}={{params.{name}:q}}" in ingest, f"--{option} loses an empty value"
     common = (rules_dir / "common.smk").read_text()
     for wildcard in ("sample", "slab", "n_slabs"):
         assert re.search(rf"^\s*{wildcard}=", common, re.MULTILINE), wildcard

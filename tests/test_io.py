@@ -230,6 +230,56 @@ def test_4d_without_axes(tmp_path, rng):
     assert no_output_left(tmp_path)
 
 
+def test_4d_tiff_without_axes_names_the_sheet_column(tmp_path, rng):
+    tifffile.imwrite(tmp_path / "q.tif", rng.integers(0, 99, (4, 2, 8, 8), dtype=np.uint16))
+    with pytest.raises(InputDataError, match=r"4D array.*no axis information") as error:
+        ingest(tmp_path / "q.tif", tmp_path, voxel_size=(1, 1, 1))
+    assert "'axes' column" in str(error.value) and "ZCYX" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("axes", "shape", "pick"),
+    [
+        ("ZCYX", (5, 3, 12, 10), lambda d: d[:, 1]),
+        ("czyx", (3, 5, 12, 10), lambda d: d[1]),
+        ("TZCYX", (1, 5, 3, 12, 10), lambda d: d[0, :, 1]),
+        ("ZYXC", (5, 12, 10, 3), lambda d: d[..., 1]),
+    ],
+)
+def test_sheet_axes_read_a_raw_tiff_stack(tmp_path, rng, axes, shape, pick):
+    """The sheet's axes column states the order of a TIFF without axis metadata."""
+    data = rng.integers(0, 4000, shape, dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "raw.tif", data, photometric="minisblack")
+    values, _ = ingest(tmp_path / "raw.tif", tmp_path, voxel_size=(1, 1, 1), axes=axes, channel=1)
+    np.testing.assert_array_equal(values, pick(data))
+
+
+def test_sheet_axes_override_the_file_and_must_match_its_dimensions(tmp_path, rng):
+    data = rng.integers(0, 255, (5, 3, 20, 24), dtype=np.uint8)  # really ZCYX
+    tifffile.imwrite(tmp_path / "h.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    vol = open_input_volume(tmp_path / "h.tif", sample="s1", axes="CZYX", channel=0)
+    assert vol.axes == "CZYX" and vol.shape == (3, 20, 24)  # the sheet wins over the file
+    vol.close()
+    with pytest.raises(
+        InputDataError,
+        match=r"sample 's1'.*axes 'ZYX' name 3 axes but the "
+        r"image has 4 dimensions.*file's own axes are 'ZCYX'",
+    ) as error:
+        open_input_volume(tmp_path / "h.tif", sample="s1", axes="ZYX")
+    assert "4 letters" in str(error.value)
+    with pytest.raises(InputDataError, match=r"axis Z repeated"):
+        open_input_volume(tmp_path / "h.tif", sample="s1", axes="ZZYX")
+    tifffile.imwrite(  # ImageJ squeezes the T of size 1 away; a declared T is still fine
+        tmp_path / "t.tif", data[None], imagej=True, metadata={"axes": "TZCYX"}
+    )
+    vol = open_input_volume(tmp_path / "t.tif", sample="s1", axes="TZCYX", channel=2)
+    np.testing.assert_array_equal(vol.read(), data[:, 2])
+    vol.close()
+    zarr.save_array(str(tmp_path / "q.zarr"), data)  # a plain Zarr array: no dimension names
+    vol = open_input_volume(tmp_path / "q.zarr", sample="s1", axes="ZCYX", channel=2)
+    np.testing.assert_array_equal(vol.read(), data[:, 2])
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_voxels(tmp_path, rng, bad):
     data = rng.random((10, 16, 16)).astype(np.float32)

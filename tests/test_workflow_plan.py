@@ -268,3 +268,46 @@ def test_isl_pretrains_on_a_train_row_with_only_a_target(tmp_path):
     assert len(segmenter) == 1 and "results/models/isl" in segmenter[0]
     assert "results/ingest/fluo1/" not in segmenter[0]
     assert "train_detector" not in result.stdout and "fit_log_threshold" not in result.stdout
+
+
+@pytest.mark.workflow
+def test_axes_column_reaches_ingest_of_a_raw_4d_tiff(tmp_path):
+    """A 4D TIFF without axis metadata ingests when the sheet states its axes (a real run)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    volume = np.random.default_rng(0).integers(1, 999, (6, 2, 16, 16), dtype=np.uint16)
+    tifffile.imwrite(data / "raw.tif", volume, photometric="minisblack")
+    (tmp_path / "samples.tsv").write_text(
+        "sample\timage\tchannel\taxes\tvoxel_size\tsplit\n"
+        "a\tdata/raw.tif\t1\tZCYX\t0.3,0.1,0.1\tpredict\n"
+    )
+    config = {
+        "samples": "samples.tsv",
+        "demo": {"enabled": False},
+        "ingest": {"chunks": [6, 16, 16]},
+        "detection": {"enabled": False},
+        "segmentation": {"enabled": False},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/ingest/a/image.ome.zarr"
+    result = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--cores",
+            "1",
+            "-p",
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "--axes=ZCYX" in result.stdout + result.stderr
+    from fewlabel.io import open_ome_zarr
+
+    np.testing.assert_array_equal(open_ome_zarr(tmp_path / target).array[:], volume[:, 1])

@@ -70,6 +70,14 @@ def channel_value(wildcards):
     return SAMPLES.loc[wildcards.sample, "channel"]
 
 
+def axes_value(wildcards):
+    """The sheet's axis order of the image file ("" = from the file's metadata; image only,
+    like the channel). Reaches the shell only through `:q`; the sheet allows only TCZYX."""
+    if wildcards.get("kind", "image") != "image":
+        return ""
+    return SAMPLES.loc[wildcards.sample, "axes"]
+
+
 def voxel_size_value(wildcards):
     """The sheet's voxel size as JSON ("" = read from the file), for `:q` quoting."""
     voxel = SAMPLES.loc[wildcards.sample, "voxel_size"]

@@ -13,6 +13,7 @@ rule ingest_volume:
         kind="image|labels|target",
     params:
         channel=channel_value,
+        axes=axes_value,
         voxel=voxel_size_value,
         chunks=to_json(config["ingest"]["chunks"]),
         level=config["ingest"]["compression_level"],
@@ -26,6 +27,7 @@ rule ingest_volume:
     shell:
         "python -m fewlabel ingest_volume --sample {wildcards.sample} --input {input.source:q} "
         "--output {output.zarr} --kind {wildcards.kind} --channel={params.channel:q} "
+        "--axes={params.axes:q} "
         "--reference={params.ref:q} --voxel-size={params.voxel:q} --chunks {params.chunks:q} "
         "--compression-level {params.level:q} --summary {output.summary} --log {log} 2>> {log}"
 

@@ -26,7 +26,17 @@ CHANNEL = re.compile(r"^([0-9]+|[A-Za-z0-9][A-Za-z0-9 _.+-]*)$")
 SPLITS = ("train", "val", "test", "predict")
 TASKS = ("detect", "segment", "both")
 PATH_COLUMNS = ("image", "points", "labels", "target")
-SHEET_COLUMNS = ("sample", "image", "channel", "voxel_size", "split", "task", *PATH_COLUMNS[1:])
+SHEET_COLUMNS = (
+    "sample",
+    "image",
+    "channel",
+    "axes",
+    "voxel_size",
+    "split",
+    "task",
+    *PATH_COLUMNS[1:],
+)
+AXIS_LETTERS = "TCZYX"
 SCHEMA_DIR = Path(__file__).resolve().parents[3] / "workflow" / "schemas"
 
 
@@ -116,6 +126,36 @@ def parse_voxel_size(
     return values  # type: ignore[return-value]
 
 
+def parse_axes(text: Any, *, row: int | None = None, sample: str | None = None) -> str:
+    """Check the sheet's ``axes`` (the image file's axis order, e.g. ``ZCYX``); ``""`` = from
+    the file. Letters from ``TCZYX`` (any case), each at most once, Y and X included."""
+    value = "" if text is None else str(text).strip().upper()
+    if not value:
+        return ""
+    where = f"sample sheet row {row} column 'axes'" if row is not None else "axes"
+    fix = (
+        "give the image's axis order, slowest first, with letters T, C, Z, Y, X (each once; "
+        "Y and X required), e.g. ZCYX, CZYX, ZYX, YX or TZCYX (a T axis must have size 1)."
+    )
+    unknown = sorted({a for a in value if a not in AXIS_LETTERS})
+    if unknown:
+        raise ConfigError(
+            f"{where}: {str(text)!r} has letter(s) {unknown} that are not axes.",
+            sample=sample,
+            fix=fix,
+        )
+    repeated = sorted({a for a in value if value.count(a) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{where}: {str(text)!r} names axis {', '.join(repeated)} more than once.",
+            sample=sample,
+            fix=fix,
+        )
+    if "Y" not in value or "X" not in value:
+        raise ConfigError(f"{where}: {str(text)!r} lacks the Y and X axes.", sample=sample, fix=fix)
+    return value
+
+
 def load_samples(
     path: str | Path,
     *,
@@ -183,6 +223,7 @@ def load_samples(
     generated = [Path(base_dir, g).resolve() for g in generated_dirs]
     seen: dict[str, int] = {}
     voxel_sizes: list[list[float] | None] = []
+    axes: list[str] = []
     for index, record in enumerate(sheet.to_dict("records")):
         row = line_numbers[index]  # the row's line in the file
         sample = record["sample"]
@@ -217,6 +258,8 @@ def load_samples(
                 fix="give the 0-based channel index (e.g. 0) or the name from the file's "
                 "metadata using letters, digits, space, '_', '.', '+', '-' only.",
             )
+        record["axes"] = parse_axes(record["axes"], row=row, sample=sample)
+        axes.append(record["axes"])
         doc = {k: v for k, v in record.items() if v != ""}
         for error in validator.iter_errors(doc):
             key = ".".join(str(p) for p in error.path) or "row"
@@ -276,4 +319,5 @@ def load_samples(
             )
     sheet["task"] = sheet["task"].replace("", "detect")
     sheet["voxel_size"] = voxel_sizes
+    sheet["axes"] = axes
     return sheet.set_index("sample", drop=False)

@@ -30,6 +30,7 @@ def ingest_volume(
     voxel_size: Sequence[float] | None,
     chunks: Sequence[int],
     channel: str | int | None = None,
+    axes: str | None = None,
     compression_level: int = 3,
     kind: str = "image",
     max_block_bytes: int = 256 * 2**20,
@@ -49,8 +50,10 @@ def ingest_volume(
 
     ``reference`` (the sample's ingested image OME-Zarr) makes ``labels``/``target`` inputs of
     another spatial (Z, Y, X) shape fail here, naming both files, instead of at training time.
+
+    ``axes`` (the sheet's ``axes`` column, e.g. ``"ZCYX"``) overrides the file's axis order.
     """
-    volume = open_input_volume(src, channel=channel, sample=sample)
+    volume = open_input_volume(src, channel=channel, sample=sample, axes=axes)
     relabel: dict[str, Any] | None = None
     try:
         voxel = resolve_voxel_size(voxel_size, volume.voxel_size, sample=sample, path=volume.path)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
+DECLARABLE_AXES = "TCZYX"
+"""Letters allowed in a declared axis order (the sample sheet's ``axes`` column)."""
 
 
 @dataclass
@@ -135,8 +137,9 @@ def _check_axes(axes: str, shape: Sequence[int], *, sample: str | None, path: Pa
             f"'{axes}').",
             sample=sample,
             path=path,
-            fix="save it as OME-TIFF / ImageJ hyperstack / OME-Zarr with axes, or as a plain "
-            "3D ZYX stack per channel.",
+            fix="state the axis order in the sample sheet's 'axes' column (e.g. "
+            f"{_example_axes(len(shape))}), or save it as OME-TIFF / ImageJ hyperstack / "
+            "OME-Zarr with axes, or as a plain 3D ZYX stack per channel.",
         )
     for axis, size in zip(axes, shape, strict=True):
         if axis == "T" and size != 1:
@@ -196,14 +199,21 @@ def _tiff_channel_names(tf: tifffile.TiffFile) -> list[str]:
 
 
 def open_input_volume(
-    path: str | Path, *, channel: str | int | None = None, sample: str | None = None
+    path: str | Path,
+    *,
+    channel: str | int | None = None,
+    sample: str | None = None,
+    axes: str | None = None,
 ) -> InputVolume:
     """Open any supported input lazily as a ZYX view of one channel.
 
     Supported: TIFF, OME-TIFF, ImageJ hyperstacks (via ``tifffile`` ``aszarr``, never loaded
-    whole), plain Zarr arrays, OME-Zarr (NGFF 0.4 / 0.5) images.
+    whole), plain Zarr arrays, OME-Zarr (NGFF 0.4 / 0.5) images. ``axes`` (the sheet's
+    ``axes`` column, e.g. ``"ZCYX"``; None/"" = the file's own) overrides the file's axis
+    order; its length must equal the data's number of dimensions.
     """
     path = Path(path)
+    declared = _declared_axes(axes, sample=sample, path=path)
     if not path.exists():
         raise InputDataError(
             "file does not exist.",
@@ -217,9 +227,9 @@ def open_input_volume(
         or (path.is_dir() and (path / "zarr.json").exists())
         or (path.is_dir() and ((path / ".zgroup").exists() or (path / ".zarray").exists()))
     ):
-        return _open_zarr_input(path, channel=channel, sample=sample)
+        return _open_zarr_input(path, channel=channel, sample=sample, axes=declared)
     if name.endswith(TIFF_SUFFIXES):
-        return _open_tiff_input(path, channel=channel, sample=sample)
+        return _open_tiff_input(path, channel=channel, sample=sample, axes=declared)
     raise InputDataError(
         f"unsupported file type '{path.suffix}'.",
         sample=sample,
@@ -228,7 +238,68 @@ def open_input_volume(
     )
 
 
-def _open_tiff_input(path: Path, *, channel: str | int | None, sample: str | None) -> InputVolume:
+def _declared_axes(axes: str | None, *, sample: str | None, path: Path) -> str | None:
+    """The caller's axis order, upper-cased and checked (letters TCZYX, each once, Y and X
+    included); None when not given."""
+    if axes is None or str(axes).strip() == "":
+        return None
+    value = str(axes).strip().upper()
+    bad = sorted({a for a in value if a not in DECLARABLE_AXES})
+    repeated = sorted({a for a in value if value.count(a) > 1})
+    if bad or repeated or "Y" not in value or "X" not in value:
+        raise InputDataError(
+            f"axes {axes!r} is not an axis order"
+            + (f" (letters {bad} are not axes)" if bad else "")
+            + (f" (axis {', '.join(repeated)} repeated)" if repeated else "")
+            + ".",
+            sample=sample,
+            path=path,
+            fix="set the sheet's 'axes' column to the file's axis order, slowest first, with "
+            "letters T, C, Z, Y, X (each once; Y and X required), e.g. ZCYX.",
+        )
+    return value
+
+
+def _apply_declared_axes(
+    declared: str,
+    shape: Sequence[int],
+    file_axes: str,
+    *,
+    sample: str | None,
+    path: Path,
+) -> str:
+    """``declared`` when its length matches the data's dimensions, else a clear error. A
+    declared T the data lacks (a reader squeezes a T of size 1 away) is dropped."""
+    if len(declared) == len(shape) + 1 and "T" in declared:
+        declared = declared.replace("T", "")
+    if len(declared) != len(shape):
+        known = "" if set(file_axes) <= {"Q"} else f"; the file's own axes are '{file_axes}'"
+        flat = (
+            " If the file stores channels/planes as one flat stack of pages, axes cannot "
+            "split it: save it as an ImageJ hyperstack or OME-TIFF, or one file per channel."
+            if len(declared) > len(shape)
+            else ""
+        )
+        raise InputDataError(
+            f"the sheet's axes '{declared}' name {len(declared)} axes but the image has "
+            f"{len(shape)} dimensions (shape {tuple(shape)}{known}).",
+            sample=sample,
+            path=path,
+            fix=f"give one letter per dimension ({len(shape)} letters, e.g. "
+            f"{_example_axes(len(shape))}) in the sheet's 'axes' column, or leave it empty to "
+            f"use the file's metadata.{flat}",
+        )
+    return declared
+
+
+def _example_axes(ndim: int) -> str:
+    return {2: "YX", 3: "ZYX", 4: "ZCYX or CZYX", 5: "TZCYX"}.get(ndim, "ZCYX")
+
+
+def _open_tiff_input(
+    path: Path, *, channel: str | int | None, sample: str | None, axes: str | None = None
+) -> InputVolume:
+    declared = axes
     try:
         tf = tifffile.TiffFile(path)
         series = tf.series[0]
@@ -247,7 +318,9 @@ def _open_tiff_input(path: Path, *, channel: str | int | None, sample: str | Non
             path=path,
             fix="re-export the image; check the copy is complete.",
         ) from exc
-    if not (tf.is_ome or tf.is_imagej):
+    if declared:
+        axes = _apply_declared_axes(declared, shape, axes, sample=sample, path=path)
+    elif not (tf.is_ome or tf.is_imagej):
         axes = _generic_tiff_axes(axes, shape)
     axes = _check_axes(axes, shape, sample=sample, path=path)
     channel_size = (
@@ -283,7 +356,10 @@ def _generic_tiff_axes(axes: str, shape: Sequence[int]) -> str:
     return "Q" * len(shape)
 
 
-def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | None) -> InputVolume:
+def _open_zarr_input(
+    path: Path, *, channel: str | int | None, sample: str | None, axes: str | None = None
+) -> InputVolume:
+    declared = axes
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:
@@ -304,6 +380,8 @@ def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | Non
         dataset, array = full_resolution_level(node, ms, sample=sample, path=path)
         axes = "".join(a["name"] if isinstance(a, str) else a["name"] for a in ms.get("axes", []))
         axes = axes.upper() if axes else "Q" * array.ndim
+        if declared:
+            axes = _apply_declared_axes(declared, array.shape, axes, sample=sample, path=path)
         scale = dataset_scale(dataset)
         if scale:
             spatial = [s for a, s in zip(axes, scale, strict=False) if a in "ZYX"]
@@ -314,6 +392,8 @@ def _open_zarr_input(path: Path, *, channel: str | int | None, sample: str | Non
         array = node
         dims = getattr(array.metadata, "dimension_names", None)
         axes = "".join(d.upper() for d in dims) if dims and all(dims) else "Q" * array.ndim
+        if declared:
+            axes = _apply_declared_axes(declared, array.shape, axes, sample=sample, path=path)
     shape = tuple(array.shape)
     axes = _check_axes(axes, shape, sample=sample, path=path)
     channel_size = dict(zip(axes, shape, strict=True)).get("C", 1)

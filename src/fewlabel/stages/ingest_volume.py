@@ -27,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="channel index or name (empty: the image has no channel axis)",
     )
     p.add_argument(
+        "--axes",
+        default=None,
+        help="axis order of the input file, e.g. ZCYX (empty: from the file's metadata)",
+    )
+    p.add_argument(
         "--voxel-size",
         type=optional_json_arg,
         default=None,
@@ -56,6 +61,7 @@ def ingest_volume(args: argparse.Namespace) -> None:
         voxel_size=args.voxel_size,
         chunks=args.chunks,
         channel=args.channel or None,
+        axes=args.axes or None,
         compression_level=args.compression_level,
         kind=args.kind,
         reference=args.reference or None,
