@@ -231,9 +231,15 @@ def run_dir(tmp_path: Path, rng: np.random.Generator) -> dict:
             {
                 "created": "2025-01-02T03:04:05+00:00",
                 "git_commit": "abc123def456",
-                "versions": {"python": "3.11.9", "numpy": "2.1.0"},
+                "versions": {"python": "3.11.9", "numpy": "2.1.0", "torch": "not in this env"},
                 "config": {"detection": {"method": "density"}},
                 "inputs": {"spots.tif": "f" * 64},
+                "models": {
+                    "detector": {
+                        "stage": "train_detector",
+                        "versions": {"python": "3.11.9", "torch": "2.13.0+cu128"},
+                    }
+                },
             }
         )
     )
@@ -325,11 +331,46 @@ def test_full_report_has_every_section_valid_pngs_and_no_external_refs(run_dir, 
     assert "<td>1,0.3,0.3</td>" in html  # voxel size from the sheet where the summary lacks it
     assert "method: density" in html  # configuration as YAML
     assert "abc123def456" in html and "f" * 64 in html  # provenance
+    # versions: one column per environment (the run record's, each model's training job's)
+    assert "<th>detector (train_detector)</th>" in html and "2.13.0+cu128" in html
+    assert "Each column is one environment" in html
     assert "834" in html and "class prior pi=0.0012" in html  # ROI table incl. warnings
     assert "TP 4" in html and "FP 1" in html and "FN 1" in html  # match counts of 'spots'
     assert "detection_threshold" in html
     assert "Hungarian" in html and "MUCov" in html and "SEG" in html
     assert out.stat().st_size < 3_000_000
+
+
+def test_provenance_versions_table_has_a_column_per_environment():
+    from fewlabel.report.sections import _provenance_section
+
+    section = _provenance_section(
+        {
+            "versions": {"python": "3.11.9", "torch": "not in this rule's environment"},
+            "models": {
+                "segmenter": {"stage": "train_segmenter", "versions": {"torch": "2.13.0"}},
+                "isl": {"stage": "pretrain_isl", "versions": "not recorded in training.json"},
+            },
+        }
+    )
+    table = section["versions"]
+    assert table["columns"] == [
+        "package",
+        "run record (summarize_run)",
+        "segmenter (train_segmenter)",
+        "isl (pretrain_isl)",
+    ]
+    rows = {r["cells"][0]: r["cells"][1:] for r in table["rows"]}
+    assert rows["torch"] == [
+        "not in this rule's environment",
+        "2.13.0",
+        "not recorded in training.json",
+    ]
+    assert rows["python"][1] == "–" and section["versions_note"]
+    # an old record without models keeps the single column and no note
+    old = _provenance_section({"versions": {"python": "3.11.9"}})
+    assert old["versions"]["columns"] == ["package", "run record (summarize_run)"]
+    assert old["versions_note"] is None
 
 
 def test_sections_are_omitted_without_inputs(run_dir, tmp_path):

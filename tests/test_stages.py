@@ -152,6 +152,54 @@ def test_record_config_and_summarize_run_stages(tmp_path, monkeypatch):
     assert record["config"]["demo"]["enabled"] is False
 
 
+def test_summarize_run_provenance_names_its_environment_and_the_models(tmp_path, monkeypatch):
+    """Under --sdm conda summarize_run runs in the io env (no torch): its versions say so
+    instead of "not installed", and each trained model's own training versions are recorded."""
+    import importlib.metadata
+
+    from fewlabel.runtime import NOT_IN_ENVIRONMENT
+
+    tiny_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    trained = {
+        "created": "2026-01-02T03:04:05+00:00",
+        "git_commit": "abc123",
+        "environment": {"python_executable": "/envs/torch/bin/python"},
+        "versions": {"python": "3.11.9", "torch": "2.13.0", "snakemake": NOT_IN_ENVIRONMENT},
+    }
+    detector = tmp_path / "results" / "models" / "detector"
+    detector.mkdir(parents=True)
+    (detector / "training.json").write_text(
+        json.dumps({"stage": "train_detector", "device": "cuda", "provenance": trained})
+    )
+    real_version = importlib.metadata.version
+
+    def io_env_version(name):  # the io env: no torch, no snakemake, no matplotlib, no jinja2
+        if name in ("torch", "snakemake", "matplotlib", "jinja2"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", io_env_version)
+    main(["record_config", "--configfile", "config.yaml", "--output", "snap.yaml"])
+    args = ["--sample-sheet", "samples.tsv", "--config", "snap.yaml", "--output", "s.tsv"]
+    assert main(["summarize_run", *args, "--provenance", "provenance.json"]) == 0
+    record = json.loads(Path("provenance.json").read_text())
+    assert record["versions"]["torch"] == "not in this rule's environment"
+    assert record["versions"]["snakemake"] == NOT_IN_ENVIRONMENT
+    assert record["versions"]["numpy"] == real_version("numpy")
+    assert "not installed" not in json.dumps(record)
+    assert record["environment"]["python_executable"] == sys.executable
+    model = record["models"]["detector"]
+    assert model["folder"] == "results/models/detector" and model["stage"] == "train_detector"
+    assert model["versions"]["torch"] == "2.13.0" and model["device"] == "cuda"
+    assert model["git_commit"] == "abc123" and model["created"] == trained["created"]
+    # the plan makes the model folder an input of summarize_run (its provenance reruns)
+    from fewlabel.plan import Plan
+
+    plan = Plan.from_files("samples.tsv", "snap.yaml")
+    assert plan.summary_inputs()["models"] == ["results/models/detector"]
+
+
 def test_record_config_stage_rejects_a_bad_config(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"samples": "s.tsv", "seed": "x"}))

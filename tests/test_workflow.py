@@ -104,6 +104,11 @@ def test_default_chain_outputs(finished_run):
     assert set(summary["sample"]) == set(sheet["sample"])
     provenance = json.loads((results / "provenance.json").read_text())
     assert provenance["versions"]["torch"].startswith("2.13")
+    # each model's own training job's versions (under --sdm conda: the torch env's)
+    assert set(provenance["models"]) == {"detector", "isl", "segmenter"}
+    for role, stage in (("detector", "train_detector"), ("segmenter", "train_segmenter")):
+        assert provenance["models"][role]["stage"] == stage
+        assert provenance["models"][role]["versions"]["torch"].startswith("2.13")
     assert provenance["inputs"], "input checksums recorded"
     assert (finished_run / "logs" / "segment_roi" / "spots_test.log").stat().st_size > 0
 

@@ -234,12 +234,26 @@ class Plan:
     def roi_enabled(self) -> bool:
         return bool(self.config["roi"]["enabled"])
 
+    def trained_models(self) -> dict[str, str]:
+        """Role -> folder of every model this run predicts with (trained here or reused); the
+        run's provenance records the versions each was trained with."""
+        models: dict[str, str] = {}
+        if self.detection_enabled():
+            models["detector"] = self.detector_dir()
+        if self.segmentation_enabled():
+            if self.use_isl():
+                models["isl"] = ISL_MODEL
+            models["segmenter"] = self.segmenter_dir()
+        return models
+
     def summary_inputs(self) -> dict[str, list[str]]:
-        """Per-sample files read by ``summarize_run``."""
+        """Files read by ``summarize_run``: per-sample ingest (and ROI) summaries and the
+        model folders whose training provenance the run's record includes."""
         samples = list(self.sheet.index)
         return {
             "images": expand(IMAGE_SUMMARY, samples),
             "rois": expand(ROI_JSON, samples) if self.roi_enabled() else [],
+            "models": list(self.trained_models().values()),
         }
 
     def final_outputs(self) -> list[str]:

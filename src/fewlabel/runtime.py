@@ -20,29 +20,83 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+NOT_IN_ENVIRONMENT = "not in this rule's environment"
+"""The version recorded for a package the writing process cannot import: under
+``--sdm conda`` every rule runs in its own environment (``envs/*.yaml``), so e.g. the run
+summary (io env) has no torch, while the training rules (torch env) have no snakemake."""
+
+PROVENANCE_PACKAGES = (
+    "fewlabel",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "tifffile",
+    "zarr",
+    "pandas",
+    "torch",
+    "snakemake",
+    "matplotlib",
+    "jinja2",
+)
+
+
 def package_versions() -> dict[str, str]:
-    """Versions of Python and the scientific stack (for provenance)."""
+    """Versions of Python and the scientific stack as importable by this process (for
+    provenance); a package this environment lacks is recorded as :data:`NOT_IN_ENVIRONMENT`,
+    not as absent from the run. fewlabel itself runs from the checkout (``PYTHONPATH``), so
+    its version comes from the package, not from installed metadata."""
     from importlib.metadata import PackageNotFoundError, version
 
+    import fewlabel
+
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in (
-        "fewlabel",
-        "numpy",
-        "scipy",
-        "scikit-image",
-        "tifffile",
-        "zarr",
-        "pandas",
-        "torch",
-        "snakemake",
-        "matplotlib",
-        "jinja2",
-    ):
+    for name in PROVENANCE_PACKAGES:
+        if name == "fewlabel":
+            out[name] = fewlabel.__version__
+            continue
         try:
             out[name] = version(name)
         except PackageNotFoundError:
-            out[name] = "not installed"
+            out[name] = NOT_IN_ENVIRONMENT
     return out
+
+
+def environment() -> dict[str, Any]:
+    """Which Python environment wrote a record: its interpreter and prefix (a conda env's
+    folder under ``--sdm conda``)."""
+    return {
+        "python_executable": sys.executable,
+        "prefix": sys.prefix,
+        "conda_env": os.environ.get("CONDA_PREFIX") or None,
+    }
+
+
+def model_provenance(folder: str | Path) -> dict[str, Any]:
+    """What a trained model folder's ``training.json`` says about the job that trained it:
+    stage, device, time, git commit and that job's own environment and package versions."""
+    folder = Path(folder)
+    record: dict[str, Any] = {"folder": str(folder)}
+    path = folder / "training.json"
+    try:
+        training = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        record["versions"] = f"not recorded (cannot read {path.name}: {type(exc).__name__})"
+        return record
+    if not isinstance(training, Mapping):
+        record["versions"] = f"not recorded ({path.name} is not a JSON object)"
+        return record
+    trained = training.get("provenance") or {}
+    record.update(
+        {
+            "stage": training.get("stage"),
+            "device": training.get("device"),
+            "created": trained.get("created"),
+            "git_commit": trained.get("git_commit"),
+            "environment": trained.get("environment"),
+            "versions": trained.get("versions") or f"not recorded in {path.name}",
+        }
+    )
+    return record
 
 
 def git_commit(cwd: str | Path = ".") -> str:
@@ -121,23 +175,35 @@ def checksum(path: str | Path, *, max_files: int | None = None) -> str:
 
 
 def provenance(
-    config: dict[str, Any] | None = None, inputs: Iterable[str | Path] = ()
+    config: dict[str, Any] | None = None,
+    inputs: Iterable[str | Path] = (),
+    *,
+    models: Mapping[str, str | Path] | None = None,
 ) -> dict[str, Any]:
     """A provenance record: time, versions, git commit, config, input checksums.
 
-    ``inputs`` maps each existing input to the SHA-256 of all its bytes (every file of a
-    folder); ``input_details`` says what each digest covers (files, bytes, truncated).
+    ``versions`` are those of the process writing the record (``environment`` says which;
+    packages it cannot import are :data:`NOT_IN_ENVIRONMENT`). ``inputs`` maps each
+    existing input to the SHA-256 of all its bytes (every file of a folder);
+    ``input_details`` says what each digest covers (files, bytes, truncated). ``models``
+    (role -> trained model folder) adds each model's own training provenance
+    (:func:`model_provenance`): the versions that trained it, from its ``training.json``.
     """
     records = {str(p): checksum_record(p) for p in inputs if Path(p).exists()}
+    extra = {}
+    if models is not None:
+        extra["models"] = {role: model_provenance(folder) for role, folder in models.items()}
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
+        "environment": environment(),
         "git_commit": git_commit(),
         "config": config or {},
         "inputs": {p: r["sha256"] for p, r in records.items()},
         "input_details": {
             p: {k: v for k, v in r.items() if k != "sha256"} for p, r in records.items()
         },
+        **extra,
     }
 
 

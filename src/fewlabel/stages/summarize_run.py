@@ -4,7 +4,9 @@ Reads the sample sheet, the config snapshot and every sample's ingest summary (a
 summary when ROI estimation ran; :meth:`fewlabel.plan.Plan.summary_inputs`), writes the run
 summary TSV (:func:`fewlabel.summary.summary_table`) and the provenance JSON: versions, git
 commit, config and the checksums of the sheet's input files
-(:func:`fewlabel.runtime.provenance`).
+(:func:`fewlabel.runtime.provenance`). Under ``--sdm conda`` this rule runs in the io
+environment, so its ``versions`` are that environment's (torch, snakemake: "not in this rule's
+environment"); ``models`` adds, per trained model, the versions recorded by its training job.
 """
 
 from __future__ import annotations
@@ -49,5 +51,7 @@ def summarize_run(args: argparse.Namespace) -> None:
     with atomic_path(args.output) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     inputs = sheet_input_files(plan.sheet, PATH_COLUMNS)
-    write_json(provenance(dict(plan.config), inputs), args.provenance)
+    # versions: this rule's environment (io); models: the environments that trained them
+    record = provenance(dict(plan.config), inputs, models=plan.trained_models())
+    write_json(record, args.provenance)
     logging.getLogger(__name__).info("run summary:\n%s", table.to_string(index=False))

@@ -362,6 +362,7 @@ def train_log(
     CSV of z,y,x voxels. Gates in µm use each image's voxel size.
     """
     from fewlabel.io import open_ome_zarr, read_points_csv
+    from fewlabel.runtime import provenance
 
     peaks = peaks if peaks is not None else PeaksConfig()
     if not samples:
@@ -398,8 +399,12 @@ def train_log(
     )
     row = table.loc[table["threshold"] == best].iloc[0]
     summary = {
+        "stage": "fit_log_threshold",
         "samples": [str(e["sample"]) for e in samples],
         "best": {k: float(row[k]) for k in ("threshold", "precision", "recall", "f1")},
+        "provenance": provenance(
+            {"log": params.model_dump(mode="json"), "peaks": peaks.model_dump(mode="json")}
+        ),
     }
     save_log_model(
         output_dir, params.sigma, best, table, params=params, peaks=peaks, training=summary
