@@ -270,3 +270,34 @@ def test_cli_evaluate_and_aggregate(tmp_path):
         ]
     )
     assert rc == 2
+
+
+def test_pooled_row_has_iou_seg_mucov_from_per_sample_sums(tmp_path):
+    """ALL: fg_iou = Σ intersection / Σ union, SEG/MUCov = mean over all GT objects pooled
+    (not NaN); undefined values are written as 'n/a', not NaN."""
+    a = M.evaluate_segmentation(GT, PRED, voxel_size=(1.0, 1.0, 1.0), centre_gate_um=1.0)
+    b = M.evaluate_segmentation(GT, GT, voxel_size=(1.0, 1.0, 1.0), centre_gate_um=1.0)
+    assert (a["fg_intersection"], a["fg_union"]) == (7, 14)
+    assert a["seg_sum"] == pytest.approx(5 / 6) and b["seg_sum"] == pytest.approx(3.0)
+    rows = [pd.DataFrame([{"sample": "a", **a}]), pd.DataFrame([{"sample": "b", **b}])]
+    table = M.aggregate_segmentation(rows).set_index("sample")
+    pooled = table.loc["ALL"]
+    assert pooled["fg_iou"] == pytest.approx((7 + 12) / (14 + 12))  # not the mean of 0.5 and 1
+    assert pooled["seg"] == pytest.approx((5 / 6 + 3) / 6)
+    assert pooled["mucov"] == pytest.approx((5 / 6 + 0.5 + 3) / 6)
+    assert pooled["centre_rmse_um"] == pytest.approx(
+        np.sqrt((a["centre_tp"] * a["centre_rmse_um"] ** 2) / (a["centre_tp"] + b["centre_tp"]))
+    )
+    # no GT object anywhere: pooled SEG is undefined and says so in the TSV
+    empty = np.zeros_like(GT)
+    c = M.evaluate_segmentation(empty, empty, voxel_size=(1.0, 1.0, 1.0), centre_gate_um=1.0)
+    only_empty = M.aggregate_segmentation([pd.DataFrame([{"sample": "c", **c}])])
+    M.write_metrics_tsv(only_empty, tmp_path / "s.tsv")
+    lines = [line.split("\t") for line in (tmp_path / "s.tsv").read_text().splitlines()]
+    header, pooled_line = lines[0], next(line for line in lines if line[0] == "ALL")
+    assert pooled_line[header.index("seg")] == "n/a"
+    assert pooled_line[header.index("fg_iou")] == "1"  # no foreground anywhere: agreement
+    assert pooled_line[header.index("centre_gate_um")] == "n/a"
+    assert "NaN" not in (tmp_path / "s.tsv").read_text()
+    back = pd.read_csv(tmp_path / "s.tsv", sep="\t")
+    assert pd.api.types.is_numeric_dtype(back["seg"])  # 'n/a' reads back as a missing number

@@ -181,10 +181,10 @@ def run_dir(tmp_path: Path, rng: np.random.Generator) -> dict:
     ).to_csv(tmp_path / "nuclei_metrics.tsv", sep="\t", index=False)
     pd.DataFrame(
         [
-            {"sample": "nuclei", "ap_50_95": 0.61, "seg": 0.7},
-            {"sample": "ALL", "ap_50_95": 0.61, "seg": 0.7},
+            {"sample": "nuclei", "ap_50_95": 0.61, "seg": 0.7, "seg_sum": 2.1, "pcc": 0.9312},
+            {"sample": "ALL", "ap_50_95": 0.61, "seg": 0.7, "seg_sum": 2.1, "pcc": None},
         ]
-    ).to_csv(tmp_path / "segmentation.tsv", sep="\t", index=False)
+    ).to_csv(tmp_path / "segmentation.tsv", sep="\t", index=False, na_rep="n/a")
     # ROI (mask records its source image, as segment_roi writes it)
     roi_dir = tmp_path / "roi" / "spots"
     roi_dir.mkdir(parents=True)
@@ -326,6 +326,9 @@ def test_full_report_has_every_section_valid_pngs_and_no_external_refs(run_dir, 
     # content checks
     assert "Test run &lt;b&gt;" in html  # title escaped
     assert re.search(r'<tr class="pooled"><td>ALL</td>', html)  # pooled detection row marked
+    # segmentation: the pooled PCC is undefined and says so; pooling sums are not shown
+    assert re.search(r"<td>ALL</td><td>0\.61</td><td>0\.7</td><td>n/a</td>", html)
+    assert "seg_sum" not in html and "SEG and MUCov averaged over all ground-truth" in html
     assert "0.9312" in html  # PCC of the ISL sample
     assert "8x96x128" in html and "points" in html  # samples table (summary + sheet)
     assert "<td>1,0.3,0.3</td>" in html  # voxel size from the sheet where the summary lacks it

@@ -258,3 +258,44 @@ def test_cli_2d_scratch_segmenter(tmp_path, capsys):
     # ... unless padding is asked for
     assert main([*predict, "--params", json.dumps({"pad_to_tile": True})]) == 0
     assert open_ome_zarr(tmp_path / "p.ome.zarr").shape == (2, 1, 24, 24)
+
+
+def test_report_shows_real_thresholds_as_tables_and_curves_without_seconds(tmp_path, isl_setup):
+    """On the files a real training writes: the tuned-thresholds table has numbers, each curve
+    of thresholds.json is its own table (no raw JSON lists), and the training-curve panels plot
+    losses and scores only (no wall-clock seconds on the scores axis)."""
+    import pandas as pd
+
+    from fewlabel.report.figures import curve_panels
+    from fewlabel.report.sections import _model_context
+
+    folder, a, b = isl_setup
+    train_segmenter(
+        [seg_item(a)],
+        [seg_item(b)],
+        tmp_path / "seg",
+        params=seg_params(),
+        init_from=folder / "isl",
+        seed=0,
+        threads=1,
+    )
+    for model, score in ((folder / "isl", "val_pcc"), (tmp_path / "seg", "val_dice")):
+        curve = pd.read_csv(model / "curve.tsv", sep="\t")
+        assert "seconds" in curve.columns  # the real file has it ...
+        losses, scores = curve_panels(curve)
+        assert not {"seconds", "epoch"} & {*losses, *scores}  # ... but it is not plotted
+        assert "train_loss" in losses and score in scores
+    context = _model_context(tmp_path / "seg", "segmentation model")
+    cells = {row["cells"][0]: row["cells"][1] for row in context["thresholds"]["rows"]}
+    thresholds = json.loads((tmp_path / "seg" / "thresholds.json").read_text())
+    assert float(cells["mask_threshold"]) == pytest.approx(thresholds["mask_threshold"])
+    assert "dice_curve" not in cells and "h_curve" not in cells
+    assert not any("[" in v or "{" in v for v in cells.values())  # no raw JSON
+    curves = {c["name"]: c["table"] for c in context["threshold_curves"]}
+    assert set(curves) == {"dice_curve", "h_curve"}
+    dice = curves["dice_curve"]
+    assert dice["columns"] == ["chosen", "threshold", "dice"]
+    assert len(dice["rows"]) == len(thresholds["dice_curve"])
+    chosen = [r for r in dice["rows"] if r["highlight"]]
+    assert len(chosen) == 1 and float(chosen[0]["cells"][1]) == thresholds["mask_threshold"]
+    assert curves["h_curve"]["columns"][:3] == ["chosen", "h", "f1_50"]

@@ -302,19 +302,76 @@ def _cell(value: Any) -> str:
 
 
 def table_context(
-    frame: pd.DataFrame, *, highlight: Iterable[str] = POOLED_ROWS, key: str | None = "sample"
+    frame: pd.DataFrame,
+    *,
+    highlight: Iterable[str] = POOLED_ROWS,
+    key: str | None = "sample",
+    missing: str = "–",
 ) -> dict[str, Any]:
-    """A DataFrame as ``{columns, rows: [{cells, highlight}]}`` for the template's table macro."""
+    """A DataFrame as ``{columns, rows: [{cells, highlight}]}`` for the template's table macro;
+    empty/NaN cells read ``missing``."""
     marks = set(highlight)
     rows = []
     for record in frame.to_dict("records"):
+        cells = [_cell(record[c]) for c in frame.columns]
         rows.append(
             {
-                "cells": [_cell(record[c]) for c in frame.columns],
+                "cells": [missing if c == "–" else c for c in cells],
                 "highlight": key is not None and str(record.get(key)) in marks,
             }
         )
     return {"columns": [str(c) for c in frame.columns], "rows": rows}
+
+
+def is_curve(value: Any) -> bool:
+    """Whether a JSON value is a curve: a non-empty list of objects with the same keys and
+    scalar values (e.g. thresholds.json ``dice_curve``, ``h_curve``)."""
+    if not isinstance(value, list) or not value:
+        return False
+    if not all(isinstance(row, Mapping) for row in value):
+        return False
+    keys = list(value[0])
+    return bool(keys) and all(
+        list(row) == keys
+        and all(v is None or isinstance(v, (bool, int, float, str)) for v in row.values())
+        for row in value
+    )
+
+
+CHOSEN_BY = {"threshold": ("mask_threshold", "detection_threshold", "threshold"), "h": ("h",)}
+"""Curve column -> the thresholds.json keys holding the value chosen from it."""
+
+
+def threshold_tables(
+    thresholds: Mapping[str, Any], *, skip: Iterable[str] = ("f1_curve",)
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """A thresholds.json as readable tables: its scalars as ``key``/``value`` rows (numbers as
+    numbers) and each curve (:func:`is_curve`) as its own table, one row per tried value, the
+    chosen row marked ``✓`` in a ``chosen`` column (``[{"name", "frame"}]``)."""
+    skipped = set(skip)
+    curves = {k: v for k, v in thresholds.items() if k not in skipped and is_curve(v)}
+    scalars = _scalars(
+        {k: v for k, v in thresholds.items() if k not in skipped and k not in curves}
+    )
+    tables = []
+    for name, rows in curves.items():
+        frame = pd.DataFrame(rows)
+        for column, keys in CHOSEN_BY.items():
+            if column not in frame.columns:
+                continue
+            # the tried value first (JSON files may store keys sorted)
+            frame = frame[[column, *(c for c in frame.columns if c != column)]]
+            chosen = next(
+                (thresholds[k] for k in keys if isinstance(thresholds.get(k), (int, float))),
+                None,
+            )
+            if chosen is not None:
+                values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
+                marks = np.isclose(values, float(chosen), rtol=1e-9, atol=1e-12)
+                frame.insert(0, "chosen", np.where(marks, "✓", " "))  # " ": blank, not "–"
+            break
+        tables.append({"name": str(name), "frame": frame})
+    return scalars, tables
 
 
 def _scalars(mapping: Mapping[str, Any], max_chars: int = 300) -> pd.DataFrame:

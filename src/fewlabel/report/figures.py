@@ -254,8 +254,22 @@ def outline_figure(
     return figure_uri(fig)
 
 
-CURVE_BOOKKEEPING = ("epoch", "seconds", "best")
-"""Curve columns that are not plotted: wall-clock time differs between identical runs."""
+CURVE_BOOKKEEPING = ("epoch", "seconds", "best", "lr")
+"""Curve columns that are not plotted: the x axis, wall-clock time (differs between identical
+runs, and is no score), the best-epoch flag and a learning rate (as ``plot_curve`` of the model
+folder's curve.png)."""
+
+
+def curve_panels(curve: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The columns of a training curve that :func:`curve_figure` plots: losses (left panel) and
+    scores (right panel); :data:`CURVE_BOOKKEEPING` columns (epoch, seconds, best) are not."""
+    columns = [
+        c
+        for c in curve.columns
+        if c not in CURVE_BOOKKEEPING and pd.api.types.is_numeric_dtype(curve[c])
+    ]
+    losses = [c for c in columns if "loss" in c.lower()]
+    return losses, [c for c in columns if c not in losses]
 
 
 def curve_figure(curve: pd.DataFrame, title: str) -> str:
@@ -263,13 +277,7 @@ def curve_figure(curve: pd.DataFrame, title: str) -> str:
     from matplotlib.ticker import MaxNLocator
 
     x = curve["epoch"] if "epoch" in curve.columns else pd.Series(range(1, len(curve) + 1))
-    columns = [
-        c
-        for c in curve.columns
-        if c not in CURVE_BOOKKEEPING and pd.api.types.is_numeric_dtype(curve[c])
-    ]
-    losses = [c for c in columns if "loss" in c.lower()]
-    others = [c for c in columns if c not in losses]
+    losses, others = curve_panels(curve)
     groups = [g for g in (losses, others) if g]
     fig, axes = _figure(4.6 * max(1, len(groups)), 3.0, ncols=max(1, len(groups)))
     for ax, group in zip(axes, groups or [[]], strict=True):

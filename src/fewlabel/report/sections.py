@@ -16,6 +16,7 @@ import pandas as pd
 
 from fewlabel.errors import InputDataError
 from fewlabel.io.omezarr import zyx_view
+from fewlabel.metrics.segmentation import POOLING_COLUMNS, UNDEFINED
 from fewlabel.report.data import (
     ReportInputs,
     _open_volume,
@@ -26,6 +27,7 @@ from fewlabel.report.data import (
     f1_curve_table,
     read_matches,
     table_context,
+    threshold_tables,
 )
 from fewlabel.report.figures import (
     ROI_OUTLINE,
@@ -98,6 +100,7 @@ def _model_context(folder: str | Path | None, label: str) -> dict[str, Any] | No
         "folder": str(folder),
         "curve": None,
         "thresholds": None,
+        "threshold_curves": [],
         "f1_figure": None,
         "training": None,
     }
@@ -111,8 +114,17 @@ def _model_context(folder: str | Path | None, label: str) -> dict[str, Any] | No
     if (folder / THRESHOLDS_JSON).exists():
         thresholds = _read_json(folder / THRESHOLDS_JSON, "thresholds")
         if isinstance(thresholds, Mapping) and thresholds:
-            scalars = _scalars({k: v for k, v in thresholds.items() if k != "f1_curve"})
+            scalars, curves = threshold_tables(thresholds)
             context["thresholds"] = table_context(scalars, key=None) if len(scalars) else None
+            context["threshold_curves"] = [
+                {
+                    "name": c["name"],
+                    "table": table_context(c["frame"], key="chosen", highlight=("✓",))
+                    if "chosen" in c["frame"].columns
+                    else table_context(c["frame"], key=None),
+                }
+                for c in curves
+            ]
             sweep = f1_curve_table(thresholds)
             if sweep is not None:
                 chosen = thresholds.get("detection_threshold")
@@ -180,6 +192,11 @@ def _pcc(metrics: pd.DataFrame | None) -> float | None:
     return None
 
 
+def _without_pooling(metrics: pd.DataFrame) -> pd.DataFrame:
+    """A segmentation metrics table without the sums kept only for pooling (ALL row)."""
+    return metrics.drop(columns=[c for c in POOLING_COLUMNS if c in metrics.columns])
+
+
 def _segmentation_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | None:
     if not (
         inputs.isl_model_dir
@@ -190,9 +207,8 @@ def _segmentation_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] |
         return None
     section: dict[str, Any] = {"table": None, "models": [], "samples": []}
     if inputs.segmentation_summary_tsv:
-        section["table"] = table_context(
-            _read_tsv(inputs.segmentation_summary_tsv, "segmentation metrics")
-        )
+        metrics = _read_tsv(inputs.segmentation_summary_tsv, "segmentation metrics")
+        section["table"] = table_context(_without_pooling(metrics), missing=UNDEFINED)
     for folder, label in (
         (inputs.isl_model_dir, "ISL model (label-free → fluorescence)"),
         (inputs.segmenter_model_dir, "segmentation model"),
@@ -251,7 +267,9 @@ def _segmentation_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] |
             {
                 "sample": sample,
                 "pcc": None if pcc is None else f"{pcc:.4f}",
-                "metrics": None if metrics is None or metrics.empty else table_context(metrics),
+                "metrics": None
+                if metrics is None or metrics.empty
+                else table_context(_without_pooling(metrics), missing=UNDEFINED),
                 "figures": figures,
             }
         )

@@ -26,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def aggregate_segmentation(args: argparse.Namespace) -> None:
     from fewlabel.metrics import segmentation
-    from fewlabel.metrics.detection import write_tsv
 
     inputs = list(args.inputs)
     if args.sample_sheet:
@@ -36,4 +35,4 @@ def aggregate_segmentation(args: argparse.Namespace) -> None:
             SEGMENTATION_METRICS, Plan.from_sheet(args.sample_sheet).segmentation_eval_samples()
         )
     tables = segmentation.read_metric_tables(inputs)
-    write_tsv(segmentation.aggregate_segmentation(tables), args.output)
+    segmentation.write_metrics_tsv(segmentation.aggregate_segmentation(tables), args.output)

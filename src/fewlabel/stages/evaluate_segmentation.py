@@ -38,7 +38,7 @@ def evaluate_segmentation(args: argparse.Namespace) -> None:
 
     from fewlabel.config import SegmentationEvalConfig
     from fewlabel.errors import ConfigError
-    from fewlabel.metrics.detection import write_tsv
+    from fewlabel.metrics import segmentation
     from fewlabel.metrics.segmentation import evaluate_sample
 
     params = SegmentationEvalConfig.model_validate(args.params)
@@ -61,4 +61,4 @@ def evaluate_segmentation(args: argparse.Namespace) -> None:
         centre_gate_um=params.centre_gate_um,
         fluo_channel=params.fluo_channel,
     )
-    write_tsv(pd.DataFrame([row]), args.output)
+    segmentation.write_metrics_tsv(pd.DataFrame([row]), args.output)
