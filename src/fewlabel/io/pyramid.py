@@ -274,10 +274,10 @@ def build_pyramid(path: str | Path, *, workers: int | None = None) -> int:
 
     Follows the group's ``attrs['fewlabel']['pyramid']`` record (method, min_voxels,
     max_side; nothing to do without one): levels below full resolution that an earlier
-    attempt left (listed or not) are removed first, so the call is idempotent. Level ``k`` is array ``str(k)``
-    with level 0's chunks (clipped to its shape), dtype, fill value and codecs; the
-    ``multiscales`` datasets get each level's scale (and translation for ``mean``). Returns
-    the number of levels added.
+    attempt left (listed or not) are removed first, so the call is idempotent. Level ``k``
+    is array ``str(k)`` with level 0's chunks (clipped to its shape), dtype, fill value and
+    codecs; the ``multiscales`` datasets get each level's scale (and translation for
+    ``mean``). Returns the number of levels added.
     """
     import zarr
 
