@@ -30,7 +30,9 @@ TINY_CONFIG = {
         "output_dir": "demo_data",
         "params": {"spots_shape": [8, 64, 64], "nuclei_shape": [12, 48, 48], "nuclei_count": 5},
     },
-    "ingest": {"chunks": [8, 32, 32]},
+    # pyramids on tiny volumes: one level below full resolution for each sample; given to
+    # ingest only, followed by every later output
+    "ingest": {"chunks": [8, 32, 32], "pyramid_min_voxels": 0, "pyramid_max_side": 32},
     "detection": {
         # enough steps to learn the tiny spots (validation F1 1.0 in ~10 s on one core)
         "train": {
@@ -111,6 +113,36 @@ def test_default_chain_outputs(finished_run):
         assert provenance["models"][role]["versions"]["torch"].startswith("2.13")
     assert provenance["inputs"], "input checksums recorded"
     assert (finished_run / "logs" / "segment_roi" / "spots_test.log").stat().st_size > 0
+
+
+def test_every_output_is_ngff_with_pyramids_and_labels_are_labels(finished_run):
+    """Every OME-Zarr of the run validates as NGFF 0.5 and has the pyramid level the config
+    asked for (ingest.pyramid_*: 0 voxels, largest side 32); label images carry image-label
+    pointing at the sample's image."""
+    import zarr
+    from ome_zarr_models.v05.image import Image
+    from ome_zarr_models.v05.image_label import ImageLabel
+
+    results = finished_run / "results"
+    stores = sorted(results.rglob("*.ome.zarr"))
+    kinds = {p.relative_to(results).parts[0] for p in stores}
+    assert {"ingest", "roi", "labels", "predict", "instances"} <= kinds, kinds
+    for path in stores:
+        group = zarr.open_group(str(path), mode="r")
+        ome = group.attrs["ome"]
+        (ImageLabel if "image-label" in ome else Image).from_zarr(group)
+        datasets = ome["multiscales"][0]["datasets"]
+        assert [d["path"] for d in datasets] == ["0", "1"], path
+        full, half = group["0"].shape[-2:], group["1"].shape[-2:]
+        assert tuple(-(-n // 2) for n in full) == half, path
+        assert max(group["1"].shape[-3:]) <= 32 < max(group["0"].shape[-3:]), path
+    for sample, labels in (
+        ("nuclei_test", results / "instances" / "nuclei_test" / "labels.ome.zarr"),
+        ("nuclei_train", results / "ingest" / "nuclei_train" / "labels.ome.zarr"),
+    ):
+        label = zarr.open_group(str(labels), mode="r").attrs["ome"]["image-label"]
+        image = results / "ingest" / sample / "image.ome.zarr"
+        assert (labels / label["source"]["image"]).resolve() == image.resolve()
 
 
 def test_default_chain_detection_and_segmentation(finished_run):
@@ -360,8 +392,9 @@ def test_every_rule_has_an_env_file_listing_its_imports():
 def test_snakemake_report_builds(finished_run):
     """Outputs marked with report() make `snakemake --report` work."""
     target = finished_run / "snakemake_report.zip"
-    snakemake(finished_run, "--report", str(target))
+    result = snakemake(finished_run, "--report", str(target))
     assert target.exists() and target.stat().st_size > 10_000
+    assert "No files found for patterns" not in result.stdout + result.stderr
 
 
 def test_forcerun_in_slab_mode_names_the_recovery_and_recovers(finished_run):

@@ -17,6 +17,8 @@ rule ingest_volume:
         voxel=voxel_size_value,
         chunks=to_json(config["ingest"]["chunks"]),
         level=config["ingest"]["compression_level"],
+        pyramid_min=config["ingest"]["pyramid_min_voxels"],
+        pyramid_side=config["ingest"]["pyramid_max_side"],
         ref=ingest_reference,
     log:
         "logs/ingest_volume/{sample}.{kind}.log",
@@ -29,7 +31,8 @@ rule ingest_volume:
         "--output {output.zarr} --kind {wildcards.kind} --channel={params.channel:q} "
         "--axes={params.axes:q} "
         "--reference={params.ref:q} --voxel-size={params.voxel:q} --chunks {params.chunks:q} "
-        "--compression-level {params.level:q} --summary {output.summary} --log {log} 2>> {log}"
+        "--compression-level {params.level:q} --pyramid-min-voxels {params.pyramid_min:q} "
+        "--pyramid-max-side {params.pyramid_side:q} --summary {output.summary} --log {log} 2>> {log}"
 
 
 rule ingest_points:

@@ -113,7 +113,7 @@ rule split_instances:
             directory(INSTANCES),
             caption="../../resources/report/instances.rst",
             category="Segmentation",
-            patterns=["zarr.json"],
+            patterns=["{meta,zarr}.json"],
         ),
     params:
         instances=to_json(config["segmentation"]["instances"]),

@@ -68,6 +68,15 @@ class IngestConfig(ConfigModel):
 
     chunks: ZYXInt = Field((16, 128, 128), description="chunk shape z, y, x (voxels)")
     compression_level: Annotated[int, Field(ge=1, le=9)] = Field(3, description="zstd level 1..9")
+    pyramid_min_voxels: NonNegInt = Field(
+        2**24,
+        description="volumes of at least this many voxels get a multiscale pyramid (levels 2x "
+        "smaller in y, x, and z once near-isotropic) in every OME-Zarr output, for fast viewing "
+        "in napari / Fiji; 0: every volume larger than pyramid_max_side",
+    )
+    pyramid_max_side: PosInt = Field(
+        256, description="pyramid levels are added until the largest side is at most this"
+    )
 
 
 class RoiConfig(ConfigModel):

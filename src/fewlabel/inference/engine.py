@@ -268,7 +268,10 @@ def _create_output(
     voxel_size: Sequence[float],
     sample: str,
     attrs: dict[str, Any],
+    defer_pyramid: bool = False,
 ) -> Any:
+    """The float32 prediction OME-Zarr; ``defer_pyramid`` for the array of slab jobs (its
+    pyramid is built by :func:`fewlabel.inference.slabs.finalize_prediction`)."""
     shape = tuple(spatial) if out_channels == 1 else (out_channels, *spatial)
     full_chunks = tuple(chunks) if out_channels == 1 else (1, *chunks)
     return create_ome_zarr(
@@ -279,6 +282,7 @@ def _create_output(
         voxel_size,
         name=f"{sample}:prediction",
         extra_attrs=attrs,
+        defer_pyramid=defer_pyramid,
     )
 
 

@@ -4,7 +4,8 @@
 range and a ``run_id``); each job ``predict_volume(..., slab=i, n_slabs=n)``
 (:mod:`fewlabel.inference.engine`) writes the whole chunks of its run of blocks and then its
 marker ``<output>.slabs/slab-i-of-n.json``; :func:`finalize_prediction` checks that all ``n``
-markers carry the partial array's ``run_id`` and renames ``<output>.partial`` to ``output``. An
+markers carry the partial array's ``run_id``, adds the multiscale pyramid (from the complete
+array; :func:`fewlabel.io.build_pyramid`) and renames ``<output>.partial`` to ``output``. An
 interrupted slab leaves no marker, so the output never looks complete; stale markers of an older
 partial array do not count. Slab results equal a one-job run bit for bit.
 """
@@ -33,7 +34,7 @@ from fewlabel.inference.engine import (
     _run_engine,
     _set_attrs,
 )
-from fewlabel.io import atomic_path, open_ome_zarr
+from fewlabel.io import atomic_path, build_pyramid, open_ome_zarr
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def create_prediction_array_for_module(
             voxel_size=image.voxel_size,
             sample=sample,
             attrs=attrs,
+            defer_pyramid=True,
         )
     log.info(
         "sample %s: created %s for %d slab jobs (run %s)", sample, partial, n_slabs, attrs["run_id"]
@@ -280,8 +282,9 @@ def _predict_slab(
 def finalize_prediction(output_path: str | Path, *, sample: str | None = None) -> Path:
     """Check that every slab job finished for the current partial array, then publish it.
 
-    Renames ``<output>.partial`` to ``output`` (replacing an older output) after marking it
-    complete; raises InputDataError naming the missing slabs otherwise.
+    Builds the pyramid of ``<output>.partial`` (whose metadata recorded its settings when
+    it was created), marks it complete and renames it to ``output`` (replacing an older
+    output); raises InputDataError naming the missing slabs otherwise.
     """
     import json
 
@@ -316,6 +319,7 @@ def finalize_prediction(output_path: str | Path, *, sample: str | None = None) -
             path=partial,
             fix="rerun the missing slab jobs (predict_volume_slab --slab i).",
         )
+    build_pyramid(partial)  # from the complete array; idempotent if an earlier try failed
     _set_attrs(partial, complete=True)
     with atomic_path(output_path) as tmp:
         os.replace(partial, tmp)

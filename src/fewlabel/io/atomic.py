@@ -1,4 +1,10 @@
-"""Atomic outputs: write to a temporary sibling path, rename to the final name on success."""
+"""Atomic outputs: write to a temporary sibling path, rename to the final name on success.
+
+Writers may register work to run when an output is complete (:func:`on_commit`; e.g. the
+multiscale pyramid of an OME-Zarr, built from the finished full-resolution array): it runs
+on the temporary path, after the ``with`` block succeeded and before the rename, so a
+failure there also leaves nothing under the final name.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,35 @@ import errno
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fewlabel.errors import OutputError
 
 log = logging.getLogger(__name__)
+
+#: open atomic temporaries (absolute paths) -> callbacks to run when their block succeeds
+_PENDING: dict[Path, list[Callable[[], None]]] = {}
+_PENDING_LOCK = threading.Lock()
+
+
+def on_commit(path: str | Path, callback: Callable[[], None]) -> bool:
+    """Run ``callback()`` when the :func:`atomic_path` block whose temporary is ``path`` (or
+    contains it) succeeds, before its rename; callbacks run in registration order.
+
+    Returns False (and registers nothing) when ``path`` is not inside an open atomic
+    temporary; the caller then does the work itself.
+    """
+    target = Path(path).absolute()
+    with _PENDING_LOCK:
+        for tmp, callbacks in _PENDING.items():
+            if target == tmp or tmp in target.parents:
+                callbacks.append(callback)
+                return True
+    return False
 
 
 def temporary_siblings(final: Path) -> list[Path]:
@@ -30,7 +57,8 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     so no half-written output ever carries the final name; temporaries that a killed job
     (``kill -9``, node failure) could not remove are removed by the next attempt (one job owns
     an output at a time: Snakemake locks it). A full disk raises :class:`OutputError` naming
-    the output and the fix instead of a raw storage traceback.
+    the output and the fix instead of a raw storage traceback. Callbacks registered with
+    :func:`on_commit` run after the block, before the rename.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -38,9 +66,18 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         log.info("removing %s left by an interrupted earlier attempt", stale)
         _remove(stale)
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    key = tmp.absolute()
+    with _PENDING_LOCK:
+        _PENDING[key] = []
     try:
         yield tmp
+        with _PENDING_LOCK:
+            callbacks = _PENDING.pop(key, [])
+        for callback in callbacks:
+            callback()
     except BaseException as exc:
+        with _PENDING_LOCK:
+            _PENDING.pop(key, None)
         _remove(tmp)
         if _disk_full(exc):
             raise OutputError(

@@ -11,7 +11,7 @@ import numpy as np
 
 from fewlabel.errors import InputDataError
 from fewlabel.io.atomic import atomic_path
-from fewlabel.io.omezarr import VoxelSize, create_ome_zarr, open_ome_zarr
+from fewlabel.io.omezarr import VoxelSize, create_ome_zarr, label_source, open_ome_zarr
 from fewlabel.io.readers import open_input_volume
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ def ingest_volume(
     another spatial (Z, Y, X) shape fail here, naming both files, instead of at training time.
 
     ``axes`` (the sheet's ``axes`` column, e.g. ``"ZCYX"``) overrides the file's axis order.
+    Labels are written as an NGFF label image (``image-label``, source: ``reference``); large
+    volumes get a multiscale pyramid (mean of intensities, nearest for labels) with the
+    :func:`fewlabel.io.pyramid.pyramid_settings` in force.
     """
     volume = open_input_volume(src, channel=channel, sample=sample, axes=axes)
     relabel: dict[str, Any] | None = None
@@ -72,6 +75,7 @@ def ingest_volume(
                 name=f"{sample}:{kind}",
                 compression_level=compression_level,
                 extra_attrs={"sample": sample, "source": str(src), "kind": kind},
+                image_label=label_source(dst, reference) if kind == "labels" else None,
             )
             band = _band_rows(out.chunks, shape, volume.dtype.itemsize, max_block_bytes)
             bands = [

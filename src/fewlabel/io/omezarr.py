@@ -2,12 +2,20 @@
 
 Writers go through :func:`fewlabel.io.atomic.atomic_path`, so a crashed job never leaves an
 output that looks finished. Readers accept any NGFF 0.4 / 0.5 image at its full resolution.
+
+Outputs are NGFF multiscale images: level ``0`` at full resolution, and for large volumes
+lower-resolution levels added when the output is complete (:mod:`fewlabel.io.pyramid`).
+Label images (instance ids) also carry NGFF ``image-label`` metadata, so ``ome_zarr.reader``
+and napari (napari-ome-zarr) open them as labels. They are standalone label images (their own
+group, ``image-label.source.image`` pointing at the sample's image), not a ``labels/`` group
+inside the image: each is the output of another rule than the image.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +25,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from fewlabel.errors import InputDataError
-from fewlabel.io.atomic import atomic_path
+from fewlabel.io.atomic import atomic_path, on_commit
+from fewlabel.io.pyramid import build_pyramid, current_pyramid_settings, pyramid_method
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +35,17 @@ NGFF_VERSION = "0.5"
 
 
 def ome_metadata(
-    voxel_size: Sequence[float], *, name: str, channel_axis: bool = False
+    voxel_size: Sequence[float],
+    *,
+    name: str,
+    channel_axis: bool = False,
+    image_label: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """NGFF 0.5 ``ome`` attribute block for one ZYX (or CZYX) scale level at path ``0``."""
+    """NGFF 0.5 ``ome`` attribute block for one ZYX (or CZYX) scale level at path ``0``.
+
+    ``image_label`` (a dict, possibly empty, e.g. ``{"source": {"image": "../image.ome.zarr"}}``)
+    makes it a label image: ``ome['image-label'] = {"version": "0.5", **image_label}``.
+    """
     axes = [
         {"name": "z", "type": "space", "unit": "micrometer"},
         {"name": "y", "type": "space", "unit": "micrometer"},
@@ -38,7 +55,7 @@ def ome_metadata(
     if channel_axis:
         axes = [{"name": "c", "type": "channel"}, *axes]
         scale = [1.0, *scale]
-    return {
+    ome: dict[str, Any] = {
         "version": NGFF_VERSION,
         "multiscales": [
             {
@@ -50,6 +67,20 @@ def ome_metadata(
             }
         ],
     }
+    if image_label is not None:
+        ome["image-label"] = {"version": NGFF_VERSION, **image_label}
+    return ome
+
+
+def label_source(labels_path: str | Path, image_path: str | Path | None) -> dict[str, Any]:
+    """``image_label`` for :func:`create_ome_zarr`: ``source.image`` is the relative path
+    from the label image to ``image_path`` (NGFF: "relative path to a Zarr group of a key
+    image"; ``ome_zarr.reader`` then loads the image with the labels). Empty when there is no
+    image or it does not exist."""
+    if image_path is None or not Path(image_path).exists():
+        return {}
+    relative = os.path.relpath(Path(image_path).absolute(), Path(labels_path).absolute())
+    return {"source": {"image": Path(relative).as_posix()}}
 
 
 def create_ome_zarr(
@@ -63,17 +94,43 @@ def create_ome_zarr(
     fill_value: float | int = 0,
     compression_level: int = 3,
     extra_attrs: dict[str, Any] | None = None,
+    image_label: Mapping[str, Any] | None = None,
+    pyramid: str | None = "auto",
+    defer_pyramid: bool = False,
 ) -> zarr.Array:
     """Create an empty OME-Zarr (group + array ``0``) ready for chunk-aligned writes.
 
     ``shape`` is ZYX (or CZYX, then ``chunks`` has 4 entries and the first is 1).
+    ``image_label`` (a dict, ``{}`` for none of the optional fields; see :func:`label_source`)
+    writes NGFF ``image-label`` metadata: a label image of integer ids.
+
+    ``pyramid``: how lower-resolution levels are computed (``'mean'``, ``'nearest'``, None
+    for no pyramid; ``'auto'``: ``nearest`` for label images and ``extra_attrs['kind']`` in
+    :data:`~fewlabel.io.pyramid.NEAREST_KINDS`, else ``mean``), with the
+    :func:`~fewlabel.io.pyramid.pyramid_settings` in force (recorded in
+    ``attrs['fewlabel']['pyramid']``). The levels are built from the finished array when the
+    enclosing :func:`~fewlabel.io.atomic.atomic_path` block succeeds, before the rename.
+    ``defer_pyramid`` (an array filled by several jobs) or a path outside ``atomic_path``
+    leaves that to :func:`~fewlabel.io.pyramid.build_pyramid`.
     """
     shape = tuple(int(s) for s in shape)
     chunks = tuple(int(min(max(c, 1), max(s, 1))) for c, s in zip(chunks, shape, strict=True))
+    method = pyramid_method(
+        pyramid, label_image=image_label is not None, kind=(extra_attrs or {}).get("kind")
+    )
+    settings = current_pyramid_settings()
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs["ome"] = ome_metadata(voxel_size, name=name, channel_axis=len(shape) == 4)
-    if extra_attrs:
-        group.attrs["fewlabel"] = extra_attrs
+    group.attrs["ome"] = ome_metadata(
+        voxel_size, name=name, channel_axis=len(shape) == 4, image_label=image_label
+    )
+    attrs = dict(extra_attrs or {})
+    if method is not None:
+        attrs["pyramid"] = settings.record(method)
+    if attrs:
+        group.attrs["fewlabel"] = attrs
+    if method is not None and not defer_pyramid:
+        group_path = Path(path)
+        on_commit(group_path, lambda: build_pyramid(group_path, workers=settings.workers))
     return group.create_array(
         "0",
         shape=shape,

@@ -1,7 +1,7 @@
 """Stage ``finalize_prediction``: publish a slab-wise prediction once every slab is done.
 
 Checks that every slab job of the current run (the run id that ``init_prediction_slabs``
-wrote) has finished and renames the partial array to ``--output``
+wrote) has finished, adds the multiscale pyramid and renames the partial array to ``--output``
 (:func:`fewlabel.inference.slabs.finalize_prediction`); otherwise it stops and says how to
 recover.
 """
@@ -25,5 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def finalize_prediction(args: argparse.Namespace) -> None:
     from fewlabel.inference import slabs
+    from fewlabel.io import pyramid_settings
 
-    slabs.finalize_prediction(args.output, sample=args.sample)
+    with pyramid_settings(workers=max(1, int(args.threads))):
+        slabs.finalize_prediction(args.output, sample=args.sample)

@@ -57,21 +57,22 @@ def init_prediction_slabs(args: argparse.Namespace) -> None:
     from fewlabel.config import PredictConfig
     from fewlabel.device import configure_torch
     from fewlabel.inference.slabs import DEFAULT_SLAB_VOXELS, create_prediction_array
-    from fewlabel.io import open_ome_zarr
+    from fewlabel.io import open_ome_zarr, pyramid_settings
     from fewlabel.runtime import write_json
 
     params = PredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
-    partial = create_prediction_array(
-        args.model_dir,
-        args.image,
-        args.output,
-        params=params,
-        sample=args.sample,
-        n_slabs=args.n_slabs,
-        slab_voxels=args.slab_voxels or DEFAULT_SLAB_VOXELS,
-        device=device,
-    )
+    with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
+        partial = create_prediction_array(
+            args.model_dir,
+            args.image,
+            args.output,
+            params=params,
+            sample=args.sample,
+            n_slabs=args.n_slabs,
+            slab_voxels=args.slab_voxels or DEFAULT_SLAB_VOXELS,
+            device=device,
+        )
     if args.plan:
         array = open_ome_zarr(partial, sample=args.sample)
         attrs = array.attrs["fewlabel"]

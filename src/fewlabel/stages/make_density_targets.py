@@ -36,14 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def make_density_targets(args: argparse.Namespace) -> None:
     from fewlabel.config import DensityTargetsConfig
     from fewlabel.detection.density import targets
+    from fewlabel.io import pyramid_settings
 
     params = DensityTargetsConfig.model_validate(args.params)
-    targets.make_density_targets(
-        args.image,
-        args.points,
-        args.target,
-        args.weight,
-        params=params,
-        sample=args.sample,
-        workers=args.threads,
-    )
+    with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
+        targets.make_density_targets(
+            args.image,
+            args.points,
+            args.target,
+            args.weight,
+            params=params,
+            sample=args.sample,
+            workers=args.threads,
+        )

@@ -28,14 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def predict_isl(args: argparse.Namespace) -> None:
     from fewlabel.config import SegmentationPredictConfig
+    from fewlabel.io import pyramid_settings
     from fewlabel.segmentation.distance import predict
 
     params = SegmentationPredictConfig.model_validate(args.params)
-    predict.predict_isl(
-        args.model_dir,
-        args.image,
-        args.output,
-        params=params,
-        sample=args.sample,
-        threads=args.threads,
-    )
+    with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
+        predict.predict_isl(
+            args.model_dir,
+            args.image,
+            args.output,
+            params=params,
+            sample=args.sample,
+            threads=args.threads,
+        )

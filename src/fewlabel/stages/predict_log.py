@@ -25,16 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def predict_log(args: argparse.Namespace) -> None:
     from fewlabel.detection.log.baseline import load_log_model, log_response_zarr
-    from fewlabel.io import open_ome_zarr, zyx_view
+    from fewlabel.io import open_ome_zarr, pyramid_settings, zyx_view
 
     model = load_log_model(args.model_dir)
     volume = open_ome_zarr(args.image, sample=args.sample)
-    log_response_zarr(
-        zyx_view(volume.array),
-        args.output,
-        sigma=model.sigma,
-        voxel_size=volume.voxel_size,
-        percentiles=model.percentiles,
-        workers=args.threads,
-        sample=args.sample,
-    )
+    with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
+        log_response_zarr(
+            zyx_view(volume.array),
+            args.output,
+            sigma=model.sigma,
+            voxel_size=volume.voxel_size,
+            percentiles=model.percentiles,
+            workers=args.threads,
+            sample=args.sample,
+        )

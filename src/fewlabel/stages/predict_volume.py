@@ -27,9 +27,16 @@ def predict_volume(args: argparse.Namespace) -> None:
     from fewlabel.config import PredictConfig
     from fewlabel.device import configure_torch
     from fewlabel.inference import engine
+    from fewlabel.io import pyramid_settings
 
     params = PredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
-    engine.predict_volume(
-        args.model_dir, args.image, args.output, params=params, sample=args.sample, device=device
-    )
+    with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
+        engine.predict_volume(
+            args.model_dir,
+            args.image,
+            args.output,
+            params=params,
+            sample=args.sample,
+            device=device,
+        )

@@ -36,14 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def segment_roi(args: argparse.Namespace) -> None:
     from fewlabel import roi
     from fewlabel.config import RoiConfig
+    from fewlabel.io import pyramid_settings
 
     params = RoiConfig.model_validate(args.params)
-    roi.segment_roi(
-        args.image,
-        args.mask_out,
-        args.json_out,
-        params=params,
-        sample=args.sample,
-        workers=max(1, int(args.threads)),
-        seed=int(args.seed),
-    )
+    with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
+        roi.segment_roi(
+            args.image,
+            args.mask_out,
+            args.json_out,
+            params=params,
+            sample=args.sample,
+            workers=max(1, int(args.threads)),
+            seed=int(args.seed),
+        )

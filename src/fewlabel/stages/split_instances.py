@@ -5,7 +5,9 @@ the instance parameters (``'auto'`` values from the segmenter's ``thresholds.jso
 :func:`fewlabel.segmentation.instances.resolve_auto_parameters`), splits the foreground into
 objects by h-maxima markers and watershed, chunk by chunk with a halo
 (:func:`fewlabel.segmentation.instances.split_instances_chunked`), and writes the labels
-OME-Zarr with the parameters used, where each came from and the object count.
+OME-Zarr with the parameters used, where each came from and the object count. The labels are
+an NGFF label image (``image-label``, source: the predicted image), so napari opens them as a
+labels layer, with the prediction's pyramid settings (nearest levels for large volumes).
 """
 
 from __future__ import annotations
@@ -49,7 +51,14 @@ def split_instances(args: argparse.Namespace) -> None:
 
     from fewlabel.config import InstancesConfig
     from fewlabel.errors import InputDataError
-    from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr, zyx_view
+    from fewlabel.io import (
+        atomic_path,
+        create_ome_zarr,
+        label_source,
+        open_ome_zarr,
+        pyramid_settings,
+        zyx_view,
+    )
     from fewlabel.segmentation.instances import resolve_auto_parameters, split_instances_chunked
 
     params = InstancesConfig.model_validate(args.params)
@@ -64,7 +73,11 @@ def split_instances(args: argparse.Namespace) -> None:
             path=args.prediction,
             fix="predict with the mask+distance segmentation model.",
         )
-    with atomic_path(args.output) as tmp:
+    image = pred.attrs.get("fewlabel", {}).get("image")  # what the segmenter saw
+    with (
+        pyramid_settings(like=args.prediction, workers=max(1, args.threads)),
+        atomic_path(args.output) as tmp,
+    ):
         out = create_ome_zarr(
             tmp,
             shape[1:],
@@ -80,6 +93,7 @@ def split_instances(args: argparse.Namespace) -> None:
                 "mask_threshold_from": sources["mask_threshold"],
                 "h_from": sources["h"],
             },
+            image_label=label_source(args.output, image),
         )
         n = split_instances_chunked(
             zyx_view(pred.array, 0),
