@@ -81,6 +81,13 @@ def demo_outdir(wildcards, output):
     return str(Path(output.manifest).parent)
 
 
+def object_diameter_arg():
+    """`--object-diameter-um D` when detection.object_diameter_um is set (the stages derive
+    sigma, min_distance and crop left at their defaults from it), else ""."""
+    diameter = config["detection"]["object_diameter_um"]
+    return "" if diameter is None else f"--object-diameter-um {float(diameter)!r}"
+
+
 def section_params(section, drop=("enabled",)):
     """A config section as JSON for a stage's `--params`, without workflow-only switches."""
     return to_json({k: v for k, v in config[section].items() if k not in drop})
