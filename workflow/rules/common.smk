@@ -106,9 +106,12 @@ def slab_markers(wildcards):
 
 
 def segmenter_training_inputs(wildcards):
-    """Images and labels of the segmenter's train/val samples, plus the ISL model if used."""
+    """Images and labels of the segmenter's train/val samples, the tile check, plus the ISL
+    model if used."""
     samples = PLAN.segmentation_fit_samples()
     inputs = {"images": expand(IMAGE, sample=samples), "labels": expand(LABELS, sample=samples)}
+    # volumes to predict hold a tile: checked first (ancient: never retrains)
+    inputs["tiles"] = ancient(PLAN.tile_check())
     if PLAN.use_isl():
         inputs["isl"] = ISL_MODEL
     return inputs

@@ -36,6 +36,8 @@ if config["detection"]["method"] == "density":
             targets=expand(DENSITY_TARGET, sample=PLAN.detection_fit_samples()),
             weights=expand(DENSITY_WEIGHT, sample=PLAN.detection_fit_samples()),
             points=expand(POINTS, sample=PLAN.detection_fit_samples()),
+            # volumes to predict hold a tile: checked first (ancient: never retrains)
+            tiles=ancient(PLAN.tile_check()),
         output:
             directory(DETECTOR),
         params:

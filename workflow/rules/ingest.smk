@@ -44,3 +44,21 @@ rule ingest_points:
     shell:
         "python -m fewlabel ingest_points --sample {wildcards.sample} --points {input.points:q} "
         "--volume {input.volume:q} --output {output} --log {log} 2>> {log}"
+
+
+rule check_predict_tiles:
+    """Fail before any training when a volume to predict is smaller than a prediction tile."""
+    input:
+        images=expand(IMAGE, sample=PLAN.tile_check_samples()),
+        config=CONFIG_SNAPSHOT,
+    output:
+        TILE_CHECK,
+    params:
+        sheet=config["samples"],
+    log:
+        "logs/check_predict_tiles/tiles.log",
+    conda:
+        "../../envs/io.yaml"
+    shell:
+        "python -m fewlabel check_predict_tiles --sample-sheet {params.sheet:q} "
+        "--config {input.config} --output {output} --log {log} 2>> {log}"
