@@ -283,3 +283,22 @@ def test_too_small_volume_to_predict_fails_before_training(tmp_path):
     assert "sample 's0002'" in log and "detection.predict.pad_to_tile: true" in log
     assert not (workdir / "results" / "models" / "detector").exists()  # never trained
     assert not (workdir / "logs" / "train_detector").exists()
+
+
+@pytest.mark.workflow
+def test_other_workdir_without_configfile_uses_the_workflow_config(tmp_path):
+    """`snakemake -d OTHER` (no config/ there, no --configfile): the workflow's own config and
+    sheet; a nested --config override validates like config.yaml."""
+    result = subprocess.run(
+        [*SNAKEMAKE, "-d", str(tmp_path), "-n", "--cores", "1", "--config"]
+        + ["detection={train: {epochs: 2}, model: null}", "segmentation={train: {dims: 2}}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-3000:]
+    assert f"no config/config.yaml in {tmp_path}" in text
+    assert "make_demo_data" in text and "train_detector" in text
+    assert not (tmp_path / "config").exists()
