@@ -232,34 +232,30 @@ def test_predict_only_sheet_reuses_a_trained_detector(tmp_path):
 
 
 def test_check_predict_tiles_names_sample_shape_tile_and_fix(tmp_path, monkeypatch):
-    """Stage check_predict_tiles (runs after ingest, before training)."""
+    """Stage check_predict_tiles (the training rules wait for it)."""
     from fewlabel.cli import main
-    from fewlabel.config import validate_config
-    from fewlabel.io import write_ome_zarr
-    from fewlabel.plan import IMAGE
 
     workdir = tiny_project(tmp_path, 3, n_train=1, n_val=1)
     monkeypatch.chdir(workdir)
+    from fewlabel.config import load_samples, validate_config
+
     config = yaml.safe_load(Path("config.yaml").read_text())
     validate_config(config)
-    Path("snapshot.yaml").write_text(yaml.safe_dump(config))
-    image = np.ones((8, 32, 32), np.uint16)
-    write_ome_zarr(IMAGE.format(sample="s0002"), image, (0.3, 0.1, 0.1), chunks=(8, 32, 32))
-    plan = Plan.from_files("samples.tsv", "snapshot.yaml")
-    assert plan.tile_check_samples() == ["s0002"]  # the test row; train/val are not tiled
-    args = ["check_predict_tiles", "--sample-sheet", "samples.tsv", "--config", "snapshot.yaml"]
+    assert Plan(load_samples("samples.tsv"), config).tile_check_samples() == ["s0002"]
+    args = ["check_predict_tiles", "--configfile", "config.yaml"]
     assert main([*args, "--output", "t.json", "--log", "t.log"]) == 2
     text = Path("t.log").read_text()
     for part in (
         "sample 's0002'",
-        "image.ome.zarr",
+        "file 'data/v.tif'",
         "the volume (8, 32, 32) is smaller than one tile, detection.predict.tile = (16, 128, 128)",
         "set detection.predict.pad_to_tile: true",
         "detection.predict.tile to at most [8, 32, 32]",
     ):
         assert part in text, (part, text)
-    config["detection"]["predict"]["pad_to_tile"] = True
-    Path("snapshot.yaml").write_text(yaml.safe_dump(config))
+    assert not Path("t.json").exists()
+    config["detection"] = {"predict": {"pad_to_tile": True}}
+    Path("config.yaml").write_text(yaml.safe_dump(config))
     assert main([*args, "--output", "t.json"]) == 0
     assert json.loads(Path("t.json").read_text())["s0002"]["shape"] == [8, 32, 32]
 
@@ -278,7 +274,8 @@ def test_too_small_volume_to_predict_fails_before_training(tmp_path):
         timeout=900,
     )
     assert result.returncode != 0
-    assert "check_predict_tiles" in result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    assert "check_predict_tiles" in text and "sample 's0002'" in text
     log = (workdir / "logs" / "check_predict_tiles" / "tiles.log").read_text()
     assert "sample 's0002'" in log and "detection.predict.pad_to_tile: true" in log
     assert not (workdir / "results" / "models" / "detector").exists()  # never trained

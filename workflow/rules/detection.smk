@@ -37,7 +37,7 @@ if config["detection"]["method"] == "density":
             weights=expand(DENSITY_WEIGHT, sample=PLAN.detection_fit_samples()),
             points=expand(POINTS, sample=PLAN.detection_fit_samples()),
             # volumes to predict hold a tile: checked first (ancient: never retrains)
-            tiles=ancient(PLAN.tile_check()),
+            tiles=ancient(TILE_CHECK),
         output:
             directory(DETECTOR),
         params:

@@ -47,18 +47,15 @@ rule ingest_points:
 
 
 rule check_predict_tiles:
-    """Fail before any training when a volume to predict is smaller than a prediction tile."""
+    """Fail before any training when a volume to predict is smaller than a prediction tile.
+    Runs once (no params; only the demo data as input, ancient): the training rules take its
+    output as an ancient input, so it never retrains and never hides another rerun reason;
+    later changes (new samples, tiles) are checked by the prediction stages themselves."""
     input:
-        images=expand(IMAGE, sample=PLAN.tile_check_samples()),
-        config=CONFIG_SNAPSHOT,
+        ancient(demo_manifest()),
     output:
         TILE_CHECK,
-    params:
-        sheet=config["samples"],
     log:
         "logs/check_predict_tiles/tiles.log",
-    conda:
-        "../../envs/io.yaml"
-    shell:
-        "python -m fewlabel check_predict_tiles --sample-sheet {params.sheet:q} "
-        "--config {input.config} --output {output} --log {log} 2>> {log}"
+    run:
+        check_predict_tiles(output[0], log=log[0])

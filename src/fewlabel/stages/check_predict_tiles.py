@@ -1,11 +1,13 @@
 """Stage ``check_predict_tiles``: every volume to predict holds one prediction tile.
 
-Reads the sample sheet and the run's config snapshot, and for every sample that the density
-detector or the segmenter will predict checks the ingested volume's shape against the tile
+Reads the sample sheet and the config, and for every sample that the density detector or the
+segmenter will predict checks the input image's shape (header only) against the tile
 (``detection.predict.tile`` / ``segmentation.predict.tile``, unless ``pad_to_tile``;
-:func:`fewlabel.inference.geometry.check_fits_tile`). It runs right after ingest and the
-training rules wait for it, so a too-small volume fails before any training, naming the
-sample, its shape, the tile and the fix. Writes a JSON record of what was checked.
+:meth:`fewlabel.plan.Plan.check_predict_tiles`). In the workflow the training rules wait for
+it, so a too-small volume fails before any training, naming the sample, the file, its shape,
+the tile and the fix. Writes a JSON record of what was checked. Rule ``check_predict_tiles``
+makes the same library call in Snakemake's own Python (no params, no inputs but the demo
+data: it runs once, and never triggers retraining).
 """
 
 from __future__ import annotations
@@ -21,9 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fail early when a volume to predict is smaller than a prediction tile",
     )
     add_sample_sheet(p, what="the samples (which are predicted, and by what)")
-    p.add_argument(
-        "--config", required=True, help="the run's config snapshot (results/config.yaml)"
-    )
+    p.add_argument("--configfile", required=True, help="config.yaml (validated, defaults filled)")
     p.add_argument("--output", required=True, help="JSON record of the checked shapes and tiles")
     add_common(p)
     p.set_defaults(handler=check_predict_tiles)
@@ -31,42 +31,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def check_predict_tiles(args: argparse.Namespace) -> None:
     import logging
+    from pathlib import Path
 
-    from fewlabel.errors import ConfigError, FewlabelError, InputDataError
-    from fewlabel.inference.geometry import check_fits_tile
-    from fewlabel.io import open_ome_zarr
-    from fewlabel.plan import IMAGE, Plan
+    import yaml
+
+    from fewlabel.config import load_samples, validate_config
+    from fewlabel.errors import ConfigError
+    from fewlabel.plan import Plan
     from fewlabel.runtime import write_json
 
-    if not args.sample_sheet:
-        raise ConfigError("check_predict_tiles needs --sample-sheet.", fix="pass the run's sheet.")
-    plan = Plan.from_files(args.sample_sheet, args.config)
-    record: dict[str, dict] = {}
-    problems: list[FewlabelError] = []
-    for sample in plan.tile_check_samples():
-        path = IMAGE.format(sample=sample)
-        shape = [int(n) for n in open_ome_zarr(path, sample=sample).array.shape[-3:]]
-        tiles = plan.predict_tiles(sample)
-        record[sample] = {"shape": shape, "tiles": tiles}
-        for tile in tiles:
-            try:
-                check_fits_tile(
-                    shape,
-                    tile["tile"],
-                    pad_to_tile=tile["pad_to_tile"],
-                    sample=sample,
-                    path=path,
-                    key=tile["key"],
-                )
-            except FewlabelError as error:
-                problems.append(error)
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        raise InputDataError(
-            f"{len(problems)} volumes to predict are smaller than a prediction tile (checked "
-            "before training): " + " | ".join(str(p) for p in problems)
-        )
+    settings = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    validate_config(settings)
+    sheet = args.sample_sheet or settings["samples"]
+    if not sheet:
+        raise ConfigError("check_predict_tiles needs a sample sheet.", fix="pass --sample-sheet.")
+    demo = settings["demo"]
+    generated = [demo["output_dir"]] if demo["enabled"] else []
+    record = Plan(load_samples(sheet, generated_dirs=generated), settings).check_predict_tiles()
     logging.getLogger(__name__).info(
         "%d volume(s) to predict hold their prediction tiles", len(record)
     )
