@@ -85,7 +85,7 @@ def object_diameter_arg():
     """`--object-diameter-um D` when detection.object_diameter_um is set (the stages derive
     sigma, min_distance and crop left at their defaults from it), else ""."""
     diameter = config["detection"]["object_diameter_um"]
-    return "" if diameter is None else f"--object-diameter-um {float(diameter)!r}"
+    return "" if diameter is None else f"--object-diameter-um {shlex.quote(repr(float(diameter)))}"
 
 
 def section_params(section, drop=("enabled",)):
