@@ -17,7 +17,24 @@ from fewlabel.config import load_samples, validate_config  # noqa: E402  (torch-
 from fewlabel.errors import ConfigError  # noqa: E402
 
 
-configfile: "config/config.yaml"
+# The working directory's config/config.yaml, else the workflow's own: `snakemake -d OTHER`
+# works without --configfile (the shipped config and sample sheet, data written under OTHER).
+DEFAULT_CONFIG = "config/config.yaml"
+WORKFLOW_CONFIG = not Path(DEFAULT_CONFIG).exists() and not workflow.overwrite_configfiles
+
+
+configfile: str(Path(workflow.basedir) / DEFAULT_CONFIG) if WORKFLOW_CONFIG else DEFAULT_CONFIG
+
+
+if WORKFLOW_CONFIG:
+    sheet = Path(str(config.get("samples", "config/samples.tsv")))
+    if not sheet.is_absolute() and not sheet.exists():
+        config["samples"] = str(Path(workflow.basedir) / sheet)
+    print(
+        f"fewlabel: no {DEFAULT_CONFIG} in {Path.cwd()}: using {workflow.basedir}/"
+        f"{DEFAULT_CONFIG} (sample sheet {config.get('samples')})",
+        file=sys.stderr,
+    )
 
 
 try:

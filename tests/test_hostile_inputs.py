@@ -244,7 +244,7 @@ def test_braces_in_a_path_fail_at_parse_time_with_the_fix(tmp_path):
 
 
 SHELL_RE = re.compile(r'shell:\s*\n((?:\s*"(?:[^"\\]|\\.)*"\s*\n)+)')
-PRE_QUOTED = {"fluorescence"}  # built with shlex.quote in common.smk
+PRE_QUOTED = {"fluorescence", "diameter"}  # built with shlex.quote in common.smk
 
 
 MAYBE_EMPTY = [

@@ -135,7 +135,7 @@ def test_corrected_view_blocks_equal_whole(rng):
     whole = roi.CorrectedView(smoothed, 40.0, 110.0, kernel, 0.05)[...]
     view = roi.CorrectedView(smoothed, 40.0, 110.0, kernel, 0.05)
     tiled = roi.CorrectedView(smoothed, 40.0, 110.0, kernel, 0.05)
-    tiled.max_tile_voxels = 12000  # forces recursive splitting (whole context: 12x40x44)
+    tiled.max_tile_bytes = 600_000  # forces recursive splitting (whole context: 12x40x44)
     for z, y, x in itertools.product((0, 5, 9), (0, 13, 31), (0, 17, 30)):
         block = (slice(z, z + 3), slice(y, y + 9), slice(x, x + 14))
         np.testing.assert_array_equal(view[block], whole[block])
@@ -399,3 +399,70 @@ def test_kernel_limit_is_the_larger_of_the_cap_and_the_volume():
     assert roi.clahe_kernel_voxels(params, (1e-6, 3e-7, 3e-7), (8, 64, 64)) == (4, 64, 64)
     with pytest.raises(ConfigError, match="roi.clahe_kernel_um"):
         roi.clahe_kernel_voxels(RoiConfig(), (1e-6, 3e-7, 3e-7), (8, 64, 64))
+
+
+def _cells(tmp_path, shape=(20, 120, 120), voxel=(5.0, 2.0, 2.0), count=20, seed=0):
+    """Cell-like blobs (σ 4 µm) on Poisson background, coarse voxels."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    image = rng.poisson(100, shape).astype(np.float32)
+    for c in rng.uniform((0, 0, 0), shape, size=(count, 3)):
+        r2 = ((z - c[0]) * voxel[0]) ** 2 + ((y - c[1]) * voxel[1]) ** 2
+        image += 300 * np.exp(-(r2 + ((x - c[2]) * voxel[2]) ** 2) / (2 * 4.0**2))
+    path = tmp_path / "cells.ome.zarr"
+    write_ome_zarr(path, image.astype(np.uint16), voxel, chunks=(shape[0], 64, 64))
+    return path
+
+
+def test_coarse_voxels_raise_kernels_to_a_minimum(tmp_path, caplog):
+    # 5 x 2 x 2 µm voxels: the default 2 µm CLAHE region was 1 voxel (491 s, 3 GB on 20 MB:
+    # one 256-bin histogram per voxel) and the 0.15 µm smoothing 0.03-0.075 voxel (no-op)
+    path = _cells(tmp_path)
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        summary = segment_roi(
+            path, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiConfig(), sample="brain"
+        )
+    assert time.monotonic() - start < 20
+    assert summary["clahe_kernel_voxels"] == [8, 8, 8]
+    assert summary["smooth_sigma_voxels"] == [0.5, 0.5, 0.5]
+    on_disk = json.loads((tmp_path / "m.json").read_text())
+    clahe = on_disk["adjusted"]["roi.clahe_kernel_um"]
+    assert clahe["requested"] == [1, 1, 1] and clahe["used"] == [8, 8, 8]
+    assert on_disk["adjusted"]["roi.smooth_sigma_um"]["used"] == [0.5, 0.5, 0.5]
+    text = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    for part in ("sample brain", "(1, 1, 1) voxels", "using (8, 8, 8) voxels", "Fix:"):
+        assert part in text, (part, text)
+    assert any("no smoothing at all" in w for w in on_disk["warnings"])
+    # explicit voxels are checked too; a sane region is left alone without a warning
+    fixed, adjustment = roi.checked_clahe_kernel(
+        RoiConfig(clahe_kernel_voxels=[1, 2, 2]), (5.0, 2.0, 2.0), (20, 120, 120)
+    )
+    assert fixed == (8, 8, 8) and adjustment["key"] == "roi.clahe_kernel_voxels"
+    assert roi.checked_clahe_kernel(RoiConfig(), VOXEL, SHAPE) == ((2, 10, 10), None)
+    assert roi.checked_clahe_kernel(RoiConfig(), (1.0, 0.2, 0.2), (1, 96, 96))[1] is None
+    # CLAHE tiles are split by their histogram memory, not only their voxel count
+    assert roi.clahe_tile_bytes((40, 128, 128), (1, 1, 1)) > 4e9
+    assert roi.clahe_tile_bytes((40, 128, 128), (8, 8, 8)) < 1e8
+
+
+def test_degenerate_mixture_falls_back_and_says_so(tmp_path, monkeypatch, rng):
+    values = np.r_[rng.normal(0.5, 0.1, 10**6), np.full(50, 1.0)]
+    gmm = fit_gmm_1d(values, strict=False)  # 50 outliers: a component of < 0.1% weight
+    assert "fewer than 0.1%" in roi.mixture_degeneracy(gmm)
+    overlapping = roi.GaussianMixture2((0.5, 0.52), (0.01, 0.01), (0.5, 0.5), 0.0, 3, True)
+    assert "not separated" in roi.mixture_degeneracy(overlapping)
+    assert roi.otsu_threshold(np.r_[rng.normal(0.2, 0.02, 5000), rng.normal(0.8, 0.02, 5000)]) == (
+        pytest.approx(0.5, abs=0.1)
+    )
+    # segment_roi: a degenerate fit (weights 0.9999 / 0.0001) no longer gives a silent ROI
+    degenerate = roi.GaussianMixture2((0.3, 0.99), (0.01, 1e-4), (0.9999, 1e-4), 0.0, 5, True)
+    monkeypatch.setattr("fewlabel.roi.segment.fit_gmm_1d", lambda *a, **k: degenerate)
+    image, points = _spots(tmp_path, 0)
+    summary = segment_roi(
+        image, tmp_path / "m.ome.zarr", tmp_path / "m.json", params=RoiConfig(), sample="s0"
+    )
+    fallback = json.loads((tmp_path / "m.json").read_text())["fallback"]
+    assert fallback["method"] in ("otsu", "whole_volume") and "0.01%" in fallback["reason"]
+    assert any("degenerate intensity mixture" in w for w in summary["warnings"])
+    assert 0 < summary["roi_fraction"] <= 1

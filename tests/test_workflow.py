@@ -210,6 +210,58 @@ def test_rerun_is_noop(finished_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def planned_jobs(workdir: Path, *args: str) -> tuple[dict[str, int], str]:
+    """``{rule: job count}`` of a dry run (and its text)."""
+    result = snakemake(workdir, "-n", "--cores", "2", *args)
+    text = result.stdout + result.stderr
+    counts = {
+        rule: int(n)
+        for rule, n in re.findall(r"^(\w+)\s+(\d+)$", text, flags=re.MULTILINE)
+        if rule not in ("total", "job")
+    }
+    return counts, text
+
+
+def test_readme_rerun_claims(finished_run):
+    """README "Rerunning parts": touch reruns nothing; an edited points CSV reruns
+    ingest_points and what follows; a params change reruns only the rules that read it (in a
+    one-line reason, hiding no other reason); --forcerun takes the words after it as rule
+    names."""
+    workdir = finished_run
+    points = workdir / "demo_data" / "spots_train.csv"
+    original = points.read_text()
+    try:
+        points.touch()
+        assert planned_jobs(workdir)[0] == {}  # same content: nothing to do
+        points.write_text(original + original.strip().splitlines()[-1] + "\n")
+        jobs, text = planned_jobs(workdir)
+        assert jobs["ingest_points"] == 1 and "Updated input files" in text
+        for rule in ("make_density_targets", "train_detector", "extract_points", "build_report"):
+            assert rule in jobs, (rule, jobs)
+        assert "ingest_volume" not in jobs and "train_segmenter" not in jobs
+    finally:
+        points.write_text(original)
+    assert planned_jobs(workdir)[0] == {}  # content restored: up to date again
+
+    jobs, text = planned_jobs(workdir, "--config", "evaluation={detection: {gate: 4.0}}")
+    assert jobs.keys() <= {
+        "evaluate_detection",
+        "aggregate_detection",
+        "build_report",
+        "record_config",
+        "summarize_run",
+        "all",
+    }, jobs
+    assert {"evaluate_detection", "record_config"} <= jobs.keys()
+    digest = [line for line in text.splitlines() if "before:" in line and "sha256:" in line]
+    assert len(digest) == 1 and len(digest[0]) < 400, digest  # one short line, no config dump
+
+    target = "results/roi/spots_test/roi.json"
+    assert planned_jobs(workdir, target, "--forcerun", "segment_roi")[0] == {"segment_roi": 1}
+    swallowed = planned_jobs(workdir, "--forcerun", "segment_roi", target)[0]
+    assert swallowed["segment_roi"] == 6  # the target became a rule name: default target
+
+
 def test_new_sample_plans_only_its_jobs(finished_run, tmp_path):
     workdir = finished_run
     sheet_path = workdir / "config" / "samples.tsv"
@@ -282,7 +334,8 @@ IMPORT_TO_PACKAGE = {
 RULE_RE = re.compile(
     r"^\s*(?:rule|checkpoint) (\w+):|^\s*use rule \w+ as (\w+) with:", re.MULTILINE
 )
-RUN_RULES = {"record_config"}  # `run:` in Snakemake's Python; call a function of their name
+RUN_RULES = {"record_config", "check_predict_tiles"}  # `run:` in Snakemake's Python; call a
+# function of their name
 
 
 def rules_with_env_and_stage() -> list[tuple[str, str | None, str | None, Path]]:

@@ -3,6 +3,7 @@ sample plan shared by the Snakefile and the multi-sample stages."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -311,3 +312,73 @@ def test_axes_column_reaches_ingest_of_a_raw_4d_tiff(tmp_path):
     from fewlabel.io import open_ome_zarr
 
     np.testing.assert_array_equal(open_ome_zarr(tmp_path / target).array[:], volume[:, 1])
+
+
+def test_check_predict_tiles_names_sample_shape_tile_and_fix(tmp_path, monkeypatch):
+    """Stage check_predict_tiles (the training rules wait for it)."""
+    from fewlabel.cli import main
+
+    workdir = tiny_project(tmp_path, 3, n_train=1, n_val=1)
+    monkeypatch.chdir(workdir)
+    from fewlabel.config import load_samples, validate_config
+
+    config = yaml.safe_load(Path("config.yaml").read_text())
+    validate_config(config)
+    assert Plan(load_samples("samples.tsv"), config).tile_check_samples() == ["s0002"]
+    args = ["check_predict_tiles", "--configfile", "config.yaml"]
+    assert main([*args, "--output", "t.json", "--log", "t.log"]) == 2
+    text = Path("t.log").read_text()
+    for part in (
+        "sample 's0002'",
+        "file 'data/v.tif'",
+        "the volume (8, 32, 32) is smaller than one tile, detection.predict.tile = (16, 128, 128)",
+        "set detection.predict.pad_to_tile: true",
+        "detection.predict.tile to at most [8, 32, 32]",
+    ):
+        assert part in text, (part, text)
+    assert not Path("t.json").exists()
+    config["detection"] = {"predict": {"pad_to_tile": True}}
+    Path("config.yaml").write_text(yaml.safe_dump(config))
+    assert main([*args, "--output", "t.json"]) == 0
+    assert json.loads(Path("t.json").read_text())["s0002"]["shape"] == [8, 32, 32]
+
+
+@pytest.mark.workflow
+def test_too_small_volume_to_predict_fails_before_training(tmp_path):
+    workdir = tiny_project(tmp_path, 3, n_train=1, n_val=1)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["roi"] = {"enabled": False}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml")]
+        + ["--cores", "1"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "check_predict_tiles" in text and "sample 's0002'" in text
+    log = (workdir / "logs" / "check_predict_tiles" / "tiles.log").read_text()
+    assert "sample 's0002'" in log and "detection.predict.pad_to_tile: true" in log
+    assert not (workdir / "results" / "models" / "detector").exists()  # never trained
+    assert not (workdir / "logs" / "train_detector").exists()
+
+
+@pytest.mark.workflow
+def test_other_workdir_without_configfile_uses_the_workflow_config(tmp_path):
+    """`snakemake -d OTHER` (no config/ there, no --configfile): the workflow's own config and
+    sheet; a nested --config override validates like config.yaml."""
+    result = subprocess.run(
+        [*SNAKEMAKE, "-d", str(tmp_path), "-n", "--cores", "1", "--config"]
+        + ["detection={train: {epochs: 2}, model: null}", "segmentation={train: {dims: 2}}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-3000:]
+    assert f"no config/config.yaml in {tmp_path}" in text
+    assert "make_demo_data" in text and "train_detector" in text
+    assert not (tmp_path / "config").exists()

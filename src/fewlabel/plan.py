@@ -22,6 +22,7 @@ from fewlabel.errors import ConfigError
 # ---------------------------------------------------------------- output templates (workdir)
 IMAGE = "results/ingest/{sample}/image.ome.zarr"
 IMAGE_SUMMARY = "results/ingest/{sample}/image.json"
+TILE_CHECK = "results/ingest/predict_tiles.json"
 LABELS = "results/ingest/{sample}/labels.ome.zarr"
 TARGET = "results/ingest/{sample}/target.ome.zarr"
 POINTS = "results/ingest/{sample}/points.csv"
@@ -213,6 +214,102 @@ class Plan:
                     "model.json): point it at results/models/<name> of an earlier run."
                 )
         return out
+
+    # prediction tiles (checked right after ingest, before any training)
+    def segmentation_dims(self) -> int:
+        """2 or 3: the segmenter's dimensionality (of the reused model folder, if any)."""
+        section = self.config["segmentation"]
+        model = section.get("model")
+        if model:
+            try:
+                arch = yaml.safe_load((Path(model) / "model.json").read_text()) or {}
+                return int((arch.get("kwargs") or {}).get("dims", 3))
+            except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+                return 3
+        return int(section["train"]["dims"])
+
+    def predict_tiles(self, sample: str) -> list[dict[str, Any]]:
+        """The prediction tiles ``sample``'s volume must hold: ``{key, tile, pad_to_tile}`` for
+        the density detector (``detection.predict``) and the segmenter / ISL network
+        (``segmentation.predict``; (1, y, x) for 2D networks) when they predict it."""
+        out: list[dict[str, Any]] = []
+        detection = self.config["detection"]
+        if (
+            detection["method"] == "density"
+            and self.detection_enabled()
+            and sample in self.detection_predict_samples()
+        ):
+            predict = detection["predict"]
+            out.append(
+                {
+                    "key": "detection.predict",
+                    "tile": [int(t) for t in predict["tile"]],
+                    "pad_to_tile": bool(predict["pad_to_tile"]),
+                }
+            )
+        segmentation = self.config["segmentation"]
+        if self.segmentation_enabled() and sample in self.segmentation_predict_samples():
+            predict = segmentation["predict"]
+            tile = [int(t) for t in predict["tile"]]
+            if self.segmentation_dims() == 2:
+                tile[0] = 1
+            out.append(
+                {
+                    "key": "segmentation.predict",
+                    "tile": tile,
+                    "pad_to_tile": bool(predict["pad_to_tile"]),
+                }
+            )
+        return out
+
+    def tile_check_samples(self) -> list[str]:
+        """Samples whose volumes some prediction tiles (``check_predict_tiles`` reads them)."""
+        return [s for s in self.sheet.index if self.predict_tiles(s)]
+
+    def check_predict_tiles(self) -> dict[str, dict[str, Any]]:
+        """Check every volume to predict against its prediction tiles, before any training.
+
+        Reads the shape of each input image (header only, the channel of the sheet; the shape
+        ingest will write) and raises InputDataError naming the sample, file, shape, tile and
+        fix (``<section>.pad_to_tile: true`` or a smaller tile); every too-small volume is
+        listed. Returns ``{sample: {"shape", "tiles"}}``.
+        """
+        from fewlabel.errors import FewlabelError, InputDataError
+        from fewlabel.inference.geometry import check_fits_tile
+        from fewlabel.io.readers import open_input_volume
+
+        record: dict[str, dict[str, Any]] = {}
+        problems: list[FewlabelError] = []
+        for sample in self.tile_check_samples():
+            row = self.sheet.loc[sample]
+            path = row["image"]
+            volume = open_input_volume(path, channel=row.get("channel") or None, sample=sample)
+            try:
+                shape = [int(n) for n in volume.shape]
+            finally:
+                volume.close()
+            tiles = self.predict_tiles(sample)
+            record[sample] = {"shape": shape, "tiles": tiles}
+            for tile in tiles:
+                try:
+                    check_fits_tile(
+                        shape,
+                        tile["tile"],
+                        pad_to_tile=tile["pad_to_tile"],
+                        sample=sample,
+                        path=path,
+                        key=tile["key"],
+                    )
+                except FewlabelError as error:
+                    problems.append(error)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            raise InputDataError(
+                f"{len(problems)} volumes to predict are smaller than a prediction tile: "
+                + " | ".join(str(p) for p in problems)
+            )
+        return record
 
     def isl_items(self, split: str) -> list[dict[str, str]]:
         return [

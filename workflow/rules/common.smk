@@ -89,6 +89,13 @@ def demo_outdir(wildcards, output):
     return str(Path(output.manifest).parent)
 
 
+def object_diameter_arg():
+    """`--object-diameter-um D` when detection.object_diameter_um is set (the stages derive
+    sigma, min_distance and crop left at their defaults from it), else ""."""
+    diameter = config["detection"]["object_diameter_um"]
+    return "" if diameter is None else f"--object-diameter-um {shlex.quote(repr(float(diameter)))}"
+
+
 def section_params(section, drop=("enabled",)):
     """A config section as JSON for a stage's `--params`, without workflow-only switches."""
     return to_json({k: v for k, v in config[section].items() if k not in drop})
@@ -107,9 +114,12 @@ def slab_markers(wildcards):
 
 
 def segmenter_training_inputs(wildcards):
-    """Images and labels of the segmenter's train/val samples, plus the ISL model if used."""
+    """Images and labels of the segmenter's train/val samples, the tile check, plus the ISL
+    model if used."""
     samples = PLAN.segmentation_fit_samples()
     inputs = {"images": expand(IMAGE, sample=samples), "labels": expand(LABELS, sample=samples)}
+    # volumes to predict hold a tile: checked first (ancient: never retrains)
+    inputs["tiles"] = ancient(TILE_CHECK)
     if PLAN.use_isl():
         inputs["isl"] = ISL_MODEL
     return inputs
@@ -144,6 +154,39 @@ def summary_inputs(wildcards):
 def report_files(wildcards):
     """Every file the report reads, so the report reruns when any of them changes."""
     return PLAN.report_files()
+
+
+def demo_manifest():
+    """The demo manifest when the demo writes the inputs ([] otherwise): generated inputs must
+    exist before check_predict_tiles reads their shapes."""
+    if not config["demo"]["enabled"]:
+        return []
+    return [f"{config['demo']['output_dir']}/manifest.json"]
+
+
+def check_predict_tiles(output, log):
+    """Rule check_predict_tiles, in Snakemake's own Python on the validated config and sheet
+    (PLAN): the library call of stage fewlabel.stages.check_predict_tiles."""
+    from fewlabel.errors import FewlabelError
+    from fewlabel.runtime import write_json
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        record = PLAN.check_predict_tiles()
+    except FewlabelError as error:
+        Path(log).write_text(f"fewlabel check_predict_tiles: error: {error}\n")
+        raise
+    write_json(record, output)
+    Path(log).write_text(f"{len(record)} volume(s) to predict hold their prediction tiles\n")
+
+
+def config_digest():
+    """sha256 of the validated config (defaults filled) as canonical JSON: rule record_config's
+    params, so that any config change reruns it while the rerun reason stays one line."""
+    import hashlib
+
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
 def record_config(settings, output, log):

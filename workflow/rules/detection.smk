@@ -12,6 +12,7 @@ rule make_density_targets:
         weight=directory(DENSITY_WEIGHT),
     params:
         targets=to_json(config["detection"]["targets"]),
+        diameter=object_diameter_arg(),
     threads: 2
     log:
         "logs/make_density_targets/{sample}.log",
@@ -22,8 +23,8 @@ rule make_density_targets:
     shell:
         "python -m fewlabel make_density_targets --sample {wildcards.sample} "
         "--image {input.image} --points {input.points} --target {output.target} "
-        "--weight {output.weight} --params {params.targets:q} --threads {threads} "
-        "--log {log} 2>> {log}"
+        "--weight {output.weight} --params {params.targets:q} {params.diameter} "
+        "--threads {threads} --log {log} 2>> {log}"
 
 
 if config["detection"]["method"] == "density":
@@ -35,12 +36,15 @@ if config["detection"]["method"] == "density":
             targets=expand(DENSITY_TARGET, sample=PLAN.detection_fit_samples()),
             weights=expand(DENSITY_WEIGHT, sample=PLAN.detection_fit_samples()),
             points=expand(POINTS, sample=PLAN.detection_fit_samples()),
+            # volumes to predict hold a tile: checked first (ancient: never retrains)
+            tiles=ancient(TILE_CHECK),
         output:
             directory(DETECTOR),
         params:
             sheet=config["samples"],
             settings=to_json(config["detection"]["train"]),
             peaks=to_json(config["detection"]["peaks"]),
+            diameter=object_diameter_arg(),
             seed=config["seed"],
         threads: 1
         resources:
@@ -54,7 +58,7 @@ if config["detection"]["method"] == "density":
         shell:
             "python -m fewlabel train_detector --sample-sheet {params.sheet:q} "
             "--out-dir {output} --params {params.settings:q} --peaks {params.peaks:q} "
-            "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
+            "{params.diameter} --threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
 
     if config["detection"]["slabs"] == 1:
 
@@ -164,6 +168,7 @@ else:
             sheet=config["samples"],
             settings=to_json(config["detection"]["log"]),
             peaks=to_json(config["detection"]["peaks"]),
+            diameter=object_diameter_arg(),
         threads: 2
         log:
             "logs/fit_log_threshold/detector.log",
@@ -173,8 +178,8 @@ else:
             "../../envs/image.yaml"
         shell:
             "python -m fewlabel fit_log_threshold --sample-sheet {params.sheet:q} "
-            "--params {params.settings:q} --peaks {params.peaks:q} --output-dir {output} "
-            "--log {log} 2>> {log}"
+            "--params {params.settings:q} --peaks {params.peaks:q} {params.diameter} "
+            "--output-dir {output} --log {log} 2>> {log}"
 
     rule predict_log:
         """LoG response map of one volume (the classical baseline's 'prediction')."""
@@ -205,6 +210,7 @@ rule extract_points:
         DETECTIONS,
     params:
         points=to_json(config["detection"]["peaks"]),
+        diameter=object_diameter_arg(),
     threads: 2
     log:
         "logs/extract_points/{sample}.log",
@@ -213,7 +219,7 @@ rule extract_points:
     shell:
         "python -m fewlabel extract_points --sample {wildcards.sample} "
         "--density {input.density} --model-dir {input.model} --params {params.points:q} "
-        "--output {output} --threads {threads} --log {log} 2>> {log}"
+        "{params.diameter} --output {output} --threads {threads} --log {log} 2>> {log}"
 
 
 rule evaluate_detection:

@@ -49,3 +49,18 @@ rule ingest_points:
     shell:
         "python -m fewlabel ingest_points --sample {wildcards.sample} --points {input.points:q} "
         "--volume {input.volume:q} --output {output} --log {log} 2>> {log}"
+
+
+rule check_predict_tiles:
+    """Fail before any training when a volume to predict is smaller than a prediction tile.
+    Runs once (no params; only the demo data as input, ancient): the training rules take its
+    output as an ancient input, so it never retrains and never hides another rerun reason;
+    later changes (new samples, tiles) are checked by the prediction stages themselves."""
+    input:
+        ancient(demo_manifest()),
+    output:
+        TILE_CHECK,
+    log:
+        "logs/check_predict_tiles/tiles.log",
+    run:
+        check_predict_tiles(output[0], log=log[0])

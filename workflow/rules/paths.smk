@@ -29,6 +29,7 @@ from fewlabel.plan import (
     SEGMENTATION_SUMMARY,
     SEGMENTER,
     TARGET,
+    TILE_CHECK,
     Plan,
 )
 

@@ -7,6 +7,8 @@ rule pretrain_isl:
     input:
         images=expand(IMAGE, sample=PLAN.isl_samples(["train", "val"])),
         targets=expand(TARGET, sample=PLAN.isl_samples(["train", "val"])),
+        # volumes to predict hold a tile: checked first (ancient: never retrains)
+        tiles=ancient(TILE_CHECK),
     output:
         directory(ISL_MODEL),
     params:

@@ -7,11 +7,13 @@ rule record_config:
     output:
         CONFIG_SNAPSHOT,
     params:
-        settings=config,
+        # a one-line digest, not the config itself: a config change still reruns this rule,
+        # and the rerun reason stays one line (the whole config was printed twice)
+        digest=config_digest(),
     log:
         "logs/record_config/config.log",
     run:
-        record_config(params.settings, output[0], log=log[0])
+        record_config(config, output[0], log=log[0])
 
 
 rule summarize_run:

@@ -18,7 +18,16 @@ import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from fewlabel.errors import ConfigError
 
@@ -28,9 +37,83 @@ CONFIG_FIX = "edit config/config.yaml (every key is documented there)."
 class ConfigModel(BaseModel):
     """Base of every configuration section: unknown keys are errors; instances are immutable
     (derive a changed copy with ``model_copy(update=...)``, validate it with
-    ``type(m).model_validate({**m.model_dump(), ...})``)."""
+    ``type(m).model_validate({**m.model_dump(), ...})``).
+
+    Command-line overrides are typed like YAML (:func:`yaml_typed`): Snakemake reads a nested
+    ``--config detection='{train: {epochs: 2}, model: null}'`` with YAML's BaseLoader, so
+    every scalar arrives as a string. Numeric and boolean strings already pass pydantic's lax
+    mode; ``null`` / ``~`` for an optional key, ``'2'`` for ``Literal[2, 3]`` and the values of
+    free mappings (``loss_params``) are converted here.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _command_line_strings(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        return value if field is None else yaml_typed(value, field.annotation)
+
+
+_NULL_STRINGS = frozenset({"null", "Null", "NULL", "~"})
+
+
+def _allows_none(annotation: Any) -> bool:
+    if annotation is None or annotation is type(None):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, Annotated):
+        return any(_allows_none(a) for a in typing.get_args(annotation))
+    return False
+
+
+def _literal_values(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, Annotated):
+        return [v for a in typing.get_args(annotation) for v in _literal_values(a)]
+    return []
+
+
+def _scalar(text: str) -> Any:
+    """A string as YAML's safe loader types a plain scalar (3, 0.5, true, null), else itself."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if value is None or isinstance(value, (bool, int, float)) else text
+
+
+def yaml_typed(value: Any, annotation: Any) -> Any:
+    """``value`` for a field of type ``annotation``, with command-line strings typed as YAML
+    would: ``'null'``/``'~'`` -> None where None is allowed, ``'2'`` -> 2 for an int Literal,
+    and every string leaf of a free mapping (``dict[str, Any]``) as a YAML scalar. Anything
+    else is returned unchanged (pydantic's lax mode handles numeric and boolean strings)."""
+    if isinstance(value, str):
+        if value in _NULL_STRINGS and _allows_none(annotation):
+            return None
+        literals = _literal_values(annotation)
+        if value not in literals:
+            for literal in literals:
+                if isinstance(literal, int) and not isinstance(literal, bool):
+                    typed = _scalar(value)
+                    if typed == literal and isinstance(typed, int):
+                        return typed
+        return value
+    if isinstance(value, Mapping) and _is_mapping(annotation):
+        return {k: _retype_leaves(v) for k, v in value.items()}
+    return value
+
+
+def _retype_leaves(value: Any) -> Any:
+    if isinstance(value, str):
+        return _scalar(value)
+    if isinstance(value, Mapping):
+        return {k: _retype_leaves(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_retype_leaves(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- field types

@@ -153,6 +153,14 @@ class DetectionConfig(ConfigModel):
         "results/models/detector of an earlier run): no training; "
         "null trains on the sheet's train/val rows",
     )
+    object_diameter_um: PosFloat | None = Field(
+        None,
+        description="typical object diameter (µm); when set, every one of "
+        "targets.sigma (d/4 µm), peaks.min_distance (radius in voxels) and train.crop "
+        "(>= 4 diameters per axis, <= 128 voxels) left at its default is derived per "
+        "volume from its voxel size (a changed value wins; fewlabel.detection.sizes); "
+        "null: the values as configured",
+    )
     targets: DensityTargetsConfig = Field(
         default_factory=DensityTargetsConfig, description="density targets"
     )

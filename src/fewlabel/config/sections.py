@@ -89,9 +89,12 @@ class RoiConfig(ConfigModel):
         touching particles.
     smooth_sigma_um : 0.15 µm is about the σ of a diffraction-limited spot: per-voxel Poisson
         noise drops ~3x while a spot keeps most of its peak. Raise it for larger particles.
+        Below half a voxel on every axis (coarse voxels) it is raised to 0.5 voxel (warning).
     clahe_kernel_um : 2 µm spans a few particle diameters: local background is equalised while
         particles stay brighter than it (at 0.3 x 0.1 x 0.1 µm voxels a region holds ~2700
         voxels). ``clahe_kernel_voxels`` overrides it (volumes whose voxel size is unknown).
+        A region below 2 voxels along an axis or 64 voxels in all (2 µm at 5 x 2 x 2 µm
+        voxels is 1 voxel) is raised to 8 voxels on every shorter axis (warning, roi.json).
     clahe_clip_limit : skimage's definition (a fraction of the region's voxels per histogram
         bin). 0.005 is a mild correction that keeps the shape of the histogram, which the
         mixture needs: large limits (≥ 0.03) equalise each region to a flat histogram in which

@@ -39,6 +39,7 @@ import numpy as np
 from fewlabel.blocks import Block
 from fewlabel.config import PredictConfig
 from fewlabel.errors import InputDataError, ModelError
+from fewlabel.inference.geometry import check_fits_tile
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 
 log = logging.getLogger(__name__)
@@ -63,32 +64,6 @@ def receptive_field(
     if len(out) != 3:
         raise ModelError(f"receptive field {value!r} is not one value or (z, y, x).")
     return out  # type: ignore[return-value]
-
-
-def check_fits_tile(
-    shape: Sequence[int],
-    tile: Sequence[int],
-    *,
-    pad_to_tile: bool,
-    sample: str | None = None,
-    path: str | Path | None = None,
-) -> None:
-    """Raise InputDataError if the volume is smaller than one tile and padding is not allowed."""
-    short = [
-        f"{'zyx'[a]}: {int(n)} < {int(t)}"
-        for a, (n, t) in enumerate(zip(shape, tile, strict=True))
-        if int(n) < int(t)
-    ]
-    if short and not pad_to_tile:
-        fit = [min(int(n), int(t)) for n, t in zip(shape, tile, strict=True)]
-        raise InputDataError(
-            f"the volume {tuple(int(n) for n in shape)} is smaller than one tile "
-            f"{tuple(int(t) for t in tile)} ({'; '.join(short)}).",
-            sample=sample,
-            path=path,
-            fix=f"set predict.tile to at most {fit} (and predict.overlap below it), or set "
-            "predict.pad_to_tile: true to mirror-pad small volumes to the tile size.",
-        )
 
 
 def uses_instance_norm(module: Any) -> bool:

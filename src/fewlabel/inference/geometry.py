@@ -16,14 +16,47 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fewlabel.errors import ConfigError
+from fewlabel.errors import ConfigError, InputDataError
 
 Window = tuple[slice, ...]
 _INF = (math.inf, 0)
+
+
+def check_fits_tile(
+    shape: Sequence[int],
+    tile: Sequence[int],
+    *,
+    pad_to_tile: bool,
+    sample: str | None = None,
+    path: str | Path | None = None,
+    key: str = "predict",
+) -> None:
+    """Raise InputDataError if the volume is smaller than one tile and padding is not allowed.
+
+    ``key`` is the config section of the tile (``detection.predict``, ``segmentation.predict``)
+    named in the fix. Torch-free: the early check after ingest (``check_predict_tiles``) and
+    the prediction stages share it.
+    """
+    short = [
+        f"{'zyx'[a]}: {int(n)} < {int(t)}"
+        for a, (n, t) in enumerate(zip(shape, tile, strict=True))
+        if int(n) < int(t)
+    ]
+    if short and not pad_to_tile:
+        fit = [min(int(n), int(t)) for n, t in zip(shape, tile, strict=True)]
+        raise InputDataError(
+            f"the volume {tuple(int(n) for n in shape)} is smaller than one tile, {key}.tile "
+            f"= {tuple(int(t) for t in tile)} ({'; '.join(short)}).",
+            sample=sample,
+            path=path,
+            fix=f"set {key}.pad_to_tile: true to mirror-pad small volumes to the tile size, or "
+            f"{key}.tile to at most {fit} (and {key}.overlap below it).",
+        )
 
 
 def as_int_tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:

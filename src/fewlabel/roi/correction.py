@@ -90,6 +90,20 @@ def correct_block(
     return np.asarray(out, dtype=np.float32).reshape(block.shape)
 
 
+MIN_CLAHE_AXIS_VOXELS = 2
+"""A CLAHE region must span at least this many voxels along every axis the volume has."""
+MIN_CLAHE_REGION_VOXELS = 64
+"""... and hold at least this many voxels: below, its histogram is a handful of counts (a
+1-voxel region maps every voxel to 0 or 1) and CLAHE's per-region work (a 256-bin histogram
+per region) makes it slow and memory-hungry."""
+FALLBACK_CLAHE_VOXELS = 8
+"""Region side (voxels, clipped to the volume) used on every shorter axis when the configured
+region is below the minimum."""
+MIN_SMOOTH_SIGMA_VOXELS = 0.5
+"""A pre-smoothing σ below this on every axis is a no-op (the filter's centre weight > 0.8);
+it is then raised to this on those axes."""
+
+
 def clahe_kernel_voxels(
     params: RoiConfig,
     voxel_size: Sequence[float],
@@ -98,17 +112,36 @@ def clahe_kernel_voxels(
     sample: str | None = None,
     path: str | Path | None = None,
 ) -> tuple[int, int, int]:
-    """CLAHE region size in voxels (z, y, x): µm / voxel size, rounded, within [1, shape].
+    """CLAHE region size in voxels (z, y, x), see :func:`checked_clahe_kernel`."""
+    return checked_clahe_kernel(params, voxel_size, shape, sample=sample, path=path)[0]
 
-    The µm conversion is bounded (:func:`fewlabel.roi.kernels.kernel_voxels`: ConfigError
-    naming ``roi.clahe_kernel_um`` for a voxel size in the wrong unit).
+
+def checked_clahe_kernel(
+    params: RoiConfig,
+    voxel_size: Sequence[float],
+    shape: Sequence[int],
+    *,
+    sample: str | None = None,
+    path: str | Path | None = None,
+) -> tuple[tuple[int, int, int], dict[str, Any] | None]:
+    """CLAHE region size in voxels (z, y, x) and the fallback applied to it, if any.
+
+    µm / voxel size, rounded, within [1, shape] (or ``clahe_kernel_voxels``). The µm
+    conversion is bounded (:func:`fewlabel.roi.kernels.kernel_voxels`: ConfigError naming
+    ``roi.clahe_kernel_um`` for a voxel size in the wrong unit). A region shorter than
+    :data:`MIN_CLAHE_AXIS_VOXELS` along an axis or smaller than
+    :data:`MIN_CLAHE_REGION_VOXELS` in all (coarse voxels: 2 µm at 5 x 2 x 2 µm voxels is a
+    1-voxel region) is raised to :data:`FALLBACK_CLAHE_VOXELS` on every shorter axis; the
+    warning is logged and returned as ``{"key", "requested", "used", "unit", "reason"}``.
     """
     if params.clahe_kernel_voxels is not None:
+        key = "roi.clahe_kernel_voxels"
         raw = [float(v) for v in params.clahe_kernel_voxels]
     else:
+        key = "roi.clahe_kernel_um"
         raw = list(
             kernel_voxels(
-                "roi.clahe_kernel_um",
+                key,
                 params.clahe_kernel_um or (),
                 voxel_size,
                 shape,
@@ -116,10 +149,86 @@ def clahe_kernel_voxels(
                 path=path,
             )
         )
-    return tuple(
-        int(min(max(round(k), 1), max(s, 1)))  # type: ignore[return-value]
-        for k, s in zip(raw, shape, strict=True)
+    sides = [max(int(s), 1) for s in shape]
+    kernel = tuple(int(min(max(round(k), 1), s)) for k, s in zip(raw, sides, strict=True))
+    short = [
+        a
+        for a, (k, s) in enumerate(zip(kernel, sides, strict=True))
+        if k < min(s, MIN_CLAHE_AXIS_VOXELS)
+    ]
+    region = math.prod(kernel)
+    if not short and region >= min(MIN_CLAHE_REGION_VOXELS, math.prod(sides)):
+        return kernel, None  # type: ignore[return-value]
+    used = tuple(min(max(k, FALLBACK_CLAHE_VOXELS), s) for k, s in zip(kernel, sides, strict=True))
+    shown = (
+        f"{tuple(params.clahe_kernel_um or ())} µm at voxel size "
+        f"{tuple(float(v) for v in voxel_size)} µm"
+        if params.clahe_kernel_voxels is None
+        else "given in voxels"
     )
+    reason = (
+        f"the CLAHE region {key} ({shown}) is {kernel} voxels (z, y, x): "
+        + (
+            f"fewer than {MIN_CLAHE_AXIS_VOXELS} voxels along axis "
+            + ", ".join("zyx"[a] for a in short)
+            if short
+            else f"{region} voxels in all, fewer than {MIN_CLAHE_REGION_VOXELS}"
+        )
+        + f", too small for a histogram (and slow); using {used} voxels instead. Fix: set "
+        f"roi.clahe_kernel_um to a few object diameters (at least {FALLBACK_CLAHE_VOXELS} "
+        "voxels per axis) or roi.clahe_kernel_voxels."
+    )
+    log.warning("sample %s: %s", sample, reason)
+    adjustment = {
+        "key": key,
+        "requested": list(kernel),
+        "used": list(used),
+        "unit": "voxel",
+        "reason": reason,
+    }
+    return used, adjustment  # type: ignore[return-value]
+
+
+def checked_smooth_sigma(
+    params: RoiConfig,
+    voxel_size: Sequence[float],
+    shape: Sequence[int],
+    *,
+    sample: str | None = None,
+    path: str | Path | None = None,
+) -> tuple[tuple[float, ...], dict[str, Any] | None]:
+    """Pre-smoothing σ in voxels (z, y, x) and the fallback applied to it, if any.
+
+    ``roi.smooth_sigma_um`` / voxel size (bounded, :func:`kernel_voxels`). A positive σ below
+    :data:`MIN_SMOOTH_SIGMA_VOXELS` on every axis the volume has (0.15 µm at 2 µm voxels is
+    0.075 voxel: no smoothing at all) is raised to that on those axes, with a warning that is
+    logged and returned as ``{"key", "requested", "used", "unit", "reason"}``.
+    """
+    key = "roi.smooth_sigma_um"
+    sigma = kernel_voxels(key, params.smooth_sigma_um, voxel_size, shape, sample=sample, path=path)
+    axes = [a for a, s in enumerate(shape) if int(s) > 1]
+    if params.smooth_sigma_um <= 0 or not axes:
+        return sigma, None
+    if any(sigma[a] >= MIN_SMOOTH_SIGMA_VOXELS for a in axes):
+        return sigma, None
+    used = tuple(max(s, MIN_SMOOTH_SIGMA_VOXELS) if a in axes else s for a, s in enumerate(sigma))
+    requested = tuple(round(s, 4) for s in sigma)
+    reason = (
+        f"{key} = {params.smooth_sigma_um:g} µm at voxel size "
+        f"{tuple(float(v) for v in voxel_size)} µm is {requested} voxels (z, y, x), below "
+        f"{MIN_SMOOTH_SIGMA_VOXELS} voxel on every axis: no smoothing at all; using σ = "
+        f"{tuple(round(s, 4) for s in used)} voxels instead. Fix: set {key} to about half a "
+        "voxel or more (or 0 to disable smoothing)."
+    )
+    log.warning("sample %s: %s", sample, reason)
+    adjustment = {
+        "key": key,
+        "requested": list(sigma),
+        "used": list(used),
+        "unit": "voxel",
+        "reason": reason,
+    }
+    return used, adjustment
 
 
 class _LazyView:
@@ -191,17 +300,17 @@ class CorrectedView(_LazyView):
         self.low, self.high, self.clip_limit = float(low), float(high), float(clip_limit)
         self.kernel = tuple(int(k) for k in kernel)
 
-    max_tile_voxels: int = 2_000_000
-    """Blocks whose CLAHE context exceeds this are computed in halves (CLAHE needs ~50 bytes
-    per context voxel, so ~100 MB per tile); exact either way, the split only trades memory
-    for some recomputed context."""
+    max_tile_bytes: int = 100_000_000
+    """Blocks whose CLAHE work (:func:`clahe_tile_bytes`) exceeds this are computed in halves;
+    exact either way, the split only trades memory for some recomputed context."""
 
     def _compute(self, block: tuple[slice, ...]) -> np.ndarray:
         outer = tuple(
             clahe_context(b, k, n) for b, k, n in zip(block, self.kernel, self.shape, strict=True)
         )
         sizes = [b.stop - b.start for b in block]
-        if math.prod(o.stop - o.start for o in outer) > self.max_tile_voxels and max(sizes) > 1:
+        tile = [o.stop - o.start for o in outer]
+        if clahe_tile_bytes(tile, self.kernel) > self.max_tile_bytes and max(sizes) > 1:
             axis = int(np.argmax(sizes))
             mid = block[axis].start + sizes[axis] // 2
             halves = [
@@ -220,6 +329,19 @@ class CorrectedView(_LazyView):
         ]
 
 
+def clahe_tile_bytes(shape: Sequence[int], kernel: Sequence[int], nbins: int = 256) -> int:
+    """Approximate peak memory of skimage's CLAHE core on a tile of ``shape`` (bytes).
+
+    ~50 bytes per voxel (padded copies, interpolation) plus ~32 per histogram bin of every
+    contextual region (``nbins`` int64 counts per region, clipped and mapped copies): with
+    small regions the histograms dominate (1-voxel regions on a 0.7 M-voxel tile: ~5 GB).
+    """
+    regions = math.prod(
+        -(-int(s) // max(int(k), 1)) + 1 for s, k in zip(shape, kernel, strict=True)
+    )
+    return 50 * math.prod(int(s) for s in shape) + 32 * nbins * regions
+
+
 def clahe_context(block: slice, k: int, size: int) -> slice:
     """The input range CLAHE needs to compute ``block`` exactly along one axis (region ``k``).
 
@@ -235,10 +357,17 @@ def clahe_context(block: slice, k: int, size: int) -> slice:
 
 
 __all__ = [
+    "FALLBACK_CLAHE_VOXELS",
     "LEVELS",
+    "MIN_CLAHE_AXIS_VOXELS",
+    "MIN_CLAHE_REGION_VOXELS",
+    "MIN_SMOOTH_SIGMA_VOXELS",
     "CorrectedView",
     "SmoothedView",
     "clahe_context",
+    "clahe_tile_bytes",
+    "checked_clahe_kernel",
+    "checked_smooth_sigma",
     "clahe_kernel_voxels",
     "correct_block",
 ]

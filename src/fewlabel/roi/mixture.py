@@ -47,6 +47,7 @@ def fit_gmm_1d(
     tol: float = 1e-10,
     min_sd_fraction: float = 0.005,
     sample: str | None = None,
+    strict: bool = True,
 ) -> GaussianMixture2:
     """Fit a two-component 1D Gaussian mixture by EM (Dempster et al. 1977; PRML §9.2.2).
 
@@ -63,8 +64,10 @@ def fit_gmm_1d(
     two overlapping halves, an equally likely local optimum that is useless for a ROI. When
     the foreground is a large mode, EM moves from the tail to that mode.
 
-    Raises InputDataError (naming ``sample``) for constant values or a degenerate fit (a
-    component with < 1e-4 of the weight, or equal means).
+    Raises InputDataError (naming ``sample``) for constant values or, when ``strict``, a
+    degenerate fit (a component with < 1e-4 of the weight, or equal means); with
+    ``strict=False`` a degenerate fit is returned for the caller to judge
+    (:func:`mixture_degeneracy`).
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
@@ -120,7 +123,7 @@ def fit_gmm_1d(
             converged = True
             break
         prev = ll
-    if not 1e-4 <= w1 <= 1 - 1e-4:
+    if strict and not 1e-4 <= w1 <= 1 - 1e-4:
         raise InputDataError(
             f"degenerate intensity mixture: one component holds {min(w1, 1 - w1):.2e} of the "
             "voxels, so foreground and background cannot be separated.",
@@ -128,7 +131,7 @@ def fit_gmm_1d(
             fix="check that the volume contains particles; try other roi.clip_percentiles, "
             "roi.smooth_sigma_um or roi.clahe_kernel_um.",
         )
-    if abs(m1 - m0) < 1e-3 * (hi - lo):
+    if strict and abs(m1 - m0) < 1e-3 * (hi - lo):
         raise InputDataError(
             "degenerate intensity mixture: both components have the same mean.",
             sample=sample,
@@ -167,4 +170,69 @@ def foreground_threshold(gmm: GaussianMixture2, posterior_threshold: float) -> t
     return float(np.float32(gmm.means[1])), False
 
 
-__all__ = ["GaussianMixture2", "fit_gmm_1d", "foreground_threshold"]
+MIN_COMPONENT_WEIGHT = 0.001
+"""A mixture whose smaller component holds less than this fraction of the voxels is degenerate
+(EM parked a component on a few outliers: its 'foreground' is meaningless). Not higher: sparse
+particles are a genuine bright tail of well under 1 % of the voxels (60 cells of 10 µm in a
+40 x 250 x 250 volume of 5 x 2 x 2 µm voxels: 0.5 %)."""
+MIN_SEPARATION = 1.0
+"""Ashman's D = |μ₁ − μ₀| / √((σ₀² + σ₁²)/2) below this: the two components overlap for most
+of their mass (EM split one mode in two), so no foreground is separated. Not 2 (the bimodality
+bound): a sparse, wide bright tail on the background's shoulder is a useful fit at D ≈ 1.5-2
+(the spot synthetics)."""
+
+
+def mixture_degeneracy(gmm: GaussianMixture2) -> str | None:
+    """Why ``gmm`` cannot separate foreground from background, or None if it can.
+
+    Degenerate: a component weight below :data:`MIN_COMPONENT_WEIGHT`, or Ashman's D below
+    :data:`MIN_SEPARATION` (components not separated).
+    """
+    weight = min(gmm.weights)
+    if not weight >= MIN_COMPONENT_WEIGHT:
+        return (
+            f"one mixture component holds {weight:.2%} of the voxels (weights "
+            f"{gmm.weights[0]:.4g} / {gmm.weights[1]:.4g}, fewer than "
+            f"{MIN_COMPONENT_WEIGHT:.1%})"
+        )
+    spread = math.sqrt(0.5 * (gmm.variances[0] + gmm.variances[1]))
+    separation = abs(gmm.means[1] - gmm.means[0]) / spread if spread > 0 else math.inf
+    if not separation >= MIN_SEPARATION:
+        return (
+            f"the mixture components are not separated (means {gmm.means[0]:.4g} / "
+            f"{gmm.means[1]:.4g}, Ashman's D = {separation:.2f} < {MIN_SEPARATION:g})"
+        )
+    return None
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold (maximal between-class variance) of ``values`` on a ``bins`` histogram.
+
+    Foreground is ``x >= threshold``. Returns the minimum value (everything foreground) for
+    constant values.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if not x.size or not x.max() > x.min():
+        return float(x.min()) if x.size else 0.0
+    counts, edges = np.histogram(x, bins=bins)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(counts)[:-1].astype(np.float64)  # classes: bins [0, i] and (i, end)
+    w1 = counts.sum() - w0
+    s0 = np.cumsum(counts * centres)[:-1]
+    m0 = s0 / np.maximum(w0, 1)
+    m1 = ((counts * centres).sum() - s0) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-12))  # a gap: take its middle
+    return float(0.5 * (edges[best[0] + 1] + edges[best[-1] + 1]))
+
+
+__all__ = [
+    "MIN_COMPONENT_WEIGHT",
+    "MIN_SEPARATION",
+    "GaussianMixture2",
+    "fit_gmm_1d",
+    "foreground_threshold",
+    "mixture_degeneracy",
+    "otsu_threshold",
+]

@@ -19,9 +19,21 @@ from fewlabel.config import RoiConfig
 from fewlabel.errors import InputDataError
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 from fewlabel.normalize import sample_voxels
-from fewlabel.roi.correction import LEVELS, CorrectedView, SmoothedView, clahe_kernel_voxels
+from fewlabel.roi.correction import (
+    LEVELS,
+    CorrectedView,
+    SmoothedView,
+    checked_clahe_kernel,
+    checked_smooth_sigma,
+)
 from fewlabel.roi.kernels import kernel_voxels
-from fewlabel.roi.mixture import fit_gmm_1d, foreground_threshold
+from fewlabel.roi.mixture import (
+    MIN_COMPONENT_WEIGHT,
+    fit_gmm_1d,
+    foreground_threshold,
+    mixture_degeneracy,
+    otsu_threshold,
+)
 from fewlabel.roi.morphology import ball_radii_voxels, erode_dilate
 from fewlabel.roi.prior import class_prior, prior_warnings
 
@@ -54,7 +66,11 @@ def segment_roi(
         written atomically.
     json_out_path : summary: roi_fraction, roi_voxels, total_voxels, roi_volume_um3, gmm
         (means, variances, weights on the corrected [0, 1] scale), threshold, clip range, CLAHE
-        kernel, pi and min_batch_size (= ⌈1/π⌉, when k and r are configured), warnings.
+        kernel, pi and min_batch_size (= ⌈1/π⌉, when k and r are configured), warnings,
+        ``adjusted`` (smoothing σ / CLAHE region raised to a minimum in voxels, see
+        :func:`~fewlabel.roi.correction.checked_clahe_kernel`) and ``fallback`` (null, or how
+        the foreground was found when the mixture is degenerate: ``{"method": "otsu" |
+        "whole_volume", "reason"}``).
     params : :class:`~fewlabel.config.RoiConfig` (the ``roi`` config section).
     sample : sample id (for messages).
     workers : threads over blocks. seed : seed of the chunk subsampling.
@@ -87,8 +103,11 @@ def segment_roi(
 
     # µm -> voxels, bounded first: a voxel size in the wrong unit fails here, not hours later
     where: dict[str, Any] = {"sample": sample, "path": image_zarr_path}
-    sigma_vox = kernel_voxels("roi.smooth_sigma_um", params.smooth_sigma_um, voxel, shape, **where)
-    kernel = clahe_kernel_voxels(params, voxel, shape, **where)
+    # coarse voxels: a kernel below a few voxels is raised to a minimum (warned, recorded)
+    sigma_vox, sigma_fix = checked_smooth_sigma(params, voxel, shape, **where)
+    kernel, kernel_fix = checked_clahe_kernel(params, voxel, shape, **where)
+    adjusted = {a["key"]: a for a in (sigma_fix, kernel_fix) if a is not None}
+    warnings: list[str] = [a["reason"] for a in adjusted.values()]
     for key in ("erosion_radius_um", "extend_radius_um"):
         kernel_voxels(f"roi.{key}", getattr(params, key), voxel, shape, **where)
 
@@ -145,12 +164,36 @@ def segment_roi(
 
         # 3. mixture on a bounded subsample of corrected intensities (random whole chunks)
         fit_values = sample_voxels(levels, max_voxels=params.max_fit_voxels, seed=seed + 1)
-        gmm = fit_gmm_1d(fit_values * np.float32(1.0 / LEVELS), sample=sample)
-        del fit_values
+        fit_values = fit_values * np.float32(1.0 / LEVELS)
+        gmm = fit_gmm_1d(fit_values, sample=sample, strict=False)
         t = params.posterior_threshold
-        cut, from_posterior = foreground_threshold(gmm, t)
-        warnings: list[str] = []
-        if not from_posterior:
+        degenerate = mixture_degeneracy(gmm)
+        fallback: dict[str, Any] | None = None
+        if degenerate is not None:
+            cut = otsu_threshold(fit_values)
+            above = float(np.mean(fit_values >= np.float32(cut)))
+            method = "otsu"
+            if not MIN_COMPONENT_WEIGHT <= above <= 1 - MIN_COMPONENT_WEIGHT:
+                method, cut = "whole_volume", 0.0
+            fallback = {"method": method, "reason": degenerate, "intensity_threshold": cut}
+            from_posterior = False
+            warnings.append(
+                f"degenerate intensity mixture: {degenerate}; foreground and background are not "
+                + (
+                    f"two Gaussians. Fallback: Otsu threshold {cut:.4g} on the corrected "
+                    f"intensities ({above:.1%} of the sampled voxels above it)."
+                    if method == "otsu"
+                    else "two Gaussians and Otsu's split is as unbalanced. Fallback: the "
+                    "whole volume is the ROI."
+                )
+                + " Check the image and roi.clahe_kernel_um / roi.smooth_sigma_um against the "
+                "voxel size and object size (roi.json 'fallback')."
+            )
+            log.warning("sample %s: %s", sample, warnings[-1])
+        else:
+            cut, from_posterior = foreground_threshold(gmm, t)
+        del fit_values
+        if fallback is None and not from_posterior:
             warnings.append(
                 f"P(bright | x) never exceeds posterior_threshold={t:g} (the bright "
                 "component sits on the shoulder of the background); foreground = "
@@ -231,11 +274,13 @@ def segment_roi(
         "clip_range": [low, high],
         "smooth_sigma_voxels": list(sigma_vox),
         "clahe_kernel_voxels": list(kernel),
+        "adjusted": adjusted,
+        "fallback": fallback,
         "gmm": {
             "means": list(gmm.means),
             "variances": list(gmm.variances),
             "weights": list(gmm.weights),
-            "log_likelihood": gmm.log_likelihood,
+            "log_likelihood": gmm.log_likelihood if np.isfinite(gmm.log_likelihood) else None,
             "n_iter": gmm.n_iter,
             "converged": gmm.converged,
             "scale": "corrected intensity in [0, 1] (after clipping + CLAHE)",

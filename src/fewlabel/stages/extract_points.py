@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='JSON detection.peaks section: {"min_distance": [z,y,x], '
         '"refine_radius": [z,y,x], "block_shape": null}',
     )
+    p.add_argument(
+        "--object-diameter-um",
+        type=float,
+        default=None,
+        help="detection.object_diameter_um: a min_distance left at its default becomes the "
+        "object radius in voxels of this map",
+    )
     p.add_argument("--output", required=True, help="points CSV (z,y,x,z_um,y_um,x_um,score)")
     add_common(p)
     p.set_defaults(handler=extract_points)
@@ -43,6 +50,7 @@ def extract_points(args: argparse.Namespace) -> None:
     from fewlabel.config import PeaksConfig
     from fewlabel.detection import peaks
     from fewlabel.detection.log.baseline import read_threshold
+    from fewlabel.detection.sizes import derive_peaks
     from fewlabel.errors import ConfigError
     from fewlabel.io import atomic_path, open_ome_zarr, zyx_view
 
@@ -58,6 +66,7 @@ def extract_points(args: argparse.Namespace) -> None:
             fix="pass the trained model folder.",
         )
     volume = open_ome_zarr(args.density, sample=args.sample)
+    params = derive_peaks(params, args.object_diameter_um, volume.voxel_size, sample=args.sample)
     table = peaks.extract_points(
         zyx_view(volume.array),
         threshold=threshold,

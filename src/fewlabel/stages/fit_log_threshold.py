@@ -39,6 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="JSON detection.peaks section (min_distance, refine_radius) used to "
         "tune the threshold and stored in the model",
     )
+    p.add_argument(
+        "--object-diameter-um",
+        type=float,
+        default=None,
+        help="detection.object_diameter_um: a min_distance left at its default becomes the "
+        "object radius in voxels of each volume",
+    )
     p.add_argument("--output-dir", required=True, help="LoG model folder to write")
     add_common(p)
     p.set_defaults(handler=fit_log_threshold)
@@ -56,7 +63,13 @@ def fit_log_threshold(args: argparse.Namespace) -> None:
         samples = Plan.from_sheet(args.sample_sheet).log_items()
     else:
         samples = _read_samples(args.samples_json or "[]")
-    train_log(samples, args.output_dir, params=params, peaks=peaks)
+    train_log(
+        samples,
+        args.output_dir,
+        params=params,
+        peaks=peaks,
+        object_diameter_um=args.object_diameter_um,
+    )
 
 
 def _read_samples(text: str) -> list[dict[str, Any]]:

@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='JSON detection.targets section: {"sigma": [z,y,x], "sigma_unit": '
         '"voxel"|"um", "lam": 10, "T": 0.2}',
     )
+    p.add_argument(
+        "--object-diameter-um",
+        type=float,
+        default=None,
+        help="detection.object_diameter_um: a sigma left at its default becomes d/4 µm",
+    )
     add_common(p)
     p.set_defaults(handler=make_density_targets)
 
@@ -48,4 +54,5 @@ def make_density_targets(args: argparse.Namespace) -> None:
             params=params,
             sample=args.sample,
             workers=args.threads,
+            object_diameter_um=args.object_diameter_um,
         )

@@ -3,8 +3,9 @@
 Reads a config YAML, validates it (:func:`fewlabel.config.validate_config`, every default
 filled in) and writes the snapshot that the summary, the provenance record and the report
 read (:func:`fewlabel.runtime.write_config_snapshot`). Rule ``record_config`` makes the same
-library call in Snakemake's own Python on the config Snakemake validated (its params are the
-config, so a config change reruns it); this stage runs it alone:
+library call in Snakemake's own Python on the config Snakemake validated (its only param is a
+sha256 digest of that config, so a config change reruns it with a one-line reason); this
+stage runs it alone:
 ``python -m fewlabel record_config --configfile config/config.yaml --output X``.
 """
 

@@ -23,6 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="JSON detection.peaks section (min_distance, refine_radius) used to "
         "tune the detection threshold",
     )
+    p.add_argument(
+        "--object-diameter-um",
+        type=float,
+        default=None,
+        help="detection.object_diameter_um: a crop and min_distance left at their defaults "
+        "are derived from it and the voxel sizes",
+    )
     add_common(p)
     p.set_defaults(handler=train_detector)
 
@@ -39,7 +46,14 @@ def train_detector(args: argparse.Namespace) -> None:
     peaks = PeaksConfig.model_validate(args.peaks)
     train, val = training_items(args, "detector_items")
     summary = training.train_detector(
-        train, val, args.out_dir, params=params, peaks=peaks, seed=args.seed, threads=args.threads
+        train,
+        val,
+        args.out_dir,
+        params=params,
+        peaks=peaks,
+        seed=args.seed,
+        threads=args.threads,
+        object_diameter_um=args.object_diameter_um,
     )
     if args.summary:
         write_json(summary, args.summary)

@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from fewlabel.blocks import block_grid, map_blocks
 from fewlabel.config import DensityTargetsConfig
+from fewlabel.detection.sizes import derive_targets
 from fewlabel.errors import ConfigError
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr, read_points_csv
 from fewlabel.logs import progress
@@ -126,6 +127,7 @@ def make_density_targets(
     params: DensityTargetsConfig | None = None,
     sample: str | None = None,
     workers: int = 1,
+    object_diameter_um: float | None = None,
 ) -> dict[str, object]:
     """Write the density target and the weight map of one sample as chunked OME-Zarr.
 
@@ -134,7 +136,9 @@ def make_density_targets(
     Both outputs have the image's shape, chunks and voxel size. Chunk-wise: each block gets
     the points within the block ± (4σ + 1) and is computed with :func:`density_target`
     (absolute-coordinate windows, so the result equals the whole-volume map); the weight map
-    (seed eq. 2) is computed with a 1-voxel halo. Returns a small summary dict.
+    (seed eq. 2) is computed with a 1-voxel halo. ``object_diameter_um``
+    (``detection.object_diameter_um``): σ left at its default becomes d/4 µm
+    (:func:`fewlabel.detection.sizes.derive_targets`). Returns a small summary dict.
     """
     params = params if params is not None else DensityTargetsConfig()
     lam, T = params.lam, params.T
@@ -142,6 +146,8 @@ def make_density_targets(
     shape = tuple(int(s) for s in image.shape[-3:])
     chunks = tuple(int(c) for c in image.array.chunks[-3:])
     table = read_points_csv(points_csv, shape=shape, sample=sample)
+    params = derive_targets(params, object_diameter_um, image.voxel_size, sample=sample)
+    lam, T = params.lam, params.T
     points = table[["z", "y", "x"]].to_numpy(np.float64)
     sigma_vox = sigma_in_voxels(params.sigma, params.sigma_unit, image.voxel_size)
     radius = np.asarray(gaussian_radius(sigma_vox)) + 1

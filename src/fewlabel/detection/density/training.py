@@ -31,6 +31,12 @@ from torch import nn
 
 from fewlabel.config import DetectorTrainConfig, PeaksConfig
 from fewlabel.detection.density.awing import DensityLoss
+from fewlabel.detection.sizes import (
+    derive_peaks,
+    derive_train,
+    mean_nearest_neighbour_um,
+    size_warnings,
+)
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, read_points_csv
 from fewlabel.normalize import apply_range, percentile_range
@@ -105,6 +111,8 @@ class _Volume:
     points: np.ndarray
     low: float
     high: float
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    sigma_voxels: tuple[float, ...] | None = None  # of the density target (its attributes)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -165,6 +173,7 @@ def _load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: b
         high,
         list(params.percentiles),
     )
+    sigma = (target.attrs.get("fewlabel") or {}).get("sigma_voxels")
     return _Volume(
         item=item,
         image=arrays[0],
@@ -173,6 +182,8 @@ def _load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: b
         points=table[["z", "y", "x"]].to_numpy(np.float64),
         low=low,
         high=high,
+        voxel_size=tuple(float(v) for v in image.voxel_size),  # type: ignore[arg-type]
+        sigma_voxels=tuple(float(v) for v in sigma) if sigma else None,
     )
 
 
@@ -228,6 +239,7 @@ def train_detector(
     peaks: PeaksConfig | None = None,
     seed: int = 0,
     threads: int = 1,
+    object_diameter_um: float | None = None,
 ) -> dict[str, Any]:
     """Train DM-DetNet3D on annotated volumes and write the model folder ``out_dir``.
 
@@ -244,6 +256,10 @@ def train_detector(
         tune the threshold, the same one ``extract_points`` applies it with; recorded in
         thresholds.json.
     seed, threads : determinism and CPU threads.
+    object_diameter_um : ``detection.object_diameter_um``: when given, a crop and peak
+        min_distance left at their defaults are derived from it and the volumes' voxel sizes
+        (:mod:`fewlabel.detection.sizes`). Either way the target σ is checked against the
+        object size (or the annotated spacing) and a mismatch is warned about.
 
     Returns
     -------
@@ -286,6 +302,17 @@ def train_detector(
         )
         val_vols = train_vols
         tuned_on = "train"
+    params = derive_train(
+        params,
+        object_diameter_um,
+        [v.voxel_size for v in train_vols],
+        [v.shape for v in train_vols],
+    )
+    val_peaks = {
+        v.item.sample: derive_peaks(peaks, object_diameter_um, v.voxel_size, sample=v.item.sample)
+        for v in val_vols
+    }
+    size_checks = _size_warnings(train_vols, object_diameter_um)
 
     flip_axes = (0, 1, 2) if params.flip_z else (1, 2)
     sampler = CropSampler(
@@ -341,7 +368,7 @@ def train_detector(
             find_peaks(
                 density,
                 threshold=grid[0],
-                min_distance=peaks.min_distance,
+                min_distance=val_peaks[vol.item.sample].min_distance,
                 refine_radius=peaks.refine_radius,
             )
         )
@@ -354,7 +381,8 @@ def train_detector(
         "val_precision": float(best["precision"]),
         "val_recall": float(best["recall"]),
         "f1_curve": f1_table.to_dict(orient="records"),
-        "min_distance": list(peaks.min_distance),
+        "min_distance": list(val_peaks[val_vols[0].item.sample].min_distance),
+        "min_distance_per_sample": {k: list(p.min_distance) for k, p in val_peaks.items()},
         "refine_radius": list(peaks.refine_radius),
         "gate": float(params.gate),
         "gate_unit": "voxel",
@@ -373,10 +401,13 @@ def train_detector(
         "detection_threshold": float(threshold),
         "val_f1": float(best["f1"]),
     }
+    if size_checks:
+        summary["warnings"] = size_checks
     training = {
         "stage": "train_detector",
         "params": params.model_dump(mode="json"),
         "peaks": peaks.model_dump(mode="json"),
+        "object_diameter_um": object_diameter_um,
         "seed": seed,
         "threads": threads,
         "device": device,
@@ -403,6 +434,18 @@ def train_detector(
         },
     )
     return summary
+
+
+def _size_warnings(vols: Sequence[_Volume], diameter_um: float | None) -> list[str]:
+    """:func:`fewlabel.detection.sizes.size_warnings` on the training volumes' targets."""
+    out: list[str] = []
+    for vol in vols:
+        if vol.sigma_voxels is None:
+            continue
+        sigma_um = [s * v for s, v in zip(vol.sigma_voxels, vol.voxel_size, strict=True)]
+        spacing = mean_nearest_neighbour_um(vol.points, vol.voxel_size)
+        out += size_warnings(sigma_um, diameter_um, spacing, sample=vol.item.sample)
+    return out
 
 
 def _validation_fn(

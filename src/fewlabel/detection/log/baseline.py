@@ -123,6 +123,7 @@ def tune_log_threshold(
     scales: Sequence[Sequence[float]] | None = None,
     percentiles: Sequence[float] | None = None,
     n_candidates: int = 100,
+    min_distances: Sequence[Sequence[int]] | None = None,
 ) -> tuple[float, pd.DataFrame]:
     """Threshold maximising the pooled F1 of :func:`detect_log` on annotated volumes.
 
@@ -130,6 +131,7 @@ def tune_log_threshold(
     peak rule is local, the detections at a higher threshold ``t`` are the peaks with score > t,
     so every candidate is scored by Hungarian matching without re-detection.
     ``scales`` (one (z, y, x) per volume) makes the ``gate`` physical (µm); default voxels.
+    ``min_distances`` (one (z, y, x) per volume) overrides ``min_distance`` per volume.
 
     Returns ``(best_threshold, table)`` with columns threshold, precision, recall, f1, tp, fp, fn.
     """
@@ -144,11 +146,11 @@ def tune_log_threshold(
             v,
             sigma=sigma,
             threshold=base,
-            min_distance=min_distance,
+            min_distance=min_distance if min_distances is None else min_distances[i],
             refine_radius=refine_radius,
             percentiles=percentiles,
         )
-        for v in volumes
+        for i, v in enumerate(volumes)
     ]
     gts = [np.asarray(g, dtype=np.float64).reshape(-1, 3) for g in gt_points_list]
     best, table = sweep_thresholds(
@@ -352,6 +354,7 @@ def train_log(
     *,
     params: LogConfig,
     peaks: PeaksConfig | None = None,
+    object_diameter_um: float | None = None,
 ) -> tuple[float, pd.DataFrame]:
     """Tune the LoG threshold on annotated samples ``[{sample, image, points}]`` and save a model.
 
@@ -359,8 +362,12 @@ def train_log(
     its defaults), used for tuning and stored in the model for prediction.
 
     ``image`` is an OME-Zarr (read whole: training volumes are few-shot crops), ``points`` a
-    CSV of z,y,x voxels. Gates in µm use each image's voxel size.
+    CSV of z,y,x voxels. Gates in µm use each image's voxel size. ``object_diameter_um``
+    (``detection.object_diameter_um``): a min_distance left at its default is each volume's
+    object radius in voxels (:func:`fewlabel.detection.sizes.derive_peaks`), as in
+    ``extract_points``.
     """
+    from fewlabel.detection.sizes import derive_peaks
     from fewlabel.io import open_ome_zarr, read_points_csv
     from fewlabel.runtime import provenance
 
@@ -370,7 +377,7 @@ def train_log(
             "fit_log_threshold needs at least one annotated sample.",
             fix="mark samples with points as split 'train' in the sample sheet.",
         )
-    volumes, gts, scales = [], [], []
+    volumes, gts, scales, distances = [], [], [], []
     for entry in samples:
         missing = [k for k in ("sample", "image", "points") if k not in entry]
         if missing:
@@ -386,6 +393,8 @@ def train_log(
         )
         gts.append(pts[["z", "y", "x"]].to_numpy(float))
         scales.append(tuple(vol.voxel_size) if params.gate_unit == "um" else (1.0, 1.0, 1.0))
+        rule = derive_peaks(peaks, object_diameter_um, vol.voxel_size, sample=entry["sample"])
+        distances.append(rule.min_distance)
     best, table = tune_log_threshold(
         volumes,
         gts,
@@ -396,6 +405,7 @@ def train_log(
         scales=scales,
         percentiles=params.percentiles,
         n_candidates=params.n_candidates,
+        min_distances=distances,
     )
     row = table.loc[table["threshold"] == best].iloc[0]
     summary = {
