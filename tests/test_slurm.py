@@ -63,7 +63,8 @@ def cluster_nodes():
         return None, f"no SLURM cluster answers (sinfo timed out): {start}"
     nodes = parse_sinfo(result.stdout) if result.returncode == 0 else []
     if not nodes:
-        return None, f"no SLURM cluster answers (sinfo: {result.stderr.strip()[:200]}): {start}"
+        last = (result.stderr.strip().splitlines() or ["no nodes"])[-1][:150]
+        return None, f"no SLURM cluster answers ({last}): {start}"
     if not any(node.gpus() for node in nodes):
         return None, "the SLURM cluster has no node with a GPU GRES"
     return nodes, None
