@@ -1,6 +1,6 @@
 """fewlabel: few-annotation detection and instance segmentation of 3D microscopy volumes.
 
-Run `snakemake --cores N` (workstation) or `snakemake --profile profiles/slurm` (cluster).
+Run `snakemake --cores N` (workstation) or `snakemake --workflow-profile profiles/slurm` (cluster; see README "Cluster").
 See README.md; configuration in config/config.yaml, samples in config/samples.tsv.
 """
 

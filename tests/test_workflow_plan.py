@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
+from slurm_profile import expected_request, gpu_rules, local_rules, render, rule_blocks, with_site
 
 from fewlabel.plan import DETECTION_METRICS, Plan, expand
 
@@ -103,41 +104,57 @@ def test_dry_run_and_lint_do_not_import_torch(tmp_path):
     assert lint.returncode == 0, lint.stdout[-2000:] + lint.stderr[-2000:]
 
 
-def rule_resources() -> dict[str, bool]:
-    """Every rule/checkpoint name -> whether it asks for a GPU (`gpu=1` in its resources)."""
-    found: dict[str, bool] = {}
-    pattern = re.compile(r"^\s*(?:rule|checkpoint) (\w+):", re.MULTILINE)
-    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        text = path.read_text()
-        starts = [(m.start(), m.group(1)) for m in pattern.finditer(text)]
-        for index, (start, name) in enumerate(starts):
-            end = starts[index + 1][0] if index + 1 < len(starts) else len(text)
-            found[name] = bool(re.search(r"resources:\s*\n\s*gpu=1", text[start:end]))
-    return found
-
-
-def test_slurm_profile_routes_exactly_the_gpu_rules_to_gpus():
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    default_partition = profile["default-resources"]["slurm_partition"]
-    rules = rule_resources()
-    gpu_rules = {name for name, gpu in rules.items() if gpu}
-    assert {"train_detector", "predict_volume", "predict_volume_slab"} <= gpu_rules
-    assert "fit_log_threshold" not in gpu_rules
-    set_resources = profile.get("set-resources", {})
-    unknown = set(set_resources) - set(rules)
-    assert not unknown, f"profile names rules that do not exist: {sorted(unknown)}"
+def test_slurm_profile_routes_exactly_the_gpu_rules_to_gpus(tmp_path):
+    """profiles/slurm, rendered with a site block: GPU rules (`resources: gpu=1`) get `gpu: 1`,
+    the GPU partition and the GPU model; CPU rules never; the caps hold; threads decide
+    --cpus-per-task (no cpus_per_task anywhere)."""
+    rules = set(rule_blocks())
+    gpu = gpu_rules()
+    assert {"train_detector", "predict_volume", "predict_volume_slab"} <= gpu
+    assert "fit_log_threshold" not in gpu
+    site = {
+        "cpu_partition": "c-part",
+        "gpu_partition": "g-part",
+        "gpu_model": "a100",
+        "max_cpus": 4,
+        "max_mem_mb": 20000,
+    }
+    profile = render(with_site(site, tmp_path / "site"))
+    named = set(profile["set-resources"]) | set(profile["set-threads"])
+    assert named <= rules, f"profile names rules that do not exist: {sorted(named - rules)}"
     for name in rules:
-        settings = set_resources.get(name, {})
-        partition = settings.get("slurm_partition", default_partition)
-        if name in gpu_rules:
-            assert settings.get("gpu") == 1 and partition == "gpu", (
-                f"GPU rule {name} is not routed to a GPU in profiles/slurm"
+        job = expected_request(profile, name)
+        if name in gpu:
+            assert (job["gpus"], job["partition"], job["gpu_model"]) == (1, "g-part", "a100"), (
+                f"GPU rule {name} is not routed to a GPU in profiles/slurm: {job}"
             )
         else:
-            assert partition != "gpu" and "gpu" not in settings, (
-                f"CPU rule {name} asks for a GPU node in profiles/slurm"
+            assert (job["gpus"], job["partition"], job["gpu_model"]) == (0, "c-part", None), (
+                f"CPU rule {name} asks for a GPU node in profiles/slurm: {job}"
             )
-    assert set(profile.get("set-threads", {})) <= set(rules)
+        assert job["cpus"] <= 4 and job["mem_mb"] <= 20000, (name, job)
+    for resources in [profile["default-resources"], *profile["set-resources"].values()]:
+        assert not {"cpus_per_task", "cpus_per_gpu"} & set(resources)
+    shipped = render()
+    assert expected_request(shipped, "train_detector")["gpu_model"] is None  # "" = any GPU
+    assert expected_request(shipped, "train_detector")["cpus"] == 8  # set-threads, not capped
+    assert "slurm_account" not in shipped["default-resources"]  # "" = the default account
+    assert (
+        render(with_site({"account": "lab"}, tmp_path / "a"))["default-resources"]["slurm_account"]
+        == "lab"
+    )
+
+
+def test_bookkeeping_rules_run_on_the_submit_host():
+    """Cheap rules (small files, no volume reads) are `localrule: True`: no sbatch round trip."""
+    assert local_rules() == {
+        "record_config",
+        "ingest_points",
+        "finalize_prediction",
+        "aggregate_detection",
+        "aggregate_segmentation",
+    }
+    assert not local_rules() & gpu_rules()
 
 
 def test_plan_selects_samples_like_the_sheet_says(tmp_path):

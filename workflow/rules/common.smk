@@ -195,3 +195,6 @@ def record_config(settings, output, log):
     from fewlabel.runtime import write_config_snapshot
 
     write_config_snapshot(settings, output, log_file=log)
+
+
+include: "cluster.smk"

@@ -143,6 +143,7 @@ if config["detection"]["method"] == "density":
 
         rule finalize_prediction:
             """Publish the prediction once every slab job of this run has finished."""
+            localrule: True  # bookkeeping: runs on the submit host, never via sbatch
             input:
                 slab_markers,
             output:
@@ -245,6 +246,7 @@ rule evaluate_detection:
 
 rule aggregate_detection:
     """One table of every test volume's detection metrics, pooled rows included."""
+    localrule: True  # bookkeeping: runs on the submit host, never via sbatch
     input:
         expand(DETECTION_METRICS, sample=PLAN.detection_eval_samples()),
     output:

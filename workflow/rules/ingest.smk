@@ -37,6 +37,7 @@ rule ingest_volume:
 
 rule ingest_points:
     """Validate a points CSV against its volume and add µm columns."""
+    localrule: True  # bookkeeping: runs on the submit host, never via sbatch
     input:
         points=sheet_path("points"),
         volume=IMAGE,

@@ -154,6 +154,7 @@ rule evaluate_segmentation:
 
 rule aggregate_segmentation:
     """One table of every test volume's segmentation metrics, pooled rows included."""
+    localrule: True  # bookkeeping: runs on the submit host, never via sbatch
     input:
         expand(SEGMENTATION_METRICS, sample=PLAN.segmentation_eval_samples()),
     output:

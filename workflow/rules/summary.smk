@@ -4,6 +4,7 @@
 
 rule record_config:
     """Snapshot of the validated config (defaults filled) for provenance and the report."""
+    localrule: True  # bookkeeping: runs on the submit host, never via sbatch
     output:
         CONFIG_SNAPSHOT,
     params:
