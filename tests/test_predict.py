@@ -16,8 +16,8 @@ from fewlabel.errors import ConfigError, FewlabelError, InputDataError
 from fewlabel.inference.engine import (
     predict_volume,
     predict_with_module,
-    uses_instance_norm,
 )
+from fewlabel.inference.model_info import uses_instance_norm
 from fewlabel.inference.slabs import (
     create_prediction_array,
     finalize_prediction,

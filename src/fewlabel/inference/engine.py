@@ -40,126 +40,18 @@ from fewlabel.blocks import Block
 from fewlabel.config import PredictConfig
 from fewlabel.errors import InputDataError, ModelError
 from fewlabel.inference.geometry import check_fits_tile
+from fewlabel.inference.model_info import (
+    blend_margin,
+    intensity_range,
+    receptive_field,
+    uses_instance_norm,
+)
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- helpers
-def receptive_field(
-    module: Any, arch: Mapping[str, Any] | None = None
-) -> tuple[int, int, int] | None:
-    """The model's receptive field (z, y, x) from ``module.receptive_field()`` or the arch dict."""
-    value: Any = None
-    method = getattr(module, "receptive_field", None)
-    if callable(method):
-        value = method()
-    elif arch:
-        value = arch.get("receptive_field", (arch.get("kwargs") or {}).get("receptive_field"))
-    if value is None:
-        return None
-    if isinstance(value, (int, np.integer)):
-        return (int(value),) * 3  # type: ignore[return-value]
-    out = tuple(int(v) for v in value)
-    if len(out) != 3:
-        raise ModelError(f"receptive field {value!r} is not one value or (z, y, x).")
-    return out  # type: ignore[return-value]
-
-
-def uses_instance_norm(module: Any) -> bool:
-    """True if ``module`` (a torch module) contains instance-normalisation layers."""
-    import torch
-
-    modules = getattr(module, "modules", None)
-    return callable(modules) and any(
-        isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in modules()
-    )
-
-
-def blend_margin(
-    rf: Sequence[int] | None,
-    overlap: Sequence[int],
-    *,
-    sample: str | None = None,
-    shape: Sequence[int] | None = None,
-    tile: Sequence[int] | None = None,
-    instance_norm: bool = False,
-) -> tuple[int, int, int]:
-    """Margin ``rf // 2`` per axis where ``overlap >= 2·(rf // 2)``; else 0 with a warning.
-
-    Axes where ``shape <= tile`` (one tile spans the volume: no interior tile faces) never warn.
-    With ``instance_norm`` (tiles are normalised by their own statistics, so no overlap gives
-    whole-volume equality; benchmarks/tiled_engine/overlap_detnet.md) the message is logged at
-    INFO level.
-    """
-    if rf is None:
-        return (0, 0, 0)
-    margin = []
-    short = []
-    for axis, (r, o) in enumerate(zip(rf, overlap, strict=True)):
-        half = max(int(r) // 2, 0)
-        if 2 * half <= o:
-            margin.append(half)
-        else:
-            margin.append(0)
-            if shape is None or tile is None or int(shape[axis]) > int(tile[axis]):
-                short.append(f"{'zyx'[axis]}: overlap {o} < {2 * half}")
-    if short and instance_norm:
-        log.info(
-            "sample %s: tile overlap is below the model's receptive-field bound %s - 1 "
-            "(%s): Gaussian blending only on those axes. The model uses instance "
-            "normalisation, so tiles differ from one whole-volume pass at any overlap; "
-            "detections were insensitive to the overlap in our measurements.",
-            sample,
-            tuple(rf),
-            "; ".join(short),
-        )
-    elif short:
-        log.warning(
-            "sample %s: tile overlap is smaller than the model's receptive field %s - 1 "
-            "(%s); tile borders influence the blended output there (Gaussian blending "
-            "only). For seam-free output set predict.overlap >= %s (and a tile larger "
-            "than the overlap).",
-            sample,
-            tuple(rf),
-            "; ".join(short),
-            [2 * (int(r) // 2) for r in rf],
-        )
-    return margin[0], margin[1], margin[2]
-
-
-def intensity_range(
-    array: Any, normalization: Mapping[str, Any] | None, *, sample: str | None = None
-) -> tuple[float, float] | None:
-    """``(low, high)`` for ``apply_range`` from the model's normalisation recipe.
-
-    Supported: ``{"percentiles": [p_low, p_high]}`` (of this volume, subsampled, seeded) and
-    ``{"range": [low, high]}`` (fixed); ``{}`` means no normalisation.
-    """
-    from fewlabel.normalize import percentile_range
-
-    recipe = dict(normalization or {})
-    if "range" in recipe:
-        low, high = (float(v) for v in recipe["range"])
-        return low, high
-    if "percentiles" in recipe:
-        pct = [float(v) for v in recipe["percentiles"]]
-        if len(pct) != 2 or not 0 <= pct[0] < pct[1] <= 100:
-            raise ModelError(
-                f"normalisation percentiles {recipe['percentiles']!r} are not two "
-                "increasing values in [0, 100]."
-            )
-        return percentile_range(array, pct)
-    if recipe:
-        raise ModelError(
-            f"unsupported normalisation recipe {recipe!r}; expected 'percentiles' or 'range'."
-        )
-    log.warning(
-        "sample %s: the model has no normalisation recipe; raw intensities are used.", sample
-    )
-    return None
-
-
 def _default_device() -> str:
     import torch
 

@@ -145,7 +145,8 @@ def _predict_planes(
     info: Mapping[str, Any],
 ) -> dict[str, Any]:
     """2D planes-as-channels prediction: the engine over a (K, 1, Y, X) view, output Z = 1."""
-    from fewlabel.inference.engine import blend_margin, check_fits_tile, uses_instance_norm
+    from fewlabel.inference.geometry import check_fits_tile
+    from fewlabel.inference.model_info import blend_margin, uses_instance_norm
     from fewlabel.inference.tiling import predict_tiled
     from fewlabel.io import atomic_path, create_ome_zarr
 
