@@ -12,7 +12,8 @@ from scipy import ndimage as ndi
 from fewlabel.config import InstancesConfig, parse
 from fewlabel.errors import ConfigError
 from fewlabel.io import create_ome_zarr, open_ome_zarr
-from fewlabel.segmentation.instances import split_instances, split_instances_chunked
+from fewlabel.segmentation.instances import split_instances
+from fewlabel.segmentation.instances_chunked import split_instances_chunked
 
 CHUNK_TEST_HALO = (8, 12, 12)
 

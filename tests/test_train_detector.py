@@ -16,7 +16,8 @@ from fewlabel.detection.density.training import train_detector
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import write_ome_zarr, write_points_csv
 from fewlabel.models.store import load_model
-from fewlabel.training import CropSampler, CropVolume, CurveLogger, EarlyStopping
+from fewlabel.sampling import CropSampler, CropVolume
+from fewlabel.training import CurveLogger, EarlyStopping
 
 torch.set_num_threads(1)
 

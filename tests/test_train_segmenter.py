@@ -14,12 +14,12 @@ from fewlabel.config import IslConfig, SegmentationPredictConfig, SegmenterTrain
 from fewlabel.errors import ConfigError, InputDataError, ModelError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import load_model
+from fewlabel.segmentation.distance.annotated import instance_targets
 from fewlabel.segmentation.distance.isl import pretrain_isl
 from fewlabel.segmentation.distance.predict import predict_segmentation
 from fewlabel.segmentation.distance.segmenter import (
     _build_segmenter,
     build_segmenter_loss,
-    instance_targets,
     train_segmenter,
 )
 from fewlabel.segmentation.distance.tuning import H_GRID

@@ -15,7 +15,8 @@ one marker and the markers inside ``F`` do not depend on that constant. Exact ti
 distance are broken by a tiny (1e-12) pseudo-random function of the *global* voxel index, so
 watershed fronts meeting on a plateau are resolved identically in a whole volume and in blocks.
 
-Chunk-safe version (:func:`split_instances_chunked`), three passes over output-chunk blocks:
+Chunk-safe version (:func:`fewlabel.segmentation.instances_chunked.split_instances_chunked`),
+three passes over output-chunk blocks:
 
 A. each block reads block ± halo, computes the markers there and keeps the ones it *owns*:
    a marker is owned by the block whose inner region holds its first voxel (lowest global
@@ -36,19 +37,15 @@ chunked labelling equals :func:`split_instances` voxel for voxel (ids included).
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from fewlabel.blocks import Block, block_grid, expand_block
-from fewlabel.config import InstancesConfig, parse, zyx
+from fewlabel.config import InstancesConfig, parse
 from fewlabel.errors import ConfigError, InputDataError
-from fewlabel.logs import progress
 
 log = logging.getLogger(__name__)
 
@@ -309,136 +306,3 @@ def split_instances(
         sizes = np.bincount(out.ravel(), minlength=len(first) + 1)
         out = _drop_small(sizes, min_size)[out]
     return out
-
-
-# --------------------------------------------------------------------------- chunked
-def _run(func: Callable[[Block], Any], blocks: list[Block], workers: int, desc: str) -> list[Any]:
-    if workers <= 1:
-        return [func(b) for b in progress(blocks, desc=desc, logger=log)]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(progress(pool.map(func, blocks), total=len(blocks), desc=desc, logger=log))
-
-
-def _in_block(first: np.ndarray, block: Block, global_shape: Sequence[int]) -> np.ndarray:
-    z, y, x = np.unravel_index(first, tuple(global_shape))
-    return (
-        (z >= block[0].start)
-        & (z < block[0].stop)
-        & (y >= block[1].start)
-        & (y < block[1].stop)
-        & (x >= block[2].start)
-        & (x < block[2].stop)
-    )
-
-
-def split_instances_chunked(
-    mask_zarr: Any,
-    dist_zarr: Any,
-    labels_out_zarr: Any,
-    *,
-    halo: int | Sequence[int],
-    mask_threshold: float = 0.5,
-    h: float = 0.1,
-    min_size: int = 0,
-    fill_holes: bool = False,
-    block_shape: Sequence[int] | None = None,
-    workers: int = 1,
-) -> int:
-    """Chunk-safe :func:`split_instances`: blockwise with a halo, globally unique ids.
-
-    ``mask_zarr`` and ``dist_zarr`` are ZYX array-likes (numpy or Zarr, sliceable), and
-    ``labels_out_zarr`` a ZYX ``uint32`` array of the same shape (blocks default to its chunks,
-    so parallel writers own whole chunks). See the module docstring for the three passes and the
-    ownership rule; the result equals the whole-volume result whenever objects are smaller than
-    ``halo``. Returns the number of objects N (ids are 1..N).
-    """
-    shape = tuple(int(s) for s in labels_out_zarr.shape)
-    if tuple(mask_zarr.shape) != shape or tuple(dist_zarr.shape) != shape or len(shape) != 3:
-        raise InputDataError(
-            f"mask {tuple(mask_zarr.shape)}, distance "
-            f"{tuple(dist_zarr.shape)} and output {shape} must be ZYX arrays "
-            "of the same shape."
-        )
-    halo3 = zyx(halo, "halo")
-    _check_values(mask_threshold, h, min_size, halo3)
-    if block_shape is None:
-        chunks = getattr(labels_out_zarr, "chunks", None)
-        block_shape = tuple(chunks) if chunks is not None else shape
-    blocks = block_grid(shape, block_shape)
-
-    def read(block: Block) -> tuple[Block, Block, np.ndarray, np.ndarray]:
-        outer, inner = expand_block(block, halo3, shape)
-        return outer, inner, np.asarray(mask_zarr[outer]), np.asarray(dist_zarr[outer])
-
-    def pass_a(block: Block) -> np.ndarray:
-        outer, _, mask, dist = read(block)
-        _, _, _, first = _markers(
-            mask,
-            dist,
-            mask_threshold=mask_threshold,
-            h=h,
-            origin=[s.start for s in outer],
-            global_shape=shape,
-        )
-        return first[_in_block(first, block, shape)]
-
-    owned = _run(pass_a, blocks, workers, "split_instances markers")
-    all_first = np.sort(np.concatenate([np.zeros(0, np.int64), *owned]))
-    n_objects = len(all_first)
-    sizes = np.zeros(n_objects + 1, dtype=np.int64)
-    lock = threading.Lock()
-    orphans = [0, 0]  # marker views not found, foreground voxels left unlabelled
-
-    def pass_b(block: Block) -> None:
-        outer, inner, mask, dist = read(block)
-        labels, first = _segment_region(
-            mask,
-            dist,
-            mask_threshold=mask_threshold,
-            h=h,
-            fill_holes=fill_holes,
-            origin=[s.start for s in outer],
-            global_shape=shape,
-        )
-        lookup = np.zeros(len(first) + 1, dtype=np.uint32)
-        if len(first) and n_objects:
-            pos = np.clip(np.searchsorted(all_first, first), 0, n_objects - 1)
-            found = all_first[pos] == first
-            lookup[1:][found] = (pos[found] + 1).astype(np.uint32)
-            missing = int((~found).sum())
-        else:
-            missing = len(first)
-        core = lookup[labels[inner]]
-        labels_out_zarr[block] = core
-        ids, counts = np.unique(core, return_counts=True)
-        lost = int(np.count_nonzero((core == 0) & (mask[inner] > mask_threshold)))
-        with lock:
-            sizes[ids] += counts
-            orphans[0] += missing
-            orphans[1] += lost
-
-    _run(pass_b, blocks, workers, "split_instances watershed")
-    if orphans[1]:
-        log.warning(
-            "%d foreground voxels could not be given a global id (%d marker views cut "
-            "by a halo border): objects are larger than the halo %s; increase 'halo'.",
-            orphans[1],
-            orphans[0],
-            halo3,
-        )
-    if min_size > 0 and n_objects:
-        lookup = _drop_small(sizes, min_size)
-
-        def pass_c(block: Block) -> None:
-            labels_out_zarr[block] = lookup[np.asarray(labels_out_zarr[block])]
-
-        _run(pass_c, blocks, workers, "split_instances min_size")
-        n_objects = int(lookup.max())
-    log.info(
-        "split_instances: %d objects in a volume of shape %s (%d blocks, halo %s)",
-        n_objects,
-        shape,
-        len(blocks),
-        halo3,
-    )
-    return n_objects

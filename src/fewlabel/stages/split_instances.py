@@ -4,7 +4,7 @@ Reads the 2-channel prediction of ``predict_segmentation`` (mask probability, di
 the instance parameters (``'auto'`` values from the segmenter's ``thresholds.json``;
 :func:`fewlabel.segmentation.instances.resolve_auto_parameters`), splits the foreground into
 objects by h-maxima markers and watershed, chunk by chunk with a halo
-(:func:`fewlabel.segmentation.instances.split_instances_chunked`), and writes the labels
+(:func:`fewlabel.segmentation.instances_chunked.split_instances_chunked`), and writes the labels
 OME-Zarr with the parameters used, where each came from and the object count. The labels are
 an NGFF label image (``image-label``, source: the predicted image), so napari opens them as a
 labels layer, with the prediction's pyramid settings (nearest levels for large volumes).
@@ -59,7 +59,8 @@ def split_instances(args: argparse.Namespace) -> None:
         pyramid_settings,
         zyx_view,
     )
-    from fewlabel.segmentation.instances import resolve_auto_parameters, split_instances_chunked
+    from fewlabel.segmentation.instances import resolve_auto_parameters
+    from fewlabel.segmentation.instances_chunked import split_instances_chunked
 
     params = InstancesConfig.model_validate(args.params)
     params, sources = resolve_auto_parameters(params, args.model_dir, sample=args.sample)

@@ -1,5 +1,7 @@
 """Few-shot training of the DM-DetNet3D density regressor and detection-threshold tuning.
 
+Validation and threshold tuning themselves: :mod:`fewlabel.detection.density.tuning`.
+
 Training (Spilger et al.): random crops (mini-batch of ``batch_size``, random y/x flips) of the
 percentile-normalised image are mapped to the Gaussian density target; the loss is the
 weighted adaptive wing loss (seed eqs. 1–3; or weighted MSE); AMSGrad (Adam, β = 0.9/0.999);
@@ -31,6 +33,7 @@ from torch import nn
 
 from fewlabel.config import DetectorTrainConfig, PeaksConfig
 from fewlabel.detection.density.awing import DensityLoss
+from fewlabel.detection.density.tuning import tune_threshold, validation_fn
 from fewlabel.detection.sizes import (
     derive_peaks,
     derive_train,
@@ -40,11 +43,9 @@ from fewlabel.detection.sizes import (
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, read_points_csv
 from fewlabel.normalize import apply_range, percentile_range
+from fewlabel.sampling import CropSampler, CropVolume
 from fewlabel.training import (
-    CropSampler,
-    CropVolume,
     CurveLogger,
-    autocast,
     batches_to_device,
     fit,
     json_ready,
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 
 IN_MEMORY_MAX_VOXELS = 64_000_000
 """Volumes up to this size are loaded into memory for training; larger ones are read lazily."""
-VAL_WHOLE_MAX_VOXELS = 4_000_000
-"""Validation volumes up to this size are predicted whole; larger ones are tiled."""
 
 
 @dataclass(frozen=True)
@@ -187,48 +186,6 @@ def _load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: b
     )
 
 
-# --------------------------------------------------------------------------- prediction
-def _to_tensor(block: np.ndarray, device: str | torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))[None, None].to(device)
-
-
-def predict_density(
-    model: nn.Module,
-    image: np.ndarray | Any,
-    *,
-    device: str | torch.device,
-    normalise: Any = None,
-    tile: Sequence[int] = (32, 128, 128),
-    halo: Sequence[int] | None = None,
-) -> np.ndarray:
-    """Density map of a (small) ZYX volume: whole if it fits, else simple halo tiling.
-
-    For validation inside training only; the ``predict`` stage does the large-scale tiling.
-    """
-    from fewlabel.blocks import block_grid, expand_block
-
-    shape = tuple(int(s) for s in image.shape[-3:])
-    normalise = normalise or (lambda x: np.asarray(x, dtype=np.float32))
-    model.eval()
-    with torch.no_grad(), autocast(device):
-        if math.prod(shape) <= VAL_WHOLE_MAX_VOXELS:
-            return (
-                model(_to_tensor(normalise(np.asarray(image[...])), device))[0, 0]
-                .float()
-                .cpu()
-                .numpy()
-            )
-        if halo is None:
-            rf = getattr(model, "receptive_field", lambda: (16, 32, 32))()
-            halo = tuple(int(r) // 2 for r in rf)
-        out = np.zeros(shape, dtype=np.float32)
-        for block in block_grid(shape, tile):
-            outer, inner = expand_block(block, halo, shape)
-            pred = model(_to_tensor(normalise(np.asarray(image[outer])), device))
-            out[block] = pred[0, 0].float().cpu().numpy()[inner]
-        return out
-
-
 # --------------------------------------------------------------------------- training
 def train_detector(
     train_items: Sequence[Any],
@@ -266,9 +223,7 @@ def train_detector(
     Summary dict (best epoch, validation loss, threshold, F1).
     """
     from fewlabel.detection.density.detnet import ARCH_NAME, DMDetNet3D
-    from fewlabel.detection.peaks import find_peaks
     from fewlabel.device import configure_torch
-    from fewlabel.metrics.detection import sweep_thresholds
     from fewlabel.models.store import save_model
     from fewlabel.runtime import provenance
 
@@ -338,7 +293,7 @@ def train_detector(
         x, y, w = batches_to_device(sampler.sample(params.batch_size), device)
         return loss_fn(net(x), y, w)
 
-    validate = _validation_fn(val_vols, params, loss_fn, device, seed)
+    validate = validation_fn(val_vols, params, loss_fn, device, seed)
     result = fit(
         model,
         optimizer=optimizer,
@@ -354,26 +309,7 @@ def train_detector(
 
     # threshold tuning with the best weights (pooled F1 over the validation volumes)
     model.load_state_dict(result.best_state)
-    grid = sorted(float(t) for t in params.threshold_grid)
-    tables, gts = [], []
-    for vol in val_vols:
-        density = predict_density(
-            model,
-            vol.image,
-            device=device,
-            normalise=vol.normalise,
-            tile=tuple(max(c, 16) * 2 for c in params.crop),
-        )
-        tables.append(
-            find_peaks(
-                density,
-                threshold=grid[0],
-                min_distance=val_peaks[vol.item.sample].min_distance,
-                refine_radius=peaks.refine_radius,
-            )
-        )
-        gts.append(vol.points)
-    threshold, f1_table = sweep_thresholds(tables, gts, gate=params.gate, candidates=grid)
+    threshold, f1_table = tune_threshold(model, val_vols, val_peaks, params, peaks, device)
     best = f1_table.loc[f1_table["threshold"] == threshold].iloc[0]
     thresholds = {
         "detection_threshold": float(threshold),
@@ -446,40 +382,3 @@ def _size_warnings(vols: Sequence[_Volume], diameter_um: float | None) -> list[s
         spacing = mean_nearest_neighbour_um(vol.points, vol.voxel_size)
         out += size_warnings(sigma_um, diameter_um, spacing, sample=vol.item.sample)
     return out
-
-
-def _validation_fn(
-    vols: Sequence[_Volume],
-    params: DetectorTrainConfig,
-    loss_fn: DensityLoss,
-    device: str,
-    seed: int,
-) -> Any:
-    """Validation loss on whole volumes (small) or on fixed deterministic crops (large)."""
-    whole: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    large = [v for v in vols if math.prod(v.shape) > VAL_WHOLE_MAX_VOXELS]
-    for vol in vols:
-        if math.prod(vol.shape) > VAL_WHOLE_MAX_VOXELS:
-            continue
-        x = _to_tensor(vol.normalise(np.asarray(vol.image[...])), device)
-        y = _to_tensor(np.asarray(vol.target[...]), device)
-        w = _to_tensor(np.asarray(vol.weight[...]), device)
-        whole.append((x, y, w))
-    crops: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    if large:
-        sampler = CropSampler(
-            [v.crop_volume() for v in large],
-            params.crop,
-            seed=seed + 1,
-            flip_axes=(),
-            pad_values=[None, 0.0, 0.0],
-        )
-        for arrays in sampler.fixed_crops(params.val_crops, seed=seed + 1):
-            x, y, w = (_to_tensor(a, device) for a in arrays)
-            crops.append((x, y, w))
-
-    def validate(model: nn.Module) -> dict[str, float]:
-        losses = [float(loss_fn(model(x), y, w)) for x, y, w in [*whole, *crops]]
-        return {"val_loss": float(np.mean(losses))}
-
-    return validate

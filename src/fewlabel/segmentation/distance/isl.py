@@ -71,7 +71,7 @@ class _Pair:
         return apply_range(block, self.t_low, self.t_high)
 
     def crop_volume(self) -> Any:
-        from fewlabel.training import CropVolume
+        from fewlabel.sampling import CropVolume
 
         return CropVolume(
             arrays=[self.image.array, self.target],
@@ -116,7 +116,7 @@ def _isl_validation(
     pairs: Sequence[_Pair], params: IslConfig, device: str, seed: int
 ) -> Callable[[nn.Module], dict[str, float]]:
     """Validation L1 and mean per-image PCC: whole images (small) or fixed crops (large)."""
-    from fewlabel.training import CropSampler
+    from fewlabel.sampling import CropSampler
 
     items: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     for pair in pairs:
@@ -185,7 +185,8 @@ def pretrain_isl(
     from fewlabel.models.store import save_model
     from fewlabel.models.unet import ARCH_NAME, UNet
     from fewlabel.runtime import provenance
-    from fewlabel.training import CropSampler, CurveLogger, fit
+    from fewlabel.sampling import CropSampler
+    from fewlabel.training import CurveLogger, fit
 
     params = params if params is not None else IslConfig()
     train = coerce_items(train_items, ("image", "target"), "ISL training")

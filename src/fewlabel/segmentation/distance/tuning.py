@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from fewlabel.segmentation.distance.segmenter import _Annotated
+    from fewlabel.segmentation.distance.annotated import AnnotatedImage
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ H_GRID = (0.02, 0.05, 0.1, 0.2, 0.3)  # h-maxima heights tried on the validation
 
 def tune_h(
     model: nn.Module,
-    whole: Sequence[tuple[torch.Tensor, _Annotated]],
+    whole: Sequence[tuple[torch.Tensor, AnnotatedImage]],
     mask_threshold: float,
     tuned_on: str,
 ) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def tune_h(
     Runs the instance step (h-maxima + watershed,
     :func:`fewlabel.segmentation.instances.split_instances`) on the whole validation images
     (``whole``: model inputs and their volumes, from
-    :func:`fewlabel.segmentation.distance.segmenter._validation`) with the tuned
+    :func:`fewlabel.segmentation.distance.annotated.validation_set`) with the tuned
     ``mask_threshold`` and matches against their instance labels (IoU ≥ 0.5,
     :func:`fewlabel.metrics.matching.instance_scores`), as StarDist tunes its thresholds.
     Without whole images, ``h`` is ``None`` (the instance stage then falls back to its

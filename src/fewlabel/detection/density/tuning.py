@@ -1,0 +1,145 @@
+"""Validation of the density detector: density prediction, validation loss, threshold tuning.
+
+Used by :func:`fewlabel.detection.density.training.train_detector`: :func:`validation_fn` is
+the per-epoch validation loss (whole volumes or fixed crops), :func:`tune_threshold` picks the
+detection threshold maximising the pooled validation F1 with the best weights, predicting each
+validation volume with :func:`predict_density`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from fewlabel.config import DetectorTrainConfig, PeaksConfig
+from fewlabel.sampling import CropSampler
+from fewlabel.training import autocast
+
+if TYPE_CHECKING:
+    from fewlabel.detection.density.awing import DensityLoss
+    from fewlabel.detection.density.training import _Volume
+
+VAL_WHOLE_MAX_VOXELS = 4_000_000
+"""Validation volumes up to this size are predicted whole; larger ones are tiled."""
+
+
+# --------------------------------------------------------------------------- prediction
+def to_tensor(block: np.ndarray, device: str | torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))[None, None].to(device)
+
+
+def predict_density(
+    model: nn.Module,
+    image: np.ndarray | Any,
+    *,
+    device: str | torch.device,
+    normalise: Any = None,
+    tile: Sequence[int] = (32, 128, 128),
+    halo: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Density map of a (small) ZYX volume: whole if it fits, else simple halo tiling.
+
+    For validation inside training only; the ``predict`` stage does the large-scale tiling.
+    """
+    from fewlabel.blocks import block_grid, expand_block
+
+    shape = tuple(int(s) for s in image.shape[-3:])
+    normalise = normalise or (lambda x: np.asarray(x, dtype=np.float32))
+    model.eval()
+    with torch.no_grad(), autocast(device):
+        if math.prod(shape) <= VAL_WHOLE_MAX_VOXELS:
+            return (
+                model(to_tensor(normalise(np.asarray(image[...])), device))[0, 0]
+                .float()
+                .cpu()
+                .numpy()
+            )
+        if halo is None:
+            rf = getattr(model, "receptive_field", lambda: (16, 32, 32))()
+            halo = tuple(int(r) // 2 for r in rf)
+        out = np.zeros(shape, dtype=np.float32)
+        for block in block_grid(shape, tile):
+            outer, inner = expand_block(block, halo, shape)
+            pred = model(to_tensor(normalise(np.asarray(image[outer])), device))
+            out[block] = pred[0, 0].float().cpu().numpy()[inner]
+        return out
+
+
+def tune_threshold(
+    model: nn.Module,
+    vols: Sequence[_Volume],
+    peaks_by_sample: Mapping[str, PeaksConfig],
+    params: DetectorTrainConfig,
+    peaks: PeaksConfig,
+    device: str,
+) -> tuple[float, pd.DataFrame]:
+    """Detection threshold of ``params.threshold_grid`` maximising the pooled F1 on ``vols``.
+
+    Returns the threshold and the F1 table of :func:`fewlabel.metrics.detection.sweep_thresholds`.
+    """
+    from fewlabel.detection.peaks import find_peaks
+    from fewlabel.metrics.detection import sweep_thresholds
+
+    grid = sorted(float(t) for t in params.threshold_grid)
+    tables, gts = [], []
+    for vol in vols:
+        density = predict_density(
+            model,
+            vol.image,
+            device=device,
+            normalise=vol.normalise,
+            tile=tuple(max(c, 16) * 2 for c in params.crop),
+        )
+        tables.append(
+            find_peaks(
+                density,
+                threshold=grid[0],
+                min_distance=peaks_by_sample[vol.item.sample].min_distance,
+                refine_radius=peaks.refine_radius,
+            )
+        )
+        gts.append(vol.points)
+    return sweep_thresholds(tables, gts, gate=params.gate, candidates=grid)
+
+
+def validation_fn(
+    vols: Sequence[_Volume],
+    params: DetectorTrainConfig,
+    loss_fn: DensityLoss,
+    device: str,
+    seed: int,
+) -> Any:
+    """Validation loss on whole volumes (small) or on fixed deterministic crops (large)."""
+    whole: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    large = [v for v in vols if math.prod(v.shape) > VAL_WHOLE_MAX_VOXELS]
+    for vol in vols:
+        if math.prod(vol.shape) > VAL_WHOLE_MAX_VOXELS:
+            continue
+        x = to_tensor(vol.normalise(np.asarray(vol.image[...])), device)
+        y = to_tensor(np.asarray(vol.target[...]), device)
+        w = to_tensor(np.asarray(vol.weight[...]), device)
+        whole.append((x, y, w))
+    crops: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    if large:
+        sampler = CropSampler(
+            [v.crop_volume() for v in large],
+            params.crop,
+            seed=seed + 1,
+            flip_axes=(),
+            pad_values=[None, 0.0, 0.0],
+        )
+        for arrays in sampler.fixed_crops(params.val_crops, seed=seed + 1):
+            x, y, w = (to_tensor(a, device) for a in arrays)
+            crops.append((x, y, w))
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        losses = [float(loss_fn(model(x), y, w)) for x, y, w in [*whole, *crops]]
+        return {"val_loss": float(np.mean(losses))}
+
+    return validate
