@@ -9,6 +9,7 @@ import torch
 
 from fewlabel.errors import ConfigError
 from fewlabel.segmentation import losses as S
+from fewlabel.segmentation import mask_distance as M
 
 LN2 = math.log(2.0)
 
@@ -137,10 +138,10 @@ def test_preset_table():
 
 
 def test_balance_alpha():
-    assert S.balance_alpha(4.0, 0.5) == pytest.approx(8.0)
-    assert S.balance_alpha(torch.tensor(1.5), torch.tensor(3.0)) == pytest.approx(0.5)
-    assert S.balance_alpha(1.0, 0.0) == 1.0
-    assert S.balance_alpha(float("nan"), 1.0) == 1.0
+    assert M.balance_alpha(4.0, 0.5) == pytest.approx(8.0)
+    assert M.balance_alpha(torch.tensor(1.5), torch.tensor(3.0)) == pytest.approx(0.5)
+    assert M.balance_alpha(1.0, 0.0) == 1.0
+    assert M.balance_alpha(float("nan"), 1.0) == 1.0
 
 
 def test_mask_distance_fixes_alpha_on_first_call_and_saves_it():
