@@ -16,7 +16,7 @@ import pandas as pd
 
 from fewlabel.errors import InputDataError
 from fewlabel.io.omezarr import zyx_view
-from fewlabel.metrics.segmentation import POOLING_COLUMNS, UNDEFINED
+from fewlabel.metrics.tables import POOLING_COLUMNS, UNDEFINED
 from fewlabel.report.data import (
     ReportInputs,
     _open_volume,
