@@ -19,8 +19,8 @@ from fewlabel.detection.log.baseline import (
     log_response,
     log_response_zarr,
     save_log_model,
-    tune_log_threshold,
 )
+from fewlabel.detection.log.tuning import tune_log_threshold
 from fewlabel.errors import ConfigError
 from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.metrics.detection import match_points

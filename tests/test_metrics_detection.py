@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from fewlabel.metrics.detection import (
-    aggregate_metrics,
     evaluate_sample,
     match_points,
     prf,
     sweep_thresholds,
 )
+from fewlabel.metrics.tables import aggregate_metrics
 
 
 def _pts(*xs):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fewlabel.io import write_ome_zarr
-from fewlabel.metrics import matching
+from fewlabel.metrics import matching, tables
 from fewlabel.metrics import segmentation as M
 
 # gt: 1 (6 vox), 2 (4 vox), 3 (2 vox);  pred: 5 (5 vox, all in gt 1), 7 (2 vox, in gt 2), 9 (2 vox)
@@ -280,7 +280,7 @@ def test_pooled_row_has_iou_seg_mucov_from_per_sample_sums(tmp_path):
     assert (a["fg_intersection"], a["fg_union"]) == (7, 14)
     assert a["seg_sum"] == pytest.approx(5 / 6) and b["seg_sum"] == pytest.approx(3.0)
     rows = [pd.DataFrame([{"sample": "a", **a}]), pd.DataFrame([{"sample": "b", **b}])]
-    table = M.aggregate_segmentation(rows).set_index("sample")
+    table = tables.aggregate_segmentation(rows).set_index("sample")
     pooled = table.loc["ALL"]
     assert pooled["fg_iou"] == pytest.approx((7 + 12) / (14 + 12))  # not the mean of 0.5 and 1
     assert pooled["seg"] == pytest.approx((5 / 6 + 3) / 6)
@@ -291,8 +291,8 @@ def test_pooled_row_has_iou_seg_mucov_from_per_sample_sums(tmp_path):
     # no GT object anywhere: pooled SEG is undefined and says so in the TSV
     empty = np.zeros_like(GT)
     c = M.evaluate_segmentation(empty, empty, voxel_size=(1.0, 1.0, 1.0), centre_gate_um=1.0)
-    only_empty = M.aggregate_segmentation([pd.DataFrame([{"sample": "c", **c}])])
-    M.write_metrics_tsv(only_empty, tmp_path / "s.tsv")
+    only_empty = tables.aggregate_segmentation([pd.DataFrame([{"sample": "c", **c}])])
+    tables.write_metrics_tsv(only_empty, tmp_path / "s.tsv")
     lines = [line.split("\t") for line in (tmp_path / "s.tsv").read_text().splitlines()]
     header, pooled_line = lines[0], next(line for line in lines if line[0] == "ALL")
     assert pooled_line[header.index("seg")] == "n/a"

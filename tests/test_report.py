@@ -345,7 +345,7 @@ def test_full_report_has_every_section_valid_pngs_and_no_external_refs(run_dir, 
 
 
 def test_provenance_versions_table_has_a_column_per_environment():
-    from fewlabel.report.sections import _provenance_section
+    from fewlabel.report.provenance import _provenance_section
 
     section = _provenance_section(
         {

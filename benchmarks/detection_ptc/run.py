@@ -172,7 +172,7 @@ def _tune_log(
     tune: list[tuple], psf: dict[str, float] = PSF
 ) -> tuple[float, tuple[float, ...], float]:
     """LoG threshold and scale (PSF s.d. x LOG_SCALES) with the best pooled F1 on ``tune``."""
-    from fewlabel.detection.log.baseline import tune_log_threshold
+    from fewlabel.detection.log.tuning import tune_log_threshold
 
     best = (-1.0, 0.0, _psf_sigma(psf))
     for factor in LOG_SCALES:

@@ -373,75 +373,8 @@ class Plan:
         outputs.append(REPORT)
         return outputs
 
-    def report_inputs(self) -> dict[str, Any]:
-        """What the report shows (the fields of ``fewlabel.report.ReportInputs``; paths
-        relative to the workdir). ``report_files`` lists the files among them."""
-        samples = list(self.sheet.index)
-        inputs: dict[str, Any] = {
-            "title": self.config["report"]["title"],
-            "config": dict(self.config),
-            "sample_sheet": self.config["samples"],
-            "summary_tsv": RUN_SUMMARY,
-            "provenance_json": PROVENANCE,
-            "images": {s: IMAGE.format(sample=s) for s in samples},
-        }
-        if self.roi_enabled():
-            inputs["roi_jsons"] = expand(ROI_JSON, samples)
-            inputs["roi_masks"] = {s: ROI_MASK.format(sample=s) for s in samples}
-        if self.detection_enabled():
-            evaluated = set(self.detection_eval_samples())
-            inputs["detection_samples"] = [
-                {
-                    "sample": s,
-                    "image": IMAGE.format(sample=s),
-                    "gt": POINTS.format(sample=s) if s in evaluated else None,
-                    "pred": DETECTIONS.format(sample=s),
-                    "matches": DETECTION_MATCHES.format(sample=s) if s in evaluated else None,
-                }
-                for s in self.detection_predict_samples()
-            ]
-            inputs["detection_model_dir"] = self.detector_dir()
-            if evaluated:
-                inputs["detection_summary_tsv"] = DETECTION_SUMMARY
-        if self.segmentation_enabled():
-            inputs["segmenter_model_dir"] = self.segmenter_dir()
-            if self.use_isl():
-                inputs["isl_model_dir"] = ISL_MODEL
-            evaluated = set(self.segmentation_eval_samples())
-            if evaluated:
-                inputs["segmentation_summary_tsv"] = SEGMENTATION_SUMMARY
-            inputs["segmentation_samples"] = [
-                {
-                    "sample": s,
-                    "image": IMAGE.format(sample=s),
-                    "gt_labels": LABELS.format(sample=s) if s in evaluated else None,
-                    "pred_labels": INSTANCES.format(sample=s),
-                    "target": TARGET.format(sample=s) if self.has(s, "target") else None,
-                    "pred_fluorescence": (
-                        FLUORESCENCE.format(sample=s) if self.has_fluorescence_eval(s) else None
-                    ),
-                    "metrics_tsv": (
-                        SEGMENTATION_METRICS.format(sample=s) if s in evaluated else None
-                    ),
-                }
-                for s in self.segmentation_predict_samples()
-            ]
-        return inputs
-
     def report_files(self) -> list[str]:
-        """Every file the report reads (so the report reruns when any of them changes)."""
-        files: list[str] = []
+        """Every file the report reads (:func:`fewlabel.plan_report.report_files`)."""
+        from fewlabel.plan_report import report_files
 
-        def collect(value: Any) -> None:
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    if key not in ("config", "title", "sample"):
-                        collect(item)
-            elif isinstance(value, list):
-                for item in value:
-                    collect(item)
-            elif isinstance(value, str):
-                files.append(value)
-
-        collect(self.report_inputs())
-        return sorted(set(files))
+        return report_files(self)

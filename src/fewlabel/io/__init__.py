@@ -7,9 +7,9 @@ never leaves an output that looks finished.
 Modules: :mod:`~fewlabel.io.atomic` (atomic outputs), :mod:`~fewlabel.io.omezarr` (OME-Zarr
 create/open/write; :func:`~fewlabel.io.omezarr.zyx_view`, the ZYX view of one channel),
 :mod:`~fewlabel.io.pyramid` (multiscale levels of large outputs, built chunk by chunk),
-:mod:`~fewlabel.io.readers` (input formats as lazy ZYX views), :mod:`~fewlabel.io.ingest`
-(input → validated OME-Zarr), :mod:`~fewlabel.io.points` (points CSVs). The public names are
-re-exported here.
+:mod:`~fewlabel.io.readers` (input formats as lazy ZYX views), :mod:`~fewlabel.io.axes`
+(declared and file axis orders), :mod:`~fewlabel.io.ingest` (input → validated OME-Zarr),
+:mod:`~fewlabel.io.points` (points CSVs). The public names are re-exported here.
 """
 
 from fewlabel.io.atomic import atomic_path

@@ -19,6 +19,12 @@ import tifffile
 import zarr
 
 from fewlabel.errors import InputDataError
+from fewlabel.io.axes import (
+    apply_declared_axes,
+    check_axes,
+    declared_axes,
+    generic_tiff_axes,
+)
 from fewlabel.io.omezarr import (
     VoxelSize,
     dataset_scale,
@@ -30,8 +36,6 @@ log = logging.getLogger(__name__)
 
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
-DECLARABLE_AXES = "TCZYX"
-"""Letters allowed in a declared axis order (the sample sheet's ``axes`` column)."""
 
 
 @dataclass
@@ -124,41 +128,6 @@ def _parse_channel(
     )
 
 
-def _check_axes(axes: str, shape: Sequence[int], *, sample: str | None, path: Path) -> str:
-    axes = axes.upper()
-    unknown = [a for a in axes if a not in "TCZYXS"]
-    if "Y" not in axes or "X" not in axes or unknown:
-        if len(shape) == 2:
-            return "YX"
-        if len(shape) == 3:
-            return "ZYX"
-        raise InputDataError(
-            f"{len(shape)}D array of shape {tuple(shape)} with no axis information (axes "
-            f"'{axes}').",
-            sample=sample,
-            path=path,
-            fix="state the axis order in the sample sheet's 'axes' column (e.g. "
-            f"{_example_axes(len(shape))}), or save it as OME-TIFF / ImageJ hyperstack / "
-            "OME-Zarr with axes, or as a plain 3D ZYX stack per channel.",
-        )
-    for axis, size in zip(axes, shape, strict=True):
-        if axis == "T" and size != 1:
-            raise InputDataError(
-                f"time series with {size} time points is not supported.",
-                sample=sample,
-                path=path,
-                fix="export one time point per sample.",
-            )
-    if "C" in axes and "S" in axes:
-        raise InputDataError(
-            "image has both a channel and an RGB sample axis.",
-            sample=sample,
-            path=path,
-            fix="export a single-channel image.",
-        )
-    return axes
-
-
 def _tiff_voxel_size(tf: tifffile.TiffFile) -> VoxelSize | None:
     try:
         if tf.is_ome and tf.ome_metadata:
@@ -213,7 +182,7 @@ def open_input_volume(
     order; its length must equal the data's number of dimensions.
     """
     path = Path(path)
-    declared = _declared_axes(axes, sample=sample, path=path)
+    declared = declared_axes(axes, sample=sample, path=path)
     if not path.exists():
         raise InputDataError(
             "file does not exist.",
@@ -236,64 +205,6 @@ def open_input_volume(
         path=path,
         fix="use .tif/.tiff/.ome.tif or a .zarr/.ome.zarr store.",
     )
-
-
-def _declared_axes(axes: str | None, *, sample: str | None, path: Path) -> str | None:
-    """The caller's axis order, upper-cased and checked (letters TCZYX, each once, Y and X
-    included); None when not given."""
-    if axes is None or str(axes).strip() == "":
-        return None
-    value = str(axes).strip().upper()
-    bad = sorted({a for a in value if a not in DECLARABLE_AXES})
-    repeated = sorted({a for a in value if value.count(a) > 1})
-    if bad or repeated or "Y" not in value or "X" not in value:
-        raise InputDataError(
-            f"axes {axes!r} is not an axis order"
-            + (f" (letters {bad} are not axes)" if bad else "")
-            + (f" (axis {', '.join(repeated)} repeated)" if repeated else "")
-            + ".",
-            sample=sample,
-            path=path,
-            fix="set the sheet's 'axes' column to the file's axis order, slowest first, with "
-            "letters T, C, Z, Y, X (each once; Y and X required), e.g. ZCYX.",
-        )
-    return value
-
-
-def _apply_declared_axes(
-    declared: str,
-    shape: Sequence[int],
-    file_axes: str,
-    *,
-    sample: str | None,
-    path: Path,
-) -> str:
-    """``declared`` when its length matches the data's dimensions, else a clear error. A
-    declared T the data lacks (a reader squeezes a T of size 1 away) is dropped."""
-    if len(declared) == len(shape) + 1 and "T" in declared:
-        declared = declared.replace("T", "")
-    if len(declared) != len(shape):
-        known = "" if set(file_axes) <= {"Q"} else f"; the file's own axes are '{file_axes}'"
-        flat = (
-            " If the file stores channels/planes as one flat stack of pages, axes cannot "
-            "split it: save it as an ImageJ hyperstack or OME-TIFF, or one file per channel."
-            if len(declared) > len(shape)
-            else ""
-        )
-        raise InputDataError(
-            f"the sheet's axes '{declared}' name {len(declared)} axes but the image has "
-            f"{len(shape)} dimensions (shape {tuple(shape)}{known}).",
-            sample=sample,
-            path=path,
-            fix=f"give one letter per dimension ({len(shape)} letters, e.g. "
-            f"{_example_axes(len(shape))}) in the sheet's 'axes' column, or leave it empty to "
-            f"use the file's metadata.{flat}",
-        )
-    return declared
-
-
-def _example_axes(ndim: int) -> str:
-    return {2: "YX", 3: "ZYX", 4: "ZCYX or CZYX", 5: "TZCYX"}.get(ndim, "ZCYX")
 
 
 def _open_tiff_input(
@@ -319,10 +230,10 @@ def _open_tiff_input(
             fix="re-export the image; check the copy is complete.",
         ) from exc
     if declared:
-        axes = _apply_declared_axes(declared, shape, axes, sample=sample, path=path)
+        axes = apply_declared_axes(declared, shape, axes, sample=sample, path=path)
     elif not (tf.is_ome or tf.is_imagej):
-        axes = _generic_tiff_axes(axes, shape)
-    axes = _check_axes(axes, shape, sample=sample, path=path)
+        axes = generic_tiff_axes(axes, shape)
+    axes = check_axes(axes, shape, sample=sample, path=path)
     channel_size = (
         dict(zip(axes, shape, strict=True)).get("C")
         or dict(zip(axes, shape, strict=True)).get("S")
@@ -345,15 +256,6 @@ def _open_tiff_input(
         volume.close()
         raise
     return volume
-
-
-def _generic_tiff_axes(axes: str, shape: Sequence[int]) -> str:
-    """Plain TIFFs: 2D → YX, 3D → ZYX unless RGB(A) samples last; 4D+ stays unknown."""
-    if len(shape) == 2:
-        return "YX"
-    if len(shape) == 3:
-        return "YXS" if axes.endswith("S") and shape[-1] in (3, 4) else "ZYX"
-    return "Q" * len(shape)
 
 
 def _open_zarr_input(
@@ -381,7 +283,7 @@ def _open_zarr_input(
         axes = "".join(a["name"] if isinstance(a, str) else a["name"] for a in ms.get("axes", []))
         axes = axes.upper() if axes else "Q" * array.ndim
         if declared:
-            axes = _apply_declared_axes(declared, array.shape, axes, sample=sample, path=path)
+            axes = apply_declared_axes(declared, array.shape, axes, sample=sample, path=path)
         scale = dataset_scale(dataset)
         if scale:
             spatial = [s for a, s in zip(axes, scale, strict=False) if a in "ZYX"]
@@ -393,9 +295,9 @@ def _open_zarr_input(
         dims = getattr(array.metadata, "dimension_names", None)
         axes = "".join(d.upper() for d in dims) if dims and all(dims) else "Q" * array.ndim
         if declared:
-            axes = _apply_declared_axes(declared, array.shape, axes, sample=sample, path=path)
+            axes = apply_declared_axes(declared, array.shape, axes, sample=sample, path=path)
     shape = tuple(array.shape)
-    axes = _check_axes(axes, shape, sample=sample, path=path)
+    axes = check_axes(axes, shape, sample=sample, path=path)
     channel_size = dict(zip(axes, shape, strict=True)).get("C", 1)
     channel_index = _parse_channel(
         channel, [n for n in names if n], channel_size, sample=sample, path=path

@@ -298,6 +298,7 @@ def evaluate_sample(
     """
     from fewlabel.errors import ConfigError
     from fewlabel.io import read_points_csv
+    from fewlabel.metrics.tables import write_matches, write_tsv
 
     if gate_unit not in GATE_UNITS:
         raise ConfigError(
@@ -345,126 +346,5 @@ def evaluate_sample(
     if output is not None:
         write_tsv(pd.DataFrame([row], columns=list(METRIC_COLUMNS)), output)
     if matches is not None:
-        _write_matches(res, g, p, matches)
+        write_matches(res, g, p, matches)
     return row
-
-
-def _write_matches(res: MatchResult, g: np.ndarray, p: np.ndarray, path: str | Path) -> None:
-    from fewlabel.io import atomic_path
-
-    gi = res.pairs[:, 0].astype(int)
-    pi = res.pairs[:, 1].astype(int)
-    nan3 = np.full((0, 3), np.nan)
-    parts = [
-        ("tp", gi, pi, res.pairs[:, 2], g[gi] if len(gi) else nan3, p[pi] if len(pi) else nan3),
-        (
-            "fn",
-            res.unmatched_gt,
-            np.full(len(res.unmatched_gt), -1),
-            np.full(len(res.unmatched_gt), np.nan),
-            g[res.unmatched_gt],
-            np.full((len(res.unmatched_gt), 3), np.nan),
-        ),
-        (
-            "fp",
-            np.full(len(res.unmatched_pred), -1),
-            res.unmatched_pred,
-            np.full(len(res.unmatched_pred), np.nan),
-            np.full((len(res.unmatched_pred), 3), np.nan),
-            p[res.unmatched_pred],
-        ),
-    ]
-    frames = []
-    for status, gidx, pidx, dist, gc, pc in parts:
-        gc = np.asarray(gc, float).reshape(-1, 3)
-        pc = np.asarray(pc, float).reshape(-1, 3)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "status": [status] * len(gidx),
-                    "gt_index": np.asarray(gidx, int),
-                    "pred_index": np.asarray(pidx, int),
-                    "distance": np.asarray(dist, float),
-                    "gt_z": gc[:, 0],
-                    "gt_y": gc[:, 1],
-                    "gt_x": gc[:, 2],
-                    "pred_z": pc[:, 0],
-                    "pred_y": pc[:, 1],
-                    "pred_x": pc[:, 2],
-                }
-            )
-        )
-    table = pd.concat(frames, ignore_index=True)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
-
-
-def write_tsv(table: pd.DataFrame, path: str | Path) -> None:
-    """Write a table as TSV atomically."""
-    from fewlabel.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="NaN")
-
-
-def aggregate_metrics(tsv_paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Concatenate per-sample metric TSVs and append a pooled and a macro-mean row.
-
-    ``ALL`` (micro): TP/FP/FN/n summed, P/R/F1 from the sums, RMSE pooled over all matched pairs
-    ``sqrt(Σ tp_i · rmse_i² / Σ tp_i)``. ``MEAN`` (macro): unweighted mean over samples of
-    P/R/F1/RMSE (NaN RMSEs skipped) and of the counts.
-    """
-    from fewlabel.errors import InputDataError
-
-    frames = []
-    for path in tsv_paths:
-        path = Path(path)
-        if not path.exists():
-            raise InputDataError(
-                "metrics table not found.",
-                path=path,
-                fix="run evaluate-detection for this sample first.",
-            )
-        frame = pd.read_csv(path, sep="\t")
-        missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
-        if missing:
-            raise InputDataError(
-                f"not a detection metrics table (missing columns {missing}).",
-                path=path,
-                fix="pass TSVs written by evaluate-detection.",
-            )
-        frames.append(frame[list(METRIC_COLUMNS)])
-    if not frames:
-        return pd.DataFrame(columns=list(METRIC_COLUMNS))
-    per = pd.concat(frames, ignore_index=True)
-    per["sample"] = per["sample"].astype(str)
-    tp, fp, fn = (int(per[c].sum()) for c in ("tp", "fp", "fn"))
-    precision, recall, f1 = prf(tp, fp, fn)
-    rm = per["rmse"].to_numpy(float)
-    w = per["tp"].to_numpy(float)
-    ok = np.isfinite(rm) & (w > 0)
-    pooled_rmse = float(np.sqrt((w[ok] * rm[ok] ** 2).sum() / w[ok].sum())) if ok.any() else np.nan
-    gates = per["gate"].unique()
-    units = per["gate_unit"].astype(str).unique()
-    gate = float(gates[0]) if len(gates) == 1 else np.nan
-    unit = units[0] if len(units) == 1 else "mixed"
-    pooled = {
-        "sample": "ALL",
-        "n_gt": int(per["n_gt"].sum()),
-        "n_pred": int(per["n_pred"].sum()),
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "rmse": pooled_rmse,
-        "gate": gate,
-        "gate_unit": unit,
-    }
-    macro = {"sample": "MEAN"}
-    for column in ("n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1"):
-        macro[column] = float(per[column].astype(float).mean())
-    macro["rmse"] = float(np.nanmean(rm)) if np.isfinite(rm).any() else np.nan
-    macro["gate"], macro["gate_unit"] = gate, unit
-    return pd.concat([per, pd.DataFrame([pooled, macro])], ignore_index=True)[list(METRIC_COLUMNS)]

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from fewlabel.metrics.detection import match_points, prf
 from fewlabel.metrics.matching import (
@@ -168,9 +167,9 @@ def evaluate_segmentation(
     ``centre_gate_um`` is the centroid matching gate; None → half the median equivalent
     diameter of the GT objects. Returns an ordered dict: n_gt, n_pred, count_error
     (n_pred − n_gt), fg_iou, ap_50 … ap_95, ap_mean, tp/fp/fn per threshold, precision_50,
-    recall_50, f1_50, seg, mucov, the :data:`POOLING_COLUMNS` (foreground intersection and
-    union in voxels, SEG and MUCov summed over GT objects), centre_gate_um, centre_* (tp, fp,
-    fn, precision, recall, f1, rmse_um).
+    recall_50, f1_50, seg, mucov, the :data:`fewlabel.metrics.tables.POOLING_COLUMNS`
+    (foreground intersection and union in voxels, SEG and MUCov summed over GT objects),
+    centre_gate_um, centre_* (tp, fp, fn, precision, recall, f1, rmse_um).
     """
     ov = overlap(gt_labels, pred_labels, slab=slab)
     n, m = len(ov.gt_ids), len(ov.pred_ids)
@@ -324,150 +323,3 @@ def evaluate_sample(
         row["pcc"] = pcc(x, y)
         log.info("sample %s: PCC=%.4f", sample, row["pcc"])
     return row
-
-
-# --------------------------------------------------------------------------- aggregation
-POOLING_COLUMNS = ("fg_intersection", "fg_union", "seg_sum", "mucov_sum")
-"""Per-sample sums behind fg_iou, SEG and MUCov (with n_gt): what the ALL row pools."""
-
-NOT_POOLED = ("pcc", "centre_gate_um")
-"""Per-image quantities without a pooled value (ALL row: undefined; see the MEAN row)."""
-
-UNDEFINED = "n/a"
-"""How an undefined value is written in the metric TSVs (pandas reads it back as NaN)."""
-
-
-def aggregate_segmentation(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Per-sample rows + ``ALL`` (pooled) + ``MEAN`` (macro) rows.
-
-    ``ALL``: TP/FP/FN and object counts summed over samples, ``ap_t`` / ``ap_mean`` / F1 from the
-    pooled counts (the dataset-level StarDist convention); foreground IoU = total intersection /
-    total union; SEG and MUCov = mean over all GT objects pooled (``seg_sum`` / ``mucov_sum``
-    over ``n_gt``; undefined without GT objects); centre RMSE over all matched pairs
-    ``sqrt(Σ tp_i · rmse_i² / Σ tp_i)``. :data:`NOT_POOLED` columns stay undefined there.
-    ``MEAN``: unweighted mean over samples of every numeric column, plus the counting errors over
-    samples (``count_mae``, ``count_median_ae``, ``count_mean_error``, ``count_mpe_percent``
-    from n_gt, n_pred). Tables from before the pooling columns existed leave fg_iou/SEG/MUCov
-    of ALL undefined, with a warning naming the stage to rerun.
-    """
-    if not tables:
-        return pd.DataFrame(columns=["sample"])
-    per = pd.concat(list(tables), ignore_index=True)
-    per["sample"] = per["sample"].astype(str)
-    numeric = [c for c in per.columns if c != "sample" and pd.api.types.is_numeric_dtype(per[c])]
-    macro: dict[str, Any] = {"sample": "MEAN"}
-    for column in numeric:
-        values = per[column].to_numpy(np.float64)
-        macro[column] = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
-    pooled: dict[str, Any] = {"sample": "ALL"}
-    if {"n_gt", "n_pred"} <= set(per.columns):
-        both = per[["n_gt", "n_pred"]].dropna()
-        errors = counting_errors(both["n_gt"], both["n_pred"])
-        macro.update({f"count_{k}": v for k, v in errors.items()})
-        pooled["n_gt"] = float(both["n_gt"].sum())
-        pooled["n_pred"] = float(both["n_pred"].sum())
-        pooled["count_error"] = pooled["n_pred"] - pooled["n_gt"]
-        aps = []
-        for tag in sorted(c[3:] for c in per.columns if c.startswith("tp_")):
-            cols = [f"tp_{tag}", f"fp_{tag}", f"fn_{tag}"]
-            if not set(cols) <= set(per.columns):
-                continue
-            tp, fp, fn = (float(per[c].sum()) for c in cols)
-            pooled.update(dict(zip(cols, (tp, fp, fn), strict=True)))
-            pooled[f"ap_{tag}"] = tp / (tp + fp + fn) if tp + fp + fn else 1.0
-            aps.append(pooled[f"ap_{tag}"])
-            if tag == "50":
-                (pooled["precision_50"], pooled["recall_50"], pooled["f1_50"]) = prf(
-                    int(tp), int(fp), int(fn)
-                )
-        if aps:
-            pooled["ap_mean"] = float(np.mean(aps))
-        if {"centre_tp", "centre_fp", "centre_fn"} <= set(per.columns):
-            tp, fp, fn = (int(per[c].sum()) for c in ("centre_tp", "centre_fp", "centre_fn"))
-            pooled.update({"centre_tp": tp, "centre_fp": fp, "centre_fn": fn})
-            (pooled["centre_precision"], pooled["centre_recall"], pooled["centre_f1"]) = prf(
-                tp, fp, fn
-            )
-            if "centre_rmse_um" in per.columns:
-                rmse = per["centre_rmse_um"].to_numpy(np.float64)
-                matched = per["centre_tp"].to_numpy(np.float64)
-                keep = np.isfinite(rmse) & (matched > 0)
-                total = float(matched[keep].sum())
-                pooled["centre_rmse_um"] = (
-                    math.sqrt(float((matched[keep] * rmse[keep] ** 2).sum()) / total)
-                    if total
-                    else np.nan
-                )
-        pooled.update(_pooled_overlaps(per))
-    extra = pd.DataFrame([pooled, macro])
-    columns = list(per.columns) + [c for c in extra.columns if c not in per.columns]
-    return pd.concat([per, extra], ignore_index=True)[columns]
-
-
-def _pooled_overlaps(per: pd.DataFrame) -> dict[str, float]:
-    """Pooled fg_iou, SEG and MUCov (and the pooling sums) of the ALL row."""
-    out: dict[str, float] = {}
-    if {"fg_intersection", "fg_union"} <= set(per.columns):
-        inter = float(per["fg_intersection"].sum())
-        union = float(per["fg_union"].sum())
-        out.update({"fg_intersection": inter, "fg_union": union})
-        out["fg_iou"] = inter / union if union else 1.0  # no foreground anywhere: agreement
-    elif "fg_iou" in per.columns:
-        log.warning(
-            "per-sample metrics lack fg_intersection/fg_union (written by an older version): "
-            "the ALL row's fg_iou is undefined; rerun evaluate_segmentation to pool it"
-        )
-    n_gt = float(per["n_gt"].sum())
-    for score, total in (("seg", "seg_sum"), ("mucov", "mucov_sum")):
-        if total in per.columns:
-            summed = float(per[total].sum())
-            out[total] = summed
-            out[score] = summed / n_gt if n_gt else np.nan  # no GT object: undefined
-        elif score in per.columns:
-            log.warning(
-                "per-sample metrics lack %s (written by an older version): the ALL row's %s "
-                "is undefined; rerun evaluate_segmentation to pool it",
-                total,
-                score,
-            )
-    return out
-
-
-def write_metrics_tsv(table: pd.DataFrame, path: str | Path) -> None:
-    """Write a segmentation metrics table as TSV atomically; undefined values (no GT objects,
-    no fluorescence target, per-image quantities in the pooled row) read :data:`UNDEFINED`."""
-    from fewlabel.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep=UNDEFINED)
-
-
-def read_metric_tables(paths: Sequence[str | Path]) -> list[pd.DataFrame]:
-    """Read per-sample segmentation metric TSVs (each with a ``sample`` column)."""
-    from fewlabel.errors import InputDataError
-
-    frames = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise InputDataError(
-                "metrics table not found.",
-                path=path,
-                fix="run evaluate_segmentation for this sample first.",
-            )
-        frame = pd.read_csv(path, sep="\t")
-        if "sample" not in frame.columns:
-            raise InputDataError(
-                "not a segmentation metrics table (no 'sample' column).",
-                path=path,
-                fix="pass TSVs written by evaluate_segmentation.",
-            )
-        frames.append(frame)
-    samples = pd.concat([f["sample"].astype(str) for f in frames]) if frames else pd.Series([])
-    duplicated = sorted(set(samples[samples.duplicated()]))
-    if duplicated:
-        raise InputDataError(
-            f"sample(s) {duplicated} appear in more than one metrics table.",
-            fix="pass each sample's table once.",
-        )
-    return frames

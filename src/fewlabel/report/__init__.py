@@ -2,7 +2,8 @@
 
 ``data`` describes and reads the inputs (:class:`ReportInputs`), ``projections`` reduces large
 volumes to bounded 2D images, ``figures`` draws the embedded PNGs, ``sections`` builds each
-section's template context and ``render`` fills the template and writes the file.
+section's template context (``provenance`` those of the run record and the config) and
+``render`` fills the template and writes the file.
 """
 
 from fewlabel.report.data import (

@@ -14,10 +14,9 @@ from pathlib import Path
 from fewlabel.errors import InputDataError
 from fewlabel.report.data import ReportInputs, _read_json, check_inputs_exist
 from fewlabel.report.projections import MAX_PX
+from fewlabel.report.provenance import _config_yaml, _provenance_section
 from fewlabel.report.sections import (
-    _config_yaml,
     _detection_section,
-    _provenance_section,
     _roi_section,
     _samples_section,
     _segmentation_section,

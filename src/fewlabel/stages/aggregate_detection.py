@@ -2,7 +2,7 @@
 
 Reads the one-row metrics TSVs of ``evaluate_detection`` (``--inputs``, or the test samples'
 from the sample sheet), pools the counts over samples and averages the per-sample scores
-(:func:`fewlabel.metrics.detection.aggregate_metrics`) and writes the table with its pooled
+(:func:`fewlabel.metrics.tables.aggregate_metrics`) and writes the table with its pooled
 and mean rows.
 """
 
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def aggregate_detection(args: argparse.Namespace) -> None:
     from fewlabel.errors import ConfigError
-    from fewlabel.metrics.detection import aggregate_metrics, write_tsv
+    from fewlabel.metrics.tables import aggregate_metrics, write_tsv
 
     inputs = list(args.inputs)
     if args.sample_sheet:

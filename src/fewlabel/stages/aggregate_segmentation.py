@@ -2,7 +2,7 @@
 
 Reads the one-row metrics TSVs of ``evaluate_segmentation`` (``--inputs``, or the test
 samples' from the sample sheet), adds the pooled ``ALL`` row and the macro ``MEAN`` row with
-the counting errors (:func:`fewlabel.metrics.segmentation.aggregate_segmentation`) and writes
+the counting errors (:func:`fewlabel.metrics.tables.aggregate_segmentation`) and writes
 the summary TSV.
 """
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def aggregate_segmentation(args: argparse.Namespace) -> None:
-    from fewlabel.metrics import segmentation
+    from fewlabel.metrics import tables
 
     inputs = list(args.inputs)
     if args.sample_sheet:
@@ -34,5 +34,5 @@ def aggregate_segmentation(args: argparse.Namespace) -> None:
         inputs += expand(
             SEGMENTATION_METRICS, Plan.from_sheet(args.sample_sheet).segmentation_eval_samples()
         )
-    tables = segmentation.read_metric_tables(inputs)
-    segmentation.write_metrics_tsv(segmentation.aggregate_segmentation(tables), args.output)
+    frames = tables.read_metric_tables(inputs)
+    tables.write_metrics_tsv(tables.aggregate_segmentation(frames), args.output)

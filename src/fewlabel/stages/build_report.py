@@ -1,7 +1,7 @@
 """Stage ``build_report``: the self-contained HTML report of a run.
 
 Reads what the report shows (from the sample sheet and the config snapshot,
-:meth:`fewlabel.plan.Plan.report_inputs`; or a JSON object of
+:func:`fewlabel.plan_report.report_inputs`; or a JSON object of
 :class:`fewlabel.report.ReportInputs` fields): samples, config, metrics tables, training
 curves, projections with points and outlines; renders it (:func:`fewlabel.report.build_report`)
 and writes one HTML file with every figure embedded.
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sample-sheet",
         default=None,
         help="the run's sample sheet: what to show follows from it and --config "
-        "(fewlabel.plan.Plan.report_inputs)",
+        "(fewlabel.plan_report.report_inputs)",
     )
     p.add_argument(
         "--config",
@@ -68,13 +68,14 @@ def _report_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.sample_sheet is not None:
         from fewlabel.plan import Plan
+        from fewlabel.plan_report import report_inputs
 
         if not args.config:
             raise ConfigError(
                 "--sample-sheet needs --config (the run's config snapshot).",
                 fix="pass --config results/config.yaml.",
             )
-        values = Plan.from_files(args.sample_sheet, args.config).report_inputs()
+        values = report_inputs(Plan.from_files(args.sample_sheet, args.config))
     elif args.inputs_file is not None:
         path = Path(args.inputs_file)
         try:

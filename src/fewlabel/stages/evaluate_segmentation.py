@@ -38,8 +38,8 @@ def evaluate_segmentation(args: argparse.Namespace) -> None:
 
     from fewlabel.config import SegmentationEvalConfig
     from fewlabel.errors import ConfigError
-    from fewlabel.metrics import segmentation
     from fewlabel.metrics.segmentation import evaluate_sample
+    from fewlabel.metrics.tables import write_metrics_tsv
 
     params = SegmentationEvalConfig.model_validate(args.params)
     if (args.gt is None) != (args.pred is None):
@@ -61,4 +61,4 @@ def evaluate_segmentation(args: argparse.Namespace) -> None:
         centre_gate_um=params.centre_gate_um,
         fluo_channel=params.fluo_channel,
     )
-    segmentation.write_metrics_tsv(pd.DataFrame([row]), args.output)
+    write_metrics_tsv(pd.DataFrame([row]), args.output)

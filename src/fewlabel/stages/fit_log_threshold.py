@@ -2,7 +2,7 @@
 
 Reads the annotated train/val samples (image and points; from the sample sheet or
 ``--samples-json``), computes their Laplacian-of-Gaussian responses and picks the threshold
-with the best F1 against the points (:func:`fewlabel.detection.log.baseline.train_log`), and
+with the best F1 against the points (:func:`fewlabel.detection.log.tuning.train_log`), and
 writes the LoG model folder (sigma, normalisation, peak parameters, ``thresholds.json``).
 """
 
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def fit_log_threshold(args: argparse.Namespace) -> None:
     from fewlabel.config import LogConfig, PeaksConfig
-    from fewlabel.detection.log.baseline import train_log
+    from fewlabel.detection.log.tuning import train_log
 
     params = LogConfig.model_validate(args.params)
     peaks = PeaksConfig.model_validate(args.peaks)
