@@ -244,7 +244,6 @@ def test_braces_in_a_path_fail_at_parse_time_with_the_fix(tmp_path):
 
 
 SHELL_RE = re.compile(r'shell:\s*\n((?:\s*"(?:[^"\\]|\\.)*"\s*\n)+)')
-PRE_QUOTED = {"fluorescence", "diameter"}  # built with shlex.quote in common.smk
 
 
 MAYBE_EMPTY = [
@@ -265,9 +264,7 @@ def test_every_rule_quotes_its_params_and_sheet_paths():
             shell = match.group(1)
             for name, quoted in re.findall(r"\{params\.(\w+)(:q)?\}", shell):
                 checked += 1
-                assert quoted or name in PRE_QUOTED, (
-                    f"{path.name}: {{params.{name}}} reaches the shell unquoted"
-                )
+                assert quoted, f"{path.name}: {{params.{name}}} reaches the shell unquoted"
             if path.name == "ingest.smk":  # the rules whose inputs are the sheet's own paths
                 for name, quoted in re.findall(r"\{(input[.\w]*)(:q)?\}", shell):
                     assert quoted, f"{path.name}: sheet path {{{name}}} reaches the shell unquoted"

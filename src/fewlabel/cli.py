@@ -59,6 +59,21 @@ def optional_json_arg(text: str) -> Any:
     return json_arg(text) if text.strip() else None
 
 
+def add_object_diameter(parser: argparse.ArgumentParser, *, derives: str) -> None:
+    """``--object-diameter-um``: ``detection.object_diameter_um`` (empty: not set)."""
+    parser.add_argument(
+        "--object-diameter-um",
+        type=optional_float_arg,
+        default=None,
+        help=f"detection.object_diameter_um ('' = not set): {derives}",
+    )
+
+
+def optional_float_arg(text: str) -> float | None:
+    """argparse ``type=``: a number, or an empty string (a rule's "not given") for None."""
+    return float(text) if text.strip() else None
+
+
 def add_predict_params(parser: argparse.ArgumentParser) -> None:
     """``--params``: the tiled-inference section (:class:`fewlabel.config.PredictConfig`)."""
     parser.add_argument(

@@ -89,11 +89,11 @@ def demo_outdir(wildcards, output):
     return str(Path(output.manifest).parent)
 
 
-def object_diameter_arg():
-    """`--object-diameter-um D` when detection.object_diameter_um is set (the stages derive
-    sigma, min_distance and crop left at their defaults from it), else ""."""
+def object_diameter_value():
+    """detection.object_diameter_um for `--object-diameter-um={x:q}` ("" = not set; the stages
+    derive sigma, min_distance and crop left at their defaults from it)."""
     diameter = config["detection"]["object_diameter_um"]
-    return "" if diameter is None else f"--object-diameter-um {shlex.quote(repr(float(diameter)))}"
+    return "" if diameter is None else repr(float(diameter))
 
 
 def section_params(section, drop=("enabled",)):
@@ -138,12 +138,14 @@ def segmentation_evaluation_inputs(wildcards):
     return inputs
 
 
-def fluorescence_args(wildcards, input):
-    """PCC of the ISL prediction when this sample has a fluorescence target."""
-    if "pred_fluo" not in input.keys():
-        return ""
-    return (f"--pred-fluo {shlex.quote(input.pred_fluo)} "
-            f"--target-fluo {shlex.quote(input.target_fluo)}")
+def pred_fluo_value(wildcards, input):
+    """The ISL prediction scored by PCC ("" when this sample has no fluorescence target)."""
+    return input.get("pred_fluo", "")
+
+
+def target_fluo_value(wildcards, input):
+    """The fluorescence target of that PCC ("" when there is none)."""
+    return input.get("target_fluo", "")
 
 
 def summary_inputs(wildcards):

@@ -12,7 +12,7 @@ rule make_density_targets:
         weight=directory(DENSITY_WEIGHT),
     params:
         targets=to_json(config["detection"]["targets"]),
-        diameter=object_diameter_arg(),
+        diameter=object_diameter_value(),
     threads: 2
     log:
         "logs/make_density_targets/{sample}.log",
@@ -23,7 +23,7 @@ rule make_density_targets:
     shell:
         "python -m fewlabel make_density_targets --sample {wildcards.sample} "
         "--image {input.image} --points {input.points} --target {output.target} "
-        "--weight {output.weight} --params {params.targets:q} {params.diameter} "
+        "--weight {output.weight} --params {params.targets:q} --object-diameter-um={params.diameter:q} "
         "--threads {threads} --log {log} 2>> {log}"
 
 
@@ -44,7 +44,7 @@ if config["detection"]["method"] == "density":
             sheet=config["samples"],
             settings=to_json(config["detection"]["train"]),
             peaks=to_json(config["detection"]["peaks"]),
-            diameter=object_diameter_arg(),
+            diameter=object_diameter_value(),
             seed=config["seed"],
         threads: 1
         resources:
@@ -58,7 +58,7 @@ if config["detection"]["method"] == "density":
         shell:
             "python -m fewlabel train_detector --sample-sheet {params.sheet:q} "
             "--out-dir {output} --params {params.settings:q} --peaks {params.peaks:q} "
-            "{params.diameter} --threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
+            "--object-diameter-um={params.diameter:q} --threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
 
     if config["detection"]["slabs"] == 1:
 
@@ -169,7 +169,7 @@ else:
             sheet=config["samples"],
             settings=to_json(config["detection"]["log"]),
             peaks=to_json(config["detection"]["peaks"]),
-            diameter=object_diameter_arg(),
+            diameter=object_diameter_value(),
         threads: 2
         log:
             "logs/fit_log_threshold/detector.log",
@@ -179,7 +179,7 @@ else:
             "../../envs/image.yaml"
         shell:
             "python -m fewlabel fit_log_threshold --sample-sheet {params.sheet:q} "
-            "--params {params.settings:q} --peaks {params.peaks:q} {params.diameter} "
+            "--params {params.settings:q} --peaks {params.peaks:q} --object-diameter-um={params.diameter:q} "
             "--output-dir {output} --log {log} 2>> {log}"
 
     rule predict_log:
@@ -211,7 +211,7 @@ rule extract_points:
         DETECTIONS,
     params:
         points=to_json(config["detection"]["peaks"]),
-        diameter=object_diameter_arg(),
+        diameter=object_diameter_value(),
     threads: 2
     log:
         "logs/extract_points/{sample}.log",
@@ -220,7 +220,7 @@ rule extract_points:
     shell:
         "python -m fewlabel extract_points --sample {wildcards.sample} "
         "--density {input.density} --model-dir {input.model} --params {params.points:q} "
-        "{params.diameter} --output {output} --threads {threads} --log {log} 2>> {log}"
+        "--object-diameter-um={params.diameter:q} --output {output} --threads {threads} --log {log} 2>> {log}"
 
 
 rule evaluate_detection:

@@ -140,7 +140,8 @@ rule evaluate_segmentation:
     output:
         SEGMENTATION_METRICS,
     params:
-        fluorescence=fluorescence_args,
+        pred_fluo=pred_fluo_value,
+        target_fluo=target_fluo_value,
         evaluation=to_json(config["evaluation"]["segmentation"]),
     log:
         "logs/evaluate_segmentation/{sample}.log",
@@ -148,7 +149,7 @@ rule evaluate_segmentation:
         "../../envs/image.yaml"
     shell:
         "python -m fewlabel evaluate_segmentation --sample {wildcards.sample} --gt {input.gt} "
-        "--pred {input.pred} {params.fluorescence} --params {params.evaluation:q} "
+        "--pred {input.pred} --pred-fluo={params.pred_fluo:q} --target-fluo={params.target_fluo:q} --params {params.evaluation:q} "
         "--output {output} --log {log} 2>> {log}"
 
 

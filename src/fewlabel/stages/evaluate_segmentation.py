@@ -20,8 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", required=True)
     p.add_argument("--gt", default=None, help="ground-truth labels .ome.zarr (ZYX integers)")
     p.add_argument("--pred", default=None, help="predicted labels .ome.zarr (ZYX integers)")
-    p.add_argument("--pred-fluo", default=None, help="predicted fluorescence .ome.zarr (PCC)")
-    p.add_argument("--target-fluo", default=None, help="target fluorescence .ome.zarr (PCC)")
+    p.add_argument(
+        "--pred-fluo", default=None, help="predicted fluorescence .ome.zarr (PCC; '' = none)"
+    )
+    p.add_argument(
+        "--target-fluo", default=None, help="target fluorescence .ome.zarr (PCC; '' = none)"
+    )
     p.add_argument("--output", required=True, help="one-row metrics TSV")
     p.add_argument(
         "--params",
@@ -42,6 +46,7 @@ def evaluate_segmentation(args: argparse.Namespace) -> None:
     from fewlabel.metrics.tables import write_metrics_tsv
 
     params = SegmentationEvalConfig.model_validate(args.params)
+    args.pred_fluo, args.target_fluo = args.pred_fluo or None, args.target_fluo or None
     if (args.gt is None) != (args.pred is None):
         raise ConfigError("--gt and --pred must be given together.", sample=args.sample)
     if (args.pred_fluo is None) != (args.target_fluo is None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common, add_object_diameter, json_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,12 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='JSON detection.peaks section: {"min_distance": [z,y,x], '
         '"refine_radius": [z,y,x], "block_shape": null}',
     )
-    p.add_argument(
-        "--object-diameter-um",
-        type=float,
-        default=None,
-        help="detection.object_diameter_um: a min_distance left at its default becomes the "
-        "object radius in voxels of this map",
+    add_object_diameter(
+        p,
+        derives=(
+            "a min_distance left at its default becomes the object radius in voxels of this map"
+        ),
     )
     p.add_argument("--output", required=True, help="points CSV (z,y,x,z_um,y_um,x_um,score)")
     add_common(p)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fewlabel.cli import add_common, add_sample_sheet, json_arg
+from fewlabel.cli import add_common, add_object_diameter, add_sample_sheet, json_arg
 from fewlabel.errors import ConfigError
 
 
@@ -39,12 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="JSON detection.peaks section (min_distance, refine_radius) used to "
         "tune the threshold and stored in the model",
     )
-    p.add_argument(
-        "--object-diameter-um",
-        type=float,
-        default=None,
-        help="detection.object_diameter_um: a min_distance left at its default becomes the "
-        "object radius in voxels of each volume",
+    add_object_diameter(
+        p,
+        derives=(
+            "a min_distance left at its default becomes the object radius in voxels of each volume"
+        ),
     )
     p.add_argument("--output-dir", required=True, help="LoG model folder to write")
     add_common(p)

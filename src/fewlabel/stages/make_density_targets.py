@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, json_arg
+from fewlabel.cli import add_common, add_object_diameter, json_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,12 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='JSON detection.targets section: {"sigma": [z,y,x], "sigma_unit": '
         '"voxel"|"um", "lam": 10, "T": 0.2}',
     )
-    p.add_argument(
-        "--object-diameter-um",
-        type=float,
-        default=None,
-        help="detection.object_diameter_um: a sigma left at its default becomes d/4 µm",
-    )
+    add_object_diameter(p, derives="a sigma left at its default becomes d/4 µm")
     add_common(p)
     p.set_defaults(handler=make_density_targets)
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, add_training_inputs, json_arg, training_items
+from fewlabel.cli import (
+    add_common,
+    add_object_diameter,
+    add_training_inputs,
+    json_arg,
+    training_items,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,12 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="JSON detection.peaks section (min_distance, refine_radius) used to "
         "tune the detection threshold",
     )
-    p.add_argument(
-        "--object-diameter-um",
-        type=float,
-        default=None,
-        help="detection.object_diameter_um: a crop and min_distance left at their defaults "
-        "are derived from it and the voxel sizes",
+    add_object_diameter(
+        p,
+        derives=(
+            "a crop and min_distance left at their defaults are derived from it and the voxel sizes"
+        ),
     )
     add_common(p)
     p.set_defaults(handler=train_detector)

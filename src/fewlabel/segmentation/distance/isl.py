@@ -114,8 +114,10 @@ def _load_pair(item: Mapping[str, str], params: IslConfig, planes: int | None) -
 
 def _isl_validation(
     pairs: Sequence[_Pair], params: IslConfig, device: str, seed: int
-) -> Callable[[nn.Module], dict[str, float]]:
-    """Validation L1 and mean per-image PCC: whole images (small) or fixed crops (large)."""
+) -> tuple[Callable[[nn.Module], dict[str, float]], list[tuple[str, torch.Tensor, torch.Tensor]]]:
+    """Validation L1 and mean per-image PCC: whole images (small) or fixed crops (large).
+
+    Returns the validation function and its items (read once), for :func:`_isl_scores`."""
     from fewlabel.sampling import CropSampler
 
     items: list[tuple[str, torch.Tensor, torch.Tensor]] = []
@@ -144,16 +146,23 @@ def _isl_validation(
                 )
 
     def validate(model: nn.Module) -> dict[str, float]:
-        losses: list[float] = []
-        per_image: dict[str, list[float]] = {}
-        for name, x, y in items:
-            pred = model(x).float()
-            losses.append(float(torch.mean(torch.abs(pred - y))))
-            per_image.setdefault(name.split("#")[0], []).append(pearson(pred, y))
-        pccs = [float(np.mean(v)) for v in per_image.values()]
-        return {"val_loss": float(np.mean(losses)), "val_pcc": float(np.mean(pccs))}
+        loss, per_image = _isl_scores(model, items)
+        return {"val_loss": loss, "val_pcc": float(np.mean(list(per_image.values())))}
 
-    return validate
+    return validate, items
+
+
+def _isl_scores(
+    model: nn.Module, items: Sequence[tuple[str, torch.Tensor, torch.Tensor]]
+) -> tuple[float, dict[str, float]]:
+    """Mean L1 over the validation items and the mean PCC per image (over its crops)."""
+    losses: list[float] = []
+    per_image: dict[str, list[float]] = {}
+    for name, x, y in items:
+        pred = model(x).float()
+        losses.append(float(torch.mean(torch.abs(pred - y))))
+        per_image.setdefault(name.split("#")[0], []).append(pearson(pred, y))
+    return float(np.mean(losses)), {k: float(np.mean(v)) for k, v in per_image.items()}
 
 
 def pretrain_isl(
@@ -248,7 +257,7 @@ def pretrain_isl(
         pred = net(to_model_input(x, params.dims, device))
         return torch.mean(torch.abs(pred.float() - to_model_target(y, params.dims, device)))
 
-    validate = _isl_validation(val_pairs, params, device, seed)
+    validate, val_items = _isl_validation(val_pairs, params, device, seed)
     result = fit(
         model,
         optimizer=optimizer,
@@ -263,11 +272,8 @@ def pretrain_isl(
     )
     model.load_state_dict(result.best_state)
     model.eval()
-    per_image = {}
     with torch.no_grad():
-        for pair in val_pairs:
-            one = _isl_validation([pair], params, device, seed)(model)
-            per_image[pair.sample] = one["val_pcc"]
+        _, per_image = _isl_scores(model, val_items)  # the items read once for validation
     best_row = result.curve.loc[result.curve["epoch"] == result.best_epoch].iloc[0]
     summary = {
         **result.summary(t0),
