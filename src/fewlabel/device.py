@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import random
-
-import numpy as np
 
 
 def configure_torch(threads: int, seed: int, *, deterministic: bool = True) -> str:
     """Set torch threads and seeds; return the device name ('cuda' if available, else 'cpu')."""
     import torch
 
+    from fewlabel.training import set_seed
+
     torch.set_num_threads(max(1, int(threads)))
-    random.seed(seed)
-    np.random.seed(seed % (2**32))  # noqa: NPY002 - third-party code may use the legacy global RNG
-    torch.manual_seed(seed)
+    set_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
