@@ -232,7 +232,8 @@ def test_defaults_filled():
     validate_config(config)
     assert config["roi"]["extend_radius_um"] == 1.0
     assert config["demo"]["params"]["spots_snr"] == 4.0
-    assert config["detection"]["peaks"]["min_distance"] == [1, 2, 2]
+    assert config["detection"]["peaks"]["min_distance"] == [0.3, 0.2, 0.2]
+    assert config["detection"]["peaks"]["min_distance_unit"] == "um"
     assert config["segmentation"]["predict"]["tile"] == [16, 96, 96]
 
 

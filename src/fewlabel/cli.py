@@ -69,6 +69,18 @@ def add_object_diameter(parser: argparse.ArgumentParser, *, derives: str) -> Non
     )
 
 
+def add_evaluation_gate(parser: argparse.ArgumentParser) -> None:
+    """``--evaluation``: the ``evaluation.detection`` section, whose gate tunes the threshold
+    unless the method's own gate is set (one matching rule for tuning and scoring)."""
+    parser.add_argument(
+        "--evaluation",
+        type=json_arg,
+        default={},
+        help='JSON evaluation.detection section {"gate": 0.5, "gate_unit": "um"}: the gate '
+        "used for threshold tuning when the method's gate is null",
+    )
+
+
 def optional_float_arg(text: str) -> float | None:
     """argparse ``type=``: a number, or an empty string (a rule's "not given") for None."""
     return float(text) if text.strip() else None

@@ -42,6 +42,34 @@ def sheet_path(column):
     return get
 
 
+def sheet_value(column):
+    """Params function: the sheet's cell in `column` for this sample ("" = empty; `:q`)."""
+
+    def get(wildcards):
+        return SAMPLES.loc[wildcards.sample, column]
+
+    get.__name__ = f"sheet_value_{column}"
+    return get
+
+
+def roi_mask_value(wildcards):
+    """The sample's ROI mask when roi.enabled (density targets use it), else ""."""
+    return ROI_MASK.format(sample=wildcards.sample) if config["roi"]["enabled"] else ""
+
+
+def density_target_inputs(wildcards):
+    """Inputs of make_density_targets: image, points, the ROI mask (roi.enabled) and an
+    annotated-region file from the sheet (not 'full'/'none')."""
+    inputs = {"image": IMAGE.format(sample=wildcards.sample)}
+    inputs["points"] = POINTS.format(sample=wildcards.sample)
+    if config["roi"]["enabled"]:
+        inputs["roi"] = ROI_MASK.format(sample=wildcards.sample)
+    region = SAMPLES.loc[wildcards.sample, "annotated_region"]
+    if region and region not in ("full", "none"):
+        inputs["region"] = region
+    return inputs
+
+
 def ingest_source(wildcards):
     """The sheet's file for an ingest kind: image, labels or target."""
     return SAMPLES.loc[wildcards.sample, wildcards.kind]

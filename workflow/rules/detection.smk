@@ -5,14 +5,15 @@
 rule make_density_targets:
     """Gaussian density target and weight map of one annotated volume (DM-DetNet3D eq. 2)."""
     input:
-        image=IMAGE,
-        points=POINTS,
+        unpack(density_target_inputs),
     output:
         target=directory(DENSITY_TARGET),
         weight=directory(DENSITY_WEIGHT),
     params:
         targets=to_json(config["detection"]["targets"]),
         diameter=object_diameter_value(),
+        region=sheet_value("annotated_region"),
+        roi=roi_mask_value,
     threads: 2
     log:
         "logs/make_density_targets/{sample}.log",
@@ -24,7 +25,7 @@ rule make_density_targets:
         "python -m fewlabel make_density_targets --sample {wildcards.sample} "
         "--image {input.image} --points {input.points} --target {output.target} "
         "--weight {output.weight} --params {params.targets:q} --object-diameter-um={params.diameter:q} "
-        "--threads {threads} --log {log} 2>> {log}"
+        "--annotated-region={params.region:q} --roi={params.roi:q} --threads {threads} --log {log} 2>> {log}"
 
 
 if config["detection"]["method"] == "density":
@@ -44,6 +45,7 @@ if config["detection"]["method"] == "density":
             sheet=config["samples"],
             settings=to_json(config["detection"]["train"]),
             peaks=to_json(config["detection"]["peaks"]),
+            evaluation=to_json(config["evaluation"]["detection"]),
             diameter=object_diameter_value(),
             seed=config["seed"],
         threads: 1
@@ -58,6 +60,7 @@ if config["detection"]["method"] == "density":
         shell:
             "python -m fewlabel train_detector --sample-sheet {params.sheet:q} "
             "--out-dir {output} --params {params.settings:q} --peaks {params.peaks:q} "
+            "--evaluation {params.evaluation:q} "
             "--object-diameter-um={params.diameter:q} --threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
 
     if config["detection"]["slabs"] == 1:
@@ -169,6 +172,7 @@ else:
             sheet=config["samples"],
             settings=to_json(config["detection"]["log"]),
             peaks=to_json(config["detection"]["peaks"]),
+            evaluation=to_json(config["evaluation"]["detection"]),
             diameter=object_diameter_value(),
         threads: 2
         log:
@@ -180,7 +184,7 @@ else:
         shell:
             "python -m fewlabel fit_log_threshold --sample-sheet {params.sheet:q} "
             "--params {params.settings:q} --peaks {params.peaks:q} --object-diameter-um={params.diameter:q} "
-            "--output-dir {output} --log {log} 2>> {log}"
+            "--evaluation {params.evaluation:q} --output-dir {output} --log {log} 2>> {log}"
 
     rule predict_log:
         """LoG response map of one volume (the classical baseline's 'prediction')."""

@@ -27,13 +27,41 @@ class DensityTargetsConfig(ConfigModel):
     """Gaussian density targets and AWing weight maps (seed §2, eq. 2;
     :func:`fewlabel.detection.density.targets.make_density_targets`)."""
 
-    sigma: ZYXFloat = Field((1.0, 1.5, 1.5), description="Gaussian sigma z, y, x per point")
-    sigma_unit: Unit = Field("voxel", description="unit of sigma: voxel | um")
+    sigma: ZYXFloat = Field(
+        (0.3, 0.15, 0.15),
+        description="Gaussian sigma z, y, x per point (default µm: 1, 1.5, 1.5 voxels of "
+        "0.3 x 0.1 x 0.1 µm)",
+    )
+    sigma_unit: Unit = Field("um", description="unit of sigma: um | voxel")
     lam: Annotated[float, Field(ge=0)] = Field(
         10.0, description="weight map: W = lam + 1 where the dilated target >= T, else 1"
     )
     T: Annotated[float, Field(gt=0, le=1)] = Field(
         0.2, description="weight-map threshold on the dilated target"
+    )
+    annotation: Literal["clicks", "full"] = Field(
+        "clicks",
+        description="what the points of a train/val volume cover when its sheet column "
+        "annotated_region is empty: clicks = only the clicked particles are known (unclicked "
+        "ones may exist; the loss counts click neighbourhoods and unlabelled voxels, never "
+        "unclicked voxels as certain background) | full = every particle is annotated "
+        "(the whole volume is background outside the points)",
+    )
+    click_radius_um: PosFloat | None = Field(
+        None,
+        description="radius (µm) of the known neighbourhood around each click (annotation "
+        "clicks); null: 4 sigma per axis",
+    )
+    unlabelled_weight: Annotated[float, Field(ge=0)] = Field(
+        1.0,
+        description="weight of the non-negative PU risk on unlabelled voxels (outside the "
+        "click neighbourhoods and annotated regions, inside the ROI when roi.enabled); "
+        "0: unlabelled voxels are ignored",
+    )
+    unlabelled_prior: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.02,
+        description="PU class prior: fraction of unlabelled voxels that lie in a particle "
+        "(target >= T); the unlabelled risk subtracts this share of the positives' risk",
     )
 
 
@@ -90,7 +118,18 @@ class DetectorTrainConfig(TrainConfig):
         default_factory=_default_threshold_grid,
         description="detection thresholds tried on the validation volumes",
     )
-    gate: PosFloat = Field(3.0, description="matching gate (voxels) used to tune the threshold")
+    gate: PosFloat | None = Field(
+        None,
+        description="matching gate used to tune the threshold; null: evaluation.detection "
+        "gate and gate_unit (one matching rule for tuning and scoring)",
+    )
+    gate_unit: Unit = Field("um", description="unit of gate when set: um | voxel")
+    background_crop_fraction: Fraction = Field(
+        0.25,
+        description="with partial annotation or an ROI: share of crops placed uniformly at "
+        "random; the others are centred on voxels that carry loss (click neighbourhoods, "
+        "annotated regions, unlabelled ROI voxels)",
+    )
     point_fraction: Fraction = Field(
         0.0, description="probability that a crop is centred on an annotated point"
     )
@@ -101,12 +140,13 @@ class PeaksConfig(ConfigModel):
     tune the detection threshold at training time (density and LoG) and to apply it
     (``extract_points``)."""
 
-    min_distance: ZYXNonNegInt = Field(
-        (1, 2, 2),
-        description="minimum peak distance z, y, x "
-        "(voxels; ellipsoid radii of the non-maximum "
-        "suppression)",
+    min_distance: ZYXNonNegFloat = Field(
+        (0.3, 0.2, 0.2),
+        description="minimum peak distance z, y, x (ellipsoid radii of the non-maximum "
+        "suppression; default µm: 1, 2, 2 voxels of 0.3 x 0.1 x 0.1 µm; rounded to voxels "
+        "per volume)",
     )
+    min_distance_unit: Unit = Field("um", description="unit of min_distance: um | voxel")
     refine_radius: ZYXNonNegInt = Field(
         (1, 1, 1),
         description="half-size z, y, x of the "
@@ -131,8 +171,12 @@ class LogConfig(ConfigModel):
     sigma: Annotated[ZYXNonNegFloat, AfterValidator(_some_axis)] = Field(
         (1.0, 1.5, 1.5), description="LoG scale z, y, x (voxels), about the PSF sigma"
     )
-    gate: PosFloat = Field(3.0, description="matching gate used to tune the threshold")
-    gate_unit: Unit = Field("voxel", description="unit of gate: voxel | um")
+    gate: PosFloat | None = Field(
+        None,
+        description="matching gate used to tune the threshold; null: evaluation.detection "
+        "gate and gate_unit",
+    )
+    gate_unit: Unit = Field("um", description="unit of gate when set: um | voxel")
     n_candidates: Annotated[int, Field(ge=2)] = Field(
         100, description="thresholds tried (quantiles of the training peak scores)"
     )

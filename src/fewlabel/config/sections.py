@@ -156,8 +156,12 @@ class RoiConfig(ConfigModel):
 class DetectionEvalConfig(ConfigModel):
     """``evaluate_sample``: one-to-one Hungarian matching of predicted to ground-truth points."""
 
-    gate: PosFloat = Field(5.0, description="matching gate (pairs farther apart never match)")
-    gate_unit: Unit = Field("voxel", description="voxel | um (coordinates x voxel size first)")
+    gate: PosFloat = Field(
+        0.5,
+        description="matching gate (pairs farther apart never match); also the gate that "
+        "tunes detection thresholds unless detection.train.gate / detection.log.gate is set",
+    )
+    gate_unit: Unit = Field("um", description="um | voxel (um: coordinates x voxel size first)")
 
 
 class SegmentationEvalConfig(ConfigModel):

@@ -133,19 +133,23 @@ def derive_peaks(
     *,
     sample: str | None = None,
 ) -> PeaksConfig:
-    """``detection.peaks`` with min_distance ≈ the object radius unless it was changed."""
-    if diameter_um is None:
-        return peaks
-    if not _is_default(peaks, "min_distance"):
-        log.info(
-            "sample %s: detection.peaks.min_distance = %s voxels is explicit and kept "
-            "(detection.object_diameter_um = %g µm would give %s)",
-            sample,
-            list(peaks.min_distance),
-            diameter_um,
-            list(min_distance_voxels(diameter_um, voxel_size)),
-        )
-        return peaks
+    """``detection.peaks`` with min_distance in voxels of this volume: ≈ the object radius
+    when ``diameter_um`` is given and min_distance was not changed, else the configured value
+    (µm converted with ``voxel_size`` and rounded; ``min_distance_unit: voxel`` as is)."""
+    explicit = not (_is_default(peaks, "min_distance") and _is_default(peaks, "min_distance_unit"))
+    if diameter_um is None or explicit:
+        converted = peaks_in_voxels(peaks, voxel_size, sample=sample)
+        if diameter_um is not None:
+            log.info(
+                "sample %s: detection.peaks.min_distance = %s %s is explicit and kept "
+                "(detection.object_diameter_um = %g µm would give %s voxels)",
+                sample,
+                list(peaks.min_distance),
+                peaks.min_distance_unit,
+                diameter_um,
+                list(min_distance_voxels(diameter_um, voxel_size)),
+            )
+        return converted
     derived = min_distance_voxels(diameter_um, voxel_size)
     log.info(
         "sample %s: detection.peaks.min_distance derived from detection.object_diameter_um = "
@@ -156,7 +160,28 @@ def derive_peaks(
         list(derived),
         _fmt(voxel_size),
     )
-    return peaks.model_copy(update={"min_distance": derived})
+    return peaks.model_copy(update={"min_distance": derived, "min_distance_unit": "voxel"})
+
+
+def peaks_in_voxels(
+    peaks: PeaksConfig, voxel_size: Sequence[float], *, sample: str | None = None
+) -> PeaksConfig:
+    """``peaks`` with min_distance in whole voxels (µm / voxel size, rounded half up)."""
+    if peaks.min_distance_unit == "voxel":
+        values = tuple(int(math.floor(float(d) + 0.5)) for d in peaks.min_distance)
+    else:
+        values = tuple(
+            int(math.floor(float(d) / float(v) + 0.5))
+            for d, v in zip(peaks.min_distance, voxel_size, strict=True)
+        )
+        log.debug(
+            "sample %s: detection.peaks.min_distance %s µm = %s voxels at voxel size %s µm",
+            sample,
+            list(peaks.min_distance),
+            list(values),
+            _fmt(voxel_size),
+        )
+    return peaks.model_copy(update={"min_distance": values, "min_distance_unit": "voxel"})
 
 
 def derive_train(
@@ -265,3 +290,42 @@ __all__ = [
     "size_warnings",
     "target_sigma_um",
 ]
+
+
+def tuning_gate(
+    gate: float | None,
+    gate_unit: str,
+    evaluation: Any = None,
+    *,
+    what: str = "detection.train.gate",
+) -> tuple[float, str]:
+    """The (gate, unit) that tunes a detection threshold: ``what`` when set, else the
+    ``evaluation.detection`` gate (a mapping or model; default: its defaults). A set gate that
+    differs from the evaluation's is logged with the reason (the user asked for it)."""
+    from fewlabel.config.sections import DetectionEvalConfig
+
+    ev = DetectionEvalConfig.model_validate(
+        evaluation.model_dump() if hasattr(evaluation, "model_dump") else (evaluation or {})
+    )
+    if gate is None:
+        log.info(
+            "threshold tuning gate = evaluation.detection gate %g %s (%s is null): tuned and "
+            "scored with the same matching rule",
+            ev.gate,
+            ev.gate_unit,
+            what,
+        )
+        return float(ev.gate), ev.gate_unit
+    if (float(gate), gate_unit) != (float(ev.gate), ev.gate_unit):
+        log.warning(
+            "threshold tuning gate %s = %g %s differs from evaluation.detection gate %g %s "
+            "because it was set explicitly: the threshold is chosen against another matching "
+            "rule than the one scored (set %s: null to use the evaluation gate)",
+            what,
+            gate,
+            gate_unit,
+            ev.gate,
+            ev.gate_unit,
+            what,
+        )
+    return float(gate), gate_unit

@@ -11,7 +11,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fewlabel.cli import add_common, add_object_diameter, add_sample_sheet, json_arg
+from fewlabel.cli import (
+    add_common,
+    add_evaluation_gate,
+    add_object_diameter,
+    add_sample_sheet,
+    json_arg,
+)
 from fewlabel.errors import ConfigError
 
 
@@ -45,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "a min_distance left at its default becomes the object radius in voxels of each volume"
         ),
     )
+    add_evaluation_gate(p)
     p.add_argument("--output-dir", required=True, help="LoG model folder to write")
     add_common(p)
     p.set_defaults(handler=fit_log_threshold)
@@ -68,6 +75,7 @@ def fit_log_threshold(args: argparse.Namespace) -> None:
         params=params,
         peaks=peaks,
         object_diameter_um=args.object_diameter_um,
+        evaluation=args.evaluation,
     )
 
 

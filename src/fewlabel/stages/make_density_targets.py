@@ -29,6 +29,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='JSON detection.targets section: {"sigma": [z,y,x], "sigma_unit": '
         '"voxel"|"um", "lam": 10, "T": 0.2}',
     )
+    p.add_argument(
+        "--annotated-region",
+        default="",
+        help="sheet column annotated_region: full | none | box CSV | mask image ('' = "
+        "detection.targets.annotation)",
+    )
+    p.add_argument(
+        "--roi",
+        default="",
+        help="ROI mask .ome.zarr (''= none): unlabelled voxels only inside it, background "
+        "outside",
+    )
     add_object_diameter(p, derives="a sigma left at its default becomes d/4 µm")
     add_common(p)
     p.set_defaults(handler=make_density_targets)
@@ -50,4 +62,6 @@ def make_density_targets(args: argparse.Namespace) -> None:
             sample=args.sample,
             workers=args.threads,
             object_diameter_um=args.object_diameter_um,
+            annotated_region=args.annotated_region or None,
+            roi=args.roi or None,
         )

@@ -12,6 +12,7 @@ import argparse
 
 from fewlabel.cli import (
     add_common,
+    add_evaluation_gate,
     add_object_diameter,
     add_training_inputs,
     json_arg,
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "a crop and min_distance left at their defaults are derived from it and the voxel sizes"
         ),
     )
+    add_evaluation_gate(p)
     add_common(p)
     p.set_defaults(handler=train_detector)
 
@@ -59,6 +61,7 @@ def train_detector(args: argparse.Namespace) -> None:
         seed=args.seed,
         threads=args.threads,
         object_diameter_um=args.object_diameter_um,
+        evaluation=args.evaluation,
     )
     if args.summary:
         write_json(summary, args.summary)

@@ -17,14 +17,16 @@ import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from fewlabel.blocks import block_grid, map_blocks
 from fewlabel.config import DensityTargetsConfig
+from fewlabel.detection.density import partial
 from fewlabel.detection.sizes import derive_targets
-from fewlabel.errors import ConfigError
+from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr, read_points_csv
 from fewlabel.logs import progress
 
@@ -128,6 +130,8 @@ def make_density_targets(
     sample: str | None = None,
     workers: int = 1,
     object_diameter_um: float | None = None,
+    annotated_region: str | None = None,
+    roi: str | Path | None = None,
 ) -> dict[str, object]:
     """Write the density target and the weight map of one sample as chunked OME-Zarr.
 
@@ -138,7 +142,14 @@ def make_density_targets(
     (absolute-coordinate windows, so the result equals the whole-volume map); the weight map
     (seed eq. 2) is computed with a 1-voxel halo. ``object_diameter_um``
     (``detection.object_diameter_um``): σ left at its default becomes d/4 µm
-    (:func:`fewlabel.detection.sizes.derive_targets`). Returns a small summary dict.
+    (:func:`fewlabel.detection.sizes.derive_targets`).
+
+    Partial annotation (:mod:`fewlabel.detection.density.partial`): unless the volume is fully
+    annotated (``annotated_region`` = ``full``, or empty with ``params.annotation = full``),
+    the weight map keeps its value only on known voxels (click neighbourhoods and the
+    ``annotated_region`` boxes/mask), is ``-params.unlabelled_weight`` on unlabelled voxels
+    (inside the ROI mask ``roi`` when given) and 0 elsewhere; what is known is recorded in the
+    target's attributes for threshold tuning. Returns a small summary dict.
     """
     params = params if params is not None else DensityTargetsConfig()
     lam, T = params.lam, params.T
@@ -151,12 +162,21 @@ def make_density_targets(
     points = table[["z", "y", "x"]].to_numpy(np.float64)
     sigma_vox = sigma_in_voxels(params.sigma, params.sigma_unit, image.voxel_size)
     radius = np.asarray(gaussian_radius(sigma_vox)) + 1
+    kind = partial.region_kind(annotated_region, params.annotation)
+    click_radius = partial.click_radius_voxels(sigma_vox, params.click_radius_um, image.voxel_size)
     attrs = {
         "sample": sample,
         "kind": "density_target",
         "sigma_voxels": list(sigma_vox),
         "points": str(points_csv),
         "n_points": int(len(points)),
+        "annotation": "full" if kind == "full" else "clicks",
+        "annotated_region": "" if kind != "regions" else str(annotated_region),
+        "click_radius_voxels": list(click_radius),
+        "unlabelled_weight": float(params.unlabelled_weight),
+        "unlabelled_prior": float(params.unlabelled_prior),
+        "T": float(T),
+        "roi": str(roi) if roi else "",
     }
     blocks = block_grid(shape, chunks)
 
@@ -207,11 +227,27 @@ def make_density_targets(
             workers=workers,
             desc="weight map blocks",
         )
+        known_share = 1.0
+        if kind != "full":
+            known_share = _mask_weights(
+                weight,
+                points,
+                click_radius,
+                annotated_region if kind == "regions" else None,
+                roi,
+                params.unlabelled_weight,
+                shape=shape,
+                blocks=blocks,
+                sample=sample,
+            )
     log.info(
-        "density targets for %s: %d points, sigma (voxels) %s -> %s, %s",
+        "density targets for %s: %d points, sigma (voxels) %s, annotation %s (%.1f %% of the "
+        "voxels known) -> %s, %s",
         sample,
         len(points),
         sigma_vox,
+        kind,
+        100.0 * known_share,
         target_out,
         weight_out,
     )
@@ -222,4 +258,51 @@ def make_density_targets(
         "lam": lam,
         "T": T,
         "shape": list(shape),
+        "annotation": kind,
+        "known_fraction": known_share,
     }
+
+
+def _mask_weights(
+    weight: Any,
+    points: np.ndarray,
+    click_radius: Sequence[float],
+    region_spec: str | None,
+    roi: str | Path | None,
+    unlabelled_weight: float,
+    *,
+    shape: Sequence[int],
+    blocks: Sequence[tuple[slice, ...]],
+    sample: str | None,
+) -> float:
+    """Apply the partial-annotation loss mask to the weight map block by block; returns the
+    share of known voxels."""
+    region = partial.load_region(region_spec, shape, sample=sample)
+    roi_array = None
+    if roi:
+        roi_vol = open_ome_zarr(roi, sample=sample)
+        if tuple(roi_vol.shape[-3:]) != tuple(shape):
+            raise InputDataError(
+                f"ROI mask shape {roi_vol.shape} differs from the image shape {tuple(shape)}.",
+                sample=sample,
+                path=roi,
+                fix="recompute the ROI of this image (segment_roi).",
+            )
+        roi_array = roi_vol.array
+    radius = np.ceil(np.asarray(click_radius)) + 1
+    known_total = 0
+    for block in blocks:
+        start = np.array([b.start for b in block])
+        stop = np.array([b.stop for b in block])
+        near = np.all((points >= start - radius) & (points < stop + radius), axis=1)
+        known = partial.click_neighbourhood(
+            tuple(stop - start), points[near], click_radius, origin=start
+        )
+        if region is not None:
+            known |= region[block]
+        roi_block = None if roi_array is None else np.asarray(roi_array[block]) != 0
+        weight[block] = partial.partial_weight(  # type: ignore[index]
+            np.asarray(weight[block]), known, unlabelled_weight=unlabelled_weight, roi=roi_block
+        )
+        known_total += int(known.sum())
+    return known_total / float(math.prod(shape))

@@ -39,6 +39,7 @@ from fewlabel.detection.sizes import (
     derive_train,
     mean_nearest_neighbour_um,
     size_warnings,
+    tuning_gate,
 )
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, read_points_csv
@@ -112,6 +113,13 @@ class _Volume:
     high: float
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
     sigma_voxels: tuple[float, ...] | None = None  # of the density target (its attributes)
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)  # the target's attributes
+    centres: np.ndarray | None = None  # crop centres (partial annotation / ROI), else points
+
+    @property
+    def partial(self) -> bool:
+        """True when not fully annotated (the weight map masks the loss)."""
+        return self.attrs.get("annotation", "full") != "full" or bool(self.attrs.get("roi"))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -125,7 +133,7 @@ class _Volume:
             arrays=[self.image, self.target, self.weight],
             name=self.item.sample,
             transforms=[self.normalise, None, None],
-            centres=self.points,
+            centres=self.points if self.centres is None else self.centres,
         )
 
 
@@ -172,7 +180,8 @@ def _load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: b
         high,
         list(params.percentiles),
     )
-    sigma = (target.attrs.get("fewlabel") or {}).get("sigma_voxels")
+    target_attrs = dict(target.attrs.get("fewlabel") or {})
+    sigma = target_attrs.get("sigma_voxels")
     return _Volume(
         item=item,
         image=arrays[0],
@@ -183,7 +192,27 @@ def _load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: b
         high=high,
         voxel_size=tuple(float(v) for v in image.voxel_size),  # type: ignore[arg-type]
         sigma_voxels=tuple(float(v) for v in sigma) if sigma else None,
+        attrs=target_attrs,
     )
+
+
+LOSS_CENTRES_MAX = 20_000
+"""Crop centres drawn from the loss-bearing voxels of a partially annotated volume."""
+
+
+def _loss_centres(vol: _Volume, seed: int) -> np.ndarray:
+    """Up to :data:`LOSS_CENTRES_MAX` voxels whose weight is not 0 (known or unlabelled), with
+    the clicks: crops of partially annotated volumes are centred there (read in z slabs)."""
+    rng = np.random.default_rng(seed)
+    found = []
+    for z in range(vol.shape[0]):
+        idx = np.argwhere(np.asarray(vol.weight[z]) != 0)
+        if len(idx):
+            found.append(np.column_stack([np.full(len(idx), z), idx]))
+    coords = np.concatenate(found).astype(np.float64) if found else np.zeros((0, 3))
+    if len(coords) > LOSS_CENTRES_MAX:
+        coords = coords[rng.choice(len(coords), LOSS_CENTRES_MAX, replace=False)]
+    return np.concatenate([vol.points, coords])
 
 
 # --------------------------------------------------------------------------- training
@@ -197,6 +226,7 @@ def train_detector(
     seed: int = 0,
     threads: int = 1,
     object_diameter_um: float | None = None,
+    evaluation: Any = None,
 ) -> dict[str, Any]:
     """Train DM-DetNet3D on annotated volumes and write the model folder ``out_dir``.
 
@@ -217,6 +247,14 @@ def train_detector(
         min_distance left at their defaults are derived from it and the volumes' voxel sizes
         (:mod:`fewlabel.detection.sizes`). Either way the target σ is checked against the
         object size (or the annotated spacing) and a mismatch is warned about.
+    evaluation : the ``evaluation.detection`` section: its gate tunes the threshold unless
+        ``params.gate`` is set (:func:`fewlabel.detection.sizes.tuning_gate`).
+
+    Partially annotated volumes (density targets made with ``annotation: clicks`` or an
+    annotated region; :mod:`fewlabel.detection.density.partial`): crops are centred on voxels
+    that carry loss except a share ``params.background_crop_fraction`` placed at random, the
+    loss adds the PU risk on unlabelled voxels, and the threshold is tuned on click recall and
+    known-region precision (:func:`fewlabel.detection.density.partial.known_sweep`).
 
     Returns
     -------
@@ -269,6 +307,19 @@ def train_detector(
     }
     size_checks = _size_warnings(train_vols, object_diameter_um)
 
+    gate, gate_unit = tuning_gate(params.gate, params.gate_unit, evaluation)
+    point_fraction = params.point_fraction
+    partial_train = [v for v in train_vols if v.partial]
+    if partial_train:
+        for i, vol in enumerate(partial_train):
+            vol.centres = _loss_centres(vol, seed + 7 + i)
+        point_fraction = max(point_fraction, 1.0 - params.background_crop_fraction)
+        log.info(
+            "partial annotation / ROI on %s: %.0f %% of the crops centred on voxels carrying "
+            "loss (clicks, known regions, unlabelled ROI), the rest at random",
+            [v.item.sample for v in partial_train],
+            100 * point_fraction,
+        )
     flip_axes = (0, 1, 2) if params.flip_z else (1, 2)
     sampler = CropSampler(
         [v.crop_volume() for v in train_vols],
@@ -276,7 +327,7 @@ def train_detector(
         seed=seed,
         flip_axes=flip_axes,
         pad_values=[None, 0.0, 0.0],
-        point_fraction=params.point_fraction,
+        point_fraction=point_fraction,
     )
     model = DMDetNet3D(**params.model.kwargs()).to(device)
     arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
@@ -286,7 +337,13 @@ def train_detector(
         sum(p.numel() for p in model.parameters()),
         model.receptive_field(),
     )
-    loss_fn = DensityLoss(params.loss, params.awing)
+    priors = [float(v.attrs.get("unlabelled_prior", 0.0)) for v in train_vols]
+    loss_fn = DensityLoss(
+        params.loss,
+        params.awing,
+        prior=float(np.mean(priors)),
+        positive_threshold=float(train_vols[0].attrs.get("T", 0.2)),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, 0.999), amsgrad=True)
 
     def train_step_loss(net: nn.Module) -> torch.Tensor:
@@ -309,7 +366,9 @@ def train_detector(
 
     # threshold tuning with the best weights (pooled F1 over the validation volumes)
     model.load_state_dict(result.best_state)
-    threshold, f1_table = tune_threshold(model, val_vols, val_peaks, params, peaks, device)
+    threshold, f1_table, tuned_with = tune_threshold(
+        model, val_vols, val_peaks, params, peaks, device, gate=gate, gate_unit=gate_unit
+    )
     best = f1_table.loc[f1_table["threshold"] == threshold].iloc[0]
     thresholds = {
         "detection_threshold": float(threshold),
@@ -320,22 +379,27 @@ def train_detector(
         "min_distance": list(val_peaks[val_vols[0].item.sample].min_distance),
         "min_distance_per_sample": {k: list(p.min_distance) for k, p in val_peaks.items()},
         "refine_radius": list(peaks.refine_radius),
-        "gate": float(params.gate),
-        "gate_unit": "voxel",
+        "gate": float(gate),
+        "gate_unit": gate_unit,
         "tuned_on": tuned_on,
+        "tuned_with": tuned_with,
     }
     log.info(
-        "detection threshold %.3f: %s F1 %.3f (P %.3f, R %.3f)",
+        "detection threshold %.3f: %s F1 %.3f (P %.3f, R %.3f; %s; gate %g %s)",
         threshold,
         tuned_on,
         best["f1"],
         best["precision"],
         best["recall"],
+        tuned_with,
+        gate,
+        gate_unit,
     )
     summary = {
         **result.summary(),
         "detection_threshold": float(threshold),
         "val_f1": float(best["f1"]),
+        "tuned_with": tuned_with,
     }
     if size_checks:
         summary["warnings"] = size_checks

@@ -78,11 +78,19 @@ def tune_threshold(
     params: DetectorTrainConfig,
     peaks: PeaksConfig,
     device: str,
-) -> tuple[float, pd.DataFrame]:
+    *,
+    gate: float,
+    gate_unit: str = "voxel",
+) -> tuple[float, pd.DataFrame, str]:
     """Detection threshold of ``params.threshold_grid`` maximising the pooled F1 on ``vols``.
 
-    Returns the threshold and the F1 table of :func:`fewlabel.metrics.detection.sweep_thresholds`.
+    ``gate`` in ``gate_unit`` (µm: each volume's voxel size scales its coordinates). Fully
+    annotated volumes: F1 of :func:`fewlabel.metrics.detection.sweep_thresholds`; any partially
+    annotated one: click recall with known-region precision
+    (:func:`fewlabel.detection.density.partial.known_sweep`). Returns the threshold, the F1
+    table and what it was tuned with (``full`` or ``clicks-recall+<precision source>``).
     """
+    from fewlabel.detection.density import partial
     from fewlabel.detection.peaks import find_peaks
     from fewlabel.metrics.detection import sweep_thresholds
 
@@ -105,7 +113,17 @@ def tune_threshold(
             )
         )
         gts.append(vol.points)
-    return sweep_thresholds(tables, gts, gate=params.gate, candidates=grid)
+    scales = [tuple(v.voxel_size) if gate_unit == "um" else (1.0, 1.0, 1.0) for v in vols]
+    if not any(v.attrs.get("annotation", "full") != "full" for v in vols):
+        best, table = sweep_thresholds(tables, gts, gate=gate, scales=scales, candidates=grid)
+        return best, table, "full"
+    known = [
+        partial.known_volume(v.item.sample, v.points, v.shape, v.attrs, scale=sc)
+        for v, sc in zip(vols, scales, strict=True)
+    ]
+    source = partial.check_sources(known)
+    best, table = partial.known_sweep(tables, known, gate=gate, candidates=grid)
+    return best, table, f"clicks-recall+{source}-precision"
 
 
 def validation_fn(

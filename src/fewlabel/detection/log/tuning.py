@@ -87,6 +87,7 @@ def train_log(
     params: LogConfig,
     peaks: PeaksConfig | None = None,
     object_diameter_um: float | None = None,
+    evaluation: Any = None,
 ) -> tuple[float, pd.DataFrame]:
     """Tune the LoG threshold on annotated samples ``[{sample, image, points}]`` and save a model.
 
@@ -99,7 +100,7 @@ def train_log(
     object radius in voxels (:func:`fewlabel.detection.sizes.derive_peaks`), as in
     ``extract_points``.
     """
-    from fewlabel.detection.sizes import derive_peaks
+    from fewlabel.detection.sizes import derive_peaks, tuning_gate
     from fewlabel.io import open_ome_zarr, read_points_csv
     from fewlabel.runtime import provenance
 
@@ -109,7 +110,11 @@ def train_log(
             "fit_log_threshold needs at least one annotated sample.",
             fix="mark samples with points as split 'train' in the sample sheet.",
         )
+    gate, gate_unit = tuning_gate(
+        params.gate, params.gate_unit, evaluation, what="detection.log.gate"
+    )
     volumes, gts, scales, distances = [], [], [], []
+    first_rule: PeaksConfig | None = None
     for entry in samples:
         missing = [k for k in ("sample", "image", "points") if k not in entry]
         if missing:
@@ -124,15 +129,16 @@ def train_log(
             entry["points"], shape=vol.shape[-3:], sample=entry["sample"], allow_empty=True
         )
         gts.append(pts[["z", "y", "x"]].to_numpy(float))
-        scales.append(tuple(vol.voxel_size) if params.gate_unit == "um" else (1.0, 1.0, 1.0))
+        scales.append(tuple(vol.voxel_size) if gate_unit == "um" else (1.0, 1.0, 1.0))
         rule = derive_peaks(peaks, object_diameter_um, vol.voxel_size, sample=entry["sample"])
+        first_rule = first_rule or rule
         distances.append(rule.min_distance)
     best, table = tune_log_threshold(
         volumes,
         gts,
         sigma=params.sigma,
-        min_distance=peaks.min_distance,
-        gate=params.gate,
+        min_distance=distances[0],
+        gate=gate,
         refine_radius=peaks.refine_radius,
         scales=scales,
         percentiles=params.percentiles,
@@ -144,11 +150,13 @@ def train_log(
         "stage": "fit_log_threshold",
         "samples": [str(e["sample"]) for e in samples],
         "best": {k: float(row[k]) for k in ("threshold", "precision", "recall", "f1")},
+        "gate": gate,
+        "gate_unit": gate_unit,
         "provenance": provenance(
             {"log": params.model_dump(mode="json"), "peaks": peaks.model_dump(mode="json")}
         ),
     }
     save_log_model(
-        output_dir, params.sigma, best, table, params=params, peaks=peaks, training=summary
+        output_dir, params.sigma, best, table, params=params, peaks=first_rule, training=summary
     )
     return best, table
