@@ -38,6 +38,12 @@ class DemoParams(ConfigModel):
     spots_sigma_z: PosFloat = Field(0.7, description="spot PSF sigma in z (voxels)")
     spots_background: PosFloat = Field(10.0, description="mean background (photons)")
     spots_clutter: bool = Field(True, description="uneven background and out-of-class blobs")
+    spots_click_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.3,
+        description="share of the spots clicked in the train and val volumes (the few-click "
+        "case; all spots in spots_<split>_all.csv); the val volume's left half (x < width/2) "
+        "is fully clicked and declared in spots_val_region.csv; test stays complete",
+    )
     nuclei_shape: ZYXInt = Field(
         (16, 96, 96),
         description="touching nuclei volumes z, y, x "

@@ -62,6 +62,25 @@ def _write_csv(points: pd.DataFrame, path: Path) -> None:
     write_points_csv(points[POINT_COLUMNS], path)
 
 
+def _clicks(
+    points: pd.DataFrame, p: DemoParams, split: str, seed: int
+) -> tuple[pd.DataFrame, list[int] | None]:
+    """The clicked spots of a demo volume: all for test; ``spots_click_fraction`` at random
+    for train and val (at least one), plus, for val, every spot of the fully annotated left
+    half, whose box ``z0, y0, x0, z1, y1, x1`` is returned."""
+    if split == "test" or len(points) == 0:
+        return points, None
+    rng = np.random.default_rng(derive_seed(seed, "clicks", split))
+    keep = rng.random(len(points)) < p.spots_click_fraction
+    keep[int(rng.integers(len(points)))] = True
+    region = None
+    if split == "val":
+        z, y, x = (int(v) for v in p.spots_shape)
+        region = [0, 0, 0, z, y, x // 2]
+        keep |= points["x"].to_numpy(float) < x // 2
+    return points.loc[keep].reset_index(drop=True), region
+
+
 def make_demo(
     outdir: str | Path, *, params: DemoParams | None = None, seed: int = 0
 ) -> list[dict[str, str]]:
@@ -71,8 +90,11 @@ def make_demo(
     + ``spots_{split}.csv``; ``nuclei_{split}_labelfree.tif``, ``nuclei_{split}_fluo.tif``
     (float32), ``nuclei_{split}_labels.tif`` (uint16 instance ids) + ``nuclei_{split}.csv``
     (centroids); ``manifest.json`` written last (its presence means complete). Each file set
-    uses its own seed ``derive_seed(seed, kind, split)``. Rows have keys sample, image,
-    channel, voxel_size, split, task, points, labels, target (paths as ``outdir/<name>``).
+    uses its own seed ``derive_seed(seed, kind, split)``. The spot CSVs of train and val hold only
+    the clicked spots (``spots_click_fraction``; all in ``spots_{split}_all.csv``); val's fully
+    clicked half is ``spots_val_region.csv``. Rows have keys sample, image, channel,
+    voxel_size, split, task, points, labels, target, annotated_region (paths as
+    ``outdir/<name>``).
     """
     from fewlabel.runtime import checksum, write_json
 
@@ -102,8 +124,15 @@ def make_demo(
         )
         image = np.clip(np.rint(s.image), 0, 65535).astype(np.uint16)
         write_tiff(outdir / f"spots_{split}.tif", image, p.spots_voxel_size)
-        _write_csv(s.points, outdir / f"spots_{split}.csv")
-        files += [f"spots_{split}.tif", f"spots_{split}.csv"]
+        clicked, region = _clicks(s.points, p, split, seed)
+        _write_csv(clicked, outdir / f"spots_{split}.csv")
+        _write_csv(s.points, outdir / f"spots_{split}_all.csv")
+        files += [f"spots_{split}.tif", f"spots_{split}.csv", f"spots_{split}_all.csv"]
+        if region is not None:
+            pd.DataFrame([region], columns=["z0", "y0", "x0", "z1", "y1", "x1"]).to_csv(
+                outdir / f"spots_{split}_region.csv", index=False
+            )
+            files.append(f"spots_{split}_region.csv")
         rows.append(
             {
                 "sample": f"spots_{split}",
@@ -115,6 +144,9 @@ def make_demo(
                 "points": str(outdir / f"spots_{split}.csv"),
                 "labels": "",
                 "target": "",
+                "annotated_region": ""
+                if region is None
+                else str(outdir / f"spots_{split}_region.csv"),
             }
         )
 
