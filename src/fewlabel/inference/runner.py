@@ -253,7 +253,7 @@ class TileRunner:
                     _, tid, first = op
                     self.stats.tiles_needed += int(first)
                     window = self.layout.window(tid)
-                    pred = cache[tid]
+                    pred = None if self.active is not None and not self.active[tid] else cache[tid]
                     if pred is None:  # ROI-inactive tile: its voxels become background
                         self.stats.tiles_skipped += int(first)
                         hit = intersect(window, current)

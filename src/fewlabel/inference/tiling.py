@@ -152,9 +152,10 @@ def predict_tiled(
     layout = TileLayout.build(spatial, tile_t, over_t, block_t, batch_size)
     job = None if blocks is None else [layout.block_index(b) for b in blocks]
     order_t = tuple(order) if order is not None else choose_order(layout, job, cache_tiles)
-    plan = TilePlan(layout, job, order_t, cache_tiles)
     mask = open_roi(roi, spatial)
     active = None if mask is None else tile_activity(mask, layout.starts, tile_t)
+    inactive = None if active is None else set(np.flatnonzero(~active.ravel()).tolist())
+    plan = TilePlan(layout, job, order_t, cache_tiles, inactive)
     runner = TileRunner(
         model_fn,
         source,
