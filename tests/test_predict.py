@@ -31,7 +31,10 @@ from fewlabel.models.store import register_architecture, save_model
 from fewlabel.normalize import apply_range, percentile_range
 
 ARCH = "test_predict_tinyconv"
-PARAMS = PredictConfig(tile=(8, 16, 16), overlap=(4, 4, 4), batch_size=3, cache_tiles=8)
+# float32: these tests compare with exact whole-volume inference (precision auto may be bf16)
+PARAMS = PredictConfig(
+    tile=(8, 16, 16), overlap=(4, 4, 4), batch_size=3, cache_tiles=8, precision="float32"
+)
 VOXEL = (2.0, 0.5, 0.5)
 
 
@@ -92,6 +95,7 @@ def test_predict_params_defaults_and_unknown_keys():
         "cache_tiles": 64,
         "out_chunks": None,
         "pad_to_tile": False,
+        "precision": "auto",
     }
     assert PredictConfig.model_validate(params.model_dump(mode="json")) == params
     # segmentation.predict: the same block with its own tile/overlap defaults
@@ -246,7 +250,7 @@ def test_volume_smaller_than_one_tile_is_a_clear_error_unless_padding(
 ):
     path, volume = image  # (13, 40, 36)
     folder, module = model_dir
-    big = PredictConfig(tile=(16, 32, 48), overlap=(4, 4, 4))
+    big = PredictConfig(tile=(16, 32, 48), overlap=(4, 4, 4), precision="float32")
     out = tmp_path / "pred.ome.zarr"
     with pytest.raises(InputDataError) as err:
         predict_volume(folder, path, out, params=big, sample="s1", device="cpu")

@@ -97,6 +97,17 @@ def add_predict_params(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_roi(parser: argparse.ArgumentParser) -> None:
+    """``--roi``: ROI mask OME-Zarr gating a prediction ('' = none; config
+    ``roi.gate_prediction``): tiles without an ROI voxel are not computed (background 0)."""
+    parser.add_argument(
+        "--roi",
+        default="",
+        help="ROI mask .ome.zarr (segment_roi) gating the prediction: tiles without an ROI "
+        "voxel are skipped and predicted as 0 ('' = no gating)",
+    )
+
+
 def add_predict_inputs(parser: argparse.ArgumentParser) -> None:
     """The options of the detector prediction stages: sample, model, image, output, params."""
     parser.add_argument("--sample", required=True)

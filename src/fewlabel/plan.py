@@ -331,6 +331,14 @@ class Plan:
     def roi_enabled(self) -> bool:
         return bool(self.config["roi"]["enabled"])
 
+    def prediction_roi(self, sample: str) -> str:
+        """The ROI mask gating ``sample``'s detection prediction, or '' (``roi.enabled`` and
+        ``roi.gate_prediction``; segmentation is not gated)."""
+        roi = self.config["roi"]
+        if roi["enabled"] and roi.get("gate_prediction", False):
+            return ROI_MASK.format(sample=sample)
+        return ""
+
     def trained_models(self) -> dict[str, str]:
         """Role -> folder of every model this run predicts with (trained here or reused); the
         run's provenance records the versions each was trained with."""

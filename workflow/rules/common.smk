@@ -228,3 +228,14 @@ def record_config(settings, output, log):
 
 
 include: "cluster.smk"
+
+
+def prediction_roi(wildcards):
+    """Input function: the ROI mask gating this sample's detection prediction (none: [])."""
+    roi = PLAN.prediction_roi(wildcards.sample)
+    return [roi] if roi else []
+
+
+def prediction_roi_param(wildcards):
+    """The same ROI mask as a `--roi` value ('' = no gating)."""
+    return PLAN.prediction_roi(wildcards.sample)

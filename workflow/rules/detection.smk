@@ -70,11 +70,13 @@ if config["detection"]["method"] == "density":
             input:
                 model=PLAN.detector_dir(),
                 image=IMAGE,
+                roi=prediction_roi,
             output:
                 directory(DETECTION_MAP),
             params:
                 predict=to_json(config["detection"]["predict"]),
                 seed=config["seed"],
+                roi=prediction_roi_param,
             threads: 1
             resources:
                 gpu=1,
@@ -87,8 +89,8 @@ if config["detection"]["method"] == "density":
             shell:
                 "python -m fewlabel predict_volume --sample {wildcards.sample} "
                 "--model-dir {input.model} --image {input.image} --output {output} "
-                "--params {params.predict:q} --threads {threads} --seed {params.seed:q} "
-                "--log {log} 2>> {log}"
+                "--params {params.predict:q} --roi={params.roi:q} --threads {threads} "
+                "--seed {params.seed:q} --log {log} 2>> {log}"
 
     else:
 
@@ -122,12 +124,14 @@ if config["detection"]["method"] == "density":
                 model=PLAN.detector_dir(),
                 image=IMAGE,
                 plan=DETECTION_SLAB_PLAN,
+                roi=prediction_roi,
             output:
                 DETECTION_SLAB_MARKER,
             params:
                 predict=to_json(config["detection"]["predict"]),
                 final=DETECTION_MAP,
                 seed=config["seed"],
+                roi=prediction_roi_param,
             threads: 1
             resources:
                 gpu=1,
@@ -141,7 +145,8 @@ if config["detection"]["method"] == "density":
                 "python -m fewlabel predict_volume_slab --sample {wildcards.sample} "
                 "--model-dir {input.model} --image {input.image} --output {params.final:q} "
                 "--slab {wildcards.slab} --n-slabs {wildcards.n_slabs} "
-                "--params {params.predict:q} --threads {threads} --seed {params.seed:q} "
+                "--params {params.predict:q} --roi={params.roi:q} --threads {threads} "
+                "--seed {params.seed:q} "
                 "--log {log} 2>> {log}"
 
         rule finalize_prediction:

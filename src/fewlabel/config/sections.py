@@ -113,9 +113,18 @@ class RoiConfig(ConfigModel):
         radius below one voxel on every axis is a no-op.
     extend_radius_um : the margin around particles that must stay in the ROI (particle
         extent, blur, localisation slack).
+    gate_prediction : off by default so that a detection run does not depend on the ROI
+        being right; on, detection prediction (density and slab jobs) skips every tile without
+        an ROI voxel (the ROI fraction of the tiles sets the speed-up). Segmentation stages are
+        never gated by the workflow: their label-free images have no bright-particle ROI.
     """
 
     enabled: bool = Field(True, description="segment the ROI of every sample")
+    gate_prediction: bool = Field(
+        False,
+        description="detection prediction computes only tiles holding ROI voxels (0 elsewhere; "
+        "ROI voxels unchanged); needs enabled; segmentation is never gated",
+    )
     clip_percentiles: Percentiles = Field(
         (0.5, 99.8), description="intensity clipping (low, high percentiles) before CLAHE"
     )

@@ -131,10 +131,14 @@ class SegmenterTrainConfig(UNetTrainConfig):
 
 
 class SegmentationPredictConfig(PredictConfig):
-    """Tiled inference of the ISL and segmenter models."""
+    """Tiled inference of the ISL and segmenter models (float32 by default: the segmenter's
+    thresholds are tuned on float32 validation predictions)."""
 
     tile: ZYXInt = like(PredictConfig, "tile", (16, 96, 96))
     overlap: ZYXNonNegInt = like(PredictConfig, "overlap", (8, 44, 44))
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = like(
+        PredictConfig, "precision", "float32"
+    )
 
 
 class InstancesConfig(ConfigModel):

@@ -43,6 +43,11 @@ class PredictConfig(ConfigModel):
         description="mirror-pad volumes smaller than a tile (the "
         "prediction is cropped back); false: such a volume is an error",
     )
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="model arithmetic: auto = bfloat16 on CPUs with native bf16 "
+        "(AVX512-BF16/AMX), float16 autocast on CUDA, else float32; float32 = exact",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_tile(self) -> PredictConfig:

@@ -113,10 +113,22 @@ def accumulate(
     return True
 
 
-def normalize_blend(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
-    """``acc / wsum`` (broadcast over channels); every voxel must have a positive weight sum."""
-    if not (wsum > 0).all():
+def normalize_blend(
+    acc: np.ndarray, wsum: np.ndarray, missing: np.ndarray | None = None
+) -> np.ndarray:
+    """``acc / wsum`` (broadcast over channels); 0 where ``missing`` (voxels covered by a tile
+    that was not computed, ROI gating). Every other voxel must have a positive weight sum."""
+    if missing is None:
+        if not (wsum > 0).all():
+            raise RuntimeError(
+                "a voxel is covered by no tile with positive weight (overlap < 2*margin?)"
+            )
+        return (acc / wsum[None]).astype(np.float32)
+    keep = ~missing
+    if not (wsum[keep] > 0).all():
         raise RuntimeError(
             "a voxel is covered by no tile with positive weight (overlap < 2*margin?)"
         )
-    return (acc / wsum[None]).astype(np.float32)
+    out = np.zeros(acc.shape, dtype=np.float32)
+    np.divide(acc, wsum[None], out=out, where=keep[None], casting="unsafe")
+    return out

@@ -174,7 +174,11 @@ def _run_engine(
     device: str,
     out_channels: int,
     desc: str,
+    roi: Any = None,
 ) -> Any:
+    import torch
+
+    from fewlabel.inference.fast import model_runner
     from fewlabel.inference.tiling import predict_tiled
     from fewlabel.normalize import apply_range
 
@@ -185,9 +189,9 @@ def _run_engine(
         def preprocess(data: np.ndarray) -> np.ndarray:
             return apply_range(data, low, high)
 
-    with _inference(device):
+    with torch.inference_mode():
         return predict_tiled(
-            _torch_model_fn(module, device),
+            model_runner(module, device, params.precision),
             source,
             target,
             tile=params.tile,
@@ -200,6 +204,7 @@ def _run_engine(
             progress_desc=desc,
             margin=margin,
             preprocess=preprocess,
+            roi=roi,
         )
 
 
@@ -214,6 +219,7 @@ def predict_volume(
     device: str | None = None,
     slab: int | None = None,
     n_slabs: int = 1,
+    roi: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict ``image_path`` (OME-Zarr, ZYX or CZYX) with the model folder ``model_dir``.
 
@@ -221,6 +227,9 @@ def predict_volume(
     ZYX for one output channel, else CZYX). With ``slab=i, n_slabs=n``: writes slab ``i``'s
     chunks into ``<output>.partial`` (made by
     :func:`fewlabel.inference.slabs.create_prediction_array`) and its marker.
+    ``roi``: optional ROI mask OME-Zarr (``segment_roi``; None or '' = none): tiles without an
+    ROI voxel are not computed and their voxels are 0, ROI voxels equal the ungated result
+    (:mod:`fewlabel.inference.gating`).
     Returns a summary dict (engine statistics, margin, intensity range, timings).
     """
     from fewlabel.models.store import load_model
@@ -240,6 +249,7 @@ def predict_volume(
         slab=slab,
         n_slabs=n_slabs,
         model_info=info,
+        roi=roi,
     )
 
 
@@ -298,13 +308,17 @@ def predict_with_module(
     slab: int | None = None,
     n_slabs: int = 1,
     model_info: Mapping[str, Any] | None = None,
+    roi: str | Path | None = None,
 ) -> dict[str, Any]:
     """:func:`predict_volume` for an already built ``torch.nn.Module`` (eval mode, on device)."""
+    from fewlabel.inference.gating import open_roi
+
     device = device or _default_device()
     t0 = time.perf_counter()
     image, in_channels = _open_checked(image_path, params, sample, arch)
     source = image.array
     spatial = tuple(int(s) for s in source.shape[-3:])
+    mask = open_roi(roi, spatial, sample=sample)
     if slab is not None:
         from fewlabel.inference.slabs import _predict_slab  # slabs imports this module
 
@@ -318,6 +332,7 @@ def predict_with_module(
             slab=slab,
             n_slabs=n_slabs,
             t0=t0,
+            roi=mask,
         )
     rf, margin, value_range, out_channels, chunks = _output_geometry(
         module, source, in_channels, params, sample, normalization, arch, device
@@ -325,6 +340,7 @@ def predict_with_module(
     attrs = _attrs(
         sample, image_path, params, value_range, margin, rf, out_channels, model_info, n_slabs=1
     )
+    attrs["roi"] = None if mask is None else str(roi)
     with atomic_path(output_path) as tmp:
         target = _create_output(
             tmp,
@@ -346,6 +362,7 @@ def predict_with_module(
             device=device,
             out_channels=out_channels,
             desc=f"predict {sample}",
+            roi=mask,
         )
         _set_attrs(tmp, complete=True, stats=stats.as_dict())
     summary = {

@@ -264,8 +264,10 @@ class TilePlan:
         blocks: Iterable[Sequence[int]] | None,
         order: Sequence[int],
         capacity: int,
+        inactive: set[int] | None = None,
     ) -> None:
         self.layout = layout
+        self.inactive = inactive or set()  # ROI-gated tiles: never computed nor cached
         self.order = tuple(order)
         self.capacity = max(1, int(capacity))
         job = [tuple(b) for b in blocks] if blocks is not None else layout.all_blocks()
@@ -306,11 +308,14 @@ class TilePlan:
             here = set(tiles)
             yield ("begin", bidx)
             for tid in tiles:
+                if tid in self.inactive:
+                    yield ("add", tid, self._first_use(tid, rank))
+                    continue
                 if tid not in cache:
                     store: list[int] = []
                     evict: list[int] = []
                     for u in self.layout.brick_tiles(self.layout.brick_of(tid)):
-                        if u in cache:
+                        if u in cache or u in self.inactive:
                             continue
                         key = (rank, u) if (u in here and u >= tid) else self._future_use(u, rank)
                         if key == _INF:

@@ -209,6 +209,7 @@ def _predict_slab(
     slab: int,
     n_slabs: int,
     t0: float,
+    roi: Any = None,
 ) -> dict[str, Any]:
     from fewlabel.runtime import write_json
 
@@ -263,6 +264,7 @@ def _predict_slab(
             device=device,
             out_channels=int(attrs["out_channels"]),
             desc=f"predict {sample} slab {slab}/{n_slabs}",
+            roi=roi,
         )
     marker = {
         "sample": sample,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, add_predict_params
+from fewlabel.cli import add_common, add_predict_params, add_roi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="output .ome.zarr (float32 ZYX)")
     p.add_argument("--sample", default=None, help="sample name for logs and errors")
     add_predict_params(p)
+    add_roi(p)
     add_common(p)
     p.set_defaults(handler=predict_isl)
 
@@ -39,5 +40,6 @@ def predict_isl(args: argparse.Namespace) -> None:
             args.output,
             params=params,
             sample=args.sample,
+            roi=args.roi,
             threads=args.threads,
         )

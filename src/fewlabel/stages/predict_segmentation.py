@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, add_predict_params
+from fewlabel.cli import add_common, add_predict_params, add_roi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sample", default=None, help="sample name for logs and errors")
     add_predict_params(p)
+    add_roi(p)
     add_common(p)
     p.set_defaults(handler=predict_segmentation)
 
@@ -43,5 +44,6 @@ def predict_segmentation(args: argparse.Namespace) -> None:
             args.output,
             params=params,
             sample=args.sample,
+            roi=args.roi,
             threads=args.threads,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, add_predict_inputs
+from fewlabel.cli import add_common, add_predict_inputs, add_roi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict_volume", help="tiled, Gaussian-blended inference -> OME-Zarr (one job)"
     )
     add_predict_inputs(p)
+    add_roi(p)
     add_common(p)
     p.set_defaults(handler=predict_volume)
 
@@ -38,5 +39,6 @@ def predict_volume(args: argparse.Namespace) -> None:
             args.output,
             params=params,
             sample=args.sample,
+            roi=args.roi,
             device=device,
         )

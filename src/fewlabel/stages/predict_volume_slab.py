@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, add_predict_inputs
+from fewlabel.cli import add_common, add_predict_inputs, add_roi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_predict_inputs(p)
     p.add_argument("--slab", type=int, required=True, help="slab job index, 0-based")
     p.add_argument("--n-slabs", type=int, required=True, help="number of slab jobs")
+    add_roi(p)
     add_common(p)
     p.set_defaults(handler=predict_volume_slab)
 
@@ -43,6 +44,7 @@ def predict_volume_slab(args: argparse.Namespace) -> None:
         args.output,
         params=params,
         sample=args.sample,
+        roi=args.roi,
         device=device,
         slab=args.slab,
         n_slabs=args.n_slabs,

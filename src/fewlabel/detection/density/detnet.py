@@ -65,7 +65,11 @@ class Up3d(nn.Module):
         super().__init__()
         self.factor = factor
         self.mode = mode
+        # parameter-free, so state dicts are unchanged; a module (not an F.interpolate call) so
+        # that fewlabel.inference.fast can swap it for its faster equal form at inference
+        self.resample: nn.Module = nn.Identity()
         if mode == "trilinear":
+            self.resample = nn.Upsample(scale_factor=factor, mode="trilinear", align_corners=False)
             self.conv: nn.Module = nn.Conv3d(in_ch, out_ch, 3, padding=1, bias=False)
         else:
             self.conv = nn.ConvTranspose3d(in_ch, out_ch, factor, stride=factor, bias=False)
@@ -73,9 +77,7 @@ class Up3d(nn.Module):
         self.act = nn.LeakyReLU(0.01, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "trilinear":
-            x = F.interpolate(x, scale_factor=self.factor, mode="trilinear", align_corners=False)
-        return self.act(self.norm(self.conv(x)))
+        return self.act(self.norm(self.conv(self.resample(x))))
 
 
 def _level_factors(

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fewlabel.config import PredictConfig, SegmentationPredictConfig
-from fewlabel.errors import ModelError
+from fewlabel.errors import ConfigError, ModelError
 from fewlabel.io import open_ome_zarr
 from fewlabel.segmentation.distance.data import (
     PLANES_AS_CHANNELS,
@@ -64,6 +64,7 @@ def predict_image(
     sample: str | None = None,
     threads: int = 1,
     expect: str | None = None,
+    roi: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict one image with an ISL ('unet') or segmenter model through the tiled engine.
 
@@ -118,6 +119,15 @@ def predict_image(
             arch=loaded.arch,
             device=device,
             model_info=info,
+            roi=roi,
+        )
+    if roi:
+        raise ConfigError(
+            "ROI gating (--roi) is implemented for 3D models only; this model predicts 2D "
+            "planes (planes as channels).",
+            sample=sample,
+            path=model_dir,
+            fix="predict without --roi.",
         )
     return _predict_planes(
         adapter,
@@ -250,6 +260,7 @@ def predict_isl(
     params: PredictConfig | None = None,
     sample: str | None = None,
     threads: int = 1,
+    roi: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predicted fluorescence (float32 ZYX OME-Zarr) of one label-free image with an ISL model."""
     return predict_image(
@@ -260,6 +271,7 @@ def predict_isl(
         sample=sample,
         threads=threads,
         expect="unet",
+        roi=roi,
     )
 
 
@@ -271,6 +283,7 @@ def predict_segmentation(
     params: PredictConfig | None = None,
     sample: str | None = None,
     threads: int = 1,
+    roi: str | Path | None = None,
 ) -> dict[str, Any]:
     """Two-channel float32 CZYX OME-Zarr (0: mask probability σ(z), 1: distance) of one image."""
     return predict_image(
@@ -281,6 +294,7 @@ def predict_segmentation(
         sample=sample,
         threads=threads,
         expect="segmenter",
+        roi=roi,
     )
 
 

@@ -1,0 +1,208 @@
+"""Inference-only rewrites of a trained network that compute the same function faster.
+
+:func:`prepare_module` returns a copy of a model (eval mode, weights untouched in the original)
+in which
+
+* eval-mode ``BatchNorm`` following a convolution is folded into that convolution's weights
+  (``W' = W·γ/√(σ²_run + ε)``, ``b' = (b − μ_run)·γ/√(σ²_run + ε) + β``);
+* ``nn.Upsample(mode='trilinear', align_corners=False)`` with integer factors 1 or 2 becomes
+  :class:`SeparableUpsample`, the same linear interpolation written as two shifted
+  multiply-adds per axis (``out[2i] = ¾x[i] + ¼x[i−1]``, ``out[2i+1] = ¾x[i] + ¼x[i+1]``,
+  indices clamped at the borders, exactly PyTorch's ``align_corners=False`` weights; PyTorch's
+  own kernel is slow for bfloat16 on CPU).
+
+:func:`model_runner` then runs the prepared copy in the chosen :func:`resolve_precision`:
+``bfloat16`` on CPUs with native bf16 matrix units (AVX512-BF16 / AMX: weights and activations
+in bf16, channels-last ``torch.channels_last_3d`` tensors, as oneDNN's bf16 convolutions want;
+normalisation statistics are accumulated in float32 by PyTorch's kernels), float16 autocast on
+CUDA, float32 otherwise (outputs equal the original module to float32 rounding).
+
+Training is unaffected: the trainers build and train the original modules.
+Measured speed-ups and output differences: ``benchmarks/performance/results.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewlabel.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+class SeparableUpsample(nn.Module):
+    """Linear up-sampling by integer factors 1 or 2 per axis (``align_corners=False``)."""
+
+    def __init__(self, factors: tuple[int, ...]) -> None:
+        super().__init__()
+        self.factors = tuple(int(f) for f in factors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for axis, factor in enumerate(self.factors, start=2):
+            if factor == 2:
+                x = _double(x, axis)
+        return x
+
+
+def _double(x: torch.Tensor, axis: int) -> torch.Tensor:
+    n = x.shape[axis]
+    prev = torch.cat([x.narrow(axis, 0, 1), x.narrow(axis, 0, n - 1)], dim=axis)
+    nxt = torch.cat([x.narrow(axis, 1, n - 1), x.narrow(axis, n - 1, 1)], dim=axis)
+    shape = list(x.shape)
+    shape[axis] = 2 * n
+    fmt = _memory_format(x)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    index = [slice(None)] * x.dim()
+    index[axis] = slice(0, None, 2)
+    out[tuple(index)] = torch.lerp(x, prev, 0.25)
+    index[axis] = slice(1, None, 2)
+    out[tuple(index)] = torch.lerp(x, nxt, 0.25)
+    return out
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _upsample_factors(module: nn.Upsample) -> tuple[int, ...] | None:
+    """Integer factors 1/2 of a linear ``align_corners=False`` nn.Upsample, else None."""
+    if module.mode not in ("trilinear", "bilinear", "linear") or module.align_corners:
+        return None
+    if module.size is not None or module.scale_factor is None:
+        return None
+    nd = {"linear": 1, "bilinear": 2, "trilinear": 3}[module.mode]
+    scale = module.scale_factor
+    factors = tuple(scale) if isinstance(scale, (tuple, list)) else (scale,) * nd
+    if any(float(f) not in (1.0, 2.0) for f in factors):
+        return None
+    return tuple(int(f) for f in factors)
+
+
+def _fold_batchnorm(seq: nn.Sequential) -> None:
+    """Fold eval-mode BatchNorm layers that directly follow a convolution into it (in place)."""
+    names = list(seq._modules)
+    for a, b in zip(names, names[1:], strict=False):
+        conv, bn = seq._modules[a], seq._modules[b]
+        if (
+            isinstance(conv, nn.modules.conv._ConvNd)
+            and not isinstance(conv, nn.modules.conv._ConvTransposeNd)
+            and isinstance(bn, nn.modules.batchnorm._BatchNorm)
+            and bn.track_running_stats
+            and bn.running_mean is not None
+        ):
+            seq._modules[a] = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+            seq._modules[b] = nn.Identity()
+
+
+def prepare_module(module: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``module`` with the rewrites of the module docstring applied."""
+    fast = copy.deepcopy(module).eval()
+    for parent in list(fast.modules()):
+        if isinstance(parent, nn.Sequential):
+            _fold_batchnorm(parent)
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Upsample):
+                factors = _upsample_factors(child)
+                if factors is not None:
+                    setattr(parent, name, SeparableUpsample(factors))
+    return fast
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively here (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` → ``float16`` on CUDA, ``bfloat16`` on CPUs with native bf16, else ``float32``."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"predict precision must be one of {list(PRECISIONS)}; got {precision!r}."
+        )
+    kind = torch.device(device).type
+    if precision == "auto":
+        if kind == "cuda":
+            return "float16"
+        return "bfloat16" if cpu_has_bf16() else "float32"
+    if precision == "float16" and kind != "cuda":
+        raise ConfigError(
+            "predict precision float16 needs a CUDA device.",
+            fix="use auto, float32 or bfloat16 on CPU.",
+        )
+    return precision
+
+
+def model_runner(
+    module: nn.Module, device: str, precision: str = "auto", *, optimize: bool = True
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``numpy (B, C, *S) float32 -> numpy float32`` running ``module`` on ``device``.
+
+    ``optimize``: run :func:`prepare_module`'s copy (same function, faster); ``precision``:
+    see :func:`resolve_precision`. Call it inside ``torch.inference_mode()``.
+    """
+    dev = torch.device(device)
+    dtype = resolve_precision(precision, device)
+    net = prepare_module(module) if optimize else module
+    cast = torch.bfloat16 if dtype == "bfloat16" else None
+    # channels-last for 3D networks only (a 2D convolution's weight has no 3D layout)
+    channels_last = cast is not None and not any(
+        isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() != 5 for m in net.modules()
+    )
+    if cast is not None:
+        if net is module:
+            net = copy.deepcopy(module)
+        net = net.to(dtype=cast)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last_3d)
+    amp_dtype = torch.float16 if dtype == "float16" else None
+    log.info(
+        "inference: %s, %s%s",
+        dtype,
+        "optimised copy" if optimize else "module as is",
+        ", channels-last" if channels_last else "",
+    )
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(dev)
+        if cast is not None:
+            x = x.to(cast)
+        if channels_last and x.dim() == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        if amp_dtype is None:
+            y = net(x)
+        else:
+            with torch.autocast(dev.type, dtype=amp_dtype):
+                y = net(x)
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        return y.float().contiguous().cpu().numpy()
+
+    return run
+
+
+def describe(device: str, precision: str) -> dict[str, Any]:
+    """What :func:`model_runner` will do (for the prediction's attributes)."""
+    return {"precision": resolve_precision(precision, device), "cpu_bf16": cpu_has_bf16()}
+
+
+def interpolate_reference(x: torch.Tensor, factors: tuple[int, ...]) -> torch.Tensor:
+    """PyTorch's own linear interpolation (the reference :class:`SeparableUpsample` equals)."""
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(factors)]
+    return F.interpolate(x, scale_factor=factors, mode=mode, align_corners=False)
