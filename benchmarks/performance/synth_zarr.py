@@ -81,8 +81,11 @@ def write_volume(
     voxel_size: Sequence[float] = (0.3, 0.1, 0.1),
     seed: int = 0,
     background: float = 100.0,
+    workers: int = 1,
 ) -> dict:
-    """Write one synthetic volume (see the module docstring) to ``path``; return facts."""
+    """Write one synthetic volume (see the module docstring) to ``path``; return facts.
+
+    ``workers`` threads render slabs in parallel (memory: one slab per worker)."""
     dtype, channels, _, _ = KINDS[kind]
     shape3 = tuple(int(s) for s in shape)
     depth = int(chunks[0])
@@ -96,7 +99,8 @@ def write_volume(
         np.arange(shape3[2], dtype=np.float32),
         indexing="ij",
     )
-    for z0 in range(0, shape3[0], depth):
+
+    def write_slab(z0: int) -> None:
         z1 = min(z0 + depth, shape3[0])
         g = _render(kind, z0, z1, shape3, depth, seed)
         if kind == "image":
@@ -116,6 +120,16 @@ def write_volume(
         else:
             out[0, z0:z1] = np.clip(2.0 * g, 0.0, 1.0)
             out[1, z0:z1] = g
+
+    starts = range(0, shape3[0], depth)
+    if workers <= 1:
+        for z0 in starts:
+            write_slab(z0)
+    else:  # slabs are independent (own RNG streams, whole chunks): same result in any order
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(write_slab, starts))
     return {"kind": kind, "shape": list(full), "bytes": int(np.prod(full)) * bytes_per_voxel(kind)}
 
 
