@@ -3,7 +3,8 @@
 For every stage and size: write a synthetic OME-Zarr input of that many (uncompressed) bytes
 slab by slab (:mod:`synth_zarr`, never whole in memory), then run the stage through the CLI
 (``python -m fewlabel <stage> ...``) in a fresh process and take that process's own CPU time
-and peak RSS from ``os.wait4``. Stages: ``segment_roi`` (uint16 image), ``extract_points``
+(``os.wait4``) and peak RSS (``VmHWM`` at exit; ``ru_maxrss`` would include the parent's RSS
+at fork). Stages: ``segment_roi`` (uint16 image), ``extract_points``
 (float32 density map), ``split_instances`` (float32 mask + distance, 2 channels). The plane is
 512 × 512 voxels and the number of planes grows with the size, chunks (32, 256, 256).
 
@@ -49,8 +50,21 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("KMG")) * scale)
 
 
+# The stage runs as ``python -m fewlabel ...`` and reports its own peak RSS (VmHWM of its
+# address space) at exit: ``ru_maxrss`` of a child would include the parent's RSS at fork.
+LAUNCHER = (
+    "import runpy, sys\n"
+    "sys.argv = ['fewlabel', *sys.argv[1:]]\n"
+    "try:\n"
+    "    runpy.run_module('fewlabel', run_name='__main__', alter_sys=True)\n"
+    "finally:\n"
+    "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+    "    print('VMHWM_KB', hwm[0].split()[1] if hwm else -1, flush=True)\n"
+)
+
+
 def stage_command(stage: str, src: Path, work: Path, threads: int) -> list[str]:
-    py = [sys.executable, "-m", "fewlabel", stage, "--sample", "bench", "--threads", str(threads)]
+    py = [sys.executable, "-c", LAUNCHER, stage, "--sample", "bench", "--threads", str(threads)]
     if stage == "segment_roi":
         return py + [
             "--image",
@@ -73,7 +87,8 @@ def stage_command(stage: str, src: Path, work: Path, threads: int) -> list[str]:
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> dict:
-    """Run ``cmd``; return its wall time, own CPU time and own peak RSS (``os.wait4``)."""
+    """Run ``cmd``; return its wall time, own CPU time (``os.wait4``) and own peak RSS (the
+    VmHWM line the launcher prints)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read() if proc.stdout else b""
@@ -83,10 +98,12 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict:
     if proc.returncode != 0:
         sys.stderr.write(out.decode(errors="replace")[-4000:])
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
+    text = out.decode(errors="replace")
+    hwm = [int(line.split()[1]) for line in text.splitlines() if line.startswith("VMHWM_KB")]
     return {
         "wall_s": wall,
         "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "peak_rss_mib": hwm[-1] / 1024 if hwm and hwm[-1] > 0 else float("nan"),
     }
 
 

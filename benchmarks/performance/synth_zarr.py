@@ -130,7 +130,11 @@ def write_volume(
 
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(write_slab, starts))
-    return {"kind": kind, "shape": list(full), "bytes": int(np.prod(full)) * bytes_per_voxel(kind)}
+    return {
+        "kind": kind,
+        "shape": list(full),
+        "bytes": int(np.prod(shape3)) * bytes_per_voxel(kind),
+    }
 
 
 __all__ = ["KINDS", "bytes_per_voxel", "write_volume"]
