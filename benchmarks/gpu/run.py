@@ -14,13 +14,14 @@ On a CUDA machine (``bash benchmarks/gpu/run.sh``, < 5 minutes on one modern GPU
    normalise, blend, write included), model-only Mvox/s (forward on a batch of tiles), peak GPU
    memory (``torch.cuda.max_memory_allocated``);
 3. **correctness**: the same engine on a crop volume, on the GPU in ``--dtype`` and on the
-   CPU in float32; max / mean absolute difference relative to the CPU output's range
-   (p0.1-p99.9) must be ≤ :data:`TOLERANCE` (bf16 keeps 8 significant bits: ~0.4 % per
-   rounding, a few per cent after a network).
+   CPU in float32; max / mean absolute difference relative to the CPU output's scale
+   (max(p99.9 - p0.1, p99.9 of |y|)) must be ≤ :data:`TOLERANCE` (bf16 keeps 8 significant
+   bits: ~0.4 % per rounding, a few per cent after a network).
 
 Results: ``gpu_results.json`` and ``gpu_results.md`` in ``--out`` (default ``$OUT`` if set,
-else this folder). Smoke test without a GPU: ``--device cpu --small`` (tiny volume and crops,
-float32), run by ``tests/test_gpu_driver.py``.
+else this folder). Smoke test without a GPU: ``--device cpu --small`` (tiny volume and models;
+``--dtype bf16`` runs the wrapped forward under CPU bfloat16 autocast), run by
+``tests/test_gpu_driver.py``.
 
 Adding a model: one line in :data:`MODELS` (an architecture registered in
 :mod:`fewlabel.models.store`).
@@ -77,9 +78,12 @@ MODELS: list[Spec] = [
 ]
 """Models exercised; add one line per new architecture."""
 
-TOLERANCE = {"max_rel": 0.05, "mean_rel": 0.005}
-"""GPU (``--dtype``) vs CPU float32 on the crop: |Δ| relative to the CPU output's p0.1-p99.9
-range. Float32 on both sides must agree to ~1e-5 (cuDNN vs oneDNN summation order)."""
+TOLERANCE = {"max_rel": 0.15, "mean_rel": 0.01}
+"""GPU (``--dtype``) vs CPU float32 on the crop: |Δ| relative to the CPU output's scale,
+max(p99.9 - p0.1, p99.9 of |y|). Calibration (CPU bfloat16 autocast vs float32, random
+weights, 32 × 96 × 96 volume): DM-DetNet3D (defaults) max 8.2 % / mean 0.46 %, ISL U-Net
+(base 16, depth 3) max 0.6 % / mean 0.16 %. Bugs (normalisation, tiling, channels) give
+errors of order 100 %. Float32 on both sides agrees to ~1e-5."""
 
 ANCHOR_VOX_S = 5.7e7
 """NVIDIA's nnU-Net benchmark: 3D U-Net forward on an A100 in FP16, voxels/s."""
@@ -109,20 +113,17 @@ class Autocast(torch.nn.Module):
 
 
 def _sync(device: str) -> None:
-
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
 def _peak_reset(device: str) -> None:
-
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
 
 def _peak_mib(device: str) -> float | None:
-
     return torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
 
 
@@ -137,7 +138,6 @@ def _build(spec: Spec, small: bool) -> Any:
 
 # --------------------------------------------------------------------------- 1. training
 def train_step(spec: Spec, device: str, crop: tuple[int, ...], batch: int, steps: int, small: bool):
-
     from fewlabel.training import autocast, grad_scaler
 
     torch.manual_seed(0)
@@ -181,7 +181,6 @@ def train_step(spec: Spec, device: str, crop: tuple[int, ...], batch: int, steps
 
 
 def _autocast_dtype(device: str) -> Any:
-
     if not device.startswith("cuda"):
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -231,12 +230,14 @@ def _read(path: Path) -> np.ndarray:
 
 def _compare(gpu: np.ndarray, cpu: np.ndarray) -> dict:
     lo, hi = np.percentile(cpu, [0.1, 99.9])
-    scale = max(float(hi - lo), 1e-12)
+    # the output's scale: its range, or its magnitude when the range is narrow (a random-weight
+    # density map sits near sigmoid(-2) = 0.12 everywhere; bf16 errors scale with |y|)
+    scale = max(float(hi - lo), float(np.percentile(np.abs(cpu), 99.9)), 1e-12)
     diff = np.abs(gpu.astype(np.float64) - cpu.astype(np.float64))
     result = {
         "max_abs": float(diff.max()),
         "mean_abs": float(diff.mean()),
-        "range_p0.1_p99.9": scale,
+        "scale": scale,
         "max_rel": float(diff.max()) / scale,
         "mean_rel": float(diff.mean()) / scale,
     }
@@ -247,7 +248,6 @@ def _compare(gpu: np.ndarray, cpu: np.ndarray) -> dict:
 
 
 def infer(spec: Spec, device: str, dtype: Any, work: Path, image: Path, crop: Path, cfg: dict):
-
     from fewlabel.config import PredictConfig
 
     torch.manual_seed(0)
@@ -429,7 +429,7 @@ def markdown(r: dict) -> str:
         f"Tolerance (device `--dtype` vs CPU float32, same engine, crop "
         f"{'×'.join(map(str, v.get('crop_shape', [])))}): max |Δ| ≤ "
         f"{TOLERANCE['max_rel']:.0%} and mean |Δ| ≤ {TOLERANCE['mean_rel']:.1%} of the CPU "
-        "output's p0.1–p99.9 range.",
+        "output's scale, max(p99.9 − p0.1, p99.9 of |y|).",
         "",
     ]
     return "\n".join(lines)
