@@ -37,11 +37,14 @@ Block processing and exactness
 ------------------------------
 Nothing holds the volume: percentiles and the mixture use random whole chunks (bounded count),
 and every pass runs block by block over the input chunks with
-:func:`fewlabel.blocks.map_blocks`, reading from lazy views (:class:`SmoothedView`,
-:class:`CorrectedView`) that compute a requested block from the raw block grown by the
-operators' reach. The corrected volume is computed once and staged as CLAHE grey levels
-(uint16) in a temporary Zarr next to the output (deleted at the end); the mixture is fitted on
-a subsample of it and the mask pass reads it with the morphology halo.
+:func:`fewlabel.blocks.map_blocks`, reading from lazy views (:mod:`~fewlabel.roi.views`) that
+compute a requested block from their source grown by the operator's reach. Three passes:
+(a) smoothed intensities quantised to CLAHE grey levels (uint16, :class:`QuantisedView` of
+:class:`SmoothedView`), (b) CLAHE of those levels (:class:`ClaheView`), both staged in
+temporary Zarrs next to the output (deleted at the end), (c) the mask from (b) with the
+morphology halo; the mixture is fitted on a subsample of (b). Halo reads go through
+:class:`~fewlabel.io.chunk_cache.CachedChunks`, so a chunk is decoded about once per pass
+instead of once per neighbouring block (up to 27 times).
 
 * smoothing and erosion + dilation are local (reach ``int(4σ + 0.5)`` and
   ``r_erode + r_extend`` voxels), so block-wise equals whole-volume exactly;
@@ -49,39 +52,45 @@ a subsample of it and the mask pass reads it with the morphology halo.
   its grid of contextual regions at the array origin and interpolates between neighbouring
   regions. Applied naively per block plus a halo it only approximates whole-volume CLAHE, and
   poorly (a background-only block is stretched like a whole volume; a shifted grid changes
-  every mapping). :func:`correct_block` therefore quantises with the *global* clip range and
-  calls the CLAHE core without per-input stretching, and :func:`clahe_context` grows each block
-  to the region grid of the whole volume (0.5-1.5 regions per side), so every voxel sees the
-  same regions and mappings as in the whole volume. The block-wise ROI then equals the
-  whole-volume ROI voxel for voxel (tested; the tests require >= 98% so that the fallback to
-  the public ``equalize_adapthist``, used if the core's API changes, stays acceptable).
+  every mapping). :func:`quantise` therefore uses the *global* clip range, the CLAHE core
+  (:func:`~fewlabel.roi.clahe.clahe_levels`, scikit-image's algorithm voxel for voxel, tested
+  against it) does not stretch per input, and :func:`clahe_context` grows each block to the
+  region grid of the whole volume (0.5-1.5 regions per side), so every voxel sees the same
+  regions and mappings as in the whole volume. The block-wise ROI equals the whole-volume ROI
+  voxel for voxel (tested). Only the region histograms read the context; the interpolation
+  (the costly part) runs on the block's own voxels.
 
-Modules: :mod:`~fewlabel.roi.mixture` (step 3), :mod:`~fewlabel.roi.correction` (steps 1-2
-and the lazy views), :mod:`~fewlabel.roi.morphology` (step 4), :mod:`~fewlabel.roi.prior`
-(step 5), :mod:`~fewlabel.roi.kernels` (bounded µm → voxel conversion: a kernel larger than
-both 256 voxels and the volume's largest side is a ConfigError, e.g. a voxel size in metres)
-and :mod:`~fewlabel.roi.segment` (the stage).
+Modules: :mod:`~fewlabel.roi.mixture` (step 3), :mod:`~fewlabel.roi.correction` (steps 1-2),
+:mod:`~fewlabel.roi.clahe` (the CLAHE core), :mod:`~fewlabel.roi.views` (the lazy views),
+:mod:`~fewlabel.roi.morphology` (step 4), :mod:`~fewlabel.roi.prior` (step 5),
+:mod:`~fewlabel.roi.kernels` (bounded µm → voxel conversion: a kernel larger than both 256
+voxels and the volume's largest side is a ConfigError, e.g. a voxel size in metres) and
+:mod:`~fewlabel.roi.segment` (the stage).
 
-Memory: per worker one CLAHE tile (≤ ``CorrectedView.max_tile_bytes`` by
-:func:`clahe_tile_bytes`: ~50 bytes per context voxel plus a 256-bin int64 histogram per
-contextual region inside scikit-image's CLAHE) or one morphology block (~18 bytes per voxel),
-plus ``max_fit_voxels`` floats: independent of the volume size. CLAHE's cost grows with the
-number of regions (skimage builds each region's histogram in a Python-level loop): 1-voxel
-regions made a 2.5 M-voxel volume take 98 s and 4.3 GB; the 8-voxel minimum takes ~1 s.
+Speed (issue 13, ``benchmarks/performance/roi_scaling.md``): the CLAHE core evaluates the
+interpolation only on the block (scikit-image's on the whole context tile, 1.5-2.4x the
+block), with flat gathers instead of region-block rearrangement; balls of a few voxels are
+dilated by an exact decomposition into bit-packed row shifts instead of a distance transform
+(:func:`~fewlabel.roi.morphology.dilate_by_ball`); the chunk cache removes repeated decoding.
+
+Memory: per worker one CLAHE tile (≤ ``ClaheView.max_tile_bytes`` by
+:func:`clahe_tile_bytes`: ~12 bytes per context voxel plus a 256-bin int64 histogram per
+contextual region) or one morphology block (a few bytes per voxel), the chunk cache (at most
+three z-rows of chunks, ≤ 256 MiB) plus ``max_fit_voxels`` floats: independent of the number
+of planes. CLAHE's cost grows with the number of regions: 1-voxel regions are slow and
+memory-hungry, hence the 8-voxel minimum.
 """
 
+from fewlabel.roi.clahe import clahe_levels
 from fewlabel.roi.correction import (
     _CLAHE_CORE,
     _CLAHE_LEVELS,
     LEVELS,
-    CorrectedView,
-    SmoothedView,
     checked_clahe_kernel,
     checked_smooth_sigma,
-    clahe_context,
     clahe_kernel_voxels,
-    clahe_tile_bytes,
     correct_block,
+    quantise,
 )
 from fewlabel.roi.kernels import MAX_KERNEL_VOXELS, kernel_voxels
 from fewlabel.roi.mixture import (
@@ -94,14 +103,24 @@ from fewlabel.roi.mixture import (
 from fewlabel.roi.morphology import ball_radii_voxels, erode_dilate, within_distance
 from fewlabel.roi.prior import PI_HIGH, PI_LOW, class_prior, prior_warnings
 from fewlabel.roi.segment import segment_roi
+from fewlabel.roi.views import (
+    ClaheView,
+    CorrectedView,
+    QuantisedView,
+    SmoothedView,
+    clahe_context,
+    clahe_tile_bytes,
+)
 
 __all__ = [
     "LEVELS",
     "MAX_KERNEL_VOXELS",
     "PI_HIGH",
     "PI_LOW",
+    "ClaheView",
     "CorrectedView",
     "GaussianMixture2",
+    "QuantisedView",
     "SmoothedView",
     "_CLAHE_CORE",
     "_CLAHE_LEVELS",
@@ -110,6 +129,7 @@ __all__ = [
     "checked_smooth_sigma",
     "clahe_context",
     "clahe_kernel_voxels",
+    "clahe_levels",
     "clahe_tile_bytes",
     "class_prior",
     "correct_block",
@@ -120,6 +140,7 @@ __all__ = [
     "mixture_degeneracy",
     "otsu_threshold",
     "prior_warnings",
+    "quantise",
     "segment_roi",
     "within_distance",
 ]

@@ -1,8 +1,6 @@
-"""Histogram correction: percentile clipping + CLAHE on a global grid, and lazy block-wise views.
+"""Histogram correction: percentile clipping + CLAHE on a global grid, and kernel checks.
 
-:class:`SmoothedView` (Gaussian denoising) and :class:`CorrectedView` (clipping + CLAHE) compute
-any requested block from the source grown by the operator's reach, so block-wise results equal
-whole-volume results (see :mod:`fewlabel.roi`, "Block processing and exactness").
+The lazy block-wise views built on these functions are in :mod:`fewlabel.roi.views`.
 """
 
 from __future__ import annotations
@@ -14,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from fewlabel.config import RoiConfig
+from fewlabel.roi.clahe import clahe_levels
 from fewlabel.roi.kernels import kernel_voxels
 
 log = logging.getLogger(__name__)
@@ -27,24 +25,45 @@ x = level/LEVELS."""
 
 
 def _clahe_core() -> tuple[Any, int]:
-    """skimage's CLAHE core (no per-image stretching) and its grey-level count, if usable."""
+    """scikit-image's CLAHE core and its grey-level count, if importable (the reference that
+    :mod:`fewlabel.roi.clahe` is tested against; the pipeline does not use it)."""
     try:
         from skimage.exposure import _adapthist
 
-        core, levels = _adapthist._clahe, int(_adapthist.NR_OF_GRAY)
-        probe = core(np.zeros((4, 4), np.uint16), [2, 2], 0.01, 256)
-        if np.shape(probe) != (4, 4):
-            raise TypeError("unexpected CLAHE core output")
-        return core, levels
-    except Exception:  # any API change: fall back to the public function
-        log.warning(
-            "scikit-image CLAHE core unavailable; using equalize_adapthist per block "
-            "(block-wise ROI then only approximates whole-volume ROI)"
-        )
+        return _adapthist._clahe, int(_adapthist.NR_OF_GRAY)
+    except Exception:  # pragma: no cover - private API moved
         return None, 0
 
 
 _CLAHE_CORE, _CLAHE_LEVELS = _clahe_core()
+
+
+def quantise(block: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``rint(clip((x − low)/(high − low), 0, 1) · LEVELS)`` as uint16 CLAHE grey levels."""
+    x = np.asarray(block, dtype=np.float32)
+    x = x - np.float32(low)  # new array: never modify the caller's block
+    x *= np.float32(1.0 / (high - low))
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= np.float32(LEVELS)
+    return np.rint(x, out=x).astype(np.uint16)
+
+
+def _squeezed_clahe(
+    tile: np.ndarray, kernel: Sequence[int], clip_limit: float, inner: Sequence[slice]
+) -> np.ndarray:
+    """:func:`~fewlabel.roi.clahe.clahe_levels` of ``tile[inner]`` with size-1 axes of the tile
+    dropped (a single plane gets 2-D CLAHE)."""
+    squeeze = [a for a in range(tile.ndim) if tile.shape[a] == 1]
+    keep = [a for a in range(tile.ndim) if a not in squeeze]
+    if not keep:
+        return np.asarray(tile[tuple(inner)], dtype=np.uint16)
+    out = clahe_levels(
+        np.squeeze(tile, axis=tuple(squeeze)),
+        [int(kernel[a]) for a in keep],
+        clip_limit,
+        [inner[a] for a in keep],
+    )
+    return out.reshape([inner[a].stop - inner[a].start for a in range(tile.ndim)])
 
 
 def correct_block(
@@ -58,36 +77,16 @@ def correct_block(
     """Percentile clipping to [0, 1] then CLAHE; returns float32 in [0, 1] (ZYX).
 
     ``x' = clip((x − low)/(high − low), 0, 1)`` is quantised to CLAHE's 2¹⁴ grey levels over
-    the *global* range [0, 1] and equalised by the core of
-    :func:`skimage.exposure.equalize_adapthist` (identical algorithm, without the public
-    function's stretching of each input and output to its own min/max, which would make
-    blocks disagree). Size-1 axes are dropped (2D images get 2D CLAHE).
+    the *global* range [0, 1] (:func:`quantise`) and equalised by
+    :func:`fewlabel.roi.clahe.clahe_levels` (scikit-image's CLAHE core, voxel for voxel,
+    without the public function's stretching of each input and output to its own min/max,
+    which would make blocks disagree). Size-1 axes are dropped (2D images get 2D CLAHE).
     """
-    x = np.asarray(block, dtype=np.float32)
-    x = x - np.float32(low)  # new array: never modify the caller's block
-    x *= np.float32(1.0 / (high - low))
-    np.clip(x, 0.0, 1.0, out=x)
-    squeeze = tuple(a for a in range(x.ndim) if x.shape[a] == 1)
-    kern = [int(k) for a, k in enumerate(kernel) if a not in squeeze]
-    image = np.squeeze(x, axis=squeeze)
-    if image.ndim == 0:
-        return x
-    if _CLAHE_CORE is not None:
-        levels = _CLAHE_LEVELS - 1  # == LEVELS
-        image *= np.float32(levels)
-        quantised = np.rint(image).astype(np.uint16)
-        del x, image
-        out = _CLAHE_CORE(quantised, kern, clip_limit, nbins)
-        del quantised
-        out = out.astype(np.float32)
-        out *= np.float32(1.0 / levels)
-    else:  # pragma: no cover - only with an incompatible scikit-image
-        from skimage.exposure import equalize_adapthist
-
-        if image.max() <= image.min():
-            return x
-        out = equalize_adapthist(image, kernel_size=kern, clip_limit=clip_limit, nbins=nbins)
-    return np.asarray(out, dtype=np.float32).reshape(block.shape)
+    levels = quantise(block, low, high)
+    inner = [slice(0, s) for s in levels.shape]
+    out = _squeezed_clahe(levels, kernel, clip_limit, inner).astype(np.float32)
+    out *= np.float32(1.0 / LEVELS)
+    return out.reshape(np.shape(block))
 
 
 MIN_CLAHE_AXIS_VOXELS = 2
@@ -231,141 +230,13 @@ def checked_smooth_sigma(
     return used, adjustment
 
 
-class _LazyView:
-    """Read-only ZYX array computed block by block from ``source`` (numpy-style slicing)."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.shape = tuple(int(s) for s in source.shape)
-        self.chunks = tuple(getattr(source, "chunks", None) or self.shape)
-        self.ndim = 3
-        self.dtype = np.dtype(np.float32)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if key is Ellipsis:
-            key = (slice(None),) * 3
-        if (
-            not isinstance(key, tuple)
-            or len(key) != 3
-            or not all(isinstance(k, slice) and k.step in (None, 1) for k in key)
-        ):
-            raise IndexError(f"{type(self).__name__} supports only [z0:z1, y0:y1, x0:x1]")
-        block = tuple(slice(*sl.indices(n)[:2]) for sl, n in zip(key, self.shape, strict=True))
-        return self._compute(block)
-
-    def _compute(self, block: tuple[slice, ...]) -> np.ndarray:
-        raise NotImplementedError
-
-
-class SmoothedView(_LazyView):
-    """``gaussian_filter(source, σ)`` (reflect at the volume border), float32, block-wise exact.
-
-    A block is computed from the source grown by the filter radius ``int(4σ + 0.5)`` per axis,
-    so it equals the same block of the whole-volume filter.
-    """
-
-    def __init__(self, source: Any, sigma_voxels: Sequence[float]) -> None:
-        super().__init__(source)
-        self.sigma = tuple(float(s) for s in sigma_voxels)
-        self.radius = tuple(int(4.0 * s + 0.5) for s in self.sigma)
-
-    def _compute(self, block: tuple[slice, ...]) -> np.ndarray:
-        outer = tuple(
-            slice(max(b.start - r, 0), min(b.stop + r, n))
-            for b, r, n in zip(block, self.radius, self.shape, strict=True)
-        )
-        data = np.asarray(self.source[outer], dtype=np.float32)
-        if any(s > 0 for s in self.sigma):
-            data = ndimage.gaussian_filter(data, self.sigma, mode="reflect", truncate=4.0)
-        return data[
-            tuple(
-                slice(b.start - o.start, b.stop - o.start)
-                for b, o in zip(block, outer, strict=True)
-            )
-        ]
-
-
-class CorrectedView(_LazyView):
-    """Histogram-corrected intensities (:func:`correct_block`), float32 in [0, 1].
-
-    ``view[block]`` reads ``source`` over :func:`clahe_context` (0.5 to 1.5 CLAHE regions per
-    side, start snapped to the region grid), so the result equals the same block of
-    whole-volume correction.
-    """
-
-    def __init__(
-        self, source: Any, low: float, high: float, kernel: Sequence[int], clip_limit: float
-    ) -> None:
-        super().__init__(source)
-        self.low, self.high, self.clip_limit = float(low), float(high), float(clip_limit)
-        self.kernel = tuple(int(k) for k in kernel)
-
-    max_tile_bytes: int = 100_000_000
-    """Blocks whose CLAHE work (:func:`clahe_tile_bytes`) exceeds this are computed in halves;
-    exact either way, the split only trades memory for some recomputed context."""
-
-    def _compute(self, block: tuple[slice, ...]) -> np.ndarray:
-        outer = tuple(
-            clahe_context(b, k, n) for b, k, n in zip(block, self.kernel, self.shape, strict=True)
-        )
-        sizes = [b.stop - b.start for b in block]
-        tile = [o.stop - o.start for o in outer]
-        if clahe_tile_bytes(tile, self.kernel) > self.max_tile_bytes and max(sizes) > 1:
-            axis = int(np.argmax(sizes))
-            mid = block[axis].start + sizes[axis] // 2
-            halves = [
-                tuple(slice(b.start, mid) if a == axis else b for a, b in enumerate(block)),
-                tuple(slice(mid, b.stop) if a == axis else b for a, b in enumerate(block)),
-            ]
-            return np.concatenate([self._compute(h) for h in halves], axis=axis)
-        out = correct_block(
-            np.asarray(self.source[outer]), self.low, self.high, self.kernel, self.clip_limit
-        )
-        return out[
-            tuple(
-                slice(b.start - o.start, b.stop - o.start)
-                for b, o in zip(block, outer, strict=True)
-            )
-        ]
-
-
-def clahe_tile_bytes(shape: Sequence[int], kernel: Sequence[int], nbins: int = 256) -> int:
-    """Approximate peak memory of skimage's CLAHE core on a tile of ``shape`` (bytes).
-
-    ~50 bytes per voxel (padded copies, interpolation) plus ~32 per histogram bin of every
-    contextual region (``nbins`` int64 counts per region, clipped and mapped copies): with
-    small regions the histograms dominate (1-voxel regions on a 0.7 M-voxel tile: ~5 GB).
-    """
-    regions = math.prod(
-        -(-int(s) // max(int(k), 1)) + 1 for s, k in zip(shape, kernel, strict=True)
-    )
-    return 50 * math.prod(int(s) for s in shape) + 32 * nbins * regions
-
-
-def clahe_context(block: slice, k: int, size: int) -> slice:
-    """The input range CLAHE needs to compute ``block`` exactly along one axis (region ``k``).
-
-    skimage's CLAHE anchors regions ``[jk, (j+1)k)`` at the array origin and maps a voxel
-    ``p`` by interpolating the mappings of regions ``J-1`` and ``J``, ``J = ⌊(p + ⌊k/2⌋)/k⌋``.
-    The context therefore starts at the region boundary ``(J(start) - 1)k`` (a multiple of
-    ``k``, so the grid is the whole volume's) and ends after region ``J(stop - 1)``: 0.5 to 1.5
-    regions per side, clipped to the volume (whose border CLAHE treats the same way then).
-    """
-    start = max(((block.start + k // 2) // k - 1) * k, 0)
-    stop = min((((block.stop - 1) + k // 2) // k + 2) * k, size)
-    return slice(start, stop)
-
-
 __all__ = [
     "FALLBACK_CLAHE_VOXELS",
+    "quantise",
     "LEVELS",
     "MIN_CLAHE_AXIS_VOXELS",
     "MIN_CLAHE_REGION_VOXELS",
     "MIN_SMOOTH_SIGMA_VOXELS",
-    "CorrectedView",
-    "SmoothedView",
-    "clahe_context",
-    "clahe_tile_bytes",
     "checked_clahe_kernel",
     "checked_smooth_sigma",
     "clahe_kernel_voxels",

@@ -18,14 +18,9 @@ from fewlabel.blocks import map_blocks, reduce_blocks
 from fewlabel.config import RoiConfig
 from fewlabel.errors import InputDataError
 from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
+from fewlabel.io.chunk_cache import CachedChunks
 from fewlabel.normalize import sample_voxels
-from fewlabel.roi.correction import (
-    LEVELS,
-    CorrectedView,
-    SmoothedView,
-    checked_clahe_kernel,
-    checked_smooth_sigma,
-)
+from fewlabel.roi.correction import LEVELS, checked_clahe_kernel, checked_smooth_sigma
 from fewlabel.roi.kernels import kernel_voxels
 from fewlabel.roi.mixture import (
     MIN_COMPONENT_WEIGHT,
@@ -36,14 +31,9 @@ from fewlabel.roi.mixture import (
 )
 from fewlabel.roi.morphology import ball_radii_voxels, erode_dilate
 from fewlabel.roi.prior import class_prior, prior_warnings
+from fewlabel.roi.views import ClaheView, QuantisedView, SmoothedView
 
 log = logging.getLogger(__name__)
-
-
-def _to_levels(block: np.ndarray) -> np.ndarray:
-    """Corrected intensities in [0, 1] → CLAHE grey levels (uint16, exact for the core)."""
-    out = block * np.float32(LEVELS)
-    return np.rint(out, out=out).astype(np.uint16)
 
 
 def segment_roi(
@@ -77,9 +67,11 @@ def segment_roi(
     block_shape : processing block (default: the input chunks). It must be whole chunks when
         ``workers > 1``; a single block covering the volume is whole-volume processing.
 
-    Returns the summary dictionary. Memory: one grown block per worker plus
-    ``max_fit_voxels`` floats, independent of the volume size; a temporary uint16 copy of the
-    corrected volume is staged next to ``mask_out_path`` and removed at the end.
+    Returns the summary dictionary. Memory: one grown block per worker, ``max_fit_voxels``
+    floats and a cache of decoded chunks (:class:`~fewlabel.io.chunk_cache.CachedChunks`, at
+    most three z-rows of chunks and 256 MiB), independent of the number of planes; the
+    quantised and the corrected volume are staged as uint16 next to ``mask_out_path`` and
+    removed at the end.
     """
     from fewlabel.runtime import write_json
 
@@ -111,8 +103,10 @@ def segment_roi(
     for key in ("erosion_radius_um", "extend_radius_um"):
         kernel_voxels(f"roi.{key}", getattr(params, key), voxel, shape, **where)
 
-    # 1-2. denoising and global clip percentiles from a bounded subsample of random chunks
-    smoothed: Any = SmoothedView(source, sigma_vox) if params.smooth_sigma_um > 0 else source
+    # 1-2. denoising and global clip percentiles from a bounded subsample of random chunks;
+    # halo reads go through a cache of decoded chunks (each chunk decoded about once)
+    raw: Any = CachedChunks(source) if params.smooth_sigma_um > 0 else source
+    smoothed: Any = SmoothedView(raw, sigma_vox) if params.smooth_sigma_um > 0 else source
     values = sample_voxels(smoothed, max_voxels=params.max_fit_voxels, seed=seed)
     low, high = (float(v) for v in np.percentile(values, list(params.clip_percentiles)))
     del values
@@ -136,25 +130,48 @@ def segment_roi(
         high,
         kernel,
     )
-    corrected = CorrectedView(smoothed, low, high, kernel, params.clahe_clip_limit)
 
     mask_out_path = Path(mask_out_path)
     mask_out_path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = mask_out_path.parent / f".{mask_out_path.name}.corrected-{uuid.uuid4().hex[:8]}"
+    scratch = mask_out_path.parent / f".{mask_out_path.name}.scratch-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir()
     try:
-        # 2b. corrected intensities, computed once per block, staged as CLAHE grey levels
+        # 2a. smoothed, clipped intensities as CLAHE grey levels (uint16), computed once
+        quantised = create_ome_zarr(
+            scratch / "quantised",
+            shape,
+            np.uint16,
+            chunks,
+            voxel,
+            name=f"{sample}:quantised",
+            compression_level=1,
+            pyramid=None,
+        )
+        map_blocks(
+            _identity,
+            QuantisedView(smoothed, low, high),
+            quantised,
+            halo=0,
+            block_shape=blocks_shape,
+            workers=workers,
+            desc=f"{sample} smoothing",
+        )
+        if isinstance(raw, CachedChunks):
+            raw.clear()
+        # 2b. CLAHE: region histograms over the block's context, interpolation on the block
         levels = create_ome_zarr(
-            scratch,
+            scratch / "corrected",
             shape,
             np.uint16,
             chunks,
             voxel,
             name=f"{sample}:corrected",
             compression_level=1,
+            pyramid=None,
         )
         map_blocks(
-            _to_levels,
-            corrected,
+            _identity,
+            ClaheView(CachedChunks(quantised), kernel, params.clahe_clip_limit),
             levels,
             halo=0,
             block_shape=blocks_shape,
@@ -241,7 +258,7 @@ def segment_roi(
             )
             map_blocks(
                 segment,
-                levels,
+                CachedChunks(levels),
                 mask,
                 halo=halo,
                 block_shape=blocks_shape,
@@ -311,6 +328,10 @@ def segment_roi(
     )
     write_json(summary, json_out_path)
     return summary
+
+
+def _identity(block: np.ndarray) -> np.ndarray:
+    return block
 
 
 def _fmt(values: Sequence[float]) -> str:

@@ -28,6 +28,9 @@ B. each block recomputes markers + watershed (+ hole filling) on block ± halo, 
 C. only if ``min_size > 0``: ids of objects smaller than ``min_size`` become 0 and the remaining
    ids are renumbered consecutively (same rule as the whole-volume path).
 
+(The implementation fuses A and B: one markers + watershed pass writes local ids and reports the
+owned first voxels, then a cheap pass maps local ids to global ids; same result.)
+
 When every object (including the saddles that decide its h-maxima) lies within ``halo`` voxels of
 any block it touches — i.e. objects are smaller than the halo — pass B sees each object, its
 marker and all competing neighbours exactly as the whole-volume computation does, and the

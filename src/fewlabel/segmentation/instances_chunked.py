@@ -3,6 +3,13 @@
 :func:`split_instances_chunked` runs the per-region algorithm of
 :mod:`fewlabel.segmentation.instances` (markers, watershed, hole filling, small-object removal)
 on halo-expanded blocks and writes the labels block by block.
+
+Passes A and B of :mod:`fewlabel.segmentation.instances` are fused: each block computes its
+markers (the costly h-maxima reconstruction) and watershed once, writes its *local* ids and
+keeps its markers' first-voxel indices (small); once every block has reported the markers it
+owns, a cheap pass maps local ids to global ids (rank of the first-voxel index) in place. The
+result is the same as running pass A separately (both compute the markers on the same grown
+block), at about half the CPU (issue 13, ``benchmarks/performance/roi_scaling.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from fewlabel.logs import progress
 from fewlabel.segmentation.instances import (
     _check_values,
     _drop_small,
-    _markers,
     _segment_region,
 )
 
@@ -88,26 +94,13 @@ def split_instances_chunked(
         outer, inner = expand_block(block, halo3, shape)
         return outer, inner, np.asarray(mask_zarr[outer]), np.asarray(dist_zarr[outer])
 
-    def pass_a(block: Block) -> np.ndarray:
-        outer, _, mask, dist = read(block)
-        _, _, _, first = _markers(
-            mask,
-            dist,
-            mask_threshold=mask_threshold,
-            h=h,
-            origin=[s.start for s in outer],
-            global_shape=shape,
-        )
-        return first[_in_block(first, block, shape)]
+    # pass B (markers + watershed, once per block): write the block's *local* ids and keep
+    # its markers' first-voxel indices; the markers a block owns are exactly those pass A of
+    # the module docstring would find, since both compute them on the same grown block
+    local_first: dict[int, np.ndarray] = {}
 
-    owned = _run(pass_a, blocks, workers, "split_instances markers")
-    all_first = np.sort(np.concatenate([np.zeros(0, np.int64), *owned]))
-    n_objects = len(all_first)
-    sizes = np.zeros(n_objects + 1, dtype=np.int64)
-    lock = threading.Lock()
-    orphans = [0, 0]  # marker views not found, foreground voxels left unlabelled
-
-    def pass_b(block: Block) -> None:
+    def pass_b(item: tuple[int, Block]) -> np.ndarray:
+        index, block = item
         outer, inner, mask, dist = read(block)
         labels, first = _segment_region(
             mask,
@@ -118,6 +111,20 @@ def split_instances_chunked(
             origin=[s.start for s in outer],
             global_shape=shape,
         )
+        labels_out_zarr[block] = labels[inner].astype(np.uint32, copy=False)
+        local_first[index] = first
+        return first[_in_block(first, block, shape)]
+
+    owned = _run(pass_b, list(enumerate(blocks)), workers, "split_instances watershed")
+    all_first = np.sort(np.concatenate([np.zeros(0, np.int64), *owned]))
+    n_objects = len(all_first)
+    sizes = np.zeros(n_objects + 1, dtype=np.int64)
+    lock = threading.Lock()
+    orphans = [0, 0]  # marker views not found, foreground voxels left unlabelled
+
+    def pass_global(item: tuple[int, Block]) -> None:  # local ids -> global ids (cheap)
+        index, block = item
+        first = local_first[index]
         lookup = np.zeros(len(first) + 1, dtype=np.uint32)
         if len(first) and n_objects:
             pos = np.clip(np.searchsorted(all_first, first), 0, n_objects - 1)
@@ -126,16 +133,16 @@ def split_instances_chunked(
             missing = int((~found).sum())
         else:
             missing = len(first)
-        core = lookup[labels[inner]]
+        core = lookup[np.asarray(labels_out_zarr[block])]
         labels_out_zarr[block] = core
         ids, counts = np.unique(core, return_counts=True)
-        lost = int(np.count_nonzero((core == 0) & (mask[inner] > mask_threshold)))
+        lost = int(np.count_nonzero((core == 0) & (np.asarray(mask_zarr[block]) > mask_threshold)))
         with lock:
             sizes[ids] += counts
             orphans[0] += missing
             orphans[1] += lost
 
-    _run(pass_b, blocks, workers, "split_instances watershed")
+    _run(pass_global, list(enumerate(blocks)), workers, "split_instances global ids")
     if orphans[1]:
         log.warning(
             "%d foreground voxels could not be given a global id (%d marker views cut "
