@@ -189,7 +189,7 @@ def postprocess(
     )
     pts = table[["z", "y", "x"]].to_numpy(float)
     scores = table["score"].to_numpy(float)
-    record("threshold+nms" if params.nms else "threshold+local-maxima", -1, len(pts))
+    record("threshold+nms" if params.nms else "threshold+local-maxima", len(pts), len(pts))
     shape = tuple(int(s) for s in image.shape[-3:])
     if params.average:
         n = len(pts)
