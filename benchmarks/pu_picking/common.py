@@ -52,8 +52,14 @@ def dense(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
 
 def evaluate(points: np.ndarray, gt: np.ndarray, voxel, gate_um: float) -> dict[str, float]:
     r = match_points(gt, points, max_distance=gate_um, scale=voxel)
-    return {"f1": r.f1, "precision": r.precision, "recall": r.recall, "tp": r.tp, "fp": r.fp,
-            "fn": r.fn}
+    return {
+        "f1": r.f1,
+        "precision": r.precision,
+        "recall": r.recall,
+        "tp": r.tp,
+        "fp": r.fp,
+        "fn": r.fn,
+    }
 
 
 def run_pu(

@@ -22,9 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default={},
         help="JSON roi section (particle_radius_um / expected_particles fallbacks)",
     )
-    p.add_argument(
-        "--no-roi", action="store_true", help="ignore ROI masks (roi.enabled: false)"
-    )
+    p.add_argument("--no-roi", action="store_true", help="ignore ROI masks (roi.enabled: false)")
     add_common(p)
     p.set_defaults(handler=train_pu)
 

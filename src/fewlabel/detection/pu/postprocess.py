@@ -99,7 +99,7 @@ def recentre_point(
 
 
 def clahe_view(image: Any, voxel_size: Sequence[float], params: PUPostprocessConfig) -> Any:
-    """The CLAHE-corrected image as a block-exact lazy view (:class:`fewlabel.roi.CorrectedView`)."""
+    """The CLAHE-corrected image, a block-exact lazy view (:class:`fewlabel.roi.CorrectedView`)."""
     from fewlabel.config import RoiConfig
     from fewlabel.normalize import percentile_range
     from fewlabel.roi import CorrectedView, clahe_kernel_voxels

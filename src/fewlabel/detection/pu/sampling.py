@@ -269,7 +269,9 @@ class WindowSampler:
         size = torch.tensor(self.crop, dtype=torch.float32)
         norm = 2.0 * src / (size - 1) - 1.0
         grid = norm.flip(-1).reshape(b, *w, 3)  # grid_sample wants x, y, z
-        return F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return F.grid_sample(
+            crops, grid, mode="bilinear", padding_mode="border", align_corners=True
+        )
 
 
 __all__ = [

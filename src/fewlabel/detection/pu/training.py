@@ -1,7 +1,8 @@
 """Training of the PU window classifier (Vedrenne et al. §2.2-2.3).
 
-SGD with momentum 0.9 and weight decay (the task log-variances: Adam, lr 0.01); the loss is GE-binomial (or PN) plus, with the
-reconstruction head, a learned-weight multitask sum (:class:`~.loss.MultiTaskLoss`).
+SGD with momentum 0.9 and weight decay (the task log-variances: Adam, lr 0.01); the loss is
+GE-binomial (or PN) plus, with the reconstruction head, a learned-weight multitask sum
+(:class:`~.loss.MultiTaskLoss`).
 
 Weight averaging (``averaging.mode``):
 
@@ -31,7 +32,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from fewlabel.config.pu import PUConfig
-from fewlabel.detection.pu.classifier import ARCH_NAME, PUClassifier, parameter_count
+from fewlabel.detection.pu.classifier import PUClassifier, parameter_count
 from fewlabel.detection.pu.loss import MultiTaskLoss, ge_binomial_loss, pn_loss
 from fewlabel.detection.pu.sampling import (
     PUVolume,
