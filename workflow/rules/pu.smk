@@ -22,7 +22,7 @@ if config["detection"]["method"] == "pu":
             sheet=config["samples"],
             settings=to_json(config["detection"]["pu"]),
             roi=section_params("roi"),
-            no_roi="" if PU_ROI else "--no-roi",
+            use_roi="yes" if PU_ROI else "no",
             seed=config["seed"],
         threads: 1
         resources:
@@ -35,7 +35,7 @@ if config["detection"]["method"] == "pu":
             "../../envs/torch.yaml"
         shell:
             "python -m fewlabel train_pu --sample-sheet {params.sheet:q} --out-dir {output} "
-            "--params {params.settings:q} --roi-params {params.roi:q} {params.no_roi} "
+            "--params {params.settings:q} --roi-params {params.roi:q} --use-roi {params.use_roi:q} "
             "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
 
     rule predict_pu:

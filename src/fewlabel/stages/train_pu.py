@@ -22,7 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default={},
         help="JSON roi section (particle_radius_um / expected_particles fallbacks)",
     )
-    p.add_argument("--no-roi", action="store_true", help="ignore ROI masks (roi.enabled: false)")
+    p.add_argument(
+        "--use-roi",
+        choices=("yes", "no"),
+        default="yes",
+        help="no: ignore the ROI masks (roi.enabled: false); unlabelled windows anywhere",
+    )
     add_common(p)
     p.set_defaults(handler=train_pu)
 
@@ -41,7 +46,7 @@ def train_pu(args: argparse.Namespace) -> None:
     roi = RoiConfig.model_validate(args.roi_params)
     train, val = training_items(args, "pu_items")
     items = [dict(item) for item in [*train, *val]]
-    if args.no_roi:
+    if args.use_roi == "no":
         for item in items:
             item["roi"] = ""
     device = configure_torch(args.threads, args.seed)
