@@ -135,7 +135,9 @@ def main() -> None:
     out = HERE / "results" / "spots.jsonl"
     done = set()
     if out.exists():
-        done = {(r["method"], r["snr"], r["n"]) for r in map(json.loads, out.read_text().splitlines())}
+        done = {
+            (r["method"], r["snr"], r["n"]) for r in map(json.loads, out.read_text().splitlines())
+        }
     for snr in (4.0, 2.0):
         train, test = volume(snr, 11), volume(snr, 12)
         print(f"SNR {snr}: {len(train['points'])} / {len(test['points'])} spots, ROI "
