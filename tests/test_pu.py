@@ -279,3 +279,23 @@ def test_training_averages_and_is_deterministic(mode):
     assert summaries[0]["averaged_models"] == 2
     assert not module.training and len(curve) >= 1
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_training_score_map_equals_the_whole_volume_map():
+    """The auto threshold's score map (tiled, bounded memory) equals the module applied to
+    the whole volume, inside the ROI, and is zero outside it."""
+    from fewlabel.detection.pu.fit import score_map
+
+    torch.manual_seed(0)
+    params = PUConfig(
+        window=(5, 9, 9), model=TINY, predict={"tile": [8, 24, 24], "overlap": [4, 8, 8]}
+    )
+    module = PUClassifier((5, 9, 9), **TINY).eval()
+    roi = np.zeros((8, 32, 32), bool)
+    roi[:, 4:28, 4:28] = True
+    vol = _volume([[4, 8, 8]], roi=roi)
+    got = score_map(module, vol, params, "cpu")
+    with torch.inference_mode():
+        whole = module(torch.from_numpy(vol.image)[None, None])[0, 0].numpy()
+    assert np.allclose(got[roi], whole[roi], atol=2e-5)
+    assert not got[~roi].any()

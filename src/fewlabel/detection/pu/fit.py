@@ -70,6 +70,30 @@ def load_volume(item: Mapping[str, Any], params: PUConfig) -> Any:
     )
 
 
+def score_map(module: Any, vol: Any, params: PUConfig, device: str) -> np.ndarray:
+    """Dense score map of a (normalised, in-memory) training volume by the tiled engine's
+    blending loop (bounded memory), zero outside its ROI."""
+    from fewlabel.inference.model_info import blend_margin
+    from fewlabel.inference.tiling import predict_tiled
+
+    predict = params.predict
+    shape = vol.image.shape
+    tile = tuple(min(t, n) for t, n in zip(predict.tile, shape, strict=True))
+    overlap = tuple(min(o, t - 1) for o, t in zip(predict.overlap, tile, strict=True))
+    margin = blend_margin(params.window, overlap, sample=vol.sample, shape=shape, tile=tile)
+    out = np.zeros(vol.image.shape, np.float32)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    predict_tiled(
+        run, vol.image, out, tile=tile, overlap=overlap, batch_size=predict.batch_size,
+        margin=margin, prefetch=False, block_shape=shape, progress_desc="score map",
+    )  # fmt: skip
+    return np.where(vol.roi, out, 0.0) if vol.roi is not None else out
+
+
 def train_to_folder(
     items: Sequence[Mapping[str, Any]],
     out_dir: str | Path,
@@ -96,12 +120,7 @@ def train_to_folder(
         volumes, params, radius_um=radius, expected_particles=k, seed=seed, device=device
     )
     if params.threshold == "auto":
-        maps = []
-        with torch.inference_mode():
-            for vol in volumes:
-                x = torch.from_numpy(vol.image)[None, None].to(device)
-                score = module(x)[0, 0].float().cpu().numpy()
-                maps.append(np.where(vol.roi, score, 0.0) if vol.roi is not None else score)
+        maps = [score_map(module, vol, params, device) for vol in volumes]
         threshold = threshold_for_count(maps, k, radius, [v.voxel_size for v in volumes])
     else:
         threshold = float(params.threshold)
