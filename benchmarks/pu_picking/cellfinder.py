@@ -59,7 +59,16 @@ POST = PUPostprocessConfig(clahe_kernel_um=(50.0, 100.0, 100.0))
 
 
 def main() -> None:
+    import argparse
+
     from fewlabel.inference.engine import predict_volume
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--expected", type=int, default=None,
+        help="k, expected cells in the crop (default: cellfinder's 56 points)",
+    )  # fmt: skip
+    args = ap.parse_args()
     from fewlabel.io import open_ome_zarr, write_ome_zarr
     from fewlabel.models.store import save_model
 
@@ -71,10 +80,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     clicked = rng.choice(len(points), CLICKS, replace=False)
     roi, info = roi_mask(image, VOXEL, ROI)
+    k = args.expected or len(points)
+    tag = "" if args.expected is None else f"_k{k}"
     vol = PUVolume("cellfinder", normalise(image), points[clicked], VOXEL, roi=roi)
-    model, summary, _ = train_pu(
-        [vol], PU, radius_um=RADIUS, expected_particles=len(points), seed=0
-    )
+    model, summary, _ = train_pu([vol], PU, radius_um=RADIUS, expected_particles=k, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         save_model(
@@ -88,7 +97,7 @@ def main() -> None:
             sample="cellfinder", device="cpu",
         )  # fmt: skip
         score = np.asarray(open_ome_zarr(root / "map.ome.zarr").array[...])
-    threshold = threshold_for_count([np.where(roi, score, 0)], len(points), RADIUS, [VOXEL])
+    threshold = threshold_for_count([np.where(roi, score, 0)], k, RADIUS, [VOXEL])
     table, steps = postprocess(
         score, image, threshold=threshold, radius_um=RADIUS, voxel_size=VOXEL, params=POST,
         roi=roi, sample="cellfinder",
@@ -96,6 +105,7 @@ def main() -> None:
     det = table[["z", "y", "x"]].to_numpy(float)
     agree = evaluate(det, points, VOXEL, GATE)
     result = {
+        "expected_particles": k,
         "roi_fraction": info["roi_fraction"],
         "pi": summary["pi"],
         "pi_unlabelled": summary["pi_unlabelled"],
@@ -106,12 +116,12 @@ def main() -> None:
         "steps": steps,
         "seconds": time.perf_counter() - t0,
     }
-    (HERE / "results" / "cellfinder.json").write_text(json.dumps(result, indent=2))
+    (HERE / "results" / f"cellfinder{tag}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    _picture(image, points, clicked, det)
+    _picture(image, points, clicked, det, tag)
 
 
-def _picture(image, points, clicked, det) -> None:
+def _picture(image, points, clicked, det, tag) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,10 +138,10 @@ def _picture(image, points, clicked, det) -> None:
     ax.scatter(det[:, 2], det[:, 1], s=40, c="red", marker="+", lw=1.2,
                label=f"PU+SWA detections ({len(det)})")  # fmt: skip
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("cellfinder crop, max projection over z: PU picking from 10 clicks")
+    ax.set_title(f"cellfinder crop, max projection over z: PU picking from 10 clicks{tag}")
     ax.axis("off")
     fig.tight_layout()
-    fig.savefig(HERE / "results" / "cellfinder.png", dpi=80)
+    fig.savefig(HERE / "results" / f"cellfinder{tag}.png", dpi=80)
     plt.close(fig)
 
 
