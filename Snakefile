@@ -60,6 +60,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/roi.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/detection.smk"
+include: "workflow/rules/pu.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/report.smk"
 

@@ -145,6 +145,18 @@ class Plan:
             for s in self.detection_fit_samples(split)
         ]
 
+    def pu_items(self, split: str) -> list[dict[str, str]]:
+        """Training items of ``train_pu`` (image, clicked points, ROI mask)."""
+        return [
+            {
+                "sample": s,
+                "image": IMAGE.format(sample=s),
+                "points": POINTS.format(sample=s),
+                "roi": ROI_MASK.format(sample=s),
+            }
+            for s in self.detection_fit_samples(split)
+        ]
+
     def log_items(self) -> list[dict[str, str]]:
         """Fitting items of ``fit_log_threshold`` (train and val)."""
         return [
@@ -235,14 +247,15 @@ class Plan:
         out: list[dict[str, Any]] = []
         detection = self.config["detection"]
         if (
-            detection["method"] == "density"
+            detection["method"] in ("density", "pu")
             and self.detection_enabled()
             and sample in self.detection_predict_samples()
         ):
-            predict = detection["predict"]
+            pu = detection["method"] == "pu"
+            predict = detection["pu"]["predict"] if pu else detection["predict"]
             out.append(
                 {
-                    "key": "detection.predict",
+                    "key": "detection.pu.predict" if pu else "detection.predict",
                     "tile": [int(t) for t in predict["tile"]],
                     "pad_to_tile": bool(predict["pad_to_tile"]),
                 }

@@ -164,7 +164,7 @@ if config["detection"]["method"] == "density":
                 "python -m fewlabel finalize_prediction --sample {wildcards.sample} "
                 "--output {output} --log {log} 2>> {log}"
 
-else:
+elif config["detection"]["method"] == "log":
 
     rule fit_log_threshold:
         """Tune the LoG baseline's detection threshold on the train and val annotations."""

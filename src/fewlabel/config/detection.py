@@ -18,6 +18,7 @@ from fewlabel.config.base import (
     ZYXNonNegFloat,
     ZYXNonNegInt,
 )
+from fewlabel.config.pu import PUConfig
 from fewlabel.config.shared import ModelConfig, PredictConfig, TrainConfig
 
 Unit = Literal["voxel", "um"]
@@ -190,7 +191,9 @@ class DetectionConfig(ConfigModel):
     ``log`` = Laplacian-of-Gaussian baseline (SEF3D-style)."""
 
     enabled: bool = Field(True, description="run detection (samples with task detect/both)")
-    method: Literal["density", "log"] = Field("density", description="density | log")
+    method: Literal["density", "log", "pu"] = Field(
+        "density", description="density | log | pu (positive-unlabelled picking, detection.pu)"
+    )
     model: str | None = Field(
         None,
         description="a trained detector folder to reuse (e.g. "
@@ -227,3 +230,6 @@ class DetectionConfig(ConfigModel):
         description="peak extraction, for threshold tuning and prediction alike",
     )
     log: LogConfig = Field(default_factory=LogConfig, description="LoG baseline (method: log)")
+    pu: PUConfig = Field(
+        default_factory=PUConfig, description="positive-unlabelled picking (method: pu)"
+    )
