@@ -43,11 +43,12 @@ if config["detection"]["method"] == "pu":
         input:
             model=PLAN.detector_dir(),
             image=IMAGE,
-            roi=ROI_MASK if PU_ROI else [],
+            roi=prediction_roi,
         output:
             directory(DETECTION_MAP),
         params:
             predict=to_json(config["detection"]["pu"]["predict"]),
+            roi=prediction_roi_param,
             seed=config["seed"],
         threads: 1
         resources:
@@ -60,7 +61,7 @@ if config["detection"]["method"] == "pu":
             "../../envs/torch.yaml"
         shell:
             "python -m fewlabel predict_pu --sample {wildcards.sample} "
-            "--model-dir {input.model} --image {input.image} --roi={input.roi:q} "
+            "--model-dir {input.model} --image {input.image} --roi={params.roi:q} "
             "--output {output} --params {params.predict:q} --threads {threads} "
             "--seed {params.seed:q} --log {log} 2>> {log}"
 
