@@ -182,7 +182,8 @@ def test_cli_log_chain_train_predict_extract_evaluate(tmp_path):
                 "--params",
                 params,
                 "--peaks",
-                '{"min_distance": [1, 2, 2], "min_distance_unit": "voxel", "refine_radius": [1, 1, 1]}',
+                '{"min_distance": [1, 2, 2], "min_distance_unit": "voxel", '
+                '"refine_radius": [1, 1, 1]}',
                 "--output-dir",
                 str(model),
             ]

@@ -38,8 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--roi",
         default="",
-        help="ROI mask .ome.zarr (''= none): unlabelled voxels only inside it, background "
-        "outside",
+        help="ROI mask .ome.zarr (''= none): unlabelled voxels only inside it, background outside",
     )
     add_object_diameter(p, derives="a sigma left at its default becomes d/4 µm")
     add_common(p)
