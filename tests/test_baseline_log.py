@@ -182,7 +182,8 @@ def test_cli_log_chain_train_predict_extract_evaluate(tmp_path):
                 "--params",
                 params,
                 "--peaks",
-                '{"min_distance": [1, 2, 2], "refine_radius": [1, 1, 1]}',
+                '{"min_distance": [1, 2, 2], "min_distance_unit": "voxel", '
+                '"refine_radius": [1, 1, 1]}',
                 "--output-dir",
                 str(model),
             ]
@@ -218,7 +219,7 @@ def test_cli_log_chain_train_predict_extract_evaluate(tmp_path):
                 "--model-dir",
                 str(model),
                 "--params",
-                '{"min_distance": [1, 2, 2]}',
+                '{"min_distance": [1, 2, 2], "min_distance_unit": "voxel"}',
                 "--output",
                 str(tmp_path / "b_pred.csv"),
                 "--threads",
@@ -264,6 +265,8 @@ def test_cli_log_chain_train_predict_extract_evaluate(tmp_path):
                 samples[0]["points"],
                 "--pred",
                 str(tmp_path / "b_pred.csv"),
+                "--params",
+                '{"gate": 3.0, "gate_unit": "voxel"}',
                 "--output",
                 str(tmp_path / "a.tsv"),
             ]

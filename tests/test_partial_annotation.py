@@ -234,3 +234,40 @@ def test_sheet_mixing_full_and_partial_annotation(tmp_path) -> None:
 def _write(path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+def test_roi_limits_unlabelled_voxels(tmp_path) -> None:
+    from fewlabel.config import DetectorTrainConfig as _Cfg
+    from fewlabel.detection.density.volumes import DetectorItem, load_volume, loss_centres
+
+    rng = np.random.default_rng(1)
+    image = rng.poisson(10, (6, 32, 32)).astype(np.float32)
+    write_ome_zarr(tmp_path / "im.ome.zarr", image, (0.3, 0.1, 0.1), chunks=(6, 16, 16))
+    roi = np.zeros(image.shape, np.uint8)
+    roi[:, :, :16] = 1  # particles can only lie in the left half
+    write_ome_zarr(tmp_path / "roi.ome.zarr", roi, (0.3, 0.1, 0.1), chunks=(6, 16, 16))
+    write_points_csv(pd.DataFrame([[3.0, 16.0, 8.0]], columns=["z", "y", "x"]), tmp_path / "p.csv")
+    paths = {k: str(tmp_path / f"{k}.ome.zarr") for k in ("target", "weight")}
+    make_density_targets(
+        tmp_path / "im.ome.zarr",
+        tmp_path / "p.csv",
+        paths["target"],
+        paths["weight"],
+        roi=tmp_path / "roi.ome.zarr",
+    )
+    weight = np.asarray(open_ome_zarr(paths["weight"]).array[...])
+    assert weight[3, 16, 8] > 1  # the click: known, foreground weight lam + 1
+    assert (weight[:, :, 16:] == 1).all()  # outside the ROI: background as before
+    assert weight[0, 0, 0] == -1.0  # inside the ROI, far from the click: unlabelled
+    item = DetectorItem(
+        "s",
+        str(tmp_path / "im.ome.zarr"),
+        paths["target"],
+        paths["weight"],
+        str(tmp_path / "p.csv"),
+    )
+    vol = load_volume(item, _Cfg(), training=True)
+    assert vol.partial
+    centres = loss_centres(vol, seed=0)
+    idx = np.rint(centres).astype(int)
+    assert (weight[idx[:, 0], idx[:, 1], idx[:, 2]] != 0).all() and len(centres) > 100

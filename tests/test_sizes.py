@@ -43,7 +43,9 @@ def test_defaults_are_derived_and_explicit_values_win(caplog):
         targets = sizes.derive_targets(DensityTargetsConfig(), 10.0, COARSE, sample="brain")
         peaks = sizes.derive_peaks(PeaksConfig(), 10.0, COARSE, sample="brain")
         train = sizes.derive_train(DetectorTrainConfig(), 10.0, [FINE, COARSE], [(40, 300, 300)])
-        kept = sizes.derive_targets(DensityTargetsConfig(sigma=(1, 2, 2)), 10.0, COARSE)
+        kept = sizes.derive_targets(
+            DensityTargetsConfig(sigma=(1, 2, 2), sigma_unit="voxel"), 10.0, COARSE
+        )
         kept_peaks = sizes.derive_peaks(PeaksConfig(min_distance=(0, 1, 1)), 10.0, COARSE)
         kept_train = sizes.derive_train(DetectorTrainConfig(crop=(4, 32, 32)), 10.0, [FINE], [])
     assert targets.sigma == (2.5, 2.5, 2.5) and targets.sigma_unit == "um"

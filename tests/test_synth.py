@@ -28,12 +28,13 @@ def _demo_names() -> list[str]:
         names += [
             f"spots_{split}.tif",
             f"spots_{split}.csv",
+            f"spots_{split}_all.csv",
             f"nuclei_{split}_labelfree.tif",
             f"nuclei_{split}_fluo.tif",
             f"nuclei_{split}_labels.tif",
             f"nuclei_{split}.csv",
         ]
-    return sorted(names)
+    return sorted([*names, "spots_val_region.csv"])
 
 
 # --------------------------------------------------------------------------- determinism
@@ -292,7 +293,23 @@ def test_make_demo_writes_readable_files_fast(tmp_path):
             assert target.dtype == np.float32 and target.shape == expected_shape
     spots = read_image(out / "spots_train.tif")
     assert spots.dtype == np.uint16
-    assert 45 <= len(pd.read_csv(out / "spots_train.csv")) <= 80  # "medium" density
+    every = pd.read_csv(out / "spots_train_all.csv")
+    assert 45 <= len(every) <= 80  # "medium" density
+    # train: ~30 % of the spots clicked; val: its left half fully, the rest ~30 %; test: all
+    clicked = pd.read_csv(out / "spots_train.csv")
+    assert 0.15 * len(every) <= len(clicked) <= 0.45 * len(every)
+    assert len(clicked.merge(every, on=["z", "y", "x"])) == len(clicked)
+    val, val_all = pd.read_csv(out / "spots_val.csv"), pd.read_csv(out / "spots_val_all.csv")
+    box = pd.read_csv(out / "spots_val_region.csv").iloc[0]
+    assert (box["x1"], box["z1"]) == (64, 16)
+    assert (val["x"] < 64).sum() == (val_all["x"] < 64).sum() > 0
+    assert (val["x"] >= 64).sum() < 0.5 * (val_all["x"] >= 64).sum()
+    assert len(pd.read_csv(out / "spots_test.csv")) == len(pd.read_csv(out / "spots_test_all.csv"))
+    assert [r["annotated_region"] for r in rows if r["sample"].startswith("spots")] == [
+        "",
+        str(out / "spots_val_region.csv"),
+        "",
+    ]
     # different seeds per file
     assert not np.array_equal(
         read_image(out / "spots_train.tif"), read_image(out / "spots_val.tif")

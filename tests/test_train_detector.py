@@ -113,7 +113,7 @@ def _make_sample(root, name: str, seed: int, *, n_points: int = 6) -> dict[str, 
         paths["points"],
         paths["target"],
         paths["weight"],
-        params=DensityTargetsConfig(sigma=(1.0, 1.5, 1.5)),
+        params=DensityTargetsConfig(sigma=(1.0, 1.5, 1.5), sigma_unit="voxel", annotation="full"),
         sample=name,
     )
     return {"sample": name, **paths}
@@ -158,8 +158,12 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     assert loaded.normalization["percentiles"] == [1.0, 99.8]
     assert loaded.training["params"]["model"]["base_channels"] == 2
     assert loaded.training["epochs_run"] == 2
-    # the threshold was tuned with detection.peaks, recorded for extract_points
-    assert thresholds["min_distance"] == loaded.training["peaks"]["min_distance"] == [1, 2, 2]
+    # the threshold was tuned with detection.peaks, recorded for extract_points: the default
+    # (0.3, 0.2, 0.2) µm is (0, 0, 0) voxels of 1 x 0.5 x 0.5 µm (rounded)
+    assert loaded.training["peaks"]["min_distance"] == [0.3, 0.2, 0.2]
+    assert thresholds["min_distance"] == [0, 0, 0]
+    assert thresholds["gate"] == 0.5 and thresholds["gate_unit"] == "um"  # evaluation's
+    assert thresholds["tuned_with"] == "full"
 
     # same seed through the CLI -> identical weights; another seed -> different weights
     code = cli_main(
@@ -191,7 +195,7 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
         [val],
         root / "m3",
         params=TINY,
-        peaks=PeaksConfig(min_distance=(1, 3, 3)),
+        peaks=PeaksConfig(min_distance=(1, 3, 3), min_distance_unit="voxel"),
         seed=6,
         threads=1,
     )

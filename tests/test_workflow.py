@@ -243,16 +243,21 @@ def test_readme_rerun_claims(finished_run):
         points.write_text(original)
     assert planned_jobs(workdir)[0] == {}  # content restored: up to date again
 
-    jobs, text = planned_jobs(workdir, "--config", "evaluation={detection: {gate: 4.0}}")
+    jobs, text = planned_jobs(
+        workdir, "--config", "evaluation={segmentation: {centre_gate_um: 2.0}}"
+    )
     assert jobs.keys() <= {
-        "evaluate_detection",
-        "aggregate_detection",
+        "evaluate_segmentation",
+        "aggregate_segmentation",
         "build_report",
         "record_config",
         "summarize_run",
         "all",
     }, jobs
-    assert {"evaluate_detection", "record_config"} <= jobs.keys()
+    assert {"evaluate_segmentation", "record_config"} <= jobs.keys()
+    # the detection gate also tunes the detector's threshold (one matching rule)
+    jobs = planned_jobs(workdir, "--config", "evaluation={detection: {gate: 0.6}}")[0]
+    assert {"train_detector", "evaluate_detection"} <= jobs.keys() and "train_segmenter" not in jobs
     digest = [line for line in text.splitlines() if "before:" in line and "sha256:" in line]
     assert len(digest) == 1 and len(digest[0]) < 400, digest  # one short line, no config dump
 

@@ -59,7 +59,7 @@ def roi_mask_value(wildcards):
 
 def density_target_inputs(wildcards):
     """Inputs of make_density_targets: image, points, the ROI mask (roi.enabled) and an
-    annotated-region file from the sheet (not 'full'/'none')."""
+    annotated-region file from the sheet (a path, not a keyword)."""
     inputs = {"image": IMAGE.format(sample=wildcards.sample)}
     inputs["points"] = POINTS.format(sample=wildcards.sample)
     if config["roi"]["enabled"]:

@@ -6,12 +6,13 @@ DEMO_FILES = [
     for stem, suffix in [
         (f"spots_{split}", ".tif"),
         (f"spots_{split}", ".csv"),
+        (f"spots_{split}_all", ".csv"),
         (f"nuclei_{split}_labelfree", ".tif"),
         (f"nuclei_{split}_fluo", ".tif"),
         (f"nuclei_{split}_labels", ".tif"),
         (f"nuclei_{split}", ".csv"),
     ]
-]
+] + ["spots_val_region.csv"]
 
 
 rule make_demo_data:

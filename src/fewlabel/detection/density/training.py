@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,13 @@ from torch import nn
 from fewlabel.config import DetectorTrainConfig, PeaksConfig
 from fewlabel.detection.density.awing import DensityLoss
 from fewlabel.detection.density.tuning import tune_threshold, validation_fn
+from fewlabel.detection.density.volumes import (
+    IN_MEMORY_MAX_VOXELS,
+    DetectorItem,
+    Volume,
+    load_volume,
+    loss_centres,
+)
 from fewlabel.detection.sizes import (
     derive_peaks,
     derive_train,
@@ -41,10 +46,8 @@ from fewlabel.detection.sizes import (
     size_warnings,
     tuning_gate,
 )
-from fewlabel.errors import ConfigError, InputDataError
-from fewlabel.io import open_ome_zarr, read_points_csv
-from fewlabel.normalize import apply_range, percentile_range
-from fewlabel.sampling import CropSampler, CropVolume
+from fewlabel.errors import ConfigError
+from fewlabel.sampling import CropSampler
 from fewlabel.training import (
     CurveLogger,
     batches_to_device,
@@ -54,165 +57,7 @@ from fewlabel.training import (
 
 log = logging.getLogger(__name__)
 
-IN_MEMORY_MAX_VOXELS = 64_000_000
-"""Volumes up to this size are loaded into memory for training; larger ones are read lazily."""
-
-
-@dataclass(frozen=True)
-class DetectorItem:
-    """One annotated volume: image OME-Zarr, density target, weight map, points CSV."""
-
-    sample: str
-    image: str
-    target: str
-    weight: str
-    points: str
-
-    @classmethod
-    def coerce(cls, item: Any, index: int = 0) -> DetectorItem:
-        """From a dict ``{sample, image, target, weight, points}`` or a 4/5-tuple."""
-        if isinstance(item, DetectorItem):
-            return item
-        if isinstance(item, Mapping):
-            missing = [k for k in ("image", "target", "weight", "points") if k not in item]
-            if missing:
-                raise ConfigError(
-                    f"training item {index} lacks {missing}: {dict(item)}.",
-                    fix="give {sample, image, target, weight, points} per item.",
-                )
-            extra = sorted(set(item) - {"sample", "image", "target", "weight", "points"})
-            if extra:
-                raise ConfigError(f"training item {index} has unknown keys {extra}.")
-            return cls(
-                sample=str(item.get("sample", f"item{index}")),
-                image=str(item["image"]),
-                target=str(item["target"]),
-                weight=str(item["weight"]),
-                points=str(item["points"]),
-            )
-        values = list(item)
-        if len(values) == 4:
-            values = [Path(str(values[0])).name.split(".")[0], *values]
-        if len(values) != 5:
-            raise ConfigError(
-                f"training item {index} must have 4 paths (image, target, weight, "
-                f"points); got {item!r}."
-            )
-        return cls(*[str(v) for v in values])
-
-
-# --------------------------------------------------------------------------- data
-@dataclass
-class _Volume:
-    item: DetectorItem
-    image: Any
-    target: Any
-    weight: Any
-    points: np.ndarray
-    low: float
-    high: float
-    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    sigma_voxels: tuple[float, ...] | None = None  # of the density target (its attributes)
-    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)  # the target's attributes
-    centres: np.ndarray | None = None  # crop centres (partial annotation / ROI), else points
-
-    @property
-    def partial(self) -> bool:
-        """True when not fully annotated (the weight map masks the loss)."""
-        return self.attrs.get("annotation", "full") != "full" or bool(self.attrs.get("roi"))
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.image.shape[-3:])  # type: ignore[return-value]
-
-    def normalise(self, block: np.ndarray) -> np.ndarray:
-        return apply_range(block, self.low, self.high)
-
-    def crop_volume(self) -> CropVolume:
-        return CropVolume(
-            arrays=[self.image, self.target, self.weight],
-            name=self.item.sample,
-            transforms=[self.normalise, None, None],
-            centres=self.points if self.centres is None else self.centres,
-        )
-
-
-def _load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: bool) -> _Volume:
-    image = open_ome_zarr(item.image, sample=item.sample)
-    target = open_ome_zarr(item.target, sample=item.sample)
-    weight = open_ome_zarr(item.weight, sample=item.sample)
-    if len(image.shape) != 3:
-        raise InputDataError(
-            f"image must be a single-channel ZYX volume; shape {image.shape}.",
-            sample=item.sample,
-            path=item.image,
-            fix="ingest one channel (sample sheet column 'channel').",
-        )
-    for name, other in (("density target", target), ("weight map", weight)):
-        if tuple(other.shape) != tuple(image.shape):
-            raise InputDataError(
-                f"{name} shape {other.shape} differs from the image shape {image.shape}.",
-                sample=item.sample,
-                path=item.target if name == "density target" else item.weight,
-                fix="recreate the density targets from this image (make-density-targets).",
-            )
-    table = read_points_csv(item.points, shape=image.shape, sample=item.sample, allow_empty=True)
-    if training and len(table) == 0:
-        raise InputDataError(
-            "points file holds no points, but every training volume needs annotated points "
-            "(unannotated particles would be learned as background).",
-            sample=item.sample,
-            path=item.points,
-            fix="annotate the particles of this volume, or give it the split "
-            "'test'/'predict' instead of 'train'.",
-        )
-    low, high = percentile_range(image.array, params.percentiles)
-    arrays = [image.array, target.array, weight.array]
-    if math.prod(image.shape) <= IN_MEMORY_MAX_VOXELS:
-        arrays = [np.asarray(a[...]) for a in arrays]
-    log.info(
-        "%s volume %s: shape %s, %d points, intensity range [%g, %g] (percentiles %s)",
-        "training" if training else "validation",
-        item.sample,
-        image.shape,
-        len(table),
-        low,
-        high,
-        list(params.percentiles),
-    )
-    target_attrs = dict(target.attrs.get("fewlabel") or {})
-    sigma = target_attrs.get("sigma_voxels")
-    return _Volume(
-        item=item,
-        image=arrays[0],
-        target=arrays[1],
-        weight=arrays[2],
-        points=table[["z", "y", "x"]].to_numpy(np.float64),
-        low=low,
-        high=high,
-        voxel_size=tuple(float(v) for v in image.voxel_size),  # type: ignore[arg-type]
-        sigma_voxels=tuple(float(v) for v in sigma) if sigma else None,
-        attrs=target_attrs,
-    )
-
-
-LOSS_CENTRES_MAX = 20_000
-"""Crop centres drawn from the loss-bearing voxels of a partially annotated volume."""
-
-
-def _loss_centres(vol: _Volume, seed: int) -> np.ndarray:
-    """Up to :data:`LOSS_CENTRES_MAX` voxels whose weight is not 0 (known or unlabelled), with
-    the clicks: crops of partially annotated volumes are centred there (read in z slabs)."""
-    rng = np.random.default_rng(seed)
-    found = []
-    for z in range(vol.shape[0]):
-        idx = np.argwhere(np.asarray(vol.weight[z]) != 0)
-        if len(idx):
-            found.append(np.column_stack([np.full(len(idx), z), idx]))
-    coords = np.concatenate(found).astype(np.float64) if found else np.zeros((0, 3))
-    if len(coords) > LOSS_CENTRES_MAX:
-        coords = coords[rng.choice(len(coords), LOSS_CENTRES_MAX, replace=False)]
-    return np.concatenate([vol.points, coords])
+__all__ = ["IN_MEMORY_MAX_VOXELS", "DetectorItem", "train_detector"]
 
 
 # --------------------------------------------------------------------------- training
@@ -284,10 +129,10 @@ def train_detector(
         seed,
         threads,
     )
-    train_vols = [_load_volume(item, params, training=True) for item in train]
+    train_vols = [load_volume(item, params, training=True) for item in train]
     tuned_on = "val"
     if val:
-        val_vols = [_load_volume(item, params, training=False) for item in val]
+        val_vols = [load_volume(item, params, training=False) for item in val]
     else:
         log.warning(
             "no validation volumes: early stopping and threshold tuning use the "
@@ -312,7 +157,7 @@ def train_detector(
     partial_train = [v for v in train_vols if v.partial]
     if partial_train:
         for i, vol in enumerate(partial_train):
-            vol.centres = _loss_centres(vol, seed + 7 + i)
+            vol.centres = loss_centres(vol, seed + 7 + i)
         point_fraction = max(point_fraction, 1.0 - params.background_crop_fraction)
         log.info(
             "partial annotation / ROI on %s: %.0f %% of the crops centred on voxels carrying "
@@ -436,7 +281,7 @@ def train_detector(
     return summary
 
 
-def _size_warnings(vols: Sequence[_Volume], diameter_um: float | None) -> list[str]:
+def _size_warnings(vols: Sequence[Volume], diameter_um: float | None) -> list[str]:
     """:func:`fewlabel.detection.sizes.size_warnings` on the training volumes' targets."""
     out: list[str] = []
     for vol in vols:

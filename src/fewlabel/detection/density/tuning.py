@@ -23,7 +23,7 @@ from fewlabel.training import autocast
 
 if TYPE_CHECKING:
     from fewlabel.detection.density.awing import DensityLoss
-    from fewlabel.detection.density.training import _Volume
+    from fewlabel.detection.density.volumes import Volume as _Volume
 
 VAL_WHOLE_MAX_VOXELS = 4_000_000
 """Validation volumes up to this size are predicted whole; larger ones are tiled."""
