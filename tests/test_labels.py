@@ -71,7 +71,9 @@ def test_chunked_targets_equal_whole_volume(tmp_path) -> None:
         tmp_path / "p.csv",
         tmp_path / "t.ome.zarr",
         tmp_path / "w.ome.zarr",
-        params=DensityTargetsConfig(sigma=(1.0, 0.75, 1.25), sigma_unit="um", lam=5.0, T=0.3),
+        params=DensityTargetsConfig(
+            sigma=(1.0, 0.75, 1.25), sigma_unit="um", lam=5.0, T=0.3, annotation="full"
+        ),
         sample="s1",
         workers=2,
     )
