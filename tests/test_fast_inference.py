@@ -93,3 +93,20 @@ def test_bfloat16_runner_is_close_to_float32(rng):
     assert got.dtype == np.float32 and got.shape == ref.shape
     assert np.abs(got - ref).max() < 0.1
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99
+
+
+def test_instance_norm_as_per_sample_batch_norm_is_the_same_function():
+    torch.manual_seed(3)
+    net = DMDetNet3D(base_channels=4, depth=1).eval()
+    for m in net.modules():  # non-trivial affine parameters
+        if isinstance(m, torch.nn.InstanceNorm3d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    fast = prepare_module(net, sample_norm=True)
+    assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in fast.modules())
+    x = torch.randn(3, 1, 8, 20, 24)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), net(x), rtol=1e-5, atol=1e-5)
+        cl = x.contiguous(memory_format=torch.channels_last_3d)
+        fast_cl = fast.to(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(fast_cl(cl), net(x), rtol=1e-5, atol=1e-5)

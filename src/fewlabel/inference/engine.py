@@ -1,11 +1,11 @@
 """Whole-volume prediction with a trained model folder: OME-Zarr in → float32 OME-Zarr out.
 
 Runs :func:`fewlabel.inference.tiling.predict_tiled` (Gaussian-blended tiles, bounded memory,
-prefetch)
-with the model loaded once by :func:`fewlabel.models.store.load_model`, intensities mapped by
-the model's normalisation recipe (``x' = (x − low)/(high − low)``, ``low, high`` = volume
-percentiles, :mod:`fewlabel.normalize`), under ``torch.inference_mode()`` and float16 autocast
-on CUDA only.
+prefetch, optional ROI gating) with the model loaded once by
+:func:`fewlabel.models.store.load_model`, intensities mapped by the model's normalisation recipe
+(``x' = (x − low)/(high − low)``, ``low, high`` = volume percentiles, :mod:`fewlabel.normalize`),
+under ``torch.inference_mode()``, through :func:`fewlabel.inference.fast.model_runner`
+(``predict.precision``: bf16 on CPUs with native bf16, float16 autocast on CUDA, else float32).
 
 Two ways to run:
 
@@ -75,14 +75,11 @@ def _torch_model_fn(module: Any, device: str) -> Any:
 
 @contextlib.contextmanager
 def _inference(device: str) -> Any:
-    """``torch.inference_mode()`` plus float16 autocast on CUDA (none on CPU)."""
+    """``torch.inference_mode()`` plus float16 autocast on CUDA (the output-channel probe)."""
     import torch
 
-    amp = (
-        torch.autocast("cuda", dtype=torch.float16)
-        if torch.device(device).type == "cuda"
-        else contextlib.nullcontext()
-    )
+    cuda = torch.device(device).type == "cuda"
+    amp = torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()
     with torch.inference_mode(), amp:
         yield
 

@@ -3,6 +3,11 @@
 :func:`prepare_module` returns a copy of a model (eval mode, weights untouched in the original)
 in which
 
+* ``InstanceNorm3d`` (affine, batch statistics) becomes :class:`SampleInstanceNorm`: for one
+  sample, instance normalisation *is* batch normalisation with batch statistics
+  (``y = γ (x − μ_c)/√(σ²_c + ε) + β``, moments over the sample's voxels; Ulyanov et al. 2016,
+  eq. 4 vs Ioffe & Szegedy 2015, Alg. 1), and PyTorch's batch-norm kernel runs on channels-last
+  tensors in place of layout, where its instance-norm path copies the tensor twice;
 * eval-mode ``BatchNorm`` following a convolution is folded into that convolution's weights
   (``W' = W·γ/√(σ²_run + ε)``, ``b' = (b − μ_run)·γ/√(σ²_run + ε) + β``);
 * ``nn.Upsample(mode='trilinear', align_corners=False)`` with integer factors 1 or 2 becomes
@@ -38,6 +43,22 @@ from fewlabel.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+class SampleInstanceNorm(nn.Module):
+    """Instance normalisation computed per sample with the batch-norm kernel (no copies of
+    channels-last tensors); same function as the ``InstanceNorm3d`` it replaces."""
+
+    def __init__(self, norm: nn.modules.instancenorm._InstanceNorm) -> None:
+        super().__init__()
+        self.weight = norm.weight
+        self.bias = norm.bias
+        self.eps = float(norm.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return torch.cat([self(x[i : i + 1]) for i in range(x.shape[0])])
 
 
 class SeparableUpsample(nn.Module):
@@ -108,14 +129,23 @@ def _fold_batchnorm(seq: nn.Sequential) -> None:
             seq._modules[b] = nn.Identity()
 
 
-def prepare_module(module: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``module`` with the rewrites of the module docstring applied."""
+def prepare_module(module: nn.Module, *, sample_norm: bool = False) -> nn.Module:
+    """An eval-mode copy of ``module`` with the rewrites of the module docstring applied
+    (``sample_norm``: also :class:`SampleInstanceNorm`, for channels-last bf16 runs; in float32
+    PyTorch's own instance norm is faster)."""
     fast = copy.deepcopy(module).eval()
     for parent in list(fast.modules()):
         if isinstance(parent, nn.Sequential):
             _fold_batchnorm(parent)
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Upsample):
+            if (
+                sample_norm
+                and isinstance(child, nn.InstanceNorm3d)
+                and not child.track_running_stats
+                and child.affine
+            ):
+                setattr(parent, name, SampleInstanceNorm(child))
+            elif isinstance(child, nn.Upsample):
                 factors = _upsample_factors(child)
                 if factors is not None:
                     setattr(parent, name, SeparableUpsample(factors))
@@ -154,13 +184,15 @@ def model_runner(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``numpy (B, C, *S) float32 -> numpy float32`` running ``module`` on ``device``.
 
-    ``optimize``: run :func:`prepare_module`'s copy (same function, faster); ``precision``:
-    see :func:`resolve_precision`. Call it inside ``torch.inference_mode()``.
+    ``optimize``: run :func:`prepare_module`'s copy (same function, faster); in bf16 on CPU one
+    sample at a time (smaller activations stay in cache; measured faster); ``precision``: see
+    :func:`resolve_precision`. Call it inside ``torch.inference_mode()``.
     """
     dev = torch.device(device)
     dtype = resolve_precision(precision, device)
-    net = prepare_module(module) if optimize else module
     cast = torch.bfloat16 if dtype == "bfloat16" else None
+    per_sample = optimize and cast is not None and dev.type == "cpu"
+    net = prepare_module(module, sample_norm=per_sample) if optimize else module
     # channels-last for 3D networks only (a 2D convolution's weight has no 3D layout)
     channels_last = cast is not None and not any(
         isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() != 5 for m in net.modules()
@@ -185,14 +217,18 @@ def model_runner(
             x = x.to(cast)
         if channels_last and x.dim() == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        if amp_dtype is None:
-            y = net(x)
-        else:
-            with torch.autocast(dev.type, dtype=amp_dtype):
-                y = net(x)
-        if isinstance(y, (tuple, list)):
-            y = y[0]
-        return y.float().contiguous().cpu().numpy()
+        parts = [x[i : i + 1] for i in range(x.shape[0])] if per_sample else [x]
+        outs = []
+        for part in parts:
+            if amp_dtype is None:
+                y = net(part)
+            else:
+                with torch.autocast(dev.type, dtype=amp_dtype):
+                    y = net(part)
+            if isinstance(y, (tuple, list)):
+                y = y[0]
+            outs.append(y.float().contiguous().cpu().numpy())
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     return run
 
