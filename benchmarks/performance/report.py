@@ -113,6 +113,16 @@ def _scaling(data: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def _recompute(data: dict[str, Any]) -> list[str]:
+    out = [
+        "### Recompute factor vs plane size (dry run of the tile plan, no model; z = 32)",
+        "",
+        "| plane / tile / cache tiles | tiles computed / tiles needed |",
+        "|---|---|",
+    ]
+    return out + [f"| {k} | {v:.3f} |" for k, v in data.items()] + [""]
+
+
 def render(results: dict[str, Any], path: Path) -> None:
     m = results.get("machine", {})
     lines = [
@@ -130,6 +140,7 @@ def render(results: dict[str, Any], path: Path) -> None:
         ("engine", _engine),
         ("sidebyside", _side),
         ("scaling", _scaling),
+        ("recompute", _recompute),
     ):
         if key in results:
             lines += fn(results[key])

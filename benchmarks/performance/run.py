@@ -198,13 +198,14 @@ def part_sidebyside(args: argparse.Namespace) -> None:
 
 
 def part_scaling(args: argparse.Namespace) -> None:
-    """Tiny conv net (engine-bound), 64 MiB / 512 MiB (/ 4 GiB with --big) of float32 output."""
+    """Tiny conv net (engine-bound), 64 MiB / 512 MiB (/ 4 GiB with --big) of float32 output
+    on a 512 x 512 plane (growing in z); plus the plan's recompute factor vs plane size."""
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     model = random_model(work, "tiny", "bench_tiny", {})
-    sizes = {"64 MiB": (64, 512, 512), "512 MiB": (128, 1024, 1024)}
+    sizes = {"64 MiB": (64, 512, 512), "512 MiB": (512, 512, 512)}
     if args.big:
-        sizes["4 GiB"] = (256, 2048, 2048)
+        sizes["4 GiB"] = (4096, 512, 512)
     rows = {}
     for label, shape in sizes.items():
         image = write_volume(work / f"scale_{shape[0]}.ome.zarr", shape, seed=3)
@@ -220,6 +221,27 @@ def part_scaling(args: argparse.Namespace) -> None:
         }
         rows[label] = {"shape": shape, **run_case(spec)}
     save("scaling", rows)
+    save("recompute", recompute_table())
+
+
+def recompute_table() -> dict[str, float]:
+    """Tiles computed / tiles needed (dry run of the plan, no model) vs plane and cache."""
+    from fewlabel.inference.geometry import TileLayout, TilePlan, choose_order
+
+    out = {}
+    for plane in (512, 1024, 2048):
+        for tile, overlap in (
+            ((16, 64, 64), (4, 16, 16)),
+            (tuple(DEFAULT_TILE), tuple(DEFAULT_OVERLAP)),
+        ):
+            layout = TileLayout.build((32, plane, plane), tile, overlap, (16, 128, 128), 4)
+            for cache in (64, 128, 256):
+                order = choose_order(layout, None, cache)
+                count = TilePlan(layout, None, order, cache).count()
+                key = f"plane {plane}² | tile {list(tile)} | cache {cache}"
+                out[key] = count["tiles_computed"] / count["tiles_needed"]
+                print(key, out[key])
+    return out
 
 
 def main() -> None:
