@@ -76,18 +76,24 @@ class SeparableUpsample(nn.Module):
 
 
 def _double(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Linear ×2 along ``axis`` written straight into the interleaved output (no shifted
+    copies): even ``out[2i] = lerp(x[i], x[i−1], ¼)``, odd ``out[2i+1] = lerp(x[i], x[i+1], ¼)``,
+    ``out[0] = x[0]``, ``out[2n−1] = x[n−1]`` (the clamped border weights)."""
     n = x.shape[axis]
-    prev = torch.cat([x.narrow(axis, 0, 1), x.narrow(axis, 0, n - 1)], dim=axis)
-    nxt = torch.cat([x.narrow(axis, 1, n - 1), x.narrow(axis, n - 1, 1)], dim=axis)
     shape = list(x.shape)
     shape[axis] = 2 * n
-    fmt = _memory_format(x)
-    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
     index = [slice(None)] * x.dim()
     index[axis] = slice(0, None, 2)
-    out[tuple(index)] = torch.lerp(x, prev, 0.25)
+    even = out[tuple(index)]
     index[axis] = slice(1, None, 2)
-    out[tuple(index)] = torch.lerp(x, nxt, 0.25)
+    odd = out[tuple(index)]
+    even.narrow(axis, 0, 1).copy_(x.narrow(axis, 0, 1))
+    odd.narrow(axis, n - 1, 1).copy_(x.narrow(axis, n - 1, 1))
+    if n > 1:
+        head, tail = x.narrow(axis, 0, n - 1), x.narrow(axis, 1, n - 1)
+        torch.lerp(tail, head, 0.25, out=even.narrow(axis, 1, n - 1))
+        torch.lerp(head, tail, 0.25, out=odd.narrow(axis, 0, n - 1))
     return out
 
 

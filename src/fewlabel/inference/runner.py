@@ -2,8 +2,8 @@
 :class:`~fewlabel.inference.geometry.TilePlan` with real data (reader/writer threads, tile
 cache, block buffers), skipping ROI-inactive tiles (:mod:`fewlabel.inference.gating`).
 
-Memory: block buffers and batches are allocated afresh per block / brick; after every block
-the C heap is trimmed (``malloc_trim(0)``, glibc) so that large freed buffers of torch and numpy
+Memory: block buffers and batches are allocated afresh per block / brick; after finished blocks
+(at most every 2 s) the C heap is trimmed (``malloc_trim(0)``, glibc) so that large freed buffers of torch and numpy
 are returned to the OS instead of accumulating in fragmented arenas (peak RSS then stays flat
 with the volume size; ``benchmarks/performance``).
 """
@@ -83,10 +83,17 @@ def _load_malloc_trim() -> Any:
 _MALLOC_TRIM = _load_malloc_trim()
 
 
-def trim_heap() -> None:
-    """``malloc_trim(0)`` (glibc): give freed heap memory back to the OS; no-op elsewhere."""
-    if _MALLOC_TRIM is not None:
+_LAST_TRIM = [0.0]
+TRIM_INTERVAL_S = 2.0
+
+
+def trim_heap(force: bool = False) -> None:
+    """``malloc_trim(0)`` (glibc): give freed heap memory back to the OS (at most every
+    ``TRIM_INTERVAL_S`` seconds unless ``force``: one call costs ~10 ms); no-op elsewhere."""
+    now = time.monotonic()
+    if _MALLOC_TRIM is not None and (force or now - _LAST_TRIM[0] >= TRIM_INTERVAL_S):
         _MALLOC_TRIM(0)
+        _LAST_TRIM[0] = now
 
 
 class TileRunner:
