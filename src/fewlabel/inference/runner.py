@@ -2,10 +2,10 @@
 :class:`~fewlabel.inference.geometry.TilePlan` with real data (reader/writer threads, tile
 cache, block buffers), skipping ROI-inactive tiles (:mod:`fewlabel.inference.gating`).
 
-Memory: block buffers and batches are allocated afresh per block / brick; after finished blocks
-(at most every 2 s) the C heap is trimmed (``malloc_trim(0)``, glibc) so that large freed buffers of torch and numpy
-are returned to the OS instead of accumulating in fragmented arenas (peak RSS then stays flat
-with the volume size; ``benchmarks/performance``).
+Memory: block buffers and batches are allocated afresh per block / brick; after finished
+blocks (at most every 2 s) the C heap is trimmed (``malloc_trim(0)``, glibc) so that large
+freed buffers of torch and numpy are returned to the OS instead of accumulating in fragmented
+arenas (peak RSS then stays flat with the volume size; ``benchmarks/performance``).
 """
 
 from __future__ import annotations
