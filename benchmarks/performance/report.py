@@ -47,14 +47,14 @@ def _engine(data: dict[str, Any]) -> list[str]:
         "of the voxels. Speed-ups: CPU seconds of the best 'before' run / this run.",
         "",
         "| run | CPU s | wall s | CPU speed-up vs before | tiles computed | tiles skipped "
-        "| peak RSS MiB | load (uptime) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| load (uptime) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, r in rows.items():
         s = r["stats"]
         out.append(
             f"| {key} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {base['cpu_s'] / r['cpu_s']:.2f}× | "
-            f"{s['tiles_computed']} | {s.get('tiles_skipped', 0)} | {r['rss_peak_mib']:.0f} | "
+            f"{s['tiles_computed']} | {s.get('tiles_skipped', 0)} | "
             f"{r['uptime'].split('load average:')[-1].strip()} |"
         )
     gated = rows.get("default+roi")
