@@ -35,7 +35,7 @@ def test_separable_upsample_equals_trilinear_interpolation(factors, shape):
 def test_prepared_detnet_equals_original_in_float32():
     torch.manual_seed(0)
     net = DMDetNet3D(base_channels=4, depth=2).eval()
-    fast = prepare_module(net)
+    fast = prepare_module(net, bf16=True)  # the bf16 rewrites, run here in float32
     assert not any(isinstance(m, torch.nn.Upsample) for m in fast.modules())
     assert any(isinstance(m, torch.nn.Upsample) for m in net.modules())  # original untouched
     x = torch.randn(2, 1, 8, 20, 24)
@@ -102,7 +102,7 @@ def test_instance_norm_as_per_sample_batch_norm_is_the_same_function():
         if isinstance(m, torch.nn.InstanceNorm3d):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
-    fast = prepare_module(net, sample_norm=True)
+    fast = prepare_module(net, bf16=True)
     assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in fast.modules())
     x = torch.randn(3, 1, 8, 20, 24)
     with torch.inference_mode():
