@@ -58,21 +58,6 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _torch_model_fn(module: Any, device: str) -> Any:
-    import torch
-
-    dev = torch.device(device)
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(dev)
-        y = module(x)
-        if isinstance(y, (tuple, list)):
-            y = y[0]
-        return y.float().cpu().numpy()
-
-    return run
-
-
 @contextlib.contextmanager
 def _inference(device: str) -> Any:
     """``torch.inference_mode()`` plus float16 autocast on CUDA (the output-channel probe)."""
@@ -90,12 +75,14 @@ def _in_channels(array: Any) -> int:
 
 def _out_channels(module: Any, in_channels: int, tile: Sequence[int], device: str) -> int:
     """Output channels: ``module.out_channels`` when declared, else probed with one zero tile."""
+    from fewlabel.inference.fast import model_runner
+
     declared = getattr(module, "out_channels", None)
     if isinstance(declared, int):
         return declared
     with _inference(device):
         probe = np.zeros((1, in_channels, *tile), dtype=np.float32)
-        out = np.asarray(_torch_model_fn(module, device)(probe))
+        out = np.asarray(model_runner(module, device, "float32", optimize=False)(probe))
     if out.ndim != 5:
         raise ModelError(f"the model returned a {out.ndim}D array for a (B, C, Z, Y, X) batch.")
     return int(out.shape[1])
