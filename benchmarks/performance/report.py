@@ -104,8 +104,8 @@ def _side(data: dict[str, Any]) -> list[str]:
 
 def _scaling(data: dict[str, Any]) -> list[str]:
     out = [
-        "## 4. Engine scaling (tiny 2-layer conv net, float32, tile [16, 64, 64], "
-        "overlap [4, 16, 16])",
+        "## 4. Engine scaling (tiny 2-layer conv net, float32, default detection tiles "
+        "[16, 128, 128], overlap [8, 48, 48], cache 64; volumes grow in z on a 512² plane)",
         "",
         "| volume (float32 output) | shape | CPU µs / voxel | wall µs / voxel | recompute factor "
         "| peak RSS MiB | RSS − before MiB | load (uptime) |",

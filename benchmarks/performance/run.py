@@ -204,8 +204,9 @@ def part_sidebyside(args: argparse.Namespace) -> None:
 
 
 def part_scaling(args: argparse.Namespace) -> None:
-    """Tiny conv net (engine-bound), 64 MiB / 512 MiB (/ 4 GiB with --big) of float32 output
-    on a 512 x 512 plane (growing in z); plus the plan's recompute factor vs plane size."""
+    """Tiny conv net (engine-bound) at the default detection tiles, 64 MiB / 512 MiB (/ 4 GiB
+    with --big) of float32 output on a 512 x 512 plane (growing in z); plus the plan's
+    recompute factor vs plane size."""
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     model = random_model(work, "tiny", "bench_tiny", {})
@@ -220,8 +221,8 @@ def part_scaling(args: argparse.Namespace) -> None:
             "label": f"scaling {label}",
             "model_dir": str(model),
             "image": str(image),
-            "output": str(work / f"scale_out_{shape[0]}.ome.zarr"),
-            "params": {"tile": [16, 64, 64], "overlap": [4, 16, 16], "precision": "float32"},
+            "output": str(work / f"scale_out_{shape[0]}_t{DEFAULT_TILE[1]}.ome.zarr"),
+            "params": {"tile": DEFAULT_TILE, "overlap": DEFAULT_OVERLAP, "precision": "float32"},
             "threads": 1,
             "register_tiny": True,
         }
