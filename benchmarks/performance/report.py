@@ -125,6 +125,15 @@ def _scaling(data: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def _scaling_tile64(data: dict[str, Any]) -> list[str]:
+    lines = _scaling(data)
+    lines[0] = (
+        "### Same with the smaller tile of benchmarks/tiled_engine ([16, 64, 64], overlap "
+        "[4, 16, 16]): the plan's recompute factor differs between the sizes (see below)"
+    )
+    return lines
+
+
 def _recompute(data: dict[str, Any]) -> list[str]:
     out = [
         "### Recompute factor vs plane size (dry run of the tile plan, no model; z = 32)",
@@ -152,6 +161,7 @@ def render(results: dict[str, Any], path: Path) -> None:
         ("engine", _engine),
         ("sidebyside", _side),
         ("scaling", _scaling),
+        ("scaling_tile64", _scaling_tile64),
         ("recompute", _recompute),
     ):
         if key in results:
