@@ -141,7 +141,8 @@ def _recompute(data: dict[str, Any]) -> list[str]:
         "| plane / tile / cache tiles | tiles computed / tiles needed |",
         "|---|---|",
     ]
-    return out + [f"| {k} | {v:.3f} |" for k, v in data.items()] + [""]
+    rows = [f"| {k.replace(' | ', ', ')} | {v:.3f} |" for k, v in data.items()]
+    return out + rows + [""]
 
 
 def render(results: dict[str, Any], path: Path) -> None:

@@ -245,7 +245,7 @@ def recompute_table() -> dict[str, float]:
             for cache in (64, 128, 256):
                 order = choose_order(layout, None, cache)
                 count = TilePlan(layout, None, order, cache).count()
-                key = f"plane {plane}² | tile {list(tile)} | cache {cache}"
+                key = f"plane {plane}², tile {list(tile)}, cache {cache}"
                 out[key] = count["tiles_computed"] / count["tiles_needed"]
                 print(key, out[key])
     return out
