@@ -110,3 +110,14 @@ def test_instance_norm_as_per_sample_batch_norm_is_the_same_function():
         cl = x.contiguous(memory_format=torch.channels_last_3d)
         fast_cl = fast.to(memory_format=torch.channels_last_3d)
         torch.testing.assert_close(fast_cl(cl), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_float32_runner_of_a_batchnorm_unet_is_channels_last_and_equal(rng):
+    torch.manual_seed(4)
+    net = UNet(base_channels=4, depth=1, norm="batch").eval()
+    batch = rng.normal(size=(2, 1, 4, 16, 16)).astype(np.float32)
+    with torch.inference_mode():
+        ref = net(torch.from_numpy(batch)).numpy()
+        got = model_runner(net, "cpu", "float32")(batch)
+    assert got.flags.c_contiguous
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

@@ -200,14 +200,19 @@ def model_runner(
     cast = torch.bfloat16 if dtype == "bfloat16" else None
     per_sample = optimize and cast is not None and dev.type == "cpu"
     net = prepare_module(module, bf16=per_sample) if optimize else module
-    # channels-last for 3D networks only (a 2D convolution's weight has no 3D layout)
-    channels_last = cast is not None and not any(
+    # channels-last: 3D networks only (a 2D convolution's weight has no 3D layout); in float32
+    # only without instance norm (PyTorch's float32 instance norm copies channels-last tensors:
+    # measured 0.7-0.9x for DM-DetNet3D, 1.5x for the BatchNorm U-Net)
+    conv3d = not any(
         isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() != 5 for m in net.modules()
     )
-    if cast is not None:
+    instance_norm = any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in net.modules())
+    channels_last = conv3d and optimize and (cast is not None or not instance_norm)
+    if cast is not None or channels_last:
         if net is module:
             net = copy.deepcopy(module)
-        net = net.to(dtype=cast)
+        if cast is not None:
+            net = net.to(dtype=cast)
         if channels_last:
             net = net.to(memory_format=torch.channels_last_3d)
     amp_dtype = torch.float16 if dtype == "float16" else None
