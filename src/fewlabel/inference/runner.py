@@ -2,16 +2,17 @@
 :class:`~fewlabel.inference.geometry.TilePlan` with real data (reader/writer threads, tile
 cache, block buffers), skipping ROI-inactive tiles (:mod:`fewlabel.inference.gating`).
 
-Memory: block buffers and batches are allocated afresh per block / brick; after finished
-blocks (at most every 2 s) the C heap is trimmed (``malloc_trim(0)``, glibc) so that large
-freed buffers of torch and numpy are returned to the OS instead of accumulating in fragmented
-arenas (peak RSS then stays flat with the volume size; ``benchmarks/performance``).
+Memory: block buffers and batches are allocated afresh per block / brick; when the RSS has
+grown 128 MiB above its level after the first block, the C heap is trimmed (``malloc_trim(0)``,
+glibc) so that freed buffers of torch and numpy are returned to the OS instead of accumulating
+in fragmented arenas (peak RSS then stays flat with the volume size; ``benchmarks/performance``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -83,17 +84,34 @@ def _load_malloc_trim() -> Any:
 _MALLOC_TRIM = _load_malloc_trim()
 
 
-_LAST_TRIM = [0.0]
-TRIM_INTERVAL_S = 2.0
+TRIM_GROWTH_MIB = 128.0
 
 
-def trim_heap(force: bool = False) -> None:
-    """``malloc_trim(0)`` (glibc): give freed heap memory back to the OS (at most every
-    ``TRIM_INTERVAL_S`` seconds unless ``force``: one call costs ~10 ms); no-op elsewhere."""
-    now = time.monotonic()
-    if _MALLOC_TRIM is not None and (force or now - _LAST_TRIM[0] >= TRIM_INTERVAL_S):
-        _MALLOC_TRIM(0)
-        _LAST_TRIM[0] = now
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class HeapTrimmer:
+    """``malloc_trim(0)`` (glibc) when the RSS has grown ``TRIM_GROWTH_MIB`` above what it was
+    after the first block: bounds the allocator's fragmentation without returning (and then
+    page-faulting back) the model's working buffers after every block, which costs CPU."""
+
+    def __init__(self) -> None:
+        self.reference: float | None = None
+
+    def __call__(self) -> None:
+        if _MALLOC_TRIM is None:
+            return
+        rss = _rss_mib()
+        if self.reference is None:
+            self.reference = rss
+        elif rss > self.reference + TRIM_GROWTH_MIB:
+            _MALLOC_TRIM(0)
+            self.reference = max(self.reference, min(rss, _rss_mib()))
 
 
 class TileRunner:
@@ -131,6 +149,7 @@ class TileRunner:
         self.base = importance_map(layout.tile, sigma_scale)
         self.in_channels = source.shape[0] if len(source.shape) == 4 else 1
         self.stats = TiledStats()
+        self.trim_heap = HeapTrimmer()
 
     def live_tiles(self, brick: tuple[int, ...]) -> list[int]:
         """The brick's tiles that are computed (all of them without ROI gating)."""
@@ -288,7 +307,7 @@ class TileRunner:
                             self.stats.max_pending_writes, len(writes)
                         )
                     del out
-                    trim_heap()
+                    self.trim_heap()
                     yield op[1]
             while writes:
                 writes.popleft().result()
