@@ -94,7 +94,8 @@ def _side(data: dict[str, Any]) -> list[str]:
             f1 = r.get("detection", {}).get("f1")
             diff = r.get("max_abs_diff")
             out.append(
-                f"| {key} | {engine} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | "
+                f"| {key.replace(' | ', ' / ')} | {engine} | {r['cpu_s']:.1f} | "
+                f"{r['wall_s']:.1f} | "
                 f"{monai['cpu_s'] / r['cpu_s']:.2f} | {r['rss_peak_mib']:.0f} | "
                 f"{r['rss_peak_mib'] - r['rss_base_mib']:.0f} | "
                 f"{'–' if diff is None else f'{diff:.2e}'} | {'–' if f1 is None else f'{f1:.4f}'} |"
