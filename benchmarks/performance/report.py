@@ -42,7 +42,8 @@ def _engine(data: dict[str, Any]) -> list[str]:
         "",
         f"Volume {data['shape']} uint16 OME-Zarr, DM-DetNet3D config default (base 8, depth 2, "
         "random weights), tile [16, 128, 128], overlap [8, 48, 48], batch 4, cache 64, 1 torch "
-        "thread, each run its own process, before/after alternating. ROI: one compact "
+        "thread, each run its own process (one before/after pair in the final run). "
+        "ROI: one compact "
         f"ellipsoid (the sample filling part of the field), {100 * data['roi_fraction']:.0f} % "
         "of the voxels. Speed-ups: CPU seconds of the best 'before' run / this run.",
         "",
