@@ -35,7 +35,7 @@ def test_separable_upsample_equals_trilinear_interpolation(factors, shape):
 def test_prepared_detnet_equals_original_in_float32():
     torch.manual_seed(0)
     net = DMDetNet3D(base_channels=4, depth=2).eval()
-    fast = prepare_module(net)
+    fast = prepare_module(net, bf16=True)  # the bf16 rewrites, run here in float32
     assert not any(isinstance(m, torch.nn.Upsample) for m in fast.modules())
     assert any(isinstance(m, torch.nn.Upsample) for m in net.modules())  # original untouched
     x = torch.randn(2, 1, 8, 20, 24)
@@ -93,3 +93,31 @@ def test_bfloat16_runner_is_close_to_float32(rng):
     assert got.dtype == np.float32 and got.shape == ref.shape
     assert np.abs(got - ref).max() < 0.1
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99
+
+
+def test_instance_norm_as_per_sample_batch_norm_is_the_same_function():
+    torch.manual_seed(3)
+    net = DMDetNet3D(base_channels=4, depth=1).eval()
+    for m in net.modules():  # non-trivial affine parameters
+        if isinstance(m, torch.nn.InstanceNorm3d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    fast = prepare_module(net, bf16=True)
+    assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in fast.modules())
+    x = torch.randn(3, 1, 8, 20, 24)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), net(x), rtol=1e-5, atol=1e-5)
+        cl = x.contiguous(memory_format=torch.channels_last_3d)
+        fast_cl = fast.to(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(fast_cl(cl), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_float32_runner_of_a_batchnorm_unet_is_channels_last_and_equal(rng):
+    torch.manual_seed(4)
+    net = UNet(base_channels=4, depth=1, norm="batch").eval()
+    batch = rng.normal(size=(2, 1, 4, 16, 16)).astype(np.float32)
+    with torch.inference_mode():
+        ref = net(torch.from_numpy(batch)).numpy()
+        got = model_runner(net, "cpu", "float32")(batch)
+    assert got.flags.c_contiguous
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

@@ -399,3 +399,22 @@ def test_other_workdir_without_configfile_uses_the_workflow_config(tmp_path):
     assert f"no config/config.yaml in {tmp_path}" in text
     assert "make_demo_data" in text and "train_detector" in text
     assert not (tmp_path / "config").exists()
+
+
+@pytest.mark.workflow
+def test_roi_gate_prediction_passes_the_roi_mask_to_detection_prediction(tmp_path):
+    project = tiny_project(tmp_path, rows=3, n_train=1, n_val=1)
+    off = dry_run(project)
+    assert off.returncode == 0, off.stderr
+    predict = [ln for ln in off.stdout.splitlines() if "fewlabel predict_volume " in ln]
+    assert predict and all("--roi= " in ln for ln in predict)  # '' = no gating
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    config["roi"] = {"gate_prediction": True}
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    on = dry_run(project)
+    assert on.returncode == 0, on.stderr
+    predict = [ln for ln in on.stdout.splitlines() if "fewlabel predict_volume " in ln]
+    assert predict  # the test split is predicted
+    for line in predict:
+        sample = re.search(r"--sample (\S+)", line).group(1)
+        assert f"--roi=results/roi/{sample}/roi.ome.zarr" in line

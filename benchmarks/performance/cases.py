@@ -2,7 +2,7 @@
 
 Every case prints one JSON line: wall and CPU seconds (``getrusage``: user + system of this
 process, i.e. the work done, which other jobs on the shared cores do not inflate), peak RSS
-(``ru_maxrss``) and RSS just before the measured work, plus case-specific numbers.
+(``VmHWM``) and RSS just before the measured work, plus case-specific numbers.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ def _rss_now_mib() -> float:
 
 
 def _peak_mib() -> float:
+    """Peak RSS of this process (``VmHWM``: reset at ``exec``, unlike ``ru_maxrss``, which a
+    child inherits from the parent that started it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -71,7 +71,9 @@ def _variants(net: nn.Module) -> dict[str, Any]:
     out = {
         "float32 (before)": lambda x: plain(torch.from_numpy(x)).numpy(),
         "float32 channels_last_3d": channels_last,
-        "float32 fewlabel (fold BN, separable upsample)": model_runner(plain, "cpu", "float32"),
+        "float32 fewlabel (BN folded; channels-last if no instance norm)": model_runner(
+            plain, "cpu", "float32"
+        ),
     }
     if cpu_has_bf16():
         out["bf16 autocast"] = autocast_bf16

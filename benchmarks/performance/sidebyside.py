@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-SIZES = {"A": (32, 256, 256), "B": (48, 384, 384)}
+SIZES = {"A": (32, 256, 256), "B": (32, 384, 384)}
 DET_TILE, DET_OVERLAP = [16, 128, 128], [8, 48, 48]
 UNET_TILE, UNET_OVERLAP = [16, 96, 96], [8, 44, 44]
 
@@ -125,8 +125,11 @@ def side_by_side(
         ("DM-DetNet3D (trained)", det, DET_TILE, DET_OVERLAP),
         ("ISL U-Net (trained)", isl, UNET_TILE, UNET_OVERLAP),
     ):
-        settings = [("config overlap", overlap, list(SIZES))]
-        settings.append(("nnU-Net (step 0.5)", [t // 2 for t in tile], ["A"]))
+        # the shared 2 cores allow: both sizes and nnU-Net's settings for the detector, the
+        # config overlap on volume A for the U-Net
+        settings = [("config overlap", overlap, list(SIZES) if model_name[0] == "D" else ["A"])]
+        if model_name[0] == "D":
+            settings.append(("nnU-Net (step 0.5)", [t // 2 for t in tile], ["A"]))
         for setting, ov, sizes in settings:
             for size in sizes:
                 shape = SIZES[size]

@@ -1,11 +1,11 @@
 """Whole-volume prediction with a trained model folder: OME-Zarr in → float32 OME-Zarr out.
 
 Runs :func:`fewlabel.inference.tiling.predict_tiled` (Gaussian-blended tiles, bounded memory,
-prefetch)
-with the model loaded once by :func:`fewlabel.models.store.load_model`, intensities mapped by
-the model's normalisation recipe (``x' = (x − low)/(high − low)``, ``low, high`` = volume
-percentiles, :mod:`fewlabel.normalize`), under ``torch.inference_mode()`` and float16 autocast
-on CUDA only.
+prefetch, optional ROI gating) with the model loaded once by
+:func:`fewlabel.models.store.load_model`, intensities mapped by the model's normalisation recipe
+(``x' = (x − low)/(high − low)``, ``low, high`` = volume percentiles, :mod:`fewlabel.normalize`),
+under ``torch.inference_mode()``, through :func:`fewlabel.inference.fast.model_runner`
+(``predict.precision``: bf16 on CPUs with native bf16, float16 autocast on CUDA, else float32).
 
 Two ways to run:
 
@@ -58,31 +58,13 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _torch_model_fn(module: Any, device: str) -> Any:
-    import torch
-
-    dev = torch.device(device)
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(dev)
-        y = module(x)
-        if isinstance(y, (tuple, list)):
-            y = y[0]
-        return y.float().cpu().numpy()
-
-    return run
-
-
 @contextlib.contextmanager
 def _inference(device: str) -> Any:
-    """``torch.inference_mode()`` plus float16 autocast on CUDA (none on CPU)."""
+    """``torch.inference_mode()`` plus float16 autocast on CUDA (the output-channel probe)."""
     import torch
 
-    amp = (
-        torch.autocast("cuda", dtype=torch.float16)
-        if torch.device(device).type == "cuda"
-        else contextlib.nullcontext()
-    )
+    cuda = torch.device(device).type == "cuda"
+    amp = torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()
     with torch.inference_mode(), amp:
         yield
 
@@ -93,12 +75,14 @@ def _in_channels(array: Any) -> int:
 
 def _out_channels(module: Any, in_channels: int, tile: Sequence[int], device: str) -> int:
     """Output channels: ``module.out_channels`` when declared, else probed with one zero tile."""
+    from fewlabel.inference.fast import model_runner
+
     declared = getattr(module, "out_channels", None)
     if isinstance(declared, int):
         return declared
     with _inference(device):
         probe = np.zeros((1, in_channels, *tile), dtype=np.float32)
-        out = np.asarray(_torch_model_fn(module, device)(probe))
+        out = np.asarray(model_runner(module, device, "float32", optimize=False)(probe))
     if out.ndim != 5:
         raise ModelError(f"the model returned a {out.ndim}D array for a (B, C, Z, Y, X) batch.")
     return int(out.shape[1])

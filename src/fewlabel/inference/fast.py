@@ -3,6 +3,11 @@
 :func:`prepare_module` returns a copy of a model (eval mode, weights untouched in the original)
 in which
 
+* ``InstanceNorm3d`` (affine, batch statistics) becomes :class:`SampleInstanceNorm`: for one
+  sample, instance normalisation *is* batch normalisation with batch statistics
+  (``y = γ (x − μ_c)/√(σ²_c + ε) + β``, moments over the sample's voxels; Ulyanov et al. 2016,
+  eq. 4 vs Ioffe & Szegedy 2015, Alg. 1), and PyTorch's batch-norm kernel runs on channels-last
+  tensors in place of layout, where its instance-norm path copies the tensor twice;
 * eval-mode ``BatchNorm`` following a convolution is folded into that convolution's weights
   (``W' = W·γ/√(σ²_run + ε)``, ``b' = (b − μ_run)·γ/√(σ²_run + ε) + β``);
 * ``nn.Upsample(mode='trilinear', align_corners=False)`` with integer factors 1 or 2 becomes
@@ -40,6 +45,22 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
+class SampleInstanceNorm(nn.Module):
+    """Instance normalisation computed per sample with the batch-norm kernel (no copies of
+    channels-last tensors); same function as the ``InstanceNorm3d`` it replaces."""
+
+    def __init__(self, norm: nn.modules.instancenorm._InstanceNorm) -> None:
+        super().__init__()
+        self.weight = norm.weight
+        self.bias = norm.bias
+        self.eps = float(norm.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return torch.cat([self(x[i : i + 1]) for i in range(x.shape[0])])
+
+
 class SeparableUpsample(nn.Module):
     """Linear up-sampling by integer factors 1 or 2 per axis (``align_corners=False``)."""
 
@@ -55,18 +76,24 @@ class SeparableUpsample(nn.Module):
 
 
 def _double(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Linear ×2 along ``axis`` written straight into the interleaved output (no shifted
+    copies): even ``out[2i] = lerp(x[i], x[i−1], ¼)``, odd ``out[2i+1] = lerp(x[i], x[i+1], ¼)``,
+    ``out[0] = x[0]``, ``out[2n−1] = x[n−1]`` (the clamped border weights)."""
     n = x.shape[axis]
-    prev = torch.cat([x.narrow(axis, 0, 1), x.narrow(axis, 0, n - 1)], dim=axis)
-    nxt = torch.cat([x.narrow(axis, 1, n - 1), x.narrow(axis, n - 1, 1)], dim=axis)
     shape = list(x.shape)
     shape[axis] = 2 * n
-    fmt = _memory_format(x)
-    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
     index = [slice(None)] * x.dim()
     index[axis] = slice(0, None, 2)
-    out[tuple(index)] = torch.lerp(x, prev, 0.25)
+    even = out[tuple(index)]
     index[axis] = slice(1, None, 2)
-    out[tuple(index)] = torch.lerp(x, nxt, 0.25)
+    odd = out[tuple(index)]
+    even.narrow(axis, 0, 1).copy_(x.narrow(axis, 0, 1))
+    odd.narrow(axis, n - 1, 1).copy_(x.narrow(axis, n - 1, 1))
+    if n > 1:
+        head, tail = x.narrow(axis, 0, n - 1), x.narrow(axis, 1, n - 1)
+        torch.lerp(tail, head, 0.25, out=even.narrow(axis, 1, n - 1))
+        torch.lerp(head, tail, 0.25, out=odd.narrow(axis, 0, n - 1))
     return out
 
 
@@ -108,14 +135,24 @@ def _fold_batchnorm(seq: nn.Sequential) -> None:
             seq._modules[b] = nn.Identity()
 
 
-def prepare_module(module: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``module`` with the rewrites of the module docstring applied."""
+def prepare_module(module: nn.Module, *, bf16: bool = False) -> nn.Module:
+    """An eval-mode copy of ``module`` with BatchNorm folded; with ``bf16`` also
+    :class:`SampleInstanceNorm` and :class:`SeparableUpsample` (for channels-last bf16 runs; in
+    float32 PyTorch's own instance norm and interpolation are as fast or faster, measured)."""
     fast = copy.deepcopy(module).eval()
     for parent in list(fast.modules()):
         if isinstance(parent, nn.Sequential):
             _fold_batchnorm(parent)
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Upsample):
+            if not bf16:
+                continue
+            if (
+                isinstance(child, nn.InstanceNorm3d)
+                and not child.track_running_stats
+                and child.affine
+            ):
+                setattr(parent, name, SampleInstanceNorm(child))
+            elif isinstance(child, nn.Upsample):
                 factors = _upsample_factors(child)
                 if factors is not None:
                     setattr(parent, name, SeparableUpsample(factors))
@@ -154,21 +191,28 @@ def model_runner(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``numpy (B, C, *S) float32 -> numpy float32`` running ``module`` on ``device``.
 
-    ``optimize``: run :func:`prepare_module`'s copy (same function, faster); ``precision``:
-    see :func:`resolve_precision`. Call it inside ``torch.inference_mode()``.
+    ``optimize``: run :func:`prepare_module`'s copy (same function, faster); in bf16 on CPU one
+    sample at a time (smaller activations stay in cache; measured faster); ``precision``: see
+    :func:`resolve_precision`. Call it inside ``torch.inference_mode()``.
     """
     dev = torch.device(device)
     dtype = resolve_precision(precision, device)
-    net = prepare_module(module) if optimize else module
     cast = torch.bfloat16 if dtype == "bfloat16" else None
-    # channels-last for 3D networks only (a 2D convolution's weight has no 3D layout)
-    channels_last = cast is not None and not any(
+    per_sample = optimize and cast is not None and dev.type == "cpu"
+    net = prepare_module(module, bf16=per_sample) if optimize else module
+    # channels-last: 3D networks only (a 2D convolution's weight has no 3D layout); in float32
+    # only without instance norm (PyTorch's float32 instance norm copies channels-last tensors:
+    # measured 0.7-0.9x for DM-DetNet3D, 1.5x for the BatchNorm U-Net)
+    conv3d = not any(
         isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() != 5 for m in net.modules()
     )
-    if cast is not None:
+    instance_norm = any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in net.modules())
+    channels_last = conv3d and optimize and (cast is not None or not instance_norm)
+    if cast is not None or channels_last:
         if net is module:
             net = copy.deepcopy(module)
-        net = net.to(dtype=cast)
+        if cast is not None:
+            net = net.to(dtype=cast)
         if channels_last:
             net = net.to(memory_format=torch.channels_last_3d)
     amp_dtype = torch.float16 if dtype == "float16" else None
@@ -185,14 +229,18 @@ def model_runner(
             x = x.to(cast)
         if channels_last and x.dim() == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        if amp_dtype is None:
-            y = net(x)
-        else:
-            with torch.autocast(dev.type, dtype=amp_dtype):
-                y = net(x)
-        if isinstance(y, (tuple, list)):
-            y = y[0]
-        return y.float().contiguous().cpu().numpy()
+        parts = [x[i : i + 1] for i in range(x.shape[0])] if per_sample else [x]
+        outs = []
+        for part in parts:
+            if amp_dtype is None:
+                y = net(part)
+            else:
+                with torch.autocast(dev.type, dtype=amp_dtype):
+                    y = net(part)
+            if isinstance(y, (tuple, list)):
+                y = y[0]
+            outs.append(y.float().contiguous().cpu().numpy())
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     return run
 

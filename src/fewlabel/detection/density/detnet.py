@@ -131,6 +131,7 @@ class DMDetNet3D(nn.Module):
         if upsample not in ("trilinear", "transposed"):
             raise ConfigError(f"upsample must be 'trilinear' or 'transposed'; got {upsample!r}.")
         self.factors = _level_factors(depth, pool_z, pool_kernels)
+        self.out_channels = 1  # declared: the inference engine need not probe it
         self.depth = depth
         self.blocks_per_level = blocks_per_level
         chans = [base_channels * 2**level for level in range(depth + 1)]
