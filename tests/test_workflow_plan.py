@@ -404,6 +404,9 @@ def test_other_workdir_without_configfile_uses_the_workflow_config(tmp_path):
 @pytest.mark.workflow
 def test_roi_gate_prediction_passes_the_roi_mask_to_detection_prediction(tmp_path):
     project = tiny_project(tmp_path, rows=3, n_train=1, n_val=1)
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    config["roi"] = {"gate_prediction": False}
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
     off = dry_run(project)
     assert off.returncode == 0, off.stderr
     predict = [ln for ln in off.stdout.splitlines() if "fewlabel predict_volume " in ln]

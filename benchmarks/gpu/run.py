@@ -253,7 +253,11 @@ def infer(spec: Spec, device: str, dtype: Any, work: Path, image: Path, crop: Pa
     torch.manual_seed(0)
     model, arch = _build(spec, cfg["small"])
     model = model.eval()
-    params = PredictConfig(tile=cfg["tile"], overlap=cfg["overlap"], batch_size=cfg["batch"])
+    # precision float32: the engine adds no cast of its own (its CPU default is bfloat16), so
+    # the Autocast wrapper alone sets the device run's dtype and the CPU reference is float32
+    params = PredictConfig(
+        tile=cfg["tile"], overlap=cfg["overlap"], batch_size=cfg["batch"], precision="float32"
+    )
     gpu_model = Autocast(model.to(device), device, dtype).eval()
     run = _predict(gpu_model, image, work / f"{arch['name']}.ome.zarr", params, device, arch)
     voxels = cfg["voxels"]

@@ -348,7 +348,7 @@ class Plan:
         """The ROI mask gating ``sample``'s detection prediction, or '' (``roi.enabled`` and
         ``roi.gate_prediction``; segmentation is not gated)."""
         roi = self.config["roi"]
-        if roi["enabled"] and roi.get("gate_prediction", False):
+        if roi["enabled"] and roi.get("gate_prediction", True):
             return ROI_MASK.format(sample=sample)
         return ""
 

@@ -92,7 +92,10 @@ class PUPostprocessConfig(ConfigModel):
 
 
 def _pu_predict() -> PredictConfig:
-    return PredictConfig(tile=(32, 96, 96), overlap=(12, 24, 24), pad_to_tile=True)
+    # float32: the auto threshold is tuned on float32 training score maps (fit.py)
+    return PredictConfig(
+        tile=(32, 96, 96), overlap=(12, 24, 24), pad_to_tile=True, precision="float32"
+    )
 
 
 class PUConfig(ConfigModel):

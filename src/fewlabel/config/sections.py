@@ -113,15 +113,16 @@ class RoiConfig(ConfigModel):
         radius below one voxel on every axis is a no-op.
     extend_radius_um : the margin around particles that must stay in the ROI (particle
         extent, blur, localisation slack).
-    gate_prediction : off by default so that a detection run does not depend on the ROI
-        being right; on, detection prediction (density and slab jobs) skips every tile without
-        an ROI voxel (the ROI fraction of the tiles sets the speed-up). Segmentation stages are
+    gate_prediction : on by default (issues 11, 13: the ROI says where particles can be, so
+        detection prediction — density, slab jobs and PU — skips every tile without an ROI
+        voxel; the fraction of tiles holding ROI voxels sets the speed-up; ROI voxels are
+        unchanged). Off: a detection run that does not depend on the ROI being right. Segmentation stages are
         never gated by the workflow: their label-free images have no bright-particle ROI.
     """
 
     enabled: bool = Field(True, description="segment the ROI of every sample")
     gate_prediction: bool = Field(
-        False,
+        True,
         description="detection prediction computes only tiles holding ROI voxels (0 elsewhere; "
         "ROI voxels unchanged); needs enabled; segmentation is never gated",
     )

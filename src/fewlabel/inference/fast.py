@@ -242,7 +242,25 @@ def model_runner(
             outs.append(y.float().contiguous().cpu().numpy())
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
-    return run
+    if precision != "auto" or cast is None:
+        return run
+    fallback: list[Callable[[np.ndarray], np.ndarray]] = []
+
+    def run_auto(batch: np.ndarray) -> np.ndarray:
+        """``auto``: bf16, unless the model holds a layer without a CPU bf16 kernel (e.g.
+        AvgPool3d): then float32 from the first call on, said once in the log."""
+        if fallback:
+            return fallback[0](batch)
+        try:
+            return run(batch)
+        except (NotImplementedError, RuntimeError) as error:
+            if "BFloat16" not in str(error):
+                raise
+            log.warning("inference: %s; precision auto falls back to float32", error)
+            fallback.append(model_runner(module, device, "float32", optimize=optimize))
+            return fallback[0](batch)
+
+    return run_auto
 
 
 def describe(device: str, precision: str) -> dict[str, Any]:
