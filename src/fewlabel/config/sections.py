@@ -116,8 +116,9 @@ class RoiConfig(ConfigModel):
     gate_prediction : on by default (issues 11, 13: the ROI says where particles can be, so
         detection prediction — density, slab jobs and PU — skips every tile without an ROI
         voxel; the fraction of tiles holding ROI voxels sets the speed-up; ROI voxels are
-        unchanged). Off: a detection run that does not depend on the ROI being right. Segmentation stages are
-        never gated by the workflow: their label-free images have no bright-particle ROI.
+        unchanged). Off: a detection run that does not depend on the ROI being right.
+        Segmentation stages are never gated by the workflow: their label-free images have no
+        bright-particle ROI.
     """
 
     enabled: bool = Field(True, description="segment the ROI of every sample")
