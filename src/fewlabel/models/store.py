@@ -59,6 +59,7 @@ def register_architecture(name: str, builder: Builder, *, replace: bool = False)
 ARCHITECTURE_MODULES = (
     "fewlabel.models.unet",
     "fewlabel.detection.density.detnet",
+    "fewlabel.segmentation.bfs.models",
 )
 """Modules that register architectures on import; a new method folder adds its model here."""
 
