@@ -44,6 +44,7 @@ try:
     SAMPLES = load_samples(
         config["samples"],
         generated_dirs=[config["demo"]["output_dir"]] if config["demo"]["enabled"] else [],
+        segmentation_method=config["segmentation"]["method"],
     )
 except ConfigError as error:
     raise WorkflowError(f"fewlabel configuration error: {error}") from None
@@ -61,6 +62,7 @@ include: "workflow/rules/roi.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/detection.smk"
 include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/bfs.smk"
 include: "workflow/rules/report.smk"
 
 
