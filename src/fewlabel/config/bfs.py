@@ -69,9 +69,7 @@ class BfsS2Config(BfsTrainConfig):
     """S2 (paper eq. 3): ``L = CE(pseudo-labels) + λ_BF·L_BF`` (eq. 4 / eq. 5)."""
 
     lambda_bf: Annotated[float, Field(ge=0)] = Field(1.0, description="λ_BF (0: L_class only)")
-    sigma1: PosFloat = Field(
-        3.0, description="σ1 of G(S, σ1), in y/x voxels (z: isotropic in µm)"
-    )
+    sigma1: PosFloat = Field(3.0, description="σ1 of G(S, σ1), in y/x voxels (z: isotropic in µm)")
     sigma2: PosFloat = Field(3.0, description="σ2 of G(I, σ2), in y/x voxels (z: isotropic in µm)")
     p: PosFloat = Field(2.0, description="norm exponent p of eq. 4")
     guide: Literal["log", "gradient"] = Field(

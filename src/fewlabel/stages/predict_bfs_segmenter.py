@@ -9,7 +9,9 @@ from fewlabel.cli import add_common, add_predict_inputs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict_bfs_segmenter", help="BFS-Net S2 foreground probability (tiled)")
+    p = subparsers.add_parser(
+        "predict_bfs_segmenter", help="BFS-Net S2 foreground probability (tiled)"
+    )
     add_predict_inputs(p)
     add_common(p)
     p.set_defaults(handler=predict_bfs_segmenter)

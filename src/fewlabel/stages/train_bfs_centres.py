@@ -26,6 +26,8 @@ def train_bfs_centres(args: argparse.Namespace) -> None:
 
     train, val = training_items(args, "bfs_items")
     params = BfsS1Config.model_validate(args.params)
-    summary = train_s1(train, val, args.out_dir, params=params, seed=args.seed, threads=args.threads)
+    summary = train_s1(
+        train, val, args.out_dir, params=params, seed=args.seed, threads=args.threads
+    )
     if args.summary:
         write_json(summary, args.summary)

@@ -28,6 +28,8 @@ def train_bfs_segmenter(args: argparse.Namespace) -> None:
 
     train, val = training_items(args, "bfs_pseudo_items")
     params = BfsS2Config.model_validate(args.params)
-    summary = train_s2(train, val, args.out_dir, params=params, seed=args.seed, threads=args.threads)
+    summary = train_s2(
+        train, val, args.out_dir, params=params, seed=args.seed, threads=args.threads
+    )
     if args.summary:
         write_json(summary, args.summary)

@@ -74,8 +74,7 @@ def check_centres(
             f"segmentation.bfs.centres.d_m = {d_m:g} µm is smaller than a voxel ({voxel:g} µm "
             "along the coarsest axis): the centre maps would be single voxels.",
             sample=sample,
-            fix="set segmentation.bfs.centres.d_m to about the cell radius in µm (several "
-            "voxels).",
+            fix="set segmentation.bfs.centres.d_m to about the cell radius in µm (several voxels).",
         )
     return pts
 

@@ -31,7 +31,9 @@ REACH_UM = 1.0e3
 """``R`` of the landscape ``R − D``: larger than any object, so the cones never clip."""
 
 
-def merge_peaks(table: pd.DataFrame, distance_um: float, voxel_size: Sequence[float]) -> pd.DataFrame:
+def merge_peaks(
+    table: pd.DataFrame, distance_um: float, voxel_size: Sequence[float]
+) -> pd.DataFrame:
     """Merge peaks (columns z, y, x voxels and score) closer than ``distance_um``.
 
     Returns columns ``z, y, x, z_um, y_um, x_um, score, n_merged`` (score-weighted mean
@@ -72,9 +74,7 @@ class ConeLandscape:
         self.tree = cKDTree(pts * self.voxel) if len(pts) else None
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        block = tuple(
-            slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape, strict=True)
-        )
+        block = tuple(slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape, strict=True))
         size = tuple(s.stop - s.start for s in block)
         if self.tree is None:
             return np.zeros(size, dtype=np.float32)

@@ -50,8 +50,7 @@ def pseudo_labels_of(
     likelihood = open_ome_zarr(likelihood_path, sample=sample)
     if tuple(likelihood.shape) != tuple(image.shape):
         raise InputDataError(
-            f"S1 likelihood shape {tuple(likelihood.shape)} differs from the image "
-            f"{image.shape}.",
+            f"S1 likelihood shape {tuple(likelihood.shape)} differs from the image {image.shape}.",
             sample=sample,
             path=likelihood_path,
             fix="predict S1 on this image again.",

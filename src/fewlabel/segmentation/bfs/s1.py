@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def s1_loss(
-    logits: torch.Tensor, target: torch.Tensor, *, focal_weight: float = 1.0, min_target: float = 0.7
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    focal_weight: float = 1.0,
+    min_target: float = 0.7,
 ) -> torch.Tensor:
     """Eq. 2: BCE over every voxel + ``focal_weight`` · focal over voxels with target > min."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
