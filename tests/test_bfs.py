@@ -216,4 +216,3 @@ def test_assign_instances_splits_touching_mask_and_is_chunk_safe():
         halo=(6, 20, 30),
     )
     np.testing.assert_array_equal(np.asarray(blocked), whole)
-

@@ -55,12 +55,6 @@ SEGMENTATION_METRICS = "results/evaluate/{sample}/segmentation.tsv"
 SEGMENTATION_SUMMARY = "results/evaluate/segmentation_summary.tsv"
 # segmentation.method: bfs (BFS-Net from centroid clicks; final labels at INSTANCES)
 from fewlabel.plan_bfs import (  # noqa: E402  (templates shared with the bfs rules)
-    BFS_CENTRES,
-    BFS_LIKELIHOOD,
-    BFS_MASK,
-    BFS_PEAKS,
-    BFS_PSEUDO,
-    BFS_RESPONSE,
     BFS_S1,
     BFS_S2,
     BfsPlan,

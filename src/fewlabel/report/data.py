@@ -77,8 +77,8 @@ class ReportInputs:
     ``sample, image, pred`` and optional ``gt, matches``; ``segmentation_samples``: dicts
     ``sample`` and optional ``image, gt_labels, pred_labels, target, pred_fluorescence,
     metrics_tsv``; ``bfs_samples``: BFS-Net panels, dicts ``sample, image`` and optional
-    ``centres, likelihood, response, pseudo, mask``; ``images``: sample → image OME-Zarr used behind ROI outlines when no other
-    input names the sample's image.
+    ``centres, likelihood, response, pseudo, mask``; ``images``: sample → image OME-Zarr used
+    behind ROI outlines when no other input names the sample's image.
     """
 
     title: str | None = None

@@ -1,5 +1,5 @@
-"""Stage ``predict_bfs_centres``: BFS-Net S1 centre likelihood of one image (tiled; float32 ZYX OME-Zarr,
-:func:`fewlabel.segmentation.bfs.train.predict_probability`)."""
+"""Stage ``predict_bfs_centres``: BFS-Net S1 centre likelihood of one image (tiled; float32 ZYX
+OME-Zarr, :func:`fewlabel.segmentation.bfs.train.predict_probability`)."""
 
 from __future__ import annotations
 
