@@ -54,7 +54,7 @@ INSTANCES = "results/instances/{sample}/labels.ome.zarr"
 SEGMENTATION_METRICS = "results/evaluate/{sample}/segmentation.tsv"
 SEGMENTATION_SUMMARY = "results/evaluate/segmentation_summary.tsv"
 # segmentation.method: bfs (BFS-Net from centroid clicks; final labels at INSTANCES)
-from fewlabel.plan_bfs import (  # noqa: E402  (templates shared with the bfs rules)
+from fewlabel.plan_bfs import (  # noqa: E402
     BFS_S1,
     BFS_S2,
     BfsPlan,

@@ -4,7 +4,7 @@
 # are written at INSTANCES, so evaluate_segmentation / aggregate / report work unchanged.
 
 if config["segmentation"]["method"] == "bfs":
-    from fewlabel.plan import (
+    from fewlabel.plan_bfs import (
         BFS_CENTRES,
         BFS_LIKELIHOOD,
         BFS_MASK,

@@ -1,5 +1,5 @@
-"""Stage ``predict_bfs_segmenter``: BFS-Net S2 foreground probability of one image (tiled; float32 ZYX
-OME-Zarr, :func:`fewlabel.segmentation.bfs.train.predict_probability`)."""
+"""Stage ``predict_bfs_segmenter``: BFS-Net S2 foreground probability of one image (tiled;
+float32 ZYX OME-Zarr, :func:`fewlabel.segmentation.bfs.train.predict_probability`)."""
 
 from __future__ import annotations
 
