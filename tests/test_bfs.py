@@ -154,13 +154,15 @@ def test_peak_response_maps_one_map_per_peak_in_bounded_crops():
     assert labels[5, 30, 30] == 2 and best.max() == pytest.approx(1.0)
 
 
-def test_threshold_tuned_on_clicks_prefers_tightest_best():
+def test_threshold_tuned_on_clicks_is_the_middle_of_the_best_plateau():
     image = np.zeros((8, 24, 24), np.float32)
     peaks = np.array([[4, 6, 6], [4, 17, 17]])
     maps = list(peak_response_maps(_Local(), image, peaks, crop=(8, 12, 12)))
+    maps[1].values *= 0.6  # a weaker response: its instance vanishes above 0.6
     clicks = peaks.astype(float)
-    t, rows = tune_threshold(maps, image.shape, clicks, (0.1, 0.5, 0.9))
-    assert t == 0.9 and all(r["f1"] == 1.0 for r in rows)
+    t, rows = tune_threshold(maps, image.shape, clicks, (0.1, 0.3, 0.5, 0.7))
+    assert [r["f1"] for r in rows][:3] == [1.0, 1.0, 1.0] and rows[3]["f1"] < 1.0
+    assert t == 0.3
     labels, _ = assign_pseudo_labels(maps, image.shape, t)
     assert click_f1(labels, clicks[:1])["fp"] == 1  # an instance without a click
 

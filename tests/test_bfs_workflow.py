@@ -38,7 +38,7 @@ BFS_CONFIG = {
                 "peak_threshold": 0.5,
             },
             "prm": {"crop": [8, 32, 32]},
-            "s2": {"epochs": 6, "steps_per_epoch": 6, "crop": [8, 32, 32], "mask_threshold": 0.3},
+            "s2": {"epochs": 6, "steps_per_epoch": 6, "crop": [8, 32, 32]},
             "instances": {"merge_distance_um": 1.0, "halo": [6, 16, 16]},
         },
     },

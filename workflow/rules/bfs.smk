@@ -163,6 +163,7 @@ if config["segmentation"]["method"] == "bfs":
             likelihood=BFS_LIKELIHOOD,
             mask=BFS_MASK,
             s1=BFS_S1,
+            s2=BFS_S2,
         output:
             labels=report(
                 directory(INSTANCES),
@@ -173,7 +174,6 @@ if config["segmentation"]["method"] == "bfs":
             centres=BFS_PEAKS,
         params:
             instances=to_json(BFS["instances"]),
-            mask_threshold=BFS["s2"]["mask_threshold"],
         threads: 2
         log:
             "logs/bfs_instances/{sample}.log",
@@ -182,6 +182,6 @@ if config["segmentation"]["method"] == "bfs":
         shell:
             "python -m fewlabel bfs_instances --sample {wildcards.sample} "
             "--likelihood {input.likelihood} --mask {input.mask} --s1-dir {input.s1} "
-            "--mask-threshold {params.mask_threshold:q} --output {output.labels} "
+            "--s2-dir {input.s2} --output {output.labels} "
             "--centres {output.centres} --params {params.instances:q} --threads {threads} "
             "--log {log} 2>> {log}"

@@ -58,7 +58,7 @@ class BfsPrmConfig(ConfigModel):
     threshold_grid: Annotated[tuple[OpenFraction, ...], Field(min_length=1)] = Field(
         (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
         description="thresholds on the normalised response tried on the training clicks "
-        "(the largest one that keeps the best click F1 is used)",
+        "(the median of those with the best click F1 is used)",
     )
     smooth_um: Annotated[float, Field(ge=0)] = Field(
         0.5, description="Gaussian smoothing (µm) of each response map before thresholding"
@@ -77,7 +77,11 @@ class BfsS2Config(BfsTrainConfig):
         description="log: eq. 4 (Laplacian of Gaussian; bright-field / label-free) | "
         "gradient: eq. 5 (gradient of Gaussian; fluorescence)",
     )
-    mask_threshold: OpenFraction = Field(0.5, description="foreground = S2 probability > this")
+    mask_threshold: OpenFraction | Literal["auto"] = Field(
+        "auto",
+        description="foreground = S2 probability > this; auto: the threshold at which S2's "
+        "foreground on the training volumes has the pseudo-labels' volume",
+    )
 
 
 class BfsInstancesConfig(ConfigModel):

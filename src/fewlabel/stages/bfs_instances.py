@@ -1,6 +1,7 @@
 """Stage ``bfs_instances``: BFS-Net instance labels (paper §3.4).
 
-Reads S1's centre likelihood and S2's foreground probability of one volume, takes S1's local
+Reads S1's centre likelihood and S2's foreground probability of one volume (foreground: above
+the S2 model's ``mask_threshold``), takes S1's local
 maxima (peak threshold and radius from the S1 model folder), merges those closer than
 ``merge_distance_um`` (score-weighted mean) and floods S2's foreground from them, chunk by
 chunk (:mod:`fewlabel.segmentation.bfs.instances`). Writes the uint32 labels OME-Zarr (an NGFF
@@ -20,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--likelihood", required=True, help="S1 prediction .ome.zarr")
     p.add_argument("--mask", required=True, help="S2 prediction .ome.zarr (probability)")
     p.add_argument("--s1-dir", required=True, help="S1 model folder (peak settings)")
-    p.add_argument("--mask-threshold", type=float, required=True, help="foreground: p > this")
+    p.add_argument(
+        "--s2-dir", required=True, help="S2 model folder (its thresholds.json: mask_threshold)"
+    )
     p.add_argument("--output", required=True, help="output labels .ome.zarr (uint32)")
     p.add_argument("--centres", required=True, help="output merged centres CSV")
     p.add_argument(
@@ -45,11 +48,14 @@ def bfs_instances(args: argparse.Namespace) -> None:
     )
     from fewlabel.models.store import load_model
     from fewlabel.segmentation.bfs.instances import assign_instances, merge_peaks
-    from fewlabel.segmentation.bfs.models import S1_ARCH
+    from fewlabel.segmentation.bfs.models import S1_ARCH, S2_ARCH
     from fewlabel.segmentation.bfs.s1 import s1_peaks
 
     params = BfsInstancesConfig.model_validate(args.params)
     s1 = load_model(args.s1_dir, "cpu", expect=S1_ARCH)
+    mask_threshold = float(
+        load_model(args.s2_dir, "cpu", expect=S2_ARCH).thresholds["mask_threshold"]
+    )
     likelihood = open_ome_zarr(args.likelihood, sample=args.sample)
     mask = open_ome_zarr(args.mask, sample=args.sample)
     if tuple(likelihood.shape) != tuple(mask.shape) or len(mask.shape) != 3:
@@ -88,7 +94,7 @@ def bfs_instances(args: argparse.Namespace) -> None:
                 "method": "bfs",
                 "source": str(args.mask),
                 "params": params.model_dump(mode="json"),
-                "mask_threshold": args.mask_threshold,
+                "mask_threshold": mask_threshold,
                 "n_peaks": len(peaks),
                 "n_centres": len(merged),
             },
@@ -99,7 +105,7 @@ def bfs_instances(args: argparse.Namespace) -> None:
             merged[["z", "y", "x"]].to_numpy(),
             out,
             voxel_size=voxel,
-            mask_threshold=args.mask_threshold,
+            mask_threshold=mask_threshold,
             merge_distance_um=params.merge_distance_um,
             halo=params.halo,
             min_size=params.min_size,

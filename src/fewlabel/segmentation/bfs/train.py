@@ -91,8 +91,11 @@ def train_bfs_net(
     device: str,
     extra_training: Mapping[str, Any] | None = None,
     thresholds: Mapping[str, Any] | None = None,
+    tune: Callable[[nn.Module, Sequence[TrainVolume]], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train one BFS-Net U-Net on random crops and write its model folder; return a summary."""
+    """Train one BFS-Net U-Net on random crops and write its model folder; return a summary.
+
+    ``tune(model, train)`` (best weights, eval mode) adds values to thresholds.json."""
     from fewlabel.models.store import save_model
     from fewlabel.runtime import provenance
     from fewlabel.sampling import CropSampler
@@ -153,7 +156,18 @@ def train_bfs_net(
         curve=CurveLogger(title=arch_name),
         desc=arch_name,
     )
-    summary = {"n_train_images": len(train), "validated_on": tuned_on, **result.summary(t0)}
+    thresholds = dict(thresholds or {})
+    if tune is not None:
+        model.load_state_dict(result.best_state)
+        model.eval()
+        with torch.no_grad():
+            thresholds.update(tune(model, train))
+    summary = {
+        "n_train_images": len(train),
+        "validated_on": tuned_on,
+        **result.summary(t0),
+        **thresholds,
+    }
     training = {
         "stage": arch_name,
         "params": params.model_dump(mode="json"),
@@ -180,7 +194,7 @@ def train_bfs_net(
         result.best_state,
         arch={"name": arch_name, "kwargs": kwargs},
         training=training,
-        thresholds=dict(thresholds or {}),
+        thresholds=thresholds,
         curve=result.curve,
         normalization=normalization,
         extra_states={"weights_last": result.last_state},
@@ -193,6 +207,26 @@ def train_bfs_net(
         summary["seconds"],
     )
     return summary
+
+
+def probability_and_target(
+    model: nn.Module, vol: TrainVolume, crop: Sequence[int], n_crops: int, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """σ(logit) and the target on the same voxels of a training volume (flattened): the whole
+    volume when small, else ``n_crops`` fixed crops."""
+    from fewlabel.sampling import CropSampler
+
+    if math.prod(vol.image.shape) <= VAL_WHOLE_MAX_VOXELS:
+        pairs = [(vol.image.normalise(np.asarray(vol.image.array[...])), vol.target)]
+    else:
+        fixed = CropSampler([vol.crop_volume()], crop, seed=0, flip_axes=())
+        pairs = [(x, y) for x, y in fixed.fixed_crops(n_crops, seed=0)]
+    probs, targets = [], []
+    for x, y in pairs:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None].to(device)
+        probs.append(torch.sigmoid(model(t).float()).cpu().numpy().ravel())
+        targets.append(np.asarray(y, dtype=np.float32).ravel())
+    return np.concatenate(probs), np.concatenate(targets)
 
 
 class Probability(nn.Module):
