@@ -79,6 +79,7 @@ def datasets(names: list[str]) -> dict[str, dict]:
                 "voxel": (1.744, 0.8, 0.8),  # z:y:x = 2.18:1:1
                 "train": [vol],
                 "test": [vol],  # transductive: the masks are only scored
+                "transductive": True,
                 "d_m": 8.0,
                 "peak_um": 6.0,
                 "crop": (16, 64, 64),
@@ -94,6 +95,7 @@ def datasets(names: list[str]) -> dict[str, dict]:
                 "voxel": (2.0, 1.0, 1.0),  # assumed (StarDist demo anisotropy 2:1:1)
                 "train": [vol],
                 "test": [vol],
+                "transductive": True,
                 "d_m": 3.0,
                 "peak_um": 2.0,
                 "crop": (16, 48, 48),
@@ -240,10 +242,11 @@ def run_dataset(name: str, d: dict, epochs: int, steps: int) -> list[dict]:
         print(rows[-1], flush=True)
 
     preds = []
-    for it in items["test"]:
+    for index, it in enumerate(items["test"]):
         s = it["stem"]
-        if it["stem"] in [i["stem"] for i in items["train"]]:
-            preds.append(np.asarray(open_ome_zarr(f"{s}_pseudo.ome.zarr").array[...]))
+        if d.get("transductive"):  # the scored volume is the training volume
+            train_stem = items["train"][index]["stem"]
+            preds.append(np.asarray(open_ome_zarr(f"{train_stem}_pseudo.ome.zarr").array[...]))
         else:
             r = pseudo_labels_of(
                 s1_dir,
