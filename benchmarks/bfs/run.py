@@ -86,6 +86,7 @@ def datasets(names: list[str]) -> dict[str, dict]:
                 "prm_crop": (32, 96, 96),
                 "depth": 3,
                 "guide": "gradient",
+                "prior_bias": True,
             }
         elif name == "stardist":
             image = tifffile.imread(DATA / "stardist_nuclei/img3d.tif").astype(np.float32)
@@ -160,7 +161,13 @@ def run_dataset(name: str, d: dict, epochs: int, steps: int) -> list[dict]:
                 pd.DataFrame(clicks, columns=["z", "y", "x"]).to_csv(f"{stem}.csv", index=False)
             items[split].append({"sample": f"{split}{i}", "stem": str(stem)})
     model_cfg = {"base_channels": 8, "depth": d["depth"]}
-    train_cfg = {"epochs": epochs, "steps_per_epoch": steps, "crop": d["crop"], "patience": 100}
+    train_cfg = {
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "crop": d["crop"],
+        "patience": 100,
+    }
+    bfs_cfg = {**train_cfg, "prior_bias": d.get("prior_bias", False)}
     predict = SegmentationPredictConfig(
         tile=tuple(min(t, s) for t, s in zip((32, 96, 96), d["train"][0][0].shape, strict=True)),
         overlap=(4, 16, 16),
@@ -192,7 +199,7 @@ def run_dataset(name: str, d: dict, epochs: int, steps: int) -> list[dict]:
             ],
             [],
             s1_dir,
-            params=BfsS1Config(**train_cfg, model=model_cfg, peak_min_distance_um=d["peak_um"]),
+            params=BfsS1Config(**bfs_cfg, model=model_cfg, peak_min_distance_um=d["peak_um"]),
         )
     for it in items["train"] + items["test"]:
         out = f"{it['stem']}_s1.ome.zarr"
@@ -274,7 +281,7 @@ def run_dataset(name: str, d: dict, epochs: int, steps: int) -> list[dict]:
                 ],
                 [],
                 s2_dir,
-                params=BfsS2Config(**train_cfg, model=model_cfg, lambda_bf=lam, guide=d["guide"]),
+                params=BfsS2Config(**bfs_cfg, model=model_cfg, lambda_bf=lam, guide=d["guide"]),
             )
         preds = []
         for it in items["test"]:

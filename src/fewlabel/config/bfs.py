@@ -31,6 +31,11 @@ class BfsTrainConfig(TrainConfig):
     lr: PosFloat = like(TrainConfig, "lr", 2e-3)
     patience: PosInt = like(TrainConfig, "patience", 30)
     model: UNetConfig = Field(default_factory=UNetConfig, description="U-Net body")
+    prior_bias: bool = Field(
+        True,
+        description="start the output bias at the logit of the targets' mean (RetinaNet prior "
+        "init): sparse targets are learnt in far fewer steps",
+    )
 
 
 class BfsS1Config(BfsTrainConfig):

@@ -110,6 +110,11 @@ def train_bfs_net(
     t0 = time.monotonic()
     kwargs = json_ready(unet_kwargs(params.model, params.crop[0]))
     model = build_bfs_net(**kwargs).to(device)
+    if params.prior_bias:
+        prior = float(np.clip(np.mean([float(np.mean(v.target)) for v in train]), 1e-4, 0.5))
+        with torch.no_grad():
+            model.out_conv.bias.fill_(float(np.log(prior / (1.0 - prior))))
+        log.info("%s: output bias initialised to the target prior %.4g", arch_name, prior)
     sampler = CropSampler(
         [v.crop_volume() for v in train],
         params.crop,
