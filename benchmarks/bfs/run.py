@@ -384,6 +384,11 @@ def main() -> int:
     parser.add_argument("--data", default="synth_fluo,synth_lf,qcanet,stardist")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument(
+        "--prior-bias",
+        action="store_true",
+        help="force prior_bias on (rows and work folder named '<data>+prior')",
+    )
     args = parser.parse_args()
     from fewlabel.logs import configure_logging
 
@@ -393,7 +398,11 @@ def main() -> int:
     names = args.data.split(",")
     rows = []
     for name, d in datasets(names).items():
+        if args.prior_bias and not d.get("prior_bias"):
+            d["prior_bias"] = True
+            name = f"{name}+prior"
         rows += run_dataset(name, d, args.epochs, args.steps)
+    names = sorted({r["data"] for r in rows})
     new = pd.DataFrame(rows)
     if not old.empty:
         old = old[~old["data"].isin(names + ["paper BBBC050"])]
