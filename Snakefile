@@ -44,6 +44,7 @@ try:
     SAMPLES = load_samples(
         config["samples"],
         generated_dirs=[config["demo"]["output_dir"]] if config["demo"]["enabled"] else [],
+        segmentation_method=config["segmentation"]["method"],
     )
 except ConfigError as error:
     raise WorkflowError(f"fewlabel configuration error: {error}") from None
@@ -62,6 +63,7 @@ include: "workflow/rules/summary.smk"
 include: "workflow/rules/detection.smk"
 include: "workflow/rules/pu.smk"
 include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/bfs.smk"
 include: "workflow/rules/report.smk"
 
 

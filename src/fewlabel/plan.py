@@ -53,6 +53,12 @@ SEGMENTATION_MAP = "results/predict/{sample}/segmentation.ome.zarr"
 INSTANCES = "results/instances/{sample}/labels.ome.zarr"
 SEGMENTATION_METRICS = "results/evaluate/{sample}/segmentation.tsv"
 SEGMENTATION_SUMMARY = "results/evaluate/segmentation_summary.tsv"
+# segmentation.method: bfs (BFS-Net from centroid clicks; final labels at INSTANCES)
+from fewlabel.plan_bfs import (  # noqa: E402
+    BFS_S1,
+    BFS_S2,
+    BfsPlan,
+)
 
 
 def expand(template: str, samples: Iterable[str]) -> list[str]:
@@ -61,7 +67,7 @@ def expand(template: str, samples: Iterable[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(BfsPlan):
     """The validated sample sheet (indexed by sample id) and the config (defaults filled)."""
 
     sheet: pd.DataFrame
@@ -170,6 +176,10 @@ class Plan:
         return self.samples_where(split=splits, task="segment", has="target")
 
     def segmentation_fit_samples(self, split: str | Iterable[str] = ("train", "val")) -> list[str]:
+        """Train/val segmentation rows with what the method learns from: instance labels
+        (distance) or centroid clicks (bfs)."""
+        if self.segmentation_method() == "bfs":
+            return self.bfs_fit_samples(split)
         return self.samples_where(split=split, task="segment", has="labels")
 
     def segmentation_predict_samples(self) -> list[str]:
@@ -183,7 +193,10 @@ class Plan:
         segmenter is trained here (not reused)."""
         section = self.config["segmentation"]
         return bool(
-            section["pretrain_isl"] and not section.get("model") and self.isl_samples("train")
+            section["pretrain_isl"]
+            and self.segmentation_method() != "bfs"
+            and not section.get("model")
+            and self.isl_samples("train")
         )
 
     def segmentation_enabled(self) -> bool:
@@ -194,7 +207,10 @@ class Plan:
         )
 
     def segmenter_dir(self) -> str:
-        """The segmenter folder used for prediction: the reused one, or the one trained here."""
+        """The segmenter folder used for prediction: the reused one, or the one trained here
+        (BFS-Net: its S2)."""
+        if self.segmentation_method() == "bfs":
+            return BFS_S2
         return self.config["segmentation"].get("model") or SEGMENTER
 
     def problems(self) -> list[str]:
@@ -207,7 +223,7 @@ class Plan:
                 "segmentation",
                 self.segmentation_predict_samples(),
                 self.segmentation_enabled(),
-                "labels",
+                "points" if self.segmentation_method() == "bfs" else "labels",
             ),
         ):
             if self.config[key]["enabled"] and samples and not enabled:
@@ -220,6 +236,12 @@ class Plan:
                     f"{key}.enabled: false."
                 )
             model = self.config[key].get("model")
+            if key == "segmentation" and model and self.segmentation_method() == "bfs":
+                out.append(
+                    "segmentation.model cannot be reused with segmentation.method: bfs (BFS-Net "
+                    "trains S1 and S2 from the sheet's clicks): set segmentation.model: null."
+                )
+                continue
             if model and not (Path(model) / "model.json").is_file():
                 out.append(
                     f"{key}.model '{model}' is not a trained model folder (no "
@@ -232,6 +254,8 @@ class Plan:
         """2 or 3: the segmenter's dimensionality (of the reused model folder, if any)."""
         section = self.config["segmentation"]
         model = section.get("model")
+        if self.segmentation_method() == "bfs":
+            return 3
         if model:
             try:
                 arch = yaml.safe_load((Path(model) / "model.json").read_text()) or {}
@@ -361,6 +385,8 @@ class Plan:
         if self.segmentation_enabled():
             if self.use_isl():
                 models["isl"] = ISL_MODEL
+            if self.segmentation_method() == "bfs":
+                models["bfs_centres"] = BFS_S1
             models["segmenter"] = self.segmenter_dir()
         return models
 

@@ -27,6 +27,7 @@ from fewlabel.plan import (
     Plan,
     expand,
 )
+from fewlabel.plan_bfs import BFS_CENTRES, BFS_LIKELIHOOD, BFS_MASK, BFS_PSEUDO, BFS_RESPONSE
 
 
 def report_inputs(plan: Plan) -> dict[str, Any]:
@@ -80,7 +81,28 @@ def report_inputs(plan: Plan) -> dict[str, Any]:
             }
             for s in plan.segmentation_predict_samples()
         ]
+        if plan.segmentation_method() == "bfs":
+            inputs["bfs_samples"] = _bfs_samples(plan)
     return inputs
+
+
+def _bfs_samples(plan: Plan) -> list[dict[str, str]]:
+    """BFS-Net panels: training volumes (centre map, response, pseudo-labels) and volumes to
+    segment (S1 likelihood, S2 probability)."""
+    fit = set(plan.bfs_fit_samples())
+    predicted = set(plan.segmentation_predict_samples())
+    out = []
+    for s in plan.bfs_s1_samples():
+        entry = {"sample": s, "image": IMAGE.format(sample=s)}
+        entry["likelihood"] = BFS_LIKELIHOOD.format(sample=s)
+        if s in fit:
+            entry["centres"] = BFS_CENTRES.format(sample=s)
+            entry["response"] = BFS_RESPONSE.format(sample=s)
+            entry["pseudo"] = BFS_PSEUDO.format(sample=s)
+        if s in predicted:
+            entry["mask"] = BFS_MASK.format(sample=s)
+        out.append(entry)
+    return out
 
 
 def report_files(plan: Plan) -> list[str]:

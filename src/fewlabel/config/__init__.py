@@ -27,6 +27,14 @@ from fewlabel.config.base import (
     parse,
     zyx,
 )
+from fewlabel.config.bfs import (
+    BfsCentresConfig,
+    BfsConfig,
+    BfsInstancesConfig,
+    BfsPrmConfig,
+    BfsS1Config,
+    BfsS2Config,
+)
 from fewlabel.config.detection import (
     AWingConfig,
     DensityTargetsConfig,
@@ -84,6 +92,12 @@ __all__ = [
     "SPLITS",
     "TASKS",
     "AWingConfig",
+    "BfsCentresConfig",
+    "BfsConfig",
+    "BfsInstancesConfig",
+    "BfsPrmConfig",
+    "BfsS1Config",
+    "BfsS2Config",
     "ConfigModel",
     "DemoConfig",
     "DemoParams",

@@ -18,6 +18,7 @@ from fewlabel.config.base import (
     ZYXNonNegInt,
     like,
 )
+from fewlabel.config.bfs import BfsConfig
 from fewlabel.config.shared import PredictConfig, TrainConfig, UNetConfig
 
 MaskLoss = Literal["bce", "dice", "focal", "focal_tversky", "combined", "combined_ft"]
@@ -166,6 +167,11 @@ class SegmentationConfig(ConfigModel):
     """Few-image instance segmentation (ISL seed + loss-function seed)."""
 
     enabled: bool = Field(True, description="run segmentation (samples with task segment/both)")
+    method: Literal["distance", "bfs"] = Field(
+        "distance",
+        description="distance: mask + distance segmenter trained on instance labels | bfs: "
+        "BFS-Net trained on centroid clicks only (train rows need 'points', not 'labels')",
+    )
     pretrain_isl: bool = Field(
         True, description="pretrain label-free -> fluorescence, then fine-tune from it"
     )
@@ -185,4 +191,7 @@ class SegmentationConfig(ConfigModel):
     )
     instances: InstancesConfig = Field(
         default_factory=InstancesConfig, description="instance splitting"
+    )
+    bfs: BfsConfig = Field(
+        default_factory=BfsConfig, description="BFS-Net (method: bfs; Dehghani et al.)"
     )

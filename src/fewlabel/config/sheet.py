@@ -163,11 +163,13 @@ def load_samples(
     base_dir: str | Path = ".",
     generated_dirs: Iterable[str | Path] = (),
     schema: dict[str, Any] | None = None,
+    segmentation_method: str = "distance",
 ) -> pd.DataFrame:
     """Read and validate the sample sheet; return it indexed by sample id.
 
     Paths are resolved relative to ``base_dir``; paths under one of ``generated_dirs`` (e.g.
-    the demo-data folder that a rule creates) need not exist yet.
+    the demo-data folder that a rule creates) need not exist yet. With ``segmentation_method``
+    ``bfs`` (BFS-Net), segmentation train/val rows need a ``points`` CSV (their clicks).
     """
     path = Path(path)
     if not path.exists():
@@ -296,6 +298,21 @@ def load_samples(
                     fix="correct the path (relative to the workflow directory).",
                 )
         segments = (record["task"] or "detect") in ("segment", "both")
+        if (
+            segmentation_method == "bfs"
+            and segments
+            and record["split"] in ("train", "val")
+            and not record["points"]
+        ):
+            raise ConfigError(
+                f"sample sheet row {row}: segmentation.method bfs (BFS-Net) learns from "
+                f"centroid clicks, but this {record['split']} row has no 'points' CSV"
+                f"{' (its labels are not used for training)' if record['labels'] else ''}.",
+                sample=sample,
+                path=path,
+                fix="add a points CSV (z,y,x voxels, one click per cell) in column 'points', "
+                "or give the row split test/predict.",
+            )
         if record["split"] in ("train", "val") and not (
             record["points"] or record["labels"] or (record["target"] and segments)
         ):

@@ -60,6 +60,7 @@ ARCHITECTURE_MODULES = (
     "fewlabel.models.unet",
     "fewlabel.detection.density.detnet",
     "fewlabel.detection.pu.classifier",
+    "fewlabel.segmentation.bfs.models",
 )
 """Modules that register architectures on import; a new method folder adds its model here."""
 

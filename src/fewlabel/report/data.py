@@ -35,7 +35,16 @@ SEGMENTATION_SAMPLE_KEYS = {
     "pred_fluorescence": False,
     "metrics_tsv": False,
 }
-LIST_FIELDS = ("roi_jsons", "detection_samples", "segmentation_samples")
+BFS_SAMPLE_KEYS = {
+    "sample": True,
+    "image": True,
+    "centres": False,
+    "likelihood": False,
+    "response": False,
+    "pseudo": False,
+    "mask": False,
+}
+LIST_FIELDS = ("roi_jsons", "detection_samples", "segmentation_samples", "bfs_samples")
 OBJECT_FIELDS = ("roi_masks", "images", "config")
 
 
@@ -67,8 +76,9 @@ class ReportInputs:
     parent folder name; ``roi_masks``: sample → ROI mask OME-Zarr; ``detection_samples``: dicts
     ``sample, image, pred`` and optional ``gt, matches``; ``segmentation_samples``: dicts
     ``sample`` and optional ``image, gt_labels, pred_labels, target, pred_fluorescence,
-    metrics_tsv``; ``images``: sample → image OME-Zarr used behind ROI outlines when no other
-    input names the sample's image.
+    metrics_tsv``; ``bfs_samples``: BFS-Net panels, dicts ``sample, image`` and optional
+    ``centres, likelihood, response, pseudo, mask``; ``images``: sample → image OME-Zarr used
+    behind ROI outlines when no other input names the sample's image.
     """
 
     title: str | None = None
@@ -86,6 +96,7 @@ class ReportInputs:
     segmenter_model_dir: str | Path | None = None
     segmentation_summary_tsv: str | Path | None = None
     segmentation_samples: list[dict[str, Any]] = field(default_factory=list)
+    bfs_samples: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> ReportInputs:
@@ -114,6 +125,7 @@ class ReportInputs:
         for key, spec in (
             ("detection_samples", DETECTION_SAMPLE_KEYS),
             ("segmentation_samples", SEGMENTATION_SAMPLE_KEYS),
+            ("bfs_samples", BFS_SAMPLE_KEYS),
         ):
             for index, entry in enumerate(getattr(self, key)):
                 if not isinstance(entry, Mapping):
@@ -141,7 +153,7 @@ class ReportInputs:
         out += [("roi_jsons", Path(p).parent.name, Path(p)) for p in self.roi_jsons]
         out += [("roi_masks", s, Path(p)) for s, p in self.roi_masks.items()]
         out += [("images", s, Path(p)) for s, p in self.images.items()]
-        for key in ("detection_samples", "segmentation_samples"):
+        for key in ("detection_samples", "segmentation_samples", "bfs_samples"):
             for entry in getattr(self, key):
                 for item, value in entry.items():
                     if item != "sample" and value:

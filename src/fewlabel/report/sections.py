@@ -18,6 +18,7 @@ import pandas as pd
 from fewlabel.errors import InputDataError
 from fewlabel.io.omezarr import zyx_view
 from fewlabel.metrics.tables import POOLING_COLUMNS, UNDEFINED
+from fewlabel.report.bfs import bfs_sample_context
 from fewlabel.report.data import (
     ReportInputs,
     _open_volume,
@@ -204,6 +205,7 @@ def _segmentation_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] |
         or inputs.segmenter_model_dir
         or inputs.segmentation_summary_tsv
         or inputs.segmentation_samples
+        or inputs.bfs_samples
     ):
         return None
     section: dict[str, Any] = {"table": None, "models": [], "samples": []}
@@ -274,6 +276,7 @@ def _segmentation_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] |
                 "figures": figures,
             }
         )
+    section["samples"] += [bfs_sample_context(entry, max_px) for entry in inputs.bfs_samples]
     return section
 
 

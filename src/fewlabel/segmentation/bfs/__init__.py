@@ -1,0 +1,1 @@
+"""BFS-Net (Dehghani et al.): 3D instance segmentation from centroid clicks only."""
