@@ -198,8 +198,9 @@ def test_plan_gates_detection_only_when_configured():
 
     sheet = pd.DataFrame({"image": ["a.tif"], "split": ["test"]}, index=pd.Index(["a"]))
     cfg = FewlabelConfig().model_dump(mode="json")
-    assert Plan(sheet, cfg).prediction_roi("a") == ""  # default: not gated
+    assert Plan(sheet, cfg).prediction_roi("a") == "results/roi/a/roi.ome.zarr"  # default: gated
+    cfg["roi"]["gate_prediction"] = False
+    assert Plan(sheet, cfg).prediction_roi("a") == ""
     cfg["roi"]["gate_prediction"] = True
-    assert Plan(sheet, cfg).prediction_roi("a") == "results/roi/a/roi.ome.zarr"
     cfg["roi"]["enabled"] = False
     assert Plan(sheet, cfg).prediction_roi("a") == ""
