@@ -304,49 +304,11 @@ class Plan(BfsPlan):
         return [s for s in self.sheet.index if self.predict_tiles(s)]
 
     def check_predict_tiles(self) -> dict[str, dict[str, Any]]:
-        """Check every volume to predict against its prediction tiles, before any training.
+        """Check every volume to predict against its prediction tiles, before any training
+        (:func:`fewlabel.plan_tiles.check_predict_tiles`)."""
+        from fewlabel.plan_tiles import check_predict_tiles
 
-        Reads the shape of each input image (header only, the channel of the sheet; the shape
-        ingest will write) and raises InputDataError naming the sample, file, shape, tile and
-        fix (``<section>.pad_to_tile: true`` or a smaller tile); every too-small volume is
-        listed. Returns ``{sample: {"shape", "tiles"}}``.
-        """
-        from fewlabel.errors import FewlabelError, InputDataError
-        from fewlabel.inference.geometry import check_fits_tile
-        from fewlabel.io.readers import open_input_volume
-
-        record: dict[str, dict[str, Any]] = {}
-        problems: list[FewlabelError] = []
-        for sample in self.tile_check_samples():
-            row = self.sheet.loc[sample]
-            path = row["image"]
-            volume = open_input_volume(path, channel=row.get("channel") or None, sample=sample)
-            try:
-                shape = [int(n) for n in volume.shape]
-            finally:
-                volume.close()
-            tiles = self.predict_tiles(sample)
-            record[sample] = {"shape": shape, "tiles": tiles}
-            for tile in tiles:
-                try:
-                    check_fits_tile(
-                        shape,
-                        tile["tile"],
-                        pad_to_tile=tile["pad_to_tile"],
-                        sample=sample,
-                        path=path,
-                        key=tile["key"],
-                    )
-                except FewlabelError as error:
-                    problems.append(error)
-        if len(problems) == 1:
-            raise problems[0]
-        if problems:
-            raise InputDataError(
-                f"{len(problems)} volumes to predict are smaller than a prediction tile: "
-                + " | ".join(str(p) for p in problems)
-            )
-        return record
+        return check_predict_tiles(self)
 
     def isl_items(self, split: str) -> list[dict[str, str]]:
         return [
