@@ -4,7 +4,7 @@ templates and the samples / training items of its stages."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -25,11 +25,13 @@ class BfsPlan:
     sheet: pd.DataFrame
     config: Mapping[str, Any]
 
-    def samples_where(self, split: Any = None, task: Any = None, has: Any = None) -> list[str]:
-        raise NotImplementedError  # provided by Plan
+    if TYPE_CHECKING:  # provided by Plan
 
-    def segmentation_predict_samples(self) -> list[str]:
-        raise NotImplementedError  # provided by Plan
+        def samples_where(
+            self, split: Any = None, task: Any = None, has: Any = None
+        ) -> list[str]: ...
+
+        def segmentation_predict_samples(self) -> list[str]: ...
 
     def segmentation_method(self) -> str:
         """``segmentation.method`` (``distance`` when the plan has no config)."""

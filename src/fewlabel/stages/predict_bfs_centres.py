@@ -16,6 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def predict_bfs_centres(args: argparse.Namespace) -> None:
+    predict_bfs(args, expect="bfs_centres")
+
+
+def predict_bfs(args: argparse.Namespace, *, expect: str) -> None:
+    """Tiled σ(logit) of the BFS-Net model of architecture ``expect`` (S1 or S2)."""
     from fewlabel.config import SegmentationPredictConfig
     from fewlabel.io import pyramid_settings
     from fewlabel.segmentation.bfs.train import predict_probability
@@ -26,7 +31,7 @@ def predict_bfs_centres(args: argparse.Namespace) -> None:
             args.model_dir,
             args.image,
             args.output,
-            expect="bfs_centres",
+            expect=expect,
             params=params,
             sample=args.sample,
             threads=args.threads,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from fewlabel.cli import add_common, add_predict_inputs
+from fewlabel.stages.predict_bfs_centres import predict_bfs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,18 +19,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def predict_bfs_segmenter(args: argparse.Namespace) -> None:
-    from fewlabel.config import SegmentationPredictConfig
-    from fewlabel.io import pyramid_settings
-    from fewlabel.segmentation.bfs.train import predict_probability
-
-    params = SegmentationPredictConfig.model_validate(args.params)
-    with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
-        predict_probability(
-            args.model_dir,
-            args.image,
-            args.output,
-            expect="bfs_segmenter",
-            params=params,
-            sample=args.sample,
-            threads=args.threads,
-        )
+    predict_bfs(args, expect="bfs_segmenter")

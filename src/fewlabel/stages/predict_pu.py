@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from fewlabel.cli import add_common, add_predict_inputs, add_roi
+from fewlabel.stages.predict_volume import predict_volume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,20 +25,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def predict_pu(args: argparse.Namespace) -> None:
-    from fewlabel.config import PredictConfig
-    from fewlabel.device import configure_torch
-    from fewlabel.inference import engine
-    from fewlabel.io import pyramid_settings
-
-    params = PredictConfig.model_validate(args.params)
-    device = configure_torch(args.threads, args.seed)
-    with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
-        engine.predict_volume(
-            args.model_dir,
-            args.image,
-            args.output,
-            params=params,
-            sample=args.sample,
-            device=device,
-            roi=args.roi or None,
-        )
+    """The density detector's engine call: the model folder says which network it is."""
+    predict_volume(args)
