@@ -8,8 +8,9 @@ submission: the arguments the plugin passed and SLURM's own record of the job
 (`scontrol show job`, taken right after submission, while the job is surely known). Checks:
 every job succeeded, bookkeeping rules never went through sbatch, exactly the GPU rules got a
 GPU, CPUs / memory / partition / time limit are what the profile says, and the points and
-metric tables equal those of a local run with the same threads; an unadapted site block stops
-before any sbatch."""
+metric tables equal those of the session's local run (tests/conftest.py `finished_run`: the
+same config and threads, run while the SLURM jobs wait on status polls); an unadapted site
+block stops before any sbatch."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_thread_args
 from slurm_profile import expected_request, gpu_rules, local_rules, render, with_site
 from test_workflow import make_workdir
 
@@ -132,28 +134,40 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
     ]
 
 
-def run_on_slurm(workdir: Path, profile: Path) -> tuple[subprocess.CompletedProcess, list]:
-    """`snakemake --workflow-profile <profile> --executor slurm` under `timeout -k`, with the
-    recording sbatch first on PATH; returns the result and the sbatch records."""
+def start_on_slurm(workdir: Path, profile: Path) -> subprocess.Popen:
+    """Start `snakemake --workflow-profile <profile> --executor slurm` under `timeout -k`, with
+    the recording sbatch first on PATH (output to workdir/snakemake.out)."""
     shim_dir = workdir / "shim"
     shim_dir.mkdir()
-    log = workdir / "sbatch.jsonl"
-    (shim_dir / "sbatch").write_text(SHIM.format(python=sys.executable, log=str(log)))
+    (shim_dir / "sbatch").write_text(
+        SHIM.format(python=sys.executable, log=str(workdir / "sbatch.jsonl"))
+    )
     (shim_dir / "sbatch").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
     cmd = snakemake_cmd(workdir, "--workflow-profile", str(profile), *CI_ARGS)
-    result = subprocess.run(
-        ["timeout", "-k", "30", str(RUN_LIMIT_S), *cmd],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=RUN_LIMIT_S + 120,
-    )
+    with open(workdir / "snakemake.out", "w") as out:
+        return subprocess.Popen(
+            ["timeout", "-k", "30", str(RUN_LIMIT_S), *cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def finish_on_slurm(workdir: Path, process: subprocess.Popen) -> tuple[int, str, list]:
+    """Wait for the run; its return code, output and sbatch records. On failure, cancel
+    whatever it left queued."""
+    try:
+        returncode = process.wait(timeout=RUN_LIMIT_S + 120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        returncode = process.wait()
+    log = workdir / "sbatch.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     leftover = [r["jobid"] for r in records if r.get("jobid")]
-    if result.returncode != 0 and leftover:  # never leave our jobs queued on the cluster
+    if returncode != 0 and leftover:  # never leave our jobs queued on the cluster
         subprocess.run(["scancel", *leftover], capture_output=True)
-    return result, records
+    return returncode, (workdir / "snakemake.out").read_text(), records
 
 
 @pytest.fixture(scope="module")
@@ -167,41 +181,24 @@ def profile(tmp_path_factory, site) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_reference(tmp_path_factory, profile):
-    """The same config run locally (`--cores 2`) with the profile's threads (set-threads,
-    max-threads), so that multi-threaded stages compute alike; started in the background
-    while the SLURM run waits on its jobs' status polls."""
-    rendered = render(profile)
-    workdir = make_workdir(tmp_path_factory.mktemp("local"))
-    threads = [f"{rule}={n}" for rule, n in rendered["set-threads"].items()]
-    cmd = snakemake_cmd(
-        workdir, "--cores", "2", "--max-threads", str(rendered["max-threads"]), "--set-threads"
-    )
-    with open(workdir / "snakemake.out", "w") as out:
-        process = subprocess.Popen([*cmd, *threads], stdout=out, stderr=subprocess.STDOUT)
-    yield workdir, process
+def slurm_started(tmp_path_factory, profile):
+    """The SLURM run, started first: the session's local default chain (`finished_run`, the
+    reference, same config and threads) then runs while this one waits on its status polls."""
+    workdir = make_workdir(tmp_path_factory.mktemp("slurm"))
+    process = start_on_slurm(workdir, profile)
+    yield workdir, process, time.monotonic()
     if process.poll() is None:
         process.kill()
         process.wait()
 
 
 @pytest.fixture(scope="module")
-def slurm_run(tmp_path_factory, profile, local_reference):
-    workdir = make_workdir(tmp_path_factory.mktemp("slurm"))
-    start = time.monotonic()
-    result, records = run_on_slurm(workdir, profile)
-    output = result.stdout + result.stderr
+def slurm_run(slurm_started, finished_run):
+    workdir, process, start = slurm_started
+    returncode, output, records = finish_on_slurm(workdir, process)
     print(f"slurm run: {time.monotonic() - start:.0f} s, {len(records)} sbatch jobs")
-    assert result.returncode == 0, f"rc {result.returncode}:\n{output[-6000:]}"
+    assert returncode == 0, f"rc {returncode}:\n{output[-6000:]}"
     return workdir, records, output
-
-
-@pytest.fixture(scope="module")
-def local_run(local_reference):
-    workdir, process = local_reference
-    returncode = process.wait(timeout=1500)
-    assert returncode == 0, (workdir / "snakemake.out").read_text()[-6000:]
-    return workdir
 
 
 def submitted(records) -> list[tuple[str, list[str], str]]:
@@ -294,8 +291,14 @@ def minutes(limit: str) -> int:
     return (int(days or 0) * 24 + hours) * 60 + mins
 
 
-def test_outputs_equal_a_local_run(slurm_run, local_run):
-    workdir = slurm_run[0]
+def test_outputs_equal_a_local_run(slurm_run, finished_run, profile):
+    """The session's local run used the threads this profile gives each cluster job."""
+    rendered = render(profile)
+    local = run_thread_args(rendered["max-threads"])
+    assert local == run_thread_args(), (
+        f"the local reference ran with {run_thread_args()}, this site gives {local}"
+    )
+    workdir, local_run = slurm_run[0], finished_run
     compared = sorted(
         {p.relative_to(local_run) for pattern in COMPARED for p in local_run.glob(pattern)}
     )
@@ -317,9 +320,8 @@ def test_unadapted_site_stops_before_any_sbatch(tmp_path, site):
         tmp_path / "profile",
     )
     workdir = make_workdir(tmp_path / "w")
-    result, records = run_on_slurm(workdir, wrong)
-    output = result.stdout + result.stderr
-    assert result.returncode not in (0, 124, 137), output[-4000:]
+    returncode, output, records = finish_on_slurm(workdir, start_on_slurm(workdir, wrong))
+    assert returncode not in (0, 124, 137), output[-4000:]
     assert "the SLURM profile does not fit this cluster (nothing was submitted)" in output
     assert "partition 'nope' does not exist" in output and "set cpu_partition" in output
     assert "GPU model 'a100'" in output and "set gpu_model" in output

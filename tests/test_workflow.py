@@ -57,7 +57,9 @@ TINY_CONFIG = {
 }
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: float = 1200
+) -> subprocess.CompletedProcess:
     cmd = [
         *SNAKEMAKE,
         "-s",
@@ -68,7 +70,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         str(workdir / "config.yaml"),
         *args,
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
@@ -82,14 +84,6 @@ def make_workdir(path: Path, config: dict | None = None) -> Path:
     shutil.copy(REPO / "config" / "samples.tsv", path / "config" / "samples.tsv")
     (path / "config.yaml").write_text(yaml.safe_dump(config or TINY_CONFIG))
     return path
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """One real `snakemake --cores 2` run of the default chain on tiny demo data."""
-    workdir = make_workdir(tmp_path_factory.mktemp("run"))
-    snakemake(workdir, "--cores", "2")
-    return workdir
 
 
 def test_default_chain_outputs(finished_run):

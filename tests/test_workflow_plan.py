@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 import yaml
@@ -196,46 +197,28 @@ def test_predict_only_sheet_without_a_model_fails_at_parse_time(tmp_path):
 
 
 @pytest.mark.workflow
-def test_predict_only_sheet_reuses_a_trained_detector(tmp_path):
-    """The commonest case after a first training: new volumes, the trained model folder."""
-    workdir = tiny_project(tmp_path, 2, n_train=1, n_val=1)
+def test_predict_only_sheet_reuses_a_trained_detector(tmp_path, finished_run):
+    """The commonest case after a first training: new volumes, the trained model folder (the
+    detector of the session's default chain run)."""
+    workdir = tiny_project(tmp_path, 1)
+    (workdir / "samples.tsv").write_text(
+        "sample\timage\tvoxel_size\tsplit\nnew1\tdata/v.tif\t0.3,0.1,0.1\tpredict\n"
+    )
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["detection"] = {
-        "train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "crop": [8, 32, 32]},
+        "model": str(finished_run / "results" / "models" / "detector"),
         "predict": {"tile": [8, 32, 32], "overlap": [2, 8, 8]},
     }
     config["roi"] = {"enabled": False}
     config["ingest"] = {"chunks": [8, 32, 32]}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    run = [
-        *SNAKEMAKE,
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-    ]
-    first = subprocess.run(
-        [*run, "results/models/detector"], capture_output=True, text=True, timeout=900
-    )
-    assert first.returncode == 0, first.stderr[-3000:]
-    # a second project: only new volumes to predict, the first project's detector reused
-    second = tmp_path / "second"
-    second.mkdir()
-    (second / "data").symlink_to(workdir / "data")
-    (second / "samples.tsv").write_text(
-        "sample\timage\tvoxel_size\tsplit\nnew1\tdata/v.tif\t0.3,0.1,0.1\tpredict\n"
-    )
-    config["detection"]["model"] = str(workdir / "results" / "models" / "detector")
-    (second / "config.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
         [
             *SNAKEMAKE,
             "-d",
-            str(second),
+            str(workdir),
             "--configfile",
-            str(second / "config.yaml"),
+            str(workdir / "config.yaml"),
             "--cores",
             "2",
         ],
@@ -244,8 +227,10 @@ def test_predict_only_sheet_reuses_a_trained_detector(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (second / "results" / "points" / "new1" / "points.csv").is_file()
-    assert not (second / "results" / "models" / "detector").exists()  # nothing retrained
+    points = pd.read_csv(workdir / "results" / "points" / "new1" / "points.csv")
+    assert list(points.columns)[:3] == ["z", "y", "x"]
+    assert not (workdir / "results" / "models" / "detector").exists()  # nothing retrained
+    assert "train_detector" not in result.stdout + result.stderr
 
 
 def test_isl_pretrains_on_a_train_row_with_only_a_target(tmp_path):

@@ -35,7 +35,7 @@ PU_CONFIG["detection"] = {
 
 def test_pu_chain_end_to_end(tmp_path):
     workdir = make_workdir(tmp_path, PU_CONFIG)
-    snakemake(workdir, "--cores", "1")
+    snakemake(workdir, "--cores", "2")
     results = workdir / "results"
     model = results / "models" / "detector"
     arch = json.loads((model / "model.json").read_text())
