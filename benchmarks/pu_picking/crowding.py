@@ -19,7 +19,9 @@ Each trained model is scored on the training, validation and test volumes once; 
 threshold variants are applied afterwards (full post-processing chain each):
 ``auto`` (k detections after the averaging step, the fixed rule), ``auto_nms`` (k NMS
 candidates, the rule before this change), ``k/2`` and ``1.5k`` (count rule with k
-misspecified by -50 % / +50 %), ``0.5`` (fixed score threshold).
+misspecified by -50 % / +50 %), ``0.5`` (fixed score threshold). ``--radius-um``: the particle
+radius r (positives = window centres within r of a click, NMS radius, averaging distance
+2r); a larger r raises π.
 
 Usage (CPU, 1 thread; rows appended to results/crowding.jsonl, reruns skip done runs)::
 
@@ -119,14 +121,14 @@ def true_negatives(vol: dict[str, Any], n: int, rng: np.random.Generator) -> np.
     return np.asarray(out)
 
 
-def thresholds(model_maps: list[np.ndarray], k: float) -> dict[str, float]:
-    merge = PUPostprocessConfig().merge_factor * 2 * RADIUS_UM
+def thresholds(model_maps: list[np.ndarray], k: float, r: float) -> dict[str, float]:
+    merge = PUPostprocessConfig().merge_factor * 2 * r
     vs = [VOXEL] * len(model_maps)
     return {
-        "auto": threshold_for_count(model_maps, k, RADIUS_UM, vs, merge_um=merge),
-        "auto_nms": threshold_for_count(model_maps, k, RADIUS_UM, vs),
-        "k/2": threshold_for_count(model_maps, 0.5 * k, RADIUS_UM, vs, merge_um=merge),
-        "1.5k": threshold_for_count(model_maps, 1.5 * k, RADIUS_UM, vs, merge_um=merge),
+        "auto": threshold_for_count(model_maps, k, r, vs, merge_um=merge),
+        "auto_nms": threshold_for_count(model_maps, k, r, vs),
+        "k/2": threshold_for_count(model_maps, 0.5 * k, r, vs, merge_um=merge),
+        "1.5k": threshold_for_count(model_maps, 1.5 * k, r, vs, merge_um=merge),
         "0.5": 0.5,
     }
 
@@ -137,6 +139,7 @@ def run_one(
     run: int,
     vols: dict[str, dict[str, Any]],
     k_factor: float = 1.0,
+    radius_um: float = RADIUS_UM,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     train = vols["train"]
@@ -153,13 +156,13 @@ def run_one(
     else:
         vol = PUVolume("train", train["norm"], subset, VOXEL, roi=train["roi"])
     model, summary, curve = train_pu(
-        [vol], params_for(config), radius_um=RADIUS_UM, expected_particles=k, seed=seed
+        [vol], params_for(config), radius_um=radius_um, expected_particles=k, seed=seed
     )
     t_train = time.perf_counter() - t0
     maps = {s: dense(model, v["norm"]) for s, v in vols.items()}
-    thr = thresholds([np.where(train["roi"], maps["train"], 0.0)], k)
+    thr = thresholds([np.where(train["roi"], maps["train"], 0.0)], k, radius_um)
     row: dict[str, Any] = {
-        "config": config, "n": n, "run": run, "k": k, "k_factor": k_factor,
+        "config": config, "n": n, "run": run, "k": k, "k_factor": k_factor, "radius_um": radius_um,
         "pi_u": summary["pi_unlabelled"], "train_s": t_train,
         "p_unlabelled_end": float(curve["p_unlabelled"].iloc[-1]),
         "thresholds": thr,
@@ -169,7 +172,7 @@ def run_one(
         v = vols[split]
         for name, t in thr.items():
             out, steps = postprocess(
-                maps[split], v["image"], threshold=t, radius_um=RADIUS_UM, voxel_size=VOXEL,
+                maps[split], v["image"], threshold=t, radius_um=radius_um, voxel_size=VOXEL,
                 params=post, roi=v["roi"],
             )  # fmt: skip
             m = evaluate(out[["z", "y", "x"]].to_numpy(), v["points"], VOXEL, GATE_UM)
@@ -188,6 +191,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--first-run", type=int, default=0)
     ap.add_argument("--k-factor", type=float, default=1.0, help="k given to training / 1 = true")
+    ap.add_argument("--radius-um", type=float, default=RADIUS_UM, help="particle radius r (µm)")
     ap.add_argument("--out", default=str(HERE / "results" / "crowding.jsonl"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -197,21 +201,23 @@ def main() -> None:
     if out.exists():
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["scenario"], r["config"], r["n"], r["run"], r["k_factor"]))
+            radius = r.get("radius_um", RADIUS_UM)
+            done.add((r["scenario"], r["config"], r["n"], r["run"], r["k_factor"], radius))
     vols = {split: volume(args.scenario, seed) for split, seed in SEEDS.items()}
     info = {s: (len(v["points"]), round(v["roi_fraction"], 3)) for s, v in vols.items()}
     print(f"{args.scenario}: (particles, ROI fraction) {info}", flush=True)
     for run in range(args.first_run, args.first_run + args.runs):
         for config in args.configs.split(","):
-            key = (args.scenario, config, args.n, run, args.k_factor)
+            key = (args.scenario, config, args.n, run, args.k_factor, args.radius_um)
             if key in done:
                 continue
-            row = run_one(config, args.n, run, vols, args.k_factor)
+            row = run_one(config, args.n, run, vols, args.k_factor, args.radius_um)
             row.update({"scenario": args.scenario, "particles": info})
             with out.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(
-                f"{args.scenario} {config} N={args.n} run {run} k x{args.k_factor}: F1 test "
+                f"{args.scenario} {config} N={args.n} run {run} k x{args.k_factor} "
+                + f"r {args.radius_um}: F1 test "
                 + " ".join(f"{t} {row[f'f1_{t}_test']:.3f}" for t in row["thresholds"])
                 + f" ({row['seconds']:.0f}s)",
                 flush=True,
