@@ -110,7 +110,7 @@ def radius_table(df: pd.DataFrame) -> str:
                 "config": config,
                 "r (µm)": r,
                 "runs": len(h),
-                "pi_U": round(h["pi_u"].median(), 4),
+                "pi_U (PN: pi)": round(h["pi_u"].median(), 4),
                 "F1 auto (test)": _cell(h["f1_auto_test"]),
                 "F1 at 0.5 (test)": _cell(h["f1_0.5_test"]),
                 "F1 auto (val)": _cell(h["f1_auto_val"]),
