@@ -21,6 +21,7 @@ from fewlabel.detection.pu.postprocess import (
     intensity_keep,
     postprocess,
     recentre_point,
+    threshold_for_count,
 )
 from fewlabel.detection.pu.sampling import (
     PUVolume,
@@ -225,6 +226,37 @@ def test_postprocess_counts_each_step_and_keeps_the_csv_columns():
     assert list(table.columns) == ["z", "y", "x", "z_um", "y_um", "x_um", "score"]
     assert len(table) == 2
     assert table["y_um"].to_numpy() == pytest.approx(table["y"].to_numpy() * 0.1)
+
+
+def _paired_maxima_map() -> np.ndarray:
+    """Six particles, each two score maxima 3 voxels apart (two barrels): both survive the
+    NMS (radius 2 voxels), the averaging (distance 2r = 4) merges them."""
+    score = np.zeros((8, 40, 64), np.float32)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in score.shape], indexing="ij"), -1)
+    for i in range(6):
+        for dx, amp in ((0, 0.9), (3, 0.85)):
+            c = np.array([4, 8 + 12 * (i % 3), 10 + 30 * (i // 3) + dx])
+            g = np.exp(-(((grid - c) / 0.8) ** 2).sum(-1) / 2)
+            score = np.maximum(score, (amp - 0.1 * i) * g.astype(np.float32))
+    return score
+
+
+def test_count_threshold_counts_particles_after_averaging():
+    score = _paired_maxima_map()
+    post = PUPostprocessConfig(recentre=False, intensity_filter=False)
+    merge = post.merge_factor * 2 * 2.0
+    kept = {}
+    for name, merge_um in (("nms", None), ("merged", merge)):
+        t = threshold_for_count([score], 6, 2.0, [(1.0, 1.0, 1.0)], merge_um=merge_um)
+        table, steps = postprocess(
+            score, score, threshold=t, radius_um=2.0, voxel_size=(1, 1, 1), params=post
+        )
+        kept[name] = (len(table), steps[0]["out"])
+    # the NMS count reaches k = 6 with three particles (two maxima each): recall capped at 1/2
+    assert kept["nms"] == (3, 6)
+    # counting after the averaging step keeps the six particles (eleven NMS candidates: the
+    # weakest particle's second maximum lies below its group's score)
+    assert kept["merged"] == (6, 11)
 
 
 # ----------------------------------------------------------------------------- bad input

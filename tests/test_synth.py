@@ -194,6 +194,34 @@ def test_centriole_points_inside_and_on_particles():
     assert kinds == {"speck", "blob"}
 
 
+def test_clustered_centrioles_are_crowded_and_keep_their_separation():
+    kw = dict(n_particles=60, voxel_size=(0.12, 0.06, 0.06), barrel_radius_um=0.1,
+              barrel_length_um=0.25, n_specks=0, n_blobs=0)  # fmt: skip
+    uniform = synth.centriole_volume((24, 160, 160), seed=3, **kw)
+    clustered = synth.centriole_volume(
+        (24, 160, 160), seed=3, n_clusters=2, cluster_sigma_um=0.6, min_separation_um=0.5, **kw
+    )
+    again = synth.centriole_volume(
+        (24, 160, 160), seed=3, n_clusters=2, cluster_sigma_um=0.6, min_separation_um=0.5, **kw
+    )
+    np.testing.assert_array_equal(clustered.image, again.image)
+    assert clustered.meta["n_clusters"] == 2 and uniform.meta["n_clusters"] == 0
+
+    def nearest(s):  # distance (µm) of each particle to its nearest neighbour
+        um = s.points[["z", "y", "x"]].to_numpy() * np.array([0.12, 0.06, 0.06])
+        pair = np.sqrt(((um[:, None] - um[None]) ** 2).sum(-1)) + 1e9 * np.eye(len(um))
+        return pair.min(1)
+
+    assert len(clustered.points) > 40
+    # the minimal separations hold (default: twice the particle extent)
+    assert nearest(clustered).min() >= 0.5 - 1e-9
+    assert nearest(uniform).min() >= 2 * (0.125 + 0.1 + 0.15) - 1e-9
+    # crowding: clustered particles sit closer to their neighbours
+    assert np.median(nearest(clustered)) < 0.8 * np.median(nearest(uniform))
+    with pytest.raises(ConfigError, match="n_clusters"):
+        synth.centriole_volume((16, 64, 64), n_clusters=-1)
+
+
 # --------------------------------------------------------------------------- nuclei
 def _touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
     pairs = set()

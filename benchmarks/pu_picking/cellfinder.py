@@ -97,7 +97,8 @@ def main() -> None:
             sample="cellfinder", device="cpu",
         )  # fmt: skip
         score = np.asarray(open_ome_zarr(root / "map.ome.zarr").array[...])
-    threshold = threshold_for_count([np.where(roi, score, 0)], k, RADIUS, [VOXEL])
+    merge = POST.merge_factor * 2 * RADIUS  # the workflow's auto rule (fit.py, session pu2)
+    threshold = threshold_for_count([np.where(roi, score, 0)], k, RADIUS, [VOXEL], merge_um=merge)
     table, steps = postprocess(
         score, image, threshold=threshold, radius_um=RADIUS, voxel_size=VOXEL, params=POST,
         roi=roi, sample="cellfinder",

@@ -83,7 +83,12 @@ def run_pu(
         [vol], params, radius_um=radius_um, expected_particles=len(pts), seed=run_seed
     )
     t_train = time.perf_counter() - t0
-    thr = threshold_for_count([dense(model, train["norm"])], len(pts), radius_um, [train["voxel"]])
+    # the workflow's auto rule (fit.py): k detections after the averaging step (session pu2;
+    # the section-1 rows in README.md were made before, with k NMS candidates)
+    merge = PUPostprocessConfig().merge_factor * 2 * radius_um
+    thr = threshold_for_count(
+        [dense(model, train["norm"])], len(pts), radius_um, [train["voxel"]], merge_um=merge
+    )
     score = dense(model, test["norm"])
     row: dict[str, Any] = {"threshold": thr, "train_s": t_train, "pi_u": summary["pi_unlabelled"]}
     chains = {

@@ -136,7 +136,8 @@ class PUConfig(ConfigModel):
     threshold: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] = Field(
         "auto",
         description="score threshold of the post-processing; auto: the score at which the "
-        "training volumes hold k (expected_particles) NMS candidates each",
+        "training volumes hold k (expected_particles) detections each, counted after the "
+        "averaging step (postprocess.average) so that paired maxima count once",
     )
     predict: PredictConfig = Field(
         default_factory=_pu_predict,

@@ -8,6 +8,13 @@ barrel of radius ``R`` and length ``L`` around axis ``u`` is 9 "triplets" (lines
 (``sigma = psf_sigma_um / voxel_size``), then Poisson + Gaussian read noise. Artefacts: bright
 specks (point-like) and large blobs. Points are the particle centres (mean of the undropped
 model points of both barrels).
+
+Crowding: ``n_clusters > 0`` places the particles in clusters (as the SP-Fluo generator of
+Vedrenne et al. does): cluster centres uniform in the volume, each particle drawn from an
+isotropic Gaussian of standard deviation ``cluster_sigma_um`` around a random cluster centre;
+``min_separation_um`` (default: twice the particle extent) is kept between all centres, so a
+dense or clustered volume holds fewer particles than asked when they do not fit (the points
+table says how many).
 """
 
 from __future__ import annotations
@@ -59,6 +66,33 @@ def _barrel_points(
     return np.concatenate(all_pts), (np.concatenate(kept) if kept else empty)
 
 
+def _sample_clustered(
+    rng: np.random.Generator,
+    n: int,
+    low: np.ndarray,
+    high: np.ndarray,
+    n_clusters: int,
+    sigma_um: float,
+    min_dist: float,
+    max_tries: int = 200,
+) -> np.ndarray:
+    """Up to ``n`` centres (µm) in ``[low, high]``: each from an isotropic Gaussian
+    (``sigma_um``) around one of ``n_clusters`` uniform cluster centres, pairwise distance
+    ``>= min_dist`` (rejection)."""
+    clusters = rng.uniform(low, high, size=(n_clusters, 3))
+    points: list[np.ndarray] = []
+    for _ in range(n):
+        for _try in range(max_tries):
+            p = clusters[rng.integers(n_clusters)] + rng.normal(0.0, sigma_um, 3)
+            if np.any(p < low) or np.any(p > high):
+                continue
+            if points and np.sqrt(((np.asarray(points) - p) ** 2).sum(axis=1)).min() < min_dist:
+                continue
+            points.append(p)
+            break
+    return np.asarray(points, dtype=float).reshape(-1, 3)
+
+
 def _splat(grid: np.ndarray, coords: np.ndarray, weights: np.ndarray) -> None:
     """Trilinear deposit of ``weights`` at voxel ``coords`` (N, 3) into ``grid`` in place."""
     if len(coords) == 0:
@@ -88,6 +122,9 @@ def centriole_volume(
     read_noise: float = 2.0,
     n_specks: int | None = None,
     n_blobs: int | None = None,
+    n_clusters: int = 0,
+    cluster_sigma_um: float = 1.0,
+    min_separation_um: float | None = None,
     seed: int = 0,
 ) -> SynthSpots:
     """Centriole-like particles (paired 9-fold barrels) in random 3D orientations.
@@ -96,6 +133,8 @@ def centriole_volume(
     dropping (``drop_fraction``), Gaussian PSF blur ``psf_sigma_um / voxel_size``, Poisson +
     Gaussian read noise, bright specks and blobs as artefacts. Points are particle centres in
     voxels. ``photons`` is the peak signal of one fully labelled triplet (before noise).
+    ``n_clusters``, ``cluster_sigma_um``, ``min_separation_um``: crowding (module docstring);
+    ``n_clusters = 0`` keeps the uniform placement (same volumes as before for a seed).
     """
     shape = _shape3(shape, "centriole_volume")
     voxel = np.asarray(voxel_size, float)
@@ -108,9 +147,22 @@ def centriole_volume(
     size_um = np.asarray(shape, float) * voxel
     extent = barrel_length_um / 2 + barrel_radius_um + daughter_fraction * barrel_length_um
     margin = np.minimum(np.full(3, extent * 0.75), (size_um - voxel) / 2)
-    centres_um = _sample_separated(
-        rng, int(n_particles), margin, size_um - voxel - margin, np.ones(3), 2.0 * extent
-    )
+    min_dist = 2.0 * extent if min_separation_um is None else float(min_separation_um)
+    if n_clusters < 0 or cluster_sigma_um <= 0 or min_dist < 0:
+        raise ConfigError(
+            f"centriole_volume: n_clusters={n_clusters}, cluster_sigma_um={cluster_sigma_um}, "
+            f"min_separation_um={min_separation_um} out of range.",
+            fix="give n_clusters >= 0, cluster_sigma_um > 0 and min_separation_um >= 0.",
+        )
+    if n_clusters:
+        centres_um = _sample_clustered(
+            rng, int(n_particles), margin, size_um - voxel - margin, int(n_clusters),
+            float(cluster_sigma_um), min_dist,
+        )  # fmt: skip
+    else:
+        centres_um = _sample_separated(
+            rng, int(n_particles), margin, size_um - voxel - margin, np.ones(3), min_dist
+        )
     step = float(voxel.min()) / 2
     grid = np.zeros(shape, np.float64)
     points = []
@@ -164,6 +216,9 @@ def centriole_volume(
         "daughter_fraction": daughter_fraction,
         "psf_sigma_um": list(psf_sigma_um),
         "drop_fraction": drop_fraction,
+        "n_clusters": int(n_clusters),
+        "cluster_sigma_um": float(cluster_sigma_um),
+        "min_separation_um": min_dist,
         "photons": photons,
         "background": background,
         "read_noise": read_noise,

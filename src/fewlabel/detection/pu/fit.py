@@ -4,7 +4,8 @@ Resolves the particle radius r and the expected count k (``detection.pu`` first,
 ``roi`` section), normalises each volume by its percentiles (the recipe stored in the model
 folder, applied again by the tiled engine at prediction), trains
 (:func:`fewlabel.detection.pu.training.train_pu`), sets the score threshold (``auto``:
-:func:`fewlabel.detection.pu.postprocess.threshold_for_count` on the training volumes) and
+:func:`fewlabel.detection.pu.postprocess.threshold_for_count` on the training volumes, counting
+detections after the averaging step when ``postprocess.average`` is on) and
 writes the model folder with ``thresholds.json`` = ``{detection_threshold, radius_um,
 expected_particles}``.
 """
@@ -121,7 +122,11 @@ def train_to_folder(
     )
     if params.threshold == "auto":
         maps = [score_map(module, vol, params, device) for vol in volumes]
-        threshold = threshold_for_count(maps, k, radius, [v.voxel_size for v in volumes])
+        post = params.postprocess
+        merge = post.merge_factor * 2 * radius if post.average else None
+        threshold = threshold_for_count(
+            maps, k, radius, [v.voxel_size for v in volumes], merge_um=merge
+        )
     else:
         threshold = float(params.threshold)
     summary.update({"radius_um": radius, "expected_particles": k, "threshold": threshold})

@@ -136,11 +136,18 @@ def threshold_for_count(
     voxel_sizes: Sequence[Sequence[float]],
     *,
     floor: float = 0.01,
+    merge_um: float | None = None,
 ) -> float:
-    """The score threshold at which the NMS candidates of ``score_maps`` number
-    ``expected_particles`` per map (the prior's k): the k·n-th highest candidate score (the
-    lowest candidate's when there are fewer). Calibrates the PU scores, whose scale the
-    GE-binomial term sets through π, without labelled negatives."""
+    """The score threshold at which ``score_maps`` hold ``expected_particles`` detections per
+    map (the prior's k): just below the k·n-th highest score (the lowest when there are
+    fewer), so that the chain's ``score > threshold`` keeps k.
+
+    Detections are the NMS candidates and, with ``merge_um`` (the post-processing's averaging
+    distance ``merge_factor · 2r``), the groups of overlapping candidates that the averaging
+    step merges into one particle (score: the group's maximum). Without the merge, a model
+    that puts two maxima on one particle (paired barrels) reaches k candidates with about
+    k/2 particles and its recall is capped after averaging. Calibrates the scores without
+    labelled negatives."""
     scores = []
     for score_map, vs in zip(score_maps, voxel_sizes, strict=True):
         table = extract_points(
@@ -150,12 +157,19 @@ def threshold_for_count(
             refine_radius=0,
             voxel_size=vs,
         )
-        scores.append(table["score"].to_numpy(float))
+        values = table["score"].to_numpy(float)
+        if merge_um is not None and len(values) > 1:
+            pts = table[["z", "y", "x"]].to_numpy(float)
+            _, values = average_overlapping(pts, values, vs, float(merge_um))
+        scores.append(values)
     allscores = np.sort(np.concatenate(scores))[::-1] if scores else np.zeros(0)
     k = int(round(expected_particles * len(score_maps)))
     if not len(allscores):
         return floor
-    return float(allscores[min(k, len(allscores)) - 1])
+    kth = np.float32(allscores[max(1, min(k, len(allscores))) - 1])
+    # the chain keeps scores > threshold (extract_points, float32 maps): one float32 step
+    # below the k-th score keeps it
+    return float(max(np.nextafter(kth, np.float32(-np.inf)), np.float32(0.0)))
 
 
 def postprocess(

@@ -1,0 +1,202 @@
+"""Tables and box plots of crowding.py (results/crowding_*.jsonl), used by tables.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+CONFIGS = ["PU+SWA", "PU", "PN", "FS"]
+SCENARIOS = ["base", "dense", "clustered"]
+THRESHOLDS = ["auto", "auto_nms", "k/2", "1.5k", "0.5"]
+
+
+def read(results: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted(results.glob("crowding_*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line]
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df["radius_um"] = df.get("radius_um", pd.Series(0.15, index=df.index)).fillna(0.15)
+    return df
+
+
+def _cell(x: pd.Series) -> str:
+    if len(x) < 2:
+        return f"{x.median():.3f}"
+    return f"{x.median():.3f} ({x.mean():.3f} ± {x.std(ddof=1):.3f})"
+
+
+def _order(df: pd.DataFrame, col: str, order: list[str]) -> pd.DataFrame:
+    return df.assign(_o=df[col].map({c: i for i, c in enumerate(order)})).sort_values("_o")
+
+
+def n10_table(df: pd.DataFrame) -> str:
+    rows = []
+    for (scen, config), g in df.groupby(["scenario", "config"]):
+        rows.append(
+            {
+                "scenario": scen,
+                "particles (test)": g["particles"].iloc[0]["test"][0],
+                "pi_U": round(g["pi_u"].median(), 4) if config.startswith("PU") else "",
+                "config": config,
+                "runs": len(g),
+                "F1 median": g["f1_auto_test"].median(),
+                "F1 mean ± sd": f"{g['f1_auto_test'].mean():.3f} ± {g['f1_auto_test'].std():.3f}",
+                "F1 min-max": f"{g['f1_auto_test'].min():.3f}-{g['f1_auto_test'].max():.3f}",
+                "precision": g["precision_auto_test"].median(),
+                "recall": g["recall_auto_test"].median(),
+            }
+        )
+    t = pd.DataFrame(rows)
+    t["_s"] = t["scenario"].map({c: i for i, c in enumerate(SCENARIOS)})
+    t["_c"] = t["config"].map({c: i for i, c in enumerate(CONFIGS)})
+    t = t.sort_values(["_s", "_c"]).drop(columns=["_s", "_c"])
+    return t.to_markdown(index=False, floatfmt=".3f")
+
+
+def threshold_table(df: pd.DataFrame, split: str) -> str:
+    rows = []
+    for (scen, config), g in df.groupby(["scenario", "config"]):
+        row = {"scenario": scen, "config": config, "runs": len(g)}
+        for t in THRESHOLDS:
+            row[t] = _cell(g[f"f1_{t}_{split}"])
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    t["_s"] = t["scenario"].map({c: i for i, c in enumerate(SCENARIOS)})
+    t["_c"] = t["config"].map({c: i for i, c in enumerate(CONFIGS)})
+    return t.sort_values(["_s", "_c"]).drop(columns=["_s", "_c"]).to_markdown(index=False)
+
+
+def ngrid_table(df: pd.DataFrame) -> str:
+    g = df[df["scenario"] == "clustered"]
+    rows = []
+    for (config, n), h in g.groupby(["config", "n"]):
+        rows.append({"config": config, "N": n, "runs": len(h), "F1 auto": _cell(h["f1_auto_test"])})
+    t = pd.DataFrame(rows)
+    t["_c"] = t["config"].map({c: i for i, c in enumerate(CONFIGS)})
+    return t.sort_values(["N", "_c"]).drop(columns="_c").to_markdown(index=False)
+
+
+def kmis_table(df: pd.DataFrame) -> str:
+    g = df[(df["scenario"] == "base") & (df["config"].isin(["PU+SWA", "PN"]))]
+    rows = []
+    for (config, kf), h in g.groupby(["config", "k_factor"]):
+        rows.append(
+            {
+                "config": config,
+                "k given / true k": kf,
+                "runs": len(h),
+                "pi_U": round(h["pi_u"].median(), 4),
+                "F1 auto (test)": _cell(h["f1_auto_test"]),
+                "F1 at 0.5 (test)": _cell(h["f1_0.5_test"]),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["config", "k given / true k"]).to_markdown(index=False)
+
+
+def radius_table(df: pd.DataFrame) -> str:
+    g = df[(df["scenario"] == "base") & (df["n"] == 10) & (df["k_factor"] == 1.0)]
+    g = g[g["config"].isin(["PU+SWA", "PN"])]
+    rows = []
+    for (config, r), h in g.groupby(["config", "radius_um"]):
+        rows.append(
+            {
+                "config": config,
+                "r (µm)": r,
+                "runs": len(h),
+                "pi_U (PN: pi)": round(h["pi_u"].median(), 4),
+                "F1 auto (test)": _cell(h["f1_auto_test"]),
+                "F1 at 0.5 (test)": _cell(h["f1_0.5_test"]),
+                "F1 auto (val)": _cell(h["f1_auto_val"]),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["r (µm)", "config"]).to_markdown(index=False)
+
+
+def _boxes(ax, groups: list[list[float]], labels: list[str], configs: list[str]) -> None:
+    width = 0.8 / len(configs)
+    for i, config in enumerate(configs):
+        data = [groups[j][i] for j in range(len(labels))]
+        pos = [j + (i - (len(configs) - 1) / 2) * width for j in range(len(labels))]
+        keep = [k for k, d in enumerate(data) if len(d)]
+        if not keep:
+            continue
+        bp = ax.boxplot(
+            [data[k] for k in keep],
+            positions=[pos[k] for k in keep],
+            widths=width * 0.9,
+            patch_artist=True,
+        )
+        for patch in bp["boxes"]:
+            patch.set_facecolor(f"C{CONFIGS.index(config)}")
+        ax.plot([], [], "s", color=f"C{CONFIGS.index(config)}", label=config)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylim(0, 1.02)
+    ax.axhline(0.85, color="grey", ls=":", lw=1)
+    ax.set_ylabel("F1 (test)")
+    ax.legend(fontsize=7, loc="lower left")
+
+
+def plots(df: pd.DataFrame, results: Path) -> None:
+    n10 = df[(df["n"] == 10) & (df["k_factor"] == 1.0)]
+    scenarios = [s for s in SCENARIOS if (n10.scenario == s).any()]
+    fig, axes = plt.subplots(1, 1 + len(scenarios), figsize=(4.6 * (1 + len(scenarios)), 4))
+    groups = [
+        [n10[(n10.scenario == s) & (n10.config == c)]["f1_auto_test"].tolist() for c in CONFIGS]
+        for s in scenarios
+    ]
+    _boxes(axes[0], groups, scenarios, CONFIGS)
+    axes[0].set_title("N = 10, auto threshold: scenario (cf. Fig. 4/5)", fontsize=9)
+    for ax, scen in zip(axes[1:], scenarios, strict=True):
+        g = n10[n10.scenario == scen]
+        groups = [[g[g.config == c][f"f1_{t}_test"].tolist() for c in CONFIGS] for t in THRESHOLDS]
+        _boxes(ax, groups, THRESHOLDS, CONFIGS)
+        ax.set_title(f"N = 10, {scen}: threshold rule", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(results / "crowding_boxplots.png", dpi=80)
+    plt.close(fig)
+    clus = df[(df.scenario == "clustered") & (df.k_factor == 1.0)]
+    ns = sorted(clus["n"].unique())
+    if len(ns) > 1:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        configs = ["PU+SWA", "PU", "PN", "FS"]
+        groups = [
+            [clus[(clus.n == n) & (clus.config == c)]["f1_auto_test"].tolist() for c in configs]
+            for n in ns
+        ]
+        _boxes(ax, groups, [str(n) for n in ns], configs)
+        ax.set_xlabel("annotated particles N")
+        ax.set_title("clustered (300 particles): F1 vs N (cf. paper Fig. 4)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(results / "crowding_n_boxplots.png", dpi=80)
+        plt.close(fig)
+
+
+def crowding_section(results: Path) -> str:
+    every = read(results)
+    if every.empty:
+        return ""
+    df = every[every["radius_um"] == 0.15]
+    plots(df, results)
+    n10 = df[(df["n"] == 10) & (df["k_factor"] == 1.0)]
+    parts = [
+        "### Crowding x threshold (crowding.py): N = 10, auto threshold, test volume\n",
+        n10_table(n10),
+        "\n### Threshold rule, N = 10: F1 median (mean ± sd), test volume\n",
+        threshold_table(n10, "test"),
+        "\n### Threshold rule, N = 10: F1 median (mean ± sd), validation volume\n",
+        threshold_table(n10, "val"),
+    ]
+    if (df["n"] != 10).any():
+        parts += ["\n### Clustered: F1 vs N (auto threshold, test)\n", ngrid_table(df)]
+    if (df["k_factor"] != 1.0).any():
+        parts += ["\n### k misspecified in training and threshold (base, N = 10)\n", kmis_table(df)]
+    if (every["radius_um"] != 0.15).any():
+        parts += ["\n### Larger particle radius r (base, N = 10): pi rises\n", radius_table(every)]
+    return "\n".join(parts) + "\n"
