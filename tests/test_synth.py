@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import typing
 from pathlib import Path
 
@@ -280,11 +279,9 @@ def test_nuclei_anisotropy_flattens_in_z():
 
 
 # --------------------------------------------------------------------------- demo
-def test_make_demo_writes_readable_files_fast(tmp_path):
-    start = time.monotonic()
+def test_make_demo_writes_readable_files(tmp_path):
+    """(No timed assertion: timing belongs to benchmarks, not to a shared CI machine.)"""
     rows = synth.make_demo(tmp_path / "demo", params=DemoParams(), seed=0)
-    elapsed = time.monotonic() - start
-    assert elapsed < 5.0
     out = tmp_path / "demo"
     assert sorted(p.name for p in out.iterdir()) == _demo_names()
     manifest = json.loads((out / "manifest.json").read_text())
