@@ -389,7 +389,14 @@ def main() -> int:
         action="store_true",
         help="force prior_bias on (rows and work folder named '<data>+prior')",
     )
+    parser.add_argument("--work", default=None, help="work folder (default benchmarks/_work/bfs)")
+    parser.add_argument(
+        "--no-table", action="store_true", help="print the rows, do not update results.tsv/md"
+    )
     args = parser.parse_args()
+    global WORK
+    if args.work:
+        WORK = Path(args.work).resolve()
     from fewlabel.logs import configure_logging
 
     configure_logging(WORK / "run.log")
@@ -404,6 +411,9 @@ def main() -> int:
         rows += run_dataset(name, d, args.epochs, args.steps)
     names = sorted({r["data"] for r in rows})
     new = pd.DataFrame(rows)
+    if args.no_table:
+        print(markdown(new))
+        return 0
     if not old.empty:
         old = old[~old["data"].isin(names + ["paper BBBC050"])]
     paper = pd.DataFrame(PAPER, columns=["data", "method", "fg_iou", "seg", "mucov", "f1_50"])
