@@ -17,6 +17,7 @@ from fewlabel.segmentation.bfs.prm import (
     assign_pseudo_labels,
     click_f1,
     excitation_backprop,
+    image_contrast,
     peak_response_maps,
     strongest_response,
     tune_threshold,
@@ -206,6 +207,40 @@ def test_excitation_backprop_keeps_the_forward_values_and_restores_the_layers():
     (m,) = peak_response_maps(net, x[0, 0].numpy(), np.array([[4, 8, 8]]), crop=(8, 16, 16))
     assert m.values.min() >= 0 and m.values.max() == pytest.approx(1.0)
     assert (m.values > 0).sum() > 27  # spread beyond the peak's neighbourhood
+
+
+def test_image_contrast_is_otsus_between_class_variance_per_threshold():
+    rng = np.random.default_rng(1)
+    best = rng.random((6, 10, 10)).astype(np.float32)
+    image = rng.random((6, 10, 10)).astype(np.float32)
+    grid = (0.5, 0.1, 0.9)  # any order
+    got = image_contrast(best, image, grid)
+    for t, value in zip(grid, got, strict=True):
+        fg = best > t
+        w1 = fg.mean()
+        want = (1 - w1) * w1 * (image[fg].mean(dtype=float) - image[~fg].mean(dtype=float)) ** 2
+        assert value == pytest.approx(want, rel=1e-6)
+
+
+def test_contrast_rule_sizes_the_masks_by_the_image_within_the_click_plateau():
+    """Two blobs of radius 4 in the image; responses fall off slowly beyond them: every
+    threshold keeps one instance per click, the image picks the one whose masks fit the blobs."""
+    shape = (12, 40, 40)
+    clicks = np.array([[6.0, 10.0, 10.0], [6.0, 28.0, 28.0]])
+    zz, yy, xx = np.indices(shape)
+    dist = [np.sqrt((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) for c in clicks]
+    image = ((dist[0] < 4) | (dist[1] < 4)).astype(np.float32)
+    responses = [
+        Response(peak=i, window=(slice(0, 12), slice(0, 40), slice(0, 40)), values=np.exp(-d / 4))
+        for i, d in enumerate(dist)
+    ]
+    labels, best = strongest_response(responses, shape)
+    grid = tuple(np.exp(-np.arange(1, 12) / 4))  # masks of radius 1..11
+    t, rows = tune_threshold(labels, best, clicks, grid, image=image)
+    assert all(r["f1"] == 1.0 for r in rows)
+    assert t == pytest.approx(np.exp(-4 / 4))  # radius 4: the blobs
+    t_median, _ = tune_threshold(labels, best, clicks, grid)
+    assert t_median == pytest.approx(np.exp(-6 / 4))  # the plateau's middle, image-blind
 
 
 def _old_assignment(responses, shape, threshold):

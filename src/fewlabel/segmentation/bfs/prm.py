@@ -236,18 +236,53 @@ def click_f1(labels: np.ndarray, clicks: np.ndarray) -> dict[str, float]:
     return {"f1": 2 * tp / denom if denom else 1.0, "tp": tp, "fp": fp, "fn": fn}
 
 
+def image_contrast(best: np.ndarray, image: np.ndarray, grid: Sequence[float]) -> np.ndarray:
+    """Otsu's between-class variance ``w₀·w₁·(μ_fg − μ_bg)²`` of ``image`` between
+    ``{best > t}`` and the rest, for every ``t`` of ``grid`` (one pass: a histogram of ``best``)."""
+    ts = np.asarray(grid, dtype=np.float64)
+    order = np.argsort(ts)
+    bins = np.searchsorted(ts[order], best.ravel(), side="left")  # best > ts[k] <=> bin > k
+    counts = np.bincount(bins, minlength=len(ts) + 1).astype(np.float64)
+    sums = np.bincount(bins, weights=image.ravel().astype(np.float64), minlength=len(ts) + 1)
+    n_fg = np.cumsum(counts[::-1])[::-1][1:]  # voxels with bin > k
+    s_fg = np.cumsum(sums[::-1])[::-1][1:]
+    n, total = counts.sum(), sums.sum()
+    n_bg = n - n_fg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = s_fg / n_fg - (total - s_fg) / n_bg
+        var = (n_fg / n) * (n_bg / n) * diff**2
+    out = np.zeros(len(ts))
+    out[order] = np.nan_to_num(var, nan=0.0)
+    return out
+
+
 def tune_threshold(
     labels: np.ndarray,
     best: np.ndarray,
     clicks: np.ndarray,
     grid: Sequence[float],
+    *,
+    image: np.ndarray | None = None,
+    f1_tolerance: float = 0.05,
 ) -> tuple[float, list[dict[str, float]]]:
-    """The median threshold of ``grid`` among those with the best click F1 (the middle of the
-    plateau; the larger one of the two middle values for an even count), and the table.
-    ``labels, best``: :func:`strongest_response` of the volume's maps."""
+    """The pseudo-label threshold and the table (``labels, best``: :func:`strongest_response`).
+
+    Without ``image``: the median threshold of ``grid`` among those with the best click F1 (the
+    middle of the plateau; the larger one of the two middle values for an even count). With
+    ``image`` (normalised, same shape): among the thresholds whose click F1 is within
+    ``f1_tolerance`` of the best, the one whose foreground best separates the image intensity
+    (Otsu's between-class variance, :func:`image_contrast`): the clicks fix the instances, the
+    image fixes their extent.
+    """
+    ts = sorted(float(g) for g in grid)
+    contrast = image_contrast(best, image, ts) if image is not None else np.zeros(len(ts))
     rows = []
-    for t in sorted(float(g) for g in grid):
-        rows.append({"threshold": t, **click_f1(threshold_labels(labels, best, t), clicks)})
+    for t, c in zip(ts, contrast, strict=True):
+        f1 = click_f1(threshold_labels(labels, best, t), clicks)
+        rows.append({"threshold": t, **f1, "contrast": float(c)})
     best_f1 = max(r["f1"] for r in rows)
-    plateau = [r["threshold"] for r in rows if r["f1"] >= best_f1 - 1e-12]
-    return plateau[len(plateau) // 2], rows
+    if image is None:
+        plateau = [r["threshold"] for r in rows if r["f1"] >= best_f1 - 1e-12]
+        return plateau[len(plateau) // 2], rows
+    near = [r for r in rows if r["f1"] >= best_f1 - float(f1_tolerance) - 1e-12]
+    return max(near, key=lambda r: r["contrast"])["threshold"], rows

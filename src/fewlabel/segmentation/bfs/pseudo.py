@@ -87,7 +87,15 @@ def pseudo_labels_of(
     strongest, response = strongest_response(responses, image.shape)  # streamed, one map at a time
     tuning: list[dict[str, float]] = []
     if clicks is not None:
-        threshold, tuning = tune_threshold(strongest, response, clicks, params.threshold_grid)
+        contrast = params.threshold_rule == "contrast"
+        threshold, tuning = tune_threshold(
+            strongest,
+            response,
+            clicks,
+            params.threshold_grid,
+            image=image.normalise(np.asarray(image.array)) if contrast else None,
+            f1_tolerance=params.f1_tolerance,
+        )
         log.info("sample %s: PRM threshold %.3g tuned on %d clicks", sample, threshold, len(clicks))
     assert threshold is not None
     labels = threshold_labels(strongest, response, float(threshold))
