@@ -93,7 +93,8 @@ def pseudo_labels_of(
             response,
             clicks,
             params.threshold_grid,
-            image=image.normalise(np.asarray(image.array)) if contrast else None,
+            # clipped to the percentile range: saturated voxels must not decide the contrast
+            image=np.clip(image.normalise(np.asarray(image.array)), 0, 1) if contrast else None,
             f1_tolerance=params.f1_tolerance,
         )
         log.info("sample %s: PRM threshold %.3g tuned on %d clicks", sample, threshold, len(clicks))
