@@ -60,7 +60,9 @@ def diagnose(name: str, d: dict, folder: Path) -> dict:
         "n_clicks": len(clicks),
         "n_peaks": len(peaks),
         "n_merged": len(merged),
-        "cells_with_one_peak": int((np.bincount(hit[hit > 0], minlength=gt.max() + 1)[1:] == 1).sum()),
+        "cells_with_one_peak": int(
+            (np.bincount(hit[hit > 0], minlength=gt.max() + 1)[1:] == 1).sum()
+        ),
         "peaks_in_background": int((hit == 0).sum()),
     }
     pseudo_path = Path(f"{stem}_pseudo.ome.zarr")
@@ -75,15 +77,21 @@ def diagnose(name: str, d: dict, folder: Path) -> dict:
             "precision": float(((pseudo > 0) & (gt > 0)).sum() / max((pseudo > 0).sum(), 1)),
             "recall": float(((pseudo > 0) & (gt > 0)).sum() / max((gt > 0).sum(), 1)),
             "clicks_in_a_mask": int((pseudo[tuple(ci.T)] > 0).sum()),
-            "median_size_ratio": float(np.median(ps_sizes[ps_sizes > 0]) / np.median(gt_sizes[gt_sizes > 0])),
+            "median_size_ratio": float(
+                np.median(ps_sizes[ps_sizes > 0]) / np.median(gt_sizes[gt_sizes > 0])
+            ),
             **{f"score_{k}": v for k, v in score(gt, pseudo, voxel).items()},
         }
     for lam in ("0", "1"):
-        prob_path = Path(f"{stem}_s2_lambda{lam}.ome.zarr")
-        if not prob_path.exists():
+        prob_path = folder / f"test0_s2_lambda{lam}.ome.zarr"  # transductive: the same volume
+        if not prob_path.exists() or not (folder / f"s2_lambda{lam}" / "thresholds.json").exists():
             continue
         prob = np.asarray(open_ome_zarr(prob_path).array[...])
-        thr = float(json.loads((folder / f"s2_lambda{lam}" / "thresholds.json").read_text())["mask_threshold"])
+        thr = float(
+            json.loads((folder / f"s2_lambda{lam}" / "thresholds.json").read_text())[
+                "mask_threshold"
+            ]
+        )
         fg = prob > thr
         grid = np.linspace(0.05, 0.95, 19)
         ious = [fg_iou(prob > t, gt) for t in grid]
@@ -96,9 +104,15 @@ def diagnose(name: str, d: dict, folder: Path) -> dict:
             "inst_s1": score(gt, instances_in(fg, centres, voxel, d["peak_um"]), voxel),
             "inst_clicks": score(gt, instances_in(fg, clicks, voxel, d["peak_um"]), voxel),
         }
-    out["gt_fg_with_s1_peaks"] = score(gt, instances_in(gt > 0, centres, voxel, d["peak_um"]), voxel)
+    out["gt_fg_with_s1_peaks"] = score(
+        gt, instances_in(gt > 0, centres, voxel, d["peak_um"]), voxel
+    )
     otsu = classical(img, clicks, voxel)
-    out["otsu"] = {"fg_iou": fg_iou(otsu, gt), "fg_fraction": float((otsu > 0).mean()), **score(gt, otsu, voxel)}
+    out["otsu"] = {
+        "fg_iou": fg_iou(otsu, gt),
+        "fg_fraction": float((otsu > 0).mean()),
+        **score(gt, otsu, voxel),
+    }
     return out
 
 
@@ -110,7 +124,7 @@ def main() -> int:
     args = parser.parse_args()
     for name, d in datasets(args.data.split(",")).items():
         folder = Path(args.work) / (name + (args.suffix if not d.get("prior_bias") else ""))
-        print(json.dumps(diagnose(name, d, folder), indent=1, default=float), flush=True)
+        print(json.dumps(diagnose(name, d, folder), default=float), flush=True)
     return 0
 
 

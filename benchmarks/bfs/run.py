@@ -422,7 +422,7 @@ def main() -> int:
     if not old.empty:
         old = old[~old["data"].isin(names + ["paper BBBC050"])]
     paper = pd.DataFrame(PAPER, columns=["data", "method", "fg_iou", "seg", "mucov", "f1_50"])
-    table = pd.concat([old, new, paper], ignore_index=True)
+    table = pd.concat([new, old, paper], ignore_index=True)
     table.to_csv(results, sep="\t", index=False)
     (HERE / "results.md").write_text(markdown(table) + "\n")
     print(json.dumps({"written": str(results)}))
