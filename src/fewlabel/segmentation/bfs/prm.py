@@ -22,11 +22,13 @@ Pseudo-labels: voxel ``v`` belongs to ``argmax_m R_m(v)`` where that maximum exc
 to the background. The maps are streamed into a running maximum and arg-maximum (one float32
 and one uint32 array of the labels' size; :func:`strongest_response`), which also serves every
 threshold, since ``argmax`` does not depend on ``t``. ``t`` is chosen on the training volume's
-own clicks only: for each ``t`` in ``prm.threshold_grid`` a click is a hit when its voxel lies
-in an instance that holds no other click; instances without a click are false positives.
-Clicks fix the range of thresholds that keep one instance per click (the plateau of the best
-click F1) but not the object size within it, so the median threshold of that plateau is used
-(on a geometric grid: the geometric middle of the plateau).
+own clicks and image only: for each ``t`` in ``prm.threshold_grid`` a click is a hit when its
+voxel lies in an instance that holds no other click; instances without a click are false
+positives. Clicks fix the range of thresholds that keep one instance per click (the plateau of
+the best click F1) but not the object size within it. ``prm.threshold_rule: contrast``
+(default) takes, among the thresholds whose click F1 is within ``prm.f1_tolerance`` of the
+best, the one whose foreground best separates the image intensity (Otsu's between-class
+variance, :func:`image_contrast`); ``median`` takes the median threshold of the plateau.
 """
 
 from __future__ import annotations
@@ -236,14 +238,22 @@ def click_f1(labels: np.ndarray, clicks: np.ndarray) -> dict[str, float]:
     return {"f1": 2 * tp / denom if denom else 1.0, "tp": tp, "fp": fp, "fn": fn}
 
 
-def image_contrast(best: np.ndarray, image: np.ndarray, grid: Sequence[float]) -> np.ndarray:
+def image_contrast(
+    best: np.ndarray, image: np.ndarray, grid: Sequence[float], *, slab: int = 16
+) -> np.ndarray:
     """Otsu's between-class variance ``w₀·w₁·(μ_fg − μ_bg)²`` of ``image`` between
-    ``{best > t}`` and the rest, for every ``t`` of ``grid`` (one pass: a histogram of ``best``)."""
+    ``{best > t}`` and the rest, for every ``t`` of ``grid`` (one pass over z-slabs of
+    ``slab`` planes: a histogram of ``best`` weighted by ``image``)."""
     ts = np.asarray(grid, dtype=np.float64)
     order = np.argsort(ts)
-    bins = np.searchsorted(ts[order], best.ravel(), side="left")  # best > ts[k] <=> bin > k
-    counts = np.bincount(bins, minlength=len(ts) + 1).astype(np.float64)
-    sums = np.bincount(bins, weights=image.ravel().astype(np.float64), minlength=len(ts) + 1)
+    counts = np.zeros(len(ts) + 1)
+    sums = np.zeros(len(ts) + 1)
+    for z in range(0, best.shape[0], int(slab)):
+        b = np.asarray(best[z : z + int(slab)]).ravel()
+        bins = np.searchsorted(ts[order], b, side="left")  # best > ts[k] <=> bin > k
+        counts += np.bincount(bins, minlength=len(ts) + 1)
+        weights = np.asarray(image[z : z + int(slab)], dtype=np.float64).ravel()
+        sums += np.bincount(bins, weights=weights, minlength=len(ts) + 1)
     n_fg = np.cumsum(counts[::-1])[::-1][1:]  # voxels with bin > k
     s_fg = np.cumsum(sums[::-1])[::-1][1:]
     n, total = counts.sum(), sums.sum()
