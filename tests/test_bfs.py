@@ -13,9 +13,13 @@ from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.segmentation.bfs.centres import centre_map, centre_map_block, check_centres
 from fewlabel.segmentation.bfs.instances import assign_instances, merge_peaks
 from fewlabel.segmentation.bfs.prm import (
+    Response,
     assign_pseudo_labels,
     click_f1,
+    excitation_backprop,
+    image_contrast,
     peak_response_maps,
+    strongest_response,
     tune_threshold,
 )
 from fewlabel.segmentation.bfs.refine import bf_loss
@@ -141,7 +145,9 @@ def test_peak_response_maps_one_map_per_peak_in_bounded_crops():
     peaks = np.array([[5, 5, 5], [5, 30, 30], [2, 20, 10]])
     net = _Local()
     net.train()  # PRM must switch it to eval itself
-    maps = list(peak_response_maps(net, image, peaks, crop=(6, 16, 16), batch_size=2))
+    maps = list(
+        peak_response_maps(net, image, peaks, crop=(6, 16, 16), batch_size=2, backprop="gradient")
+    )
     assert [m.peak for m in maps] == [0, 1, 2]
     assert not net.training
     for m, p in zip(maps, peaks, strict=True):
@@ -157,14 +163,113 @@ def test_peak_response_maps_one_map_per_peak_in_bounded_crops():
 def test_threshold_tuned_on_clicks_is_the_middle_of_the_best_plateau():
     image = np.zeros((8, 24, 24), np.float32)
     peaks = np.array([[4, 6, 6], [4, 17, 17]])
-    maps = list(peak_response_maps(_Local(), image, peaks, crop=(8, 12, 12)))
+    maps = list(peak_response_maps(_Local(), image, peaks, crop=(8, 12, 12), backprop="gradient"))
     maps[1].values *= 0.6  # a weaker response: its instance vanishes above 0.6
     clicks = peaks.astype(float)
-    t, rows = tune_threshold(maps, image.shape, clicks, (0.1, 0.3, 0.5, 0.7))
+    labels, best = strongest_response(maps, image.shape)
+    t, rows = tune_threshold(labels, best, clicks, (0.1, 0.3, 0.5, 0.7))
     assert [r["f1"] for r in rows][:3] == [1.0, 1.0, 1.0] and rows[3]["f1"] < 1.0
     assert t == 0.3
     labels, _ = assign_pseudo_labels(maps, image.shape, t)
     assert click_f1(labels, clicks[:1])["fp"] == 1  # an instance without a click
+
+
+def test_excitation_backprop_of_one_convolution_shares_the_peak_by_positive_contribution():
+    """PRM's rule on one conv: R(i) = a_i W+(p - i) / sum_j a_j W+(p - j), a = x - min(x)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(1, 1, 3, padding=1, bias=True)
+    weight = conv.weight.detach().numpy()[0, 0]
+    assert (weight < 0).any() and (weight > 0).any()
+    image = np.random.default_rng(0).random((6, 9, 9)).astype(np.float32)
+    peak = np.array([[3, 4, 4]])
+    (m,) = peak_response_maps(conv, image, peak, crop=(6, 9, 9), smooth_um=0.0)
+    a = image - image.min()
+    expected = np.zeros_like(a)
+    expected[2:5, 3:6, 3:6] = a[2:5, 3:6, 3:6] * np.clip(weight, 0, None)
+    expected /= expected.sum()  # the winning probabilities of the peak's inputs sum to 1
+    np.testing.assert_allclose(m.values, expected / expected.max(), rtol=1e-4, atol=1e-6)
+    (g,) = peak_response_maps(conv, image, peak, crop=(6, 9, 9), backprop="gradient")
+    assert not np.allclose(g.values, m.values)  # the plain gradient is another map
+
+
+def test_excitation_backprop_keeps_the_forward_values_and_restores_the_layers():
+    from fewlabel.models.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(dims=3, in_channels=1, out_channels=1, base_channels=4, depth=2).eval()
+    x = torch.rand(1, 1, 8, 16, 16)
+    with torch.no_grad():
+        plain = net(x)
+        with excitation_backprop(net):
+            patched = net(x)
+    torch.testing.assert_close(plain, patched)
+    assert not any("forward" in vars(m) for m in net.modules())
+    (m,) = peak_response_maps(net, x[0, 0].numpy(), np.array([[4, 8, 8]]), crop=(8, 16, 16))
+    assert m.values.min() >= 0 and m.values.max() == pytest.approx(1.0)
+    assert (m.values > 0).sum() > 27  # spread beyond the peak's neighbourhood
+
+
+def test_image_contrast_is_otsus_between_class_variance_per_threshold():
+    rng = np.random.default_rng(1)
+    best = rng.random((6, 10, 10)).astype(np.float32)
+    image = rng.random((6, 10, 10)).astype(np.float32)
+    grid = (0.5, 0.1, 0.9)  # any order
+    got = image_contrast(best, image, grid, slab=4)  # two z-slabs
+    for t, value in zip(grid, got, strict=True):
+        fg = best > t
+        w1 = fg.mean()
+        want = (1 - w1) * w1 * (image[fg].mean(dtype=float) - image[~fg].mean(dtype=float)) ** 2
+        assert value == pytest.approx(want, rel=1e-6)
+
+
+def test_contrast_rule_sizes_the_masks_by_the_image_within_the_click_plateau():
+    """Two blobs of radius 4 in the image; responses fall off slowly beyond them: every
+    threshold keeps one instance per click, the image picks the one whose masks fit the blobs."""
+    shape = (12, 40, 40)
+    clicks = np.array([[6.0, 10.0, 10.0], [6.0, 28.0, 28.0]])
+    zz, yy, xx = np.indices(shape)
+    dist = [np.sqrt((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) for c in clicks]
+    image = ((dist[0] < 4) | (dist[1] < 4)).astype(np.float32)
+    responses = [
+        Response(peak=i, window=(slice(0, 12), slice(0, 40), slice(0, 40)), values=np.exp(-d / 4))
+        for i, d in enumerate(dist)
+    ]
+    labels, best = strongest_response(responses, shape)
+    grid = tuple(np.exp(-np.arange(1, 12) / 4))  # masks of radius 1..11
+    t, rows = tune_threshold(labels, best, clicks, grid, image=image)
+    assert all(r["f1"] == 1.0 for r in rows)
+    assert t == pytest.approx(np.exp(-4 / 4))  # radius 4: the blobs
+    t_median, _ = tune_threshold(labels, best, clicks, grid)
+    assert t_median == pytest.approx(np.exp(-6 / 4))  # the plateau's middle, image-blind
+
+
+def _old_assignment(responses, shape, threshold):
+    """The previous implementation: every map pasted into a volume-sized stack, then argmax."""
+    stack = np.zeros((len(responses), *shape), np.float32)
+    for r in responses:
+        stack[r.peak][r.window] = r.values
+    best = stack.max(axis=0)
+    labels = (stack.argmax(axis=0) + 1).astype(np.uint32)
+    labels[best <= 0] = 0  # no map covers the voxel
+    labels[best <= threshold] = 0
+    return labels, best
+
+
+def test_streamed_assignment_matches_the_volume_sized_one():
+    rng = np.random.default_rng(3)
+    shape = (10, 30, 30)
+    responses = []
+    for i in range(12):
+        start = rng.integers(0, [5, 18, 18])
+        window = tuple(slice(int(a), int(a) + n) for a, n in zip(start, (5, 12, 12), strict=True))
+        values = rng.random((5, 12, 12)).astype(np.float32)
+        values[values < 0.3] = 0.0
+        responses.append(Response(peak=i, window=window, values=values))
+    for t in (0.0, 0.25, 0.6):
+        labels, best = assign_pseudo_labels(iter(responses), shape, t)  # a generator: one pass
+        ref_labels, ref_best = _old_assignment(responses, shape, t)
+        np.testing.assert_array_equal(best, ref_best)
+        np.testing.assert_array_equal(labels, ref_labels)
 
 
 # --------------------------------------------------------------------------- instances

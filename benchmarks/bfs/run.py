@@ -30,6 +30,7 @@ torch.set_num_threads(1)
 HERE = Path(__file__).resolve().parent
 WORK = HERE.parents[1] / "benchmarks" / "_work" / "bfs"
 DATA = Path("/work/shared/data")
+S1_ONLY = False  # --s1-only: train and predict S1, nothing else (warms the work folder)
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
 from fewlabel.config import (  # noqa: E402
@@ -213,6 +214,8 @@ def run_dataset(name: str, d: dict, epochs: int, steps: int) -> list[dict]:
                 sample=it["sample"],
             )
     times["s1"] = time.time() - t0
+    if S1_ONLY:
+        return []
     # pseudo-labels (threshold tuned on each training volume's clicks)
     t0 = time.time()
     prm = BfsPrmConfig(crop=d["prm_crop"], batch_size=2)
@@ -389,7 +392,16 @@ def main() -> int:
         action="store_true",
         help="force prior_bias on (rows and work folder named '<data>+prior')",
     )
+    parser.add_argument("--work", default=None, help="work folder (default benchmarks/_work/bfs)")
+    parser.add_argument(
+        "--no-table", action="store_true", help="print the rows, do not update results.tsv/md"
+    )
+    parser.add_argument("--s1-only", action="store_true", help="stop after S1 (cache warm-up)")
     args = parser.parse_args()
+    global WORK, S1_ONLY
+    S1_ONLY = args.s1_only
+    if args.work:
+        WORK = Path(args.work).resolve()
     from fewlabel.logs import configure_logging
 
     configure_logging(WORK / "run.log")
@@ -404,10 +416,13 @@ def main() -> int:
         rows += run_dataset(name, d, args.epochs, args.steps)
     names = sorted({r["data"] for r in rows})
     new = pd.DataFrame(rows)
+    if args.no_table or S1_ONLY:
+        print(markdown(new))
+        return 0
     if not old.empty:
         old = old[~old["data"].isin(names + ["paper BBBC050"])]
     paper = pd.DataFrame(PAPER, columns=["data", "method", "fg_iou", "seg", "mucov", "f1_50"])
-    table = pd.concat([old, new, paper], ignore_index=True)
+    table = pd.concat([new, old, paper], ignore_index=True)
     table.to_csv(results, sep="\t", index=False)
     (HERE / "results.md").write_text(markdown(table) + "\n")
     print(json.dumps({"written": str(results)}))

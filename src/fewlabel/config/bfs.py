@@ -10,6 +10,9 @@ from pydantic import Field
 from fewlabel.config.base import ConfigModel, OpenFraction, PosFloat, PosInt, ZYXInt, like
 from fewlabel.config.shared import TrainConfig, UNetConfig
 
+THRESHOLD_GRID = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05)
+THRESHOLD_GRID += (0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
+
 
 class BfsCentresConfig(ConfigModel):
     """Voronoi centre maps (paper eq. 1): ``p = 0`` on Voronoi borders, ``exp(−k·D/d_m)`` where
@@ -60,10 +63,24 @@ class BfsPrmConfig(ConfigModel):
         (16, 64, 64), description="input crop z, y, x around each peak (bounds memory)"
     )
     batch_size: PosInt = Field(4, description="peaks back-propagated together")
+    backprop: Literal["excitation", "gradient"] = Field(
+        "excitation",
+        description="excitation: PRM's peak back-propagation (excitation backprop: positive "
+        "weights, signal shared by input contribution) | gradient: plain input gradient",
+    )
     threshold_grid: Annotated[tuple[OpenFraction, ...], Field(min_length=1)] = Field(
-        (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
-        description="thresholds on the normalised response tried on the training clicks "
-        "(the median of those with the best click F1 is used)",
+        THRESHOLD_GRID,
+        description="thresholds on the max-normalised response tried on the training volume "
+        "(default: 1-2-3-5-7.5 per decade)",
+    )
+    threshold_rule: Literal["contrast", "median"] = Field(
+        "contrast",
+        description="contrast: among thresholds with near-best click F1, the one whose "
+        "foreground best separates the image intensity (Otsu's between-class variance) | "
+        "median: the median threshold of the best click-F1 plateau",
+    )
+    f1_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.05, description="contrast rule: click F1 may be this much below the best"
     )
     smooth_um: Annotated[float, Field(ge=0)] = Field(
         0.5, description="Gaussian smoothing (µm) of each response map before thresholding"

@@ -36,8 +36,9 @@ def pseudo_labels_of(
     from fewlabel.models.store import load_model
     from fewlabel.segmentation.bfs.models import S1_ARCH
     from fewlabel.segmentation.bfs.prm import (
-        assign_pseudo_labels,
         peak_response_maps,
+        strongest_response,
+        threshold_labels,
         tune_threshold,
     )
     from fewlabel.segmentation.bfs.s1 import s1_peaks
@@ -64,31 +65,42 @@ def pseudo_labels_of(
         path=likelihood_path,
         workers=threads,
     )
-    responses = list(
-        peak_response_maps(
-            loaded.module,
-            image.array,
-            peaks[["z", "y", "x"]].to_numpy(),
-            crop=params.crop,
-            batch_size=params.batch_size,
-            voxel_size=image.voxel_size,
-            smooth_um=params.smooth_um,
-            device=device,
-            normalise=image.normalise,
-            desc=f"PRM {sample}",
-        )
-    )
-    tuning: list[dict[str, float]] = []
-    if clicks is not None:
-        threshold, tuning = tune_threshold(responses, image.shape, clicks, params.threshold_grid)
-        log.info("sample %s: PRM threshold %.3g tuned on %d clicks", sample, threshold, len(clicks))
-    if threshold is None:
+    if clicks is None and threshold is None:
         raise InputDataError(
             "pseudo-labels need the volume's clicks (to tune the threshold) or a threshold.",
             sample=sample,
             fix="give the training volume's points CSV.",
         )
-    labels, response = assign_pseudo_labels(responses, image.shape, float(threshold))
+    responses = peak_response_maps(
+        loaded.module,
+        image.array,
+        peaks[["z", "y", "x"]].to_numpy(),
+        crop=params.crop,
+        batch_size=params.batch_size,
+        voxel_size=image.voxel_size,
+        smooth_um=params.smooth_um,
+        device=device,
+        normalise=image.normalise,
+        backprop=params.backprop,
+        desc=f"PRM {sample}",
+    )
+    strongest, response = strongest_response(responses, image.shape)  # streamed, one map at a time
+    tuning: list[dict[str, float]] = []
+    if clicks is not None:
+        contrast = params.threshold_rule == "contrast"
+        threshold, tuning = tune_threshold(
+            strongest,
+            response,
+            clicks,
+            params.threshold_grid,
+            # clipped to the percentile range: saturated voxels must not decide the contrast
+            image=np.clip(image.normalise(np.asarray(image.array)), 0, 1) if contrast else None,
+            f1_tolerance=params.f1_tolerance,
+        )
+        log.info("sample %s: PRM threshold %.3g tuned on %d clicks", sample, threshold, len(clicks))
+    assert threshold is not None
+    labels = threshold_labels(strongest, response, float(threshold))
+    del strongest
     return {
         "labels": labels,
         "response": response,
