@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
 
 GATE_UM = 0.5
+NORMALISATION = "percentile"  # --normalisation: detection.train.normalisation.mode of every row
 GRID = tuple(round(0.025 * i, 3) for i in range(1, 40))
 
 
@@ -91,18 +92,24 @@ def _known(vol: data.Volume, with_box: bool):
 
 
 def log_method(train, val, workdir: Path) -> Detector:
-    """fewlabel's LoG (σ 1, 1.5, 1.5 voxels, percentiles 1-99.8), threshold maximising click
-    recall x box precision on img1 + img2 (the same information the partial detector gets)."""
+    """fewlabel's LoG with the detection.log defaults (σ 0.3, 0.15, 0.15 µm) and the run's
+    normalisation, min_distance (1, 2, 2) voxels; threshold maximising click recall x box
+    precision on img1 + img2 (the same information the partial detector gets)."""
+    from fewlabel.config import LogConfig
     from fewlabel.detection.density.partial import known_sweep
-    from fewlabel.detection.log.baseline import detect_log
+    from fewlabel.detection.log.baseline import detect_log, log_recipe, sigma_voxels
+
+    params = LogConfig.model_validate({"normalisation": {"mode": NORMALISATION}})
 
     def peaks(vol):
         return detect_log(
             vol.image.astype(np.float32),
-            sigma=(1.0, 1.5, 1.5),
+            sigma=sigma_voxels(params.sigma, params.sigma_unit, vol.voxel_size),
             threshold=0.0,
             min_distance=(1, 2, 2),
-            percentiles=(1.0, 99.8),
+            percentiles=params.percentiles,
+            normalization=log_recipe(params),
+            voxel_size=vol.voxel_size,
         )
 
     fit = [train, val]
@@ -139,7 +146,14 @@ def _zarrs(vol: data.Volume, workdir: Path, targets, region: str | None) -> dict
 
 
 def _dm(
-    train, val, workdir: Path, *, partial: bool, epochs: int, unlabelled_weight: float = 1.0
+    train,
+    val,
+    workdir: Path,
+    *,
+    partial: bool,
+    epochs: int,
+    unlabelled_weight: float = 1.0,
+    normalisation: str | None = None,
 ) -> Detector:
     from fewlabel.config import DensityTargetsConfig, DetectorTrainConfig, PeaksConfig
     from fewlabel.detection.density.training import train_detector
@@ -147,11 +161,13 @@ def _dm(
     from fewlabel.detection.peaks import find_peaks
     from fewlabel.detection.sizes import peaks_in_voxels
     from fewlabel.models.store import load_model
-    from fewlabel.normalize import apply_range, percentile_range
+    from fewlabel.normalize import apply_range, prepare
 
+    normalisation = normalisation or NORMALISATION
     tag = "partial" if partial else "today"
     if unlabelled_weight != 1.0:
         tag += f"_w{unlabelled_weight:g}"
+    tag += f"_{normalisation}"
     work = workdir / tag
     if partial:  # the new defaults: clicks only, µm units, the box of img2 declared
         targets = DensityTargetsConfig(unlabelled_weight=unlabelled_weight)
@@ -175,6 +191,7 @@ def _dm(
             "batch_size": 4,
             "crop": [8, 48, 48],
             "patience": max(6, epochs // 4),
+            "normalisation": {"mode": normalisation},
             **extra,
         }
     )
@@ -190,12 +207,13 @@ def _dm(
         evaluation={"gate": GATE_UM, "gate_unit": "um"},
     )
     thresholds = json.loads((work / "model" / "thresholds.json").read_text())
-    net = load_model(work / "model", expect="dmdetnet3d").module
+    loaded = load_model(work / "model", expect="dmdetnet3d")
+    net = loaded.module
 
-    def peaks(vol):
-        lo, hi = percentile_range(vol.image, (1.0, 99.8))
+    def peaks(vol):  # the model's normalisation recipe, as the tiled engine applies it
+        view, lo, hi = prepare(vol.image, loaded.normalization, vol.voxel_size)
         density = predict_density(
-            net, vol.image, device="cpu", normalise=lambda b: apply_range(b, lo, hi)
+            net, view, device="cpu", normalise=lambda b: apply_range(b, lo, hi)
         )
         rule = peaks_in_voxels(peaks_cfg, vol.voxel_size)
         return find_peaks(density, threshold=0.0125, min_distance=rule.min_distance)
@@ -216,12 +234,13 @@ def pu_method(train, val, workdir: Path, epochs: int) -> Detector:
     """PU+SWA (fewlabel.detection.pu) with the CPU-scaled network and schedule of
     benchmarks/pu_picking/spots.py; k = img1's clicks / the clicked share of img2's box spots;
     threshold auto (the score at which img1 holds k NMS candidates); full post-processing."""
+    from fewlabel.config import NormalisationConfig
     from fewlabel.config.pu import PUConfig, PUPostprocessConfig
     from fewlabel.detection.pu.fit import score_map
     from fewlabel.detection.pu.postprocess import postprocess, threshold_for_count
     from fewlabel.detection.pu.sampling import PUVolume
     from fewlabel.detection.pu.training import train_pu
-    from fewlabel.normalize import apply_range, percentile_range
+    from fewlabel.normalize import apply_range, prepare, recipe
 
     params = PUConfig.model_validate(
         {
@@ -235,9 +254,10 @@ def pu_method(train, val, workdir: Path, epochs: int) -> Detector:
     )
     k = round(len(train.clicks) / PU_CLICKED_SHARE)
 
-    def pu_volume(vol):
-        lo, hi = percentile_range(vol.image, params.percentiles)
-        norm = apply_range(vol.image, lo, hi).astype(np.float32)
+    def pu_volume(vol):  # the run's normalisation (PU's own config: percentiles)
+        how = recipe(NORMALISATION, params.percentiles, NormalisationConfig().background_um)
+        view, lo, hi = prepare(vol.image, how, vol.voxel_size)
+        norm = apply_range(np.asarray(view[...]), lo, hi).astype(np.float32)
         return PUVolume(vol.name, norm, vol.clicks, tuple(vol.voxel_size))
 
     fit = pu_volume(train)
@@ -285,7 +305,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--workdir", default="/tmp/real_spots_work")
     parser.add_argument("--only", default="", help="comma-separated method-name prefixes")
+    parser.add_argument(
+        "--normalisation",
+        default=NORMALISATION,
+        choices=["percentile", "robust", "background"],
+        help="normalisation mode of every method (LoG, DM-DetNet3D, PU)",
+    )
     args = parser.parse_args()
+    globals()["NORMALISATION"] = args.normalisation
     workdir = Path(args.workdir)
     train, val = (data.load(s, c) for s, c in data.TRAIN)
     tests = [data.load(s, c) for s, c in data.TEST]

@@ -19,7 +19,7 @@ from fewlabel.config.base import (
     ZYXNonNegInt,
 )
 from fewlabel.config.pu import PUConfig
-from fewlabel.config.shared import ModelConfig, PredictConfig, TrainConfig
+from fewlabel.config.shared import ModelConfig, NormalisationConfig, PredictConfig, TrainConfig
 
 Unit = Literal["voxel", "um"]
 
@@ -134,6 +134,10 @@ class DetectorTrainConfig(TrainConfig):
     point_fraction: Fraction = Field(
         0.0, description="probability that a crop is centred on an annotated point"
     )
+    normalisation: NormalisationConfig = Field(
+        default_factory=NormalisationConfig,
+        description="input intensity normalisation (mode percentile uses train.percentiles)",
+    )
 
 
 class PeaksConfig(ConfigModel):
@@ -170,8 +174,11 @@ class LogConfig(ConfigModel):
     on the train + val samples."""
 
     sigma: Annotated[ZYXNonNegFloat, AfterValidator(_some_axis)] = Field(
-        (1.0, 1.5, 1.5), description="LoG scale z, y, x (voxels), about the PSF sigma"
+        (0.3, 0.15, 0.15),
+        description="LoG scale z, y, x, about the PSF sigma (default µm: 1, 1.5, 1.5 voxels "
+        "of 0.3 x 0.1 x 0.1 µm; converted per volume with its voxel size)",
     )
+    sigma_unit: Unit = Field("um", description="unit of sigma: um | voxel")
     gate: PosFloat | None = Field(
         None,
         description="matching gate used to tune the threshold; null: evaluation.detection "
@@ -182,7 +189,13 @@ class LogConfig(ConfigModel):
         100, description="thresholds tried (quantiles of the training peak scores)"
     )
     percentiles: Percentiles | None = Field(
-        (1.0, 99.8), description="intensity normalisation percentiles (null: none)"
+        (1.0, 99.8),
+        description="intensity normalisation percentiles of normalisation mode percentile "
+        "(null: none)",
+    )
+    normalisation: NormalisationConfig = Field(
+        default_factory=NormalisationConfig,
+        description="input intensity normalisation (as detection.train.normalisation)",
     )
 
 
