@@ -269,3 +269,17 @@ def test_log_sigma_in_um_equals_voxels_and_background_mode_ignores_a_ramp(tmp_pa
     model = load_log_model(folder)
     assert model.sigma_unit == "um" and model.normalization == norm
     assert model.sigma_voxels((0.3, 0.1, 0.1)) == pytest.approx((1.0, 1.5, 1.5))
+
+
+def test_object_diameter_derives_the_top_hat_box_unless_set():
+    from fewlabel.detection.sizes import derive_normalisation
+
+    default = DetectorTrainConfig()
+    assert derive_normalisation(default, None) is default
+    derived = derive_normalisation(default, 10.0)
+    assert derived.normalisation.background_um == (10.0, 10.0, 10.0)  # cells keep contrast
+    assert derived.normalisation.mode == default.normalisation.mode
+    explicit = parse(DetectorTrainConfig, {"normalisation": {"background_um": [3, 3, 3]}})
+    assert derive_normalisation(explicit, 10.0).normalisation.background_um == (3.0, 3.0, 3.0)
+    log_params = derive_normalisation(LogConfig(), 8.0)
+    assert log_params.normalisation.background_um == (8.0, 8.0, 8.0)

@@ -216,8 +216,9 @@ class DetectionConfig(ConfigModel):
     object_diameter_um: PosFloat | None = Field(
         None,
         description="typical object diameter (µm); when set, every one of "
-        "targets.sigma (d/4 µm), peaks.min_distance (radius in voxels) and train.crop "
-        "(>= 4 diameters per axis, <= 128 voxels) left at its default is derived per "
+        "targets.sigma (d/4 µm), peaks.min_distance (radius in voxels), train.crop "
+        "(>= 4 diameters per axis, <= 128 voxels) and the normalisation.background_um of "
+        "train and log (d µm) left at its default is derived per "
         "volume from its voxel size (a changed value wins; fewlabel.detection.sizes); "
         "null: the values as configured",
     )

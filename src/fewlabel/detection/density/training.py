@@ -42,6 +42,7 @@ from fewlabel.detection.density.volumes import (
     normalisation_recipe,
 )
 from fewlabel.detection.sizes import (
+    derive_normalisation,
     derive_peaks,
     derive_train,
     mean_nearest_neighbour_um,
@@ -112,7 +113,7 @@ def train_detector(
     from fewlabel.models.store import save_model
     from fewlabel.runtime import provenance
 
-    params = params if params is not None else DetectorTrainConfig()
+    params = derive_normalisation(params or DetectorTrainConfig(), object_diameter_um)
     peaks = peaks if peaks is not None else PeaksConfig()
     train = [DetectorItem.coerce(item, i) for i, item in enumerate(train_items)]
     val = [DetectorItem.coerce(item, i) for i, item in enumerate(val_items)]

@@ -107,11 +107,12 @@ def train_log(
     object radius in voxels (:func:`fewlabel.detection.sizes.derive_peaks`), as in
     ``extract_points``.
     """
-    from fewlabel.detection.sizes import derive_peaks, tuning_gate
+    from fewlabel.detection.sizes import derive_normalisation, derive_peaks, tuning_gate
     from fewlabel.io import open_ome_zarr, read_points_csv
     from fewlabel.runtime import provenance
 
     peaks = peaks if peaks is not None else PeaksConfig()
+    params = derive_normalisation(params, object_diameter_um)
     if not samples:
         raise ConfigError(
             "fit_log_threshold needs at least one annotated sample.",
