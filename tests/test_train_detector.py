@@ -155,9 +155,9 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     assert chosen["f1"] == thresholds["val_f1"]
     assert summary["val_f1"] == thresholds["val_f1"]
     loaded = load_model(folder, expect="dmdetnet3d")
-    assert loaded.normalization == {  # the default: top-hat background, robust z-score
-        "method": "background",
-        "background_um": [1.0, 1.0, 1.0],
+    assert loaded.normalization == {  # the default recipe, repeated by the tiled engine
+        "method": "percentile",
+        "percentiles": [1.0, 99.8],
         "per_volume": True,
     }
     assert loaded.training["params"]["model"]["base_channels"] == 2

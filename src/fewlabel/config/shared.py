@@ -66,7 +66,7 @@ class NormalisationConfig(ConfigModel):
     prediction (:mod:`fewlabel.normalize`; recorded in the model's normalization.json)."""
 
     mode: Literal["percentile", "robust", "background"] = Field(
-        "background",
+        "percentile",
         description="percentile: (x - p_low)/(p_high - p_low) with the percentiles of the "
         "volume | robust: (x - median)/(1.4826 MAD), intensities in noise units | background: "
         "x minus its white top-hat background (grey opening by a box of half-size "
