@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
 
 GATE_UM = 0.5
-NORMALISATION = "percentile"  # --normalisation: detection.train.normalisation.mode of every row
+NORMALISATION = "default"  # --normalisation: mode of every row; default: each method's own
 GRID = tuple(round(0.025 * i, 3) for i in range(1, 40))
 
 
@@ -105,7 +105,9 @@ def log_method(train, val, workdir: Path) -> Detector:
     from fewlabel.detection.density.partial import known_sweep
     from fewlabel.detection.log.baseline import detect_log, log_recipe, sigma_voxels
 
-    params = LogConfig.model_validate({"normalisation": {"mode": NORMALISATION}})
+    params = LogConfig()  # the detection.log defaults (normalisation: background)
+    if NORMALISATION != "default":
+        params = LogConfig.model_validate({"normalisation": {"mode": NORMALISATION}})
 
     def peaks(vol):
         return detect_log(
@@ -170,6 +172,8 @@ def _dm(
     from fewlabel.normalize import apply_range, prepare
 
     normalisation = normalisation or NORMALISATION
+    if normalisation == "default":
+        normalisation = DetectorTrainConfig().normalisation.mode
     tag = "partial" if partial else "today"
     if unlabelled_weight != 1.0:
         tag += f"_w{unlabelled_weight:g}"
@@ -261,7 +265,8 @@ def pu_method(train, val, workdir: Path, epochs: int) -> Detector:
     k = round(len(train.clicks) / PU_CLICKED_SHARE)
 
     def pu_volume(vol):  # the run's normalisation (PU's own config: percentiles)
-        how = recipe(NORMALISATION, params.percentiles, NormalisationConfig().background_um)
+        mode = "percentile" if NORMALISATION == "default" else NORMALISATION  # PU: percentiles
+        how = recipe(mode, params.percentiles, NormalisationConfig().background_um)
         view, lo, hi = prepare(vol.image, how, vol.voxel_size)
         norm = apply_range(np.asarray(view[...]), lo, hi).astype(np.float32)
         return PUVolume(vol.name, norm, vol.clicks, tuple(vol.voxel_size))
@@ -317,8 +322,9 @@ def main() -> None:
     parser.add_argument(
         "--normalisation",
         default=NORMALISATION,
-        choices=["percentile", "robust", "background"],
-        help="normalisation mode of every method (LoG, DM-DetNet3D, PU)",
+        choices=["default", "percentile", "robust", "background"],
+        help="normalisation mode of every method (LoG, DM-DetNet3D, PU); default: each "
+        "method's config default (LoG background, DM-DetNet3D percentile, PU percentiles)",
     )
     args = parser.parse_args()
     globals()["NORMALISATION"] = args.normalisation
