@@ -124,7 +124,7 @@ def test_log_model_folder_round_trip(tmp_path):
     table = pd.DataFrame(
         {"threshold": [0.1, 0.2], "precision": [0.5, 1.0], "recall": [1.0, 0.9], "f1": [0.67, 0.95]}
     )
-    params = LogConfig(sigma=(0.5, 1.0, 1.0))
+    params = LogConfig(sigma=(0.5, 1.0, 1.0), normalisation={"mode": "percentile"})
     save_log_model(
         tmp_path / "m",
         params.sigma,
@@ -136,6 +136,7 @@ def test_log_model_folder_round_trip(tmp_path):
     model = load_log_model(tmp_path / "m")
     assert model.sigma == [0.5, 1.0, 1.0] and model.threshold == 0.2
     assert model.min_distance == [2, 2, 2] and model.percentiles == [1.0, 99.8]
+    assert model.sigma_unit == "um" and model.normalization == {"percentiles": [1.0, 99.8]}
     assert json.loads((tmp_path / "m" / "model.json").read_text())["name"] == "log"
     thresholds = json.loads((tmp_path / "m" / "thresholds.json").read_text())
     assert thresholds["detection_threshold"] == 0.2 and len(thresholds["f1_curve"]) == 2

@@ -22,7 +22,7 @@ from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, write_ome_zarr, write_points_csv
 from fewlabel.metrics.detection import evaluate_sample, match_points
 from fewlabel.models.store import load_model
-from fewlabel.normalize import apply_range
+from fewlabel.normalize import apply_range, prepare
 from fewlabel.synth.spots import spot_volume
 
 torch.set_num_threads(1)
@@ -95,10 +95,10 @@ def _targets(root, name, image, points, params, region=None) -> dict[str, str]:
 
 def _detect(model_dir, image) -> np.ndarray:
     net = load_model(model_dir, expect="dmdetnet3d")
-    data = np.asarray(open_ome_zarr(image).array[...])
-    lo, hi = np.percentile(data, [1.0, 99.8])
+    volume = open_ome_zarr(image)
+    view, lo, hi = prepare(volume.array, net.normalization, volume.voxel_size)  # the model's
     density = predict_density(
-        net.module, data, device="cpu", normalise=lambda b: apply_range(b, lo, hi)
+        net.module, view, device="cpu", normalise=lambda b: apply_range(b, lo, hi)
     )
     threshold = json.loads((model_dir / "thresholds.json").read_text())["detection_threshold"]
     found = find_peaks(density, threshold=threshold, min_distance=(1, 2, 2))

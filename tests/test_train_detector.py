@@ -155,7 +155,11 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     assert chosen["f1"] == thresholds["val_f1"]
     assert summary["val_f1"] == thresholds["val_f1"]
     loaded = load_model(folder, expect="dmdetnet3d")
-    assert loaded.normalization["percentiles"] == [1.0, 99.8]
+    assert loaded.normalization == {  # the default recipe, repeated by the tiled engine
+        "method": "percentile",
+        "percentiles": [1.0, 99.8],
+        "per_volume": True,
+    }
     assert loaded.training["params"]["model"]["base_channels"] == 2
     assert loaded.training["epochs_run"] == 2
     # the threshold was tuned with detection.peaks, recorded for extract_points: the default

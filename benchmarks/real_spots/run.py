@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
 
 GATE_UM = 0.5
+NORMALISATION = "default"  # --normalisation: mode of every row; default: each method's own
 GRID = tuple(round(0.025 * i, 3) for i in range(1, 40))
 
 
@@ -41,8 +42,9 @@ class Detector:
 
 
 # --------------------------------------------------------------------------- scoring
-def score(table: pd.DataFrame, vol: data.Volume, threshold: float) -> tuple[int, int, int, int]:
-    """(matched clicks, clicks, true detections in boxes, detections in boxes)."""
+def score(table: pd.DataFrame, vol: data.Volume, threshold: float) -> tuple[int, ...]:
+    """(matched clicks, clicks, true detections in boxes, detections in boxes, true detections
+    in boxes against the lenient truth box_spots_half.csv)."""
     from fewlabel.detection.density.partial import KnownVolume, known_counts
 
     kept = table.loc[table["score"] > threshold, ["z", "y", "x"]].to_numpy(np.float64)
@@ -53,7 +55,9 @@ def score(table: pd.DataFrame, vol: data.Volume, threshold: float) -> tuple[int,
     mask = box_mask(vol)
     truth = data.box_spots(vol.name)
     prec_part = known_counts(KnownVolume(vol.name, truth, mask, "regions", scale), kept, GATE_UM)
-    return recall_part[0], recall_part[1], prec_part[2], prec_part[3]
+    half = data.box_spots(vol.name, "box_spots_half.csv")
+    half_part = known_counts(KnownVolume(vol.name, half, mask, "regions", scale), kept, GATE_UM)
+    return recall_part[0], recall_part[1], prec_part[2], prec_part[3], half_part[2]
 
 
 def box_mask(vol: data.Volume) -> np.ndarray:
@@ -68,6 +72,7 @@ def pooled(tables, vols, threshold: float) -> dict[str, float]:
     recall = counts[0] / counts[1]
     precision = counts[2] / counts[3] if counts[3] else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision_half = counts[4] / counts[3] if counts[3] else 1.0
     return {
         "threshold": threshold,
         "recall": recall,
@@ -77,6 +82,8 @@ def pooled(tables, vols, threshold: float) -> dict[str, float]:
         "clicks": int(counts[1]),
         "true_in_boxes": int(counts[2]),
         "detections_in_boxes": int(counts[3]),
+        "precision_half": precision_half,
+        "true_in_boxes_half": int(counts[4]),
     }
 
 
@@ -91,18 +98,26 @@ def _known(vol: data.Volume, with_box: bool):
 
 
 def log_method(train, val, workdir: Path) -> Detector:
-    """fewlabel's LoG (σ 1, 1.5, 1.5 voxels, percentiles 1-99.8), threshold maximising click
-    recall x box precision on img1 + img2 (the same information the partial detector gets)."""
+    """fewlabel's LoG with the detection.log defaults (σ 0.3, 0.15, 0.15 µm) and the run's
+    normalisation, min_distance (1, 2, 2) voxels; threshold maximising click recall x box
+    precision on img1 + img2 (the same information the partial detector gets)."""
+    from fewlabel.config import LogConfig
     from fewlabel.detection.density.partial import known_sweep
-    from fewlabel.detection.log.baseline import detect_log
+    from fewlabel.detection.log.baseline import detect_log, log_recipe, sigma_voxels
+
+    params = LogConfig()  # the detection.log defaults (normalisation: background)
+    if NORMALISATION != "default":
+        params = LogConfig.model_validate({"normalisation": {"mode": NORMALISATION}})
 
     def peaks(vol):
         return detect_log(
             vol.image.astype(np.float32),
-            sigma=(1.0, 1.5, 1.5),
+            sigma=sigma_voxels(params.sigma, params.sigma_unit, vol.voxel_size),
             threshold=0.0,
             min_distance=(1, 2, 2),
-            percentiles=(1.0, 99.8),
+            percentiles=params.percentiles,
+            normalization=log_recipe(params),
+            voxel_size=vol.voxel_size,
         )
 
     fit = [train, val]
@@ -139,7 +154,14 @@ def _zarrs(vol: data.Volume, workdir: Path, targets, region: str | None) -> dict
 
 
 def _dm(
-    train, val, workdir: Path, *, partial: bool, epochs: int, unlabelled_weight: float = 1.0
+    train,
+    val,
+    workdir: Path,
+    *,
+    partial: bool,
+    epochs: int,
+    unlabelled_weight: float = 1.0,
+    normalisation: str | None = None,
 ) -> Detector:
     from fewlabel.config import DensityTargetsConfig, DetectorTrainConfig, PeaksConfig
     from fewlabel.detection.density.training import train_detector
@@ -147,11 +169,15 @@ def _dm(
     from fewlabel.detection.peaks import find_peaks
     from fewlabel.detection.sizes import peaks_in_voxels
     from fewlabel.models.store import load_model
-    from fewlabel.normalize import apply_range, percentile_range
+    from fewlabel.normalize import apply_range, prepare
 
+    normalisation = normalisation or NORMALISATION
+    if normalisation == "default":
+        normalisation = DetectorTrainConfig().normalisation.mode
     tag = "partial" if partial else "today"
     if unlabelled_weight != 1.0:
         tag += f"_w{unlabelled_weight:g}"
+    tag += f"_{normalisation}"
     work = workdir / tag
     if partial:  # the new defaults: clicks only, µm units, the box of img2 declared
         targets = DensityTargetsConfig(unlabelled_weight=unlabelled_weight)
@@ -175,6 +201,7 @@ def _dm(
             "batch_size": 4,
             "crop": [8, 48, 48],
             "patience": max(6, epochs // 4),
+            "normalisation": {"mode": normalisation},
             **extra,
         }
     )
@@ -190,12 +217,13 @@ def _dm(
         evaluation={"gate": GATE_UM, "gate_unit": "um"},
     )
     thresholds = json.loads((work / "model" / "thresholds.json").read_text())
-    net = load_model(work / "model", expect="dmdetnet3d").module
+    loaded = load_model(work / "model", expect="dmdetnet3d")
+    net = loaded.module
 
-    def peaks(vol):
-        lo, hi = percentile_range(vol.image, (1.0, 99.8))
+    def peaks(vol):  # the model's normalisation recipe, as the tiled engine applies it
+        view, lo, hi = prepare(vol.image, loaded.normalization, vol.voxel_size)
         density = predict_density(
-            net, vol.image, device="cpu", normalise=lambda b: apply_range(b, lo, hi)
+            net, view, device="cpu", normalise=lambda b: apply_range(b, lo, hi)
         )
         rule = peaks_in_voxels(peaks_cfg, vol.voxel_size)
         return find_peaks(density, threshold=0.0125, min_distance=rule.min_distance)
@@ -216,12 +244,13 @@ def pu_method(train, val, workdir: Path, epochs: int) -> Detector:
     """PU+SWA (fewlabel.detection.pu) with the CPU-scaled network and schedule of
     benchmarks/pu_picking/spots.py; k = img1's clicks / the clicked share of img2's box spots;
     threshold auto (the score at which img1 holds k NMS candidates); full post-processing."""
+    from fewlabel.config import NormalisationConfig
     from fewlabel.config.pu import PUConfig, PUPostprocessConfig
     from fewlabel.detection.pu.fit import score_map
     from fewlabel.detection.pu.postprocess import postprocess, threshold_for_count
     from fewlabel.detection.pu.sampling import PUVolume
     from fewlabel.detection.pu.training import train_pu
-    from fewlabel.normalize import apply_range, percentile_range
+    from fewlabel.normalize import apply_range, prepare, recipe
 
     params = PUConfig.model_validate(
         {
@@ -235,9 +264,11 @@ def pu_method(train, val, workdir: Path, epochs: int) -> Detector:
     )
     k = round(len(train.clicks) / PU_CLICKED_SHARE)
 
-    def pu_volume(vol):
-        lo, hi = percentile_range(vol.image, params.percentiles)
-        norm = apply_range(vol.image, lo, hi).astype(np.float32)
+    def pu_volume(vol):  # the run's normalisation (PU's own config: percentiles)
+        mode = "percentile" if NORMALISATION == "default" else NORMALISATION  # PU: percentiles
+        how = recipe(mode, params.percentiles, NormalisationConfig().background_um)
+        view, lo, hi = prepare(vol.image, how, vol.voxel_size)
+        norm = apply_range(np.asarray(view[...]), lo, hi).astype(np.float32)
         return PUVolume(vol.name, norm, vol.clicks, tuple(vol.voxel_size))
 
     fit = pu_volume(train)
@@ -285,13 +316,27 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--workdir", default="/tmp/real_spots_work")
     parser.add_argument("--only", default="", help="comma-separated method-name prefixes")
+    parser.add_argument(
+        "--skip", default="", help="'|'-separated method-name prefixes not run (full run)"
+    )
+    parser.add_argument(
+        "--normalisation",
+        default=NORMALISATION,
+        choices=["default", "percentile", "robust", "background"],
+        help="normalisation mode of every method (LoG, DM-DetNet3D, PU); default: each "
+        "method's config default (LoG background, DM-DetNet3D percentile, PU percentiles)",
+    )
     args = parser.parse_args()
+    globals()["NORMALISATION"] = args.normalisation
     workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     train, val = (data.load(s, c) for s, c in data.TRAIN)
     tests = [data.load(s, c) for s, c in data.TEST]
     rows, curves, detections = [], [], {}
     for name, method in METHODS.items():
         if args.only and not any(name.startswith(p) for p in args.only.split(",")):
+            continue
+        if args.skip and any(name.startswith(p) for p in args.skip.split("|")):
             continue
         start = time.monotonic()
         det = (
@@ -300,6 +345,7 @@ def main() -> None:
             else method(train, val, workdir, args.epochs)
         )
         tables = [det.peaks(v) for v in tests]
+        pd.to_pickle((tables, det.threshold), workdir / f"peaks_{len(rows)}.pkl")  # rescoring
         row = pooled(tables, tests, det.threshold)
         rows.append(
             {"method": name, **row, "note": det.note, "seconds": round(time.monotonic() - start)}

@@ -66,7 +66,13 @@ from fewlabel.config.segmentation import (
     SegmenterTrainConfig,
     UNetTrainConfig,
 )
-from fewlabel.config.shared import ModelConfig, PredictConfig, TrainConfig, UNetConfig
+from fewlabel.config.shared import (
+    ModelConfig,
+    NormalisationConfig,
+    PredictConfig,
+    TrainConfig,
+    UNetConfig,
+)
 from fewlabel.config.sheet import (
     CHANNEL,
     PATH_COLUMNS,
@@ -113,6 +119,7 @@ __all__ = [
     "IslConfig",
     "LogConfig",
     "ModelConfig",
+    "NormalisationConfig",
     "NonNegFloat",
     "NonNegInt",
     "PeaksConfig",

@@ -19,7 +19,7 @@ from fewlabel.config.base import (
     ZYXNonNegInt,
 )
 from fewlabel.config.pu import PUConfig
-from fewlabel.config.shared import ModelConfig, PredictConfig, TrainConfig
+from fewlabel.config.shared import ModelConfig, NormalisationConfig, PredictConfig, TrainConfig
 
 Unit = Literal["voxel", "um"]
 
@@ -134,6 +134,12 @@ class DetectorTrainConfig(TrainConfig):
     point_fraction: Fraction = Field(
         0.0, description="probability that a crop is centred on an annotated point"
     )
+    normalisation: NormalisationConfig = Field(
+        default_factory=NormalisationConfig,
+        description="input intensity normalisation (mode percentile uses train.percentiles; "
+        "default percentile: background was not better on the validation crop of "
+        "benchmarks/real_spots and lowered the demo chain's F1)",
+    )
 
 
 class PeaksConfig(ConfigModel):
@@ -170,8 +176,11 @@ class LogConfig(ConfigModel):
     on the train + val samples."""
 
     sigma: Annotated[ZYXNonNegFloat, AfterValidator(_some_axis)] = Field(
-        (1.0, 1.5, 1.5), description="LoG scale z, y, x (voxels), about the PSF sigma"
+        (0.3, 0.15, 0.15),
+        description="LoG scale z, y, x, about the PSF sigma (default µm: 1, 1.5, 1.5 voxels "
+        "of 0.3 x 0.1 x 0.1 µm; converted per volume with its voxel size)",
     )
+    sigma_unit: Unit = Field("um", description="unit of sigma: um | voxel")
     gate: PosFloat | None = Field(
         None,
         description="matching gate used to tune the threshold; null: evaluation.detection "
@@ -182,7 +191,15 @@ class LogConfig(ConfigModel):
         100, description="thresholds tried (quantiles of the training peak scores)"
     )
     percentiles: Percentiles | None = Field(
-        (1.0, 99.8), description="intensity normalisation percentiles (null: none)"
+        (1.0, 99.8),
+        description="intensity normalisation percentiles of normalisation mode percentile "
+        "(null: none)",
+    )
+    normalisation: NormalisationConfig = Field(
+        default_factory=lambda: NormalisationConfig(mode="background"),
+        description="input intensity normalisation (as detection.train.normalisation; "
+        "default background: one threshold transfers between volumes whose brightest "
+        "structures differ, benchmarks/real_spots)",
     )
 
 
@@ -203,8 +220,9 @@ class DetectionConfig(ConfigModel):
     object_diameter_um: PosFloat | None = Field(
         None,
         description="typical object diameter (µm); when set, every one of "
-        "targets.sigma (d/4 µm), peaks.min_distance (radius in voxels) and train.crop "
-        "(>= 4 diameters per axis, <= 128 voxels) left at its default is derived per "
+        "targets.sigma (d/4 µm), peaks.min_distance (radius in voxels), train.crop "
+        "(>= 4 diameters per axis, <= 128 voxels) and the normalisation.background_um of "
+        "train and log (d µm) left at its default is derived per "
         "volume from its voxel size (a changed value wins; fewlabel.detection.sizes); "
         "null: the values as configured",
     )

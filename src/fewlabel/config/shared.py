@@ -11,6 +11,7 @@ from fewlabel.config.base import (
     Percentiles,
     PosFloat,
     PosInt,
+    ZYXFloat,
     ZYXInt,
     ZYXNonNegInt,
 )
@@ -58,6 +59,24 @@ class PredictConfig(ConfigModel):
                 "the tile)"
             )
         return self
+
+
+class NormalisationConfig(ConfigModel):
+    """Intensity normalisation of a detector's input, the same in training crops and tiled
+    prediction (:mod:`fewlabel.normalize`; recorded in the model's normalization.json)."""
+
+    mode: Literal["percentile", "robust", "background"] = Field(
+        "percentile",
+        description="percentile: (x - p_low)/(p_high - p_low) with the percentiles of the "
+        "volume | robust: (x - median)/(1.4826 MAD), intensities in noise units | background: "
+        "x minus its white top-hat background (grey opening by a box of half-size "
+        "background_um), then the robust z-score",
+    )
+    background_um: ZYXFloat = Field(
+        (1.0, 1.0, 1.0),
+        description="half-size z, y, x (µm) of the top-hat box of mode background; larger "
+        "than a particle's radius, so particles keep their contrast",
+    )
 
 
 class TrainConfig(ConfigModel):

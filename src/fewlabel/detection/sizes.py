@@ -16,6 +16,8 @@ size ``v``, per sample) derives, for every key left at its model default:
 * ``detection.train.crop`` = ceil(4 d / v) voxels per axis (at least 4 object diameters of
   context), never smaller than the configured crop, capped at :data:`MAX_CROP_AXIS` voxels
   and at the largest training volume's side.
+* ``normalisation.background_um`` (``detection.train`` and ``detection.log``) = d µm per axis:
+  the top-hat box of mode ``background`` spans two diameters, so objects keep their contrast.
 
 A key whose value differs from its model default is explicit and wins (config.yaml lists
 every key at its default, so "set" means "changed"). Every derived or kept value is logged.
@@ -28,11 +30,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from fewlabel.config import DensityTargetsConfig, DetectorTrainConfig, PeaksConfig
+
+M = TypeVar("M")
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +225,31 @@ def derive_train(
         limit,
     )
     return params.model_copy(update={"crop": derived})
+
+
+def derive_normalisation(params: M, diameter_um: float | None) -> M:
+    """``params`` (``detection.train`` or ``detection.log``) with the top-hat half-size of
+    ``normalisation.background_um`` set to one object diameter per axis (a box of two
+    diameters, so objects keep their contrast) unless it was changed or no diameter is set."""
+    norm = params.normalisation  # type: ignore[attr-defined]
+    if diameter_um is None:
+        return params
+    derived = (float(diameter_um),) * 3
+    if not _is_default(norm, "background_um"):
+        log.info(
+            "normalisation.background_um = %s µm is explicit and kept (object_diameter_um = %g)",
+            list(norm.background_um),
+            diameter_um,
+        )
+        return params
+    log.info(
+        "normalisation.background_um derived from detection.object_diameter_um: %s µm "
+        "(top-hat box of two diameters; used by mode background, now %s)",
+        list(derived),
+        norm.mode,
+    )
+    update = {"normalisation": norm.model_copy(update={"background_um": derived})}
+    return params.model_copy(update=update)  # type: ignore[attr-defined]
 
 
 def mean_nearest_neighbour_um(points: np.ndarray, voxel_size: Sequence[float]) -> float | None:

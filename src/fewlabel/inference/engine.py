@@ -42,6 +42,7 @@ from fewlabel.errors import InputDataError, ModelError
 from fewlabel.inference.geometry import check_fits_tile
 from fewlabel.inference.model_info import (
     blend_margin,
+    input_view,
     intensity_range,
     receptive_field,
     uses_instance_norm,
@@ -300,7 +301,7 @@ def predict_with_module(
     device = device or _default_device()
     t0 = time.perf_counter()
     image, in_channels = _open_checked(image_path, params, sample, arch)
-    source = image.array
+    source = input_view(image.array, normalization, image.voxel_size, sample=sample)
     spatial = tuple(int(s) for s in source.shape[-3:])
     mask = open_roi(roi, spatial, sample=sample)
     if slab is not None:

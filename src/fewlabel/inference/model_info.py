@@ -104,12 +104,16 @@ def intensity_range(
 ) -> tuple[float, float] | None:
     """``(low, high)`` for ``apply_range`` from the model's normalisation recipe.
 
-    Supported: ``{"percentiles": [p_low, p_high]}`` (of this volume, subsampled, seeded) and
-    ``{"range": [low, high]}`` (fixed); ``{}`` means no normalisation.
+    Supported: ``{"percentiles": [p_low, p_high]}`` (of this volume, subsampled, seeded),
+    ``{"method": "robust"}`` and ``{"method": "background", ...}`` (median and MAD of
+    ``array``, which for ``background`` is the :func:`input_view`), and ``{"range": [low,
+    high]}`` (fixed); ``{}`` means no normalisation.
     """
-    from fewlabel.normalize import percentile_range
+    from fewlabel.normalize import percentile_range, robust_range
 
     recipe = dict(normalization or {})
+    if recipe.get("method") in ("robust", "background"):
+        return robust_range(array)
     if "range" in recipe:
         low, high = (float(v) for v in recipe["range"])
         return low, high
@@ -129,3 +133,21 @@ def intensity_range(
         "sample %s: the model has no normalisation recipe; raw intensities are used.", sample
     )
     return None
+
+
+def input_view(
+    array: Any, normalization: Mapping[str, Any] | None, voxel_size: Any, *, sample: str | None
+) -> Any:
+    """The array the model reads: ``array`` itself, or for a ``background`` recipe its lazy
+    background-subtracted view (:class:`fewlabel.normalize.BackgroundSubtracted`, top-hat
+    half-size from the recipe's µm and this volume's voxel size)."""
+    from fewlabel.normalize import BackgroundSubtracted, background_radius
+
+    try:
+        radius = background_radius(normalization, voxel_size)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(
+            f"sample {sample}: malformed background normalisation recipe {normalization!r} "
+            f"({exc}); expected background_um: [z, y, x] (µm)."
+        ) from exc
+    return array if radius is None else BackgroundSubtracted(array, radius)

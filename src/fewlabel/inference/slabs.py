@@ -34,6 +34,7 @@ from fewlabel.inference.engine import (
     _run_engine,
     _set_attrs,
 )
+from fewlabel.inference.model_info import input_view
 from fewlabel.io import atomic_path, build_pyramid, open_ome_zarr
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def create_prediction_array_for_module(
     check_n_slabs(n_slabs, slab_voxels)
     device = device or _default_device()
     image, in_channels = _open_checked(image_path, params, sample, arch)
-    source = image.array
+    source = input_view(image.array, normalization, image.voxel_size, sample=sample)
     rf, margin, value_range, out_channels, chunks = _output_geometry(
         module, source, in_channels, params, sample, normalization, arch, device
     )

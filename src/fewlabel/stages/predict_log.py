@@ -1,9 +1,9 @@
 """Stage ``predict_log``: the LoG baseline's response map of one image.
 
-Reads the LoG model folder (sigma, normalisation) and the sample's image (ZYX, or channel 0
-of CZYX), computes the normalised Laplacian-of-Gaussian response block by block
-(:func:`fewlabel.detection.log.baseline.log_response_zarr`) and writes it as a float32
-OME-Zarr, which ``extract_points`` turns into points.
+Reads the LoG model folder (sigma, converted to voxels of this image; normalisation) and the
+sample's image (ZYX, or channel 0 of CZYX), computes the normalised Laplacian-of-Gaussian
+response block by block (:func:`fewlabel.detection.log.baseline.log_response_zarr`) and writes
+it as a float32 OME-Zarr, which ``extract_points`` turns into points.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ def predict_log(args: argparse.Namespace) -> None:
         log_response_zarr(
             zyx_view(volume.array),
             args.output,
-            sigma=model.sigma,
+            sigma=model.sigma_voxels(volume.voxel_size),
             voxel_size=volume.voxel_size,
             percentiles=model.percentiles,
+            normalization=model.normalization,
             workers=args.threads,
             sample=args.sample,
         )

@@ -3,7 +3,8 @@
 Validation and threshold tuning themselves: :mod:`fewlabel.detection.density.tuning`.
 
 Training (Spilger et al.): random crops (mini-batch of ``batch_size``, random y/x flips) of the
-percentile-normalised image are mapped to the Gaussian density target; the loss is the
+normalised image (``train.normalisation``: percentiles, robust z-score or background-subtracted
+z-score, :mod:`fewlabel.normalize`) are mapped to the Gaussian density target; the loss is the
 weighted adaptive wing loss (seed eqs. 1–3; or weighted MSE); AMSGrad (Adam, β = 0.9/0.999);
 early stopping on the validation loss, computed each epoch on the whole validation volumes
 (or, for large ones, on fixed deterministic crops). The best weights (lowest validation loss)
@@ -38,8 +39,10 @@ from fewlabel.detection.density.volumes import (
     Volume,
     load_volume,
     loss_centres,
+    normalisation_recipe,
 )
 from fewlabel.detection.sizes import (
+    derive_normalisation,
     derive_peaks,
     derive_train,
     mean_nearest_neighbour_um,
@@ -110,7 +113,7 @@ def train_detector(
     from fewlabel.models.store import save_model
     from fewlabel.runtime import provenance
 
-    params = params if params is not None else DetectorTrainConfig()
+    params = derive_normalisation(params or DetectorTrainConfig(), object_diameter_um)
     peaks = peaks if peaks is not None else PeaksConfig()
     train = [DetectorItem.coerce(item, i) for i, item in enumerate(train_items)]
     val = [DetectorItem.coerce(item, i) for i, item in enumerate(val_items)]
@@ -272,11 +275,7 @@ def train_detector(
         thresholds=thresholds,
         curve=result.curve,
         extra_states={"weights_last": result.last_state},
-        normalization={
-            "method": "percentile",
-            "percentiles": list(params.percentiles),
-            "per_volume": True,
-        },
+        normalization={**normalisation_recipe(params), "per_volume": True},
     )
     return summary
 

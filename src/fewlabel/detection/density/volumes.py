@@ -21,7 +21,7 @@ import numpy as np
 from fewlabel.config import DetectorTrainConfig
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, read_points_csv
-from fewlabel.normalize import apply_range, percentile_range
+from fewlabel.normalize import apply_range, prepare, recipe
 from fewlabel.sampling import CropVolume
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,12 @@ class Volume:
         )
 
 
+def normalisation_recipe(params: DetectorTrainConfig) -> dict[str, Any]:
+    """The normalization.json recipe of ``params.normalisation`` (:mod:`fewlabel.normalize`)."""
+    norm = params.normalisation
+    return recipe(norm.mode, params.percentiles, norm.background_um)
+
+
 def load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: bool) -> Volume:
     image = open_ome_zarr(item.image, sample=item.sample)
     target = open_ome_zarr(item.target, sample=item.sample)
@@ -138,19 +144,20 @@ def load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: bo
             fix="annotate the particles of this volume, or give it the split "
             "'test'/'predict' instead of 'train'.",
         )
-    low, high = percentile_range(image.array, params.percentiles)
-    arrays = [image.array, target.array, weight.array]
+    norm = normalisation_recipe(params)
+    source, low, high = prepare(image.array, norm, image.voxel_size)
+    arrays = [source, target.array, weight.array]
     if math.prod(image.shape) <= IN_MEMORY_MAX_VOXELS:
         arrays = [np.asarray(a[...]) for a in arrays]
     log.info(
-        "%s volume %s: shape %s, %d points, intensity range [%g, %g] (percentiles %s)",
+        "%s volume %s: shape %s, %d points, intensity range [%g, %g] (normalisation %s)",
         "training" if training else "validation",
         item.sample,
         image.shape,
         len(table),
         low,
         high,
-        list(params.percentiles),
+        norm,
     )
     target_attrs = dict(target.attrs.get("fewlabel") or {})
     sigma = target_attrs.get("sigma_voxels")

@@ -4,11 +4,13 @@ Response (scale-normalised LoG, sign flipped so bright spots give positive peaks
 
     R(x) = - Σ_i σ_i² ∂²/∂x_i² (G_σ * I')(x),      I' = (I - p_low) / (p_high - p_low)
 
-with per-axis σ = (σ_z, σ_y, σ_x) in voxels (≈ the PSF s.d.; for isotropic σ this is
-``-σ² scipy.ndimage.gaussian_laplace``) and ``I'`` the image normalised by its intensity
-percentiles (so one threshold transfers between volumes). Detections are the local maxima of
-``R`` above a threshold (:func:`fewlabel.detection.peaks.find_peaks`); the threshold is the one
-maximising the pooled F1 on the annotated training volumes
+with per-axis σ = (σ_z, σ_y, σ_x) in voxels (≈ the PSF s.d.; ``detection.log.sigma`` is in µm
+by default and converted with each volume's voxel size; for isotropic σ this is
+``-σ² scipy.ndimage.gaussian_laplace``) and ``I'`` the normalised image
+(``detection.log.normalisation``, :mod:`fewlabel.normalize`: percentiles, robust z-score, or
+background-subtracted z-score, so one threshold transfers between volumes). Detections are the
+local maxima of ``R`` above a threshold (:func:`fewlabel.detection.peaks.find_peaks`); the
+threshold is the one maximising the pooled F1 on the annotated training volumes
 (:func:`fewlabel.detection.log.tuning.tune_log_threshold`).
 
 The Gaussian kernels are truncated at ``ceil(4σ)`` voxels, so the response is computed block by
@@ -16,16 +18,18 @@ block with that halo (:func:`fewlabel.blocks.map_blocks`) and equals the whole-v
 
 A "LoG model folder" (same layout as other model folders, without weights)::
 
-    model.json          {"format": 1, "name": "log", "sigma": [z, y, x], "min_distance": ...,
-                         "refine_radius": ..., "truncate": 4.0}
+    model.json          {"format": 1, "name": "log", "sigma": [z, y, x], "sigma_unit": "um",
+                         "min_distance": ..., "refine_radius": ..., "truncate": 4.0}
     thresholds.json     {"detection_threshold": t, "f1_curve": [{threshold, precision, ...}]}
-    normalization.json  {"percentiles": [low, high]}  (or {} when not normalised)
+    normalization.json  {"percentiles": [low, high]}, {"method": "robust"} or {"method":
+                        "background", "background_um": [z, y, x]} ({} when not normalised)
     training.json       training settings and summary (samples, gate, best F1)
     curve.tsv           the threshold sweep: threshold, precision, recall, f1, tp, fp, fn
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -83,13 +87,43 @@ def log_response(
     return (out / float(scale)).astype(np.float32)
 
 
-def _normalization(array: Any, percentiles: Sequence[float] | None) -> tuple[float, float]:
-    if percentiles is None:
-        return 0.0, 1.0
-    from fewlabel.normalize import percentile_range
+def _normalization(
+    array: Any,
+    percentiles: Sequence[float] | None,
+    normalization: dict[str, Any] | None = None,
+    voxel_size: Sequence[float] | None = None,
+) -> tuple[Any, float, float]:
+    """``(view, offset, scale)``: a ``normalization`` recipe (:func:`fewlabel.normalize.prepare`)
+    wins over ``percentiles``; neither: the raw image."""
+    from fewlabel.normalize import percentile_range, prepare
 
+    if normalization:
+        view, low, high = prepare(array, normalization, voxel_size or (1.0, 1.0, 1.0))
+        return view, low, high - low
+    if percentiles is None:
+        return array, 0.0, 1.0
     low, high = percentile_range(array, tuple(percentiles))
-    return low, high - low
+    return array, low, high - low
+
+
+def log_recipe(params: LogConfig) -> dict[str, Any]:
+    """The normalization.json recipe of ``detection.log`` ({} when mode percentile and
+    percentiles null: no normalisation)."""
+    from fewlabel.normalize import recipe
+
+    norm = params.normalisation
+    if norm.mode == "percentile":
+        return {"percentiles": list(params.percentiles)} if params.percentiles else {}
+    return recipe(norm.mode, (1.0, 99.8), norm.background_um)
+
+
+def sigma_voxels(
+    sigma: Sequence[float], unit: str, voxel_size: Sequence[float]
+) -> tuple[float, float, float]:
+    """LoG σ in voxels of a volume: ``sigma`` as given (unit voxel) or ``sigma / voxel_size``."""
+    if unit == "voxel":
+        return tuple(float(s) for s in sigma)  # type: ignore[return-value]
+    return tuple(float(s) / float(v) for s, v in zip(sigma, voxel_size[-3:], strict=True))  # type: ignore[return-value]
 
 
 def detect_log(
@@ -100,13 +134,16 @@ def detect_log(
     min_distance: Sequence[int] | int,
     refine_radius: Sequence[int] | int = 1,
     percentiles: Sequence[float] | None = None,
+    normalization: dict[str, Any] | None = None,
+    voxel_size: Sequence[float] | None = None,
 ) -> pd.DataFrame:
-    """Detect spots in a (small, in-memory) ZYX volume: peaks of :func:`log_response`.
+    """Detect spots in a (small, in-memory) ZYX volume: peaks of :func:`log_response`
+    (``sigma`` in voxels; ``normalization``: a recipe, winning over ``percentiles``).
 
     Returns the :func:`fewlabel.detection.peaks.find_peaks` table ``z, y, x, score``.
     """
-    offset, scale = _normalization(volume, percentiles)
-    response = log_response(volume, sigma, scale=scale, offset=offset)
+    view, offset, scale = _normalization(volume, percentiles, normalization, voxel_size)
+    response = log_response(np.asarray(view[...]), sigma, scale=scale, offset=offset)
     return find_peaks(
         response, threshold=threshold, min_distance=min_distance, refine_radius=refine_radius
     )
@@ -122,6 +159,7 @@ def log_response_zarr(
     workers: int = 1,
     chunks: Sequence[int] | None = None,
     sample: str | None = None,
+    normalization: dict[str, Any] | None = None,
 ) -> tuple[float, float]:
     """Write :func:`log_response` of a (Zarr) ZYX image to a float32 OME-Zarr, block by block.
 
@@ -134,7 +172,7 @@ def log_response_zarr(
 
     shape = tuple(int(s) for s in source.shape[-3:])
     chunks = tuple(chunks or getattr(source, "chunks", None) or (32, 128, 128))[-3:]
-    offset, scale = _normalization(source, percentiles)
+    source, offset, scale = _normalization(source, percentiles, normalization, voxel_size)
     attrs = {
         "kind": "log_response",
         "sigma": [float(s) for s in sigma],
@@ -176,7 +214,11 @@ def save_log_model(
     from fewlabel.io import atomic_path
     from fewlabel.runtime import write_json
 
-    params = params if params is not None else LogConfig(sigma=tuple(float(s) for s in sigma))
+    params = (
+        params
+        if params is not None
+        else LogConfig(sigma=tuple(float(s) for s in sigma), sigma_unit="voxel")
+    )
     peaks = peaks if peaks is not None else PeaksConfig()
     folder = Path(folder)
     with atomic_path(folder) as tmp:
@@ -186,6 +228,7 @@ def save_log_model(
                 "format": 1,
                 "name": "log",
                 "sigma": [float(s) for s in sigma],
+                "sigma_unit": params.sigma_unit,
                 "min_distance": list(peaks.min_distance),
                 "refine_radius": list(peaks.refine_radius),
                 "truncate": TRUNCATE,
@@ -197,7 +240,7 @@ def save_log_model(
             tmp / THRESHOLDS_JSON,
         )
         write_json(
-            {"percentiles": list(params.percentiles)} if params.percentiles else {},
+            log_recipe(params),
             tmp / NORMALIZATION_JSON,
         )
         write_json(
@@ -223,6 +266,12 @@ class LogModel:
     refine_radius: list[int]
     percentiles: list[float] | None
     folder: Path
+    sigma_unit: str = "voxel"  # folders written before µm sigma: voxels
+    normalization: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def sigma_voxels(self, voxel_size: Sequence[float]) -> tuple[float, float, float]:
+        """σ in voxels of a volume with ``voxel_size``."""
+        return sigma_voxels(self.sigma, self.sigma_unit, voxel_size)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -289,4 +338,6 @@ def load_log_model(folder: str | Path) -> LogModel:
         refine_radius=[int(v) for v in model.get("refine_radius", [1, 1, 1])],
         percentiles=norm.get("percentiles"),
         folder=folder,
+        sigma_unit=str(model.get("sigma_unit", "voxel")),
+        normalization=norm,
     )

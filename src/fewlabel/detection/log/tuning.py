@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fewlabel.config import LogConfig, PeaksConfig
-from fewlabel.detection.log.baseline import detect_log, save_log_model
+from fewlabel.detection.log.baseline import detect_log, log_recipe, save_log_model, sigma_voxels
 from fewlabel.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ def tune_log_threshold(
     percentiles: Sequence[float] | None = None,
     n_candidates: int = 100,
     min_distances: Sequence[Sequence[int]] | None = None,
+    sigmas: Sequence[Sequence[float]] | None = None,
+    normalization: dict[str, Any] | None = None,
+    voxel_sizes: Sequence[Sequence[float]] | None = None,
 ) -> tuple[float, pd.DataFrame]:
     """Threshold maximising the pooled F1 of :func:`detect_log` on annotated volumes.
 
@@ -43,7 +46,9 @@ def tune_log_threshold(
     peak rule is local, the detections at a higher threshold ``t`` are the peaks with score > t,
     so every candidate is scored by Hungarian matching without re-detection.
     ``scales`` (one (z, y, x) per volume) makes the ``gate`` physical (µm); default voxels.
-    ``min_distances`` (one (z, y, x) per volume) overrides ``min_distance`` per volume.
+    ``min_distances`` / ``sigmas`` (one (z, y, x) per volume, voxels) override ``min_distance``
+    / ``sigma`` per volume; ``normalization`` (a recipe, with ``voxel_sizes``) wins over
+    ``percentiles``.
 
     Returns ``(best_threshold, table)`` with columns threshold, precision, recall, f1, tp, fp, fn.
     """
@@ -56,11 +61,13 @@ def tune_log_threshold(
     tables = [
         detect_log(
             v,
-            sigma=sigma,
+            sigma=sigma if sigmas is None else sigmas[i],
             threshold=base,
             min_distance=min_distance if min_distances is None else min_distances[i],
             refine_radius=refine_radius,
             percentiles=percentiles,
+            normalization=normalization,
+            voxel_size=None if voxel_sizes is None else voxel_sizes[i],
         )
         for i, v in enumerate(volumes)
     ]
@@ -100,11 +107,12 @@ def train_log(
     object radius in voxels (:func:`fewlabel.detection.sizes.derive_peaks`), as in
     ``extract_points``.
     """
-    from fewlabel.detection.sizes import derive_peaks, tuning_gate
+    from fewlabel.detection.sizes import derive_normalisation, derive_peaks, tuning_gate
     from fewlabel.io import open_ome_zarr, read_points_csv
     from fewlabel.runtime import provenance
 
     peaks = peaks if peaks is not None else PeaksConfig()
+    params = derive_normalisation(params, object_diameter_um)
     if not samples:
         raise ConfigError(
             "fit_log_threshold needs at least one annotated sample.",
@@ -113,7 +121,7 @@ def train_log(
     gate, gate_unit = tuning_gate(
         params.gate, params.gate_unit, evaluation, what="detection.log.gate"
     )
-    volumes, gts, scales, distances = [], [], [], []
+    volumes, gts, scales, distances, sigmas, voxel_sizes = [], [], [], [], [], []
     first_rule: PeaksConfig | None = None
     for entry in samples:
         missing = [k for k in ("sample", "image", "points") if k not in entry]
@@ -133,6 +141,8 @@ def train_log(
         rule = derive_peaks(peaks, object_diameter_um, vol.voxel_size, sample=entry["sample"])
         first_rule = first_rule or rule
         distances.append(rule.min_distance)
+        sigmas.append(sigma_voxels(params.sigma, params.sigma_unit, vol.voxel_size))
+        voxel_sizes.append(tuple(vol.voxel_size))
     best, table = tune_log_threshold(
         volumes,
         gts,
@@ -144,6 +154,9 @@ def train_log(
         percentiles=params.percentiles,
         n_candidates=params.n_candidates,
         min_distances=distances,
+        sigmas=sigmas,
+        normalization=log_recipe(params),
+        voxel_sizes=voxel_sizes,
     )
     row = table.loc[table["threshold"] == best].iloc[0]
     summary = {
