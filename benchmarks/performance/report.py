@@ -81,7 +81,9 @@ def _side(data: dict[str, Any]) -> list[str]:
         "fewlabel with pure Gaussian blending (margin 0) like MONAI; MONAI runs the original "
         "float32 module on the whole volume in RAM; each run its own process. Ratios = MONAI / "
         f"fewlabel. Detection threshold {data.get('detector_threshold', 0):.2f} (tuned on "
-        "validation), F1 at a 3-voxel gate.",
+        "validation), F1 at a 3-voxel gate. One run: `run.py sidebyside --workdir "
+        "/tmp/fewlabel_perf` (trained models reused from that folder); load in the last column "
+        "of each row's uptime in results.json (9–15 during the run).",
         "",
         "| model / setting / volume | engine | CPU s | wall s | CPU time ratio MONAI/this "
         "| peak RSS MiB | RSS − before MiB | max abs diff to fewlabel float32 | F1 |",
@@ -108,6 +110,9 @@ def _scaling(data: dict[str, Any]) -> list[str]:
     out = [
         "## 4. Engine scaling (tiny 2-layer conv net, float32, default detection tiles "
         "[16, 128, 128], overlap [8, 48, 48], cache 64; volumes grow in z on a 512² plane)",
+        "",
+        "One run: `run.py scaling --big --workdir benchmarks/_work/perf` (each size its own "
+        "process, `nice -n 10`, 1 thread).",
         "",
         "| volume (float32 output) | shape | CPU µs / voxel | wall µs / voxel | recompute factor "
         "| peak RSS MiB | RSS − before MiB | load (uptime) |",

@@ -86,19 +86,50 @@ _MALLOC_TRIM = _load_malloc_trim()
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
-def tune_allocator() -> None:
+HEAP_RESERVE_MIB = 512
+"""Heap grown (address space, not resident until used) and released once per process by
+:func:`tune_allocator`, so that buffers of >= 32 MiB come from the heap."""
+_reserved: list[int] = []
+
+
+def tune_allocator(reserve_mib: int = HEAP_RESERVE_MIB) -> None:
     """Fixed glibc thresholds for the prediction process: buffers below 32 MiB come from the
-    heap and are reused (no fresh page faults per batch), freed memory up to 256 MiB stays
-    mapped (measured: 1.0e6 → 9e4 page faults and −33 % CPU time for DM-DetNet3D in bf16).
-    No-op where ``mallopt`` is missing."""
+    heap and are reused (no fresh page faults per batch), freed memory up to ``reserve_mib`` +
+    256 MiB stays mapped (measured: 1.0e6 → 9e4 page faults and −33 % CPU time for
+    DM-DetNet3D in bf16). Once per process the heap is grown by ``reserve_mib`` in 16 MiB
+    pieces and released again: its free top then serves the model's activations of 32 MiB and
+    more (glibc maps those afresh only when no free heap chunk fits; the mmap threshold cannot
+    exceed 32 MiB), so float32 batches stop page-faulting (and the kernel zeroing) their
+    largest buffers on every call: measured 0.4 s of 1.6 s CPU per DM-DetNet3D float32 batch,
+    same peak RSS. No-op where ``mallopt`` is missing."""
     name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
     except (OSError, AttributeError):
         return
-    if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    if mallopt is None or libc is None:
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, (max(int(reserve_mib), 0) + 256) << 20)
+    if reserve_mib > 0 and not _reserved:
+        _reserved.append(_reserve_heap(libc, int(reserve_mib)))
+
+
+def _reserve_heap(libc: Any, mib: int) -> int:
+    """Grow the heap by ``mib`` MiB in pieces below the mmap threshold, free them (they
+    coalesce into the heap's free top chunk); returns the MiB obtained."""
+    try:
+        malloc, free = libc.malloc, libc.free
+    except AttributeError:
+        return 0
+    malloc.restype, malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    free.restype, free.argtypes = None, [ctypes.c_void_p]
+    pieces = [malloc(16 << 20) for _ in range(max(mib // 16, 0))]
+    for ptr in reversed(pieces):
+        if ptr:
+            free(ptr)
+    return 16 * sum(1 for ptr in pieces if ptr)
 
 
 TRIM_GROWTH_MIB = 128.0

@@ -148,7 +148,8 @@ def _markers(
     origin: Sequence[int],
     global_shape: Sequence[int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Foreground, labelled h-maxima markers (local ids 1..n) and each marker's first voxel.
+    """Foreground, labelled h-maxima markers (local ids 1..n) and each marker's first voxel,
+    computed on the whole region at once (the reference for :func:`_segment_sparse`).
 
     Returns ``(fg, distance64, marker_labels, first_index)`` where ``first_index[i - 1]`` is the
     lowest global linear index among the voxels of local marker ``i``.
@@ -157,16 +158,32 @@ def _markers(
     dist = np.asarray(distance, dtype=np.float64)
     if not fg.any():
         return fg, dist, np.zeros(fg.shape, np.int32), np.zeros(0, np.int64)
-    values = dist[fg]
+    low = _floor_value(dist[fg], h)
+    lifted = np.where(fg, dist, low)
+    labels, n = _h_maxima_labels(lifted, h)
+    labels[~fg] = 0
+    return (
+        fg,
+        dist,
+        labels.astype(np.int32, copy=False),
+        _first_voxels(labels, n, origin, global_shape),
+    )
+
+
+def _floor_value(values: np.ndarray, h: float) -> float:
+    """The constant that replaces the distance outside the foreground (>= 2h + 1 below it)."""
     if not np.isfinite(values).all():
         raise InputDataError(
             "distance map has NaN/Inf values inside the foreground.",
             fix="check the prediction (model output) for non-finite values.",
         )
-    low = min(float(values.min()), 0.0) - 2.0 * h - 1.0
-    lifted = np.where(fg, dist, low)
-    labels, n = _h_maxima_labels(lifted, h)
-    labels[~fg] = 0
+    return min(float(values.min()), 0.0) - 2.0 * h - 1.0
+
+
+def _first_voxels(
+    labels: np.ndarray, n: int, origin: Sequence[int], global_shape: Sequence[int]
+) -> np.ndarray:
+    """Lowest global linear index of the voxels of each label 1..n (``labels`` at ``origin``)."""
     coords = np.nonzero(labels)
     ids = labels[coords]
     lin = (
@@ -177,7 +194,7 @@ def _markers(
     )
     first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, ids, lin)
-    return fg, dist, labels.astype(np.int32, copy=False), first[1:]
+    return first[1:]
 
 
 def _h_maxima_labels(image: np.ndarray, h: float) -> tuple[np.ndarray, int]:
@@ -236,8 +253,38 @@ def _segment_region(
     fill_holes: bool,
     origin: Sequence[int],
     global_shape: Sequence[int],
+    inner: tuple[slice, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Markers + watershed (+ hole filling) of one region; local labels and marker first-indices."""
+    """Markers + watershed (+ hole filling) of one region; local labels and marker
+    first-indices (``inner``: only labels in that box are needed). Computed per group of
+    foreground components (:func:`fewlabel.segmentation.instances_sparse.segment_sparse`; equal to
+    :func:`_segment_dense` voxel for voxel up to the local id numbering)."""
+    from fewlabel.segmentation.instances_sparse import segment_sparse
+
+    return segment_sparse(
+        mask_prob,
+        distance,
+        mask_threshold=mask_threshold,
+        h=h,
+        fill_holes=fill_holes,
+        origin=origin,
+        global_shape=global_shape,
+        inner=inner,
+    )
+
+
+def _segment_dense(
+    mask_prob: np.ndarray,
+    distance: np.ndarray,
+    *,
+    mask_threshold: float,
+    h: float,
+    fill_holes: bool,
+    origin: Sequence[int],
+    global_shape: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_segment_region` on the whole region at once (the reference; memory ~200 B per
+    voxel of the region in scikit-image's ``reconstruction``)."""
     from skimage.segmentation import watershed
 
     fg, dist, markers, first = _markers(
