@@ -19,6 +19,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
+from fewlabel.config.sheet_paths import check_annotated_region, existing_input
 from fewlabel.errors import ConfigError
 
 SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -287,16 +288,14 @@ def load_samples(
                     fix="rename the file or folder, or point the sheet at a symbolic "
                     "link without braces.",
                 )
-            resolved = Path(base_dir, value).resolve()
-            if any(resolved.is_relative_to(g) for g in generated):
-                continue
-            if not resolved.exists():
-                raise ConfigError(
-                    f"sample sheet row {row} column '{column}': file '{value}' does not exist.",
-                    sample=sample,
-                    path=path,
-                    fix="correct the path (relative to the workflow directory).",
-                )
+            existing_input(
+                value,
+                where=f"sample sheet row {row} column '{column}'",
+                sample=sample,
+                path=path,
+                base_dir=base_dir,
+                generated=generated,
+            )
         segments = (record["task"] or "detect") in ("segment", "both")
         if (
             segmentation_method == "bfs"
@@ -340,69 +339,3 @@ def load_samples(
     sheet["voxel_size"] = voxel_sizes
     sheet["axes"] = axes
     return sheet.set_index("sample", drop=False)
-
-
-def check_annotated_region(
-    record: dict[str, Any],
-    *,
-    row: int,
-    path: Path,
-    base_dir: str | Path = ".",
-    generated: Iterable[Path] = (),
-) -> None:
-    """The ``annotated_region`` cell: only on detection train/val rows with points, and either
-    ``full``, ``none``, an existing box CSV (header z0,y0,x0,z1,y1,x1) or a mask image."""
-    value = record.get("annotated_region", "")
-    if not value:
-        return
-    sample = record["sample"]
-    where = f"sample sheet row {row} column 'annotated_region'"
-    if record["split"] not in ("train", "val") or (record["task"] or "detect") == "segment":
-        raise ConfigError(
-            f"{where}: {value!r} on a {record['split']!r}/{record['task'] or 'detect'!r} row; "
-            "it states what the points of a detection training volume cover.",
-            sample=sample,
-            path=path,
-            fix="leave it empty on test/predict and segmentation rows (test points are "
-            "ground truth and must be complete).",
-        )
-    if not record["points"]:
-        raise ConfigError(
-            f"{where}: {value!r} but the row has no points CSV to cover.",
-            sample=sample,
-            path=path,
-            fix="add the clicked points in 'points', or remove the region.",
-        )
-    if value in ("full", "none"):
-        return
-    suffix = Path(value).suffix.lower()
-    if suffix not in (".csv", ".tif", ".tiff", ".npy"):
-        raise ConfigError(
-            f"{where}: {value!r} is neither 'full', 'none', a .csv of boxes nor a mask image "
-            "(.tif/.tiff/.npy).",
-            sample=sample,
-            path=path,
-            fix="write 'full' for a completely clicked volume, 'none' for clicks only, or the "
-            "path of a box CSV (z0,y0,x0,z1,y1,x1 in voxels) / mask image.",
-        )
-    resolved = Path(base_dir, value).resolve()
-    if any(resolved.is_relative_to(g) for g in generated):
-        return
-    if not resolved.exists():
-        raise ConfigError(
-            f"{where}: file '{value}' does not exist.",
-            sample=sample,
-            path=path,
-            fix="correct the path (relative to the workflow directory).",
-        )
-    if suffix == ".csv":
-        header = resolved.read_text().splitlines()[:1]
-        columns = [c.strip() for c in header[0].split(",")] if header else []
-        missing = [c for c in ("z0", "y0", "x0", "z1", "y1", "x1") if c not in columns]
-        if missing:
-            raise ConfigError(
-                f"{where}: box CSV '{value}' lacks column(s) {missing} (header {columns}).",
-                sample=sample,
-                path=path,
-                fix="header z0,y0,x0,z1,y1,x1 (voxels, ends exclusive), one box per line.",
-            )
