@@ -149,7 +149,8 @@ def _markers(
     global_shape: Sequence[int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Foreground, labelled h-maxima markers (local ids 1..n) and each marker's first voxel,
-    computed on the whole region at once (the reference for :func:`_segment_sparse`).
+    computed on the whole region at once (the reference for
+    :func:`~fewlabel.segmentation.instances_sparse.segment_sparse`).
 
     Returns ``(fg, distance64, marker_labels, first_index)`` where ``first_index[i - 1]`` is the
     lowest global linear index among the voxels of local marker ``i``.
@@ -244,35 +245,6 @@ def _fill_holes(labels: np.ndarray, order: np.ndarray) -> None:
         sub[filled & (sub == 0)] = lab
 
 
-def _segment_region(
-    mask_prob: np.ndarray,
-    distance: np.ndarray,
-    *,
-    mask_threshold: float,
-    h: float,
-    fill_holes: bool,
-    origin: Sequence[int],
-    global_shape: Sequence[int],
-    inner: tuple[slice, ...] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Markers + watershed (+ hole filling) of one region; local labels and marker
-    first-indices (``inner``: only labels in that box are needed). Computed per group of
-    foreground components (:func:`fewlabel.segmentation.instances_sparse.segment_sparse`; equal to
-    :func:`_segment_dense` voxel for voxel up to the local id numbering)."""
-    from fewlabel.segmentation.instances_sparse import segment_sparse
-
-    return segment_sparse(
-        mask_prob,
-        distance,
-        mask_threshold=mask_threshold,
-        h=h,
-        fill_holes=fill_holes,
-        origin=origin,
-        global_shape=global_shape,
-        inner=inner,
-    )
-
-
 def _segment_dense(
     mask_prob: np.ndarray,
     distance: np.ndarray,
@@ -283,8 +255,9 @@ def _segment_dense(
     origin: Sequence[int],
     global_shape: Sequence[int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_segment_region` on the whole region at once (the reference; memory ~200 B per
-    voxel of the region in scikit-image's ``reconstruction``)."""
+    """:func:`~fewlabel.segmentation.instances_sparse.segment_sparse` on the whole region at
+    once (the reference its tests compare with; memory ~200 B per voxel of the region in
+    scikit-image's ``reconstruction``)."""
     from skimage.segmentation import watershed
 
     fg, dist, markers, first = _markers(
@@ -340,7 +313,9 @@ def split_instances(
             "ZYX arrays of the same shape."
         )
     _check_values(mask_threshold, h, min_size)
-    labels, first = _segment_region(
+    from fewlabel.segmentation.instances_sparse import segment_sparse  # imports this module
+
+    labels, first = segment_sparse(
         mask_prob,
         distance,
         mask_threshold=mask_threshold,

@@ -32,11 +32,8 @@ from fewlabel.config import zyx
 from fewlabel.errors import InputDataError
 from fewlabel.io.chunk_cache import CachedChunks, default_cache_bytes
 from fewlabel.logs import progress
-from fewlabel.segmentation.instances import (
-    _check_values,
-    _drop_small,
-    _segment_region,
-)
+from fewlabel.segmentation.instances import _check_values, _drop_small
+from fewlabel.segmentation.instances_sparse import segment_sparse
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +117,7 @@ def split_instances_chunked(
     def pass_b(item: tuple[int, Block]) -> np.ndarray:
         index, block = item
         outer, inner, mask, dist = read(block)
-        labels, first = _segment_region(
+        labels, first = segment_sparse(
             mask,
             dist,
             mask_threshold=mask_threshold,
