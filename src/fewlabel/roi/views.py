@@ -9,6 +9,7 @@ whole-volume results (see :mod:`fewlabel.roi`, "Block processing and exactness")
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from scipy import ndimage
 from fewlabel.roi.correction import LEVELS, _squeezed_clahe, quantise
 
 
-class _LazyView:
+class _LazyView(ABC):
     """Read-only ZYX array computed block by block from ``source`` (numpy-style slicing)."""
 
     def __init__(self, source: Any) -> None:
@@ -40,8 +41,9 @@ class _LazyView:
         block = tuple(slice(*sl.indices(n)[:2]) for sl, n in zip(key, self.shape, strict=True))
         return self._compute(block)
 
+    @abstractmethod
     def _compute(self, block: tuple[slice, ...]) -> np.ndarray:
-        raise NotImplementedError
+        """The exact values of ``block`` (start/stop slices inside the volume)."""
 
 
 class SmoothedView(_LazyView):
