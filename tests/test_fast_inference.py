@@ -9,6 +9,8 @@ import torch
 from fewlabel.detection.density.detnet import DMDetNet3D
 from fewlabel.errors import ConfigError
 from fewlabel.inference.fast import (
+    FLOAT32_TOLERANCE,
+    DirectConv3d,
     SeparableUpsample,
     cpu_has_bf16,
     interpolate_reference,
@@ -35,7 +37,7 @@ def test_separable_upsample_equals_trilinear_interpolation(factors, shape):
 def test_prepared_detnet_equals_original_in_float32():
     torch.manual_seed(0)
     net = DMDetNet3D(base_channels=4, depth=2).eval()
-    fast = prepare_module(net, bf16=True)  # the bf16 rewrites, run here in float32
+    fast = prepare_module(net, channels_last=True)  # the bf16 rewrites, run here in float32
     assert not any(isinstance(m, torch.nn.Upsample) for m in fast.modules())
     assert any(isinstance(m, torch.nn.Upsample) for m in net.modules())  # original untouched
     x = torch.randn(2, 1, 8, 20, 24)
@@ -77,7 +79,50 @@ def test_float32_runner_equals_module(rng):
         ref = net(torch.from_numpy(batch)).numpy()
         got = model_runner(net, "cpu", "float32")(batch)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=FLOAT32_TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"in_channels": 1, "out_channels": 8, "kernel_size": 3, "padding": 1, "bias": False},
+        {"in_channels": 8, "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"in_channels": 8, "out_channels": 8, "kernel_size": 3, "padding": 2, "dilation": 2},
+        {"in_channels": 8, "out_channels": 16, "kernel_size": (1, 2, 2), "stride": (1, 2, 2)},
+        {"in_channels": 8, "out_channels": 8, "kernel_size": 3, "padding": 1, "groups": 8},
+    ],
+)
+def test_direct_conv3d_is_the_same_convolution(kwargs):
+    torch.manual_seed(5)
+    conv = torch.nn.Conv3d(**kwargs)
+    assert DirectConv3d.applies_to(conv)
+    x = torch.randn(1, kwargs["in_channels"], 6, 20, 18)
+    with torch.inference_mode():
+        expected = conv(x)
+        torch.testing.assert_close(DirectConv3d(conv)(x), expected, rtol=1e-5, atol=1e-5)
+        cl = x.contiguous(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(DirectConv3d(conv)(cl), expected, rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast still casts it
+            assert DirectConv3d(conv)(x).dtype == conv(x).dtype == torch.bfloat16
+    assert not DirectConv3d.applies_to(torch.nn.Conv3d(1, 1, 3, padding="same"))
+    assert not DirectConv3d.applies_to(torch.nn.Conv3d(1, 1, 3, padding_mode="reflect"))
+
+
+def test_one_sample_float32_runner_never_takes_the_im2col_kernel(rng):
+    """PyTorch sends a one-sample convolution with N·C·D·H ≤ 20480 to slow_conv3d (im2col);
+    the runner's per-sample channels-last pass must reach oneDNN for every layer."""
+    torch.manual_seed(6)
+    net = DMDetNet3D(base_channels=8, depth=2).eval()
+    batch = rng.normal(size=(2, 1, 16, 64, 64)).astype(np.float32)
+    runner = model_runner(net, "cpu", "float32")
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        runner(batch)
+    ops = {event.key for event in prof.key_averages()}
+    assert "aten::mkldnn_convolution" in ops
+    assert not any("slow_conv3d" in op for op in ops), sorted(ops)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        net(torch.from_numpy(batch[:1]))  # the plain module does take it: the test can fail
+    assert any("slow_conv3d" in event.key for event in prof.key_averages())
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without native bfloat16 (AVX512-BF16/AMX)")
@@ -102,7 +147,7 @@ def test_instance_norm_as_per_sample_batch_norm_is_the_same_function():
         if isinstance(m, torch.nn.InstanceNorm3d):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
-    fast = prepare_module(net, bf16=True)
+    fast = prepare_module(net, channels_last=True)
     assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in fast.modules())
     x = torch.randn(3, 1, 8, 20, 24)
     with torch.inference_mode():
@@ -120,4 +165,4 @@ def test_float32_runner_of_a_batchnorm_unet_is_channels_last_and_equal(rng):
         ref = net(torch.from_numpy(batch)).numpy()
         got = model_runner(net, "cpu", "float32")(batch)
     assert got.flags.c_contiguous
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=FLOAT32_TOLERANCE)

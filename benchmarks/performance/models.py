@@ -71,7 +71,7 @@ def _variants(net: nn.Module) -> dict[str, Any]:
     out = {
         "float32 (before)": lambda x: plain(torch.from_numpy(x)).numpy(),
         "float32 channels_last_3d": channels_last,
-        "float32 fewlabel (BN folded; channels-last if no instance norm)": model_runner(
+        "float32 fewlabel (one channels-last sample at a time, oneDNN direct, BN folded)": model_runner(
             plain, "cpu", "float32"
         ),
     }

@@ -14,13 +14,18 @@ in which
   :class:`SeparableUpsample`, the same linear interpolation written as two shifted
   multiply-adds per axis (``out[2i] = ¾x[i] + ¼x[i−1]``, ``out[2i+1] = ¾x[i] + ¼x[i+1]``,
   indices clamped at the borders, exactly PyTorch's ``align_corners=False`` weights; PyTorch's
-  own kernel is slow for bfloat16 on CPU).
+  own kernel is slow for bfloat16 on CPU);
+* ``nn.Conv3d`` becomes :class:`DirectConv3d`, the same convolution sent to oneDNN for every
+  input: PyTorch's float32 dispatcher gives a one-sample 3D convolution with few channels
+  (N·C·D·H ≤ 20480, e.g. 1 × 8 × 16 × 128) to its im2col kernel, 4-8× slower here.
 
-:func:`model_runner` then runs the prepared copy in the chosen :func:`resolve_precision`:
-``bfloat16`` on CPUs with native bf16 matrix units (AVX512-BF16 / AMX: weights and activations
-in bf16, channels-last ``torch.channels_last_3d`` tensors, as oneDNN's bf16 convolutions want;
-normalisation statistics are accumulated in float32 by PyTorch's kernels), float16 autocast on
-CUDA, float32 otherwise (outputs equal the original module to float32 rounding).
+:func:`model_runner` then runs the prepared copy on CPU one sample at a time in
+channels-last ``torch.channels_last_3d`` tensors (oneDNN's direct kernels need no layout
+reorders there, and one sample's activations stay in cache), in the chosen
+:func:`resolve_precision`: ``bfloat16`` on CPUs with native bf16 matrix units
+(AVX512-BF16 / AMX: weights and activations in bf16; normalisation statistics are accumulated
+in float32 by PyTorch's kernels), float16 autocast on CUDA, float32 otherwise (outputs equal
+the original module within :data:`FLOAT32_TOLERANCE`: the same sums in another order).
 
 Training is unaffected: the trainers build and train the original modules.
 Measured speed-ups and output differences: ``benchmarks/performance/results.md``.
@@ -43,6 +48,9 @@ from fewlabel.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+FLOAT32_TOLERANCE = 1e-4
+"""Largest difference of the float32 fast path to the original module (outputs of order 1):
+channels-last convolutions and per-sample batch-norm statistics sum in another order."""
 
 
 class SampleInstanceNorm(nn.Module):
@@ -59,6 +67,40 @@ class SampleInstanceNorm(nn.Module):
         if x.shape[0] == 1:
             return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         return torch.cat([self(x[i : i + 1]) for i in range(x.shape[0])])
+
+
+class DirectConv3d(nn.Module):
+    """A zero-padded ``nn.Conv3d`` computed by oneDNN (``torch.mkldnn_convolution``) on CPU
+    whatever the batch and channel counts; PyTorch's own dispatch elsewhere and under autocast
+    (which casts ``conv3d``, not the oneDNN op). Same function."""
+
+    def __init__(self, conv: nn.Conv3d) -> None:
+        super().__init__()
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.stride = tuple(conv.stride)
+        self.padding = tuple(conv.padding)
+        self.dilation = tuple(conv.dilation)
+        self.groups = int(conv.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+            return torch.mkldnn_convolution(
+                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+            )
+        return F.conv3d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+    @staticmethod
+    def applies_to(module: nn.Module) -> bool:
+        """A plain zero-padded Conv3d (numeric padding) on a build with oneDNN."""
+        return (
+            type(module) is nn.Conv3d
+            and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str)
+            and torch.backends.mkldnn.is_available()
+        )
 
 
 class SeparableUpsample(nn.Module):
@@ -135,16 +177,16 @@ def _fold_batchnorm(seq: nn.Sequential) -> None:
             seq._modules[b] = nn.Identity()
 
 
-def prepare_module(module: nn.Module, *, bf16: bool = False) -> nn.Module:
-    """An eval-mode copy of ``module`` with BatchNorm folded; with ``bf16`` also
-    :class:`SampleInstanceNorm` and :class:`SeparableUpsample` (for channels-last bf16 runs; in
-    float32 PyTorch's own instance norm and interpolation are as fast or faster, measured)."""
+def prepare_module(module: nn.Module, *, channels_last: bool = False) -> nn.Module:
+    """An eval-mode copy of ``module`` with BatchNorm folded; with ``channels_last`` also
+    :class:`SampleInstanceNorm`, :class:`SeparableUpsample` and :class:`DirectConv3d` (for
+    one-sample channels-last runs on CPU)."""
     fast = copy.deepcopy(module).eval()
     for parent in list(fast.modules()):
         if isinstance(parent, nn.Sequential):
             _fold_batchnorm(parent)
         for name, child in list(parent.named_children()):
-            if not bf16:
+            if not channels_last:
                 continue
             if (
                 isinstance(child, nn.InstanceNorm3d)
@@ -156,6 +198,8 @@ def prepare_module(module: nn.Module, *, bf16: bool = False) -> nn.Module:
                 factors = _upsample_factors(child)
                 if factors is not None:
                     setattr(parent, name, SeparableUpsample(factors))
+            elif DirectConv3d.applies_to(child):
+                setattr(parent, name, DirectConv3d(child))
     return fast
 
 
@@ -191,23 +235,24 @@ def model_runner(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``numpy (B, C, *S) float32 -> numpy float32`` running ``module`` on ``device``.
 
-    ``optimize``: run :func:`prepare_module`'s copy (same function, faster); in bf16 on CPU one
-    sample at a time (smaller activations stay in cache; measured faster); ``precision``: see
+    ``optimize``: run :func:`prepare_module`'s copy (same function, faster); on CPU one
+    channels-last sample at a time (module docstring); ``precision``: see
     :func:`resolve_precision`. Call it inside ``torch.inference_mode()``.
     """
     dev = torch.device(device)
     dtype = resolve_precision(precision, device)
     cast = torch.bfloat16 if dtype == "bfloat16" else None
-    per_sample = optimize and cast is not None and dev.type == "cpu"
-    net = prepare_module(module, bf16=per_sample) if optimize else module
-    # channels-last: 3D networks only (a 2D convolution's weight has no 3D layout); in float32
-    # only without instance norm (PyTorch's float32 instance norm copies channels-last tensors:
-    # measured 0.7-0.9x for DM-DetNet3D, 1.5x for the BatchNorm U-Net)
+    # 3D networks only (a 2D convolution's weight has no 3D layout)
     conv3d = not any(
-        isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() != 5 for m in net.modules()
+        isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() != 5 for m in module.modules()
     )
+    # CPU: one sample at a time, channels-last, every layer in a copy-free form (measured
+    # 2-3x in float32, 6x in bf16: benchmarks/performance); CUDA: channels-last only without
+    # instance norm (PyTorch's instance norm copies channels-last tensors)
+    per_sample = optimize and conv3d and dev.type == "cpu"
+    net = prepare_module(module, channels_last=per_sample) if optimize else module
     instance_norm = any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in net.modules())
-    channels_last = conv3d and optimize and (cast is not None or not instance_norm)
+    channels_last = per_sample or (optimize and conv3d and (cast is not None or not instance_norm))
     if cast is not None or channels_last:
         if net is module:
             net = copy.deepcopy(module)
