@@ -53,6 +53,9 @@ def _models() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
     }
 
 
+FLOAT32_FAST = "float32 fewlabel (one channels-last sample at a time, oneDNN direct, BN folded)"
+
+
 def _variants(net: nn.Module) -> dict[str, Any]:
     from fewlabel.inference.fast import cpu_has_bf16, model_runner
 
@@ -71,9 +74,7 @@ def _variants(net: nn.Module) -> dict[str, Any]:
     out = {
         "float32 (before)": lambda x: plain(torch.from_numpy(x)).numpy(),
         "float32 channels_last_3d": channels_last,
-        "float32 fewlabel (one channels-last sample at a time, oneDNN direct, BN folded)": model_runner(
-            plain, "cpu", "float32"
-        ),
+        FLOAT32_FAST: model_runner(plain, "cpu", "float32"),
     }
     if cpu_has_bf16():
         out["bf16 autocast"] = autocast_bf16

@@ -42,7 +42,7 @@ def _engine(data: dict[str, Any]) -> list[str]:
         "",
         f"Volume {data['shape']} uint16 OME-Zarr, DM-DetNet3D config default (base 8, depth 2, "
         "random weights), tile [16, 128, 128], overlap [8, 48, 48], batch 4, cache 64, 1 torch "
-        "thread, each run its own process (one before/after pair in the final run). "
+        "thread, each run its own process (before/after pairs repeated, then float32 and ROI). "
         "ROI: one compact "
         f"ellipsoid (the sample filling part of the field), {100 * data['roi_fraction']:.0f} % "
         "of the voxels. Speed-ups: CPU seconds of the best 'before' run / this run.",
@@ -73,6 +73,18 @@ def _engine(data: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def _load_range(data: dict[str, Any]) -> str:
+    """Range of the 1-minute load averages recorded in the rows' ``uptime``."""
+    loads = [
+        float(r["uptime"].split("load average:")[-1].split(",")[0])
+        for entry in data.values()
+        if isinstance(entry, dict)
+        for r in entry["rows"].values()
+        if "uptime" in r
+    ]
+    return f"{min(loads):.1f}–{max(loads):.1f}" if loads else "not recorded"
+
+
 def _side(data: dict[str, Any]) -> list[str]:
     out = [
         "## 3. Side by side with trained models: fewlabel vs MONAI sliding_window_inference",
@@ -82,8 +94,8 @@ def _side(data: dict[str, Any]) -> list[str]:
         "float32 module on the whole volume in RAM; each run its own process. Ratios = MONAI / "
         f"fewlabel. Detection threshold {data.get('detector_threshold', 0):.2f} (tuned on "
         "validation), F1 at a 3-voxel gate. One run: `run.py sidebyside --workdir "
-        "/tmp/fewlabel_perf` (trained models reused from that folder); load in the last column "
-        "of each row's uptime in results.json (9–15 during the run).",
+        "/tmp/fewlabel_perf` (trained models reused from that folder); 1-minute load average "
+        f"during the run: {_load_range(data)}.",
         "",
         "| model / setting / volume | engine | CPU s | wall s | CPU time ratio MONAI/this "
         "| peak RSS MiB | RSS − before MiB | max abs diff to fewlabel float32 | F1 |",
