@@ -65,13 +65,37 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "min_separation_um": 0.5,
     },
 }
+# the clustered scenario with a 4x larger training volume (same density: 4x the particles,
+# clusters, specks and blobs) so that N = 500 leaves unlabelled particles; val / test volumes
+# are the clustered ones (same seeds), so its rows compare with the clustered rows
+SCENARIOS["clustered_big"] = {
+    **SCENARIOS["clustered"],
+    "train": {
+        "shape": (24, 320, 320),
+        "n_particles": 1200,
+        "n_clusters": 16,
+        "n_specks": 240,
+        "n_blobs": 64,
+    },
+}
 CONFIGS: dict[str, dict[str, Any]] = {
     "PU+SWA": {"loss": "ge_binomial", "averaging": {"mode": "swa"}},
     "PU": {"loss": "ge_binomial", "averaging": {"mode": "none"}},
     "PN": {"loss": "pn", "averaging": {"mode": "swa"}},
+    "PN-noSWA": {"loss": "pn", "averaging": {"mode": "none"}},
+    "PU+EMA": {"loss": "ge_binomial", "averaging": {"mode": "ema"}},
     "FS": {"loss": "pn", "averaging": {"mode": "swa"}, "positive_share": 0.5},
 }
 SEEDS = {"train": 101, "val": 303, "test": 202}
+# experiment 2 (post-processing ablation): the chain switched on step by step, auto threshold,
+# test volume; the last stage is the full chain
+ABLATION: dict[str, dict[str, bool]] = {
+    "nms": {"average": False, "recentre": False, "intensity_filter": False, "roi_filter": False},
+    "+average": {"recentre": False, "intensity_filter": False, "roi_filter": False},
+    "+recentre": {"intensity_filter": False, "roi_filter": False},
+    "+intensity": {"roi_filter": False},
+    "+roi (full)": {},
+}
 
 
 @dataclass
@@ -96,8 +120,14 @@ def params_for(name: str, overrides: dict[str, Any] | None = None) -> PUConfig:
     return PUConfig.model_validate(merged)
 
 
-def volume(scenario: str, seed: int) -> dict[str, Any]:
-    synth = centriole_volume(SHAPE, seed=seed, **{**SYNTH, **SCENARIOS[scenario]})
+def volume(scenario: str, seed: int, split: str = "test") -> dict[str, Any]:
+    spec = {**SYNTH, **{k: v for k, v in SCENARIOS[scenario].items() if k != "train"}}
+    shape = SHAPE
+    if split == "train" and "train" in SCENARIOS[scenario]:
+        extra = dict(SCENARIOS[scenario]["train"])
+        shape = extra.pop("shape")
+        spec.update(extra)
+    synth = centriole_volume(shape, seed=seed, **spec)
     mask, info = roi_mask(synth.image, VOXEL, ROI)
     return {
         "image": synth.image,
@@ -167,7 +197,8 @@ def run_one(
         "p_unlabelled_end": float(curve["p_unlabelled"].iloc[-1]),
         "thresholds": thr,
     }  # fmt: skip
-    post = PUPostprocessConfig(clahe_kernel_um=(1.5, 1.5, 1.5))
+    clahe = (1.5, 1.5, 1.5)
+    post = PUPostprocessConfig(clahe_kernel_um=clahe)
     for split in ("val", "test"):
         v = vols[split]
         for name, t in thr.items():
@@ -179,6 +210,18 @@ def run_one(
             for key in ("f1", "precision", "recall"):
                 row[f"{key}_{name}_{split}"] = m[key]
             row[f"detections_{name}_{split}"] = len(out)
+            if split == "test" and name == "auto":
+                row["steps_auto_test"] = steps
+    ablation = []
+    for stage, switches in ABLATION.items():
+        out, _ = postprocess(
+            maps["test"], vols["test"]["image"], threshold=thr["auto"], radius_um=radius_um,
+            voxel_size=VOXEL, params=PUPostprocessConfig(clahe_kernel_um=clahe, **switches),
+            roi=vols["test"]["roi"],
+        )  # fmt: skip
+        m = evaluate(out[["z", "y", "x"]].to_numpy(), vols["test"]["points"], VOXEL, GATE_UM)
+        ablation.append({"stage": stage, **{k: m[k] for k in ("tp", "fp", "fn", "f1")}})
+    row["ablation_auto_test"] = ablation
     row["seconds"] = time.perf_counter() - t0
     return row
 
@@ -203,7 +246,7 @@ def main() -> None:
             r = json.loads(line)
             radius = r.get("radius_um", RADIUS_UM)
             done.add((r["scenario"], r["config"], r["n"], r["run"], r["k_factor"], radius))
-    vols = {split: volume(args.scenario, seed) for split, seed in SEEDS.items()}
+    vols = {split: volume(args.scenario, seed, split) for split, seed in SEEDS.items()}
     info = {s: (len(v["points"]), round(v["roi_fraction"], 3)) for s, v in vols.items()}
     print(f"{args.scenario}: (particles, ROI fraction) {info}", flush=True)
     for run in range(args.first_run, args.first_run + args.runs):
