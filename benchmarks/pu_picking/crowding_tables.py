@@ -17,9 +17,9 @@ STAGES = ["nms", "+average", "+recentre", "+intensity", "+roi (full)"]
 THRESHOLDS = ["auto", "auto_nms", "k/2", "1.5k", "0.5"]
 
 
-def read(results: Path) -> pd.DataFrame:
+def read(results: Path, pattern: str = "crowding_*.jsonl") -> pd.DataFrame:
     rows = []
-    for path in sorted(results.glob("crowding_*.jsonl")):
+    for path in sorted(results.glob(pattern)):
         rows += [json.loads(line) for line in path.read_text().splitlines() if line]
     df = pd.DataFrame(rows)
     if not df.empty:
@@ -136,10 +136,9 @@ def ablation_table(df: pd.DataFrame) -> str:
             "runs": len(h),
             "particles": h["particles"].iloc[0]["test"][0],
         }
-        for st in STAGES:
-            row[f"FP {st}"] = sum(p[st]["fp"] for p in per) / len(per)
-        row["FN nms"] = sum(p["nms"]["fn"] for p in per) / len(per)
-        row["FN full"] = sum(p["+roi (full)"]["fn"] for p in per) / len(per)
+        for what in ("fp", "fn"):
+            means = [sum(p[st][what] for p in per) / len(per) for st in STAGES]
+            row[f"{what.upper()}: " + " → ".join(STAGES)] = " → ".join(f"{m:.1f}" for m in means)
         row["runs with new FN"] = sum(p["+roi (full)"]["fn"] > p["nms"]["fn"] for p in per)
         rows.append(row)
     t = pd.DataFrame(rows)
@@ -286,7 +285,9 @@ def crowding_section(results: Path) -> str:
             "\n### Clustered: F1 vs N in detail (auto threshold, test)\n",
             ngrid_table(df),
         ]
-    abl = ablation_table(df)
+    # ablation_*.jsonl: reruns of earlier runs (same seeds) only to record the step counts
+    extra = read(results, "ablation_*.jsonl")
+    abl = ablation_table(pd.concat([df, extra], ignore_index=True) if len(extra) else df)
     if abl:
         parts += [
             "\n### Post-processing ablation (auto threshold, test volume, mean per run)\n",
