@@ -24,6 +24,9 @@ def read(results: Path, pattern: str = "crowding_*.jsonl") -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if not df.empty:
         df["radius_um"] = df.get("radius_um", pd.Series(0.15, index=df.index)).fillna(0.15)
+        # a run is deterministic (same seed, same row); keep one row per run if two files hold it
+        key = ["scenario", "config", "n", "run", "k_factor", "radius_um"]
+        df = df.drop_duplicates(subset=key).reset_index(drop=True)
     return df
 
 

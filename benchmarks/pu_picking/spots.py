@@ -83,7 +83,7 @@ def main() -> None:
               f"{train['roi_fraction']:.3f}", flush=True)  # fmt: skip
         for n in (10, 50):
             for method in (PU_METHOD, "density (as today)"):
-                if (method, snr, n) in done or (method != "PU+SWA" and snr not in DENSITY_SNRS):
+                if (method, snr, n) in done or (method != PU_METHOD and snr not in DENSITY_SNRS):
                     continue
                 if method == PU_METHOD:
                     row = run_pu(
