@@ -241,6 +241,7 @@ def plots(df: pd.DataFrame, results: Path) -> None:
         ]
         _boxes(ax, groups, [str(n) if n < 297 else f"{n} (4x vol.)" for n in ns], configs)
         ax.set_xlabel("annotated particles N")
+        ax.set_ylim(0.6, 1.01)
         ax.set_title(
             "clustered (300 particles): F1 vs N, auto threshold (cf. paper Fig. 4)", fontsize=9
         )
