@@ -4,12 +4,15 @@ paper's own baseline (FS) next to PN.
 Scenarios (synthetic centrioles, train / val / test volumes 24 x 160 x 160, seeds 101 / 303 /
 202): ``base`` (80 particles, uniform, as centrioles.py), ``dense`` (200, uniform),
 ``clustered`` (300 asked, 4 clusters of sigma 0.8 µm, centres >= 0.5 µm apart: touching
-particles).
+particles), ``clustered_big`` (``clustered`` with a 4x training volume, 24 x 320 x 320 and 1200
+particles, for N = 500; validation / test volumes as ``clustered``).
 
 Configurations (same network and schedule as centrioles.py):
 
 * ``PU+SWA``, ``PU`` (no averaging): GE-binomial, clicks positive, ROI windows unlabelled;
-* ``PN`` (+SWA): BCE, every unlabelled window a negative (the issue's baseline);
+* ``PU+EMA``: GE-binomial with the authors' EMA instead of the equal SWA average;
+* ``PN`` (+SWA) and ``PN-noSWA``: BCE, every unlabelled window a negative (the issue's
+  baseline), with and without averaging;
 * ``FS`` (+SWA): the paper authors' "fully supervised" baseline (SP-Fluo
   ``prepare_fs_data``): N windows on the clicked particles and N windows at random positions
   at least one particle diameter (0.75 µm) from *every* particle centre (true negatives, from
@@ -19,7 +22,9 @@ Each trained model is scored on the training, validation and test volumes once; 
 threshold variants are applied afterwards (full post-processing chain each):
 ``auto`` (k detections after the averaging step, the fixed rule), ``auto_nms`` (k NMS
 candidates, the rule before this change), ``k/2`` and ``1.5k`` (count rule with k
-misspecified by -50 % / +50 %), ``0.5`` (fixed score threshold). ``--radius-um``: the particle
+misspecified by -50 % / +50 %), ``0.5`` (fixed score threshold). Experiment 2:
+``ablation_auto_test`` holds TP / FP / FN on the test volume after each post-processing step
+(``ABLATION``) at the ``auto`` threshold. ``--radius-um``: the particle
 radius r (positives = window centres within r of a click, NMS radius, averaging distance
 2r); a larger r raises π.
 
