@@ -4,12 +4,15 @@ paper's own baseline (FS) next to PN.
 Scenarios (synthetic centrioles, train / val / test volumes 24 x 160 x 160, seeds 101 / 303 /
 202): ``base`` (80 particles, uniform, as centrioles.py), ``dense`` (200, uniform),
 ``clustered`` (300 asked, 4 clusters of sigma 0.8 µm, centres >= 0.5 µm apart: touching
-particles).
+particles), ``clustered_big`` (``clustered`` with a 4x training volume, 24 x 320 x 320 and 1200
+particles, for N = 500; validation / test volumes as ``clustered``).
 
 Configurations (same network and schedule as centrioles.py):
 
 * ``PU+SWA``, ``PU`` (no averaging): GE-binomial, clicks positive, ROI windows unlabelled;
-* ``PN`` (+SWA): BCE, every unlabelled window a negative (the issue's baseline);
+* ``PU+EMA``: GE-binomial with the authors' EMA instead of the equal SWA average;
+* ``PN`` (+SWA) and ``PN-noSWA``: BCE, every unlabelled window a negative (the issue's
+  baseline), with and without averaging;
 * ``FS`` (+SWA): the paper authors' "fully supervised" baseline (SP-Fluo
   ``prepare_fs_data``): N windows on the clicked particles and N windows at random positions
   at least one particle diameter (0.75 µm) from *every* particle centre (true negatives, from
@@ -19,7 +22,9 @@ Each trained model is scored on the training, validation and test volumes once; 
 threshold variants are applied afterwards (full post-processing chain each):
 ``auto`` (k detections after the averaging step, the fixed rule), ``auto_nms`` (k NMS
 candidates, the rule before this change), ``k/2`` and ``1.5k`` (count rule with k
-misspecified by -50 % / +50 %), ``0.5`` (fixed score threshold). ``--radius-um``: the particle
+misspecified by -50 % / +50 %), ``0.5`` (fixed score threshold). Experiment 2:
+``ablation_auto_test`` holds TP / FP / FN on the test volume after each post-processing step
+(``ABLATION``) at the ``auto`` threshold. ``--radius-um``: the particle
 radius r (positives = window centres within r of a click, NMS radius, averaging distance
 2r); a larger r raises π.
 
@@ -65,13 +70,37 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "min_separation_um": 0.5,
     },
 }
+# the clustered scenario with a 4x larger training volume (same density: 4x the particles,
+# clusters, specks and blobs) so that N = 500 leaves unlabelled particles; val / test volumes
+# are the clustered ones (same seeds), so its rows compare with the clustered rows
+SCENARIOS["clustered_big"] = {
+    **SCENARIOS["clustered"],
+    "train": {
+        "shape": (24, 320, 320),
+        "n_particles": 1200,
+        "n_clusters": 16,
+        "n_specks": 240,
+        "n_blobs": 64,
+    },
+}
 CONFIGS: dict[str, dict[str, Any]] = {
     "PU+SWA": {"loss": "ge_binomial", "averaging": {"mode": "swa"}},
     "PU": {"loss": "ge_binomial", "averaging": {"mode": "none"}},
     "PN": {"loss": "pn", "averaging": {"mode": "swa"}},
+    "PN-noSWA": {"loss": "pn", "averaging": {"mode": "none"}},
+    "PU+EMA": {"loss": "ge_binomial", "averaging": {"mode": "ema"}},
     "FS": {"loss": "pn", "averaging": {"mode": "swa"}, "positive_share": 0.5},
 }
 SEEDS = {"train": 101, "val": 303, "test": 202}
+# experiment 2 (post-processing ablation): the chain switched on step by step, auto threshold,
+# test volume; the last stage is the full chain
+ABLATION: dict[str, dict[str, bool]] = {
+    "nms": {"average": False, "recentre": False, "intensity_filter": False, "roi_filter": False},
+    "+average": {"recentre": False, "intensity_filter": False, "roi_filter": False},
+    "+recentre": {"intensity_filter": False, "roi_filter": False},
+    "+intensity": {"roi_filter": False},
+    "+roi (full)": {},
+}
 
 
 @dataclass
@@ -96,8 +125,14 @@ def params_for(name: str, overrides: dict[str, Any] | None = None) -> PUConfig:
     return PUConfig.model_validate(merged)
 
 
-def volume(scenario: str, seed: int) -> dict[str, Any]:
-    synth = centriole_volume(SHAPE, seed=seed, **{**SYNTH, **SCENARIOS[scenario]})
+def volume(scenario: str, seed: int, split: str = "test") -> dict[str, Any]:
+    spec = {**SYNTH, **{k: v for k, v in SCENARIOS[scenario].items() if k != "train"}}
+    shape = SHAPE
+    if split == "train" and "train" in SCENARIOS[scenario]:
+        extra = dict(SCENARIOS[scenario]["train"])
+        shape = extra.pop("shape")
+        spec.update(extra)
+    synth = centriole_volume(shape, seed=seed, **spec)
     mask, info = roi_mask(synth.image, VOXEL, ROI)
     return {
         "image": synth.image,
@@ -167,7 +202,8 @@ def run_one(
         "p_unlabelled_end": float(curve["p_unlabelled"].iloc[-1]),
         "thresholds": thr,
     }  # fmt: skip
-    post = PUPostprocessConfig(clahe_kernel_um=(1.5, 1.5, 1.5))
+    clahe = (1.5, 1.5, 1.5)
+    post = PUPostprocessConfig(clahe_kernel_um=clahe)
     for split in ("val", "test"):
         v = vols[split]
         for name, t in thr.items():
@@ -179,6 +215,18 @@ def run_one(
             for key in ("f1", "precision", "recall"):
                 row[f"{key}_{name}_{split}"] = m[key]
             row[f"detections_{name}_{split}"] = len(out)
+            if split == "test" and name == "auto":
+                row["steps_auto_test"] = steps
+    ablation = []
+    for stage, switches in ABLATION.items():
+        out, _ = postprocess(
+            maps["test"], vols["test"]["image"], threshold=thr["auto"], radius_um=radius_um,
+            voxel_size=VOXEL, params=PUPostprocessConfig(clahe_kernel_um=clahe, **switches),
+            roi=vols["test"]["roi"],
+        )  # fmt: skip
+        m = evaluate(out[["z", "y", "x"]].to_numpy(), vols["test"]["points"], VOXEL, GATE_UM)
+        ablation.append({"stage": stage, **{k: m[k] for k in ("tp", "fp", "fn", "f1")}})
+    row["ablation_auto_test"] = ablation
     row["seconds"] = time.perf_counter() - t0
     return row
 
@@ -203,7 +251,7 @@ def main() -> None:
             r = json.loads(line)
             radius = r.get("radius_um", RADIUS_UM)
             done.add((r["scenario"], r["config"], r["n"], r["run"], r["k_factor"], radius))
-    vols = {split: volume(args.scenario, seed) for split, seed in SEEDS.items()}
+    vols = {split: volume(args.scenario, seed, split) for split, seed in SEEDS.items()}
     info = {s: (len(v["points"]), round(v["roi_fraction"], 3)) for s, v in vols.items()}
     print(f"{args.scenario}: (particles, ROI fraction) {info}", flush=True)
     for run in range(args.first_run, args.first_run + args.runs):

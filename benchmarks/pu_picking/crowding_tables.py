@@ -11,18 +11,22 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-CONFIGS = ["PU+SWA", "PU", "PN", "FS"]
-SCENARIOS = ["base", "dense", "clustered"]
+CONFIGS = ["PU+SWA", "PU", "PU+EMA", "PN", "PN-noSWA", "FS"]
+SCENARIOS = ["base", "dense", "clustered", "clustered_big"]
+STAGES = ["nms", "+average", "+recentre", "+intensity", "+roi (full)"]
 THRESHOLDS = ["auto", "auto_nms", "k/2", "1.5k", "0.5"]
 
 
-def read(results: Path) -> pd.DataFrame:
+def read(results: Path, pattern: str = "crowding_*.jsonl") -> pd.DataFrame:
     rows = []
-    for path in sorted(results.glob("crowding_*.jsonl")):
+    for path in sorted(results.glob(pattern)):
         rows += [json.loads(line) for line in path.read_text().splitlines() if line]
     df = pd.DataFrame(rows)
     if not df.empty:
         df["radius_um"] = df.get("radius_um", pd.Series(0.15, index=df.index)).fillna(0.15)
+        # a run is deterministic (same seed, same row); keep one row per run if two files hold it
+        key = ["scenario", "config", "n", "run", "k_factor", "radius_um"]
+        df = df.drop_duplicates(subset=key).reset_index(drop=True)
     return df
 
 
@@ -42,7 +46,9 @@ def n10_table(df: pd.DataFrame) -> str:
         rows.append(
             {
                 "scenario": scen,
-                "particles (test)": g["particles"].iloc[0]["test"][0],
+                "particles (train / test)": "{} / {}".format(
+                    g["particles"].iloc[0]["train"][0], g["particles"].iloc[0]["test"][0]
+                ),
                 "pi_U": round(g["pi_u"].median(), 4) if config.startswith("PU") else "",
                 "config": config,
                 "runs": len(g),
@@ -74,13 +80,75 @@ def threshold_table(df: pd.DataFrame, split: str) -> str:
 
 
 def ngrid_table(df: pd.DataFrame) -> str:
-    g = df[df["scenario"] == "clustered"]
+    """F1 (auto, test) against N: clustered, and clustered_big (4x training volume) for the
+    points that need more particles (N = 500) plus its reference points."""
+    g = df[df["scenario"].isin(["clustered", "clustered_big"]) & (df["k_factor"] == 1.0)]
     rows = []
-    for (config, n), h in g.groupby(["config", "n"]):
-        rows.append({"config": config, "N": n, "runs": len(h), "F1 auto": _cell(h["f1_auto_test"])})
+    for (scen, config, n), h in g.groupby(["scenario", "config", "n"]):
+        f1 = h["f1_auto_test"]
+        rows.append(
+            {
+                "training volume": "296 particles" if scen == "clustered" else "~1200 (4x)",
+                "config": config,
+                "N": n,
+                "runs": len(h),
+                "F1 median (mean ± sd)": _cell(f1),
+                "F1 min-max": f"{f1.min():.3f}-{f1.max():.3f}",
+                "precision": h["precision_auto_test"].median(),
+                "recall": h["recall_auto_test"].median(),
+            }
+        )
     t = pd.DataFrame(rows)
     t["_c"] = t["config"].map({c: i for i, c in enumerate(CONFIGS)})
-    return t.sort_values(["N", "_c"]).drop(columns="_c").to_markdown(index=False)
+    t = t.sort_values(["training volume", "N", "_c"], ascending=[False, True, True])
+    return t.drop(columns="_c").to_markdown(index=False, floatfmt=".3f")
+
+
+def ngrid_pivot(df: pd.DataFrame) -> str:
+    """Compact F1 median (runs) per config x N; N = 500 from the 4x training volume."""
+    g = df[df["scenario"].isin(["clustered", "clustered_big"]) & (df["k_factor"] == 1.0)]
+    g = g[(g["scenario"] == "clustered") | (g["n"] > 296)]
+    cells = g.groupby(["config", "n"])["f1_auto_test"].agg(["median", "size"])
+    table = pd.DataFrame(
+        {
+            (f"N = {n}" + (" (4x volume)" if n > 296 else "")): {
+                c: f"{cells.loc[(c, n), 'median']:.3f} ({cells.loc[(c, n), 'size']})"
+                for c in CONFIGS
+                if (c, n) in cells.index
+            }
+            for n in sorted(g["n"].unique())
+        }
+    ).reindex([c for c in CONFIGS if c in set(g["config"])])
+    return table.fillna("–").rename_axis("config").reset_index().to_markdown(index=False)
+
+
+def ablation_table(df: pd.DataFrame) -> str:
+    """Experiment 2: FP / FN after each post-processing step (auto threshold, test volume),
+    mean per run; 'runs with new FN' counts runs whose full chain misses a particle that the
+    NMS-only output found."""
+    if "ablation_auto_test" not in df:
+        return ""
+    g = df[df["ablation_auto_test"].notna()]
+    rows = []
+    for (scen, config), h in g.groupby(["scenario", "config"]):
+        per = [{a["stage"]: a for a in abl} for abl in h["ablation_auto_test"]]
+        row = {
+            "scenario": scen,
+            "config": config,
+            "N": ", ".join(str(n) for n in sorted(h["n"].unique())),
+            "runs": len(h),
+            "particles": h["particles"].iloc[0]["test"][0],
+        }
+        for what in ("fp", "fn"):
+            means = [sum(p[st][what] for p in per) / len(per) for st in STAGES]
+            row[f"{what.upper()}: " + " → ".join(STAGES)] = " → ".join(f"{m:.1f}" for m in means)
+        row["runs with new FN"] = sum(p["+roi (full)"]["fn"] > p["nms"]["fn"] for p in per)
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    t["_s"] = t["scenario"].map({c: i for i, c in enumerate(SCENARIOS)})
+    t["_c"] = t["config"].map({c: i for i, c in enumerate(CONFIGS)})
+    t = t.sort_values(["_s", "_c"]).drop(columns=["_s", "_c"])
+    return t.to_markdown(index=False, floatfmt=".1f")
 
 
 def kmis_table(df: pd.DataFrame) -> str:
@@ -161,20 +229,41 @@ def plots(df: pd.DataFrame, results: Path) -> None:
     fig.tight_layout()
     fig.savefig(results / "crowding_boxplots.png", dpi=80)
     plt.close(fig)
-    clus = df[(df.scenario == "clustered") & (df.k_factor == 1.0)]
-    ns = sorted(clus["n"].unique())
+    # F1 vs N (cf. paper Fig. 4): clustered, N = 500 from the 4x training volume
+    g = df[(df.k_factor == 1.0) & (df.scenario.isin(["clustered", "clustered_big"]))]
+    g = g[(g.scenario == "clustered") | (g.n > 296)]
+    ns = sorted(g["n"].unique())
     if len(ns) > 1:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        configs = ["PU+SWA", "PU", "PN", "FS"]
+        fig, ax = plt.subplots(figsize=(9, 4))
+        configs = ["PU+SWA", "PU", "PN", "PN-noSWA", "FS"]
         groups = [
-            [clus[(clus.n == n) & (clus.config == c)]["f1_auto_test"].tolist() for c in configs]
-            for n in ns
+            [g[(g.n == n) & (g.config == c)]["f1_auto_test"].tolist() for c in configs] for n in ns
         ]
-        _boxes(ax, groups, [str(n) for n in ns], configs)
+        _boxes(ax, groups, [str(n) if n < 297 else f"{n} (4x vol.)" for n in ns], configs)
         ax.set_xlabel("annotated particles N")
-        ax.set_title("clustered (300 particles): F1 vs N (cf. paper Fig. 4)", fontsize=9)
+        ax.set_ylim(0.6, 1.01)
+        ax.set_title(
+            "clustered (300 particles): F1 vs N, auto threshold (cf. paper Fig. 4)", fontsize=9
+        )
         fig.tight_layout()
         fig.savefig(results / "crowding_n_boxplots.png", dpi=80)
+        plt.close(fig)
+    # spread at N = 10 with / without averaging (cf. paper Fig. 5)
+    configs = ["PU+SWA", "PU+EMA", "PU", "PN", "PN-noSWA"]
+    scen = [s for s in ("base", "clustered") if (n10.scenario == s).any()]
+    if scen:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        groups = [
+            [n10[(n10.scenario == s) & (n10.config == c)]["f1_auto_test"].tolist() for c in configs]
+            for s in scen
+        ]
+        _boxes(ax, groups, scen, configs)
+        ax.set_ylim(0.7, 1.01)
+        ax.set_title(
+            "N = 10: spread with / without weight averaging (cf. paper Fig. 5)", fontsize=9
+        )
+        fig.tight_layout()
+        fig.savefig(results / "crowding_swa_boxplots.png", dpi=80)
         plt.close(fig)
 
 
@@ -194,7 +283,20 @@ def crowding_section(results: Path) -> str:
         threshold_table(n10, "val"),
     ]
     if (df["n"] != 10).any():
-        parts += ["\n### Clustered: F1 vs N (auto threshold, test)\n", ngrid_table(df)]
+        parts += [
+            "\n### Clustered: F1 vs N, median (runs), auto threshold, test volume\n",
+            ngrid_pivot(df),
+            "\n### Clustered: F1 vs N in detail (auto threshold, test)\n",
+            ngrid_table(df),
+        ]
+    # ablation_*.jsonl: reruns of earlier runs (same seeds) only to record the step counts
+    extra = read(results, "ablation_*.jsonl")
+    abl = ablation_table(pd.concat([df, extra], ignore_index=True) if len(extra) else df)
+    if abl:
+        parts += [
+            "\n### Post-processing ablation (auto threshold, test volume, mean per run)\n",
+            abl,
+        ]
     if (df["k_factor"] != 1.0).any():
         parts += ["\n### k misspecified in training and threshold (base, N = 10)\n", kmis_table(df)]
     if (every["radius_um"] != 0.15).any():

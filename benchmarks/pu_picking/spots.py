@@ -49,6 +49,9 @@ PU = PUConfig.model_validate(
         "predict": {"tile": [10, 64, 64], "overlap": [4, 10, 10]},
     }
 )
+# the PU rows of session pu ("PU+SWA") used the old auto threshold (k NMS candidates); the
+# rerun with the fixed rule (k detections after averaging, session pu2) is its own method
+PU_METHOD = "PU+SWA (fixed rule)"
 DENSITY_SNRS = (4.0,)  # ~10 min per DM-DetNet3D run (SNR 2, N=10 ran before this was added)
 
 
@@ -79,10 +82,10 @@ def main() -> None:
         print(f"SNR {snr}: {len(train['points'])} / {len(test['points'])} spots, ROI "
               f"{train['roi_fraction']:.3f}", flush=True)  # fmt: skip
         for n in (10, 50):
-            for method in ("PU+SWA", "density (as today)"):
-                if (method, snr, n) in done or (method != "PU+SWA" and snr not in DENSITY_SNRS):
+            for method in (PU_METHOD, "density (as today)"):
+                if (method, snr, n) in done or (method != PU_METHOD and snr not in DENSITY_SNRS):
                     continue
-                if method == "PU+SWA":
+                if method == PU_METHOD:
                     row = run_pu(
                         train, test, n_clicks=n, run_seed=n, params=PU, radius_um=RADIUS,
                         gate_um=GATE,

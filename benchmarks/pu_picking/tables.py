@@ -56,7 +56,8 @@ def centriole_tables(df: pd.DataFrame) -> str:
     return (
         "### Earlier run (before the threshold fix): F1 vs clicked particles (80 centrioles)\n\n"
         + table.to_markdown(index=False, floatfmt=".3f")
-        + "\n\n### Post-processing ablation (mean per run over all N; 80 particles)\n\n"
+        + "\n\n### Post-processing ablation, earlier run (old threshold rule; mean per run over all"
+        + " N; 80 particles)\n\n"
         + ablation.to_markdown(index=False)
         + "\n"
     )
@@ -95,7 +96,15 @@ def centriole_plots(df: pd.DataFrame) -> None:
     plt.close(fig)
 
 
+SPOT_LABELS = {
+    "PU+SWA": "PU+SWA (old threshold rule, session pu)",
+    "PU+SWA (fixed rule)": "PU+SWA (fixed threshold rule, session pu3)",
+    "density (as today)": "density (as today, session pu)",
+}
+
+
 def spot_table(df: pd.DataFrame) -> str:
+    df = df.assign(method=df["method"].map(lambda m: SPOT_LABELS.get(m, m)))
     table = df.pivot_table(index=["method", "n"], columns="snr", values="f1_full").round(3)
     table.columns = [f"F1 SNR {c:g}" for c in table.columns]
     text = table.reset_index().rename(columns={"n": "clicks"}).to_markdown(index=False)
