@@ -123,8 +123,7 @@ def _scaling(data: dict[str, Any]) -> list[str]:
         "## 4. Engine scaling (tiny 2-layer conv net, float32, default detection tiles "
         "[16, 128, 128], overlap [8, 48, 48], cache 64; volumes grow in z on a 512² plane)",
         "",
-        "One run: `run.py scaling --big` (each size its own "
-        "process, `nice -n 10`, 1 thread).",
+        "One run: `run.py scaling --big` (each size its own process, `nice -n 10`, 1 thread).",
         "",
         "| volume (float32 output) | shape | CPU µs / voxel | wall µs / voxel | recompute factor "
         "| peak RSS MiB | RSS − before MiB | load (uptime) |",
