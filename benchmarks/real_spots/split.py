@@ -150,11 +150,22 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     return peaks, 0.0125, note
 
 
-def pu_method(p: dict, workdir: Path, epochs: int, mode: str | None = None):
+def pu_method(p: dict, workdir: Path, epochs: int, mode: str | None = None, k_rule="density"):
+    """k (detection.pu.expected_particles, one value per volume): ``density`` = the spot
+    density of the validation box (64 spots / its voxels) x the mean training-volume voxels
+    outside held-out regions; ``share`` = all training clicks / the clicked share of the box
+    (19/64) / the number of volumes (protocol 1's rule; ignores that img2 is 4x img1)."""
     import pu_method as pu
 
-    clicks = sum(len(c) for _, c, _ in p["train"])
-    k = round(clicks / pu.CLICKED_SHARE / len(p["train"]))
+    if k_rule == "img1":  # protocol 1's training (img1 only, k = 111) on protocol 2's data
+        p = {**p, "train": p["train"][:1]}
+    if k_rule in ("share", "img1"):
+        clicks = sum(len(c) for _, c, _ in p["train"])
+        k = round(clicks / pu.CLICKED_SHARE / len(p["train"]))
+    else:
+        density = len(p["known"].clicks) / float(p["known"].precision_mask.sum())
+        free = [v.image.size - (0 if g is None else int(g.sum())) for v, _, g in p["train"]]
+        k = round(density * float(np.mean(free)))
     items = [pu.item(vol, workdir, c, ignore) for vol, c, ignore in p["train"]]
     model, cfg, thr, note = pu.train(items, workdir, k, mode)
     return (lambda vol: pu.peaks(model, cfg, thr, vol, workdir)), min(thr, pu.LOWEST), note
@@ -172,6 +183,14 @@ METHODS = {
     "PU+SWA": lambda p, w, e: pu_method(p, w, e),
     "PU+SWA [background]": lambda p, w, e: pu_method(p, w, e, "background"),
     "PU+SWA [percentile]": lambda p, w, e: pu_method(p, w, e, "percentile"),
+    "PU+SWA, k = clicks / clicked share [background]": lambda p, w, e: pu_method(
+        p, w, e, "background", "share"
+    ),
+    "PU+SWA, k = clicks / clicked share [percentile]": lambda p, w, e: pu_method(
+        p, w, e, "percentile", "share"
+    ),
+    "PU+SWA, img1 only [background]": lambda p, w, e: pu_method(p, w, e, "background", "img1"),
+    "PU+SWA, img1 only [percentile]": lambda p, w, e: pu_method(p, w, e, "percentile", "img1"),
 }
 KNOBS = {  # validation-only exploration of the partial loss (README "what would tell")
     "unlabelled_weight 5": {"unlabelled_weight": 5.0},
