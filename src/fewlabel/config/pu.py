@@ -92,7 +92,9 @@ class PUPostprocessConfig(ConfigModel):
 
 
 def _pu_normalisation() -> NormalisationConfig:
-    return NormalisationConfig(mode="percentile")
+    # background: the small window classifies on the local contrast, not on absolute
+    # intensities that vary between volumes (validation: benchmarks/real_spots README, protocol 2)
+    return NormalisationConfig(mode="background")
 
 
 def _pu_predict() -> PredictConfig:
