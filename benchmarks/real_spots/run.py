@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -330,6 +331,12 @@ def main() -> None:
     _pictures(detections, tests, curves_df, rows_df, with_detections=not args.only, tag=tag)
 
 
+def _label(name: str) -> str:
+    """Short legend label: no parenthesis, the [normalisation] tag kept."""
+    base = re.sub(r" \(.*?\)", "", re.sub(r" \((as before)[^)]*\)", r" \1", name))
+    return base.replace("DM-DetNet3D", "DM").replace("partial-annotation", "partial")[:40]
+
+
 def _pictures(
     detections,
     tests,
@@ -345,7 +352,7 @@ def _pictures(
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, group in curves.groupby("method", sort=False):
-        ax.plot(group["precision"], group["recall"], label=name.split(" (")[0][:28])
+        ax.plot(group["precision"], group["recall"], label=_label(name))
         chosen = rows.loc[rows["method"] == name].iloc[0]
         ax.scatter([chosen["precision"]], [chosen["recall"]], s=25)
     ax.set_xlabel("precision inside the fully annotated boxes")
@@ -372,7 +379,7 @@ def _pictures(
         ax.add_patch(
             plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="cyan")
         )
-        ax.set_title(f"{name.split(' (')[0][:30]}: {len(kept)} detections", fontsize=8)
+        ax.set_title(f"{_label(name)}: {len(kept)} detections", fontsize=8)
         ax.axis("off")
     fig.suptitle("img6_c1 max projection: red x clicks, yellow o detections, cyan box", fontsize=9)
     fig.savefig(data.HERE / f"detections_img6{tag}.png", dpi=80, bbox_inches="tight")

@@ -215,6 +215,11 @@ for _knob, _targets in KNOBS.items():
         )
 
 
+def variant(name: str) -> bool:
+    """Knob / k-rule / training-set variants (kept out of the pictures)."""
+    return name.startswith((f"{DM_PARTIAL}, ", "PU+SWA, "))
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
@@ -261,13 +266,13 @@ def collect(workdir: Path) -> None:
         scores = np.concatenate([t["score"].to_numpy() for t in tables if len(t)])
         for t in np.linspace(scores.min(), scores.max(), 200):
             curves.append({"method": name, **pooled(tables, tests, float(np.nextafter(t, 0)))})
-        if ", " not in name:  # the knob variants stay out of the detections picture
+        if not variant(name) and "[percentile]" not in name:  # main rows only in the picture
             detections[name] = (tables, thr)
     rows_df, curves_df = pd.DataFrame(rows).round(4), pd.DataFrame(curves).round(4)
     rows_df.to_csv(data.HERE / "results_split.tsv", sep="\t", index=False)
     curves_df.to_csv(data.HERE / "pr_curves_split.tsv", sep="\t", index=False)
     pd.DataFrame(vals).round(4).to_csv(data.HERE / "val_split.tsv", sep="\t", index=False)
-    main_rows = rows_df[~rows_df["method"].str.contains(", ")]
+    main_rows = rows_df[~rows_df["method"].map(variant)]
     main_curves = curves_df[curves_df["method"].isin(main_rows["method"])]
     run._pictures(detections, tests, main_curves, main_rows, tag="_split")
 
