@@ -32,6 +32,7 @@ import run
 from run import GATE_UM, box_mask, pooled
 
 LEVELS = (0.5, 0.6, 0.7, 0.8, 0.875, 1.0)
+SEED = 0  # --seed: DM-DetNet3D training seed (rows of another seed are named "..., seed N")
 
 
 # --------------------------------------------------------------------------- protocol
@@ -142,7 +143,7 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
             weight[z0:z1, y0:y1, x0:x1] = 0.0
     val = run._zarrs(p["val_crop"], workdir, targets_cfg, None if full else "full")
     train_detector(
-        items, [val], workdir / "model", params=params, peaks=peaks_cfg, seed=0, threads=1,
+        items, [val], workdir / "model", params=params, peaks=peaks_cfg, seed=SEED, threads=1,
         evaluation={"gate": GATE_UM, "gate_unit": "um"},
     )  # fmt: skip
     own = json.loads((workdir / "model" / "thresholds.json").read_text())
@@ -217,7 +218,7 @@ for _knob, _targets in KNOBS.items():
 
 def variant(name: str) -> bool:
     """Knob / k-rule / training-set variants (kept out of the pictures)."""
-    return name.startswith((f"{DM_PARTIAL}, ", "PU+SWA, "))
+    return name.startswith((f"{DM_PARTIAL}, ", "PU+SWA, ")) or ", seed " in name
 
 
 def slug(name: str) -> str:
@@ -226,9 +227,12 @@ def slug(name: str) -> str:
 
 def run_method(name: str, p: dict, workdir: Path, epochs: int) -> None:
     start = time.monotonic()
+    method = METHODS[name]
+    if SEED:
+        name = f"{name}, seed {SEED}"
     work = workdir / slug(name)
     work.mkdir(parents=True, exist_ok=True)
-    peaks, _lowest, note = METHODS[name](p, work, epochs)
+    peaks, _lowest, note = method(p, work, epochs)
     val_table = peaks(p["val"])
     threshold, sweep = tune(val_table, p["val_clicks"])
     tests = [peaks(v) for v in p["tests"]]
@@ -286,7 +290,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/real_spots_work")
     parser.add_argument("--only", default="", help="'|'-separated exact method names")
     parser.add_argument("--collect", action="store_true", help="write the tables and pictures")
+    parser.add_argument("--seed", type=int, default=0, help="DM-DetNet3D training seed")
     args = parser.parse_args()
+    globals()["SEED"] = args.seed
     workdir = Path(args.workdir)
     (workdir / "split").mkdir(parents=True, exist_ok=True)
     if args.collect:
