@@ -283,3 +283,60 @@ def test_object_diameter_derives_the_top_hat_box_unless_set():
     assert derive_normalisation(explicit, 10.0).normalisation.background_um == (3.0, 3.0, 3.0)
     log_params = derive_normalisation(LogConfig(), 8.0)
     assert log_params.normalisation.background_um == (8.0, 8.0, 8.0)
+
+
+# --------------------------------------------------------------------------- PU
+@pytest.mark.parametrize("mode", ["background", "percentile"])
+def test_pu_model_records_its_normalisation_and_tiled_prediction_equals_whole_volume(
+    tmp_path, rng, mode
+):
+    """detection.pu.normalisation: train_pu's model folder records the recipe; the training
+    volume and the tiled engine's PU score map both equal the whole-volume normalisation."""
+    import pandas as pd
+
+    from fewlabel.config import PredictConfig
+    from fewlabel.config.pu import PUConfig
+    from fewlabel.detection.pu.fit import load_volume, train_to_folder
+    from fewlabel.inference.engine import predict_volume
+    from fewlabel.io import write_points_csv
+    from fewlabel.models.store import load_model
+
+    shape = (12, 40, 44)
+    volume = rng.gamma(2.0, 40.0, size=shape) + 500 + 30 * np.indices(shape)[2]  # + a ramp
+    volume = (volume + _spots(shape, [(4, 10, 10), (7, 30, 30), (5, 20, 34)], 400.0)).astype(
+        np.uint16
+    )
+    item = {"sample": "s", "image": str(tmp_path / "img.ome.zarr"), "points": str(tmp_path / "p")}
+    write_ome_zarr(item["image"], volume, VOXEL, chunks=(4, 16, 16))
+    clicks = pd.DataFrame([[4, 10, 10], [7, 30, 30]], columns=["z", "y", "x"])
+    write_points_csv(clicks, item["points"])
+    tiny = {"width": 4, "channels": [4, 8], "expand": 2, "head_channels": 8}
+    params = parse(
+        PUConfig,
+        {
+            "window": [5, 9, 9], "radius_um": 0.5, "expected_particles": 20, "batch_size": 8,
+            "steps": 4, "model": tiny, "averaging": {"mode": "none"},
+            "normalisation": {"mode": mode, "background_um": [1.0, 1.0, 1.0]},
+            "predict": {"tile": [8, 16, 16], "overlap": [4, 8, 8]},
+        },
+    )  # fmt: skip
+    train_to_folder([item], tmp_path / "model", params=params, seed=0)
+    loaded = load_model(tmp_path / "model", "cpu")
+    assert loaded.normalization == recipe(mode, params.percentiles, (1.0, 1.0, 1.0))
+    assert loaded.training["params"]["normalisation"]["mode"] == mode
+
+    image = _whole(volume, (2, 4, 4)) if mode == "background" else volume.astype(np.float32)
+    low, high = robust_range(image) if mode == "background" else percentile_range(image)
+    expected_input = apply_range(image, low, high)
+    np.testing.assert_allclose(load_volume(item, params).image, expected_input, atol=1e-4)
+
+    tiles = PredictConfig(tile=(8, 16, 16), overlap=(4, 8, 8), precision="float32")
+    predict_volume(
+        tmp_path / "model", item["image"], tmp_path / "map.ome.zarr", params=tiles, sample="s",
+        device="cpu",
+    )  # fmt: skip
+    with torch.inference_mode():
+        whole = loaded.module(torch.from_numpy(expected_input)[None, None])[0, 0].numpy()
+    tiled = np.asarray(open_ome_zarr(tmp_path / "map.ome.zarr").array[...])
+    inner = (slice(2, -2), slice(4, -4), slice(4, -4))  # the window inside the volume
+    np.testing.assert_allclose(tiled[inner], whole[inner], atol=1e-4)

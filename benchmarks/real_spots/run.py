@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -236,60 +237,20 @@ def _dm(
     )
 
 
-PU_RADIUS_UM = 0.25  # ≈ 1.5 x the spot's xy sigma (1.5 voxels x 0.11 µm); 2r = the 0.5 µm gate
-PU_CLICKED_SHARE = 19 / 64  # clicks / spots in img2's fully annotated box (validation, not test)
-
-
 def pu_method(train, val, workdir: Path, epochs: int) -> Detector:
-    """PU+SWA (fewlabel.detection.pu) with the CPU-scaled network and schedule of
-    benchmarks/pu_picking/spots.py; k = img1's clicks / the clicked share of img2's box spots;
-    threshold auto (the score at which img1 holds k NMS candidates); full post-processing."""
-    from fewlabel.config import NormalisationConfig
-    from fewlabel.config.pu import PUConfig, PUPostprocessConfig
-    from fewlabel.detection.pu.fit import score_map
-    from fewlabel.detection.pu.postprocess import postprocess, threshold_for_count
-    from fewlabel.detection.pu.sampling import PUVolume
-    from fewlabel.detection.pu.training import train_pu
-    from fewlabel.normalize import apply_range, prepare, recipe
+    """PU+SWA end to end through the library (``pu_method.py``): trained on img1's clicks,
+    k = img1's clicks / the clicked share of img2's box spots, the library's
+    ``detection.pu.normalisation`` (its default, or the run's mode), auto threshold by the
+    fixed rule (k detections after the averaging step), full post-processing."""
+    import pu_method as pu
 
-    params = PUConfig.model_validate(
-        {
-            "window": [5, 11, 11],
-            "batch_size": 48,
-            "steps": 160,
-            "model": {"width": 8, "channels": [8, 16, 24], "expand": 3, "head_channels": 32},
-            "averaging": {"mode": "swa", "start": 0.5, "cycle_steps": 10},
-            "predict": {"tile": [10, 64, 64], "overlap": [4, 10, 10]},
-        }
-    )
-    k = round(len(train.clicks) / PU_CLICKED_SHARE)
-
-    def pu_volume(vol):  # the run's normalisation (PU's own config: percentiles)
-        mode = "percentile" if NORMALISATION == "default" else NORMALISATION  # PU: percentiles
-        how = recipe(mode, params.percentiles, NormalisationConfig().background_um)
-        view, lo, hi = prepare(vol.image, how, vol.voxel_size)
-        norm = apply_range(np.asarray(view[...]), lo, hi).astype(np.float32)
-        return PUVolume(vol.name, norm, vol.clicks, tuple(vol.voxel_size))
-
-    fit = pu_volume(train)
-    model, summary, _ = train_pu([fit], params, radius_um=PU_RADIUS_UM, expected_particles=k)
-    thr = threshold_for_count(
-        [score_map(model, fit, params, "cpu")], k, PU_RADIUS_UM, [fit.voxel_size]
-    )
-
-    def peaks(vol):  # the full chain at the auto threshold (its steps depend on it)
-        table, _ = postprocess(
-            score_map(model, pu_volume(vol), params, "cpu"),
-            vol.image.astype(np.float32),
-            threshold=thr,
-            radius_um=PU_RADIUS_UM,
-            voxel_size=vol.voxel_size,
-            params=PUPostprocessConfig(),
-        )
-        return table
-
-    note = f"k={k}, r={PU_RADIUS_UM} um, pi_U={summary['pi_unlabelled']:.4g}, auto threshold"
-    return Detector(peaks, float(np.nextafter(thr, 0.0)), note)
+    k = round(len(train.clicks) / pu.CLICKED_SHARE)
+    mode = None if NORMALISATION == "default" else NORMALISATION
+    work = workdir / f"pu_{NORMALISATION}"
+    items = [pu.item(train, work, train.clicks, None)]
+    model, cfg, thr, note = pu.train(items, work, k, mode)
+    threshold = float(np.nextafter(thr, 0.0))  # score > threshold keeps the auto threshold
+    return Detector(lambda vol: pu.peaks(model, cfg, thr, vol, work), threshold, note)
 
 
 METHODS: dict[str, Callable[..., Detector]] = {
@@ -324,10 +285,12 @@ def main() -> None:
         default=NORMALISATION,
         choices=["default", "percentile", "robust", "background"],
         help="normalisation mode of every method (LoG, DM-DetNet3D, PU); default: each "
-        "method's config default (LoG background, DM-DetNet3D percentile, PU percentiles)",
+        "method's config default (detection.log / train / pu .normalisation.mode)",
     )
+    parser.add_argument("--tag", default="", help="output file suffix: results_<tag>.tsv ...")
     args = parser.parse_args()
     globals()["NORMALISATION"] = args.normalisation
+    tag = f"_{args.tag}" if args.tag else ""
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     train, val = (data.load(s, c) for s, c in data.TRAIN)
@@ -358,18 +321,29 @@ def main() -> None:
         detections[name] = (tables, det.threshold)
     out = data.HERE
     rows_df, curves_df = pd.DataFrame(rows).round(4), pd.DataFrame(curves).round(4)
-    if args.only:  # keep the other methods' rows; replace those of the methods just run
-        old_rows = pd.read_csv(out / "results.tsv", sep="\t")
-        old_curves = pd.read_csv(out / "pr_curves.tsv", sep="\t")
+    if args.only and (out / f"results{tag}.tsv").exists():  # replace the rows just run
+        old_rows = pd.read_csv(out / f"results{tag}.tsv", sep="\t")
+        old_curves = pd.read_csv(out / f"pr_curves{tag}.tsv", sep="\t")
         rows_df = pd.concat([old_rows[~old_rows["method"].isin(detections)], rows_df])
         curves_df = pd.concat([old_curves[~old_curves["method"].isin(detections)], curves_df])
-    rows_df.to_csv(out / "results.tsv", sep="\t", index=False)
-    curves_df.to_csv(out / "pr_curves.tsv", sep="\t", index=False)
-    _pictures(detections, tests, curves_df, rows_df, with_detections=not args.only)
+    rows_df.to_csv(out / f"results{tag}.tsv", sep="\t", index=False)
+    curves_df.to_csv(out / f"pr_curves{tag}.tsv", sep="\t", index=False)
+    _pictures(detections, tests, curves_df, rows_df, with_detections=not args.only, tag=tag)
+
+
+def _label(name: str) -> str:
+    """Short legend label: no parenthesis, the [normalisation] tag kept."""
+    base = re.sub(r" \(.*?\)", "", re.sub(r" \((as before)[^)]*\)", r" \1", name))
+    return base.replace("DM-DetNet3D", "DM").replace("partial-annotation", "partial")[:40]
 
 
 def _pictures(
-    detections, tests, curves: pd.DataFrame, rows: pd.DataFrame, with_detections: bool = True
+    detections,
+    tests,
+    curves: pd.DataFrame,
+    rows: pd.DataFrame,
+    with_detections: bool = True,
+    tag: str = "",
 ) -> None:
     import matplotlib
 
@@ -378,14 +352,14 @@ def _pictures(
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, group in curves.groupby("method", sort=False):
-        ax.plot(group["precision"], group["recall"], label=name.split(" (")[0][:28])
+        ax.plot(group["precision"], group["recall"], label=_label(name))
         chosen = rows.loc[rows["method"] == name].iloc[0]
         ax.scatter([chosen["precision"]], [chosen["recall"]], s=25)
     ax.set_xlabel("precision inside the fully annotated boxes")
     ax.set_ylabel("recall on the clicks")
     ax.set_title(f"test volumes img4-6, gate {GATE_UM} µm (dots: tuned thresholds)", fontsize=8)
     ax.legend(fontsize=6)
-    fig.savefig(data.HERE / "pr_curves.png", dpi=100, bbox_inches="tight")
+    fig.savefig(data.HERE / f"pr_curves{tag}.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     if not with_detections:  # --only: the detections picture keeps the full run's methods
         return
@@ -405,10 +379,10 @@ def _pictures(
         ax.add_patch(
             plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="cyan")
         )
-        ax.set_title(f"{name.split(' (')[0][:30]}: {len(kept)} detections", fontsize=8)
+        ax.set_title(f"{_label(name)}: {len(kept)} detections", fontsize=8)
         ax.axis("off")
     fig.suptitle("img6_c1 max projection: red x clicks, yellow o detections, cyan box", fontsize=9)
-    fig.savefig(data.HERE / "detections_img6.png", dpi=80, bbox_inches="tight")
+    fig.savefig(data.HERE / f"detections_img6{tag}.png", dpi=80, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -17,7 +17,7 @@ from fewlabel.config.base import (
     ZYXFloat,
     ZYXInt,
 )
-from fewlabel.config.shared import PredictConfig
+from fewlabel.config.shared import NormalisationConfig, PredictConfig
 
 
 class PUModelConfig(ConfigModel):
@@ -91,6 +91,12 @@ class PUPostprocessConfig(ConfigModel):
     )
 
 
+def _pu_normalisation() -> NormalisationConfig:
+    # background: the small window classifies on the local contrast, not on absolute
+    # intensities that vary between volumes (validation: benchmarks/real_spots README, protocol 2)
+    return NormalisationConfig(mode="background")
+
+
 def _pu_predict() -> PredictConfig:
     # float32: the auto threshold is tuned on float32 training score maps (fit.py)
     return PredictConfig(
@@ -126,7 +132,15 @@ class PUConfig(ConfigModel):
     lr: PosFloat = Field(0.02, description="SGD (momentum 0.9) learning rate, cosine decay")
     weight_decay: NonNegFloat = Field(1e-4, description="weight decay")
     percentiles: Percentiles = Field(
-        (1.0, 99.8), description="per-volume intensity normalisation percentiles"
+        (1.0, 99.8),
+        description="per-volume intensity normalisation percentiles (normalisation mode "
+        "percentile)",
+    )
+    normalisation: NormalisationConfig = Field(
+        default_factory=_pu_normalisation,
+        description="input intensity normalisation of training windows, the auto threshold's "
+        "score maps and tiled prediction (as detection.train.normalisation; mode percentile "
+        "uses detection.pu.percentiles)",
     )
     model: PUModelConfig = Field(default_factory=PUModelConfig, description="classifier")
     augment: PUAugmentConfig = Field(default_factory=PUAugmentConfig, description="augmentation")

@@ -1,8 +1,11 @@
 """File-level PU training: items (image, points, ROI) → model folder (``train_pu`` stage).
 
 Resolves the particle radius r and the expected count k (``detection.pu`` first, else the
-``roi`` section), normalises each volume by its percentiles (the recipe stored in the model
-folder, applied again by the tiled engine at prediction), trains
+``roi`` section), normalises each volume as ``detection.pu.normalisation`` says
+(:func:`fewlabel.normalize.prepare`: percentiles, robust z-score or top-hat background
+subtraction; the recipe is stored in the model folder's normalization.json and applied again by
+the tiled engine at prediction, so training windows and predicted tiles see the same input),
+trains
 (:func:`fewlabel.detection.pu.training.train_pu`), sets the score threshold (``auto``:
 :func:`fewlabel.detection.pu.postprocess.threshold_for_count` on the training volumes, counting
 detections after the averaging step when ``postprocess.average`` is on) and
@@ -41,16 +44,36 @@ def resolve_prior(params: PUConfig, roi: RoiConfig | None) -> tuple[float, float
     return float(radius), float(k)
 
 
+def normalisation_recipe(params: PUConfig) -> dict[str, Any]:
+    """The normalization.json recipe of ``detection.pu.normalisation``
+    (:func:`fewlabel.normalize.recipe`; mode percentile uses ``detection.pu.percentiles``)."""
+    from fewlabel.normalize import recipe
+
+    norm = params.normalisation
+    return recipe(norm.mode, params.percentiles, norm.background_um)
+
+
 def load_volume(item: Mapping[str, Any], params: PUConfig) -> Any:
-    """A :class:`~fewlabel.detection.pu.sampling.PUVolume` from an item's files."""
+    """A :class:`~fewlabel.detection.pu.sampling.PUVolume` from an item's files, normalised by
+    :func:`normalisation_recipe` exactly as the tiled engine normalises it at prediction (the
+    same view of the stored array, the same subsampled statistics)."""
     from fewlabel.detection.pu.sampling import PUVolume
     from fewlabel.io import open_ome_zarr, read_points_csv, zyx_view
-    from fewlabel.normalize import apply_range, percentile_range
+    from fewlabel.normalize import apply_range, prepare
 
     sample = str(item["sample"])
     image = open_ome_zarr(item["image"], sample=sample)
-    array = np.asarray(zyx_view(image.array)[...], dtype=np.float32)
-    low, high = percentile_range(array, params.percentiles)
+    norm = normalisation_recipe(params)
+    view, low, high = prepare(zyx_view(image.array), norm, image.voxel_size)
+    array = np.asarray(view[...], dtype=np.float32)
+    log.info(
+        "PU volume %s: shape %s, normalisation %s, range [%g, %g]",
+        sample,
+        array.shape,
+        norm,
+        low,
+        high,
+    )
     points = read_points_csv(item["points"], shape=array.shape, sample=sample)
     roi = None
     if item.get("roi"):
@@ -137,10 +160,10 @@ def train_to_folder(
         training={"params": params.model_dump(mode="json"), "summary": summary},
         thresholds={"detection_threshold": threshold, "radius_um": radius, "expected_particles": k},
         curve=curve,
-        normalization={"percentiles": list(params.percentiles)},
+        normalization=normalisation_recipe(params),
     )
     log.info("PU model written to %s (threshold %.4g)", out_dir, threshold)
     return summary
 
 
-__all__ = ["load_volume", "resolve_prior", "train_to_folder"]
+__all__ = ["load_volume", "normalisation_recipe", "resolve_prior", "train_to_folder"]

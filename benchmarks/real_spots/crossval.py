@@ -1,0 +1,58 @@
+"""What a validation crop from the test's acquisition would choose (a measurement, not a
+protocol of the table): from the stored protocol-2 peaks (``split.py`` pickles, no training),
+img4 (img4_c0 + img4_c1: 9 clicks, 2 boxes) as validation and img5_c0 + img6_c1 (23 clicks,
+2 boxes) as test. Per method: best F1 on img4 and its threshold, the img5/6 scores at that
+threshold, and img5/6 recall at precision ≥ each level (sweep). Writes crossval_split.tsv.
+
+``python benchmarks/real_spots/crossval.py --workdir /tmp/spots3/split``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data
+from run import pooled
+from split import LEVELS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workdir", default="/tmp/real_spots_work")
+    args = parser.parse_args()
+    tests = [data.load(s, c) for s, c in data.TEST]
+    val_i, test_i = [0, 1], [2, 3]  # img4_c0, img4_c1 | img5_c0, img6_c1
+    rows = []
+    for f in sorted((Path(args.workdir) / "split").glob("*.pkl")):
+        r = pd.read_pickle(f)
+        tables = r["tests"]
+        scores = np.concatenate([tables[i]["score"].to_numpy() for i in val_i])
+        grid = np.nextafter(np.unique(np.quantile(scores, np.linspace(0, 1, 200))), -np.inf)
+        vt, vv = [tables[i] for i in val_i], [tests[i] for i in val_i]
+        tt, tv = [tables[i] for i in test_i], [tests[i] for i in test_i]
+        sweep_val = pd.DataFrame([pooled(vt, vv, float(t)) for t in grid])
+        best = sweep_val.loc[sweep_val["f1"] == sweep_val["f1"].max(), "threshold"].to_numpy()
+        thr = float(best[len(best) // 2])
+        at = pooled(tt, tv, thr)
+        row = {
+            "method": r["method"], "val_best_f1": sweep_val["f1"].max(), "threshold": thr,
+            "test_recall": at["recall"], "test_precision": at["precision"], "test_f1": at["f1"],
+        }  # fmt: skip
+        sweep = pd.DataFrame([pooled(tt, tv, float(t)) for t in grid])
+        for level in LEVELS:
+            ok = sweep[sweep["precision"] >= level]
+            row[f"P>={level}"] = float(ok["recall"].max()) if len(ok) else 0.0
+        rows.append(row)
+    out = pd.DataFrame(rows).round(3).sort_values("val_best_f1", ascending=False)
+    out.to_csv(data.HERE / "crossval_split.tsv", sep="\t", index=False)
+    print(out.to_markdown(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Protocol 2 of the real-spots benchmark: train on img1 + img2, validate on img2's box.
+
+Training: img1_c1 (its 33 clicks) and img2_c0 outside its fully annotated box (16 clicks); the
+box is held out of training (density methods: weight 0 there = ignored by the loss; PU: no
+unlabelled window centre there, its clicks removed). Validation: img2's box, in place (the
+methods see the whole img2): recall on the 19 clicks inside the box and precision inside the box
+against its 64 box-truth spots (box_spots.csv, the same contrast rule as the test boxes), i.e.
+run.py's test scoring applied to img2's box.
+Every method's threshold maximises F1 on that validation set (gate 0.5 µm); the test volumes
+img4-6 are only scored (run.py's scoring). Each run writes ``<workdir>/split/<name>.pkl``;
+``--collect`` writes results_split.tsv, pr_curves_split.tsv, val_split.tsv and the pictures.
+
+``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/real_spots/split.py --only "LoG" [--epochs 40]``
+``python benchmarks/real_spots/split.py --collect``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data
+import run
+from run import GATE_UM, box_mask, pooled
+
+LEVELS = (0.5, 0.6, 0.7, 0.8, 0.875, 1.0)
+SEED = 0  # --seed: DM-DetNet3D training seed (rows of another seed are named "..., seed N")
+
+
+# --------------------------------------------------------------------------- protocol
+def volumes() -> dict:
+    img1, img2 = (data.load(s, c) for s, c in data.TRAIN)
+    box = box_mask(img2)
+    inside = box[tuple(np.round(img2.clicks).astype(int).T)]
+    z0, y0, x0, z1, y1, x1 = data.boxes(img2.name)[0]
+    truth = data.box_spots(img2.name)
+    crop = data.Volume(
+        "img2_c0_box",
+        np.ascontiguousarray(img2.image[z0:z1, y0:y1, x0:x1]),
+        truth - np.array([z0, y0, x0], float),
+        img2.voxel_size,
+    )
+    return {
+        "train": [(img1, img1.clicks, None), (img2, img2.clicks[~inside], box)],
+        "val": img2,
+        "val_crop": crop,  # the density trainer's own validation item (early stopping)
+        "known": _known_box(img2, truth, box),  # the box's spot density (PU's k)
+        "val_clicks": validation(img2),
+        "tests": [data.load(s, c) for s, c in data.TEST],
+    }
+
+
+def _known_box(vol, truth, box):
+    from fewlabel.detection.density.partial import KnownVolume
+
+    return KnownVolume(vol.name, truth, box, "regions", tuple(vol.voxel_size))
+
+
+def validation(img2: data.Volume) -> data.Volume:
+    """img2 with only the clicks inside its box: run.py's scoring then gives recall on those
+    19 clicks and precision inside the box against its 64 box-truth spots, as on the test."""
+    inside = box_mask(img2)[tuple(np.round(img2.clicks).astype(int).T)]
+    return data.Volume(img2.name, img2.image, img2.clicks[inside], img2.voxel_size)
+
+
+def tune(table: pd.DataFrame, val: data.Volume) -> tuple[float, pd.DataFrame]:
+    """Threshold maximising F1 of click recall and box precision on the validation box (ties:
+    the median one), and the sweep (one row per candidate threshold)."""
+    scores = table["score"].to_numpy()
+    grid = np.unique(np.quantile(scores, np.linspace(0, 1, 200)))
+    grid = np.nextafter(grid, -np.inf)  # score > t keeps the score t itself
+    sweep = pd.DataFrame([pooled([table], [val], float(t)) for t in grid])
+    best = sweep.loc[sweep["f1"] == sweep["f1"].max(), "threshold"].to_numpy()
+    return float(best[len(best) // 2]), sweep
+
+
+# --------------------------------------------------------------------------- methods
+def log_method(p: dict, workdir: Path, mode: str = "background"):
+    from fewlabel.config import LogConfig
+    from fewlabel.detection.log.baseline import detect_log, log_recipe, sigma_voxels
+
+    params = LogConfig.model_validate({"normalisation": {"mode": mode}})
+
+    def peaks(vol):
+        return detect_log(
+            vol.image.astype(np.float32),
+            sigma=sigma_voxels(params.sigma, params.sigma_unit, vol.voxel_size),
+            threshold=0.0,
+            min_distance=(1, 2, 2),
+            percentiles=params.percentiles,
+            normalization=log_recipe(params),
+            voxel_size=vol.voxel_size,
+        )
+
+    return peaks, 0.0, f"detection.log defaults, normalisation {mode}"
+
+
+def dm_method(p: dict, workdir: Path, epochs: int, **variant):
+    """DM-DetNet3D trained on the training part, early stopping on the box crop."""
+    from fewlabel.config import DensityTargetsConfig, DetectorTrainConfig, PeaksConfig
+    from fewlabel.detection.density.training import train_detector
+    from fewlabel.detection.density.tuning import predict_density
+    from fewlabel.detection.peaks import find_peaks
+    from fewlabel.detection.sizes import peaks_in_voxels
+    from fewlabel.io import open_ome_zarr
+    from fewlabel.models.store import load_model
+    from fewlabel.normalize import apply_range, prepare
+
+    full = variant.get("annotation") == "full"
+    targets: dict = {}
+    if full:  # the previous defaults: every unclicked voxel background, voxel units
+        targets = {"annotation": "full", "sigma": [1.0, 1.5, 1.5], "sigma_unit": "voxel"}
+    targets.update(variant.get("targets", {}))
+    targets_cfg = DensityTargetsConfig.model_validate(targets)
+    peaks_cfg = (
+        PeaksConfig(min_distance=(1, 2, 2), min_distance_unit="voxel") if full else PeaksConfig()
+    )
+    params = DetectorTrainConfig.model_validate(
+        {
+            "epochs": epochs,
+            "steps_per_epoch": 10,
+            "batch_size": 4,
+            "crop": [8, 48, 48],
+            "patience": max(6, epochs // 4),
+            "normalisation": {"mode": variant.get("mode", "percentile")},
+        }
+    )
+    items = []
+    for vol, clicks, ignore in p["train"]:
+        v = data.Volume(vol.name, vol.image, clicks, vol.voxel_size)
+        items.append(run._zarrs(v, workdir, targets_cfg, None))
+        if ignore is not None:  # held out: weight 0 = ignored by the loss
+            weight = open_ome_zarr(items[-1]["weight"], mode="r+").array
+            z0, y0, x0, z1, y1, x1 = data.boxes(vol.name)[0]
+            weight[z0:z1, y0:y1, x0:x1] = 0.0
+    val = run._zarrs(p["val_crop"], workdir, targets_cfg, None if full else "full")
+    train_detector(
+        items, [val], workdir / "model", params=params, peaks=peaks_cfg, seed=SEED, threads=1,
+        evaluation={"gate": GATE_UM, "gate_unit": "um"},
+    )  # fmt: skip
+    own = json.loads((workdir / "model" / "thresholds.json").read_text())
+    loaded = load_model(workdir / "model", expect="dmdetnet3d")
+
+    def peaks(vol):  # the model's normalisation recipe, as the tiled engine applies it
+        view, lo, hi = prepare(vol.image, loaded.normalization, vol.voxel_size)
+        density = predict_density(
+            loaded.module, view, device="cpu", normalise=lambda b: apply_range(b, lo, hi)
+        )
+        rule = peaks_in_voxels(peaks_cfg, vol.voxel_size)
+        return find_peaks(density, threshold=0.0125, min_distance=rule.min_distance)
+
+    note = f"own threshold {own['detection_threshold']} ({own.get('tuned_with')} on the box crop)"
+    return peaks, 0.0125, note
+
+
+def pu_method(p: dict, workdir: Path, epochs: int, mode: str | None = None, k_rule="density"):
+    """k (detection.pu.expected_particles, one value per volume): ``density`` = the spot
+    density of the validation box (64 spots / its voxels) x the mean training-volume voxels
+    outside held-out regions; ``share`` = all training clicks / the clicked share of the box
+    (19/64) / the number of volumes (protocol 1's rule; ignores that img2 is 4x img1)."""
+    import pu_method as pu
+
+    if k_rule == "img1":  # protocol 1's training (img1 only, k = 111) on protocol 2's data
+        p = {**p, "train": p["train"][:1]}
+    if k_rule in ("share", "img1"):
+        clicks = sum(len(c) for _, c, _ in p["train"])
+        k = round(clicks / pu.CLICKED_SHARE / len(p["train"]))
+    else:
+        density = len(p["known"].clicks) / float(p["known"].precision_mask.sum())
+        free = [v.image.size - (0 if g is None else int(g.sum())) for v, _, g in p["train"]]
+        k = round(density * float(np.mean(free)))
+    items = [pu.item(vol, workdir, c, ignore) for vol, c, ignore in p["train"]]
+    model, cfg, thr, note = pu.train(items, workdir, k, mode)
+    return (lambda vol: pu.peaks(model, cfg, thr, vol, workdir)), min(thr, pu.LOWEST), note
+
+
+DM_PARTIAL = "DM-DetNet3D partial-annotation"
+METHODS = {
+    "LoG": lambda p, w, e: log_method(p, w),
+    "LoG [percentile]": lambda p, w, e: log_method(p, w, "percentile"),
+    "DM-DetNet3D (as before: clicks = full annotation, voxel units)": lambda p, w, e: dm_method(
+        p, w, e, annotation="full"
+    ),
+    DM_PARTIAL: lambda p, w, e: dm_method(p, w, e),
+    f"{DM_PARTIAL} [background]": lambda p, w, e: dm_method(p, w, e, mode="background"),
+    "PU+SWA": lambda p, w, e: pu_method(p, w, e),
+    "PU+SWA [background]": lambda p, w, e: pu_method(p, w, e, "background"),
+    "PU+SWA [percentile]": lambda p, w, e: pu_method(p, w, e, "percentile"),
+    "PU+SWA, k = clicks / clicked share [background]": lambda p, w, e: pu_method(
+        p, w, e, "background", "share"
+    ),
+    "PU+SWA, k = clicks / clicked share [percentile]": lambda p, w, e: pu_method(
+        p, w, e, "percentile", "share"
+    ),
+    "PU+SWA, img1 only [background]": lambda p, w, e: pu_method(p, w, e, "background", "img1"),
+    "PU+SWA, img1 only [percentile]": lambda p, w, e: pu_method(p, w, e, "percentile", "img1"),
+}
+KNOBS = {  # validation-only exploration of the partial loss (README "what would tell")
+    "unlabelled_weight 5": {"unlabelled_weight": 5.0},
+    "unlabelled_prior 0.05": {"unlabelled_prior": 0.05},
+    "unlabelled_weight 0": {"unlabelled_weight": 0.0},
+    "sigma voxel": {"sigma": [1.0, 1.5, 1.5], "sigma_unit": "voxel"},
+}
+for _knob, _targets in KNOBS.items():
+    for _mode in ("percentile", "background"):
+        METHODS[f"{DM_PARTIAL}, {_knob} [{_mode}]"] = lambda p, w, e, t=_targets, m=_mode: (
+            dm_method(p, w, e, mode=m, targets=t)
+        )
+
+
+def variant(name: str) -> bool:
+    """Knob / k-rule / training-set variants (kept out of the pictures)."""
+    return name.startswith((f"{DM_PARTIAL}, ", "PU+SWA, ")) or ", seed " in name
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def run_method(name: str, p: dict, workdir: Path, epochs: int) -> None:
+    start = time.monotonic()
+    method = METHODS[name]
+    if SEED:
+        name = f"{name}, seed {SEED}"
+    work = workdir / slug(name)
+    work.mkdir(parents=True, exist_ok=True)
+    peaks, _lowest, note = method(p, work, epochs)
+    val_table = peaks(p["val"])
+    threshold, sweep = tune(val_table, p["val_clicks"])
+    tests = [peaks(v) for v in p["tests"]]
+    out = {
+        "method": name, "threshold": threshold, "note": note, "val_table": val_table,
+        "val_sweep": sweep, "tests": tests, "seconds": round(time.monotonic() - start),
+    }  # fmt: skip
+    pd.to_pickle(out, workdir / "split" / f"{slug(name)}.pkl")
+    print(name, pooled(tests, p["tests"], threshold), flush=True)
+
+
+def collect(workdir: Path) -> None:
+    """results_split.tsv (test at the validation threshold), pr_curves_split.tsv (test sweep),
+    val_split.tsv (validation: chosen point, recall at precision, best F1), pictures."""
+    tests = [data.load(s, c) for s, c in data.TEST]
+    rows, curves, vals, detections = [], [], [], {}
+    order = {name: i for i, name in enumerate(METHODS)}
+    runs = [pd.read_pickle(f) for f in sorted((workdir / "split").glob("*.pkl"))]
+    val_vol = validation(data.load(*data.TRAIN[1]))
+    for r in sorted(runs, key=lambda r: order.get(r["method"], 99)):
+        name, tables = r["method"], r["tests"]
+        thr, sweep = tune(r["val_table"], val_vol)  # (re)tuned from the stored val peaks
+        chosen = sweep.loc[sweep["threshold"] == thr].iloc[0]
+        rows.append(
+            {"method": name, **pooled(tables, tests, thr), "val_recall": chosen["recall"],
+             "val_precision": chosen["precision"], "val_f1": chosen["f1"], "note": r["note"],
+             "seconds": r["seconds"]}
+        )  # fmt: skip
+        val = {"method": name, "threshold": thr}
+        for level in LEVELS:
+            ok = sweep[sweep["precision"] >= level]
+            val[f"P>={level}"] = round(float(ok["recall"].max()), 3) if len(ok) else 0.0
+        val["best F1"] = round(float(sweep["f1"].max()), 3)
+        vals.append(val)
+        scores = np.concatenate([t["score"].to_numpy() for t in tables if len(t)])
+        for t in np.linspace(scores.min(), scores.max(), 200):
+            curves.append({"method": name, **pooled(tables, tests, float(np.nextafter(t, 0)))})
+        if not variant(name) and "[percentile]" not in name:  # main rows only in the picture
+            detections[name] = (tables, thr)
+    rows_df, curves_df = pd.DataFrame(rows).round(4), pd.DataFrame(curves).round(4)
+    rows_df.to_csv(data.HERE / "results_split.tsv", sep="\t", index=False)
+    curves_df.to_csv(data.HERE / "pr_curves_split.tsv", sep="\t", index=False)
+    pd.DataFrame(vals).round(4).to_csv(data.HERE / "val_split.tsv", sep="\t", index=False)
+    main_rows = rows_df[~rows_df["method"].map(variant)]
+    main_curves = curves_df[curves_df["method"].isin(main_rows["method"])]
+    run._pictures(detections, tests, main_curves, main_rows, tag="_split")
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--workdir", default="/tmp/real_spots_work")
+    parser.add_argument("--only", default="", help="'|'-separated exact method names")
+    parser.add_argument("--collect", action="store_true", help="write the tables and pictures")
+    parser.add_argument("--seed", type=int, default=0, help="DM-DetNet3D training seed")
+    args = parser.parse_args()
+    globals()["SEED"] = args.seed
+    workdir = Path(args.workdir)
+    (workdir / "split").mkdir(parents=True, exist_ok=True)
+    if args.collect:
+        collect(workdir)
+        return
+    names = args.only.split("|") if args.only else list(METHODS)
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    p = volumes()
+    for name in names:
+        run_method(name, p, workdir, args.epochs)
+
+
+if __name__ == "__main__":
+    main()
