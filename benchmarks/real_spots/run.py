@@ -98,17 +98,16 @@ def _known(vol: data.Volume, with_box: bool):
     return KnownVolume(vol.name, vol.clicks, near, "click-neighbourhoods", tuple(vol.voxel_size))
 
 
-def log_method(train, val, workdir: Path) -> Detector:
-    """fewlabel's LoG with the detection.log defaults (σ 0.3, 0.15, 0.15 µm) and the run's
-    normalisation, min_distance (1, 2, 2) voxels; threshold maximising click recall x box
-    precision on img1 + img2 (the same information the partial detector gets)."""
+def log_peaks(mode: str | None):
+    """``volume -> peaks table`` of fewlabel's LoG at the detection.log defaults (σ in µm),
+    normalisation ``mode`` (None: the default, background), min_distance (1, 2, 2) voxels,
+    every local maximum kept (threshold 0: the callers sweep it)."""
     from fewlabel.config import LogConfig
-    from fewlabel.detection.density.partial import known_sweep
     from fewlabel.detection.log.baseline import detect_log, log_recipe, sigma_voxels
 
-    params = LogConfig()  # the detection.log defaults (normalisation: background)
-    if NORMALISATION != "default":
-        params = LogConfig.model_validate({"normalisation": {"mode": NORMALISATION}})
+    params = LogConfig()
+    if mode is not None:
+        params = LogConfig.model_validate({"normalisation": {"mode": mode}})
 
     def peaks(vol):
         return detect_log(
@@ -121,6 +120,16 @@ def log_method(train, val, workdir: Path) -> Detector:
             voxel_size=vol.voxel_size,
         )
 
+    return peaks
+
+
+def log_method(train, val, workdir: Path) -> Detector:
+    """fewlabel's LoG with the detection.log defaults (σ 0.3, 0.15, 0.15 µm) and the run's
+    normalisation, min_distance (1, 2, 2) voxels; threshold maximising click recall x box
+    precision on img1 + img2 (the same information the partial detector gets)."""
+    from fewlabel.detection.density.partial import known_sweep
+
+    peaks = log_peaks(None if NORMALISATION == "default" else NORMALISATION)
     fit = [train, val]
     tables = [peaks(v) for v in fit]
     scores = np.concatenate([t["score"].to_numpy() for t in tables])

@@ -84,23 +84,7 @@ def tune(table: pd.DataFrame, val: data.Volume) -> tuple[float, pd.DataFrame]:
 
 # --------------------------------------------------------------------------- methods
 def log_method(p: dict, workdir: Path, mode: str = "background"):
-    from fewlabel.config import LogConfig
-    from fewlabel.detection.log.baseline import detect_log, log_recipe, sigma_voxels
-
-    params = LogConfig.model_validate({"normalisation": {"mode": mode}})
-
-    def peaks(vol):
-        return detect_log(
-            vol.image.astype(np.float32),
-            sigma=sigma_voxels(params.sigma, params.sigma_unit, vol.voxel_size),
-            threshold=0.0,
-            min_distance=(1, 2, 2),
-            percentiles=params.percentiles,
-            normalization=log_recipe(params),
-            voxel_size=vol.voxel_size,
-        )
-
-    return peaks, 0.0, f"detection.log defaults, normalisation {mode}"
+    return run.log_peaks(mode), 0.0, f"detection.log defaults, normalisation {mode}"
 
 
 def dm_method(p: dict, workdir: Path, epochs: int, **variant):
