@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -77,6 +78,13 @@ class NormalisationConfig(ConfigModel):
         description="half-size z, y, x (µm) of the top-hat box of mode background; larger "
         "than a particle's radius, so particles keep their contrast",
     )
+
+    def recipe(self, percentiles: Sequence[float]) -> dict[str, Any]:
+        """The model folder's normalization.json recipe (:func:`fewlabel.normalize.recipe`);
+        ``percentiles`` serve mode percentile."""
+        from fewlabel.normalize import recipe
+
+        return recipe(self.mode, percentiles, self.background_um)
 
 
 class TrainConfig(ConfigModel):

@@ -245,38 +245,6 @@ def _fill_holes(labels: np.ndarray, order: np.ndarray) -> None:
         sub[filled & (sub == 0)] = lab
 
 
-def _segment_dense(
-    mask_prob: np.ndarray,
-    distance: np.ndarray,
-    *,
-    mask_threshold: float,
-    h: float,
-    fill_holes: bool,
-    origin: Sequence[int],
-    global_shape: Sequence[int],
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`~fewlabel.segmentation.instances_sparse.segment_sparse` on the whole region at
-    once (the reference its tests compare with; memory ~200 B per voxel of the region in
-    scikit-image's ``reconstruction``)."""
-    from skimage.segmentation import watershed
-
-    fg, dist, markers, first = _markers(
-        mask_prob,
-        distance,
-        mask_threshold=mask_threshold,
-        h=h,
-        origin=origin,
-        global_shape=global_shape,
-    )
-    if len(first) == 0:
-        return np.zeros(fg.shape, np.int32), first
-    key = -dist + _TIE_EPS * _tie_break(_linear_index(origin, fg.shape, global_shape))
-    labels = watershed(key, markers=markers, mask=fg, connectivity=1).astype(np.int32, copy=False)
-    if fill_holes:
-        _fill_holes(labels, np.argsort(first, kind="stable") + 1)
-    return labels, first
-
-
 def _drop_small(sizes: np.ndarray, min_size: int) -> np.ndarray:
     """Lookup old id → new id (0 for objects with < ``min_size`` voxels), consecutive, order
     kept."""

@@ -12,8 +12,8 @@ the same alone or among others, so the flooding of each component is the same to
 
 Hence running the procedure on a box around a group of components, with every voxel of
 the box outside the group set to background, gives exactly the whole-region result inside
-the group (tested voxel for voxel against
-:func:`~fewlabel.segmentation.instances._segment_dense`). Components are grouped by the
+the group (tested voxel for voxel against the whole-region reference ``_segment_dense`` in
+tests/test_instances_sparse.py). Components are grouped by the
 cell (:data:`CELL`) that holds the corner of their bounding box, large ones
 (:data:`SMALL_BOX`) alone; cost and memory follow the
 groups' boxes (mostly foreground) instead of the whole halo-grown block, which in
@@ -96,7 +96,7 @@ def segment_sparse(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local labels (int32, ids 1..n) and each marker's first global voxel index of one
     region, group of components by group (module docstring); the same partition, markers
-    and first voxels as :func:`~fewlabel.segmentation.instances._segment_dense`.
+    and first voxels as the whole-region watershed (``_segment_dense`` in the tests).
 
     ``inner``: only the components with a voxel in this box of the region are computed (a
     halo-grown block needs labels in its inner block only; ignored with ``fill_holes``, where

@@ -21,7 +21,7 @@ import numpy as np
 from fewlabel.config import DetectorTrainConfig
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, read_points_csv
-from fewlabel.normalize import apply_range, prepare, recipe
+from fewlabel.normalize import apply_range, prepare
 from fewlabel.sampling import CropVolume
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ class Volume:
 
 def normalisation_recipe(params: DetectorTrainConfig) -> dict[str, Any]:
     """The normalization.json recipe of ``params.normalisation`` (:mod:`fewlabel.normalize`)."""
-    norm = params.normalisation
-    return recipe(norm.mode, params.percentiles, norm.background_um)
+    return params.normalisation.recipe(params.percentiles)
 
 
 def load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: bool) -> Volume:

@@ -109,12 +109,10 @@ def _normalization(
 def log_recipe(params: LogConfig) -> dict[str, Any]:
     """The normalization.json recipe of ``detection.log`` ({} when mode percentile and
     percentiles null: no normalisation)."""
-    from fewlabel.normalize import recipe
-
     norm = params.normalisation
     if norm.mode == "percentile":
         return {"percentiles": list(params.percentiles)} if params.percentiles else {}
-    return recipe(norm.mode, (1.0, 99.8), norm.background_um)
+    return norm.recipe((1.0, 99.8))
 
 
 def sigma_voxels(

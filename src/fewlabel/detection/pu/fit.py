@@ -44,18 +44,9 @@ def resolve_prior(params: PUConfig, roi: RoiConfig | None) -> tuple[float, float
     return float(radius), float(k)
 
 
-def normalisation_recipe(params: PUConfig) -> dict[str, Any]:
-    """The normalization.json recipe of ``detection.pu.normalisation``
-    (:func:`fewlabel.normalize.recipe`; mode percentile uses ``detection.pu.percentiles``)."""
-    from fewlabel.normalize import recipe
-
-    norm = params.normalisation
-    return recipe(norm.mode, params.percentiles, norm.background_um)
-
-
 def load_volume(item: Mapping[str, Any], params: PUConfig) -> Any:
     """A :class:`~fewlabel.detection.pu.sampling.PUVolume` from an item's files, normalised by
-    :func:`normalisation_recipe` exactly as the tiled engine normalises it at prediction (the
+    ``detection.pu.normalisation`` exactly as the tiled engine normalises it at prediction (the
     same view of the stored array, the same subsampled statistics)."""
     from fewlabel.detection.pu.sampling import PUVolume
     from fewlabel.io import open_ome_zarr, read_points_csv, zyx_view
@@ -63,7 +54,7 @@ def load_volume(item: Mapping[str, Any], params: PUConfig) -> Any:
 
     sample = str(item["sample"])
     image = open_ome_zarr(item["image"], sample=sample)
-    norm = normalisation_recipe(params)
+    norm = params.normalisation.recipe(params.percentiles)
     view, low, high = prepare(zyx_view(image.array), norm, image.voxel_size)
     array = np.asarray(view[...], dtype=np.float32)
     log.info(
@@ -160,10 +151,10 @@ def train_to_folder(
         training={"params": params.model_dump(mode="json"), "summary": summary},
         thresholds={"detection_threshold": threshold, "radius_um": radius, "expected_particles": k},
         curve=curve,
-        normalization=normalisation_recipe(params),
+        normalization=params.normalisation.recipe(params.percentiles),
     )
     log.info("PU model written to %s (threshold %.4g)", out_dir, threshold)
     return summary
 
 
-__all__ = ["load_volume", "normalisation_recipe", "resolve_prior", "train_to_folder"]
+__all__ = ["load_volume", "resolve_prior", "train_to_folder"]
