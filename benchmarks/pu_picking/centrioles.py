@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HERE, normalise, roi_mask, run_pu
+from common import HERE, pu_params, run_pu, volume_record
 
 from fewlabel.config import RoiConfig
 from fewlabel.config.pu import PUConfig
@@ -68,27 +68,12 @@ GRID = (
 
 
 def params_for(name: str) -> PUConfig:
-    merged = json.loads(json.dumps(BASE))
-    for key, value in CONFIGS[name].items():
-        if isinstance(value, dict):
-            merged[key] = {**merged.get(key, {}), **value}
-        else:
-            merged[key] = value
-    return PUConfig.model_validate(merged)
+    return pu_params(BASE, CONFIGS[name])
 
 
 def volume(seed: int) -> dict:
     synth = centriole_volume(SHAPE, seed=seed, **SYNTH)
-    mask, info = roi_mask(synth.image, VOXEL, ROI)
-    return {
-        "image": synth.image,
-        "norm": normalise(synth.image),
-        "points": synth.points[["z", "y", "x"]].to_numpy(),
-        "voxel": VOXEL,
-        "roi": mask,
-        "roi_fraction": info["roi_fraction"],
-        "clahe_um": (1.5, 1.5, 1.5),
-    }
+    return volume_record(synth, VOXEL, ROI, clahe_um=(1.5, 1.5, 1.5))
 
 
 def main() -> None:

@@ -45,6 +45,33 @@ def roi_mask(
     return mask, info
 
 
+def volume_record(synth: Any, voxel: tuple[float, float, float], roi: RoiConfig, **extra) -> dict:
+    """A synthetic volume as the drivers pass it around: image, percentile-normalised image,
+    true centres (z, y, x voxels), voxel size, the ROI stage's mask and fraction, ``extra``."""
+    mask, info = roi_mask(synth.image, voxel, roi)
+    return {
+        "image": synth.image,
+        "norm": normalise(synth.image),
+        "points": synth.points[["z", "y", "x"]].to_numpy(),
+        "voxel": voxel,
+        "roi": mask,
+        "roi_fraction": info["roi_fraction"],
+        **extra,
+    }
+
+
+def pu_params(base: dict[str, Any], *updates: dict[str, Any]) -> PUConfig:
+    """``base`` updated by each of ``updates`` (a dict value updates the sub-section)."""
+    merged = json.loads(json.dumps(base))
+    for update in updates:
+        for key, value in update.items():
+            if isinstance(value, dict):
+                merged[key] = {**merged.get(key, {}), **value}
+            else:
+                merged[key] = value
+    return PUConfig.model_validate(merged)
+
+
 def dense(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return model(torch.from_numpy(image)[None, None])[0, 0].numpy()

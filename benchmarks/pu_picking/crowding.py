@@ -50,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from centrioles import BASE, RADIUS_UM, ROI, SHAPE, SYNTH, VOXEL
-from common import HERE, dense, evaluate, normalise, roi_mask
+from common import HERE, dense, evaluate, pu_params, volume_record
 
 from fewlabel.config.pu import PUConfig, PUPostprocessConfig
 from fewlabel.detection.pu.postprocess import postprocess, threshold_for_count
@@ -116,13 +116,7 @@ class FixedNegatives(PUVolume):
 
 
 def params_for(name: str, overrides: dict[str, Any] | None = None) -> PUConfig:
-    merged = json.loads(json.dumps(BASE))
-    for key, value in {**CONFIGS[name], **(overrides or {})}.items():
-        if isinstance(value, dict):
-            merged[key] = {**merged.get(key, {}), **value}
-        else:
-            merged[key] = value
-    return PUConfig.model_validate(merged)
+    return pu_params(BASE, {**CONFIGS[name], **(overrides or {})})
 
 
 def volume(scenario: str, seed: int, split: str = "test") -> dict[str, Any]:
@@ -132,16 +126,7 @@ def volume(scenario: str, seed: int, split: str = "test") -> dict[str, Any]:
         extra = dict(SCENARIOS[scenario]["train"])
         shape = extra.pop("shape")
         spec.update(extra)
-    synth = centriole_volume(shape, seed=seed, **spec)
-    mask, info = roi_mask(synth.image, VOXEL, ROI)
-    return {
-        "image": synth.image,
-        "norm": normalise(synth.image),
-        "points": synth.points[["z", "y", "x"]].to_numpy(),
-        "voxel": VOXEL,
-        "roi": mask,
-        "roi_fraction": info["roi_fraction"],
-    }
+    return volume_record(centriole_volume(shape, seed=seed, **spec), VOXEL, ROI)
 
 
 def true_negatives(vol: dict[str, Any], n: int, rng: np.random.Generator) -> np.ndarray:

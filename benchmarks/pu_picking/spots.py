@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HERE, normalise, roi_mask, run_pu
+from common import HERE, run_pu, volume_record
 from density_run import run_density
 
 from fewlabel.config import RoiConfig
@@ -57,16 +57,7 @@ DENSITY_SNRS = (4.0,)  # ~10 min per DM-DetNet3D run (SNR 2, N=10 ran before thi
 
 def volume(snr: float, seed: int) -> dict:
     synth = spot_volume(SHAPE, snr=snr, density=DENSITY, clutter=False, seed=seed, **PSF)
-    mask, info = roi_mask(synth.image, VOXEL, ROI)
-    return {
-        "image": synth.image,
-        "norm": normalise(synth.image),
-        "points": synth.points[["z", "y", "x"]].to_numpy(),
-        "voxel": VOXEL,
-        "roi": mask,
-        "roi_fraction": info["roi_fraction"],
-        "clahe_um": (10.0, 32.0, 32.0),
-    }
+    return volume_record(synth, VOXEL, ROI, clahe_um=(10.0, 32.0, 32.0))
 
 
 def main() -> None:
