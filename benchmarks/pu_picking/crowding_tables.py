@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pandas as pd
@@ -36,6 +37,15 @@ def _cell(x: pd.Series) -> str:
     return f"{x.median():.3f} ({x.mean():.3f} ± {x.std(ddof=1):.3f})"
 
 
+def f1_spread(f1: pd.Series) -> dict[str, Any]:
+    """Table cells: F1 median, mean ± sd (ddof 1) and range of a configuration's runs."""
+    return {
+        "F1 median": f1.median(),
+        "F1 mean ± sd": f"{f1.mean():.3f} ± {f1.std(ddof=1):.3f}",
+        "F1 min-max": f"{f1.min():.3f}-{f1.max():.3f}",
+    }
+
+
 def _order(df: pd.DataFrame, col: str, order: list[str]) -> pd.DataFrame:
     return df.assign(_o=df[col].map({c: i for i, c in enumerate(order)})).sort_values("_o")
 
@@ -52,9 +62,7 @@ def n10_table(df: pd.DataFrame) -> str:
                 "pi_U": round(g["pi_u"].median(), 4) if config.startswith("PU") else "",
                 "config": config,
                 "runs": len(g),
-                "F1 median": g["f1_auto_test"].median(),
-                "F1 mean ± sd": f"{g['f1_auto_test'].mean():.3f} ± {g['f1_auto_test'].std():.3f}",
-                "F1 min-max": f"{g['f1_auto_test'].min():.3f}-{g['f1_auto_test'].max():.3f}",
+                **f1_spread(g["f1_auto_test"]),
                 "precision": g["precision_auto_test"].median(),
                 "recall": g["recall_auto_test"].median(),
             }

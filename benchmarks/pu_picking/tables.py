@@ -12,7 +12,7 @@ from pathlib import Path
 
 import matplotlib
 import pandas as pd
-from crowding_tables import crowding_section
+from crowding_tables import crowding_section, f1_spread
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -37,9 +37,7 @@ def centriole_tables(df: pd.DataFrame) -> str:
                 "config": config,
                 "N clicks": n,
                 "runs": len(g),
-                "F1 median": g["f1_full"].median(),
-                "F1 mean ± sd": f"{g['f1_full'].mean():.3f} ± {g['f1_full'].std(ddof=1):.3f}",
-                "F1 min-max": f"{g['f1_full'].min():.3f}-{g['f1_full'].max():.3f}",
+                **f1_spread(g["f1_full"]),
                 "F1 (NMS only)": g["f1_nms"].median(),
                 "train s": g["train_s"].median(),
             }
