@@ -19,7 +19,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
 from run import pooled
-from split import LEVELS
+from tables import recall_at_levels
 
 
 def main() -> None:
@@ -44,10 +44,7 @@ def main() -> None:
             "method": r["method"], "val_best_f1": sweep_val["f1"].max(), "threshold": thr,
             "test_recall": at["recall"], "test_precision": at["precision"], "test_f1": at["f1"],
         }  # fmt: skip
-        sweep = pd.DataFrame([pooled(tt, tv, float(t)) for t in grid])
-        for level in LEVELS:
-            ok = sweep[sweep["precision"] >= level]
-            row[f"P>={level}"] = float(ok["recall"].max()) if len(ok) else 0.0
+        row.update(recall_at_levels(pd.DataFrame([pooled(tt, tv, float(t)) for t in grid])))
         rows.append(row)
     out = pd.DataFrame(rows).round(3).sort_values("val_best_f1", ascending=False)
     out.to_csv(data.HERE / "crossval_split.tsv", sep="\t", index=False)

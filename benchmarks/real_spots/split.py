@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
 import run
 from run import GATE_UM, box_mask, pooled
+from tables import recall_at_levels
 
-LEVELS = (0.5, 0.6, 0.7, 0.8, 0.875, 1.0)
 SEED = 0  # --seed: DM-DetNet3D training seed (rows of another seed are named "..., seed N")
 
 
@@ -245,10 +245,7 @@ def collect(workdir: Path) -> None:
              "val_precision": chosen["precision"], "val_f1": chosen["f1"], "note": r["note"],
              "seconds": r["seconds"]}
         )  # fmt: skip
-        val = {"method": name, "threshold": thr}
-        for level in LEVELS:
-            ok = sweep[sweep["precision"] >= level]
-            val[f"P>={level}"] = round(float(ok["recall"].max()), 3) if len(ok) else 0.0
+        val = {"method": name, "threshold": thr, **recall_at_levels(sweep)}
         val["best F1"] = round(float(sweep["f1"].max()), 3)
         vals.append(val)
         scores = np.concatenate([t["score"].to_numpy() for t in tables if len(t)])

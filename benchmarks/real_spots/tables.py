@@ -17,15 +17,22 @@ HERE = Path(__file__).resolve().parent
 LEVELS = (0.5, 0.6, 0.7, 0.8, 0.875, 1.0)
 
 
+def recall_at_levels(sweep: pd.DataFrame, column: str = "precision") -> dict[str, float]:
+    """Best recall among the threshold sweep's rows with ``column`` >= each of
+    :data:`LEVELS` (0 where none), rounded to 3 decimals."""
+    out = {}
+    for level in LEVELS:
+        ok = sweep[sweep[column] >= level]
+        out[f"P>={level}"] = round(float(ok["recall"].max()), 3) if len(ok) else 0.0
+    return out
+
+
 def recall_at(curves: pd.DataFrame, column: str) -> pd.DataFrame:
     rows = []
     for name, group in curves.groupby("method", sort=False):
         if group[column].isna().all():  # runs before the lenient truth existed
             continue
-        row = {"method": name}
-        for level in LEVELS:
-            ok = group[group[column] >= level]
-            row[f"P>={level}"] = round(float(ok["recall"].max()), 3) if len(ok) else 0.0
+        row = {"method": name, **recall_at_levels(group, column)}
         f1 = 2 * group[column] * group["recall"] / (group[column] + group["recall"])
         row["best F1"] = round(float(f1.max()), 3)
         rows.append(row)
