@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from fewlabel.blocks import expand_block
 from fewlabel.roi.correction import LEVELS, _squeezed_clahe, quantise
 
 
@@ -59,19 +60,11 @@ class SmoothedView(_LazyView):
         self.radius = tuple(int(4.0 * s + 0.5) for s in self.sigma)
 
     def _compute(self, block: tuple[slice, ...]) -> np.ndarray:
-        outer = tuple(
-            slice(max(b.start - r, 0), min(b.stop + r, n))
-            for b, r, n in zip(block, self.radius, self.shape, strict=True)
-        )
+        outer, inner = expand_block(block, self.radius, self.shape)
         data = np.asarray(self.source[outer], dtype=np.float32)
         if any(s > 0 for s in self.sigma):
             data = ndimage.gaussian_filter(data, self.sigma, mode="reflect", truncate=4.0)
-        return data[
-            tuple(
-                slice(b.start - o.start, b.stop - o.start)
-                for b, o in zip(block, outer, strict=True)
-            )
-        ]
+        return data[inner]
 
 
 class QuantisedView(_LazyView):
