@@ -24,9 +24,9 @@ CLICKED_SHARE = 19 / 64  # clicks / spots in img2's fully annotated box (validat
 LOWEST = 0.02  # the chain is run at min(auto threshold, LOWEST); sweeps keep score > t
 
 
-def params(expected: int, mode: str | None = None):
+def params(expected: int, mode: str | None = None, intensity: dict | None = None):
     """The CPU-scaled :class:`~fewlabel.config.pu.PUConfig`; ``mode`` None: the library's
-    default ``detection.pu.normalisation.mode``."""
+    default ``detection.pu.normalisation.mode``; ``intensity``: detection.pu.augment.intensity."""
     from fewlabel.config.pu import PUConfig
 
     settings = {
@@ -41,6 +41,8 @@ def params(expected: int, mode: str | None = None):
     }
     if mode is not None:
         settings["normalisation"] = {"mode": mode}
+    if intensity:
+        settings["augment"] = {"intensity": intensity}
     return PUConfig.model_validate(settings)
 
 
@@ -65,11 +67,13 @@ def item(vol: data.Volume, workdir: Path, clicks: np.ndarray, ignore: np.ndarray
     return out
 
 
-def train(items: list[dict], workdir: Path, expected: int, mode: str | None) -> tuple:
+def train(
+    items: list[dict], workdir: Path, expected: int, mode: str | None, intensity: dict | None = None
+) -> tuple:
     """Train into ``workdir/model``; returns (model folder, PUConfig, auto threshold, note)."""
     from fewlabel.detection.pu.fit import train_to_folder
 
-    cfg = params(expected, mode)
+    cfg = params(expected, mode, intensity)
     model = workdir / "model"
     summary = train_to_folder(items, model, params=cfg, seed=0)
     thr = float(json.loads((model / "thresholds.json").read_text())["detection_threshold"])

@@ -115,6 +115,7 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
             "crop": [8, 48, 48],
             "patience": max(6, epochs // 4),
             "normalisation": {"mode": variant.get("mode", "percentile")},
+            "intensity_augment": variant.get("augment", {}),
         }
     )
     items = []
@@ -145,7 +146,9 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     return peaks, 0.0125, note
 
 
-def pu_method(p: dict, workdir: Path, epochs: int, mode: str | None = None, k_rule="density"):
+def pu_method(
+    p: dict, workdir: Path, epochs: int, mode: str | None = None, k_rule="density", intensity=None
+):
     """k (detection.pu.expected_particles, one value per volume): ``density`` = the spot
     density of the validation box (64 spots / its voxels) x the mean training-volume voxels
     outside held-out regions; ``share`` = all training clicks / the clicked share of the box
@@ -162,7 +165,7 @@ def pu_method(p: dict, workdir: Path, epochs: int, mode: str | None = None, k_ru
         free = [v.image.size - (0 if g is None else int(g.sum())) for v, _, g in p["train"]]
         k = round(density * float(np.mean(free)))
     items = [pu.item(vol, workdir, c, ignore) for vol, c, ignore in p["train"]]
-    model, cfg, thr, note = pu.train(items, workdir, k, mode)
+    model, cfg, thr, note = pu.train(items, workdir, k, mode, intensity)
     return (lambda vol: pu.peaks(model, cfg, thr, vol, workdir)), min(thr, pu.LOWEST), note
 
 
@@ -198,6 +201,19 @@ for _knob, _targets in KNOBS.items():
         METHODS[f"{DM_PARTIAL}, {_knob} [{_mode}]"] = lambda p, w, e, t=_targets, m=_mode: (
             dm_method(p, w, e, mode=m, targets=t)
         )
+
+
+AUGMENT = {"probability": 0.85, "noise_probability": 0.5}  # Spotiflow's 3D defaults
+for _mode in ("percentile", "background"):
+    METHODS[f"{DM_PARTIAL}, intensity augmentation [{_mode}]"] = lambda p, w, e, m=_mode: dm_method(
+        p, w, e, mode=m, augment=AUGMENT
+    )
+METHODS["PU+SWA, intensity augmentation [background]"] = lambda p, w, e: pu_method(
+    p, w, e, "background", intensity=AUGMENT
+)
+METHODS["PU+SWA, img1 only, intensity augmentation [background]"] = lambda p, w, e: pu_method(
+    p, w, e, "background", "img1", intensity=AUGMENT
+)
 
 
 def variant(name: str) -> bool:

@@ -54,6 +54,9 @@ class CropSampler:
         volume; give weight maps the value 0 so padded voxels do not count in the loss.
     point_fraction : probability that a crop is centred (with random jitter) on a random
         point of the volume's ``centres``.
+    image_augment : optional ``f(crop, rng)`` applied to the first array (the image) of each
+        training crop after the flips, with a generator of its own seeded from ``seed`` (e.g.
+        :class:`fewlabel.augment.IntensityAugment`); never to validation crops.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class CropSampler:
         flip_axes: Sequence[int] = (1, 2),
         pad_values: Sequence[float | None] | None = None,
         point_fraction: float = 0.0,
+        image_augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     ) -> None:
         if not volumes:
             raise InputDataError("no volumes to sample training crops from.")
@@ -74,6 +78,9 @@ class CropSampler:
         n_arrays = len(self.volumes[0].arrays)
         self.pad_values = list(pad_values) if pad_values is not None else [None] * n_arrays
         self.point_fraction = float(point_fraction)
+        self.image_augment = image_augment
+        # its own stream: the crop positions and flips are the same with or without it
+        self.augment_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
         self.rng = np.random.default_rng(seed)
         sizes = np.array([math.prod(v.shape) for v in self.volumes], dtype=float)
         self.probabilities = sizes / sizes.sum()
@@ -141,6 +148,8 @@ class CropSampler:
             flips = [axis for axis in self.flip_axes if self.rng.random() < 0.5]
             if flips:
                 arrays = [np.flip(a, axis=tuple(a.ndim - 3 + f for f in flips)) for a in arrays]
+            if self.image_augment is not None:
+                arrays[0] = self.image_augment(arrays[0], self.augment_rng)
             crops.append(arrays)
         return [np.ascontiguousarray(np.stack([c[i] for c in crops])) for i in range(len(crops[0]))]
 

@@ -67,6 +67,7 @@ from fewlabel.config.segmentation import (
     UNetTrainConfig,
 )
 from fewlabel.config.shared import (
+    IntensityAugmentConfig,
     ModelConfig,
     NormalisationConfig,
     PredictConfig,
@@ -119,6 +120,7 @@ __all__ = [
     "IslConfig",
     "LogConfig",
     "ModelConfig",
+    "IntensityAugmentConfig",
     "NormalisationConfig",
     "NonNegFloat",
     "NonNegInt",

@@ -19,7 +19,13 @@ from fewlabel.config.base import (
     ZYXNonNegInt,
 )
 from fewlabel.config.pu import PUConfig
-from fewlabel.config.shared import ModelConfig, NormalisationConfig, PredictConfig, TrainConfig
+from fewlabel.config.shared import (
+    IntensityAugmentConfig,
+    ModelConfig,
+    NormalisationConfig,
+    PredictConfig,
+    TrainConfig,
+)
 
 Unit = Literal["voxel", "um"]
 
@@ -139,6 +145,11 @@ class DetectorTrainConfig(TrainConfig):
         description="input intensity normalisation (mode percentile uses train.percentiles; "
         "default percentile: background was not better on the validation crop of "
         "benchmarks/real_spots and lowered the demo chain's F1)",
+    )
+    intensity_augment: IntensityAugmentConfig = Field(
+        default_factory=IntensityAugmentConfig,
+        description="random gain, offset and noise on training crops (robustness to "
+        "other acquisitions than the clicked one)",
     )
 
 

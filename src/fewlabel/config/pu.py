@@ -17,7 +17,7 @@ from fewlabel.config.base import (
     ZYXFloat,
     ZYXInt,
 )
-from fewlabel.config.shared import NormalisationConfig, PredictConfig
+from fewlabel.config.shared import IntensityAugmentConfig, NormalisationConfig, PredictConfig
 
 
 class PUModelConfig(ConfigModel):
@@ -46,6 +46,11 @@ class PUAugmentConfig(ConfigModel):
     rotate_yx: bool = Field(True, description="random rotation about z (yx plane)")
     flip: bool = Field(True, description="random flips along y and x (and z)")
     scale: tuple[PosFloat, PosFloat] = Field((0.8, 1.2), description="scaling range (low, high)")
+    intensity: IntensityAugmentConfig = Field(
+        default_factory=IntensityAugmentConfig,
+        description="random gain, offset and noise per window (as detection.train."
+        "intensity_augment)",
+    )
 
 
 class PUAveragingConfig(ConfigModel):

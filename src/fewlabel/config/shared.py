@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from fewlabel.config.base import (
     ConfigModel,
@@ -16,6 +16,15 @@ from fewlabel.config.base import (
     ZYXInt,
     ZYXNonNegInt,
 )
+
+if TYPE_CHECKING:
+    from fewlabel.augment import IntensityAugment
+
+
+def _ordered(pair: tuple[float, float]) -> tuple[float, float]:
+    if pair[0] > pair[1]:
+        raise ValueError(f"range {list(pair)} must be [low, high] with low <= high")
+    return pair
 
 
 class PredictConfig(ConfigModel):
@@ -60,6 +69,38 @@ class PredictConfig(ConfigModel):
                 "the tile)"
             )
         return self
+
+
+class IntensityAugmentConfig(ConfigModel):
+    """Random gain, offset and noise on the image of each training crop
+    (:class:`fewlabel.augment.IntensityAugment`, Spotiflow's 3D defaults when enabled); in
+    the units of the normalised input. Probabilities 0 switch it off."""
+
+    probability: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="probability that a crop gets a random gain and offset"
+    )
+    scale: Annotated[tuple[PosFloat, PosFloat], AfterValidator(_ordered)] = Field(
+        (0.5, 2.0), description="gain range (drawn log-uniformly)"
+    )
+    shift: Annotated[tuple[float, float], AfterValidator(_ordered)] = Field(
+        (-0.2, 0.2), description="offset range added after the gain"
+    )
+    noise_probability: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="probability that a crop gets additive Gaussian noise"
+    )
+    noise_std: Annotated[
+        tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]],
+        AfterValidator(_ordered),
+    ] = Field((0.0, 0.05), description="range of the noise standard deviation")
+
+    def build(self) -> IntensityAugment | None:
+        """The crop transform, or None when both probabilities are 0."""
+        from fewlabel.augment import IntensityAugment
+
+        aug = IntensityAugment(
+            self.probability, self.scale, self.shift, self.noise_probability, self.noise_std
+        )
+        return aug if aug.active else None
 
 
 class NormalisationConfig(ConfigModel):

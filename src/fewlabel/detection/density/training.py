@@ -176,7 +176,10 @@ def train_detector(
         flip_axes=flip_axes,
         pad_values=[None, 0.0, 0.0],
         point_fraction=point_fraction,
+        image_augment=params.intensity_augment.build(),
     )
+    if sampler.image_augment is not None:
+        log.info("intensity augmentation of training crops: %s", sampler.image_augment)
     model = DMDetNet3D(**params.model.kwargs()).to(device)
     arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
     log.info(

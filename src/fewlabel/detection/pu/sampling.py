@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fewlabel.augment import IntensityAugment
 from fewlabel.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -198,10 +199,12 @@ class WindowSampler:
         flip: bool = True,
         scale: tuple[float, float] = (1.0, 1.0),
         augment: bool = True,
+        intensity: IntensityAugment | None = None,
     ) -> None:
         self.volumes = list(volumes)
         self.window = tuple(int(w) for w in window)
         self.rotate_yx, self.flip, self.scale, self.augment = rotate_yx, flip, scale, augment
+        self.intensity = intensity if augment else None
         grow = max(scale[1], 1.0) * (math.sqrt(2.0) if rotate_yx else 1.0)
         self.crop = tuple(
             w if not augment else int(math.ceil(w * (max(scale[1], 1.0) if a == 0 else grow))) + 2
@@ -237,6 +240,8 @@ class WindowSampler:
         x = torch.from_numpy(crops[:, None].astype(np.float32))
         if self.augment:
             x = self._augment(x, rng)
+        if self.intensity is not None:  # one gain / offset / noise draw per window
+            x = torch.from_numpy(np.stack([self.intensity(w.numpy(), rng) for w in x]))
         labels = torch.cat([torch.ones(n_pos), torch.zeros(n_unl)])
         return x, labels
 

@@ -123,7 +123,12 @@ def train_pu(
         )
     aug = params.augment
     sampler = WindowSampler(
-        volumes, params.window, rotate_yx=aug.rotate_yx, flip=aug.flip, scale=aug.scale
+        volumes,
+        params.window,
+        rotate_yx=aug.rotate_yx,
+        flip=aug.flip,
+        scale=aug.scale,
+        intensity=aug.intensity.build(),
     )
     model = PUClassifier(**model_kwargs(params)).to(device)
     mtl = MultiTaskLoss(2).to(device) if params.model.reconstruction else None
