@@ -32,12 +32,40 @@ import run
 from run import GATE_UM, box_mask, pooled
 from tables import recall_at_levels
 
+EPOCHS = 40  # DM-DetNet3D epochs of the main rows (other --epochs: rows "..., N epochs")
+NOISE = 1.0  # --noise F: every volume's noise s.d. multiplied by F (protocol 3; 1 = as recorded)
 SEED = 0  # --seed: DM-DetNet3D training seed (rows of another seed are named "..., seed N")
 
 
 # --------------------------------------------------------------------------- protocol
+def degrade(vol: data.Volume, factor: float) -> data.Volume:
+    """``vol`` with its noise s.d. multiplied by ``factor``: Gaussian noise of s.d.
+    sqrt(factor² - 1) σ added, σ = the volume's noise (1.4826 MAD of the top-hat residual, the
+    ``background`` normalisation's unit); seeded by the volume's name. Clicks and box truth
+    stay those of the recorded image."""
+    import zlib
+
+    from fewlabel.normalize import prepare, recipe
+
+    if factor == 1.0:
+        return vol
+    _, low, high = prepare(vol.image, recipe("background", (), (1.0, 1.0, 1.0)), vol.voxel_size)
+    rng = np.random.default_rng(zlib.crc32(vol.name.encode()))
+    added = np.sqrt(factor**2 - 1.0) * (high - low)
+    image = vol.image.astype(np.float32) + rng.normal(0.0, added, vol.image.shape).astype(
+        np.float32
+    )
+    return data.Volume(vol.name, image, vol.clicks, vol.voxel_size)
+
+
+def load_all() -> tuple[list[data.Volume], list[data.Volume]]:
+    """(img1, img2) and the test volumes, degraded by :data:`NOISE`."""
+    train = [degrade(data.load(s, c), NOISE) for s, c in data.TRAIN]
+    return train, [degrade(data.load(s, c), NOISE) for s, c in data.TEST]
+
+
 def volumes() -> dict:
-    img1, img2 = (data.load(s, c) for s, c in data.TRAIN)
+    (img1, img2), tests = load_all()
     box = box_mask(img2)
     inside = box[tuple(np.round(img2.clicks).astype(int).T)]
     z0, y0, x0, z1, y1, x1 = data.boxes(img2.name)[0]
@@ -54,7 +82,7 @@ def volumes() -> dict:
         "val_crop": crop,  # the density trainer's own validation item (early stopping)
         "known": _known_box(img2, truth, box),  # the box's spot density (PU's k)
         "val_clicks": validation(img2),
-        "tests": [data.load(s, c) for s, c in data.TEST],
+        "tests": tests,
     }
 
 
@@ -146,6 +174,40 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     return peaks, 0.0125, note
 
 
+def ensemble_method(p: dict, workdir: Path, members: list[str]):
+    """The mean density map of already trained rows' models (their folders under the same
+    workdir), then the same peak finding as :func:`dm_method`."""
+    from fewlabel.config import PeaksConfig
+    from fewlabel.detection.density.tuning import predict_density
+    from fewlabel.detection.peaks import find_peaks
+    from fewlabel.detection.sizes import peaks_in_voxels
+    from fewlabel.models.store import load_model
+    from fewlabel.normalize import apply_range, prepare
+
+    folders = [workdir.parent / slug(m) / "model" for m in members]
+    missing = [str(f) for f in folders if not (f / "weights.pt").is_file()]
+    if missing:
+        raise SystemExit(f"train the ensemble's members first: {missing}")
+    models = [load_model(f, expect="dmdetnet3d") for f in folders]
+
+    def peaks(vol):
+        maps = []
+        for loaded in models:
+            view, lo, hi = prepare(vol.image, loaded.normalization, vol.voxel_size)
+            maps.append(
+                predict_density(
+                    loaded.module,
+                    view,
+                    device="cpu",
+                    normalise=lambda b, lo=lo, hi=hi: apply_range(b, lo, hi),
+                )  # fmt: skip
+            )
+        rule = peaks_in_voxels(PeaksConfig(), vol.voxel_size)
+        return find_peaks(np.mean(maps, axis=0), threshold=0.0125, min_distance=rule.min_distance)
+
+    return peaks, 0.0125, f"mean density of {members}"
+
+
 def pu_method(
     p: dict, workdir: Path, epochs: int, mode: str | None = None, k_rule="density", intensity=None
 ):
@@ -208,6 +270,9 @@ for _mode in ("percentile", "background"):
     METHODS[f"{DM_PARTIAL}, intensity augmentation [{_mode}]"] = lambda p, w, e, m=_mode: dm_method(
         p, w, e, mode=m, augment=AUGMENT
     )
+METHODS[f"{DM_PARTIAL}, seeds 0 + 1 averaged"] = lambda p, w, e: ensemble_method(
+    p, w, [DM_PARTIAL, f"{DM_PARTIAL}, seed 1"]
+)
 METHODS["PU+SWA, intensity augmentation [background]"] = lambda p, w, e: pu_method(
     p, w, e, "background", intensity=AUGMENT
 )
@@ -218,7 +283,9 @@ METHODS["PU+SWA, img1 only, intensity augmentation [background]"] = lambda p, w,
 
 def variant(name: str) -> bool:
     """Knob / k-rule / training-set variants (kept out of the pictures)."""
-    return name.startswith((f"{DM_PARTIAL}, ", "PU+SWA, ")) or ", seed " in name
+    return (
+        name.startswith((f"{DM_PARTIAL}, ", "PU+SWA, ")) or ", seed " in name or " epochs" in name
+    )
 
 
 def slug(name: str) -> str:
@@ -230,6 +297,8 @@ def run_method(name: str, p: dict, workdir: Path, epochs: int) -> None:
     method = METHODS[name]
     if SEED:
         name = f"{name}, seed {SEED}"
+    if epochs != EPOCHS and not name.startswith(("LoG", "PU")):
+        name = f"{name}, {epochs} epochs"
     work = workdir / slug(name)
     work.mkdir(parents=True, exist_ok=True)
     peaks, _lowest, note = method(p, work, epochs)
@@ -247,11 +316,12 @@ def run_method(name: str, p: dict, workdir: Path, epochs: int) -> None:
 def collect(workdir: Path) -> None:
     """results_split.tsv (test at the validation threshold), pr_curves_split.tsv (test sweep),
     val_split.tsv (validation: chosen point, recall at precision, best F1), pictures."""
-    tests = [data.load(s, c) for s, c in data.TEST]
+    (_, img2), tests = load_all()
+    tag = "_split" if NOISE == 1.0 else f"_noise{NOISE:g}"
     rows, curves, vals, detections = [], [], [], {}
     order = {name: i for i, name in enumerate(METHODS)}
     runs = [pd.read_pickle(f) for f in sorted((workdir / "split").glob("*.pkl"))]
-    val_vol = validation(data.load(*data.TRAIN[1]))
+    val_vol = validation(img2)
     for r in sorted(runs, key=lambda r: order.get(r["method"], 99)):
         name, tables = r["method"], r["tests"]
         thr, sweep = tune(r["val_table"], val_vol)  # (re)tuned from the stored val peaks
@@ -270,12 +340,12 @@ def collect(workdir: Path) -> None:
         if not variant(name) and "[percentile]" not in name:  # main rows only in the picture
             detections[name] = (tables, thr)
     rows_df, curves_df = pd.DataFrame(rows).round(4), pd.DataFrame(curves).round(4)
-    rows_df.to_csv(data.HERE / "results_split.tsv", sep="\t", index=False)
-    curves_df.to_csv(data.HERE / "pr_curves_split.tsv", sep="\t", index=False)
-    pd.DataFrame(vals).round(4).to_csv(data.HERE / "val_split.tsv", sep="\t", index=False)
+    rows_df.to_csv(data.HERE / f"results{tag}.tsv", sep="\t", index=False)
+    curves_df.to_csv(data.HERE / f"pr_curves{tag}.tsv", sep="\t", index=False)
+    pd.DataFrame(vals).round(4).to_csv(data.HERE / f"val{tag}.tsv", sep="\t", index=False)
     main_rows = rows_df[~rows_df["method"].map(variant)]
     main_curves = curves_df[curves_df["method"].isin(main_rows["method"])]
-    run._pictures(detections, tests, main_curves, main_rows, tag="_split")
+    run._pictures(detections, tests, main_curves, main_rows, tag=tag)
 
 
 def main() -> None:
@@ -283,13 +353,16 @@ def main() -> None:
 
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--workdir", default="/tmp/real_spots_work")
     parser.add_argument("--only", default="", help="'|'-separated exact method names")
     parser.add_argument("--collect", action="store_true", help="write the tables and pictures")
     parser.add_argument("--seed", type=int, default=0, help="DM-DetNet3D training seed")
+    parser.add_argument("--noise", type=float, default=1.0, help="noise s.d. factor (>= 1)")
     args = parser.parse_args()
-    globals()["SEED"] = args.seed
+    if args.noise < 1.0:
+        raise SystemExit(f"--noise {args.noise}: the noise can only be raised (a factor >= 1)")
+    globals()["SEED"], globals()["NOISE"] = args.seed, args.noise
     workdir = Path(args.workdir)
     (workdir / "split").mkdir(parents=True, exist_ok=True)
     if args.collect:
