@@ -259,3 +259,21 @@ def test_cli_make_density_targets(samples, tmp_path) -> None:
         ]
     )
     assert code == 2
+
+
+def test_select_f1_picks_the_epoch_with_the_best_validation_f1(samples) -> None:
+    root, train, val = samples
+    params = DetectorTrainConfig.model_validate({**TINY_DICT, "epochs": 4, "select": "f1"})
+    summary = train_detector([train], [val], root / "f1", params=params, seed=5, threads=1)
+    curve = pd.read_csv(root / "f1" / "curve.tsv", sep="\t")
+    assert {"val_loss", "val_f1", "val_error"} <= set(curve.columns)
+    np.testing.assert_allclose(
+        curve["val_error"], 1 - curve["val_f1"] + 1e-4 * curve["val_loss"], rtol=1e-6
+    )
+    best = curve.loc[curve["val_error"].idxmin()]
+    assert best["val_f1"] == curve["val_f1"].max()
+    loaded = load_model(root / "f1", expect="dmdetnet3d")
+    assert loaded.training["best_epoch"] == int(best["epoch"])
+    assert loaded.training["params"]["select"] == "f1"
+    # the saved weights are the selected epoch's: their tuned F1 is the curve's best
+    assert summary["val_f1"] == pytest.approx(best["val_f1"])

@@ -144,6 +144,7 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
             "patience": max(6, epochs // 4),
             "normalisation": {"mode": variant.get("mode", "percentile")},
             "intensity_augment": variant.get("augment", {}),
+            "select": variant.get("select", "loss"),
         }
     )
     items = []
@@ -269,6 +270,10 @@ AUGMENT = {"probability": 0.85, "noise_probability": 0.5}  # Spotiflow's 3D defa
 for _mode in ("percentile", "background"):
     METHODS[f"{DM_PARTIAL}, intensity augmentation [{_mode}]"] = lambda p, w, e, m=_mode: dm_method(
         p, w, e, mode=m, augment=AUGMENT
+    )
+for _mode in ("percentile", "background"):
+    METHODS[f"{DM_PARTIAL}, select f1 [{_mode}]"] = lambda p, w, e, m=_mode: dm_method(
+        p, w, e, mode=m, select="f1"
     )
 METHODS[f"{DM_PARTIAL}, seeds 0 + 1 averaged"] = lambda p, w, e: ensemble_method(
     p, w, [DM_PARTIAL, f"{DM_PARTIAL}, seed 1"]

@@ -140,6 +140,13 @@ class DetectorTrainConfig(TrainConfig):
     point_fraction: Fraction = Field(
         0.0, description="probability that a crop is centred on an annotated point"
     )
+    select: Literal["loss", "f1"] = Field(
+        "loss",
+        description="what picks the best epoch and drives early stopping: loss = the "
+        "validation loss | f1 = the validation detection F1 at its best threshold of "
+        "threshold_grid (the final tuning's rule, ties broken by the loss; one prediction of "
+        "the validation volumes per epoch)",
+    )
     normalisation: NormalisationConfig = Field(
         default_factory=NormalisationConfig,
         description="input intensity normalisation (mode percentile uses train.percentiles; "

@@ -58,6 +58,8 @@ from fewlabel.training import (
     json_ready,
 )
 
+SELECT_LOSS_WEIGHT = 1e-4  # select: f1 — weight of the validation loss in 1 - F1 (tie-break)
+
 log = logging.getLogger(__name__)
 
 __all__ = ["IN_MEMORY_MAX_VOXELS", "DetectorItem", "train_detector"]
@@ -202,6 +204,24 @@ def train_detector(
         return loss_fn(net(x), y, w)
 
     validate = validation_fn(val_vols, params, loss_fn, device, seed)
+    monitor = "val_loss"
+    if params.select == "f1":
+        validate_loss = validate
+        monitor = "val_error"
+
+        def validate(net: nn.Module) -> dict[str, float]:
+            out = validate_loss(net)
+            _, table, _ = tune_threshold(
+                net, val_vols, val_peaks, params, peaks, device, gate=gate, gate_unit=gate_unit
+            )
+            f1 = float(table["f1"].max())
+            # 1 - F1; equal F1 (few validation points) is decided by the loss
+            return {
+                **out,
+                "val_f1": f1,
+                "val_error": 1.0 - f1 + SELECT_LOSS_WEIGHT * out["val_loss"],
+            }
+
     result = fit(
         model,
         optimizer=optimizer,
@@ -211,10 +231,21 @@ def train_detector(
         steps_per_epoch=params.steps_per_epoch,
         device=device,
         patience=params.patience,
+        monitor=monitor,
         curve=CurveLogger(title="DM-DetNet3D"),
         desc="train_detector",
     )
 
+    if result.best_epoch <= 1 < result.epochs_run:
+        log.warning(
+            "the best %s was at epoch %d of %d: the saved weights are barely trained (the "
+            "validation %s got worse as the network learned). Fix: detection.train.select: f1 "
+            "(pick the epoch by detection F1), more validation points, or a higher patience.",
+            monitor,
+            result.best_epoch,
+            result.epochs_run,
+            "loss" if monitor == "val_loss" else "F1",
+        )
     # threshold tuning with the best weights (pooled F1 over the validation volumes)
     model.load_state_dict(result.best_state)
     threshold, f1_table, tuned_with = tune_threshold(
