@@ -144,7 +144,7 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
             "patience": max(6, epochs // 4),
             "normalisation": {"mode": variant.get("mode", "percentile")},
             "intensity_augment": variant.get("augment", {}),
-            "select": variant.get("select", "loss"),
+            "select": variant.get("select", "loss"),  # the default before select existed
         }
     )
     items = []

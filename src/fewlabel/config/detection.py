@@ -145,7 +145,8 @@ class DetectorTrainConfig(TrainConfig):
         description="what picks the best epoch and drives early stopping: loss = the "
         "validation loss | f1 = the validation detection F1 at its best threshold of "
         "threshold_grid (the final tuning's rule, ties broken by the loss; one prediction of "
-        "the validation volumes per epoch)",
+        "the validation volumes per epoch). f1 when the log warns that the best epoch was the "
+        "first (benchmarks/real_spots protocol 3); with few validation points its F1 is noisy",
     )
     normalisation: NormalisationConfig = Field(
         default_factory=NormalisationConfig,
