@@ -277,3 +277,24 @@ def test_select_f1_picks_the_epoch_with_the_best_validation_f1(samples) -> None:
     assert loaded.training["params"]["select"] == "f1"
     # the saved weights are the selected epoch's: their tuned F1 is the curve's best
     assert summary["val_f1"] == pytest.approx(best["val_f1"])
+
+
+def test_init_from_starts_at_the_other_models_weights_and_checks_they_fit(samples) -> None:
+    root, train, val = samples
+    train_detector([train], [val], root / "pre", params=TINY, seed=5, threads=1)
+    slow = DetectorTrainConfig.model_validate({**TINY_DICT, "epochs": 1, "lr": 1e-9})
+    train_detector(
+        [train], [val], root / "tuned", params=slow, seed=9, threads=1, init_from=root / "pre"
+    )
+    pre = torch.load(root / "pre" / "weights.pt", weights_only=True)
+    tuned = torch.load(root / "tuned" / "weights.pt", weights_only=True)
+    weights = [k for k in pre if pre[k].is_floating_point() and "running" not in k]
+    assert all(torch.allclose(pre[k], tuned[k], atol=1e-5) for k in weights)
+    loaded = load_model(root / "tuned", expect="dmdetnet3d")
+    assert loaded.training["init_from"] == str(root / "pre")
+    wider = DetectorTrainConfig.model_validate({**TINY_DICT, "model": {"base_channels": 3}})
+    with pytest.raises(ConfigError, match="architecture"):
+        train_detector([train], [val], root / "x", params=wider, init_from=root / "pre")
+    robust = DetectorTrainConfig.model_validate({**TINY_DICT, "normalisation": {"mode": "robust"}})
+    with pytest.raises(ConfigError, match="normalised"):
+        train_detector([train], [val], root / "y", params=robust, init_from=root / "pre")

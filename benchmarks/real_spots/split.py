@@ -29,6 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
 import run
+from folders import model_peaks
 from run import GATE_UM, box_mask, pooled
 from tables import recall_at_levels
 
@@ -115,16 +116,28 @@ def log_method(p: dict, workdir: Path, mode: str = "background"):
     return run.log_peaks(mode), 0.0, f"detection.log defaults, normalisation {mode}"
 
 
+def _dm_params(epochs: int, mode: str, augment: dict | None = None, select: str = "loss"):
+    from fewlabel.config import DetectorTrainConfig
+
+    return DetectorTrainConfig.model_validate(
+        {
+            "epochs": epochs,
+            "steps_per_epoch": 10,
+            "batch_size": 4,
+            "crop": [8, 48, 48],
+            "patience": max(6, epochs // 4),
+            "normalisation": {"mode": mode},
+            "intensity_augment": augment or {},
+            "select": select,  # loss: the default before select existed
+        }
+    )
+
+
 def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     """DM-DetNet3D trained on the training part, early stopping on the box crop."""
-    from fewlabel.config import DensityTargetsConfig, DetectorTrainConfig, PeaksConfig
+    from fewlabel.config import DensityTargetsConfig, PeaksConfig
     from fewlabel.detection.density.training import train_detector
-    from fewlabel.detection.density.tuning import predict_density
-    from fewlabel.detection.peaks import find_peaks
-    from fewlabel.detection.sizes import peaks_in_voxels
     from fewlabel.io import open_ome_zarr
-    from fewlabel.models.store import load_model
-    from fewlabel.normalize import apply_range, prepare
 
     full = variant.get("annotation") == "full"
     targets: dict = {}
@@ -135,18 +148,10 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     peaks_cfg = (
         PeaksConfig(min_distance=(1, 2, 2), min_distance_unit="voxel") if full else PeaksConfig()
     )
-    params = DetectorTrainConfig.model_validate(
-        {
-            "epochs": epochs,
-            "steps_per_epoch": 10,
-            "batch_size": 4,
-            "crop": [8, 48, 48],
-            "patience": max(6, epochs // 4),
-            "normalisation": {"mode": variant.get("mode", "percentile")},
-            "intensity_augment": variant.get("augment", {}),
-            "select": variant.get("select", "loss"),  # the default before select existed
-        }
-    )
+    params = _dm_params(
+        epochs, variant.get("mode", "percentile"), variant.get("augment"),
+        variant.get("select", "loss"),
+    )  # fmt: skip
     items = []
     for vol, clicks, ignore in p["train"]:
         v = data.Volume(vol.name, vol.image, clicks, vol.voxel_size)
@@ -156,57 +161,34 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
             z0, y0, x0, z1, y1, x1 = data.boxes(vol.name)[0]
             weight[z0:z1, y0:y1, x0:x1] = 0.0
     val = run._zarrs(p["val_crop"], workdir, targets_cfg, None if full else "full")
+    init_from = None
+    if variant.get("pretrain"):  # synthetic pretraining, then fine-tuning at a lower rate
+        import pretrain
+
+        init_from = pretrain.pretrained(workdir.parent, params, epochs=60)
+        params = params.model_copy(update={"lr": 3e-4})
     train_detector(
         items, [val], workdir / "model", params=params, peaks=peaks_cfg, seed=SEED, threads=1,
-        evaluation={"gate": GATE_UM, "gate_unit": "um"},
+        evaluation={"gate": GATE_UM, "gate_unit": "um"}, init_from=init_from,
     )  # fmt: skip
     own = json.loads((workdir / "model" / "thresholds.json").read_text())
-    loaded = load_model(workdir / "model", expect="dmdetnet3d")
-
-    def peaks(vol):  # the model's normalisation recipe, as the tiled engine applies it
-        view, lo, hi = prepare(vol.image, loaded.normalization, vol.voxel_size)
-        density = predict_density(
-            loaded.module, view, device="cpu", normalise=lambda b: apply_range(b, lo, hi)
-        )
-        rule = peaks_in_voxels(peaks_cfg, vol.voxel_size)
-        return find_peaks(density, threshold=0.0125, min_distance=rule.min_distance)
-
     note = f"own threshold {own['detection_threshold']} ({own.get('tuned_with')} on the box crop)"
-    return peaks, 0.0125, note
+    return model_peaks([workdir / "model"], peaks_cfg), 0.0125, note
+
+
+def synthetic_only(p: dict, workdir: Path):
+    """The synthetic pretrained model alone (zero real clicks), as the fine-tuned row uses it."""
+    import pretrain
+
+    model = pretrain.pretrained(workdir.parent, _dm_params(40, "percentile"), epochs=60)
+    return model_peaks([model]), 0.0125, f"pretrained only: {model}"
 
 
 def ensemble_method(p: dict, workdir: Path, members: list[str]):
     """The mean density map of already trained rows' models (their folders under the same
     workdir), then the same peak finding as :func:`dm_method`."""
-    from fewlabel.config import PeaksConfig
-    from fewlabel.detection.density.tuning import predict_density
-    from fewlabel.detection.peaks import find_peaks
-    from fewlabel.detection.sizes import peaks_in_voxels
-    from fewlabel.models.store import load_model
-    from fewlabel.normalize import apply_range, prepare
-
     folders = [workdir.parent / slug(m) / "model" for m in members]
-    missing = [str(f) for f in folders if not (f / "weights.pt").is_file()]
-    if missing:
-        raise SystemExit(f"train the ensemble's members first: {missing}")
-    models = [load_model(f, expect="dmdetnet3d") for f in folders]
-
-    def peaks(vol):
-        maps = []
-        for loaded in models:
-            view, lo, hi = prepare(vol.image, loaded.normalization, vol.voxel_size)
-            maps.append(
-                predict_density(
-                    loaded.module,
-                    view,
-                    device="cpu",
-                    normalise=lambda b, lo=lo, hi=hi: apply_range(b, lo, hi),
-                )  # fmt: skip
-            )
-        rule = peaks_in_voxels(PeaksConfig(), vol.voxel_size)
-        return find_peaks(np.mean(maps, axis=0), threshold=0.0125, min_distance=rule.min_distance)
-
-    return peaks, 0.0125, f"mean density of {members}"
+    return model_peaks(folders), 0.0125, f"mean density of {members}"
 
 
 def pu_method(
@@ -275,6 +257,8 @@ for _mode in ("percentile", "background"):
     METHODS[f"{DM_PARTIAL}, select f1 [{_mode}]"] = lambda p, w, e, m=_mode: dm_method(
         p, w, e, mode=m, select="f1"
     )
+METHODS[f"{DM_PARTIAL}, synthetic pretraining"] = lambda p, w, e: dm_method(p, w, e, pretrain=True)
+METHODS["DM-DetNet3D synthetic only (no real clicks)"] = lambda p, w, e: synthetic_only(p, w)
 METHODS[f"{DM_PARTIAL}, seeds 0 + 1 averaged"] = lambda p, w, e: ensemble_method(
     p, w, [DM_PARTIAL, f"{DM_PARTIAL}, seed 1"]
 )

@@ -77,6 +77,7 @@ def train_detector(
     threads: int = 1,
     object_diameter_um: float | None = None,
     evaluation: Any = None,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train DM-DetNet3D on annotated volumes and write the model folder ``out_dir``.
 
@@ -184,6 +185,8 @@ def train_detector(
         log.info("intensity augmentation of training crops: %s", sampler.image_augment)
     model = DMDetNet3D(**params.model.kwargs()).to(device)
     arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
+    if init_from is not None:
+        _initialise(model, arch, init_from, normalisation_recipe(params))
     log.info(
         "model %s, %d parameters, receptive field %s voxels",
         arch,
@@ -295,6 +298,7 @@ def train_detector(
         "device": device,
         "train": [dataclasses.asdict(i) for i in train],
         "val": [dataclasses.asdict(i) for i in val],
+        "init_from": None if init_from is None else str(init_from),
         "normalisation_ranges": {v.item.sample: [v.low, v.high] for v in train_vols},
         **summary,
         "provenance": provenance(
@@ -312,6 +316,29 @@ def train_detector(
         normalization={**normalisation_recipe(params), "per_volume": True},
     )
     return summary
+
+
+def _initialise(model: nn.Module, arch: dict, folder: str | Path, recipe: dict) -> None:
+    """Start from the weights of another DM-DetNet3D model folder (fine-tuning): same
+    architecture and input normalisation, else a ConfigError naming both."""
+    from fewlabel.models.store import load_model
+
+    source = load_model(folder, expect=arch["name"])
+    if json_ready(source.arch.get("kwargs", {})) != arch["kwargs"]:
+        raise ConfigError(
+            f"init_from {folder}: its architecture {source.arch.get('kwargs')} differs from "
+            f"detection.train.model {arch['kwargs']}.",
+            fix="set detection.train.model to the pretrained model's settings.",
+        )
+    theirs = {k: v for k, v in source.normalization.items() if k != "per_volume"}
+    if theirs != recipe:
+        raise ConfigError(
+            f"init_from {folder}: it was trained on inputs normalised by {theirs}, this "
+            f"training uses {recipe}.",
+            fix="set detection.train.normalisation (and percentiles) to the pretrained model's.",
+        )
+    model.load_state_dict(source.module.state_dict())
+    log.info("initialised from the weights of %s", folder)
 
 
 def _size_warnings(vols: Sequence[Volume], diameter_um: float | None) -> list[str]:
