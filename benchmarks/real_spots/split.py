@@ -272,9 +272,8 @@ METHODS["PU+SWA, img1 only, intensity augmentation [background]"] = lambda p, w,
 
 def variant(name: str) -> bool:
     """Knob / k-rule / training-set variants (kept out of the pictures)."""
-    return (
-        name.startswith((f"{DM_PARTIAL}, ", "PU+SWA, ")) or ", seed " in name or " epochs" in name
-    )
+    prefixes = (f"{DM_PARTIAL}, ", "PU+SWA, ", "DM-DetNet3D synthetic")
+    return name.startswith(prefixes) or ", seed " in name or " epochs" in name
 
 
 def slug(name: str) -> str:
