@@ -116,23 +116,6 @@ def log_method(p: dict, workdir: Path, mode: str = "background"):
     return run.log_peaks(mode), 0.0, f"detection.log defaults, normalisation {mode}"
 
 
-def _dm_params(epochs: int, mode: str, augment: dict | None = None, select: str = "loss"):
-    from fewlabel.config import DetectorTrainConfig
-
-    return DetectorTrainConfig.model_validate(
-        {
-            "epochs": epochs,
-            "steps_per_epoch": 10,
-            "batch_size": 4,
-            "crop": [8, 48, 48],
-            "patience": max(6, epochs // 4),
-            "normalisation": {"mode": mode},
-            "intensity_augment": augment or {},
-            "select": select,  # loss: the default before select existed
-        }
-    )
-
-
 def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     """DM-DetNet3D trained on the training part, early stopping on the box crop."""
     from fewlabel.config import DensityTargetsConfig, PeaksConfig
@@ -148,9 +131,9 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     peaks_cfg = (
         PeaksConfig(min_distance=(1, 2, 2), min_distance_unit="voxel") if full else PeaksConfig()
     )
-    params = _dm_params(
-        epochs, variant.get("mode", "percentile"), variant.get("augment"),
-        variant.get("select", "loss"),
+    params = run.dm_params(
+        epochs, variant.get("mode", "percentile"), intensity_augment=variant.get("augment", {}),
+        select=variant.get("select", "loss"),  # loss: the default before select existed
     )  # fmt: skip
     items = []
     for vol, clicks, ignore in p["train"]:
@@ -180,7 +163,7 @@ def synthetic_only(p: dict, workdir: Path):
     """The synthetic pretrained model alone (zero real clicks), as the fine-tuned row uses it."""
     import pretrain
 
-    model = pretrain.pretrained(workdir.parent, _dm_params(40, "percentile"), epochs=60)
+    model = pretrain.pretrained(workdir.parent, run.dm_params(40, "percentile"), epochs=60)
     return model_peaks([model]), 0.0125, f"pretrained only: {model}"
 
 
