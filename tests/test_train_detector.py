@@ -292,6 +292,13 @@ def test_init_from_starts_at_the_other_models_weights_and_checks_they_fit(sample
     assert all(torch.allclose(pre[k], tuned[k], atol=1e-5) for k in weights)
     loaded = load_model(root / "tuned", expect="dmdetnet3d")
     assert loaded.training["init_from"] == str(root / "pre")
+    # the config key (detection.train.init_from) does the same
+    keyed = DetectorTrainConfig.model_validate(
+        {**TINY_DICT, "epochs": 1, "lr": 1e-9, "init_from": str(root / "pre")}
+    )
+    train_detector([train], [val], root / "keyed", params=keyed, seed=9, threads=1)
+    again = torch.load(root / "keyed" / "weights.pt", weights_only=True)
+    assert all(torch.equal(tuned[k], again[k]) for k in weights)
     wider = DetectorTrainConfig.model_validate({**TINY_DICT, "model": {"base_channels": 3}})
     with pytest.raises(ConfigError, match="architecture"):
         train_detector([train], [val], root / "x", params=wider, init_from=root / "pre")

@@ -406,3 +406,20 @@ def test_roi_gate_prediction_passes_the_roi_mask_to_detection_prediction(tmp_pat
     for line in predict:
         sample = re.search(r"--sample (\S+)", line).group(1)
         assert f"--roi=results/roi/{sample}/roi.ome.zarr" in line
+
+
+def test_an_init_from_that_is_not_a_model_folder_is_a_parse_time_problem(tmp_path):
+    workdir = tiny_project(tmp_path, 25)
+    from fewlabel.config import load_samples
+
+    config = {
+        "detection": {"enabled": True, "train": {"init_from": str(tmp_path / "nope")}},
+        "segmentation": {"enabled": False},
+        "samples": "samples.tsv",
+    }
+    plan = Plan(load_samples(workdir / "samples.tsv", base_dir=workdir), config)
+    (problem,) = plan.problems()
+    assert "detection.train.init_from" in problem and "nope" in problem
+    (tmp_path / "nope").mkdir()
+    (tmp_path / "nope" / "model.json").write_text("{}")
+    assert plan.problems() == []

@@ -22,7 +22,8 @@ TRAIN_SNR = (2.0, 3.0, 4.0, 7.0)
 VAL_SNR = (2.0, 4.0)
 
 
-def synthetic_volumes() -> tuple[list[data.Volume], list[data.Volume]]:
+def synthetic_volumes(seed: int = 0) -> tuple[list[data.Volume], list[data.Volume]]:
+    """Training and validation volumes; ``seed`` > 0 draws another set (volume seeds + 100 s)."""
     from fewlabel.synth.spots import spot_volume
 
     def make(snr: float, seed: int, role: str) -> data.Volume:
@@ -30,30 +31,31 @@ def synthetic_volumes() -> tuple[list[data.Volume], list[data.Volume]]:
         points = s.points[["z", "y", "x"]].to_numpy(float)
         return data.Volume(f"synth_{role}_snr{snr:g}", s.image, points, VOXEL_UM)
 
-    train = [make(snr, i, "train") for i, snr in enumerate(TRAIN_SNR)]
-    val = [make(snr, 10 + i, "val") for i, snr in enumerate(VAL_SNR)]
+    train = [make(snr, 100 * seed + i, "train") for i, snr in enumerate(TRAIN_SNR)]
+    val = [make(snr, 100 * seed + 10 + i, "val") for i, snr in enumerate(VAL_SNR)]
     return train, val
 
 
-def pretrained(workdir: Path, params, epochs: int) -> Path:
+def pretrained(workdir: Path, params, epochs: int, seed: int = 0) -> Path:
     """The synthetic model folder under ``workdir`` (trained on first use with ``params``,
-    the fine-tuning's DetectorTrainConfig, for ``epochs``)."""
+    the fine-tuning's DetectorTrainConfig, for ``epochs``); ``seed`` > 0: another synthetic
+    set and training seed, in ``synthetic_pretrain_seed<seed>``."""
     import run
 
     from fewlabel.config import DensityTargetsConfig
     from fewlabel.detection.density.training import train_detector
 
-    root = workdir / "synthetic_pretrain"
+    root = workdir / ("synthetic_pretrain" + (f"_seed{seed}" if seed else ""))
     model = root / "model"
     if (model / "weights.pt").is_file():
         return model
     targets = DensityTargetsConfig(annotation="full")
-    train, val = synthetic_volumes()
+    train, val = synthetic_volumes(seed)
     items = [run._zarrs(v, root, targets, None) for v in train]
     val_items = [run._zarrs(v, root, targets, None) for v in val]
     settings = params.model_copy(update={"epochs": epochs, "select": "loss"})
     train_detector(
-        items, val_items, model, params=settings, seed=0, threads=1,
+        items, val_items, model, params=settings, seed=seed, threads=1,
         evaluation={"gate": run.GATE_UM, "gate_unit": "um"},
     )  # fmt: skip
     return model

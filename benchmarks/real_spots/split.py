@@ -148,7 +148,7 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     if variant.get("pretrain"):  # synthetic pretraining, then fine-tuning at a lower rate
         import pretrain
 
-        init_from = pretrain.pretrained(workdir.parent, params, epochs=60)
+        init_from = pretrain.pretrained(workdir.parent, params, epochs=60, seed=SEED)
         params = params.model_copy(update={"lr": 3e-4})
     train_detector(
         items, [val], workdir / "model", params=params, peaks=peaks_cfg, seed=SEED, threads=1,
@@ -163,7 +163,9 @@ def synthetic_only(p: dict, workdir: Path):
     """The synthetic pretrained model alone (zero real clicks), as the fine-tuned row uses it."""
     import pretrain
 
-    model = pretrain.pretrained(workdir.parent, run.dm_params(40, "percentile"), epochs=60)
+    model = pretrain.pretrained(
+        workdir.parent, run.dm_params(40, "percentile"), epochs=60, seed=SEED
+    )
     return model_peaks([model]), 0.0125, f"pretrained only: {model}"
 
 

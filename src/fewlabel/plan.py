@@ -247,6 +247,16 @@ class Plan(BfsPlan):
                     f"{key}.model '{model}' is not a trained model folder (no "
                     "model.json): point it at results/models/<name> of an earlier run."
                 )
+        init = self.config["detection"].get("train", {}).get("init_from")
+        if (
+            self.config["detection"]["enabled"]
+            and init
+            and not (Path(init) / "model.json").is_file()
+        ):
+            out.append(
+                f"detection.train.init_from '{init}' is not a trained model folder (no "
+                "model.json): point it at a DM-DetNet3D model folder, or set it to null."
+            )
         return out
 
     # prediction tiles (checked right after ingest, before any training)

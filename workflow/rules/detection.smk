@@ -39,6 +39,7 @@ if config["detection"]["method"] == "density":
             points=expand(POINTS, sample=PLAN.detection_fit_samples()),
             # volumes to predict hold a tile: checked first (ancient: never retrains)
             tiles=ancient(TILE_CHECK),
+            init=config["detection"]["train"]["init_from"] or [],
         output:
             directory(DETECTOR),
         params:

@@ -148,6 +148,12 @@ class DetectorTrainConfig(TrainConfig):
         "the validation volumes per epoch). f1 when the log warns that the best epoch was the "
         "first (benchmarks/real_spots protocol 3); with few validation points its F1 is noisy",
     )
+    init_from: str | None = Field(
+        None,
+        description="a DM-DetNet3D model folder to start from (fine-tuning, e.g. a model "
+        "pretrained on synthetic spots); it must have this model and normalisation; null: "
+        "random initialisation",
+    )
     normalisation: NormalisationConfig = Field(
         default_factory=NormalisationConfig,
         description="input intensity normalisation (mode percentile uses train.percentiles; "

@@ -185,6 +185,7 @@ def train_detector(
         log.info("intensity augmentation of training crops: %s", sampler.image_augment)
     model = DMDetNet3D(**params.model.kwargs()).to(device)
     arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
+    init_from = init_from if init_from is not None else params.init_from
     if init_from is not None:
         _initialise(model, arch, init_from, normalisation_recipe(params))
     log.info(
