@@ -219,6 +219,29 @@ def _boxes(ax, groups: list[list[float]], labels: list[str], configs: list[str])
     ax.legend(fontsize=7, loc="lower left")
 
 
+def _boxplot_figure(
+    path: Path,
+    groups: list[list[list[float]]],
+    labels: list[str],
+    configs: list[str],
+    *,
+    title: str,
+    ylim: tuple[float, float],
+    figsize: tuple[float, float],
+    xlabel: str | None = None,
+) -> None:
+    """One axes of :func:`_boxes` saved to ``path``."""
+    fig, ax = plt.subplots(figsize=figsize)
+    _boxes(ax, groups, labels, configs)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylim(*ylim)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def plots(df: pd.DataFrame, results: Path) -> None:
     n10 = df[(df["n"] == 10) & (df["k_factor"] == 1.0)]
     scenarios = [s for s in SCENARIOS if (n10.scenario == s).any()]
@@ -242,37 +265,37 @@ def plots(df: pd.DataFrame, results: Path) -> None:
     g = g[(g.scenario == "clustered") | (g.n > 296)]
     ns = sorted(g["n"].unique())
     if len(ns) > 1:
-        fig, ax = plt.subplots(figsize=(9, 4))
         configs = ["PU+SWA", "PU", "PN", "PN-noSWA", "FS"]
         groups = [
             [g[(g.n == n) & (g.config == c)]["f1_auto_test"].tolist() for c in configs] for n in ns
         ]
-        _boxes(ax, groups, [str(n) if n < 297 else f"{n} (4x vol.)" for n in ns], configs)
-        ax.set_xlabel("annotated particles N")
-        ax.set_ylim(0.6, 1.01)
-        ax.set_title(
-            "clustered (300 particles): F1 vs N, auto threshold (cf. paper Fig. 4)", fontsize=9
+        _boxplot_figure(
+            results / "crowding_n_boxplots.png",
+            groups,
+            [str(n) if n < 297 else f"{n} (4x vol.)" for n in ns],
+            configs,
+            title="clustered (300 particles): F1 vs N, auto threshold (cf. paper Fig. 4)",
+            ylim=(0.6, 1.01),
+            figsize=(9, 4),
+            xlabel="annotated particles N",
         )
-        fig.tight_layout()
-        fig.savefig(results / "crowding_n_boxplots.png", dpi=80)
-        plt.close(fig)
     # spread at N = 10 with / without averaging (cf. paper Fig. 5)
     configs = ["PU+SWA", "PU+EMA", "PU", "PN", "PN-noSWA"]
     scen = [s for s in ("base", "clustered") if (n10.scenario == s).any()]
     if scen:
-        fig, ax = plt.subplots(figsize=(7, 4))
         groups = [
             [n10[(n10.scenario == s) & (n10.config == c)]["f1_auto_test"].tolist() for c in configs]
             for s in scen
         ]
-        _boxes(ax, groups, scen, configs)
-        ax.set_ylim(0.7, 1.01)
-        ax.set_title(
-            "N = 10: spread with / without weight averaging (cf. paper Fig. 5)", fontsize=9
+        _boxplot_figure(
+            results / "crowding_swa_boxplots.png",
+            groups,
+            scen,
+            configs,
+            title="N = 10: spread with / without weight averaging (cf. paper Fig. 5)",
+            ylim=(0.7, 1.01),
+            figsize=(7, 4),
         )
-        fig.tight_layout()
-        fig.savefig(results / "crowding_swa_boxplots.png", dpi=80)
-        plt.close(fig)
 
 
 def crowding_section(results: Path) -> str:
