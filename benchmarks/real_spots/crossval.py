@@ -13,12 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
 from run import pooled
+from split import tune
 from tables import recall_at_levels
 
 
@@ -32,18 +32,15 @@ def main() -> None:
     for f in sorted((Path(args.workdir) / "split").glob("*.pkl")):
         r = pd.read_pickle(f)
         tables = r["tests"]
-        scores = np.concatenate([tables[i]["score"].to_numpy() for i in val_i])
-        grid = np.nextafter(np.unique(np.quantile(scores, np.linspace(0, 1, 200))), -np.inf)
         vt, vv = [tables[i] for i in val_i], [tests[i] for i in val_i]
         tt, tv = [tables[i] for i in test_i], [tests[i] for i in test_i]
-        sweep_val = pd.DataFrame([pooled(vt, vv, float(t)) for t in grid])
-        best = sweep_val.loc[sweep_val["f1"] == sweep_val["f1"].max(), "threshold"].to_numpy()
-        thr = float(best[len(best) // 2])
+        thr, sweep_val = tune(vt, vv)
         at = pooled(tt, tv, thr)
         row = {
             "method": r["method"], "val_best_f1": sweep_val["f1"].max(), "threshold": thr,
             "test_recall": at["recall"], "test_precision": at["precision"], "test_f1": at["f1"],
         }  # fmt: skip
+        grid = sweep_val["threshold"]  # img5/6 swept at the validation's candidates
         row.update(recall_at_levels(pd.DataFrame([pooled(tt, tv, float(t)) for t in grid])))
         rows.append(row)
     out = pd.DataFrame(rows).round(3).sort_values("val_best_f1", ascending=False)

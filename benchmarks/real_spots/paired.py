@@ -22,7 +22,8 @@ from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
-from run import GATE_UM, pooled
+from run import GATE_UM
+from split import test_sweep
 from tables import LEVELS
 
 from fewlabel.metrics.detection import match_points
@@ -45,12 +46,8 @@ def found(tables: list[pd.DataFrame], vols: list[data.Volume], threshold: float)
 
 def best_at_levels(tables, vols) -> dict[float, np.ndarray]:
     """Per level, the click flags at the threshold with the best recall at precision >= level
-    (the threshold grid of split.collect; no qualifying threshold: nothing found)."""
-    scores = np.concatenate([t["score"].to_numpy() for t in tables if len(t)])
-    sweep = [
-        pooled(tables, vols, float(np.nextafter(t, 0)))
-        for t in np.linspace(scores.min(), scores.max(), 200)
-    ]
+    (:func:`split.test_sweep`, as pr_curves*.tsv; no qualifying threshold: nothing found)."""
+    sweep = test_sweep(tables, vols)
     out = {}
     for level in LEVELS:
         ok = [s for s in sweep if s["precision"] >= level]

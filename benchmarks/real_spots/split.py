@@ -100,15 +100,25 @@ def validation(img2: data.Volume) -> data.Volume:
     return data.Volume(img2.name, img2.image, img2.clicks[inside], img2.voxel_size)
 
 
-def tune(table: pd.DataFrame, val: data.Volume) -> tuple[float, pd.DataFrame]:
-    """Threshold maximising F1 of click recall and box precision on the validation box (ties:
-    the median one), and the sweep (one row per candidate threshold)."""
-    scores = table["score"].to_numpy()
+def tune(tables: list[pd.DataFrame], vols: list[data.Volume]) -> tuple[float, pd.DataFrame]:
+    """Threshold maximising the pooled F1 of click recall and box precision on ``vols`` (ties:
+    the median one), and the sweep (one row per candidate: 200 quantiles of the scores)."""
+    scores = np.concatenate([t["score"].to_numpy() for t in tables])
     grid = np.unique(np.quantile(scores, np.linspace(0, 1, 200)))
     grid = np.nextafter(grid, -np.inf)  # score > t keeps the score t itself
-    sweep = pd.DataFrame([pooled([table], [val], float(t)) for t in grid])
+    sweep = pd.DataFrame([pooled(tables, vols, float(t)) for t in grid])
     best = sweep.loc[sweep["f1"] == sweep["f1"].max(), "threshold"].to_numpy()
     return float(best[len(best) // 2]), sweep
+
+
+def test_sweep(tables: list[pd.DataFrame], vols: list[data.Volume]) -> list[dict]:
+    """The test's precision-recall sweep: 200 thresholds evenly between the lowest and the
+    highest score (pr_curves*.tsv, paired.py)."""
+    scores = np.concatenate([t["score"].to_numpy() for t in tables if len(t)])
+    return [
+        pooled(tables, vols, float(np.nextafter(t, 0)))
+        for t in np.linspace(scores.min(), scores.max(), 200)
+    ]
 
 
 # --------------------------------------------------------------------------- methods
@@ -276,7 +286,7 @@ def run_method(name: str, p: dict, workdir: Path, epochs: int) -> None:
     work.mkdir(parents=True, exist_ok=True)
     peaks, _lowest, note = method(p, work, epochs)
     val_table = peaks(p["val"])
-    threshold, sweep = tune(val_table, p["val_clicks"])
+    threshold, sweep = tune([val_table], [p["val_clicks"]])
     tests = [peaks(v) for v in p["tests"]]
     out = {
         "method": name, "threshold": threshold, "note": note, "val_table": val_table,
@@ -297,7 +307,7 @@ def collect(workdir: Path) -> None:
     val_vol = validation(img2)
     for r in sorted(runs, key=lambda r: order.get(r["method"], 99)):
         name, tables = r["method"], r["tests"]
-        thr, sweep = tune(r["val_table"], val_vol)  # (re)tuned from the stored val peaks
+        thr, sweep = tune([r["val_table"]], [val_vol])  # (re)tuned from the stored val peaks
         chosen = sweep.loc[sweep["threshold"] == thr].iloc[0]
         rows.append(
             {"method": name, **pooled(tables, tests, thr), "val_recall": chosen["recall"],
@@ -307,9 +317,7 @@ def collect(workdir: Path) -> None:
         val = {"method": name, "threshold": thr, **recall_at_levels(sweep)}
         val["best F1"] = round(float(sweep["f1"].max()), 3)
         vals.append(val)
-        scores = np.concatenate([t["score"].to_numpy() for t in tables if len(t)])
-        for t in np.linspace(scores.min(), scores.max(), 200):
-            curves.append({"method": name, **pooled(tables, tests, float(np.nextafter(t, 0)))})
+        curves += [{"method": name, **row} for row in test_sweep(tables, tests)]
         if not variant(name) and "[percentile]" not in name:  # main rows only in the picture
             detections[name] = (tables, thr)
     rows_df, curves_df = pd.DataFrame(rows).round(4), pd.DataFrame(curves).round(4)
