@@ -19,9 +19,6 @@ def model_peaks(folders: Sequence[Path], peaks_cfg=None):
     from fewlabel.models.store import load_model
     from fewlabel.normalize import apply_range, prepare
 
-    missing = [str(f) for f in folders if not (Path(f) / "weights.pt").is_file()]
-    if missing:
-        raise SystemExit(f"train these models first: {missing}")
     models = [load_model(f, expect="dmdetnet3d") for f in folders]
     peaks_cfg = peaks_cfg or PeaksConfig()
 
