@@ -11,7 +11,12 @@ import torch
 
 from fewlabel.blocks import block_grid
 from fewlabel.cli import main
-from fewlabel.config import PredictConfig, SegmentationPredictConfig, parse
+from fewlabel.config import (
+    DetectionPredictConfig,
+    PredictConfig,
+    SegmentationPredictConfig,
+    parse,
+)
 from fewlabel.errors import ConfigError, FewlabelError, InputDataError
 from fewlabel.inference.engine import (
     predict_volume,
@@ -101,8 +106,13 @@ def test_predict_params_defaults_and_unknown_keys():
     # segmentation.predict: the same block with its own tile/overlap defaults
     seg = SegmentationPredictConfig()
     assert (seg.tile, seg.overlap, seg.cache_tiles) == ((16, 96, 96), (8, 44, 44), 64)
+    # detection.predict: the same block plus model_grid (on by default)
+    assert DetectionPredictConfig().model_dump(mode="json") == {
+        **params.model_dump(mode="json"),
+        "model_grid": True,
+    }
     with pytest.raises(ConfigError, match=r"config key 'detection.predict.tiles': unknown key"):
-        parse(PredictConfig, {"tiles": [8, 8, 8]})
+        parse(DetectionPredictConfig, {"tiles": [8, 8, 8]})
 
 
 @pytest.mark.parametrize(
@@ -114,11 +124,12 @@ def test_predict_params_defaults_and_unknown_keys():
         {"cache_tiles": 2.5},
         {"out_chunks": [0, 8, 8]},
         {"pad_to_tile": "maybe"},
+        {"model_grid": "sometimes"},
     ],
 )
 def test_predict_params_reject_bad_values(bad):
     with pytest.raises(ConfigError, match=r"config key 'detection.predict"):
-        parse(PredictConfig, bad)
+        parse(DetectionPredictConfig, bad)
 
 
 def test_slab_blocks_partition_the_grid_in_contiguous_runs():

@@ -167,6 +167,18 @@ class DetectorTrainConfig(TrainConfig):
     )
 
 
+class DetectionPredictConfig(PredictConfig):
+    """Tiled inference of DM-DetNet3D (``detection.predict``)."""
+
+    model_grid: bool = Field(
+        True,
+        description="predict on the training volumes' voxel size (median per axis, recorded "
+        "by train_detector) where a volume's differs by more than 5 % (linear resampling; "
+        "points are written in the image's voxels, the map keeps the training grid with its "
+        "NGFF scale); false: on the image's own grid",
+    )
+
+
 class PeaksConfig(ConfigModel):
     """Local maxima of a density / LoG response map (:mod:`fewlabel.detection.peaks`): used to
     tune the detection threshold at training time (density and LoG) and to apply it
@@ -257,8 +269,8 @@ class DetectionConfig(ConfigModel):
     train: DetectorTrainConfig = Field(
         default_factory=DetectorTrainConfig, description="detector training (method: density)"
     )
-    predict: PredictConfig = Field(
-        default_factory=PredictConfig, description="tiled inference (method: density)"
+    predict: DetectionPredictConfig = Field(
+        default_factory=DetectionPredictConfig, description="tiled inference (method: density)"
     )
     slabs: PosInt | Literal["auto"] = Field(
         1,

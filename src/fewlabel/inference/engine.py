@@ -38,16 +38,17 @@ import numpy as np
 
 from fewlabel.blocks import Block
 from fewlabel.config import PredictConfig
-from fewlabel.errors import InputDataError, ModelError
-from fewlabel.inference.geometry import check_fits_tile
+from fewlabel.errors import ModelError
 from fewlabel.inference.model_info import (
     blend_margin,
     input_view,
     intensity_range,
+    model_grid_of,
+    open_input,
     receptive_field,
     uses_instance_norm,
 )
-from fewlabel.io import atomic_path, create_ome_zarr, open_ome_zarr
+from fewlabel.io import atomic_path, create_ome_zarr
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,6 @@ def _inference(device: str) -> Any:
         yield
 
 
-def _in_channels(array: Any) -> int:
-    return int(array.shape[0]) if array.ndim == 4 else 1
-
-
 def _out_channels(module: Any, in_channels: int, tile: Sequence[int], device: str) -> int:
     """Output channels: ``module.out_channels`` when declared, else probed with one zero tile."""
     from fewlabel.inference.fast import model_runner
@@ -87,19 +84,6 @@ def _out_channels(module: Any, in_channels: int, tile: Sequence[int], device: st
     if out.ndim != 5:
         raise ModelError(f"the model returned a {out.ndim}D array for a (B, C, Z, Y, X) batch.")
     return int(out.shape[1])
-
-
-def _check_in_channels(
-    arch: Mapping[str, Any] | None, in_channels: int, *, sample: str | None, path: Path
-) -> None:
-    expected = ((arch or {}).get("kwargs") or {}).get("in_channels")
-    if expected is not None and int(expected) != in_channels:
-        raise InputDataError(
-            f"the image has {in_channels} channel(s) but the model expects {expected}.",
-            sample=sample,
-            path=path,
-            fix="ingest the channel(s) the model was trained on.",
-        )
 
 
 def _output_chunks(params: PredictConfig, source: Any) -> tuple[int, int, int]:
@@ -205,6 +189,7 @@ def predict_volume(
     slab: int | None = None,
     n_slabs: int = 1,
     roi: str | Path | None = None,
+    model_grid: bool = False,
 ) -> dict[str, Any]:
     """Predict ``image_path`` (OME-Zarr, ZYX or CZYX) with the model folder ``model_dir``.
 
@@ -214,7 +199,8 @@ def predict_volume(
     :func:`fewlabel.inference.slabs.create_prediction_array`) and its marker.
     ``roi``: optional ROI mask OME-Zarr (``segment_roi``; None or '' = none): tiles without an
     ROI voxel are not computed and their voxels are 0, ROI voxels equal the ungated result
-    (:mod:`fewlabel.inference.gating`).
+    (:mod:`fewlabel.inference.gating`). ``model_grid``: predict on the training grid the
+    folder records (:func:`model_grid_of`; the output then has that voxel size).
     Returns a summary dict (engine statistics, margin, intensity range, timings).
     """
     from fewlabel.models.store import load_model
@@ -235,24 +221,8 @@ def predict_volume(
         n_slabs=n_slabs,
         model_info=info,
         roi=roi,
+        grid=model_grid_of(loaded.training) if model_grid else None,
     )
-
-
-def _open_checked(
-    image_path: str | Path, params: PredictConfig, sample: str, arch: Mapping[str, Any] | None
-) -> tuple[Any, int]:
-    """Open the input image; check its channels against the model and its size against a tile."""
-    image = open_ome_zarr(image_path, sample=sample)
-    in_channels = _in_channels(image.array)
-    _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
-    check_fits_tile(
-        tuple(image.array.shape[-3:]),
-        params.tile,
-        pad_to_tile=params.pad_to_tile,
-        sample=sample,
-        path=image_path,
-    )
-    return image, in_channels
 
 
 def _output_geometry(
@@ -294,16 +264,20 @@ def predict_with_module(
     n_slabs: int = 1,
     model_info: Mapping[str, Any] | None = None,
     roi: str | Path | None = None,
+    grid: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """:func:`predict_volume` for an already built ``torch.nn.Module`` (eval mode, on device)."""
+    """:func:`predict_volume` for an already built ``torch.nn.Module`` (eval mode, on device);
+    ``grid``: the voxel size to predict on (:mod:`fewlabel.inference.resample`)."""
     from fewlabel.inference.gating import open_roi
+    from fewlabel.inference.resample import roi_on_grid
 
     device = device or _default_device()
     t0 = time.perf_counter()
-    image, in_channels = _open_checked(image_path, params, sample, arch)
+    image, in_channels, resampled = open_input(image_path, params, sample, arch, grid)
     source = input_view(image.array, normalization, image.voxel_size, sample=sample)
     spatial = tuple(int(s) for s in source.shape[-3:])
-    mask = open_roi(roi, spatial, sample=sample)
+    own = spatial if resampled is None else resampled["image_shape"]
+    mask = roi_on_grid(open_roi(roi, own, sample=sample), resampled)
     if slab is not None:
         from fewlabel.inference.slabs import _predict_slab  # slabs imports this module
 
@@ -326,6 +300,7 @@ def predict_with_module(
         sample, image_path, params, value_range, margin, rf, out_channels, model_info, n_slabs=1
     )
     attrs["roi"] = None if mask is None else str(roi)
+    attrs["resampled"] = resampled
     with atomic_path(output_path) as tmp:
         target = _create_output(
             tmp,

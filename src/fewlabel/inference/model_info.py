@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fewlabel.errors import ModelError
+from fewlabel.errors import InputDataError, ModelError
+
+if TYPE_CHECKING:
+    from fewlabel.config import PredictConfig
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +155,68 @@ def input_view(
             f"({exc}); expected background_um: [z, y, x] (µm)."
         ) from exc
     return array if radius is None else BackgroundSubtracted(array, radius)
+
+
+# --------------------------------------------------------------------------- opening
+def in_channels_of(array: Any) -> int:
+    return int(array.shape[0]) if array.ndim == 4 else 1
+
+
+def _check_in_channels(
+    arch: Mapping[str, Any] | None, in_channels: int, *, sample: str | None, path: Path
+) -> None:
+    expected = ((arch or {}).get("kwargs") or {}).get("in_channels")
+    if expected is not None and int(expected) != in_channels:
+        raise InputDataError(
+            f"the image has {in_channels} channel(s) but the model expects {expected}.",
+            sample=sample,
+            path=path,
+            fix="ingest the channel(s) the model was trained on.",
+        )
+
+
+def model_grid_of(training: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The training grid a model folder's training.json records (``voxel_size_um``; None for
+    folders from before it was recorded: they predict on the image's own grid)."""
+    grid = training.get("voxel_size_um")
+    if grid is None:
+        log.info("the model folder records no training voxel size: no resampling")
+        return None
+    return tuple(float(v) for v in grid)  # type: ignore[return-value]
+
+
+def open_input(
+    image_path: str | Path,
+    params: PredictConfig,
+    sample: str,
+    arch: Mapping[str, Any] | None,
+    grid: Sequence[float] | None = None,
+) -> tuple[Any, int, dict[str, Any] | None]:
+    """Open the input image (on the model's ``grid`` where it differs:
+    :mod:`fewlabel.inference.resample`); check its channels against the model and its size
+    against a tile. Returns the image, its channels and the resampling record (or None)."""
+    from fewlabel.inference.geometry import check_fits_tile
+    from fewlabel.inference.resample import on_grid
+    from fewlabel.io import open_ome_zarr
+
+    image, resampled = on_grid(open_ome_zarr(image_path, sample=sample), grid)
+    in_channels = in_channels_of(image.array)
+    _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
+    check_fits_tile(
+        tuple(image.array.shape[-3:]),
+        params.tile,
+        pad_to_tile=params.pad_to_tile,
+        sample=sample,
+        path=image_path,
+    )
+    if resampled is not None:
+        log.info(
+            "sample %s: voxel size %s µm resampled to the model's training grid %s µm "
+            "(ZYX shape %s -> %s)",
+            sample,
+            resampled["image_voxel_size"],
+            resampled["voxel_size"],
+            resampled["image_shape"],
+            list(image.array.shape[-3:]),
+        )
+    return image, in_channels, resampled

@@ -29,12 +29,11 @@ from fewlabel.inference.engine import (
     _attrs,
     _create_output,
     _default_device,
-    _open_checked,
     _output_geometry,
     _run_engine,
     _set_attrs,
 )
-from fewlabel.inference.model_info import input_view
+from fewlabel.inference.model_info import input_view, model_grid_of, open_input
 from fewlabel.io import atomic_path, build_pyramid, open_ome_zarr
 
 log = logging.getLogger(__name__)
@@ -111,12 +110,14 @@ def create_prediction_array(
     n_slabs: int | str,
     slab_voxels: int = DEFAULT_SLAB_VOXELS,
     device: str | None = None,
+    model_grid: bool = False,
 ) -> Path:
     """Create ``<output>.partial`` once for ``n_slabs`` slab jobs (upstream step); return it.
 
     Fixes everything the slab jobs must share: the output geometry, the intensity range (from
     the whole volume), the blending margin, the slab count (``'auto'``: :func:`plan_slabs`
-    with ``slab_voxels``; stored as ``attrs['fewlabel']['n_slabs']``) and a fresh ``run_id``.
+    with ``slab_voxels``; stored as ``attrs['fewlabel']['n_slabs']``) and a fresh ``run_id``;
+    ``model_grid`` as for :func:`fewlabel.inference.engine.predict_volume`.
     """
     from fewlabel.models.store import load_model
 
@@ -134,6 +135,7 @@ def create_prediction_array(
         arch=loaded.arch,
         device=device,
         model_info={"model_dir": str(model_dir), "arch": loaded.arch},
+        grid=model_grid_of(loaded.training) if model_grid else None,
     )
 
 
@@ -150,11 +152,13 @@ def create_prediction_array_for_module(
     arch: Mapping[str, Any] | None = None,
     device: str | None = None,
     model_info: Mapping[str, Any] | None = None,
+    grid: Sequence[float] | None = None,
 ) -> Path:
-    """:func:`create_prediction_array` for an already built module."""
+    """:func:`create_prediction_array` for an already built module (``grid``: the voxel size
+    to predict on)."""
     check_n_slabs(n_slabs, slab_voxels)
     device = device or _default_device()
-    image, in_channels = _open_checked(image_path, params, sample, arch)
+    image, in_channels, resampled = open_input(image_path, params, sample, arch, grid)
     source = input_view(image.array, normalization, image.voxel_size, sample=sample)
     rf, margin, value_range, out_channels, chunks = _output_geometry(
         module, source, in_channels, params, sample, normalization, arch, device
@@ -181,6 +185,7 @@ def create_prediction_array_for_module(
         n_slabs=n_slabs,
     )
     attrs["run_id"] = uuid.uuid4().hex
+    attrs["resampled"] = resampled
     partial = partial_path(output_path)
     with atomic_path(partial) as tmp:
         _create_output(

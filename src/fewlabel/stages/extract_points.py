@@ -3,7 +3,8 @@
 Reads the map (ZYX, or channel 0 of CZYX) and the detection threshold (``--threshold``, else
 the model folder's ``thresholds.json``), finds the local maxima above it with sub-voxel
 refinement, block by block (:func:`fewlabel.detection.peaks.extract_points`), and writes the
-points (z, y, x voxels; µm; score) as CSV.
+points (z, y, x voxels; µm; score) as CSV. A map predicted on the model's training grid
+(:mod:`fewlabel.inference.resample`) gives points in the image's voxels all the same.
 """
 
 from __future__ import annotations
@@ -75,5 +76,12 @@ def extract_points(args: argparse.Namespace) -> None:
         workers=args.threads,
         block_shape=params.block_shape,
     )
+    resampled = volume.attrs.get("fewlabel", {}).get("resampled")
+    if resampled and len(table):  # predicted on the model's grid: back to the image's voxels
+        from fewlabel.inference.resample import points_to_image
+
+        zyx = table[["z", "y", "x"]].to_numpy(float)
+        image_voxel = resampled["image_voxel_size"]
+        table[["z", "y", "x"]] = points_to_image(zyx, volume.voxel_size, image_voxel)
     with atomic_path(args.output) as tmp:
         table.to_csv(tmp, index=False)

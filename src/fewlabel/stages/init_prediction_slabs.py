@@ -54,13 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def init_prediction_slabs(args: argparse.Namespace) -> None:
-    from fewlabel.config import PredictConfig
+    from fewlabel.config import DetectionPredictConfig
     from fewlabel.device import configure_torch
     from fewlabel.inference.slabs import DEFAULT_SLAB_VOXELS, create_prediction_array
     from fewlabel.io import open_ome_zarr, pyramid_settings
     from fewlabel.runtime import write_json
 
-    params = PredictConfig.model_validate(args.params)
+    params = DetectionPredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
     with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
         partial = create_prediction_array(
@@ -68,6 +68,7 @@ def init_prediction_slabs(args: argparse.Namespace) -> None:
             args.image,
             args.output,
             params=params,
+            model_grid=params.model_grid,
             sample=args.sample,
             n_slabs=args.n_slabs,
             slab_voxels=args.slab_voxels or DEFAULT_SLAB_VOXELS,

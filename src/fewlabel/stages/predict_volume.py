@@ -25,12 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def predict_volume(args: argparse.Namespace) -> None:
-    from fewlabel.config import PredictConfig
+    from fewlabel.config import DetectionPredictConfig
     from fewlabel.device import configure_torch
     from fewlabel.inference import engine
     from fewlabel.io import pyramid_settings
 
-    params = PredictConfig.model_validate(args.params)
+    params = DetectionPredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
     with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
         engine.predict_volume(
@@ -38,6 +38,7 @@ def predict_volume(args: argparse.Namespace) -> None:
             args.image,
             args.output,
             params=params,
+            model_grid=params.model_grid,
             sample=args.sample,
             roi=args.roi,
             device=device,

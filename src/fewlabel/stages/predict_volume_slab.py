@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def predict_volume_slab(args: argparse.Namespace) -> None:
-    from fewlabel.config import PredictConfig
+    from fewlabel.config import DetectionPredictConfig
     from fewlabel.device import configure_torch
     from fewlabel.errors import ConfigError
     from fewlabel.inference import engine
@@ -36,13 +36,14 @@ def predict_volume_slab(args: argparse.Namespace) -> None:
             f"--slab {args.slab} is not in 0..{args.n_slabs - 1}.",
             fix="pass --slab i --n-slabs n with 0 <= i < n.",
         )
-    params = PredictConfig.model_validate(args.params)
+    params = DetectionPredictConfig.model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
     engine.predict_volume(
         args.model_dir,
         args.image,
         args.output,
         params=params,
+        model_grid=params.model_grid,
         sample=args.sample,
         roi=args.roi,
         device=device,

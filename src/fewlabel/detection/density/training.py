@@ -113,6 +113,7 @@ def train_detector(
     """
     from fewlabel.detection.density.detnet import ARCH_NAME, DMDetNet3D
     from fewlabel.device import configure_torch
+    from fewlabel.inference.resample import training_grid
     from fewlabel.models.store import save_model
     from fewlabel.runtime import provenance
 
@@ -301,6 +302,8 @@ def train_detector(
         "val": [dataclasses.asdict(i) for i in val],
         "init_from": None if init_from is None else str(init_from),
         "normalisation_ranges": {v.item.sample: [v.low, v.high] for v in train_vols},
+        # the grid prediction resamples to (fewlabel.inference.resample)
+        "voxel_size_um": list(training_grid([v.voxel_size for v in train_vols])),
         **summary,
         "provenance": provenance(
             {**params.model_dump(mode="json"), "peaks": peaks.model_dump(mode="json")}
