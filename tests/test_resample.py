@@ -183,16 +183,40 @@ def test_slab_jobs_and_roi_gating_on_the_training_grid(volume, tmp_path):
 
 
 # --------------------------------------------------------------------------- points
+def _spots(truth: np.ndarray, shape=(19, 40, 36)) -> np.ndarray:
+    """Gaussian spots (s.d. 0.3 µm in z, 0.165 µm in y/x) at ``truth`` (voxels of 0.3 µm z)."""
+    zz, yy, xx = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    image = np.zeros(shape, np.float32)
+    for z, y, x in truth:
+        d_xy = ((yy - y) ** 2 + (xx - x) ** 2) * 0.11**2
+        image += np.exp(-(((zz - z) * 0.3) ** 2) / 0.18 - d_xy / 0.0545)
+    return image
+
+
+TRUTH = np.array([[4.0, 10.0, 12.0], [12.0, 30.0, 20.0], [15.0, 18.0, 28.0]])
+
+
+def test_threshold_tuning_predicts_a_volume_of_another_voxel_size_on_the_grid():
+    """grid_peaks (train_detector's tuning): peaks found on the grid, in the volume's voxels."""
+    from types import SimpleNamespace
+
+    from fewlabel.config import PeaksConfig
+    from fewlabel.detection.density.tuning import grid_peaks
+
+    vol = SimpleNamespace(image=_spots(TRUTH), voxel_size=IMAGE_VOXEL, normalise=None)
+    args = (torch.nn.Identity(), vol)
+    rest = (0.3, (1, 2, 2), PeaksConfig(), "cpu", (32, 64, 64))
+    on_grid, own = grid_peaks(*args, GRID, *rest), grid_peaks(*args, None, *rest)
+    for table in (on_grid, own):
+        got = table.sort_values("z")[["z", "y", "x"]].to_numpy()
+        np.testing.assert_allclose(got, TRUTH, atol=0.35)
+    assert not np.allclose(on_grid.sort_values("z")["z"], own.sort_values("z")["z"])
+
+
 def test_extract_points_writes_the_image_voxels_of_a_map_on_the_training_grid(tmp_path):
     """Gaussian spots at known image positions (z step 0.3 µm); their map on the 0.4 µm grid
     (as the engine writes it); extract_points gives the image's voxels and the same µm."""
-    truth = np.array([[4.0, 10.0, 12.0], [12.0, 30.0, 20.0], [15.0, 18.0, 28.0]])
-    zz, yy, xx = np.meshgrid(*(np.arange(n) for n in (19, 40, 36)), indexing="ij")
-    image = np.zeros((19, 40, 36), np.float32)
-    for z, y, x in truth:  # s.d. 0.3 µm in z, 0.165 µm in y/x
-        image += np.exp(
-            -(((zz - z) * 0.3) ** 2) / 0.18 - (((yy - y) ** 2 + (xx - x) ** 2) * 0.0121) / 0.0545
-        )
+    truth, image = TRUTH, _spots(TRUTH)
     density = tmp_path / "density.ome.zarr"
     record = {"voxel_size": list(GRID), "image_voxel_size": list(IMAGE_VOXEL),
               "image_shape": [19, 40, 36]}  # fmt: skip

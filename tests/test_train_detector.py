@@ -162,6 +162,7 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
     }
     assert loaded.training["params"]["model"]["base_channels"] == 2
     assert loaded.training["epochs_run"] == 2
+    assert loaded.training["voxel_size_um"] == [1.0, 0.5, 0.5]  # the grid prediction uses
     # the threshold was tuned with detection.peaks, recorded for extract_points: the default
     # (0.3, 0.2, 0.2) µm is (0, 0, 0) voxels of 1 x 0.5 x 0.5 µm (rounded)
     assert loaded.training["peaks"]["min_distance"] == [0.3, 0.2, 0.2]

@@ -158,6 +158,8 @@ def train_detector(
         for v in val_vols
     }
     size_checks = _size_warnings(train_vols, object_diameter_um)
+    # the grid prediction resamples to (fewlabel.inference.resample); tuning predicts on it too
+    grid = training_grid([v.voxel_size for v in train_vols])
 
     gate, gate_unit = tuning_gate(params.gate, params.gate_unit, evaluation)
     point_fraction = params.point_fraction
@@ -217,7 +219,15 @@ def train_detector(
         def validate(net: nn.Module) -> dict[str, float]:
             out = validate_loss(net)
             _, table, _ = tune_threshold(
-                net, val_vols, val_peaks, params, peaks, device, gate=gate, gate_unit=gate_unit
+                net,
+                val_vols,
+                val_peaks,
+                params,
+                peaks,
+                device,
+                gate=gate,
+                gate_unit=gate_unit,
+                grid=grid,
             )
             f1 = float(table["f1"].max())
             # 1 - F1; equal F1 (few validation points) is decided by the loss
@@ -254,7 +264,7 @@ def train_detector(
     # threshold tuning with the best weights (pooled F1 over the validation volumes)
     model.load_state_dict(result.best_state)
     threshold, f1_table, tuned_with = tune_threshold(
-        model, val_vols, val_peaks, params, peaks, device, gate=gate, gate_unit=gate_unit
+        model, val_vols, val_peaks, params, peaks, device, gate=gate, gate_unit=gate_unit, grid=grid
     )
     best = f1_table.loc[f1_table["threshold"] == threshold].iloc[0]
     thresholds = {
@@ -302,8 +312,7 @@ def train_detector(
         "val": [dataclasses.asdict(i) for i in val],
         "init_from": None if init_from is None else str(init_from),
         "normalisation_ranges": {v.item.sample: [v.low, v.high] for v in train_vols},
-        # the grid prediction resamples to (fewlabel.inference.resample)
-        "voxel_size_um": list(training_grid([v.voxel_size for v in train_vols])),
+        "voxel_size_um": list(grid),
         **summary,
         "provenance": provenance(
             {**params.model_dump(mode="json"), "peaks": peaks.model_dump(mode="json")}

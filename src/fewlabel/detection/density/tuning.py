@@ -81,6 +81,7 @@ def tune_threshold(
     *,
     gate: float,
     gate_unit: str = "voxel",
+    grid: Sequence[float] | None = None,
 ) -> tuple[float, pd.DataFrame, str]:
     """Detection threshold of ``params.threshold_grid`` maximising the pooled F1 on ``vols``.
 
@@ -89,41 +90,66 @@ def tune_threshold(
     annotated one: click recall with known-region precision
     (:func:`fewlabel.detection.density.partial.known_sweep`). Returns the threshold, the F1
     table and what it was tuned with (``full`` or ``clicks-recall+<precision source>``).
+    ``grid``: the training voxel size; a volume whose own differs is predicted on it, as
+    ``detection.predict.model_grid`` predicts (:func:`grid_peaks`).
     """
     from fewlabel.detection.density import partial
-    from fewlabel.detection.peaks import find_peaks
     from fewlabel.metrics.detection import sweep_thresholds
 
-    grid = sorted(float(t) for t in params.threshold_grid)
+    candidates = sorted(float(t) for t in params.threshold_grid)
     tables, gts = [], []
+    tile = tuple(max(c, 16) * 2 for c in params.crop)
     for vol in vols:
-        density = predict_density(
-            model,
-            vol.image,
-            device=device,
-            normalise=vol.normalise,
-            tile=tuple(max(c, 16) * 2 for c in params.crop),
-        )
+        min_distance = peaks_by_sample[vol.item.sample].min_distance
         tables.append(
-            find_peaks(
-                density,
-                threshold=grid[0],
-                min_distance=peaks_by_sample[vol.item.sample].min_distance,
-                refine_radius=peaks.refine_radius,
-            )
+            grid_peaks(model, vol, grid, candidates[0], min_distance, peaks, device, tile)
         )
         gts.append(vol.points)
     scales = [tuple(v.voxel_size) if gate_unit == "um" else (1.0, 1.0, 1.0) for v in vols]
     if not any(v.attrs.get("annotation", "full") != "full" for v in vols):
-        best, table = sweep_thresholds(tables, gts, gate=gate, scales=scales, candidates=grid)
+        best, table = sweep_thresholds(tables, gts, gate=gate, scales=scales, candidates=candidates)
         return best, table, "full"
     known = [
         partial.known_volume(v.item.sample, v.points, v.shape, v.attrs, scale=sc)
         for v, sc in zip(vols, scales, strict=True)
     ]
     source = partial.check_sources(known)
-    best, table = partial.known_sweep(tables, known, gate=gate, candidates=grid)
+    best, table = partial.known_sweep(tables, known, gate=gate, candidates=candidates)
     return best, table, f"clicks-recall+{source}-precision"
+
+
+def grid_peaks(
+    model: nn.Module,
+    vol: _Volume,
+    grid: Sequence[float] | None,
+    threshold: float,
+    min_distance: Sequence[int],
+    peaks: PeaksConfig,
+    device: str,
+    tile: Sequence[int],
+) -> pd.DataFrame:
+    """Peaks of ``vol``'s density in its own voxels, predicted on ``grid`` where its voxel size
+    differs (:mod:`fewlabel.inference.resample`; min_distance kept in µm). The volume's
+    normalised view is resampled: with a ``background`` recipe its top-hat is taken before
+    resampling, where prediction takes it after (on the grid)."""
+    from fewlabel.detection.peaks import find_peaks
+    from fewlabel.inference.resample import Resampled, points_to_image, target_grid
+
+    on = target_grid(vol.voxel_size, grid)
+    image = vol.image if on is None else Resampled(vol.image, vol.voxel_size, on)
+    if on is not None:
+        min_distance = tuple(
+            int(math.floor(d * v / g + 0.5))
+            for d, v, g in zip(min_distance, vol.voxel_size, on, strict=True)
+        )
+    density = predict_density(model, image, device=device, normalise=vol.normalise, tile=tile)
+    table = find_peaks(
+        density, threshold=threshold, min_distance=min_distance, refine_radius=peaks.refine_radius
+    )
+    if on is not None and len(table):
+        zyx = table[["z", "y", "x"]].to_numpy(float)
+        table[["z", "y", "x"]] = points_to_image(zyx, on, vol.voxel_size)
+    return table
 
 
 def validation_fn(
