@@ -6,13 +6,15 @@ LoG's σ is in µm and adapts. nnU-Net's answer is a target spacing: every volum
 the training spacing before the network and the result mapped back. Here each validation and
 test volume whose z step differs by more than 5 % is resampled along z (linear interpolation,
 xy untouched) to the model's training z step, the stored model predicts on it, and the peaks'
-z is mapped back to the recorded grid; thresholds and scoring as in ``split.py`` (validation on img2's box, test
-sweep on img4-6). No model is retrained. Rows: every trained DM-DetNet3D row of the work folder
-(ensembles and PU rows are left out); the same rows without resampling are in
-``pr_curves{tag}.tsv``.
+z is mapped back to the recorded grid; thresholds and scoring as in ``split.py`` (validation
+on img2's box, test sweep on img4-6). No model is retrained. Rows: every trained DM-DetNet3D
+row of the work folder (ensembles and PU rows are left out); the same rows without resampling
+are in ``pr_curves{tag}.tsv``.
 
 ``OMP_NUM_THREADS=1 python benchmarks/real_spots/resample.py --workdir /tmp/spots3/split``
-(``--noise 3 --workdir /tmp/spots3/noise3`` for protocol 3) writes ``resample{tag}.tsv``.
+(``--noise 3 --workdir /tmp/spots3/noise3`` for protocol 3) writes ``resample{tag}.tsv``;
+``--pu``: the PU+SWA rows instead (a second check, declared after the DM tables: the library's
+PU prediction does not resample), ``resample_pu{tag}.tsv``.
 """
 
 from __future__ import annotations
@@ -55,8 +57,21 @@ def resampled(peaks, z_um: float):
     return fn
 
 
-def model_of(name: str, workdir: Path) -> tuple[Path, float] | None:
-    """The model folder of a stored row and its training z step (None: not a single DM)."""
+def pu_peaks(folder: Path, cache: Path):
+    """``peaks(volume)`` of a stored PU model folder: the tiled engine's score map and the
+    post-processing chain at the lowest threshold of ``pu_method`` (score maps cached under
+    ``cache``)."""
+    import pu_method as pu
+
+    cfg = pu.params(1)  # the predict and post-processing settings (k only trains)
+    return lambda vol: pu.peaks(folder, cfg, pu.LOWEST, vol, cache)
+
+
+def model_of(name: str, workdir: Path, pu: bool = False) -> tuple[Path, float] | None:
+    """The model folder of a stored row and its training z step (None: not a single DM, or
+    with ``pu`` not a PU row)."""
+    if pu:
+        return (workdir / split.slug(name) / "model", TRAIN_Z_UM) if name.startswith("PU") else None
     if not name.startswith("DM-DetNet3D") or any(s in name for s in SKIP):
         return None
     if "synthetic only" in name:
@@ -73,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--noise", type=float, default=1.0)
+    parser.add_argument("--pu", action="store_true", help="the PU rows (resample_pu*.tsv)")
     args = parser.parse_args()
     split.NOISE = args.noise
     workdir = Path(args.workdir)
@@ -83,10 +99,14 @@ def main() -> None:
     rows = []
     for pkl in sorted((workdir / "split").glob("*.pkl")):
         name = pd.read_pickle(pkl)["method"]
-        found = model_of(name, workdir)
+        found = model_of(name, workdir, args.pu)
         if found is None or not (found[0] / "weights.pt").is_file():
             continue
-        fn = resampled(model_peaks([found[0]]), found[1])
+        if args.pu:  # a cache of its own: the recorded rows' score maps sit in the row folder
+            peaks = pu_peaks(found[0], workdir / "grid" / split.slug(name))
+        else:
+            peaks = model_peaks([found[0]])
+        fn = resampled(peaks, found[1])
         threshold, _ = split.tune([fn(p["val"])], [p["val_clicks"]])
         tests = [fn(v) for v in p["tests"]]
         sweep = pd.DataFrame(split.test_sweep(tests, p["tests"]))
@@ -99,7 +119,8 @@ def main() -> None:
         rows[-2]["F1 at val threshold"] = round(float(at_val[name]), 3)
         rows[-1]["F1 at val threshold"] = round(pooled(tests, p["tests"], threshold)["f1"], 3)
         print(rows[-2], rows[-1], sep="\n", flush=True)
-    pd.DataFrame(rows).to_csv(data.HERE / f"resample{tag}.tsv", sep="\t", index=False)
+    out = data.HERE / f"resample{'_pu' if args.pu else ''}{tag}.tsv"
+    pd.DataFrame(rows).to_csv(out, sep="\t", index=False)
 
 
 if __name__ == "__main__":
