@@ -182,6 +182,24 @@ def test_slab_jobs_and_roi_gating_on_the_training_grid(volume, tmp_path):
         )  # fmt: skip
 
 
+def test_a_volume_too_small_on_the_training_grid_names_both_shapes(volume, tmp_path):
+    path, _ = volume  # 19 planes of 0.3 µm = 14 of 0.4 µm
+    folder = _model(tmp_path / "model")
+    params = PARAMS.model_copy(update={"tile": (16, 16, 16), "overlap": (4, 4, 4)})
+    with pytest.raises(InputDataError) as caught:
+        predict_volume(
+            folder, path, tmp_path / "p.ome.zarr", params=params, sample="s1", device="cpu",
+            model_grid=True,
+        )  # fmt: skip
+    text = str(caught.value)
+    assert "the volume (14, 40, 36) is smaller than one tile" in text
+    assert "the image is (19, 40, 36) voxels of [0.3, 0.11, 0.11] µm" in text
+    assert "model_grid: false" in text and "pad_to_tile: true" in text
+    predict_volume(  # on its own grid it holds the tile
+        folder, path, tmp_path / "p.ome.zarr", params=params, sample="s1", device="cpu"
+    )
+
+
 # --------------------------------------------------------------------------- points
 def _spots(truth: np.ndarray, shape=(19, 40, 36)) -> np.ndarray:
     """Gaussian spots (s.d. 0.3 µm in z, 0.165 µm in y/x) at ``truth`` (voxels of 0.3 µm z)."""

@@ -345,6 +345,46 @@ def test_check_predict_tiles_names_sample_shape_tile_and_fix(tmp_path, monkeypat
     assert json.loads(Path("t.json").read_text())["s0002"]["shape"] == [8, 32, 32]
 
 
+def test_check_predict_tiles_checks_the_shape_on_the_training_grid(tmp_path, monkeypatch):
+    """detection.predict.model_grid: a test volume that holds the tile on its own grid (z 0.3
+    µm, 8 planes) but not on the training grid (z 0.4 µm of the train row: 6 planes) fails
+    before training, naming both shapes and both fixes."""
+    from fewlabel.cli import main
+
+    workdir = tiny_project(tmp_path, 3, n_train=1, n_val=1)
+    monkeypatch.chdir(workdir)
+    sheet = Path("samples.tsv").read_text().splitlines()
+    sheet[1] = sheet[1].replace("0.3,0.1,0.1", "0.4,0.1,0.1")  # the train row
+    Path("samples.tsv").write_text("\n".join(sheet) + "\n")
+    config = yaml.safe_load(Path("config.yaml").read_text())
+    config["detection"] = {"predict": {"tile": [8, 32, 32], "overlap": [2, 4, 4]}}
+    Path("config.yaml").write_text(yaml.safe_dump(config))
+    args = ["check_predict_tiles", "--configfile", "config.yaml", "--output", "t.json"]
+    assert main([*args, "--log", "t.log"]) == 2
+    text = Path("t.log").read_text()
+    for part in (
+        "sample 's0002'",
+        "the volume (6, 32, 32) is smaller than one tile, detection.predict.tile = (8, 32, 32)",
+        "training grid [0.4, 0.1, 0.1] µm",
+        "the image is (8, 32, 32) voxels of [0.3, 0.1, 0.1] µm",
+        "set detection.predict.pad_to_tile: true",
+        "detection.predict.model_grid: false",
+    ):
+        assert part in text, (part, text)
+    config["detection"]["predict"]["pad_to_tile"] = True
+    Path("config.yaml").write_text(yaml.safe_dump(config))
+    assert main(args) == 0
+    assert json.loads(Path("t.json").read_text())["s0002"]["shape_on_training_grid"] == [6, 32, 32]
+    config["detection"]["predict"] = {
+        "tile": [8, 32, 32],
+        "overlap": [2, 4, 4],
+        "model_grid": False,
+    }
+    Path("config.yaml").write_text(yaml.safe_dump(config))
+    assert main(args) == 0
+    assert "shape_on_training_grid" not in json.loads(Path("t.json").read_text())["s0002"]
+
+
 @pytest.mark.workflow
 def test_too_small_volume_to_predict_fails_before_training(tmp_path):
     workdir = tiny_project(tmp_path, 3, n_train=1, n_val=1)

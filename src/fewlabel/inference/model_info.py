@@ -196,19 +196,25 @@ def open_input(
     :mod:`fewlabel.inference.resample`); check its channels against the model and its size
     against a tile. Returns the image, its channels and the resampling record (or None)."""
     from fewlabel.inference.geometry import check_fits_tile
-    from fewlabel.inference.resample import on_grid
+    from fewlabel.inference.resample import grid_tile_error, on_grid
     from fewlabel.io import open_ome_zarr
 
     image, resampled = on_grid(open_ome_zarr(image_path, sample=sample), grid)
     in_channels = in_channels_of(image.array)
     _check_in_channels(arch, in_channels, sample=sample, path=Path(image_path))
-    check_fits_tile(
-        tuple(image.array.shape[-3:]),
-        params.tile,
-        pad_to_tile=params.pad_to_tile,
-        sample=sample,
-        path=image_path,
-    )
+    try:
+        check_fits_tile(
+            tuple(image.array.shape[-3:]),
+            params.tile,
+            pad_to_tile=params.pad_to_tile,
+            sample=sample,
+            path=image_path,
+        )
+    except InputDataError as error:
+        if resampled is None:
+            raise
+        own = resampled["image_voxel_size"]
+        raise grid_tile_error(error, resampled["image_shape"], own, image.voxel_size) from None
     if resampled is not None:
         log.info(
             "sample %s: voxel size %s µm resampled to the model's training grid %s µm "

@@ -164,3 +164,20 @@ def roi_on_grid(roi: Any, info: dict[str, Any] | None) -> Any:
     if roi is None or info is None:
         return roi
     return Resampled(roi, info["image_voxel_size"], info["voxel_size"], order=0)
+
+
+def grid_tile_error(
+    error: Any, image_shape: Sequence[int], image_voxel: Sequence[float], grid: Sequence[float]
+) -> Any:
+    """``error`` (a too-small volume, :func:`fewlabel.inference.geometry.check_fits_tile`)
+    saying that the shape is the one on the training grid, and the other fix."""
+    from fewlabel.errors import InputDataError
+
+    return InputDataError(
+        f"{error.problem} That is its shape on the model's training grid {list(grid)} µm "
+        f"(detection.predict.model_grid); the image is {tuple(int(n) for n in image_shape)} "
+        f"voxels of {[float(v) for v in image_voxel]} µm.",
+        sample=error.sample,
+        path=error.path,
+        fix=f"{error.fix} Or set detection.predict.model_grid: false (the image's own grid).",
+    )
