@@ -64,6 +64,8 @@ def pu_peaks(folder: Path, cache: Path):
     import pu_method as pu
 
     cfg = pu.params(1)  # the predict and post-processing settings (k only trains)
+    # 10 planes of 0.3 µm are 7 of 0.4 µm: below the 10-plane tile, mirror-padded to it
+    cfg = cfg.model_copy(update={"predict": cfg.predict.model_copy(update={"pad_to_tile": True})})
     return lambda vol: pu.peaks(folder, cfg, pu.LOWEST, vol, cache)
 
 
