@@ -201,8 +201,9 @@ def test_predict_only_sheet_reuses_a_trained_detector(tmp_path, finished_run):
     """The commonest case after a first training: new volumes, the trained model folder (the
     detector of the session's default chain run)."""
     workdir = tiny_project(tmp_path, 1)
-    (workdir / "samples.tsv").write_text(
+    (workdir / "samples.tsv").write_text(  # new2: another z step than the training volumes
         "sample\timage\tvoxel_size\tsplit\nnew1\tdata/v.tif\t0.3,0.1,0.1\tpredict\n"
+        "new2\tdata/v.tif\t0.45,0.1,0.1\tpredict\n"
     )
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["detection"] = {
@@ -231,6 +232,17 @@ def test_predict_only_sheet_reuses_a_trained_detector(tmp_path, finished_run):
     assert list(points.columns)[:3] == ["z", "y", "x"]
     assert not (workdir / "results" / "models" / "detector").exists()  # nothing retrained
     assert "train_detector" not in result.stdout + result.stderr
+    # detection.predict.model_grid: new2 (z 0.45 µm) is predicted on the training grid (z 0.3)
+    from fewlabel.io import open_ome_zarr
+
+    own = open_ome_zarr(workdir / "results" / "predict" / "new1" / "detection.ome.zarr")
+    assert own.voxel_size == (0.3, 0.1, 0.1) and own.shape == (8, 32, 32)
+    grid = open_ome_zarr(workdir / "results" / "predict" / "new2" / "detection.ome.zarr")
+    assert grid.voxel_size == (0.3, 0.1, 0.1) and grid.shape == (11, 32, 32)  # 3.15 µm of z
+    assert grid.attrs["fewlabel"]["resampled"]["image_voxel_size"] == [0.45, 0.1, 0.1]
+    new2 = pd.read_csv(workdir / "results" / "points" / "new2" / "points.csv")
+    assert len(new2) and new2["z"].between(0, 7).all()  # the image's voxels, not the grid's
+    np.testing.assert_allclose(new2["z_um"], new2["z"] * 0.45, rtol=1e-6)
 
 
 def test_isl_pretrains_on_a_train_row_with_only_a_target(tmp_path):
