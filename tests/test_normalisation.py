@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from tiny_nets import TinyConv
 
 from fewlabel.config import DetectorTrainConfig, LogConfig, NormalisationConfig, parse
 from fewlabel.errors import ConfigError, ModelError
@@ -169,19 +170,6 @@ def test_background_recipe_uses_each_volume_voxel_size(rng):
 
 
 # --------------------------------------------------------------------------- engine + training
-class _Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv3d(1, 2, 3, padding=1)
-        self.c2 = torch.nn.Conv3d(2, 1, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c2(torch.relu(self.c1(x)))
-
-    def receptive_field(self) -> tuple[int, int, int]:
-        return (5, 5, 5)
-
-
 def test_tiled_engine_with_background_recipe_equals_whole_volume_inference(tmp_path, rng):
     from fewlabel.config import PredictConfig
     from fewlabel.inference.engine import predict_with_module
@@ -190,7 +178,7 @@ def test_tiled_engine_with_background_recipe_equals_whole_volume_inference(tmp_p
     path = tmp_path / "img.ome.zarr"
     write_ome_zarr(path, volume, VOXEL, chunks=(4, 16, 16))
     torch.manual_seed(0)
-    module = _Tiny().eval()
+    module = TinyConv().eval()
     norm = recipe("background", (1, 99.8), (1.0, 2.0, 2.0))
     params = PredictConfig(
         tile=(8, 16, 16), overlap=(4, 4, 4), batch_size=3, cache_tiles=8, precision="float32"

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_nets import TinyConv
 
 from fewlabel.cli import main
 from fewlabel.config import PredictConfig
@@ -29,19 +30,6 @@ PARAMS = PredictConfig(
 )
 IMAGE_VOXEL = (0.3, 0.11, 0.11)
 GRID = (0.4, 0.11, 0.11)
-
-
-class TinyConv(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv3d(1, 2, 3, padding=1)
-        self.c2 = torch.nn.Conv3d(2, 1, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c2(torch.relu(self.c1(x)))
-
-    def receptive_field(self) -> tuple[int, int, int]:
-        return (5, 5, 5)
 
 
 register_architecture(ARCH, TinyConv, replace=True)

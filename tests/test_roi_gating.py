@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from tiny_nets import TinyConv
 
 from fewlabel.cli import main
 from fewlabel.config import PredictConfig
@@ -106,24 +107,11 @@ def test_gating_is_the_same_with_and_without_prefetch_and_per_block_subset(rng):
     np.testing.assert_array_equal(a, b)
 
 
-class TinyNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv3d(1, 3, 3, padding=1)
-        self.c2 = torch.nn.Conv3d(3, 1, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c2(torch.relu(self.c1(x)))
-
-    def receptive_field(self) -> tuple[int, int, int]:
-        return (5, 5, 5)
-
-
 @pytest.fixture
 def files(tmp_path, rng):
     from fewlabel.models.store import register_architecture
 
-    register_architecture("test_roi_tiny", TinyNet, replace=True)
+    register_architecture("test_roi_tiny", TinyConv, replace=True)
     volume = (rng.gamma(2.0, 40.0, size=(12, 40, 36)) + 100).astype(np.uint16)
     image = tmp_path / "img.ome.zarr"
     write_ome_zarr(image, volume, (2.0, 0.5, 0.5), chunks=(4, 16, 16))
@@ -134,8 +122,8 @@ def files(tmp_path, rng):
     torch.manual_seed(0)
     model = save_model(
         tmp_path / "model",
-        TinyNet(),
-        arch={"name": "test_roi_tiny", "kwargs": {}},
+        TinyConv(3),
+        arch={"name": "test_roi_tiny", "kwargs": {"mid": 3}},
         training={},
         normalization={"percentiles": [1, 99.8]},
     )
