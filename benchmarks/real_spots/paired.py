@@ -7,7 +7,8 @@ misses (``only_method``) and the reverse (``only_log``), with the exact two-side
 (binomial test on the discordant clicks) and the 95 % Wilson interval of the method's recall.
 
 ``python benchmarks/real_spots/paired.py --workdir /tmp/spots3/split [--tag _noise3]`` writes
-paired_split.tsv (paired_noise3.tsv: protocol 3, the clicks and boxes are the same).
+paired_split.tsv (paired_noise3.tsv: protocol 3, the clicks and boxes are the same);
+``--runs grid_runs --tag _resample_split``: the rows of ``resample.py`` (training grid).
 """
 
 from __future__ import annotations
@@ -70,12 +71,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", default="/tmp/real_spots_work")
     parser.add_argument("--tag", default="_split", help="output paired<tag>.tsv")
+    parser.add_argument(
+        "--runs",
+        default="split",
+        help="run folder under --workdir (the LoG is read from split/); grid_runs: resample.py",
+    )
     args = parser.parse_args()
     vols = [data.load(s, c) for s, c in data.TEST]
-    runs = {
-        r["method"]: r
-        for r in (pd.read_pickle(f) for f in sorted((Path(args.workdir) / "split").glob("*.pkl")))
-    }
+    workdir = Path(args.workdir)
+    files = [workdir / "split" / "LoG.pkl", *sorted((workdir / args.runs).glob("*.pkl"))]
+    runs = {r["method"]: r for r in (pd.read_pickle(f) for f in files)}
     flags = {name: best_at_levels(r["tests"], vols) for name, r in runs.items()}
     rows = []
     for name, per_level in flags.items():

@@ -13,6 +13,7 @@ are in ``pr_curves{tag}.tsv``.
 
 ``OMP_NUM_THREADS=1 python benchmarks/real_spots/resample.py --workdir /tmp/spots3/split``
 (``--noise 3 --workdir /tmp/spots3/noise3`` for protocol 3) writes ``resample{tag}.tsv``;
+each resampled row's test peaks go to ``<workdir>/grid_runs/`` (``paired.py --runs``);
 ``--pu``: the PU+SWA rows instead (a second check, declared after the DM tables: the library's
 PU prediction does not resample), ``resample_pu{tag}.tsv``.
 """
@@ -120,6 +121,10 @@ def main() -> None:
             )  # fmt: skip
         rows[-2]["F1 at val threshold"] = round(float(at_val[name]), 3)
         rows[-1]["F1 at val threshold"] = round(pooled(tests, p["tests"], threshold)["f1"], 3)
+        runs = workdir / ("grid_pu" if args.pu else "grid_runs")  # for paired.py --runs
+        runs.mkdir(exist_ok=True)
+        run = {"method": f"{name} [training grid]", "threshold": threshold, "tests": tests}
+        pd.to_pickle(run, runs / pkl.name)
         print(rows[-2], rows[-1], sep="\n", flush=True)
     out = data.HERE / f"resample{'_pu' if args.pu else ''}{tag}.tsv"
     pd.DataFrame(rows).to_csv(out, sep="\t", index=False)

@@ -72,10 +72,9 @@ def as_int_tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[int,
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of the tiles covering ``range(size)`` along one axis.
 
-    Regular step ``tile − overlap`` from 0; the last tile is shifted to end flush with the
-    volume (so it may overlap its neighbour by more than ``overlap``). When ``size <= tile`` a
-    single tile at 0 covers the axis; :func:`fewlabel.inference.tiling.predict_tiled` pads the
-    data to the tile size (reflect) and crops the prediction back.
+    Regular step ``tile − overlap`` from 0, the last tile flush with the volume end (it may
+    overlap its neighbour more). ``size <= tile``: one tile at 0, which
+    :func:`fewlabel.inference.tiling.predict_tiled` pads (reflect) and crops back.
     """
     if tile < 1:
         raise ConfigError(f"tile size must be >= 1; got {tile}.")
