@@ -82,6 +82,7 @@ class Resampled:
             for m, v, g in zip(spatial, voxel_size[-3:], grid, strict=True)
         ]
         self.sizes = src[self.lead :]
+        self.same = [float(g) == float(v) for v, g in zip(voxel_size[-3:], grid, strict=True)]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         data = self[...]
@@ -91,7 +92,7 @@ class Resampled:
         """(low index, high index, weight of high) of the output planes ``sl`` along ``axis``."""
         pos = self.positions[axis][sl]
         n = self.sizes[axis]
-        if self.order == 0:
+        if self.order == 0 or self.same[axis]:  # an axis left as it is: its own planes
             low = np.minimum(np.floor(pos + 0.5).astype(int), n - 1)
             return low, low, np.zeros(len(pos), np.float32)
         low = np.minimum(np.floor(pos + 1e-9).astype(int), n - 1)
@@ -111,6 +112,8 @@ class Resampled:
         for axis, (low, high, w) in enumerate(plans):
             ax = self.lead + axis
             base = box[axis].start
+            if self.same[axis]:  # the box already holds exactly these planes
+                continue
             lo = np.take(data, low - base, axis=ax)
             if self.order == 1:
                 hi = np.take(data, high - base, axis=ax)
