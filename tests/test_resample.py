@@ -10,7 +10,7 @@ import torch
 from tiny_nets import TinyConv
 
 from fewlabel.cli import main
-from fewlabel.config import PredictConfig
+from fewlabel.config import DetectionPredictConfig
 from fewlabel.errors import InputDataError
 from fewlabel.inference.engine import predict_volume
 from fewlabel.inference.resample import (
@@ -25,7 +25,7 @@ from fewlabel.io import open_ome_zarr, write_ome_zarr
 from fewlabel.models.store import register_architecture, save_model
 
 ARCH = "test_resample_tinyconv"
-PARAMS = PredictConfig(
+PARAMS = DetectionPredictConfig(  # model_grid: true (the default)
     tile=(8, 16, 16), overlap=(4, 4, 4), batch_size=2, cache_tiles=8, precision="float32"
 )
 IMAGE_VOXEL = (0.3, 0.11, 0.11)
@@ -100,7 +100,7 @@ def test_prediction_on_the_training_grid_equals_predicting_the_resampled_image(v
     path, image = volume
     folder = _model(tmp_path / "model")
     out = tmp_path / "pred.ome.zarr"
-    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu", model_grid=True)
+    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu")
     result = open_ome_zarr(out)
     assert result.voxel_size == GRID  # the NGFF scale places it over the image
     assert result.array.shape == grid_shape(image.shape, IMAGE_VOXEL, GRID) == (14, 40, 36)
@@ -116,16 +116,16 @@ def test_prediction_on_the_training_grid_equals_predicting_the_resampled_image(v
         on_grid, np.asarray(Resampled(image, IMAGE_VOXEL, GRID)), GRID, chunks=(4, 16, 16)
     )
     ref = tmp_path / "ref.ome.zarr"
-    predict_volume(folder, on_grid, ref, params=PARAMS, sample="s1", device="cpu", model_grid=True)
+    predict_volume(folder, on_grid, ref, params=PARAMS, sample="s1", device="cpu")
     assert open_ome_zarr(ref).attrs["fewlabel"]["resampled"] is None
     np.testing.assert_array_equal(result.array[...], open_ome_zarr(ref).array[...])
     # model_grid off, or a folder from before the grid was recorded: the image's own grid
-    for name, kwargs, model in (
-        ("off", {"model_grid": False}, folder),
-        ("old", {"model_grid": True}, _model(tmp_path / "old", grid=None)),
+    for name, params, model in (
+        ("off", PARAMS.model_copy(update={"model_grid": False}), folder),
+        ("old", PARAMS, _model(tmp_path / "old", grid=None)),
     ):
         own = tmp_path / f"{name}.ome.zarr"
-        predict_volume(model, path, own, params=PARAMS, sample="s1", device="cpu", **kwargs)
+        predict_volume(model, path, own, params=params, sample="s1", device="cpu")
         assert open_ome_zarr(own).array.shape == image.shape
         assert open_ome_zarr(own).voxel_size == IMAGE_VOXEL
 
@@ -134,16 +134,15 @@ def test_slab_jobs_and_roi_gating_on_the_training_grid(volume, tmp_path):
     path, image = volume
     folder = _model(tmp_path / "model")
     one = tmp_path / "one.ome.zarr"
-    predict_volume(folder, path, one, params=PARAMS, sample="s1", device="cpu", model_grid=True)
+    predict_volume(folder, path, one, params=PARAMS, sample="s1", device="cpu")
     slabs = tmp_path / "slabs.ome.zarr"
     create_prediction_array(
         folder, path, slabs, params=PARAMS, sample="s1", n_slabs=3, device="cpu",
-        model_grid=True,
     )  # fmt: skip
     for slab in range(3):
         predict_volume(
             folder, path, slabs, params=PARAMS, sample="s1", device="cpu", slab=slab,
-            n_slabs=3, model_grid=True,
+            n_slabs=3,
         )  # fmt: skip
     finalize_prediction(slabs, sample="s1")
     np.testing.assert_array_equal(open_ome_zarr(slabs).array[...], open_ome_zarr(one).array[...])
@@ -154,9 +153,7 @@ def test_slab_jobs_and_roi_gating_on_the_training_grid(volume, tmp_path):
     roi = tmp_path / "roi.ome.zarr"
     write_ome_zarr(roi, mask, IMAGE_VOXEL, chunks=(4, 16, 16))
     gated = tmp_path / "gated.ome.zarr"
-    predict_volume(
-        folder, path, gated, params=PARAMS, sample="s1", device="cpu", roi=roi, model_grid=True
-    )
+    predict_volume(folder, path, gated, params=PARAMS, sample="s1", device="cpu", roi=roi)
     got, ref = open_ome_zarr(gated).array[...], open_ome_zarr(one).array[...]
     inside = np.asarray(Resampled(mask, IMAGE_VOXEL, GRID, order=0)).astype(bool)
     assert inside[:5].all() and not inside[6:].any()
@@ -166,7 +163,7 @@ def test_slab_jobs_and_roi_gating_on_the_training_grid(volume, tmp_path):
     with pytest.raises(InputDataError, match=r"ROI mask has shape \(7, 40, 36\).*\(19, 40, 36\)"):
         predict_volume(
             folder, path, tmp_path / "x.ome.zarr", params=PARAMS, sample="s1", device="cpu",
-            roi=wrong, model_grid=True,
+            roi=wrong,
         )  # fmt: skip
 
 
@@ -176,15 +173,15 @@ def test_a_volume_too_small_on_the_training_grid_names_both_shapes(volume, tmp_p
     params = PARAMS.model_copy(update={"tile": (16, 16, 16), "overlap": (4, 4, 4)})
     with pytest.raises(InputDataError) as caught:
         predict_volume(
-            folder, path, tmp_path / "p.ome.zarr", params=params, sample="s1", device="cpu",
-            model_grid=True,
-        )  # fmt: skip
+            folder, path, tmp_path / "p.ome.zarr", params=params, sample="s1", device="cpu"
+        )
     text = str(caught.value)
     assert "the volume (14, 40, 36) is smaller than one tile" in text
     assert "the image is (19, 40, 36) voxels of [0.3, 0.11, 0.11] µm" in text
     assert "model_grid: false" in text and "pad_to_tile: true" in text
+    own_grid = params.model_copy(update={"model_grid": False})
     predict_volume(  # on its own grid it holds the tile
-        folder, path, tmp_path / "p.ome.zarr", params=params, sample="s1", device="cpu"
+        folder, path, tmp_path / "p.ome.zarr", params=own_grid, sample="s1", device="cpu"
     )
 
 

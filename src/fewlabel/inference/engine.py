@@ -189,7 +189,6 @@ def predict_volume(
     slab: int | None = None,
     n_slabs: int = 1,
     roi: str | Path | None = None,
-    model_grid: bool = False,
 ) -> dict[str, Any]:
     """Predict ``image_path`` (OME-Zarr, ZYX or CZYX) with the model folder ``model_dir``.
 
@@ -199,8 +198,9 @@ def predict_volume(
     :func:`fewlabel.inference.slabs.create_prediction_array`) and its marker.
     ``roi``: optional ROI mask OME-Zarr (``segment_roi``; None or '' = none): tiles without an
     ROI voxel are not computed and their voxels are 0, ROI voxels equal the ungated result
-    (:mod:`fewlabel.inference.gating`). ``model_grid``: predict on the training grid the
-    folder records (:func:`model_grid_of`; the output then has that voxel size).
+    (:mod:`fewlabel.inference.gating`). ``params.model_grid`` (``detection.predict``): predict
+    on the training grid the folder records (:func:`model_grid_of`; the output then has that
+    voxel size).
     Returns a summary dict (engine statistics, margin, intensity range, timings).
     """
     from fewlabel.models.store import load_model
@@ -221,7 +221,7 @@ def predict_volume(
         n_slabs=n_slabs,
         model_info=info,
         roi=roi,
-        grid=model_grid_of(loaded.training) if model_grid else None,
+        grid=model_grid_of(loaded.training, params),
     )
 
 

@@ -175,9 +175,13 @@ def _check_in_channels(
         )
 
 
-def model_grid_of(training: Mapping[str, Any]) -> tuple[float, float, float] | None:
-    """The training grid a model folder's training.json records (``voxel_size_um``; None for
-    folders from before it was recorded: they predict on the image's own grid)."""
+def model_grid_of(training: Mapping[str, Any], params: Any) -> tuple[float, float, float] | None:
+    """The grid to predict on: the training grid a model folder's training.json records
+    (``voxel_size_um``) when ``params`` asks for it (``detection.predict.model_grid``; other
+    predict sections have no such key); None: the image's own grid (also for folders from
+    before the grid was recorded)."""
+    if not getattr(params, "model_grid", False):
+        return None
     grid = training.get("voxel_size_um")
     if grid is None:
         log.info("the model folder records no training voxel size: no resampling")

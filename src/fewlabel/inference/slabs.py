@@ -110,14 +110,13 @@ def create_prediction_array(
     n_slabs: int | str,
     slab_voxels: int = DEFAULT_SLAB_VOXELS,
     device: str | None = None,
-    model_grid: bool = False,
 ) -> Path:
     """Create ``<output>.partial`` once for ``n_slabs`` slab jobs (upstream step); return it.
 
     Fixes everything the slab jobs must share: the output geometry, the intensity range (from
     the whole volume), the blending margin, the slab count (``'auto'``: :func:`plan_slabs`
     with ``slab_voxels``; stored as ``attrs['fewlabel']['n_slabs']``) and a fresh ``run_id``;
-    ``model_grid`` as for :func:`fewlabel.inference.engine.predict_volume`.
+    ``params.model_grid`` as for :func:`fewlabel.inference.engine.predict_volume`.
     """
     from fewlabel.models.store import load_model
 
@@ -135,7 +134,7 @@ def create_prediction_array(
         arch=loaded.arch,
         device=device,
         model_info={"model_dir": str(model_dir), "arch": loaded.arch},
-        grid=model_grid_of(loaded.training) if model_grid else None,
+        grid=model_grid_of(loaded.training, params),
     )
 
 

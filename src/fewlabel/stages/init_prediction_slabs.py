@@ -68,7 +68,6 @@ def init_prediction_slabs(args: argparse.Namespace) -> None:
             args.image,
             args.output,
             params=params,
-            model_grid=params.model_grid,
             sample=args.sample,
             n_slabs=args.n_slabs,
             slab_voxels=args.slab_voxels or DEFAULT_SLAB_VOXELS,

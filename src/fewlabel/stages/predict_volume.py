@@ -38,7 +38,6 @@ def predict_volume(args: argparse.Namespace) -> None:
             args.image,
             args.output,
             params=params,
-            model_grid=params.model_grid,
             sample=args.sample,
             roi=args.roi,
             device=device,

@@ -43,7 +43,6 @@ def predict_volume_slab(args: argparse.Namespace) -> None:
         args.image,
         args.output,
         params=params,
-        model_grid=params.model_grid,
         sample=args.sample,
         roi=args.roi,
         device=device,
