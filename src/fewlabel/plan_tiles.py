@@ -59,18 +59,13 @@ def check_predict_tiles(plan: Plan) -> dict[str, dict[str, Any]]:
 
 
 def _header(plan: Plan, sample: str) -> tuple[list[int], tuple[float, float, float] | None]:
-    """ZYX shape and voxel size (sheet first, else the file's; None if neither) of a sample's
-    input image, from its header."""
-    from fewlabel.config.sheet import parse_voxel_size
-
+    """ZYX shape and voxel size (sheet first, as load_samples parsed it, else the file's; None
+    if neither: ingest names that error) of a sample's input image, from its header."""
     row = plan.sheet.loc[sample]
     volume = open_input_volume(row["image"], channel=row.get("channel") or None, sample=sample)
     try:
         shape = [int(n) for n in volume.shape]
-        sheet = row.get("voxel_size")  # parsed by load_samples (or text, or empty)
-        if not isinstance(sheet, (list, tuple)):
-            sheet = parse_voxel_size(sheet, sample=sample)
-        voxel = sheet or volume.voxel_size
+        voxel = row.get("voxel_size") or volume.voxel_size
     finally:
         volume.close()
     return shape, None if voxel is None else tuple(float(v) for v in voxel)  # type: ignore[return-value]
