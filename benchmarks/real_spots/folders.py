@@ -1,6 +1,7 @@
 """Peaks from trained DM-DetNet3D model folders: the density map of one model, or the mean
 density map of several (an ensemble), each input normalised by its own folder's recipe as the
-tiled engine applies it; peaks at the lowest threshold of the sweeps (0.0125)."""
+tiled engine applies it; peaks at the lowest threshold of the sweeps (0.0125). ``mirror``: each
+model averaged over the flips it trained with (:class:`fewlabel.inference.mirror.Mirrored`)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,23 @@ from pathlib import Path
 import numpy as np
 
 
-def model_peaks(folders: Sequence[Path], peaks_cfg=None):
+def model_peaks(folders: Sequence[Path], peaks_cfg=None, mirror: bool = False):
     """``peaks(volume) -> table`` for the mean density of the models in ``folders``."""
+    import json
+
     from fewlabel.config import PeaksConfig
     from fewlabel.detection.density.tuning import predict_density
     from fewlabel.detection.peaks import find_peaks
     from fewlabel.detection.sizes import peaks_in_voxels
+    from fewlabel.inference.mirror import Mirrored, mirror_axes
     from fewlabel.models.store import load_model
     from fewlabel.normalize import apply_range, prepare
 
     models = [load_model(f, expect="dmdetnet3d") for f in folders]
+    if mirror:
+        for folder, loaded in zip(folders, models, strict=True):
+            flip_z = json.loads((folder / "training.json").read_text())["params"]["flip_z"]
+            loaded.module = Mirrored(loaded.module, mirror_axes(flip_z))
     peaks_cfg = peaks_cfg or PeaksConfig()
 
     def peaks(vol):
