@@ -306,3 +306,65 @@ def test_init_from_starts_at_the_other_models_weights_and_checks_they_fit(sample
     robust = DetectorTrainConfig.model_validate({**TINY_DICT, "normalisation": {"mode": "robust"}})
     with pytest.raises(ConfigError, match="normalised"):
         train_detector([train], [val], root / "y", params=robust, init_from=root / "pre")
+
+
+def test_ensemble_and_mirroring_tune_record_and_predict_one_network(samples) -> None:
+    """ensemble: 2 + mirror: member i is the training with seed + i; the threshold is tuned on
+    the mirrored mean of both, which the folder records and the tiled engine predicts with."""
+    from fewlabel.config import DetectionPredictConfig
+    from fewlabel.detection.density.tuning import tune_threshold
+    from fewlabel.detection.density.volumes import DetectorItem, load_volume
+    from fewlabel.detection.sizes import derive_peaks
+    from fewlabel.inference.engine import predict_volume
+    from fewlabel.io import open_ome_zarr
+    from fewlabel.models.compose import Mirrored, compose
+    from fewlabel.normalize import apply_range, prepare
+
+    root, train, val = samples
+    params = TINY.model_copy(update={"ensemble": 2, "mirror": True})
+    summary = train_detector([train], [val], root / "ens", params=params, seed=5, threads=1)
+    for seed in (5, 6):
+        train_detector([train], [val], root / f"one{seed}", params=TINY, seed=seed, threads=1)
+    folder = root / "ens"
+    for name, single in (("weights.pt", "one5"), ("weights_member1.pt", "one6")):
+        mine = torch.load(folder / name, weights_only=True)
+        theirs = torch.load(root / single / "weights.pt", weights_only=True)
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), name
+    assert json.loads((folder / "model.json").read_text())["inference"] == {
+        "members": 2,
+        "mirror_axes": ["y", "x"],
+    }
+    assert [m["seed"] for m in summary["members"]] == [5, 6]
+    assert (folder / "curve_member1.tsv").is_file() and (folder / "curve_member1.png").is_file()
+
+    loaded = load_model(folder, expect="dmdetnet3d")
+    assert isinstance(loaded.module, Mirrored)
+    members = [load_model(root / f"one{s}").module for s in (5, 6)]
+    x = torch.randn(1, 1, 6, 24, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x), compose(members, ["y", "x"])(x))
+
+    # thresholds.json is the sweep of the composed network, not of member 0 alone
+    vol = load_volume(DetectorItem.coerce(val, 0), params, training=False)
+    peaks = {"b": derive_peaks(PeaksConfig(), None, vol.voxel_size, sample="b")}
+    grid = tuple(loaded.training["voxel_size_um"])
+    sweeps = [
+        tune_threshold(net, [vol], peaks, params, PeaksConfig(), "cpu", gate=0.5, gate_unit="um",
+                       grid=grid)[1].to_dict(orient="records")
+        for net in (loaded.module, members[0])
+    ]  # fmt: skip
+    thresholds = json.loads((folder / "thresholds.json").read_text())
+    assert thresholds["f1_curve"] == sweeps[0]
+    assert sweeps[0] != sweeps[1]
+
+    # the tiled engine (optimised CPU copy) predicts with the composition the folder records
+    tiles = DetectionPredictConfig(tile=(6, 24, 28), overlap=(0, 0, 0), precision="float32")
+    predict_volume(folder, val["image"], root / "ens_map.ome.zarr", params=tiles, sample="b")
+    image = open_ome_zarr(val["image"])
+    view, low, high = prepare(image.array, loaded.normalization, image.voxel_size)
+    with torch.no_grad():
+        whole = loaded.module(torch.from_numpy(apply_range(view[...], low, high))[None, None])
+        plain = members[0](torch.from_numpy(apply_range(view[...], low, high))[None, None])
+    tiled = np.asarray(open_ome_zarr(root / "ens_map.ome.zarr").array[...])
+    np.testing.assert_allclose(tiled, whole[0, 0].numpy(), atol=1e-5)
+    assert np.abs(tiled - plain[0, 0].numpy()).max() > 1e-3

@@ -1,7 +1,7 @@
 """Peaks from trained DM-DetNet3D model folders: the density map of one model, or the mean
 density map of several (an ensemble), each input normalised by its own folder's recipe as the
 tiled engine applies it; peaks at the lowest threshold of the sweeps (0.0125). ``mirror``: each
-model averaged over the flips it trained with (:class:`fewlabel.inference.mirror.Mirrored`)."""
+model averaged over the flips it trained with (:class:`fewlabel.models.compose.Mirrored`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def model_peaks(folders: Sequence[Path], peaks_cfg=None, mirror: bool = False):
     from fewlabel.detection.density.tuning import predict_density
     from fewlabel.detection.peaks import find_peaks
     from fewlabel.detection.sizes import peaks_in_voxels
-    from fewlabel.inference.mirror import Mirrored, mirror_axes
+    from fewlabel.models.compose import Mirrored, mirror_axes
     from fewlabel.models.store import load_model
     from fewlabel.normalize import apply_range, prepare
 

@@ -154,6 +154,10 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
             z0, y0, x0, z1, y1, x1 = data.boxes(vol.name)[0]
             weight[z0:z1, y0:y1, x0:x1] = 0.0
     val = run._zarrs(p["val_crop"], workdir, targets_cfg, None if full else "full")
+    # ensemble / mirror: the library's detection.train keys (model.json records them)
+    params = params.model_copy(
+        update={k: variant[k] for k in ("ensemble", "mirror") if k in variant}
+    )
     init_from = None
     if variant.get("pretrain"):  # synthetic pretraining, then fine-tuning at a lower rate
         import pretrain
@@ -257,6 +261,9 @@ METHODS["DM-DetNet3D synthetic only (no real clicks)"] = lambda p, w, e: synthet
 METHODS[f"{DM_PARTIAL}, seeds 0 + 1 averaged"] = lambda p, w, e: ensemble_method(
     p, w, [DM_PARTIAL, f"{DM_PARTIAL}, seed 1"]
 )
+METHODS[f"{DM_PARTIAL}, ensemble 2 + mirroring"] = lambda p, w, e: dm_method(
+    p, w, e, ensemble=2, mirror=True
+)  # the library's detection.train.ensemble / mirror (tta.py scores it on the training grid)
 METHODS["PU+SWA, intensity augmentation [background]"] = lambda p, w, e: pu_method(
     p, w, e, "background", intensity=AUGMENT
 )

@@ -5,13 +5,18 @@ grid the best learned rows are 0-2 of 32 test clicks from the LoG at each precis
 not separable from it (McNemar p >= 0.125). Two standard inference choices that use no label
 and no test image are left: nnU-Net's test-time mirroring (the mean of the outputs over every
 flip combination of the axes the model trained with flips; here y and x, ``flip_z`` false:
-4 passes, :class:`fewlabel.inference.mirror.Mirrored`) and the mean map of models trained with
+4 passes, :class:`fewlabel.models.compose.Mirrored`) and the mean map of models trained with
 two seeds (nnU-Net ensembles its folds). Rows:
 
 - every stored single DM-DetNet3D row of ``resample.py`` (the same models, the same grid, the
   same threshold tuning on img2's box and test sweep), with mirroring;
 - the two-seed ensembles whose members both exist in the work folder (the default recipe and
   its ``[background]`` twin, seeds 0 + 1), on the grid, without and with mirroring.
+
+Added after the tables, to check the library against the composition above (not a new
+candidate): ``split.py --only "DM-DetNet3D partial-annotation, ensemble 2 + mirroring"``
+trains the default recipe with ``detection.train.ensemble: 2, mirror: true``; its folder
+composes itself, so it is scored on the grid as it is.
 
 Read as declared: mirroring and the ensemble are counted as helping where rows at or above
 the LoG at every level appear, or where the recall at the levels and the F1 at the validation
@@ -29,6 +34,7 @@ lowering the median recall at any level.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -58,7 +64,8 @@ def jobs(workdir: Path) -> list[tuple[str, list[Path], float, tuple[bool, ...]]]
         name = pd.read_pickle(pkl)["method"]
         found = model_of(name, workdir)
         if found is not None and (found[0] / "weights.pt").is_file():
-            out.append((name, [found[0]], found[1], (True,)))
+            # a folder trained with detection.train.mirror mirrors itself (load_model)
+            out.append((name, [found[0]], found[1], (False,) if composed(found[0]) else (True,)))
     for name, members in ENSEMBLES.items():
         folders = [workdir / split.slug(m) / "model" for m in members]
         if all((f / "weights.pt").is_file() for f in folders):
@@ -66,12 +73,19 @@ def jobs(workdir: Path) -> list[tuple[str, list[Path], float, tuple[bool, ...]]]
     return out
 
 
+def composed(folder: Path) -> bool:
+    """Whether the folder records an ensemble or mirroring (model.json ``inference``)."""
+    return "inference" in json.loads((folder / "model.json").read_text())
+
+
 def score(name: str, folders: list[Path], z_um: float, mirror: bool, p: dict, workdir: Path):
     fn = resampled(model_peaks(folders, mirror=mirror), z_um)
-    threshold, _ = split.tune([fn(p["val"])], [p["val_clicks"]])
+    threshold, val = split.tune([fn(p["val"])], [p["val_clicks"]])
     tests = [fn(v) for v in p["tests"]]
     sweep = pd.DataFrame(split.test_sweep(tests, p["tests"]))
     label = "training grid + mirroring" if mirror else "training grid"
+    if composed(folders[0]):
+        label = "training grid, library (model.json: ensemble 2 + mirroring)"
     runs = workdir / "tta_runs"
     runs.mkdir(exist_ok=True)
     run = {"method": f"{name} [{label}]", "threshold": threshold, "tests": tests}
@@ -80,7 +94,19 @@ def score(name: str, folders: list[Path], z_um: float, mirror: bool, p: dict, wo
         "method": name, "inference": label, **recall_at_levels(sweep),
         "best F1": round(float(sweep["f1"].max()), 3),
         "F1 at val threshold": round(pooled(tests, p["tests"], threshold)["f1"], 3),
+        "val best F1": round(float(val["f1"].max()), 3),
     }  # fmt: skip
+
+
+def val_only(name: str, folders: list[Path], z_um: float, mirror: bool, p: dict) -> dict:
+    """The validation's best F1 alone (img2's box; what a user could choose a row by)."""
+    _, val = split.tune(
+        [resampled(model_peaks(folders, mirror=mirror), z_um)(p["val"])], [p["val_clicks"]]
+    )
+    label = "training grid + mirroring" if mirror else "training grid"
+    if composed(folders[0]):
+        label = "training grid, library (model.json: ensemble 2 + mirroring)"
+    return {"method": name, "inference": label, "val best F1": round(float(val["f1"].max()), 3)}
 
 
 def collect(workdir: Path, tag: str) -> None:
@@ -93,7 +119,56 @@ def collect(workdir: Path, tag: str) -> None:
     for name in dict.fromkeys(new["method"]):
         rows += [grid[grid["method"] == name], new[new["method"] == name]]
     out = pd.concat(rows).drop_duplicates(["method", "inference"])
+    val = workdir / "tta_val.tsv"  # --val-only: the validation's best F1 of every row
+    if val.is_file():
+        out = out.drop(columns="val best F1", errors="ignore").merge(
+            pd.read_csv(val, sep="\t"), on=["method", "inference"], how="left"
+        )
     out.to_csv(data.HERE / f"tta{tag}.tsv", sep="\t", index=False)
+
+
+FIGURE = {  # panel: (work folder, noise, [(run file under the work folder, legend)])
+    "recorded SNR (protocol 2)": ("split", 1.0, [
+        ("split/LoG.pkl", "LoG"),
+        ("grid_runs/DM_DetNet3D_partial_annotation.pkl", "DM default recipe, training grid"),
+        ("tta_runs/DM_DetNet3D_partial_annotation_ensemble_2_mirroring_training_grid_library_"
+         "model_json_ensemble_2_mirroring.pkl", "DM default recipe, ensemble 2 + mirroring"),
+    ]),
+    "3x noise (protocol 3)": ("noise3", 3.0, [
+        ("split/LoG.pkl", "LoG"),
+        ("split/DM_DetNet3D_synthetic_only_no_real_clicks.pkl", "DM synthetic only, as recorded"),
+        ("tta_runs/DM_DetNet3D_synthetic_only_no_real_clicks_training_grid_mirroring.pkl",
+         "DM synthetic only, grid + mirroring"),
+    ]),
+}  # fmt: skip
+
+
+def figure(root: Path) -> None:
+    """``tta_pr.png``: the test precision-recall sweeps of the rows the README compares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (title, (folder, noise, runs)) in zip(axes, FIGURE.items(), strict=True):
+        split.NOISE = noise
+        (_, img2), tests = split.load_all()
+        for path, label in runs:
+            run = pd.read_pickle(root / folder / path)
+            sweep = pd.DataFrame(split.test_sweep(run["tests"], tests))
+            ax.plot(sweep["precision"], sweep["recall"], label=label)
+            threshold = run["threshold"]
+            if "val_table" in run:  # split.py's rows: retuned as its collect does
+                threshold, _ = split.tune([run["val_table"]], [split.validation(img2)])
+            at = pooled(run["tests"], tests, threshold)
+            ax.scatter([at["precision"]], [at["recall"]], s=25)
+        ax.set_title(f"{title}; dots: validation thresholds", fontsize=8)
+        ax.set_xlabel("precision inside the fully annotated boxes")
+        ax.set_ylabel("recall on the 32 test clicks")
+        ax.legend(fontsize=7)
+    fig.savefig(data.HERE / "tta_pr.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main() -> None:
@@ -105,21 +180,36 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--part", default="0/1", help="k/n: every n-th job from the k-th")
     parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--val-only", action="store_true", help="the validation's best F1")
+    parser.add_argument("--only", help="one row (written to tta_part<k>_only.tsv)")
+    parser.add_argument("--figure", help="the root of both work folders: tta_pr.png")
     args = parser.parse_args()
     split.NOISE = args.noise
     workdir = Path(args.workdir)
     tag = "_split" if args.noise == 1.0 else f"_noise{args.noise:g}"
+    if args.figure:
+        figure(Path(args.figure))
+        return
     if args.collect:
         collect(workdir, tag)
         return
     k, n = (int(v) for v in args.part.split("/"))
     p = split.volumes()
     rows = []
-    for name, folders, z_um, mirrors in jobs(workdir)[k::n]:
+    if args.val_only:
+        for name, folders, z_um, mirrors in jobs(workdir):
+            for mirror in sorted({False, *mirrors}):
+                rows.append(val_only(name, folders, z_um, mirror, p))
+                print(rows[-1], flush=True)
+        pd.DataFrame(rows).to_csv(workdir / "tta_val.tsv", sep="\t", index=False)
+        return
+    todo = [j for j in jobs(workdir) if args.only in (None, j[0])][k::n]
+    out = workdir / f"tta_part{k}{'_only' if args.only else ''}.tsv"
+    for name, folders, z_um, mirrors in todo:
         for mirror in mirrors:
             rows.append(score(name, folders, z_um, mirror, p, workdir))
             print(rows[-1], flush=True)
-            pd.DataFrame(rows).to_csv(workdir / f"tta_part{k}.tsv", sep="\t", index=False)
+            pd.DataFrame(rows).to_csv(out, sep="\t", index=False)
 
 
 if __name__ == "__main__":

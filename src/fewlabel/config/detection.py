@@ -165,6 +165,17 @@ class DetectorTrainConfig(TrainConfig):
         description="random gain, offset and noise on training crops (robustness to "
         "other acquisitions than the clicked one)",
     )
+    ensemble: Annotated[int, Field(ge=1, le=10)] = Field(
+        1,
+        description="networks trained with seeds seed, seed + 1, ...; the model's density map "
+        "is their mean (nnU-Net ensembles its folds); training time x N, prediction x N",
+    )
+    mirror: bool = Field(
+        False,
+        description="test-time mirroring: the density map is the mean over the y/x flips "
+        "(and z with flip_z) of the input, flipped back (nnU-Net); the threshold is tuned "
+        "with it and every prediction with the model folder applies it; prediction x 4 (x 8)",
+    )
 
 
 class DetectionPredictConfig(PredictConfig):

@@ -3,12 +3,18 @@
 Layout (written atomically, i.e. to a temporary folder renamed when complete)::
 
     weights.pt        state_dict (tensors only; loaded with torch.load(weights_only=True))
-    model.json        {"format": 1, "name": <architecture>, "kwargs": {...}}
+    model.json        {"format": 1, "name": <architecture>, "kwargs": {...}[, "inference":
+                      {"members": N, "mirror_axes": [...]}]}
     training.json     training configuration and summary (free-form dict)
     thresholds.json   tuned post-processing thresholds (free-form dict, {} if none)
     normalization.json  input normalisation recipe (e.g. {"percentiles": [1, 99.8]})
     curve.tsv, curve.png  per-epoch training curve (when given)
-    <name>.pt         optional extra state dicts (e.g. weights_last.pt)
+    <name>.pt         optional extra state dicts (e.g. weights_last.pt; an ensemble's members
+                      after the first: weights_member1.pt, ...)
+    curve_<name>.tsv/png  optional extra curves (an ensemble's members after the first)
+
+With ``inference`` (:mod:`fewlabel.models.compose`), :func:`load_model` returns the mean of the
+members' outputs, mirrored along ``mirror_axes``: what training tuned its thresholds on.
 
 Architectures are looked up in a registry: a module under ``fewlabel.models`` calls
 :func:`register_architecture` at import; unknown names trigger a one-time import of all
@@ -20,7 +26,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,7 @@ THRESHOLDS_JSON = "thresholds.json"
 NORMALIZATION_JSON = "normalization.json"
 CURVE_TSV = "curve.tsv"
 CURVE_PNG = "curve.png"
+MEMBER = "weights_member"  # + i + ".pt": ensemble member i (i >= 1; member 0 is weights.pt)
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
@@ -180,11 +187,16 @@ def save_model(
     curve: pd.DataFrame | None = None,
     normalization: Mapping[str, Any] | None = None,
     extra_states: Mapping[str, nn.Module | Mapping[str, torch.Tensor]] | None = None,
+    members: Sequence[nn.Module | Mapping[str, torch.Tensor]] = (),
+    mirror_axes: Sequence[str] = (),
+    extra_curves: Mapping[str, pd.DataFrame] | None = None,
 ) -> Path:
     """Write a model folder atomically (see module docstring); return its path.
 
     ``model`` is a module or a state_dict; ``arch`` is ``{"name": ..., "kwargs": {...}}`` (or
-    ``{"name": ..., **kwargs}``); ``extra_states`` adds ``<key>.pt`` state dicts.
+    ``{"name": ..., **kwargs}``); ``extra_states`` adds ``<key>.pt`` state dicts;
+    ``members``: further ensemble members (``weights_member<i>.pt``), ``mirror_axes``: test-time
+    mirroring, both recorded in model.json's ``inference``; ``extra_curves``: ``curve_<key>``.
     """
     from fewlabel.runtime import write_json
 
@@ -196,20 +208,32 @@ def save_model(
         torch.save(_cpu_state(model), tmp / WEIGHTS)
         for key, state in (extra_states or {}).items():
             torch.save(_cpu_state(state), tmp / f"{key}.pt")
-        write_json({"format": FORMAT_VERSION, "name": name, "kwargs": kwargs}, tmp / MODEL_JSON)
+        for i, state in enumerate(members, start=1):
+            torch.save(_cpu_state(state), tmp / f"{MEMBER}{i}.pt")
+        described: dict[str, Any] = {"format": FORMAT_VERSION, "name": name, "kwargs": kwargs}
+        if members or mirror_axes:
+            described["inference"] = {"members": 1 + len(members), "mirror_axes": [*mirror_axes]}
+        write_json(described, tmp / MODEL_JSON)
         write_json(dict(training), tmp / TRAINING_JSON)
         write_json(dict(thresholds or {}), tmp / THRESHOLDS_JSON)
         write_json(dict(normalization or {}), tmp / NORMALIZATION_JSON)
         if curve is not None:
             curve.to_csv(tmp / CURVE_TSV, sep="\t", index=False)
             plot_curve(curve, tmp / CURVE_PNG, title=f"{name} training")
+        for key, extra in (extra_curves or {}).items():
+            extra.to_csv(tmp / f"curve_{key}.tsv", sep="\t", index=False)
+            plot_curve(extra, tmp / f"curve_{key}.png", title=f"{name} training, {key}")
     log.info("saved %s model to %s", name, folder)
     return folder
 
 
 @dataclass
 class LoadedModel:
-    """A model rebuilt from its folder (module in eval mode) with its metadata."""
+    """A model rebuilt from its folder (module in eval mode) with its metadata.
+
+    ``module`` is what inference runs (an ensemble / mirroring as model.json's ``inference``
+    says); ``network`` is the first (or only) trained network itself, e.g. to fine-tune from.
+    """
 
     module: nn.Module
     arch: dict[str, Any]
@@ -217,6 +241,8 @@ class LoadedModel:
     thresholds: dict[str, Any] = field(default_factory=dict)
     normalization: dict[str, Any] = field(default_factory=dict)
     folder: Path = Path()
+    network: nn.Module | None = None
+    inference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -297,6 +323,31 @@ def _check_state_fits(
         )
 
 
+def _inference(value: Any, folder: Path) -> dict[str, Any]:
+    """model.json's ``inference`` checked: ``members`` >= 1, ``mirror_axes`` among z, y, x."""
+    from fewlabel.models.compose import AXES
+
+    if value is None:
+        return {}
+    members, axes = (
+        (value.get(k) for k in ("members", "mirror_axes"))
+        if isinstance(value, dict)
+        else (None, None)
+    )
+    if (
+        not isinstance(members, int)
+        or members < 1
+        or not isinstance(axes, list)
+        or not set(axes) <= set(AXES)
+    ):
+        raise ModelError(
+            f"model.json 'inference' {value!r} is not {{members: N >= 1, mirror_axes: [z|y|x]}}.",
+            path=folder,
+            fix="use the folder as written by training, or retrain.",
+        )
+    return {"members": members, "mirror_axes": list(axes)}
+
+
 def load_model(
     folder: str | Path, device: str | torch.device = "cpu", *, expect: str | None = None
 ) -> LoadedModel:
@@ -322,13 +373,20 @@ def load_model(
             path=folder,
             fix=f"point this stage to a folder trained as {expect!r}.",
         )
-    module = build_model({"name": name, "kwargs": kwargs})
-    state = load_state(folder / WEIGHTS, device="cpu")
-    _check_state_fits(module, state, name=name, kwargs=kwargs, folder=folder)
-    module.load_state_dict(state, strict=True)
-    module.to(device)
-    module.eval()
+    from fewlabel.models.compose import compose
+
+    inference = _inference(arch.get("inference"), folder)
+    nets = []
+    for i in range(int(inference.get("members", 1))):
+        net = build_model({"name": name, "kwargs": kwargs})
+        state = load_state(folder / (WEIGHTS if i == 0 else f"{MEMBER}{i}.pt"), device="cpu")
+        _check_state_fits(net, state, name=name, kwargs=kwargs, folder=folder)
+        net.load_state_dict(state, strict=True)
+        nets.append(net.to(device).eval())
+    module = compose(nets, inference.get("mirror_axes", ())).eval()
     return LoadedModel(
+        network=nets[0],
+        inference=inference,
         module=module,
         arch={"name": name, "kwargs": kwargs},
         training=_read_json(folder / TRAINING_JSON, required=False),

@@ -16,6 +16,11 @@ validation F1 (:func:`fewlabel.metrics.detection.match_points`, gate in voxels) 
 Volumes smaller than the crop along an axis are **padded** (image mirrored, target 0, weight 0,
 so padded voxels do not count in the loss). Same seed + same thread count → identical weights
 on the CPU.
+
+``ensemble: N`` trains N networks with seeds seed, seed + 1, ... (one network's loop:
+:mod:`fewlabel.detection.density.member`) and ``mirror`` adds test-time mirroring; the threshold
+is tuned on the composed network (:mod:`fewlabel.models.compose`), which the model folder
+records, so every prediction applies the same one.
 """
 
 from __future__ import annotations
@@ -26,19 +31,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-
 from fewlabel.config import DetectorTrainConfig, PeaksConfig
-from fewlabel.detection.density.awing import DensityLoss
-from fewlabel.detection.density.tuning import tune_threshold, validation_fn
+from fewlabel.detection.density.member import MemberRun, fit_member
+from fewlabel.detection.density.tuning import tune_threshold
 from fewlabel.detection.density.volumes import (
     IN_MEMORY_MAX_VOXELS,
     DetectorItem,
     Volume,
     load_volume,
-    loss_centres,
     normalisation_recipe,
 )
 from fewlabel.detection.sizes import (
@@ -50,15 +50,7 @@ from fewlabel.detection.sizes import (
     tuning_gate,
 )
 from fewlabel.errors import ConfigError
-from fewlabel.sampling import CropSampler
-from fewlabel.training import (
-    CurveLogger,
-    batches_to_device,
-    fit,
-    json_ready,
-)
-
-SELECT_LOSS_WEIGHT = 1e-4  # select: f1 — weight of the validation loss in 1 - F1 (tie-break)
+from fewlabel.training import json_ready
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +103,10 @@ def train_detector(
     -------
     Summary dict (best epoch, validation loss, threshold, F1).
     """
-    from fewlabel.detection.density.detnet import ARCH_NAME, DMDetNet3D
+    from fewlabel.detection.density.detnet import ARCH_NAME
     from fewlabel.device import configure_torch
     from fewlabel.inference.resample import training_grid
+    from fewlabel.models.compose import compose, mirror_axes
     from fewlabel.models.store import save_model
     from fewlabel.runtime import provenance
 
@@ -162,109 +155,39 @@ def train_detector(
     grid = training_grid([v.voxel_size for v in train_vols])
 
     gate, gate_unit = tuning_gate(params.gate, params.gate_unit, evaluation)
-    point_fraction = params.point_fraction
-    partial_train = [v for v in train_vols if v.partial]
-    if partial_train:
-        for i, vol in enumerate(partial_train):
-            vol.centres = loss_centres(vol, seed + 7 + i)
-        point_fraction = max(point_fraction, 1.0 - params.background_crop_fraction)
-        log.info(
-            "partial annotation / ROI on %s: %.0f %% of the crops centred on voxels carrying "
-            "loss (clicks, known regions, unlabelled ROI), the rest at random",
-            [v.item.sample for v in partial_train],
-            100 * point_fraction,
-        )
-    flip_axes = (0, 1, 2) if params.flip_z else (1, 2)
-    sampler = CropSampler(
-        [v.crop_volume() for v in train_vols],
-        params.crop,
-        seed=seed,
-        flip_axes=flip_axes,
-        pad_values=[None, 0.0, 0.0],
-        point_fraction=point_fraction,
-        image_augment=params.intensity_augment.build(),
-    )
-    if sampler.image_augment is not None:
-        log.info("intensity augmentation of training crops: %s", sampler.image_augment)
-    model = DMDetNet3D(**params.model.kwargs()).to(device)
-    arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
+    run = MemberRun(train_vols, val_vols, val_peaks, params, peaks, device, gate, gate_unit, grid)
     init_from = init_from if init_from is not None else params.init_from
-    if init_from is not None:
-        _initialise(model, arch, init_from, normalisation_recipe(params))
-    log.info(
-        "model %s, %d parameters, receptive field %s voxels",
-        arch,
-        sum(p.numel() for p in model.parameters()),
-        model.receptive_field(),
-    )
-    priors = [float(v.attrs.get("unlabelled_prior", 0.0)) for v in train_vols]
-    loss_fn = DensityLoss(
-        params.loss,
-        params.awing,
-        prior=float(np.mean(priors)),
-        positive_threshold=float(train_vols[0].attrs.get("T", 0.2)),
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, 0.999), amsgrad=True)
-
-    def train_step_loss(net: nn.Module) -> torch.Tensor:
-        x, y, w = batches_to_device(sampler.sample(params.batch_size), device)
-        return loss_fn(net(x), y, w)
-
-    validate = validation_fn(val_vols, params, loss_fn, device, seed)
-    monitor = "val_loss"
-    if params.select == "f1":
-        validate_loss = validate
-        monitor = "val_error"
-
-        def validate(net: nn.Module) -> dict[str, float]:
-            out = validate_loss(net)
-            _, table, _ = tune_threshold(
-                net,
-                val_vols,
-                val_peaks,
-                params,
-                peaks,
-                device,
-                gate=gate,
-                gate_unit=gate_unit,
-                grid=grid,
+    nets, results = [], []
+    for member in range(params.ensemble):  # member i = the training with seed + i
+        if member:
+            configure_torch(threads, seed + member)
+            log.info(
+                "ensemble member %d of %d: seed %d", member + 1, params.ensemble, seed + member
             )
-            f1 = float(table["f1"].max())
-            # 1 - F1; equal F1 (few validation points) is decided by the loss
-            return {
-                **out,
-                "val_f1": f1,
-                "val_error": 1.0 - f1 + SELECT_LOSS_WEIGHT * out["val_loss"],
-            }
-
-    result = fit(
-        model,
-        optimizer=optimizer,
-        train_step_loss=train_step_loss,
-        validate=validate,
-        epochs=params.epochs,
-        steps_per_epoch=params.steps_per_epoch,
-        device=device,
-        patience=params.patience,
-        monitor=monitor,
-        curve=CurveLogger(title="DM-DetNet3D"),
-        desc="train_detector",
-    )
-
-    if result.best_epoch <= 1 < result.epochs_run:
-        log.warning(
-            "the best %s was at epoch %d of %d: the saved weights are barely trained (the "
-            "validation %s got worse as the network learned). Fix: detection.train.select: f1 "
-            "(pick the epoch by detection F1), more validation points, or a higher patience.",
-            monitor,
-            result.best_epoch,
-            result.epochs_run,
-            "loss" if monitor == "val_loss" else "F1",
+        model, result = fit_member(run, seed + member, init_from)
+        nets.append(model)
+        results.append(result)
+    result = results[0]
+    arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
+    axes = mirror_axes(params.flip_z) if params.mirror else []
+    composed = compose(nets, axes).eval()
+    if len(nets) > 1 or axes:
+        log.info(
+            "inference: mean of %d network(s)%s; the threshold is tuned on it",
+            len(nets),
+            f", mirrored along {axes}" if axes else "",
         )
     # threshold tuning with the best weights (pooled F1 over the validation volumes)
-    model.load_state_dict(result.best_state)
     threshold, f1_table, tuned_with = tune_threshold(
-        model, val_vols, val_peaks, params, peaks, device, gate=gate, gate_unit=gate_unit, grid=grid
+        composed,
+        val_vols,
+        val_peaks,
+        params,
+        peaks,
+        device,
+        gate=gate,
+        gate_unit=gate_unit,
+        grid=grid,
     )
     best = f1_table.loc[f1_table["threshold"] == threshold].iloc[0]
     thresholds = {
@@ -294,6 +217,11 @@ def train_detector(
     )
     summary = {
         **result.summary(),
+        **(
+            {"members": [{"seed": seed + i, **r.summary()} for i, r in enumerate(results)]}
+            if len(results) > 1
+            else {}
+        ),
         "detection_threshold": float(threshold),
         "val_f1": float(best["f1"]),
         "tuned_with": tuned_with,
@@ -326,32 +254,12 @@ def train_detector(
         thresholds=thresholds,
         curve=result.curve,
         extra_states={"weights_last": result.last_state},
+        members=[r.best_state for r in results[1:]],
+        mirror_axes=axes,
+        extra_curves={f"member{i}": r.curve for i, r in enumerate(results[1:], start=1)},
         normalization={**normalisation_recipe(params), "per_volume": True},
     )
     return summary
-
-
-def _initialise(model: nn.Module, arch: dict, folder: str | Path, recipe: dict) -> None:
-    """Start from the weights of another DM-DetNet3D model folder (fine-tuning): same
-    architecture and input normalisation, else a ConfigError naming both."""
-    from fewlabel.models.store import load_model
-
-    source = load_model(folder, expect=arch["name"])
-    if json_ready(source.arch.get("kwargs", {})) != arch["kwargs"]:
-        raise ConfigError(
-            f"init_from {folder}: its architecture {source.arch.get('kwargs')} differs from "
-            f"detection.train.model {arch['kwargs']}.",
-            fix="set detection.train.model to the pretrained model's settings.",
-        )
-    theirs = {k: v for k, v in source.normalization.items() if k != "per_volume"}
-    if theirs != recipe:
-        raise ConfigError(
-            f"init_from {folder}: it was trained on inputs normalised by {theirs}, this "
-            f"training uses {recipe}.",
-            fix="set detection.train.normalisation (and percentiles) to the pretrained model's.",
-        )
-    model.load_state_dict(source.module.state_dict())
-    log.info("initialised from the weights of %s", folder)
 
 
 def _size_warnings(vols: Sequence[Volume], diameter_um: float | None) -> list[str]:

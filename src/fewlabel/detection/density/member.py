@@ -1,0 +1,176 @@
+"""One DM-DetNet3D network trained on the prepared volumes (an ensemble trains several).
+
+:func:`fit_member` is the training loop of :func:`fewlabel.detection.density.training.
+train_detector` for one seed: random crops (flips, optional intensity augmentation, crops
+centred on voxels that carry loss under partial annotation), the weighted adaptive wing loss
+(Spilger et al., eqs. 1-3), AMSGrad, early stopping on the validation loss or detection F1.
+Member ``i`` of an ensemble trained with seed ``s`` equals a single training with seed
+``s + i``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fewlabel.config import DetectorTrainConfig, PeaksConfig
+from fewlabel.detection.density.awing import DensityLoss
+from fewlabel.detection.density.tuning import tune_threshold, validation_fn
+from fewlabel.detection.density.volumes import Volume, loss_centres, normalisation_recipe
+from fewlabel.errors import ConfigError
+from fewlabel.sampling import CropSampler
+from fewlabel.training import CurveLogger, batches_to_device, fit, json_ready
+
+SELECT_LOSS_WEIGHT = 1e-4  # select: f1 — weight of the validation loss in 1 - F1 (tie-break)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class MemberRun:
+    """What every ensemble member trains and validates on."""
+
+    train_vols: list[Volume]
+    val_vols: list[Volume]
+    val_peaks: dict[str, PeaksConfig]
+    params: DetectorTrainConfig
+    peaks: PeaksConfig
+    device: str
+    gate: float
+    gate_unit: str
+    grid: Any
+
+
+def fit_member(run: MemberRun, seed: int, init_from: str | Path | None) -> tuple[nn.Module, Any]:
+    """Train one DM-DetNet3D (crops, initialisation and validation crops from ``seed``, torch
+    seeded by the caller); returns the network with its best weights and the fit result."""
+    from fewlabel.detection.density.detnet import ARCH_NAME, DMDetNet3D
+
+    params, device = run.params, run.device
+    point_fraction = params.point_fraction
+    partial_train = [v for v in run.train_vols if v.partial]
+    if partial_train:
+        for i, vol in enumerate(partial_train):
+            vol.centres = loss_centres(vol, seed + 7 + i)
+        point_fraction = max(point_fraction, 1.0 - params.background_crop_fraction)
+        log.info(
+            "partial annotation / ROI on %s: %.0f %% of the crops centred on voxels carrying "
+            "loss (clicks, known regions, unlabelled ROI), the rest at random",
+            [v.item.sample for v in partial_train],
+            100 * point_fraction,
+        )
+    sampler = CropSampler(
+        [v.crop_volume() for v in run.train_vols],
+        params.crop,
+        seed=seed,
+        flip_axes=(0, 1, 2) if params.flip_z else (1, 2),
+        pad_values=[None, 0.0, 0.0],
+        point_fraction=point_fraction,
+        image_augment=params.intensity_augment.build(),
+    )
+    if sampler.image_augment is not None:
+        log.info("intensity augmentation of training crops: %s", sampler.image_augment)
+    model = DMDetNet3D(**params.model.kwargs()).to(device)
+    arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
+    if init_from is not None:
+        initialise(model, arch, init_from, normalisation_recipe(params))
+    log.info(
+        "model %s, %d parameters, receptive field %s voxels",
+        arch,
+        sum(p.numel() for p in model.parameters()),
+        model.receptive_field(),
+    )
+    priors = [float(v.attrs.get("unlabelled_prior", 0.0)) for v in run.train_vols]
+    loss_fn = DensityLoss(
+        params.loss,
+        params.awing,
+        prior=float(np.mean(priors)),
+        positive_threshold=float(run.train_vols[0].attrs.get("T", 0.2)),
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, 0.999), amsgrad=True)
+
+    def train_step_loss(net: nn.Module) -> torch.Tensor:
+        x, y, w = batches_to_device(sampler.sample(params.batch_size), device)
+        return loss_fn(net(x), y, w)
+
+    validate = validation_fn(run.val_vols, params, loss_fn, device, seed)
+    monitor = "val_loss"
+    if params.select == "f1":
+        validate_loss = validate
+        monitor = "val_error"
+
+        def validate(net: nn.Module) -> dict[str, float]:
+            out = validate_loss(net)
+            _, table, _ = tune_threshold(
+                net,
+                run.val_vols,
+                run.val_peaks,
+                params,
+                run.peaks,
+                device,
+                gate=run.gate,
+                gate_unit=run.gate_unit,
+                grid=run.grid,
+            )
+            f1 = float(table["f1"].max())
+            # 1 - F1; equal F1 (few validation points) is decided by the loss
+            return {
+                **out,
+                "val_f1": f1,
+                "val_error": 1.0 - f1 + SELECT_LOSS_WEIGHT * out["val_loss"],
+            }
+
+    result = fit(
+        model,
+        optimizer=optimizer,
+        train_step_loss=train_step_loss,
+        validate=validate,
+        epochs=params.epochs,
+        steps_per_epoch=params.steps_per_epoch,
+        device=device,
+        patience=params.patience,
+        monitor=monitor,
+        curve=CurveLogger(title="DM-DetNet3D"),
+        desc="train_detector",
+    )
+    if result.best_epoch <= 1 < result.epochs_run:
+        log.warning(
+            "the best %s was at epoch %d of %d: the saved weights are barely trained (the "
+            "validation %s got worse as the network learned). Fix: detection.train.select: f1 "
+            "(pick the epoch by detection F1), more validation points, or a higher patience.",
+            monitor,
+            result.best_epoch,
+            result.epochs_run,
+            "loss" if monitor == "val_loss" else "F1",
+        )
+    model.load_state_dict(result.best_state)
+    return model, result
+
+
+def initialise(model: nn.Module, arch: dict, folder: str | Path, recipe: dict) -> None:
+    """Start from the weights of another DM-DetNet3D model folder (fine-tuning): same
+    architecture and input normalisation, else a ConfigError naming both."""
+    from fewlabel.models.store import load_model
+
+    source = load_model(folder, expect=arch["name"])
+    if json_ready(source.arch.get("kwargs", {})) != arch["kwargs"]:
+        raise ConfigError(
+            f"init_from {folder}: its architecture {source.arch.get('kwargs')} differs from "
+            f"detection.train.model {arch['kwargs']}.",
+            fix="set detection.train.model to the pretrained model's settings.",
+        )
+    theirs = {k: v for k, v in source.normalization.items() if k != "per_volume"}
+    if theirs != recipe:
+        raise ConfigError(
+            f"init_from {folder}: it was trained on inputs normalised by {theirs}, this "
+            f"training uses {recipe}.",
+            fix="set detection.train.normalisation (and percentiles) to the pretrained model's.",
+        )
+    model.load_state_dict(source.network.state_dict())
+    log.info("initialised from the weights of %s", folder)
