@@ -47,7 +47,7 @@ def test_averaged_is_the_members_mean() -> None:
         torch.testing.assert_close(Averaged([a, b])(x), (a(x) + b(x)) / 2)
         assert compose([a]) is a
         composed = compose([a, b], ["x"])
-        expected = (a(x) + b(x) + torch.flip(a(torch.flip(x, [-1])) + b(torch.flip(x, [-1])), [-1]))
+        expected = a(x) + b(x) + torch.flip(a(torch.flip(x, [-1])) + b(torch.flip(x, [-1])), [-1])
         torch.testing.assert_close(composed(x), expected / 4)
 
 
