@@ -18,6 +18,10 @@ candidate): ``split.py --only "DM-DetNet3D partial-annotation, ensemble 2 + mirr
 trains the default recipe with ``detection.train.ensemble: 2, mirror: true``; its folder
 composes itself, so it is scored on the grid as it is.
 
+Declared after the tables, before running them (is the ensemble's result the two seeds' or
+the recipe's?): the same library row with ``--seed 2`` and ``--seed 4`` (members seeds 2 + 3
+and 4 + 5, new trainings), scored the same way; all three are reported whatever they show.
+
 Read as declared: mirroring and the ensemble are counted as helping where rows at or above
 the LoG at every level appear, or where the recall at the levels and the F1 at the validation
 threshold rise in most rows; ``detection.predict.mirror`` lands in the library (off by
