@@ -22,6 +22,12 @@ Declared after the tables, before running them (is the ensemble's result the two
 the recipe's?): the same library row with ``--seed 2`` and ``--seed 4`` (members seeds 2 + 3
 and 4 + 5, new trainings), scored the same way; all three are reported whatever they show.
 
+Declared after those three (seeds 0 + 1 met the bar, 2 + 3 and 4 + 5 did not), before
+running: how much of it is the seeds? (a) each of the six networks alone (seeds 0-5, the
+default recipe), with mirroring, on the grid: the seed distribution of one network; (b) all
+six as one ensemble (the three library folders averaged; each mirrors itself). Reported
+whatever they show; no library default is changed on them.
+
 Read as declared: mirroring and the ensemble are counted as helping where rows at or above
 the LoG at every level appear, or where the recall at the levels and the F1 at the validation
 threshold rise in most rows; ``detection.predict.mirror`` lands in the library (off by
@@ -52,6 +58,8 @@ from resample import TRAIN_Z_UM, model_of, resampled
 from run import pooled
 from tables import recall_at_levels
 
+LIBRARY = f"{split.DM_PARTIAL}, ensemble 2 + mirroring"  # split.py's library rows
+LIBRARY_SEEDS = (", seed 2", ", seed 4")
 ENSEMBLES = {
     f"{split.DM_PARTIAL}, seeds 0 + 1 averaged": [split.DM_PARTIAL, f"{split.DM_PARTIAL}, seed 1"],
     f"{split.DM_PARTIAL} [background], seeds 0 + 1 averaged": [
@@ -70,11 +78,43 @@ def jobs(workdir: Path) -> list[tuple[str, list[Path], float, tuple[bool, ...]]]
         if found is not None and (found[0] / "weights.pt").is_file():
             # a folder trained with detection.train.mirror mirrors itself (load_model)
             out.append((name, [found[0]], found[1], (False,) if composed(found[0]) else (True,)))
+    library = [workdir / split.slug(f"{LIBRARY}{s}") / "model" for s in ("", *LIBRARY_SEEDS)]
+    if all((f / "weights.pt").is_file() for f in library):  # the six networks, then all six
+        for i, folder in enumerate(library):
+            for member in (0, 1):
+                seed = 2 * i + member
+                alone = member_folder(folder, member, workdir / "members" / f"seed{seed}")
+                out.append((f"{split.DM_PARTIAL}, seed {seed} alone", [alone], TRAIN_Z_UM, (True,)))
+        out.append((f"{split.DM_PARTIAL}, seeds 0-5 averaged", library, TRAIN_Z_UM, (False,)))
     for name, members in ENSEMBLES.items():
         folders = [workdir / split.slug(m) / "model" for m in members]
         if all((f / "weights.pt").is_file() for f in folders):
             out.append((name, folders, TRAIN_Z_UM, (False, True)))
     return out
+
+
+def member_folder(folder: Path, member: int, dest: Path) -> Path:
+    """Network ``member`` of an ensemble folder as a plain model folder of its own (its
+    weights, model.json without ``inference``, the other files as they are)."""
+    import shutil
+
+    if not (dest / "weights.pt").is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("training.json", "thresholds.json", "normalization.json"):
+            shutil.copy(folder / name, dest / name)
+        described = json.loads((folder / "model.json").read_text())
+        described.pop("inference")
+        (dest / "model.json").write_text(json.dumps(described))
+        source = "weights.pt" if member == 0 else f"weights_member{member}.pt"
+        shutil.copy(folder / source, dest / "weights.pt")
+    return dest
+
+
+def label_of(folders: list[Path], mirror: bool) -> str:
+    if len(folders) == 1 and composed(folders[0]):
+        return "training grid, library (model.json: ensemble 2 + mirroring)"
+    mirrored = mirror or any(composed(f) for f in folders)  # folders that mirror themselves
+    return "training grid + mirroring" if mirrored else "training grid"
 
 
 def composed(folder: Path) -> bool:
@@ -87,9 +127,7 @@ def score(name: str, folders: list[Path], z_um: float, mirror: bool, p: dict, wo
     threshold, val = split.tune([fn(p["val"])], [p["val_clicks"]])
     tests = [fn(v) for v in p["tests"]]
     sweep = pd.DataFrame(split.test_sweep(tests, p["tests"]))
-    label = "training grid + mirroring" if mirror else "training grid"
-    if composed(folders[0]):
-        label = "training grid, library (model.json: ensemble 2 + mirroring)"
+    label = label_of(folders, mirror)
     runs = workdir / "tta_runs"
     runs.mkdir(exist_ok=True)
     run = {"method": f"{name} [{label}]", "threshold": threshold, "tests": tests}
@@ -107,9 +145,7 @@ def val_only(name: str, folders: list[Path], z_um: float, mirror: bool, p: dict)
     _, val = split.tune(
         [resampled(model_peaks(folders, mirror=mirror), z_um)(p["val"])], [p["val_clicks"]]
     )
-    label = "training grid + mirroring" if mirror else "training grid"
-    if composed(folders[0]):
-        label = "training grid, library (model.json: ensemble 2 + mirroring)"
+    label = label_of(folders, mirror)
     return {"method": name, "inference": label, "val best F1": round(float(val["f1"].max()), 3)}
 
 
@@ -124,10 +160,11 @@ def collect(workdir: Path, tag: str) -> None:
         rows += [grid[grid["method"] == name], new[new["method"] == name]]
     out = pd.concat(rows).drop_duplicates(["method", "inference"])
     val = workdir / "tta_val.tsv"  # --val-only: the validation's best F1 of every row
-    if val.is_file():
-        out = out.drop(columns="val best F1", errors="ignore").merge(
-            pd.read_csv(val, sep="\t"), on=["method", "inference"], how="left"
-        )
+    if val.is_file():  # rows scored before score() recorded it
+        extra = pd.read_csv(val, sep="\t").rename(columns={"val best F1": "val"})
+        out = out.merge(extra, on=["method", "inference"], how="left")
+        out["val best F1"] = out.get("val best F1", out["val"]).fillna(out["val"])
+        out = out.drop(columns="val")
     out.to_csv(data.HERE / f"tta{tag}.tsv", sep="\t", index=False)
 
 
@@ -185,7 +222,7 @@ def main() -> None:
     parser.add_argument("--part", default="0/1", help="k/n: every n-th job from the k-th")
     parser.add_argument("--collect", action="store_true")
     parser.add_argument("--val-only", action="store_true", help="the validation's best F1")
-    parser.add_argument("--only", help="one row (written to tta_part<k>_only.tsv)")
+    parser.add_argument("--only", help="one row (written to tta_part<k>_<row>.tsv)")
     parser.add_argument("--figure", help="the root of both work folders: tta_pr.png")
     args = parser.parse_args()
     split.NOISE = args.noise
@@ -208,7 +245,7 @@ def main() -> None:
         pd.DataFrame(rows).to_csv(workdir / "tta_val.tsv", sep="\t", index=False)
         return
     todo = [j for j in jobs(workdir) if args.only in (None, j[0])][k::n]
-    out = workdir / f"tta_part{k}{'_only' if args.only else ''}.tsv"
+    out = workdir / f"tta_part{k}{'_' + split.slug(args.only) if args.only else ''}.tsv"
     for name, folders, z_um, mirrors in todo:
         for mirror in mirrors:
             rows.append(score(name, folders, z_um, mirror, p, workdir))
