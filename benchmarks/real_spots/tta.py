@@ -222,7 +222,9 @@ def main() -> None:
     parser.add_argument("--part", default="0/1", help="k/n: every n-th job from the k-th")
     parser.add_argument("--collect", action="store_true")
     parser.add_argument("--val-only", action="store_true", help="the validation's best F1")
-    parser.add_argument("--only", help="one row (written to tta_part<k>_<row>.tsv)")
+    parser.add_argument(
+        "--only", help="'|'-separated rows (written to tta_part<k>_<first row>.tsv)"
+    )
     parser.add_argument("--figure", help="the root of both work folders: tta_pr.png")
     args = parser.parse_args()
     split.NOISE = args.noise
@@ -244,8 +246,9 @@ def main() -> None:
                 print(rows[-1], flush=True)
         pd.DataFrame(rows).to_csv(workdir / "tta_val.tsv", sep="\t", index=False)
         return
-    todo = [j for j in jobs(workdir) if args.only in (None, j[0])][k::n]
-    out = workdir / f"tta_part{k}{'_' + split.slug(args.only) if args.only else ''}.tsv"
+    only = None if args.only is None else args.only.split("|")
+    todo = [j for j in jobs(workdir) if only is None or j[0] in only][k::n]
+    out = workdir / f"tta_part{k}{'_' + split.slug(only[0]) if only else ''}.tsv"
     for name, folders, z_um, mirrors in todo:
         for mirror in mirrors:
             rows.append(score(name, folders, z_um, mirror, p, workdir))
