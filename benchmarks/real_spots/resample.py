@@ -21,6 +21,7 @@ PU prediction does not resample), ``resample_pu{tag}.tsv``.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def model_of(name: str, workdir: Path, pu: bool = False) -> tuple[Path, float] |
     if not name.startswith("DM-DetNet3D") or any(s in name for s in SKIP):
         return None
     if "synthetic only" in name:
-        seed = 1 if name.endswith("seed 1") else 0
+        found = re.search(r", seed (\d+)$", name)
+        seed = int(found.group(1)) if found else 0
         root = "synthetic_pretrain" + (f"_seed{seed}" if seed else "")
         return workdir / root / "model", pretrain.VOXEL_UM[0]
     return workdir / split.slug(name) / "model", TRAIN_Z_UM
