@@ -237,3 +237,23 @@ def test_extract_points_writes_the_image_voxels_of_a_map_on_the_training_grid(tm
     np.testing.assert_allclose(points[["z", "y", "x"]].to_numpy(), truth, atol=0.35)
     np.testing.assert_allclose(points["z_um"], points["z"] * 0.3, rtol=1e-9)
     np.testing.assert_allclose(points["y_um"], points["y"] * 0.11, rtol=1e-9)
+
+
+def test_extract_points_warns_when_the_map_is_not_on_the_tuning_grid(tmp_path, capsys):
+    """model_grid: false predicts a 0.3 µm volume on its own grid; the threshold was tuned on
+    the 0.4 µm training grid: extract_points says so (and not for a map on that grid)."""
+    import json
+
+    folder = _model(tmp_path / "model")  # training.json: voxel_size_um = GRID
+    (folder / "thresholds.json").write_text(json.dumps({"detection_threshold": 0.3}))
+    image = _spots(TRUTH)
+    for name, voxel, warned in (("own", IMAGE_VOXEL, True), ("grid", GRID, False)):
+        density = tmp_path / f"{name}.ome.zarr"
+        write_ome_zarr(density, image, voxel, chunks=(4, 16, 16))
+        capsys.readouterr()
+        args = ["extract_points", "--sample", "s1", "--density", str(density), "--model-dir",
+                str(folder), "--output", str(tmp_path / f"{name}.csv")]  # fmt: skip
+        assert main(args) == 0
+        said = capsys.readouterr().err  # the stage's log (fewlabel.logs) goes to stderr
+        assert ("WARNING" in said and "training grid [0.4, 0.11, 0.11]" in said) == warned, said
+        assert len(pd.read_csv(tmp_path / f"{name}.csv")) == 3
