@@ -13,8 +13,6 @@ import numpy as np
 
 def model_peaks(folders: Sequence[Path], peaks_cfg=None, mirror: bool = False):
     """``peaks(volume) -> table`` for the mean density of the models in ``folders``."""
-    import json
-
     from fewlabel.config import PeaksConfig
     from fewlabel.detection.density.tuning import predict_density
     from fewlabel.detection.peaks import find_peaks
@@ -25,8 +23,8 @@ def model_peaks(folders: Sequence[Path], peaks_cfg=None, mirror: bool = False):
 
     models = [load_model(f, expect="dmdetnet3d") for f in folders]
     if mirror:
-        for folder, loaded in zip(folders, models, strict=True):
-            flip_z = json.loads((folder / "training.json").read_text())["params"]["flip_z"]
+        for loaded in models:
+            flip_z = loaded.training["params"]["flip_z"]
             loaded.module = Mirrored(loaded.module, mirror_axes(flip_z))
     peaks_cfg = peaks_cfg or PeaksConfig()
 

@@ -103,6 +103,8 @@ def member_folder(folder: Path, member: int, dest: Path) -> Path:
     weights, model.json without ``inference``, the other files as they are)."""
     import shutil
 
+    from fewlabel.models.store import MEMBER, WEIGHTS
+
     if not (dest / "weights.pt").is_file():
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("training.json", "thresholds.json", "normalization.json"):
@@ -110,7 +112,7 @@ def member_folder(folder: Path, member: int, dest: Path) -> Path:
         described = json.loads((folder / "model.json").read_text())
         described.pop("inference")
         (dest / "model.json").write_text(json.dumps(described))
-        source = "weights.pt" if member == 0 else f"weights_member{member}.pt"
+        source = WEIGHTS if member == 0 else f"{MEMBER}{member}.pt"
         shutil.copy(folder / source, dest / "weights.pt")
     return dest
 

@@ -35,7 +35,9 @@ def mirror_axes(flip_z: bool) -> list[str]:
 
 
 class _Wrapper(nn.Module):
-    def _inner(self) -> nn.Module:
+    """A module around trained networks that answers :data:`FORWARDED` with ``_inner()``'s."""
+
+    def _inner(self) -> nn.Module:  # each subclass names the network it forwards to
         raise NotImplementedError
 
     def __getattr__(self, name: str) -> Any:

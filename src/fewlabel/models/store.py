@@ -329,11 +329,8 @@ def _inference(value: Any, folder: Path) -> dict[str, Any]:
 
     if value is None:
         return {}
-    members, axes = (
-        (value.get(k) for k in ("members", "mirror_axes"))
-        if isinstance(value, dict)
-        else (None, None)
-    )
+    record = value if isinstance(value, dict) else {}
+    members, axes = record.get("members"), record.get("mirror_axes")
     if (
         not isinstance(members, int)
         or members < 1

@@ -22,7 +22,7 @@ from torch import nn
 from fewlabel.config import DetectorTrainConfig, PeaksConfig
 from fewlabel.detection.density.awing import DensityLoss
 from fewlabel.detection.density.tuning import tune_threshold, validation_fn
-from fewlabel.detection.density.volumes import Volume, loss_centres, normalisation_recipe
+from fewlabel.detection.density.volumes import Volume, loss_centres
 from fewlabel.errors import ConfigError
 from fewlabel.sampling import CropSampler
 from fewlabel.training import CurveLogger, batches_to_device, fit, json_ready
@@ -45,12 +45,14 @@ class MemberRun:
     gate: float
     gate_unit: str
     grid: Any
+    arch: dict[str, Any]
+    init_state: dict[str, torch.Tensor] | None = None  # init_from's weights (read once)
 
 
-def fit_member(run: MemberRun, seed: int, init_from: str | Path | None) -> tuple[nn.Module, Any]:
+def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
     """Train one DM-DetNet3D (crops, initialisation and validation crops from ``seed``, torch
     seeded by the caller); returns the network with its best weights and the fit result."""
-    from fewlabel.detection.density.detnet import ARCH_NAME, DMDetNet3D
+    from fewlabel.detection.density.detnet import DMDetNet3D
 
     params, device = run.params, run.device
     point_fraction = params.point_fraction
@@ -77,12 +79,11 @@ def fit_member(run: MemberRun, seed: int, init_from: str | Path | None) -> tuple
     if sampler.image_augment is not None:
         log.info("intensity augmentation of training crops: %s", sampler.image_augment)
     model = DMDetNet3D(**params.model.kwargs()).to(device)
-    arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
-    if init_from is not None:
-        initialise(model, arch, init_from, normalisation_recipe(params))
+    if run.init_state is not None:
+        model.load_state_dict(run.init_state)
     log.info(
         "model %s, %d parameters, receptive field %s voxels",
-        arch,
+        run.arch,
         sum(p.numel() for p in model.parameters()),
         model.receptive_field(),
     )
@@ -153,8 +154,8 @@ def fit_member(run: MemberRun, seed: int, init_from: str | Path | None) -> tuple
     return model, result
 
 
-def initialise(model: nn.Module, arch: dict, folder: str | Path, recipe: dict) -> None:
-    """Start from the weights of another DM-DetNet3D model folder (fine-tuning): same
+def initial_state(arch: dict, folder: str | Path, recipe: dict) -> dict[str, torch.Tensor]:
+    """The weights of another DM-DetNet3D model folder to start from (fine-tuning): same
     architecture and input normalisation, else a ConfigError naming both."""
     from fewlabel.models.store import load_model
 
@@ -172,5 +173,5 @@ def initialise(model: nn.Module, arch: dict, folder: str | Path, recipe: dict) -
             f"training uses {recipe}.",
             fix="set detection.train.normalisation (and percentiles) to the pretrained model's.",
         )
-    model.load_state_dict(source.network.state_dict())
-    log.info("initialised from the weights of %s", folder)
+    log.info("initialising from the weights of %s", folder)
+    return source.network.state_dict()

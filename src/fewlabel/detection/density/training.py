@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fewlabel.config import DetectorTrainConfig, PeaksConfig
-from fewlabel.detection.density.member import MemberRun, fit_member
+from fewlabel.detection.density.member import MemberRun, fit_member, initial_state
 from fewlabel.detection.density.tuning import tune_threshold
 from fewlabel.detection.density.volumes import (
     IN_MEMORY_MAX_VOXELS,
@@ -155,8 +155,15 @@ def train_detector(
     grid = training_grid([v.voxel_size for v in train_vols])
 
     gate, gate_unit = tuning_gate(params.gate, params.gate_unit, evaluation)
-    run = MemberRun(train_vols, val_vols, val_peaks, params, peaks, device, gate, gate_unit, grid)
+    arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
     init_from = init_from if init_from is not None else params.init_from
+    init_state = (
+        None if init_from is None else initial_state(arch, init_from, normalisation_recipe(params))
+    )
+    run = MemberRun(
+        train_vols, val_vols, val_peaks, params, peaks, device, gate, gate_unit, grid, arch,
+        init_state,
+    )  # fmt: skip
     nets, results = [], []
     for member in range(params.ensemble):  # member i = the training with seed + i
         if member:
@@ -164,11 +171,10 @@ def train_detector(
             log.info(
                 "ensemble member %d of %d: seed %d", member + 1, params.ensemble, seed + member
             )
-        model, result = fit_member(run, seed + member, init_from)
+        model, result = fit_member(run, seed + member)
         nets.append(model)
         results.append(result)
     result = results[0]
-    arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
     axes = mirror_axes(params.flip_z) if params.mirror else []
     composed = compose(nets, axes).eval()
     if len(nets) > 1 or axes:
