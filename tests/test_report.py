@@ -407,6 +407,30 @@ def test_model_folder_without_curve_gives_no_image(run_dir, tmp_path):
     assert len(_decode_images(out.read_text())) == 1  # the F1 sweep only
 
 
+def test_ensemble_folder_shows_its_composition_and_every_member_curve(run_dir, tmp_path):
+    folder = Path(run_dir["detection_model_dir"])
+    out = tmp_path / "report.html"
+    inputs = ReportInputs.from_dict({"detection_model_dir": str(folder)})
+    build_report(out, inputs=inputs)
+    plain = out.read_text()
+    assert "predicts with" not in plain and "ensemble members" not in plain
+
+    curve = pd.read_csv(folder / "curve.tsv", sep="\t")
+    for member in (2, 1):  # written out of order: shown in member order
+        curve.assign(train_loss=curve["train_loss"] * member).to_csv(
+            folder / f"curve_member{member}.tsv", sep="\t", index=False
+        )
+    described = {"name": "dmdetnet3d", "inference": {"members": 3, "mirror_axes": [1, 2]}}
+    (folder / "model.json").write_text(json.dumps(described))
+    build_report(out, inputs=inputs)
+    html = out.read_text()
+
+    assert "the mean of 3 networks" in html and "test-time mirroring over yx" in html
+    assert "other ensemble members (2;" in html
+    assert html.index("member 1 training curve") < html.index("member 2 training curve")
+    assert len(_decode_images(html)) == len(_decode_images(plain)) + 2
+
+
 @pytest.mark.parametrize("key", ["detection_summary_tsv", "roi_jsons", "detection_samples"])
 def test_missing_listed_file_names_it(run_dir, tmp_path, key):
     missing = tmp_path / "nope" / "missing.file"

@@ -46,6 +46,7 @@ from fewlabel.report.projections import max_projection, pooling_factors
 log = logging.getLogger(__name__)
 
 CURVE_TSV = "curve.tsv"
+MODEL_JSON = "model.json"
 THRESHOLDS_JSON = "thresholds.json"
 TRAINING_JSON = "training.json"
 
@@ -105,6 +106,8 @@ def _model_context(folder: str | Path | None, label: str) -> dict[str, Any] | No
         "threshold_curves": [],
         "f1_figure": None,
         "training": None,
+        "inference": _inference_line(folder),
+        "member_curves": _member_curves(folder, label),
     }
     curve_path = folder / CURVE_TSV
     if curve_path.exists():
@@ -136,6 +139,41 @@ def _model_context(folder: str | Path | None, label: str) -> dict[str, Any] | No
         if isinstance(training, Mapping) and training:
             context["training"] = table_context(_scalars(training), key=None)
     return context
+
+
+def _inference_line(folder: Path) -> str | None:
+    """What model.json's ``inference`` record says the folder predicts with (an ensemble of
+    networks and/or test-time mirroring, :mod:`fewlabel.models.compose`); None without one."""
+    if not (folder / MODEL_JSON).exists():
+        return None
+    described = _read_json(folder / MODEL_JSON, "model description")
+    record = described.get("inference") if isinstance(described, Mapping) else None
+    if not isinstance(record, Mapping):
+        return None
+    members = int(record.get("members", 1))
+    axes = "".join("zyx"[int(a)] for a in record.get("mirror_axes", []))
+    parts = []
+    if members > 1:
+        parts.append(f"the mean of {members} networks (training seeds seed … seed + {members - 1})")
+    if axes:
+        parts.append(f"test-time mirroring over {axes}")
+    return "; ".join(parts) or None
+
+
+def _member_curves(folder: Path, label: str) -> list[dict[str, Any]]:
+    """Training curves of ensemble members 1 … N-1 (``curve_member<i>.tsv``; member 0 is
+    ``curve.tsv``), in member order."""
+    found = []
+    for path in folder.glob("curve_member*.tsv"):
+        index = path.stem.removeprefix("curve_member")
+        if index.isdigit():
+            found.append((int(index), path))
+    out = []
+    for index, path in sorted(found):
+        curve = _read_tsv(path, f"training curve of member {index}")
+        if not curve.empty:
+            out.append({"member": index, "figure": curve_figure(curve, f"{label}: member {index}")})
+    return out
 
 
 def _detection_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | None:
