@@ -189,6 +189,7 @@ def test_summarize_run_provenance_names_its_environment_and_the_models(tmp_path,
     assert record["versions"]["numpy"] == real_version("numpy")
     assert "not installed" not in json.dumps(record)
     assert record["environment"]["python_executable"] == sys.executable
+    assert record["environment"]["cpu"]  # the machine type a rerun must match, bit for bit
     model = record["models"]["detector"]
     assert model["folder"] == "results/models/detector" and model["stage"] == "train_detector"
     assert model["versions"]["torch"] == "2.13.0" and model["device"] == "cuda"

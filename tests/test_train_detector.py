@@ -140,6 +140,8 @@ def test_train_detector_writes_folder_and_is_deterministic(samples) -> None:
         "curve.png",
     ):
         assert (folder / name).is_file(), name
+    trained_on = json.loads((folder / "training.json").read_text())["provenance"]["environment"]
+    assert trained_on["cpu"] and trained_on["cpu_capability"]  # floats differ between CPU types
     curve = pd.read_csv(folder / "curve.tsv", sep="\t")
     assert list(curve["epoch"]) == [1, 2]
     assert {"train_loss", "val_loss"} <= set(curve.columns)

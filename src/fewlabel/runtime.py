@@ -63,12 +63,33 @@ def package_versions() -> dict[str, str]:
 
 def environment() -> dict[str, Any]:
     """Which Python environment wrote a record: its interpreter and prefix (a conda env's
-    folder under ``--sdm conda``)."""
+    folder under ``--sdm conda``), and the CPU it ran on (:func:`cpu`)."""
     return {
         "python_executable": sys.executable,
         "prefix": sys.prefix,
         "conda_env": os.environ.get("CONDA_PREFIX") or None,
+        **cpu(),
     }
+
+
+def cpu() -> dict[str, str | None]:
+    """The CPU model and, where torch is loaded, the vector instructions its kernels use.
+
+    A training run is bit-for-bit reproducible given its seed on one machine type; another
+    CPU type runs other float kernels, and the weights drift apart over training (measured in
+    ``benchmarks/real_spots``: the same commit and seed on two machine types), so a record
+    names both."""
+    model = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    torch = sys.modules.get("torch")
+    capability = torch.backends.cpu.get_cpu_capability() if torch is not None else None
+    return {"cpu": model, "cpu_capability": capability}
 
 
 def model_provenance(folder: str | Path) -> dict[str, Any]:
