@@ -62,6 +62,31 @@ def test_click_neighbourhood_chunked_equals_whole() -> None:
     assert whole[2, 5, 7] and whole[2, 8, 7] and not whole[2, 9, 7]
 
 
+def test_click_radius_per_axis_in_um_sets_the_known_ellipsoid(tmp_path) -> None:
+    """click_radius_um takes one radius or z, y, x semi-axes (µm), on anisotropic voxels: an
+    unclicked spot beside a click lies in the known ring at the default 4 σ (taught as
+    background) and outside it, unlabelled, with a ring that ends before it."""
+    vs = (0.4, 0.1, 0.1)
+    image = str(tmp_path / "img.ome.zarr")
+    write_ome_zarr(image, np.zeros((10, 40, 40), np.float32), vs, chunks=(10, 40, 40))
+    click = np.array([[5.0, 20.0, 20.0]])
+    neighbour = (5, 20, 25)  # an unclicked spot 0.5 µm away along x
+    weights = {}
+    for key, radius in {"4 sigma": None, "axes": [0.8, 0.3, 0.3], "one": 0.3}.items():
+        params = DensityTargetsConfig(sigma=(0.2, 0.15, 0.15), click_radius_um=radius)
+        paths = _targets(tmp_path, key.replace(" ", ""), image, click, params)
+        weights[key] = np.asarray(open_ome_zarr(paths["weight"]).array[...])
+    assert weights["4 sigma"][neighbour] > 0  # known: certain background
+    assert weights["axes"][neighbour] < 0  # unlabelled: PU risk, never certain background
+    # semi-axes in voxels: z 0.8 / 0.4 = 2 planes, y / x 0.3 / 0.1 = 3 voxels
+    known = weights["axes"] > 0
+    assert known[3, 20, 20] and not known[2, 20, 20] and known[5, 20, 22] and not known[5, 20, 24]
+    # one radius: a sphere of 0.3 µm, less than one z plane of 0.4 µm
+    assert not (weights["one"] > 0)[4, 20, 20] and (weights["one"] > 0)[5, 22, 20]
+    with pytest.raises(ValueError, match="click_radius_um"):
+        DensityTargetsConfig(click_radius_um=[0.8, 0.3])
+
+
 # --------------------------------------------------------------------------- half-clicked volume
 def _spots(root, name: str, seed: int, shape=(12, 64, 64)):
     synth = spot_volume(shape, snr=6.0, density=500.0, clutter=False, seed=seed)

@@ -35,6 +35,7 @@ from tables import recall_at_levels
 
 EPOCHS = 40  # DM-DetNet3D epochs of the main rows (other --epochs: rows "..., N epochs")
 NOISE = 1.0  # --noise F: every volume's noise s.d. multiplied by F (protocol 3; 1 = as recorded)
+CLICK_2_SIGMA = [0.6, 0.3, 0.3]  # µm: 2 target σ per axis (the default neighbourhood is 4 σ)
 SEED = 0  # --seed: DM-DetNet3D training seed (rows of another seed are named "..., seed N")
 
 
@@ -264,6 +265,9 @@ METHODS[f"{DM_PARTIAL}, seeds 0 + 1 averaged"] = lambda p, w, e: ensemble_method
 METHODS[f"{DM_PARTIAL}, ensemble 2 + mirroring"] = lambda p, w, e: dm_method(
     p, w, e, ensemble=2, mirror=True
 )  # the library's detection.train.ensemble / mirror (tta.py scores it on the training grid)
+METHODS[f"{DM_PARTIAL}, ensemble 2 + mirroring, click neighbourhood 2 sigma"] = lambda p, w, e: (
+    dm_method(p, w, e, ensemble=2, mirror=True, targets={"click_radius_um": CLICK_2_SIGMA})
+)  # neighbourhood.py: the known ring around a click stops short of a close neighbour
 METHODS["PU+SWA, intensity augmentation [background]"] = lambda p, w, e: pu_method(
     p, w, e, "background", intensity=AUGMENT
 )

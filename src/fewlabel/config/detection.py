@@ -54,10 +54,11 @@ class DensityTargetsConfig(ConfigModel):
         "unclicked voxels as certain background) | full = every particle is annotated "
         "(the whole volume is background outside the points)",
     )
-    click_radius_um: PosFloat | None = Field(
+    click_radius_um: PosFloat | ZYXFloat | None = Field(
         None,
-        description="radius (µm) of the known neighbourhood around each click (annotation "
-        "clicks); null: 4 sigma per axis",
+        description="radius (µm; one value, or z, y, x semi-axes) of the known neighbourhood "
+        "around each click (annotation clicks): the clicked particle and its ring count as "
+        "known, so an unclicked particle inside is taught as background; null: 4 sigma per axis",
     )
     unlabelled_weight: Annotated[float, Field(ge=0)] = Field(
         1.0,

@@ -178,12 +178,16 @@ def click_neighbourhood(
 
 
 def click_radius_voxels(
-    sigma_voxels: Sequence[float], click_radius_um: float | None, voxel_size: Sequence[float]
+    sigma_voxels: Sequence[float],
+    click_radius_um: float | Sequence[float] | None,
+    voxel_size: Sequence[float],
 ) -> tuple[float, float, float]:
-    """Neighbourhood semi-axes (voxels): ``click_radius_um`` / voxel size, else 4 σ."""
+    """Neighbourhood semi-axes (voxels): ``click_radius_um`` (one radius or z, y, x semi-axes,
+    µm) / voxel size, else 4 σ."""
     if click_radius_um is None:
         return tuple(CLICK_RADIUS_SIGMAS * float(s) for s in sigma_voxels)  # type: ignore[return-value]
-    return tuple(float(click_radius_um) / float(v) for v in voxel_size)  # type: ignore[return-value]
+    radii = [click_radius_um] * 3 if np.isscalar(click_radius_um) else click_radius_um
+    return tuple(float(r) / float(v) for r, v in zip(radii, voxel_size[-3:], strict=True))  # type: ignore[arg-type, return-value]
 
 
 def partial_weight(
