@@ -370,3 +370,36 @@ def test_ensemble_and_mirroring_tune_record_and_predict_one_network(samples) -> 
     tiled = np.asarray(open_ome_zarr(root / "ens_map.ome.zarr").array[...])
     np.testing.assert_allclose(tiled, whole[0, 0].numpy(), atol=1e-5)
     assert np.abs(tiled - plain[0, 0].numpy()).max() > 1e-3
+
+
+def test_select_f1_scores_each_epoch_with_the_mirroring_it_predicts_with(samples) -> None:
+    """select: f1 + mirror: the F1 that picks the epoch is the mirrored network's (the one the
+    folder predicts with), not the plain network's: the last epoch's curve value equals the
+    mirrored sweep of weights_last.pt."""
+    import copy
+
+    from fewlabel.detection.density.tuning import tune_threshold
+    from fewlabel.detection.density.volumes import DetectorItem, load_volume
+    from fewlabel.detection.sizes import derive_peaks
+    from fewlabel.models.compose import compose
+
+    root, train, val = samples
+    grid = tuple(round(float(t), 3) for t in np.linspace(0.02, 0.6, 30))
+    params = TINY.model_copy(update={"select": "f1", "mirror": True, "threshold_grid": grid})
+    train_detector([train], [val], root / "sel", params=params, seed=3, threads=1)
+    folder = root / "sel"
+    loaded = load_model(folder, expect="dmdetnet3d")
+    last = copy.deepcopy(loaded.network)
+    last.load_state_dict(torch.load(folder / "weights_last.pt", weights_only=True))
+    vol = load_volume(DetectorItem.coerce(val, 0), params, training=False)
+    peaks = {"b": derive_peaks(PeaksConfig(), None, vol.voxel_size, sample="b")}
+    on = tuple(loaded.training["voxel_size_um"])
+    best = {}
+    for name, net in (("mirrored", compose([last], ["y", "x"])), ("plain", last)):
+        _, table, _ = tune_threshold(
+            net, [vol], peaks, params, PeaksConfig(), "cpu", gate=0.5, gate_unit="um", grid=on
+        )
+        best[name] = float(table["f1"].max())
+    curve = pd.read_csv(folder / "curve.tsv", sep="\t")
+    assert curve["val_f1"].iloc[-1] == pytest.approx(best["mirrored"])
+    assert best["mirrored"] != best["plain"]  # the check can tell them apart

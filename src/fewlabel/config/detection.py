@@ -175,7 +175,8 @@ class DetectorTrainConfig(TrainConfig):
         False,
         description="test-time mirroring: the density map is the mean over the y/x flips "
         "(and z with flip_z) of the input, flipped back (nnU-Net); the threshold is tuned "
-        "with it and every prediction with the model folder applies it; prediction x 4 (x 8)",
+        "with it, select: f1 scores each epoch with it, and every prediction with the model "
+        "folder applies it; prediction x 4 (x 8)",
     )
 
 

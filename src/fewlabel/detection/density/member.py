@@ -106,10 +106,14 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
         validate_loss = validate
         monitor = "val_error"
 
+        from fewlabel.models.compose import compose, mirror_axes
+
+        axes = mirror_axes(params.flip_z) if params.mirror else []
+
         def validate(net: nn.Module) -> dict[str, float]:
             out = validate_loss(net)
             _, table, _ = tune_threshold(
-                net,
+                compose([net], axes),  # mirrored as it will predict (detection.train.mirror)
                 run.val_vols,
                 run.val_peaks,
                 params,
