@@ -303,7 +303,9 @@ def test_missing_file(tmp_path):
 
 
 def test_missing_voxel_size_everywhere(tmp_path, rng):
-    tifffile.imwrite(tmp_path / "a.tif", rng.random((3, 8, 8)).astype(np.float32))
+    tifffile.imwrite(
+        tmp_path / "a.tif", rng.random((3, 8, 8)).astype(np.float32), photometric="minisblack"
+    )
     with pytest.raises(InputDataError, match="no voxel size"):
         ingest(tmp_path / "a.tif", tmp_path)
 
