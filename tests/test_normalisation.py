@@ -328,3 +328,35 @@ def test_pu_model_records_its_normalisation_and_tiled_prediction_equals_whole_vo
     tiled = np.asarray(open_ome_zarr(tmp_path / "map.ome.zarr").array[...])
     inner = (slice(2, -2), slice(4, -4), slice(4, -4))  # the window inside the volume
     np.testing.assert_allclose(tiled[inner], whole[inner], atol=1e-4)
+
+
+def test_pu_top_hat_follows_the_object_diameter_unless_set(tmp_path, caplog):
+    """detection.object_diameter_um sets PU's normalisation.background_um (d µm per axis) as it
+    does the detector's and the LoG's; an explicit background_um is kept."""
+    import logging
+
+    import pandas as pd
+
+    from fewlabel.config.pu import PUConfig
+    from fewlabel.detection.pu.fit import train_to_folder
+    from fewlabel.io import write_points_csv
+    from fewlabel.models.store import load_model
+
+    shape = (10, 32, 32)
+    volume = (_spots(shape, [(4, 10, 10), (6, 22, 20)], 400.0) + 500).astype(np.uint16)
+    item = {"sample": "s", "image": str(tmp_path / "img.ome.zarr"), "points": str(tmp_path / "p")}
+    write_ome_zarr(item["image"], volume, VOXEL, chunks=(5, 16, 16))
+    write_points_csv(pd.DataFrame([[4, 10, 10]], columns=["z", "y", "x"]), item["points"])
+    tiny = {
+        "window": [5, 9, 9], "radius_um": 0.5, "expected_particles": 4, "batch_size": 4,
+        "steps": 2, "model": {"width": 4, "channels": [4, 8], "expand": 2, "head_channels": 8},
+        "averaging": {"mode": "none"}, "threshold": 0.5,
+    }  # fmt: skip
+    recorded = {}
+    for name, extra in {"default": {}, "explicit": {"background_um": [1.5, 1.5, 1.5]}}.items():
+        params = parse(PUConfig, {**tiny, "normalisation": {"mode": "background", **extra}})
+        with caplog.at_level(logging.INFO, logger="fewlabel.detection.sizes"):
+            train_to_folder([item], tmp_path / name, params=params, seed=0, object_diameter_um=2.0)
+        recorded[name] = load_model(tmp_path / name, "cpu").normalization["background_um"]
+    assert recorded == {"default": [2.0, 2.0, 2.0], "explicit": [1.5, 1.5, 1.5]}
+    assert "normalisation.background_um derived from detection.object_diameter_um" in caplog.text

@@ -23,6 +23,7 @@ if config["detection"]["method"] == "pu":
             settings=to_json(config["detection"]["pu"]),
             roi=section_params("roi"),
             use_roi="yes" if PU_ROI else "no",
+            diameter=object_diameter_value(),
             seed=config["seed"],
         threads: 1
         resources:
@@ -36,6 +37,7 @@ if config["detection"]["method"] == "pu":
         shell:
             "python -m fewlabel train_pu --sample-sheet {params.sheet:q} --out-dir {output} "
             "--params {params.settings:q} --roi-params {params.roi:q} --use-roi {params.use_roi:q} "
+            "--object-diameter-um={params.diameter:q} "
             "--threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
 
     rule predict_pu:

@@ -272,7 +272,7 @@ class DetectionConfig(ConfigModel):
         description="typical object diameter (µm); when set, every one of "
         "targets.sigma (d/4 µm), peaks.min_distance (radius in voxels), train.crop "
         "(>= 4 diameters per axis, <= 128 voxels) and the normalisation.background_um of "
-        "train and log (d µm) left at its default is derived per "
+        "train, log and pu (d µm) left at its default is derived per "
         "volume from its voxel size (a changed value wins; fewlabel.detection.sizes); "
         "null: the values as configured",
     )

@@ -16,7 +16,8 @@ size ``v``, per sample) derives, for every key left at its model default:
 * ``detection.train.crop`` = ceil(4 d / v) voxels per axis (at least 4 object diameters of
   context), never smaller than the configured crop, capped at :data:`MAX_CROP_AXIS` voxels
   and at the largest training volume's side.
-* ``normalisation.background_um`` (``detection.train`` and ``detection.log``) = d µm per axis:
+* ``normalisation.background_um`` (``detection.train``, ``detection.log`` and
+  ``detection.pu``) = d µm per axis:
   the top-hat box of mode ``background`` spans two diameters, so objects keep their contrast.
 
 A key whose value differs from its model default is explicit and wins (config.yaml lists
@@ -228,9 +229,9 @@ def derive_train(
 
 
 def derive_normalisation(params: M, diameter_um: float | None) -> M:
-    """``params`` (``detection.train`` or ``detection.log``) with the top-hat half-size of
-    ``normalisation.background_um`` set to one object diameter per axis (a box of two
-    diameters, so objects keep their contrast) unless it was changed or no diameter is set."""
+    """``params`` (``detection.train``, ``detection.log`` or ``detection.pu``) with the top-hat
+    half-size of ``normalisation.background_um`` set to one object diameter per axis (a box of
+    two diameters, so objects keep their contrast) unless it was changed or no diameter is set."""
     norm = params.normalisation  # type: ignore[attr-defined]
     if diameter_um is None:
         return params

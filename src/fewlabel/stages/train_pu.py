@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import argparse
 
-from fewlabel.cli import add_common, add_training_inputs, json_arg, training_items
+from fewlabel.cli import (
+    add_common,
+    add_object_diameter,
+    add_training_inputs,
+    json_arg,
+    training_items,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("yes", "no"),
         default="yes",
         help="no: ignore the ROI masks (roi.enabled: false); unlabelled windows anywhere",
+    )
+    add_object_diameter(
+        p,
+        derives="normalisation.background_um left at its default is set to it per axis "
+        "(a top-hat box of two diameters)",
     )
     add_common(p)
     p.set_defaults(handler=train_pu)
@@ -51,8 +62,9 @@ def train_pu(args: argparse.Namespace) -> None:
             item["roi"] = ""
     device = configure_torch(args.threads, args.seed)
     summary = train_to_folder(
-        items, args.out_dir, params=params, roi=roi, seed=args.seed, device=device
-    )
+        items, args.out_dir, params=params, roi=roi, seed=args.seed, device=device,
+        object_diameter_um=args.object_diameter_um,
+    )  # fmt: skip
     if args.summary:
         write_json(summary, args.summary)
     logging.getLogger(__name__).info("train_pu summary: %s", json.dumps(summary, default=str))

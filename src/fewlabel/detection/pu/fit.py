@@ -117,13 +117,18 @@ def train_to_folder(
     roi: RoiConfig | None = None,
     seed: int = 0,
     device: str = "cpu",
+    object_diameter_um: float | None = None,
 ) -> dict[str, Any]:
-    """Train on ``items`` (``{sample, image, points, roi}``) and write the model folder."""
+    """Train on ``items`` (``{sample, image, points, roi}``) and write the model folder;
+    ``object_diameter_um`` sets ``normalisation.background_um`` left at its default
+    (:func:`fewlabel.detection.sizes.derive_normalisation`, as for the density detector)."""
     from fewlabel.detection.pu.classifier import ARCH_NAME
     from fewlabel.detection.pu.postprocess import threshold_for_count
     from fewlabel.detection.pu.training import model_kwargs, train_pu
+    from fewlabel.detection.sizes import derive_normalisation
     from fewlabel.models.store import save_model
 
+    params = derive_normalisation(params, object_diameter_um)
     if not items:
         raise ConfigError(
             "train_pu has no training sample (train/val rows with task detect and points).",
