@@ -163,7 +163,8 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     if variant.get("pretrain"):  # synthetic pretraining, then fine-tuning at a lower rate
         import pretrain
 
-        init_from = pretrain.pretrained(workdir.parent, params, epochs=60, seed=SEED)
+        pairs = variant["pretrain"] == "pairs"  # neighbourhood.py: the pair-rich set
+        init_from = pretrain.pretrained(workdir.parent, params, epochs=60, seed=SEED, pairs=pairs)
         params = params.model_copy(update={"lr": 3e-4})
     train_detector(
         items, [val], workdir / "model", params=params, peaks=peaks_cfg, seed=SEED, threads=1,
@@ -268,6 +269,13 @@ METHODS[f"{DM_PARTIAL}, ensemble 2 + mirroring"] = lambda p, w, e: dm_method(
 METHODS[f"{DM_PARTIAL}, ensemble 2 + mirroring, click neighbourhood 2 sigma"] = lambda p, w, e: (
     dm_method(p, w, e, ensemble=2, mirror=True, targets={"click_radius_um": CLICK_2_SIGMA})
 )  # neighbourhood.py: the known ring around a click stops short of a close neighbour
+for _label, _kind in (
+    ("synthetic pretraining", True),
+    ("pair-rich synthetic pretraining", "pairs"),
+):
+    METHODS[f"{DM_PARTIAL}, ensemble 2 + mirroring, {_label}"] = lambda p, w, e, k=_kind: dm_method(
+        p, w, e, ensemble=2, mirror=True, pretrain=k
+    )  # neighbourhood.py's pair check
 METHODS["PU+SWA, intensity augmentation [background]"] = lambda p, w, e: pu_method(
     p, w, e, "background", intensity=AUGMENT
 )
