@@ -338,6 +338,10 @@ def test_ensemble_and_mirroring_tune_record_and_predict_one_network(samples) -> 
     }
     assert [m["seed"] for m in summary["members"]] == [5, 6]
     assert (folder / "curve_member1.tsv").is_file() and (folder / "curve_member1.png").is_file()
+    for name, single in (("weights_last.pt", "one5"), ("weights_last_member1.pt", "one6")):
+        mine = torch.load(folder / name, weights_only=True)  # every member's last epoch
+        theirs = torch.load(root / single / "weights_last.pt", weights_only=True)
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), name
 
     loaded = load_model(folder, expect="dmdetnet3d")
     assert isinstance(loaded.module, Mirrored)

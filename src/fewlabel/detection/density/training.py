@@ -79,7 +79,8 @@ def train_detector(
         points}`` / 4-tuples ``(image, target, weight, points)``). Without validation items the
         training items are used for early stopping and threshold tuning (logged).
     out_dir : model folder to write (weights.pt = best, weights_last.pt, model.json,
-        training.json, thresholds.json, normalization.json, curve.tsv, curve.png).
+        training.json, thresholds.json, normalization.json, curve.tsv, curve.png; an ensemble
+        also weights_member<i>.pt, weights_last_member<i>.pt, curve_member<i>.tsv/png).
     params : :class:`~fewlabel.config.DetectorTrainConfig` (``detection.train``; default: its
         defaults).
     peaks : :class:`~fewlabel.config.PeaksConfig` (``detection.peaks``): the peak rule used to
@@ -259,7 +260,10 @@ def train_detector(
         training=training,
         thresholds=thresholds,
         curve=result.curve,
-        extra_states={"weights_last": result.last_state},
+        extra_states={
+            "weights_last": result.last_state,  # member i >= 1: weights_last_member<i>.pt
+            **{f"weights_last_member{i}": r.last_state for i, r in enumerate(results[1:], 1)},
+        },
         members=[r.best_state for r in results[1:]],
         mirror_axes=axes,
         extra_curves={f"member{i}": r.curve for i, r in enumerate(results[1:], start=1)},
