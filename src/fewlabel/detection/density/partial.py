@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 CLICK_RADIUS_SIGMAS = 4.0
 """Default click neighbourhood: the ellipsoid of this many target σ per axis."""
+EDGE_TOLERANCE = 1e-6
+"""A voxel on the ellipsoid's surface is inside, whatever the rounding of µm / voxel size
+(0.3 µm / 0.1 µm = 2.9999999999999996 voxels)."""
 BOX_COLUMNS = ("z0", "y0", "x0", "z1", "y1", "x1")
 REGION_KEYWORDS = ("full", "none")
 MASK_SUFFIXES = (".tif", ".tiff", ".npy")
@@ -173,7 +176,7 @@ def click_neighbourhood(
         dist = sum(
             ((g + o - p) / ra) ** 2 for g, o, p, ra in zip(grids, org, point, r, strict=True)
         )
-        out[region] |= dist <= 1.0
+        out[region] |= dist <= 1.0 + EDGE_TOLERANCE
     return out
 
 
