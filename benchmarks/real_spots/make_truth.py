@@ -44,19 +44,26 @@ def contrast_map(image: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
-def main() -> None:
+def contrast_maxima(vol: data.Volume) -> tuple[pd.DataFrame, np.ndarray, float]:
+    """The rule's candidates: every local maximum of :func:`contrast_map` (score = contrast),
+    the rows the clicks match (within 2.5 voxels), and the weakest clicked contrast."""
     from fewlabel.detection.peaks import find_peaks
     from fewlabel.metrics.detection import match_points
 
+    peaks = find_peaks(
+        contrast_map(vol.image), threshold=0.0, min_distance=(1, 2, 2), refine_radius=0
+    )
+    match = match_points(vol.clicks, peaks[["z", "y", "x"]].to_numpy(), max_distance=2.5)
+    clicked = match.pairs[:, 1].astype(int)
+    return peaks, clicked, float(peaks["score"].to_numpy()[clicked].min())
+
+
+def main() -> None:
     boxes, spots, half = [], [], []
     for name, (y0, x0) in CORNERS.items():
         stem, channel = name.split("_c")
         vol = data.load(stem, int(channel))
-        contrast = contrast_map(vol.image)
-        peaks = find_peaks(contrast, threshold=0.0, min_distance=(1, 2, 2), refine_radius=0)
-        pts = peaks[["z", "y", "x"]].to_numpy()
-        match = match_points(vol.clicks, pts, max_distance=2.5)
-        weakest = float(peaks["score"].to_numpy()[match.pairs[:, 1].astype(int)].min())
+        peaks, _, weakest = contrast_maxima(vol)
         z1 = vol.image.shape[0]
         boxes.append(
             {"volume": name, "z0": 0, "y0": y0, "x0": x0, "z1": z1, "y1": y0 + BOX, "x1": x0 + BOX}

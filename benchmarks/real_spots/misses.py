@@ -70,10 +70,6 @@ def click_table(vols: list[data.Volume]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def flags(run: dict, vols: list[data.Volume]) -> dict[float, np.ndarray]:
-    return best_at_levels(run["tests"], vols)
-
-
 def summary(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """Per learned row and level: clicks the LoG finds and the row misses, and how many of
     them lie on a boundary plane (and the reverse count)."""
@@ -106,7 +102,7 @@ def main() -> None:
         name = REFERENCE if path.name == "LoG.pkl" else run["method"]
         if name != REFERENCE:
             names.append(name)
-        for level, found in flags(run, vols).items():
+        for level, found in best_at_levels(run["tests"], vols).items():
             table[f"{name} @{level}"] = found
     table.to_csv(data.HERE / f"misses{args.tag}.tsv", sep="\t", index=False)
     counts = summary(table, names)

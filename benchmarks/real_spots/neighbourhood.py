@@ -58,10 +58,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
 import split
 from finegrid import row
-from make_truth import contrast_map
+from make_truth import contrast_maxima
+from misses import CLOSE_UM
 
 FOUR_SIGMA_UM = np.array([1.2, 0.6, 0.6])  # the default neighbourhood: 4 x (0.3, 0.15, 0.15)
-CLOSE_UM = 1.0  # as misses.py
 ROWS = {  # label: split.py row (seed 2: ", seed 2" appended)
     "4 sigma (default)": f"{split.DM_PARTIAL}, ensemble 2 + mirroring",
     "2 sigma": f"{split.DM_PARTIAL}, ensemble 2 + mirroring, click neighbourhood 2 sigma",
@@ -75,18 +75,12 @@ LIBRARY = "training grid, library (model.json: ensemble 2 + mirroring)"
 
 def census() -> pd.DataFrame:
     """Per volume: clicks, unclicked bright maxima, and those inside a click's 4 σ ellipsoid."""
-    from fewlabel.detection.peaks import find_peaks
-    from fewlabel.metrics.detection import match_points
-
     rows = []
     for stem, channel in data.TRAIN + data.TEST:
         vol = data.load(stem, channel)
-        peaks = find_peaks(contrast_map(vol.image), threshold=0.0, min_distance=(1, 2, 2))
+        peaks, clicked, weakest = contrast_maxima(vol)
         points = peaks[["z", "y", "x"]].to_numpy(float)
         scores = peaks["score"].to_numpy()
-        match = match_points(vol.clicks, points, max_distance=2.5)
-        clicked = match.pairs[:, 1].astype(int)
-        weakest = float(scores[clicked].min())
         others = np.setdiff1d(np.flatnonzero(scores >= weakest), clicked)
         offset = (vol.clicks[:, None, :] - points[others][None]) * np.asarray(vol.voxel_size)
         inside = ((offset / FOUR_SIGMA_UM) ** 2).sum(-1) <= 1.0
