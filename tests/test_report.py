@@ -420,7 +420,7 @@ def test_ensemble_folder_shows_its_composition_and_every_member_curve(run_dir, t
         curve.assign(train_loss=curve["train_loss"] * member).to_csv(
             folder / f"curve_member{member}.tsv", sep="\t", index=False
         )
-    described = {"name": "dmdetnet3d", "inference": {"members": 3, "mirror_axes": [1, 2]}}
+    described = {"name": "dmdetnet3d", "inference": {"members": 3, "mirror_axes": ["y", "x"]}}
     (folder / "model.json").write_text(json.dumps(described))
     build_report(out, inputs=inputs)
     html = out.read_text()

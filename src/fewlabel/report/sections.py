@@ -151,7 +151,7 @@ def _inference_line(folder: Path) -> str | None:
     if not isinstance(record, Mapping):
         return None
     members = int(record.get("members", 1))
-    axes = "".join("zyx"[int(a)] for a in record.get("mirror_axes", []))
+    axes = "".join(str(a) for a in record.get("mirror_axes", []))  # names: ["y", "x"]
     parts = []
     if members > 1:
         parts.append(f"the mean of {members} networks (training seeds seed … seed + {members - 1})")

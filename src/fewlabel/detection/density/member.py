@@ -24,6 +24,7 @@ from fewlabel.detection.density.awing import DensityLoss
 from fewlabel.detection.density.tuning import tune_threshold, validation_fn
 from fewlabel.detection.density.volumes import Volume, loss_centres
 from fewlabel.errors import ConfigError
+from fewlabel.models.compose import compose, mirror_axes
 from fewlabel.sampling import CropSampler
 from fewlabel.training import CurveLogger, batches_to_device, fit, json_ready
 
@@ -105,8 +106,6 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
     if params.select == "f1":
         validate_loss = validate
         monitor = "val_error"
-
-        from fewlabel.models.compose import compose, mirror_axes
 
         axes = mirror_axes(params.flip_z) if params.mirror else []
 
