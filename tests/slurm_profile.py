@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from fewlabel.slurm import detection_minutes
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 RULE_RE = re.compile(r"^\s*(?:rule|checkpoint) (\w+):", re.MULTILINE)
@@ -63,17 +65,21 @@ def declared_threads(rule: str) -> int:
     return int(found.group(1)) if found else 1
 
 
-def expected_request(profile: dict, rule: str) -> dict:
+def expected_request(profile: dict, rule: str, detection: dict | None = None) -> dict:
     """What the profile says a cluster job of ``rule`` gets: partition, CPUs (set-threads or
-    the rule's threads, capped by max-threads), memory (MB), runtime (min), GPUs."""
+    the rule's threads, capped by max-threads), memory (MB), runtime (min: the profile's, else
+    a detection rule's own, scaled by the run's ``detection`` config section), GPUs."""
     default = profile["default-resources"]
     own = profile.get("set-resources", {}).get(rule, {})
     threads = profile.get("set-threads", {}).get(rule, declared_threads(rule))
+    runtime = own.get("runtime", default["runtime"])
+    if "runtime" not in own and "runtime=" in rule_blocks()[rule]:
+        runtime = detection_minutes(detection or {}, rule)
     return {
         "partition": own.get("slurm_partition", default["slurm_partition"]),
         "cpus": min(threads, profile["max-threads"]),
         "mem_mb": own.get("mem_mb", default["mem_mb"]),
-        "runtime": own.get("runtime", default["runtime"]),
+        "runtime": runtime,
         "gpus": own.get("gpu", 0),
         "gpu_model": own.get("gpu_model"),
     }

@@ -36,6 +36,7 @@ def test_mirrored_is_the_mean_over_flips_and_equivariant() -> None:
         assert len(Mirrored(net, ("z", "y", "x")).flips) == 8
     assert mirrored.receptive_field() == (5, 5, 5)  # forwarded for the engine's margins
     assert mirror_axes(False) == ["y", "x"] and mirror_axes(True) == ["z", "y", "x"]
+    assert mirror_axes(True, mirror=False) == []
     with pytest.raises(ValueError, match="among z, y, x"):
         Mirrored(net, ("c",))
 

@@ -26,11 +26,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import run_thread_args
 from slurm_profile import expected_request, gpu_rules, local_rules, render, with_site
 from test_workflow import make_workdir
 
-from fewlabel.slurm import parse_sinfo
+from fewlabel.slurm import SINFO, parse_sinfo
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO.parent / "shared" / "cluster"
@@ -58,9 +59,7 @@ def cluster_nodes():
         if shutil.which(tool) is None:
             return None, f"no SLURM cluster ({tool} not found): {start}"
     try:
-        result = subprocess.run(
-            ["sinfo", "-N", "-h", "-o", "%P|%c|%m|%G"], capture_output=True, text=True, timeout=20
-        )
+        result = subprocess.run(SINFO, capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
         return None, f"no SLURM cluster answers (sinfo timed out): {start}"
     nodes = parse_sinfo(result.stdout) if result.returncode == 0 else []
@@ -257,11 +256,12 @@ def test_exactly_the_gpu_rules_requested_a_gpu(slurm_run):
 
 
 def test_threads_memory_partition_and_time_reach_sbatch_as_the_profile_says(slurm_run, profile):
-    _, records, _ = slurm_run
+    workdir, records, _ = slurm_run
     rendered = render(profile)
     seen = set()
+    detection = yaml.safe_load((workdir / "config.yaml").read_text()).get("detection")
     for rule, argv, scontrol in submitted(records):
-        want = expected_request(rendered, rule)
+        want = expected_request(rendered, rule, detection)
         asked = {
             "partition": option(argv, "-p"),
             "cpus": int(option(argv, "--cpus-per-task")),

@@ -1,24 +1,64 @@
-"""SLURM site check: do the partitions, GPU model, CPUs and memory that the planned cluster
-jobs ask for exist on this cluster?
+"""SLURM site check: do the partitions, GPU model, CPUs, memory and time limits that the
+planned cluster jobs ask for exist on this cluster? And the detection rules' time limits.
 
 Called once before the first ``sbatch`` (``workflow/rules/cluster.smk``, Snakemake's
 ``onstart`` hook, only under ``--executor slurm``), so that a profile not yet adapted to the
 site fails at once with the line to change, instead of every job being rejected by sbatch (an
-unknown partition or GPU model, more memory or CPUs than any node has). Reads the nodes with
-``sinfo -N -h -o '%P|%c|%m|%G'``; needs nothing but the standard library.
+unknown partition or GPU model, more memory or CPUs than any node has, a longer time limit
+than the partition allows). Jobs planned after a checkpoint (the prediction slabs) are not in
+the DAG yet at that point, so sbatch alone judges theirs. Reads the nodes with
+``sinfo -N -h -o '%P|%c|%m|%G|%l'``; needs nothing but the standard library.
+
+The detection rules' time limits scale with the work of one job (:func:`detection_minutes`):
+an ensemble trains N networks one after another, and a prediction runs every network once per
+mirror flip, so a fixed limit would kill exactly the runs a user made more careful.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-SINFO = ["sinfo", "-N", "-h", "-o", "%P|%c|%m|%G"]
+SINFO = ["sinfo", "-N", "-h", "-o", "%P|%c|%m|%G|%l"]
 SITE_BLOCK = "the site block of profiles/slurm/config.yaml"
+PROFILE = "profiles/slurm/config.yaml"
+TRAIN_MINUTES = 720  # train_detector: one network's training
+PREDICT_MINUTES = 240  # predict_volume(_slab): one pass of one network over one volume/slab
+
+
+def detection_passes(detection: Mapping[str, Any]) -> tuple[int, int]:
+    """(networks trained, network passes per prediction) of a ``detection`` config section:
+    ``train.ensemble`` networks, each run once per flip combination of the mirror axes
+    (2 ** 2 for y/x, 2 ** 3 with ``flip_z``) when ``train.mirror``; a reused model folder
+    (``detection.model``) is counted from its model.json ``inference`` record."""
+    train = detection.get("train") or {}
+    members = int(train.get("ensemble", 1))
+    axes = (3 if train.get("flip_z") else 2) if train.get("mirror") else 0
+    reused = detection.get("model")
+    if reused:
+        described = json.loads((Path(reused) / "model.json").read_text())
+        record = described.get("inference") or {}
+        return members, int(record.get("members", 1)) * 2 ** len(record.get("mirror_axes", []))
+    return members, members * 2**axes
+
+
+def detection_minutes(detection: Mapping[str, Any], rule: str, attempt: int = 1) -> int:
+    """SLURM time limit (minutes) of a detection rule's job: :data:`TRAIN_MINUTES` per
+    trained network, :data:`PREDICT_MINUTES` per network pass, times the attempt (a job
+    killed at its limit is retried with a longer one, ``retries`` in the profile)."""
+    trained, passes = detection_passes(detection)
+    if rule == "train_detector":
+        return TRAIN_MINUTES * trained * attempt
+    if rule in ("predict_volume", "predict_volume_slab"):
+        return PREDICT_MINUTES * passes * attempt
+    raise ValueError(f"no scaled time limit for rule {rule!r}")
 
 
 @dataclass(frozen=True)
@@ -30,6 +70,7 @@ class Node:
     mem_mb: int
     gres: tuple[str, ...] = ()
     default: bool = False  # the partition is the cluster's default ('*' in sinfo)
+    max_minutes: int | None = None  # the partition's time limit; None: infinite or unknown
 
     def gpus(self, model: str | None = None) -> int:
         """GPUs of this node (of ``model`` if given): GRES ``gpu:N`` or ``gpu:<model>:N``."""
@@ -62,15 +103,35 @@ class Request:
     mem_mb: int | None
     gpus: int = 0
     gpu_model: str | None = None
+    minutes: int | None = None  # --time; None: not (yet) known
+
+
+def parse_time_limit(text: str) -> int | None:
+    """Minutes of a SLURM time limit (sinfo %l): ``M``, ``M:S``, ``H:M:S``, ``D-H``,
+    ``D-H:M``, ``D-H:M:S`` (seconds rounded up); None for ``infinite`` or anything else."""
+    found = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if found is None:
+        return None
+    days, first, second, third = (int(g) if g else None for g in found.groups())
+    if days is not None:  # D-H[:M[:S]]
+        hours, mins, secs = first, second or 0, third or 0
+    elif third is not None:  # H:M:S
+        hours, mins, secs = first, second, third
+    else:  # M[:S]
+        hours, mins, secs = 0, first, second or 0
+    return ((days or 0) * 24 + hours) * 60 + mins + (secs > 0)
 
 
 def parse_sinfo(text: str) -> list[Node]:
-    """Nodes from ``sinfo -N -h -o '%P|%c|%m|%G'`` (one line per node and partition)."""
+    """Nodes from ``sinfo -N -h -o '%P|%c|%m|%G|%l'`` (one line per node and partition; the
+    time limit column may be missing)."""
     nodes = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        partition, cpus, mem, gres = (field.strip() for field in line.split("|"))
+        fields = [field.strip() for field in line.split("|")]
+        partition, cpus, mem, gres = fields[:4]
+        limit = parse_time_limit(fields[4]) if len(fields) > 4 else None
         gres_entries = () if gres in ("", "(null)") else tuple(_split_gres(gres))
         nodes.append(
             Node(
@@ -79,6 +140,7 @@ def parse_sinfo(text: str) -> list[Node]:
                 mem_mb=int(re.sub(r"\D.*", "", mem) or 0),
                 gres=gres_entries,
                 default=partition.endswith("*"),
+                max_minutes=limit,
             )
         )
     return nodes
@@ -114,7 +176,8 @@ def sinfo_nodes() -> list[Node] | None:
 def job_request(job) -> Request:
     """The sbatch request of a Snakemake job, as snakemake-executor-plugin-slurm builds it:
     --cpus-per-task from ``cpus_per_task`` if set, else the job's threads; --mem from
-    ``mem_mb`` (or ``mem_mb_per_cpu`` x CPUs); --gpus from ``gpu`` / ``gpu_model``."""
+    ``mem_mb`` (or ``mem_mb_per_cpu`` x CPUs); --gpus from ``gpu`` / ``gpu_model``; --time
+    from ``runtime`` (minutes)."""
     resources = job.resources
     cpus = _number(resources.get("cpus_per_task")) or job.threads
     mem = _number(resources.get("mem_mb"))
@@ -127,6 +190,7 @@ def job_request(job) -> Request:
         mem_mb=mem,
         gpus=_number(resources.get("gpu")) or 0,
         gpu_model=str(resources.get("gpu_model") or "") or None,
+        minutes=_number(resources.get("runtime")),
     )
 
 
@@ -198,6 +262,16 @@ def site_problems(requests: Iterable[Request], nodes: Sequence[Node]) -> list[st
                 f"{request.mem_mb} MB of memory asked for, but the nodes of partition "
                 f"'{partition}' have at most {most_mem} MB: set max_mem_mb in {SITE_BLOCK} "
                 f"to {most_mem} or less"
+            ].add(request.rule)
+        limits = [n.max_minutes for n in members]
+        longest = None if None in limits else max(limits)  # type: ignore[type-var]
+        if request.minutes is not None and longest is not None and request.minutes > longest:
+            grouped[
+                f"{request.minutes} min asked for, but partition '{partition}' allows at most "
+                f"{longest} min: if the jobs need less, give these rules runtime: {longest} "
+                f"(or less) under set-resources in {PROFILE}; else use a partition with a "
+                "longer limit (the detection rules' time grows with detection.train.ensemble "
+                "and mirror)"
             ].add(request.rule)
     return [f"{problem} (rules: {', '.join(sorted(rules))})" for problem, rules in grouped.items()]
 

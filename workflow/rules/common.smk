@@ -124,6 +124,21 @@ def object_diameter_value():
     return "" if diameter is None else repr(float(diameter))
 
 
+def train_detector_minutes(wildcards, attempt):
+    """SLURM time limit of train_detector: 720 min per ensemble member, x attempt."""
+    from fewlabel.slurm import detection_minutes
+
+    return detection_minutes(config["detection"], "train_detector", attempt)
+
+
+def predict_volume_minutes(wildcards, attempt):
+    """SLURM time limit of a detection prediction job (a volume or a slab): 240 min per
+    network pass (ensemble members x mirror flips), x attempt."""
+    from fewlabel.slurm import detection_minutes
+
+    return detection_minutes(config["detection"], "predict_volume", attempt)
+
+
 def section_params(section, drop=("enabled",)):
     """A config section as JSON for a stage's `--params`, without workflow-only switches."""
     return to_json({k: v for k, v in config[section].items() if k not in drop})

@@ -52,6 +52,7 @@ if config["detection"]["method"] == "density":
         threads: 1
         resources:
             gpu=1,
+            runtime=train_detector_minutes,
         log:
             "logs/train_detector/detector.log",
         benchmark:
@@ -81,6 +82,7 @@ if config["detection"]["method"] == "density":
             threads: 1
             resources:
                 gpu=1,
+                runtime=predict_volume_minutes,
             log:
                 "logs/predict_volume/{sample}.log",
             benchmark:
@@ -136,6 +138,7 @@ if config["detection"]["method"] == "density":
             threads: 1
             resources:
                 gpu=1,
+                runtime=predict_volume_minutes,
             log:
                 "logs/predict_volume_slab/{sample}.{slab}-of-{n_slabs}.log",
             benchmark:

@@ -28,9 +28,12 @@ FORWARDED = ("receptive_field", "out_channels", "in_channels")
 """Attributes the engines read from a network; a wrapper answers with its (first) member's."""
 
 
-def mirror_axes(flip_z: bool) -> list[str]:
-    """The axes a network trained with random flips may be mirrored along at test time: y and
-    x (every trainer here flips them), and z only when training flipped z."""
+def mirror_axes(flip_z: bool, mirror: bool = True) -> list[str]:
+    """The axes a network trained with random flips is mirrored along at test time: y and x
+    (every trainer here flips them), and z only when training flipped z; none without
+    ``mirror`` (``detection.train.mirror``)."""
+    if not mirror:
+        return []
     return ["z", "y", "x"] if flip_z else ["y", "x"]
 
 

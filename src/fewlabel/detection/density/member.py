@@ -107,7 +107,7 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
         validate_loss = validate
         monitor = "val_error"
 
-        axes = mirror_axes(params.flip_z) if params.mirror else []
+        axes = mirror_axes(params.flip_z, params.mirror)
 
         def validate(net: nn.Module) -> dict[str, float]:
             out = validate_loss(net)

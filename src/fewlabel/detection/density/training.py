@@ -176,7 +176,7 @@ def train_detector(
         nets.append(model)
         results.append(result)
     result = results[0]
-    axes = mirror_axes(params.flip_z) if params.mirror else []
+    axes = mirror_axes(params.flip_z, params.mirror)
     composed = compose(nets, axes).eval()
     if len(nets) > 1 or axes:
         log.info(
