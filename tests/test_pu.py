@@ -171,6 +171,46 @@ def test_dense_map_through_the_engine_equals_window_classification(tmp_path):
     assert np.allclose(dense[tuple(centres.T)], expected, atol=2e-5)
 
 
+def test_pu_predicts_on_the_image_grid_and_warns_off_its_training_grid(tmp_path, capsys):
+    """A PU folder records its training grid (z 0.4 µm) but predict_pu never resamples to it
+    (detection.pu.predict has no model_grid; resampling measured worse for PU): a 0.3 µm
+    volume keeps its shape, and postprocess_pu warns that the grids differ (not on 0.4 µm)."""
+    import json
+
+    from fewlabel.cli import main
+    from fewlabel.io import open_ome_zarr, write_ome_zarr
+    from fewlabel.models.store import save_model
+
+    torch.manual_seed(0)
+    window = (5, 9, 9)
+    module = PUClassifier(window, **TINY, drop_connect=0.0).eval()
+    save_model(
+        tmp_path / "model",
+        module,
+        arch={"name": ARCH_NAME, "kwargs": {"window": list(window), **TINY, "drop_connect": 0.0}},
+        training={"stage": "train_pu", "voxel_size_um": [0.4, 0.1, 0.1]},
+        thresholds={"detection_threshold": 0.5, "radius_um": 0.15, "expected_particles": 5},
+        normalization={"range": [0.0, 1.0]},
+    )
+    predict = PUConfig().predict.model_dump(mode="json")
+    predict.update(tile=[8, 24, 24], overlap=[4, 8, 8])
+    image = np.random.default_rng(0).random((14, 40, 44)).astype(np.float32)
+    for name, voxel, warned in (("own", (0.3, 0.1, 0.1), True), ("grid", (0.4, 0.1, 0.1), False)):
+        path = tmp_path / f"{name}.ome.zarr"
+        write_ome_zarr(path, image, voxel, chunks=(7, 20, 22))
+        score = tmp_path / f"{name}_score.ome.zarr"
+        common = ["--sample", "s", "--model-dir", str(tmp_path / "model"), "--image", str(path)]
+        assert main(["predict_pu", *common, "--output", str(score),
+                     "--params", json.dumps(predict)]) == 0  # fmt: skip
+        assert open_ome_zarr(score).shape == image.shape  # the image's own grid
+        capsys.readouterr()
+        assert main(["postprocess_pu", *common, "--score-map", str(score),
+                     "--output", str(tmp_path / f"{name}.csv")]) == 0  # fmt: skip
+        said = capsys.readouterr().err
+        assert ("WARNING" in said and "training grid [0.4, 0.1, 0.1]" in said) == warned, said
+        assert ("add clicks on a volume of this voxel size" in said) == warned
+
+
 # ----------------------------------------------------------------------------- post-processing
 def test_two_overlapping_detections_are_averaged():
     pts = np.array([[5.0, 10.0, 10.0], [5.0, 10.0, 12.0], [5.0, 40.0, 40.0]])

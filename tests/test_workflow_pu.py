@@ -40,7 +40,13 @@ def test_pu_chain_end_to_end(tmp_path):
     model = results / "models" / "detector"
     arch = json.loads((model / "model.json").read_text())
     assert arch["name"] == "pu_effnet3d"
-    training = json.loads((model / "training.json").read_text())["summary"]
+    record = json.loads((model / "training.json").read_text())
+    assert record["stage"] == "train_pu" and record["voxel_size_um"] == [0.3, 0.1, 0.1]
+    assert record["provenance"]["versions"]["torch"].startswith("2.13")
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert provenance["models"]["detector"]["stage"] == "train_pu"  # versions that trained it
+    assert provenance["models"]["detector"]["versions"]["torch"].startswith("2.13")
+    training = record["summary"]
     assert training["averaging"] == "swa" and training["averaged_models"] == 3
     assert 0 < training["pi_unlabelled"] < training["pi"]
     thresholds = json.loads((model / "thresholds.json").read_text())

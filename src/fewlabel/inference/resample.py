@@ -14,13 +14,18 @@ scale of the output places it over the image in napari and Fiji.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fewlabel.normalize import _as_slices
+
+log = logging.getLogger(__name__)
 
 TOLERANCE = 0.05
 """Relative voxel-size difference below which an axis is not resampled."""
@@ -44,6 +49,32 @@ def target_grid(
         float(g) if abs(float(g) - v) > TOLERANCE * v else v for g, v in zip(grid, own, strict=True)
     )
     return None if out == own else out  # type: ignore[return-value]
+
+
+def warn_other_grid(
+    model_dir: str | Path, voxel_size: Sequence[float], sample: str, why: str
+) -> bool:
+    """Log a warning when a volume's voxel size differs by more than :data:`TOLERANCE` from
+    the training grid a model folder's ``training.json`` records (``voxel_size_um``); ``why``
+    says what may not carry over and the fix. True when it warned; silent for folders that
+    record no grid (their errors are named where the folder is loaded)."""
+    path = Path(model_dir) / "training.json"
+    try:
+        grid = json.loads(path.read_text()).get("voxel_size_um") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return False
+    if target_grid(voxel_size, grid) is None:
+        return False
+    log.warning(
+        "sample %s: the voxel size %s µm differs by more than %d %% from the training grid %s "
+        "µm; %s",
+        sample,
+        [round(float(v), 4) for v in voxel_size[-3:]],
+        round(TOLERANCE * 100),
+        grid,
+        why,
+    )
+    return True
 
 
 def grid_shape(shape: Sequence[int], voxel_size: Sequence[float], grid: Sequence[float]) -> tuple:

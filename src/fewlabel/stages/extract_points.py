@@ -90,27 +90,16 @@ def extract_points(args: argparse.Namespace) -> None:
 
 
 def _warn_other_grid(model_dir: str, voxel_size: tuple[float, ...], sample: str) -> None:
-    """Warn when the map is not on the grid the model folder tuned its threshold on (the
-    training grid of ``training.json``; ``detection.predict.model_grid: false`` predicts a
-    volume of another voxel size on its own grid)."""
-    import json
-    import logging
-    from pathlib import Path
+    """Warn when the map is not on the grid the model folder tuned its threshold on
+    (``detection.predict.model_grid: false`` predicts a volume of another voxel size on its
+    own grid)."""
+    from fewlabel.inference.resample import warn_other_grid
 
-    from fewlabel.inference.resample import target_grid
-
-    path = Path(model_dir) / "training.json"
-    try:
-        grid = json.loads(path.read_text()).get("voxel_size_um") if path.is_file() else None
-    except (OSError, ValueError):
-        return  # the model folder is read (and its errors named) where it is loaded
-    if target_grid(voxel_size, grid) is not None:
-        logging.getLogger(__name__).warning(
-            "sample %s: the map's voxel size %s µm differs by more than 5 %% from the training "
-            "grid %s µm the detection threshold was tuned on, so the threshold may not carry "
-            "over (benchmarks/real_spots: F1 0.77 on the image's grid vs 0.88 on the training "
-            "grid). Fix: detection.predict.model_grid: true.",
-            sample,
-            [round(float(v), 4) for v in voxel_size],
-            grid,
-        )
+    warn_other_grid(
+        model_dir,
+        voxel_size,
+        sample,
+        "the detection threshold was tuned on the training grid, so it may not carry over "
+        "(benchmarks/real_spots: F1 0.77 on the image's grid vs 0.88 on the training grid). "
+        "Fix: detection.predict.model_grid: true.",
+    )

@@ -37,6 +37,7 @@ def postprocess_pu(args: argparse.Namespace) -> None:
     from fewlabel.detection.log.baseline import read_thresholds
     from fewlabel.detection.pu.postprocess import postprocess
     from fewlabel.errors import ModelError
+    from fewlabel.inference.resample import warn_other_grid
     from fewlabel.io import atomic_path, open_ome_zarr, zyx_view
 
     params = PUPostprocessConfig.model_validate(args.params)
@@ -54,6 +55,14 @@ def postprocess_pu(args: argparse.Namespace) -> None:
     )
     score = open_ome_zarr(args.score_map, sample=args.sample)
     image = open_ome_zarr(args.image, sample=args.sample)
+    warn_other_grid(
+        args.model_dir,
+        image.voxel_size,
+        args.sample,
+        "the window classifier learned the particles' size in voxels on that grid and its score "
+        "threshold was set there, so detections may be missed or doubled. Fix: add clicks on a "
+        "volume of this voxel size to the training rows.",
+    )
     roi = open_ome_zarr(args.roi, sample=args.sample).array if args.roi else None
     table, steps = postprocess(
         zyx_view(score.array),

@@ -5,7 +5,9 @@ engine's Gaussian-blended tiles (``detection.pu.predict``, overlap >= window −
 window-by-window classification at every voxel (:func:`fewlabel.inference.engine.predict_volume`).
 ``--roi``: the sample's ROI mask (``roi.gate_prediction``), handed to the engine: tiles without
 an ROI voxel are not computed (score 0 there); ``postprocess_pu`` drops candidates outside the
-ROI in any case, so gating changes no detection.
+ROI in any case, so gating changes no detection. The map is on the image's own grid: the
+training grid recorded in training.json is never resampled to (it measured worse for PU,
+``benchmarks/real_spots/resample_pu_*.tsv``); ``postprocess_pu`` warns when they differ.
 """
 
 from __future__ import annotations
@@ -25,5 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def predict_pu(args: argparse.Namespace) -> None:
-    """The density detector's engine call: the model folder says which network it is."""
-    predict_volume(args)
+    """The density detector's engine call (the model folder says which network it is) with
+    ``detection.pu.predict``, which has no ``model_grid``: always on the image's own grid."""
+    from fewlabel.config import PredictConfig
+
+    predict_volume(args, PredictConfig)

@@ -24,13 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=predict_volume)
 
 
-def predict_volume(args: argparse.Namespace) -> None:
+def predict_volume(args: argparse.Namespace, section: type | None = None) -> None:
+    """``section``: the config model of ``--params`` (default ``detection.predict``'s)."""
     from fewlabel.config import DetectionPredictConfig
     from fewlabel.device import configure_torch
     from fewlabel.inference import engine
     from fewlabel.io import pyramid_settings
 
-    params = DetectionPredictConfig.model_validate(args.params)
+    params = (section or DetectionPredictConfig).model_validate(args.params)
     device = configure_torch(args.threads, args.seed)
     with pyramid_settings(like=args.image, workers=max(1, int(args.threads))):
         engine.predict_volume(

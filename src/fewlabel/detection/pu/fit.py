@@ -126,7 +126,9 @@ def train_to_folder(
     from fewlabel.detection.pu.postprocess import threshold_for_count
     from fewlabel.detection.pu.training import model_kwargs, train_pu
     from fewlabel.detection.sizes import derive_normalisation
+    from fewlabel.inference.resample import training_grid
     from fewlabel.models.store import save_model
+    from fewlabel.runtime import provenance
 
     params = derive_normalisation(params, object_diameter_um)
     if not items:
@@ -153,7 +155,18 @@ def train_to_folder(
         out_dir,
         module,
         arch={"name": ARCH_NAME, "kwargs": model_kwargs(params)},
-        training={"params": params.model_dump(mode="json"), "summary": summary},
+        training={
+            "stage": "train_pu",
+            "params": params.model_dump(mode="json"),
+            "seed": seed,
+            "device": str(device),
+            "train": [str(item["sample"]) for item in items],
+            # recorded, never resampled to (predict_pu predicts on the image's own grid):
+            # postprocess_pu warns when a volume's voxel size differs from it
+            "voxel_size_um": list(training_grid([v.voxel_size for v in volumes])),
+            "summary": summary,
+            "provenance": provenance(params.model_dump(mode="json")),
+        },
         thresholds={"detection_threshold": threshold, "radius_um": radius, "expected_particles": k},
         curve=curve,
         normalization=params.normalisation.recipe(params.percentiles),
