@@ -216,6 +216,43 @@ def test_threshold_tuning_predicts_a_volume_of_another_voxel_size_on_the_grid():
     assert not np.allclose(on_grid.sort_values("z")["z"], own.sort_values("z")["z"])
 
 
+@pytest.mark.parametrize("method", ["background", "percentile"])
+def test_threshold_tuning_normalises_on_the_grid_as_prediction_does(volume, tmp_path, method):
+    """train_detector tunes on the map the engine predicts for an off-grid validation volume:
+    resampled first, then normalised on the grid (a background top-hat sized for the grid's
+    voxels). The former order (normalised, then resampled) gives another map."""
+    from types import SimpleNamespace
+
+    from fewlabel.detection.density.tuning import grid_input, predict_density
+    from fewlabel.inference.resample import Resampled
+    from fewlabel.normalize import apply_range, prepare, recipe
+
+    path, image = volume
+    norm = recipe(method, (1.0, 99.8), (0.6, 0.55, 0.55))
+    torch.manual_seed(0)
+    folder = save_model(
+        tmp_path / "model", TinyConv(), arch={"name": ARCH, "kwargs": {}},
+        training={"voxel_size_um": list(GRID)}, normalization=norm,
+    )  # fmt: skip
+    out = tmp_path / "pred.ome.zarr"
+    predict_volume(folder, path, out, params=PARAMS, sample="s1", device="cpu")
+    engine = np.asarray(open_ome_zarr(out).array[...])
+    net = TinyConv()
+    net.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    view, low, high = prepare(image, norm, IMAGE_VOXEL)  # as load_volume prepares it
+    vol = SimpleNamespace(
+        image=view, voxel_size=IMAGE_VOXEL, raw=image, recipe=norm,
+        normalise=lambda block: apply_range(block, low, high),
+    )  # fmt: skip
+    view_on, normalise_on = grid_input(vol, GRID)
+    tuned = predict_density(net, view_on, normalise=normalise_on, device="cpu")
+    assert tuned.shape == engine.shape
+    np.testing.assert_allclose(tuned, engine, atol=1e-5)
+    before = Resampled(view, IMAGE_VOXEL, GRID)  # the former order
+    former = predict_density(net, before, normalise=vol.normalise, device="cpu")
+    assert np.abs(former - engine).max() > 1e-3
+
+
 def test_extract_points_writes_the_image_voxels_of_a_map_on_the_training_grid(tmp_path):
     """Gaussian spots at known image positions (z step 0.3 µm); their map on the 0.4 µm grid
     (as the engine writes it); extract_points gives the image's voxels and the same µm."""

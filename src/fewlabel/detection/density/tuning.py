@@ -129,20 +129,19 @@ def grid_peaks(
     tile: Sequence[int],
 ) -> pd.DataFrame:
     """Peaks of ``vol``'s density in its own voxels, predicted on ``grid`` where its voxel size
-    differs (:mod:`fewlabel.inference.resample`; min_distance kept in µm). The volume's
-    normalised view is resampled: with a ``background`` recipe its top-hat is taken before
-    resampling, where prediction takes it after (on the grid)."""
+    differs (:mod:`fewlabel.inference.resample`; min_distance kept in µm), the volume
+    normalised on that grid as prediction normalises it (:func:`grid_input`)."""
     from fewlabel.detection.peaks import find_peaks
-    from fewlabel.inference.resample import Resampled, points_to_image, target_grid
+    from fewlabel.inference.resample import points_to_image, target_grid
 
     on = target_grid(vol.voxel_size, grid)
-    image = vol.image if on is None else Resampled(vol.image, vol.voxel_size, on)
+    image, normalise = grid_input(vol, on)
     if on is not None:
         min_distance = tuple(
             int(math.floor(d * v / g + 0.5))
             for d, v, g in zip(min_distance, vol.voxel_size, on, strict=True)
         )
-    density = predict_density(model, image, device=device, normalise=vol.normalise, tile=tile)
+    density = predict_density(model, image, device=device, normalise=normalise, tile=tile)
     table = find_peaks(
         density, threshold=threshold, min_distance=min_distance, refine_radius=peaks.refine_radius
     )
@@ -150,6 +149,22 @@ def grid_peaks(
         zyx = table[["z", "y", "x"]].to_numpy(float)
         table[["z", "y", "x"]] = points_to_image(zyx, on, vol.voxel_size)
     return table
+
+
+def grid_input(vol: _Volume, on: Sequence[float] | None) -> tuple[Any, Any]:
+    """(view, normalise) of ``vol`` on the grid ``on`` (None: its own), as the prediction
+    engine reads it: the stored image resampled first, then normalised on the grid by the
+    recipe (a ``background`` top-hat sized for the grid's voxels, the range of the resampled
+    view); a volume without its stored image (``raw``) resamples its normalised view."""
+    from fewlabel.inference.resample import Resampled
+    from fewlabel.normalize import apply_range, prepare
+
+    if on is None:
+        return vol.image, vol.normalise
+    if getattr(vol, "raw", None) is None:
+        return Resampled(vol.image, vol.voxel_size, on), vol.normalise
+    view, low, high = prepare(Resampled(vol.raw, vol.voxel_size, on), vol.recipe, on)
+    return view, lambda block: apply_range(block, low, high)
 
 
 def validation_fn(

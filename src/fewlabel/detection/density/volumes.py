@@ -87,6 +87,8 @@ class Volume:
     sigma_voxels: tuple[float, ...] | None = None  # of the density target (its attributes)
     attrs: dict[str, Any] = dataclasses.field(default_factory=dict)  # the target's attributes
     centres: np.ndarray | None = None  # crop centres (partial annotation / ROI), else points
+    raw: Any = None  # the image as stored (lazy), for normalising it on another grid
+    recipe: dict[str, Any] | None = None  # its normalisation recipe (normalization.json)
 
     @property
     def partial(self) -> bool:
@@ -171,6 +173,8 @@ def load_volume(item: DetectorItem, params: DetectorTrainConfig, *, training: bo
         voxel_size=tuple(float(v) for v in image.voxel_size),  # type: ignore[arg-type]
         sigma_voxels=tuple(float(v) for v in sigma) if sigma else None,
         attrs=target_attrs,
+        raw=image.array,
+        recipe=norm,
     )
 
 
