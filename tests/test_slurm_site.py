@@ -80,8 +80,12 @@ def test_detection_time_limits_scale_with_ensemble_and_mirroring(tmp_path):
         '{"format": 1, "name": "dm_detnet3d", "kwargs": {}, '
         '"inference": {"members": 2, "mirror_axes": ["z", "y", "x"]}}'
     )
-    reused = {**plain, "model": str(tmp_path)}
+    reused = {**careful, "model": str(tmp_path)}
     assert detection_minutes(reused, "predict_volume") == 16 * PREDICT_MINUTES
+    (tmp_path / "model.json").write_text('{"format": 1, "name": "dm_detnet3d", "kwargs": {}}')
+    assert detection_minutes(reused, "predict_volume") == PREDICT_MINUTES  # one network
+    (tmp_path / "model.json").write_text("{not json")  # the prediction job names that error
+    assert detection_minutes(reused, "predict_volume") == 12 * PREDICT_MINUTES
     with pytest.raises(ValueError, match="segment_roi"):
         detection_minutes(plain, "segment_roi")
 

@@ -43,9 +43,12 @@ def detection_passes(detection: Mapping[str, Any]) -> tuple[int, int]:
     axes = (3 if train.get("flip_z") else 2) if train.get("mirror") else 0
     reused = detection.get("model")
     if reused:
-        described = json.loads((Path(reused) / "model.json").read_text())
-        record = described.get("inference") or {}
-        return members, int(record.get("members", 1)) * 2 ** len(record.get("mirror_axes", []))
+        try:  # unreadable: counted from the config; the prediction job names the error
+            record = json.loads((Path(reused) / "model.json").read_text()).get("inference") or {}
+            mirrored = len(record.get("mirror_axes", []))
+            return members, int(record.get("members", 1)) * 2**mirrored
+        except (OSError, ValueError, AttributeError, TypeError):
+            pass
     return members, members * 2**axes
 
 
