@@ -1,0 +1,144 @@
+"""What does the density network draw at img6's two close spot pairs? (a description)
+
+Written after ``misses.py`` and ``neighbourhood.py`` (2026-12-02, next session), before any of
+its numbers; no threshold, no test score and no library setting is chosen on it. ``misses.py``
+found that the clicks the learned rows lose are img6's close pairs (clicks 1 / 5, 0.71 µm
+apart; 13 / 14, 0.56 µm) and that the network's best score near them is low. That leaves two
+readings: one merged peak per pair (the network draws a pair as one spot), or two peaks that
+are each too low. They call for different remedies (training examples of pairs vs. calibration).
+
+For each stored model folder given (the work folder's ``<row>/model``, composed as its
+model.json says) the density map of img6 is predicted on the training grid (z 0.4 µm, the
+library's :class:`fewlabel.inference.resample.Resampled`, normalised on that grid as
+prediction does) and sampled by linear interpolation on the segment through each pair, from
+0.3 of the pair distance before the first click to 0.3 after the second (33 points). The
+image (resampled, raw counts) is sampled the same way. Per pair and model: ``value_a`` /
+``value_b`` at the two clicks, ``dip`` the lowest value between them, and per click the
+prominence of its own peak (the highest local maximum within 0.25 of the pair distance of
+it, over the lowest value between that peak and the other click; 0: no peak of its own, the
+click sits on the flank of its neighbour's). The image's own profile says whether the two
+spots are resolved in the data.
+
+``OMP_NUM_THREADS=1 python benchmarks/real_spots/pairs.py --workdir /tmp/spots3/split
+--rows <row folder> ...`` writes ``pairs_split.tsv`` and ``pairs_profiles.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data
+from resample import TRAIN_Z_UM
+
+PAIRS = ((1, 5), (13, 14))  # img6_c1 clicks closer than misses.CLOSE_UM
+T = np.linspace(-0.3, 1.3, 33)  # positions on the segment, in units of the pair distance
+NEAR = 0.25  # a peak this close to a click (in pair distances) is that click's
+
+
+def profiles(folder: Path | None, vol: data.Volume) -> dict[tuple[int, int], np.ndarray]:
+    """Profile of the density (``folder``) or of the image (None) along each pair."""
+    from scipy import ndimage as ndi
+
+    from fewlabel.detection.density.tuning import predict_density
+    from fewlabel.inference.resample import Resampled
+    from fewlabel.models.store import load_model
+    from fewlabel.normalize import apply_range, prepare
+
+    grid = (TRAIN_Z_UM, data.XY_UM, data.XY_UM)
+    image = np.asarray(Resampled(vol.image, vol.voxel_size, grid), dtype=np.float32)
+    values = image
+    if folder is not None:
+        loaded = load_model(folder, expect="dmdetnet3d")
+        view, low, high = prepare(image, loaded.normalization, grid)
+        values = predict_density(
+            loaded.module, view, device="cpu", normalise=lambda b: apply_range(b, low, high)
+        )
+    scale = np.array([vol.voxel_size[0] / grid[0], 1.0, 1.0])
+    out = {}
+    for a, b in PAIRS:
+        pa, pb = vol.clicks[a] * scale, vol.clicks[b] * scale
+        line = pa[None] + T[:, None] * (pb - pa)[None]
+        out[(a, b)] = ndi.map_coordinates(values, line.T, order=1)
+    return out
+
+
+def describe(profile: np.ndarray) -> dict[str, float]:
+    """Values at the two clicks, the lowest value between them, and each click's own peak:
+    the highest local maximum of the profile within ``NEAR`` of it, its prominence over the
+    lowest value between that peak and the other click (0: the click has no peak of its own)."""
+    at = [int(np.argmin(np.abs(T - t))) for t in (0.0, 1.0)]
+    inner = profile[1:-1]
+    maxima = np.flatnonzero((inner > profile[:-2]) & (inner > profile[2:])) + 1
+    out = {
+        "value_a": float(profile[at[0]]),
+        "value_b": float(profile[at[1]]),
+        "dip": float(profile[at[0] : at[1] + 1].min()),
+    }
+    for name, here, other in (("a", at[0], at[1]), ("b", at[1], at[0])):
+        own = [m for m in maxima if abs(T[m] - T[here]) <= NEAR]
+        peak = max(own, key=lambda m: profile[m]) if own else None
+        if peak is None:
+            out[f"prominence_{name}"] = 0.0
+            continue
+        lo, hi = sorted((peak, other))
+        out[f"prominence_{name}"] = float(profile[peak] - profile[lo : hi + 1].min())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--rows", nargs="+", required=True, help="row folders in the workdir")
+    parser.add_argument("--tag", default="_split")
+    args = parser.parse_args()
+    vol = data.load("img6", 1)
+    found = {"image (raw counts)": profiles(None, vol)}
+    for row in args.rows:
+        found[row] = profiles(args.workdir / row / "model", vol)
+        print(row, flush=True)
+    table = pd.DataFrame(
+        [
+            {"source": source, "pair": f"{a}/{b}", **describe(profile)}
+            for source, pairs in found.items()
+            for (a, b), profile in pairs.items()
+        ]
+    )
+    table.to_csv(data.HERE / f"pairs{args.tag}.tsv", sep="\t", index=False, float_format="%.3g")
+    print(table.to_string(index=False))
+    _figure(found, data.HERE / f"pairs_profiles{args.tag.removeprefix('_split')}.png")
+
+
+def _figure(found: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PAIRS), figsize=(11, 4), sharey=True)
+    for ax, pair in zip(axes, PAIRS, strict=True):
+        image = found["image (raw counts)"][pair]
+        twin = ax.twinx()
+        twin.plot(T, image, color="k", ls="--", lw=2, label="image (raw counts)")
+        twin.set_ylabel("image counts (black dashed)")
+        for source, pairs in found.items():
+            if source != "image (raw counts)":
+                ax.plot(T, pairs[pair], lw=1.2, label=source.replace("DM_DetNet3D_", ""))
+        for t in (0.0, 1.0):
+            ax.axvline(t, color="k", ls=":", lw=0.8)
+        ax.set_title(f"img6 clicks {pair[0]} / {pair[1]} (dotted: the clicks)")
+        ax.set_xlabel("position along the pair (pair distances)")
+    axes[0].set_ylabel("density")
+    axes[0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
