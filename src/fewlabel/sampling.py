@@ -27,13 +27,20 @@ class CropVolume:
 
     ``arrays`` may be numpy arrays or Zarr arrays (read lazily crop by crop). ``transforms``
     (optional, one per array) are applied to each crop (e.g. intensity normalisation).
-    ``centres`` (optional, (N, 3) ZYX) are used for point-centred crops.
+    ``centres`` (optional, (N, 3) ZYX) are used for point-centred crops. ``crop_augment``
+    (optional) gets every array's crop, ``points`` (N, 3) in crop voxels and a generator,
+    and returns the crops (before the flips; e.g.
+    :class:`fewlabel.detection.density.pair_paste.PairPaste`).
     """
 
     arrays: Sequence[Any]
     name: str = ""
     transforms: Sequence[Callable[[np.ndarray], np.ndarray] | None] | None = None
     centres: np.ndarray | None = None
+    points: np.ndarray | None = None
+    crop_augment: (
+        Callable[[list[np.ndarray], np.ndarray, np.random.Generator], list[np.ndarray]] | None
+    ) = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -144,7 +151,11 @@ class CropSampler:
         crops: list[list[np.ndarray]] = []
         for _ in range(batch_size):
             volume = self.volumes[int(self.rng.choice(len(self.volumes), p=self.probabilities))]
-            arrays = self.crop_at(volume, self._corner(volume))
+            corner = self._corner(volume)
+            arrays = self.crop_at(volume, corner)
+            if volume.crop_augment is not None and volume.points is not None:
+                inside = np.asarray(volume.points, float).reshape(-1, 3) - np.asarray(corner)
+                arrays = volume.crop_augment(arrays, inside, self.augment_rng)
             flips = [axis for axis in self.flip_axes if self.rng.random() < 0.5]
             if flips:
                 arrays = [np.flip(a, axis=tuple(a.ndim - 3 + f for f in flips)) for a in arrays]

@@ -43,6 +43,7 @@ from fewlabel.config.detection import (
     DetectorModelConfig,
     DetectorTrainConfig,
     LogConfig,
+    PairAugmentConfig,
     PeaksConfig,
 )
 from fewlabel.config.root import FewlabelConfig, section_paths, validate_config
@@ -115,6 +116,7 @@ __all__ = [
     "DetectionPredictConfig",
     "DetectorModelConfig",
     "DetectorTrainConfig",
+    "PairAugmentConfig",
     "EvaluationConfig",
     "FewlabelConfig",
     "IngestConfig",

@@ -25,6 +25,7 @@ from fewlabel.config.shared import (
     NormalisationConfig,
     PredictConfig,
     TrainConfig,
+    _ordered,
 )
 
 Unit = Literal["voxel", "um"]
@@ -106,6 +107,20 @@ def _default_threshold_grid() -> tuple[float, ...]:
     return tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
+class PairAugmentConfig(ConfigModel):
+    """Copy-paste of close spot pairs into training crops
+    (:class:`fewlabel.detection.density.pair_paste.PairPaste`): a clicked spot of the crop,
+    above its local background, is added again at a random offset, with its target and a
+    known neighbourhood. Probability 0 switches it off."""
+
+    probability: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="probability that a training crop gets a pasted copy of one of its spots"
+    )
+    distance_um: Annotated[tuple[PosFloat, PosFloat], AfterValidator(_ordered)] = Field(
+        (0.4, 0.8), description="distance range (µm) of the copy from its spot (uniform)"
+    )
+
+
 class DetectorTrainConfig(TrainConfig):
     """``train_detector``: AMSGrad on random crops, early stopping, then the detection
     threshold maximising the pooled validation F1 (peaks from ``detection.peaks``)."""
@@ -165,6 +180,11 @@ class DetectorTrainConfig(TrainConfig):
         default_factory=IntensityAugmentConfig,
         description="random gain, offset and noise on training crops (robustness to "
         "other acquisitions than the clicked one)",
+    )
+    pair_augment: PairAugmentConfig = Field(
+        default_factory=PairAugmentConfig,
+        description="close spot pairs pasted from the crops' own clicked spots (teaches two "
+        "spots closer than ~2 spot widths as two; benchmarks/real_spots pairs.py)",
     )
     ensemble: Annotated[int, Field(ge=1, le=10)] = Field(
         1,

@@ -69,7 +69,7 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
             100 * point_fraction,
         )
     sampler = CropSampler(
-        [v.crop_volume() for v in run.train_vols],
+        [v.crop_volume(params.pair_augment) for v in run.train_vols],
         params.crop,
         seed=seed,
         flip_axes=(0, 1, 2) if params.flip_z else (1, 2),
@@ -79,6 +79,13 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
     )
     if sampler.image_augment is not None:
         log.info("intensity augmentation of training crops: %s", sampler.image_augment)
+    if params.pair_augment.probability > 0:
+        log.info(
+            "pair augmentation: %.0f %% of the training crops get a copy of one of their "
+            "clicked spots %s µm away",
+            100 * params.pair_augment.probability,
+            list(params.pair_augment.distance_um),
+        )
     model = DMDetNet3D(**params.model.kwargs()).to(device)
     if run.init_state is not None:
         model.load_state_dict(run.init_state)

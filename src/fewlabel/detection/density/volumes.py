@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from fewlabel.config import DetectorTrainConfig
+from fewlabel.config import DetectorTrainConfig, PairAugmentConfig
+from fewlabel.detection.density.pair_paste import PairPaste
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, read_points_csv
 from fewlabel.normalize import apply_range, prepare
@@ -102,12 +103,38 @@ class Volume:
     def normalise(self, block: np.ndarray) -> np.ndarray:
         return apply_range(block, self.low, self.high)
 
-    def crop_volume(self) -> CropVolume:
+    def crop_volume(self, pair_augment: PairAugmentConfig | None = None) -> CropVolume:
+        """Training crops of this volume; ``pair_augment`` (``detection.train.pair_augment``)
+        pastes copies of its clicked spots next to them (:mod:`.pair_paste`)."""
         return CropVolume(
             arrays=[self.image, self.target, self.weight],
             name=self.item.sample,
             transforms=[self.normalise, None, None],
             centres=self.points if self.centres is None else self.centres,
+            points=self.points,
+            crop_augment=self.pair_paste(pair_augment),
+        )
+
+    def pair_paste(self, config: PairAugmentConfig | None) -> PairPaste | None:
+        """The crop transform of ``config`` for this volume (None when off)."""
+        if config is None or config.probability <= 0:
+            return None
+        if not self.sigma_voxels:
+            raise ConfigError(
+                "detection.train.pair_augment needs the density target's sigma_voxels, which "
+                "this volume's target does not record.",
+                sample=self.item.sample,
+                fix="recreate its density targets (make_density_targets).",
+            )
+        sigma = self.sigma_voxels
+        radius = self.attrs.get("click_radius_voxels") or [4 * s for s in sigma]
+        return PairPaste(
+            probability=config.probability,
+            distance_um=config.distance_um,
+            voxel_size=self.voxel_size,
+            sigma_voxels=tuple(float(s) for s in sigma),  # type: ignore[arg-type]
+            click_radius_voxels=tuple(float(r) for r in radius),  # type: ignore[arg-type]
+            T=float(self.attrs.get("T", 0.2)),
         )
 
 
