@@ -145,6 +145,7 @@ def dm_method(p: dict, workdir: Path, epochs: int, **variant):
     params = run.dm_params(
         epochs, variant.get("mode", "percentile"), intensity_augment=variant.get("augment", {}),
         select=variant.get("select", "loss"),  # loss: the default before select existed
+        pair_augment=variant.get("pair_augment", {}),
     )  # fmt: skip
     items = []
     for vol, clicks, ignore in p["train"]:
@@ -250,6 +251,7 @@ for _knob, _targets in KNOBS.items():
 
 
 AUGMENT = {"probability": 0.85, "noise_probability": 0.5}  # Spotiflow's 3D defaults
+PAIR_PASTE = {"probability": 0.5, "distance_um": [0.4, 0.8]}  # pairs.py: declared, not tuned
 for _mode in ("percentile", "background"):
     METHODS[f"{DM_PARTIAL}, intensity augmentation [{_mode}]"] = lambda p, w, e, m=_mode: dm_method(
         p, w, e, mode=m, augment=AUGMENT
@@ -276,6 +278,9 @@ for _label, _kind in (
     METHODS[f"{DM_PARTIAL}, ensemble 2 + mirroring, {_label}"] = lambda p, w, e, k=_kind: dm_method(
         p, w, e, ensemble=2, mirror=True, pretrain=k
     )  # neighbourhood.py's pair check
+METHODS[f"{DM_PARTIAL}, ensemble 2 + mirroring, pair paste"] = lambda p, w, e: dm_method(
+    p, w, e, ensemble=2, mirror=True, pair_augment=PAIR_PASTE
+)  # pairs.py's declared check: close pairs pasted from the training crops' own spots
 METHODS["PU+SWA, intensity augmentation [background]"] = lambda p, w, e: pu_method(
     p, w, e, "background", intensity=AUGMENT
 )
