@@ -69,6 +69,7 @@ ROWS = {  # label: split.py row (seed 2: ", seed 2" appended)
     "synthetic pretraining",
     "4 sigma, pair-rich synthetic pretraining": f"{split.DM_PARTIAL}, ensemble 2 + mirroring, "
     "pair-rich synthetic pretraining",
+    "4 sigma, pair paste": f"{split.DM_PARTIAL}, ensemble 2 + mirroring, pair paste",  # pairs.py
 }
 LIBRARY = "training grid, library (model.json: ensemble 2 + mirroring)"
 
