@@ -183,8 +183,9 @@ class DetectorTrainConfig(TrainConfig):
     )
     pair_augment: PairAugmentConfig = Field(
         default_factory=PairAugmentConfig,
-        description="close spot pairs pasted from the crops' own clicked spots (teaches two "
-        "spots closer than ~2 spot widths as two; benchmarks/real_spots pairs.py)",
+        description="close spot pairs pasted from the crops' own clicked spots (meant to teach "
+        "two spots closer than ~2 spot widths as two; it did not on benchmarks/real_spots, "
+        "pairs.py: off by default)",
     )
     ensemble: Annotated[int, Field(ge=1, le=10)] = Field(
         1,
