@@ -407,3 +407,31 @@ def test_select_f1_scores_each_epoch_with_the_mirroring_it_predicts_with(samples
     curve = pd.read_csv(folder / "curve.tsv", sep="\t")
     assert curve["val_f1"].iloc[-1] == pytest.approx(best["mirrored"])
     assert best["mirrored"] != best["plain"]  # the check can tell them apart
+
+
+def test_a_barely_trained_network_is_recorded_for_the_report(tmp_path):
+    """Validation clicks moved off the spots: learning the spots makes the validation loss
+    worse, so early stopping keeps first-epoch weights. That is logged and also written to
+    training.json's warnings, per ensemble network, which the report's training table shows."""
+    from fewlabel.report.data import _scalars
+
+    train, val = _make_sample(tmp_path, "a", 1), _make_sample(tmp_path, "b", 2)
+    wrong = np.random.default_rng(9).uniform([1, 3, 3], [5, 21, 25], size=(6, 3))
+    write_points_csv(pd.DataFrame(wrong, columns=["z", "y", "x"]), val["points"])
+    moved = {**val, "target": str(tmp_path / "moved_t.ome.zarr"),
+             "weight": str(tmp_path / "moved_w.ome.zarr")}  # fmt: skip
+    make_density_targets(
+        val["image"], val["points"], moved["target"], moved["weight"], sample="b",
+        params=DensityTargetsConfig(sigma=(1.0, 1.5, 1.5), sigma_unit="voxel", annotation="full"),
+    )  # fmt: skip
+    settings = {**TINY_DICT, "epochs": 6, "patience": 3, "ensemble": 2}
+    cfg = DetectorTrainConfig.model_validate(settings)
+    train_detector([train], [moved], tmp_path / "model", params=cfg, seed=7, threads=1)
+    record = json.loads((tmp_path / "model" / "training.json").read_text())
+    early = [i for i, m in enumerate(record["members"]) if m["best_epoch"] == 1 < m["epochs_run"]]
+    assert early, record["members"]  # the moved clicks did make the loss worse
+    warned = [w for w in record.get("warnings", []) if "barely trained" in w]
+    assert [w.split(" (seed")[0] for w in warned] == [f"network {i + 1} of 2" for i in early]
+    assert all("detection.train.select: f1" in w for w in warned)
+    table = _scalars(record)
+    assert "barely trained" in table.loc[table["key"] == "warnings", "value"].iloc[0]

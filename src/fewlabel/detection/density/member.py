@@ -150,18 +150,25 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
         curve=CurveLogger(title="DM-DetNet3D"),
         desc="train_detector",
     )
-    if result.best_epoch <= 1 < result.epochs_run:
-        log.warning(
-            "the best %s was at epoch %d of %d: the saved weights are barely trained (the "
-            "validation %s got worse as the network learned). Fix: detection.train.select: f1 "
-            "(pick the epoch by detection F1), more validation points, or a higher patience.",
-            monitor,
-            result.best_epoch,
-            result.epochs_run,
-            "loss" if monitor == "val_loss" else "F1",
-        )
+    warning = barely_trained(result, monitor)
+    if warning:
+        log.warning("seed %d: %s", seed, warning)
     model.load_state_dict(result.best_state)
     return model, result
+
+
+def barely_trained(result: Any, monitor: str) -> str | None:
+    """The warning for weights kept from the first epoch of a longer run (the validation
+    ``monitor`` got worse as the network learned), else None; training.json records it."""
+    if not result.best_epoch <= 1 < result.epochs_run:
+        return None
+    return (
+        f"the best {monitor} was at epoch {result.best_epoch} of {result.epochs_run}: the saved "
+        f"weights are barely trained (the validation "
+        f"{'loss' if monitor == 'val_loss' else 'F1'} got worse as the network learned). Fix: "
+        "detection.train.select: f1 (pick the epoch by detection F1), more validation points, "
+        "or a higher patience."
+    )
 
 
 def initial_state(arch: dict, folder: str | Path, recipe: dict) -> dict[str, torch.Tensor]:
