@@ -206,7 +206,11 @@ def test_threshold_tuning_predicts_a_volume_of_another_voxel_size_on_the_grid():
     from fewlabel.config import PeaksConfig
     from fewlabel.detection.density.tuning import grid_peaks
 
-    vol = SimpleNamespace(image=_spots(TRUTH), voxel_size=IMAGE_VOXEL, normalise=None)
+    image = _spots(TRUTH)
+    vol = SimpleNamespace(  # on the grid: min-max scaled (the spots peak at 1 over 0)
+        image=image, voxel_size=IMAGE_VOXEL, normalise=None, raw=image,
+        recipe={"method": "percentile", "percentiles": [0.0, 100.0]},
+    )  # fmt: skip
     args = (torch.nn.Identity(), vol)
     rest = (0.3, (1, 2, 2), PeaksConfig(), "cpu", (32, 64, 64))
     on_grid, own = grid_peaks(*args, GRID, *rest), grid_peaks(*args, None, *rest)

@@ -58,17 +58,26 @@ T = np.linspace(-0.3, 1.3, 33)  # positions on the segment, in units of the pair
 NEAR = 0.25  # a peak this close to a click (in pair distances) is that click's
 
 
-def profiles(folder: Path | None, vol: data.Volume) -> dict[tuple[int, int], np.ndarray]:
-    """Profile of the density (``folder``) or of the image (None) along each pair."""
+def on_grid(vol: data.Volume) -> np.ndarray:
+    """The volume on the training grid (z 0.4 µm), as the library's prediction reads it."""
+    from fewlabel.inference.resample import Resampled
+
+    grid = (TRAIN_Z_UM, data.XY_UM, data.XY_UM)
+    return np.asarray(Resampled(vol.image, vol.voxel_size, grid), dtype=np.float32)
+
+
+def profiles(
+    folder: Path | None, vol: data.Volume, image: np.ndarray
+) -> dict[tuple[int, int], np.ndarray]:
+    """Profile of the density (``folder``) or of ``image`` (None) along each pair; ``image``
+    is :func:`on_grid` of ``vol``."""
     from scipy import ndimage as ndi
 
     from fewlabel.detection.density.tuning import predict_density
-    from fewlabel.inference.resample import Resampled
     from fewlabel.models.store import load_model
     from fewlabel.normalize import apply_range, prepare
 
     grid = (TRAIN_Z_UM, data.XY_UM, data.XY_UM)
-    image = np.asarray(Resampled(vol.image, vol.voxel_size, grid), dtype=np.float32)
     values = image
     if folder is not None:
         loaded = load_model(folder, expect="dmdetnet3d")
@@ -115,9 +124,10 @@ def main() -> None:
     parser.add_argument("--tag", default="_split")
     args = parser.parse_args()
     vol = data.load("img6", 1)
-    found = {"image (raw counts)": profiles(None, vol)}
+    image = on_grid(vol)
+    found = {"image (raw counts)": profiles(None, vol, image)}
     for row in args.rows:
-        found[row] = profiles(args.workdir / row / "model", vol)
+        found[row] = profiles(args.workdir / row / "model", vol, image)
         print(row, flush=True)
     table = pd.DataFrame(
         [

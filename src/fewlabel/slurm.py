@@ -37,7 +37,9 @@ def detection_passes(detection: Mapping[str, Any]) -> tuple[int, int]:
     """(networks trained, network passes per prediction) of a ``detection`` config section:
     ``train.ensemble`` networks, each run once per flip combination of the mirror axes
     (2 ** 2 for y/x, 2 ** 3 with ``flip_z``) when ``train.mirror``; a reused model folder
-    (``detection.model``) is counted from its model.json ``inference`` record."""
+    (``detection.model``) is counted from its model.json ``inference`` record. Read here with
+    the standard library, not through :mod:`fewlabel.models` (``compose.mirror_axes``,
+    ``store.load_model``), which import torch: the Snakefile calls this while planning."""
     train = detection.get("train") or {}
     members = int(train.get("ensemble", 1))
     axes = (3 if train.get("flip_z") else 2) if train.get("mirror") else 0

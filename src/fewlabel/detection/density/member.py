@@ -153,13 +153,14 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
     warning = barely_trained(result, monitor)
     if warning:
         log.warning("seed %d: %s", seed, warning)
+        result.extra["warning"] = warning  # training.json's warnings (the report shows them)
     model.load_state_dict(result.best_state)
     return model, result
 
 
 def barely_trained(result: Any, monitor: str) -> str | None:
     """The warning for weights kept from the first epoch of a longer run (the validation
-    ``monitor`` got worse as the network learned), else None; training.json records it."""
+    ``monitor`` got worse as the network learned), else None."""
     if not result.best_epoch <= 1 < result.epochs_run:
         return None
     return (

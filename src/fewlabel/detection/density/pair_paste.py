@@ -13,7 +13,8 @@ Fluorescence adds photons, so spot + shifted spot is a physically plausible pair
 where ``b`` is the median of the patch's outer shell and σ the target's s.d. (voxels). The
 target gets the pasted spot's Gaussian (the maximum of both, as :func:`density_target`
 combines overlaps) and its click neighbourhood becomes known: weight λ + 1 where the dilated
-target reaches T (the weight of the source click), 1 elsewhere (DM-DetNet3D eq. 2).
+target reaches T (the weight of the source click), 1 elsewhere (DM-DetNet3D eq. 2,
+:func:`~fewlabel.detection.density.targets.weight_map`).
 
 Measured on the real smFISH crops (``benchmarks/real_spots`` README, ``pairs.py``): with
 probability 0.5 it did not draw the test's close pairs as two spots and lowered the
@@ -27,10 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from fewlabel.detection.density.partial import click_neighbourhood
-from fewlabel.detection.density.targets import density_target
+from fewlabel.detection.density.targets import density_target, weight_map
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,14 @@ class PairPaste:
         image, target, weight = arrays
         half = np.array([math.ceil(3 * s) for s in self.sigma_voxels])
         shape = np.array(image.shape[-3:])
-        centres = np.rint(np.asarray(clicks, float).reshape(-1, 3)).astype(int)
+        clicks = np.asarray(clicks, float).reshape(-1, 3)
+        centres = np.rint(clicks).astype(int)
         inside = np.all((centres - half >= 0) & (centres + half < shape), axis=1)
         inside &= weight[tuple(np.clip(centres, 0, shape - 1).T)] > 0  # a known click
         if not inside.any():
             return arrays
         pick = int(rng.choice(np.flatnonzero(inside)))
-        source = np.asarray(clicks, float).reshape(-1, 3)[pick]
+        source = clicks[pick]
         centre = centres[pick]
         shift = self._offset(rng)
         box = tuple(slice(int(c - h), int(c + h + 1)) for c, h in zip(centre, half, strict=True))
@@ -77,10 +78,8 @@ class PairPaste:
         pasted = source + shift
         new = np.maximum(target, density_target(target.shape, pasted[None], self.sigma_voxels))
         known = click_neighbourhood(target.shape, pasted[None], self.click_radius_voxels)
-        strong = float(weight[tuple(centre)])
-        dilated = ndimage.maximum_filter(new, size=3, mode="nearest")
-        values = np.where(dilated >= self.T, np.float32(strong), np.float32(1.0))
-        weight = np.where(known, values, weight).astype(np.float32)
+        lam = float(weight[tuple(centre)]) - 1.0  # the source click's weight is λ + 1
+        weight = np.where(known, weight_map(new, lam=lam, T=self.T), weight).astype(np.float32)
         return [image, new.astype(np.float32), weight]
 
     def _offset(self, rng: np.random.Generator) -> np.ndarray:

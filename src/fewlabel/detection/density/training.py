@@ -32,12 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fewlabel.config import DetectorTrainConfig, PeaksConfig
-from fewlabel.detection.density.member import (
-    MemberRun,
-    barely_trained,
-    fit_member,
-    initial_state,
-)
+from fewlabel.detection.density.member import MemberRun, fit_member, initial_state
 from fewlabel.detection.density.tuning import tune_threshold
 from fewlabel.detection.density.volumes import (
     IN_MEMORY_MAX_VOXELS,
@@ -238,11 +233,10 @@ def train_detector(
         "val_f1": float(best["f1"]),
         "tuned_with": tuned_with,
     }
-    monitor = "val_error" if params.select == "f1" else "val_loss"
     trained = [
         f"network {i + 1} of {len(results)} (seed {seed + i}): {text}" if len(results) > 1 else text
         for i, r in enumerate(results)
-        if (text := barely_trained(r, monitor))
+        if (text := r.extra.get("warning"))
     ]
     if size_checks or trained:  # shown in the report's training table
         summary["warnings"] = [*size_checks, *trained]

@@ -155,14 +155,12 @@ def grid_input(vol: _Volume, on: Sequence[float] | None) -> tuple[Any, Any]:
     """(view, normalise) of ``vol`` on the grid ``on`` (None: its own), as the prediction
     engine reads it: the stored image resampled first, then normalised on the grid by the
     recipe (a ``background`` top-hat sized for the grid's voxels, the range of the resampled
-    view); a volume without its stored image (``raw``) resamples its normalised view."""
+    view)."""
     from fewlabel.inference.resample import Resampled
     from fewlabel.normalize import apply_range, prepare
 
     if on is None:
         return vol.image, vol.normalise
-    if getattr(vol, "raw", None) is None:
-        return Resampled(vol.image, vol.voxel_size, on), vol.normalise
     view, low, high = prepare(Resampled(vol.raw, vol.voxel_size, on), vol.recipe, on)
     return view, lambda block: apply_range(block, low, high)
 

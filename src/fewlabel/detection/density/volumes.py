@@ -20,6 +20,7 @@ import numpy as np
 
 from fewlabel.config import DetectorTrainConfig, PairAugmentConfig
 from fewlabel.detection.density.pair_paste import PairPaste
+from fewlabel.detection.density.partial import click_radius_voxels
 from fewlabel.errors import ConfigError, InputDataError
 from fewlabel.io import open_ome_zarr, read_points_csv
 from fewlabel.normalize import apply_range, prepare
@@ -127,7 +128,9 @@ class Volume:
                 fix="recreate its density targets (make_density_targets).",
             )
         sigma = self.sigma_voxels
-        radius = self.attrs.get("click_radius_voxels") or [4 * s for s in sigma]
+        radius = self.attrs.get("click_radius_voxels") or click_radius_voxels(
+            sigma, None, self.voxel_size
+        )
         return PairPaste(
             probability=config.probability,
             distance_um=config.distance_um,

@@ -151,13 +151,14 @@ def train_to_folder(
     else:
         threshold = float(params.threshold)
     summary.update({"radius_um": radius, "expected_particles": k, "threshold": threshold})
+    settings = params.model_dump(mode="json")
     save_model(
         out_dir,
         module,
         arch={"name": ARCH_NAME, "kwargs": model_kwargs(params)},
         training={
             "stage": "train_pu",
-            "params": params.model_dump(mode="json"),
+            "params": settings,
             "seed": seed,
             "device": str(device),
             "train": [str(item["sample"]) for item in items],
@@ -165,7 +166,7 @@ def train_to_folder(
             # postprocess_pu warns when a volume's voxel size differs from it
             "voxel_size_um": list(training_grid([v.voxel_size for v in volumes])),
             "summary": summary,
-            "provenance": provenance(params.model_dump(mode="json")),
+            "provenance": provenance(settings),
         },
         thresholds={"detection_threshold": threshold, "radius_um": radius, "expected_particles": k},
         curve=curve,
