@@ -185,6 +185,8 @@ def test_cli_log_chain_train_predict_extract_evaluate(tmp_path):
                 "--peaks",
                 '{"min_distance": [1, 2, 2], "min_distance_unit": "voxel", '
                 '"refine_radius": [1, 1, 1]}',
+                "--targets",
+                '{"annotation": "full"}',  # every spot is in the points
                 "--output-dir",
                 str(model),
             ]
@@ -384,3 +386,65 @@ def test_cli_bad_params_are_config_errors(tmp_path, capsys):
         ]
     )
     assert code == 2 and "config key 'evaluation.detection.gate'" in capsys.readouterr().err
+
+
+def _partly_clicked(tmp_path, voxel):
+    """A volume whose left quarter (x < 16, the annotated box) has every spot clicked, and whose
+    rest has only its bright spots clicked: the annotator skipped the dim ones there."""
+    image, points = spot_volume(11, n=30, shape=(16, 64, 64), amplitude=30.0, noise=4.0)
+    bright = np.arange(len(points)) % 2 == 0
+    grid = np.mgrid[tuple(slice(0, s) for s in image.shape)].astype(np.float32)
+    for p in points[bright]:  # doubled amplitude
+        image += 30.0 * np.exp(-sum((grid[i] - p[i]) ** 2 / (2 * SIGMA[i] ** 2) for i in range(3)))
+    clicked = bright | (points[:, 2] < 16)
+    write_ome_zarr(tmp_path / "v.ome.zarr", image, voxel, chunks=(16, 64, 64))
+    _write_points(tmp_path / "v.csv", points[clicked])
+    pd.DataFrame([[0, 0, 0, 16, 64, 16]], columns=["z0", "y0", "x0", "z1", "y1", "x1"]).to_csv(
+        tmp_path / "box.csv", index=False
+    )
+    return image, points, clicked
+
+
+def test_log_tuning_counts_only_what_partial_clicks_cover(tmp_path):
+    """Unclicked dim spots outside the annotated box are not false positives: tuning with the
+    box (click recall, precision inside the box) keeps them, while reading the clicks as
+    complete pushes the threshold over every dim spot (issue 11's cause 1, for the LoG)."""
+    from fewlabel.config import DensityTargetsConfig
+    from fewlabel.detection.log.tuning import train_log
+
+    voxel = (1.0, 0.5, 0.5)
+    image, points, clicked = _partly_clicked(tmp_path, voxel)
+    assert 0 < (~clicked).sum() < len(points) // 2
+    params = LogConfig(sigma=SIGMA, sigma_unit="voxel", gate=1.5, gate_unit="um")
+    peaks = PeaksConfig(min_distance=(1, 2, 2), min_distance_unit="voxel")
+    targets = DensityTargetsConfig(sigma=SIGMA, sigma_unit="voxel")
+    found = {}
+    for region in ("full", str(tmp_path / "box.csv")):
+        entry = {
+            "sample": "v",
+            "image": str(tmp_path / "v.ome.zarr"),
+            "points": str(tmp_path / "v.csv"),
+            "annotated_region": region,
+        }
+        out = tmp_path / f"model_{len(found)}"
+        best, _ = train_log([entry], out, params=params, peaks=peaks, targets=targets)
+        record = json.loads((out / "thresholds.json").read_text())
+        assert record["detection_threshold"] == pytest.approx(best)
+        assert record["tuned_with"] == (
+            "full" if region == "full" else "clicks-recall+regions-precision"
+        )
+        model = load_log_model(out)
+        pred = detect_log(
+            image,
+            sigma=SIGMA,
+            threshold=best,
+            min_distance=(1, 2, 2),
+            normalization=model.normalization,
+            voxel_size=voxel,
+        )
+        res = match_points(points, pred[["z", "y", "x"]].to_numpy(), max_distance=1.5, scale=voxel)
+        found[region == "full"] = (res.tp / len(points), res.tp / max(len(pred), 1))
+    recall_box, precision_box = found[False]
+    recall_full, _ = found[True]
+    assert recall_box >= 0.9 and precision_box >= 0.8, found
+    assert recall_full <= recall_box - 0.15, found  # the dim spots were taught as false

@@ -663,3 +663,41 @@ def test_curve_figure_is_identical_for_runs_that_differ_only_in_time():
         pd.DataFrame({**base, "val_f1": [0.2, 0.5, 0.9], "seconds": [0.1, 0.2, 0.3]}), "detector"
     )
     assert changed != first
+
+
+@pytest.mark.parametrize("log_f1", [0.95, 0.80])
+def test_learned_detector_is_set_beside_the_log_baseline(run_dir, tmp_path, log_f1):
+    """The report puts both tuned scores side by side and warns when the LoG scores higher;
+    a comparison of different annotations or counting rules says it is only indicative."""
+    learned = Path(run_dir["detection_model_dir"])
+    scores = {"tuned_on": "val", "tuned_with": "clicks-recall+regions-precision", "gate": 0.5}
+    record = json.loads((learned / "thresholds.json").read_text())
+    record.update(scores, val_f1=0.9, val_precision=0.95, val_recall=0.855)
+    (learned / "thresholds.json").write_text(json.dumps(record))
+    baseline = tmp_path / "log_baseline"
+    baseline.mkdir()
+    log_record = {"detection_threshold": 2.5, "val_precision": 1.0, "val_recall": 0.7}
+    (baseline / "thresholds.json").write_text(
+        json.dumps({**scores, **log_record, "val_f1": log_f1})
+    )
+    out = tmp_path / "report.html"
+    inputs = {"detection_model_dir": str(learned), "log_baseline_dir": str(baseline)}
+
+    build_report(out, inputs=ReportInputs.from_dict(inputs))
+    html = out.read_text()
+
+    assert "Learned detector vs the LoG baseline" in html
+    if log_f1 > 0.9:
+        assert 'class="warn"' in html and "F1 0.950 vs 0.900" in html
+        assert "detection.method: log" in html
+    else:
+        assert 'class="warn"' not in html and "at or above the LoG baseline" in html
+        assert "F1 0.900 vs 0.800" in html
+    assert "only indicative" not in html
+    (baseline / "thresholds.json").write_text(
+        json.dumps({**scores, **log_record, "val_f1": log_f1, "tuned_on": "train"})
+    )
+    build_report(out, inputs=ReportInputs.from_dict(inputs))
+    assert "only indicative" in out.read_text()
+    build_report(out, inputs=ReportInputs.from_dict({"detection_model_dir": str(learned)}))
+    assert "LoG baseline" not in out.read_text()

@@ -199,6 +199,40 @@ def test_report_is_self_contained_with_decodable_images(finished_run):
         assert section in html
 
 
+def test_learned_detector_is_compared_with_the_log_on_its_validation(finished_run, monkeypatch):
+    """The LoG baseline is tuned on the same validation volume as the learned threshold, counted
+    the same way (the demo's val volume has an annotated box), equal to tuning it by hand, and
+    the report states which scores higher."""
+    from fewlabel.config import DensityTargetsConfig, LogConfig, PeaksConfig
+    from fewlabel.detection.log.tuning import train_log
+    from fewlabel.plan import Plan
+
+    monkeypatch.chdir(finished_run)
+    models = Path("results") / "models"
+    learned = json.loads((models / "detector" / "thresholds.json").read_text())
+    baseline = json.loads((models / "log_baseline" / "thresholds.json").read_text())
+    assert baseline["tuned_on"] == learned["tuned_on"] == "val"
+    assert baseline["tuned_with"] == learned["tuned_with"] == "clicks-recall+regions-precision"
+    assert baseline["samples"] == ["spots_val"]
+    plan = Plan.from_files("config/samples.tsv", "results/config.yaml")
+    items = plan.log_items(plan.log_splits())
+    assert items[0]["annotated_region"].endswith("spots_val_region.csv")
+    detection = plan.config["detection"]
+    best, _ = train_log(
+        items,
+        finished_run / "by_hand",
+        params=LogConfig.model_validate(detection["log"]),
+        peaks=PeaksConfig.model_validate(detection["peaks"]),
+        targets=DensityTargetsConfig.model_validate(detection["targets"]),
+        evaluation=plan.config["evaluation"]["detection"],
+    )
+    assert best == pytest.approx(baseline["detection_threshold"])
+    html = (Path("results") / "report" / "report.html").read_text()
+    f1, f1_log = learned["val_f1"], baseline["val_f1"]
+    assert f"F1 {max(f1, f1_log):.3f} vs {min(f1, f1_log):.3f}" in html
+    assert ('class="warn"' in html) == (f1_log > f1)
+
+
 def test_rerun_is_noop(finished_run):
     result = snakemake(finished_run, "-n", "--cores", "2")
     assert "Nothing to be done" in result.stdout + result.stderr

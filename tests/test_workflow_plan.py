@@ -475,3 +475,47 @@ def test_an_init_from_that_is_not_a_model_folder_is_a_parse_time_problem(tmp_pat
     (tmp_path / "nope").mkdir()
     (tmp_path / "nope" / "model.json").write_text("{}")
     assert plan.problems() == []
+
+
+def test_log_baseline_is_planned_beside_a_density_detector_trained_here(tmp_path):
+    """detection.log.compare tunes the LoG on the split the density threshold is tuned on (val,
+    else train) into results/models/log_baseline, reads the sheet's annotated_region and feeds
+    the report; method log tunes it as the detector on train + val; pu, a reused model or
+    compare: false plan no baseline."""
+    workdir = tiny_project(tmp_path, 25)
+    from fewlabel.config import load_samples
+
+    sheet = load_samples(workdir / "samples.tsv", base_dir=workdir)
+
+    def plan(detection: dict, rows: pd.DataFrame = sheet) -> Plan:
+        section = {"enabled": True, "method": "density", "log": {"compare": True}, **detection}
+        return Plan(rows, {"detection": section, "segmentation": {"enabled": False},
+                           "roi": {"enabled": False}, "report": {"title": "t"},
+                           "samples": "samples.tsv"})  # fmt: skip
+
+    density = plan({})
+    assert density.compare_log() and density.log_dir() == "results/models/log_baseline"
+    assert density.log_splits() == ("val",)
+    assert "results/models/log_baseline" in density.final_outputs()
+    assert "results/models/log_baseline" in density.report_files()
+    items = density.log_items(density.log_splits())
+    assert [i["sample"] for i in items] == [f"s{i:04d}" for i in range(10, 20)]
+    assert items[0]["annotated_region"] == ""
+    no_val = plan({}, sheet[sheet["split"] != "val"])
+    assert no_val.log_splits() == ("train",)  # as train_detector tunes without val rows
+    log = plan({"method": "log"})
+    assert not log.compare_log() and log.log_dir() == "results/models/detector"
+    assert log.log_splits() == ("train", "val")
+    for off in ({"method": "pu"}, {"model": "elsewhere"}, {"log": {"compare": False}}):
+        assert not plan(off).compare_log(), off
+        assert "results/models/log_baseline" not in plan(off).final_outputs()
+
+    text = dry_run(workdir).stdout
+    job = re.search(r"rule fit_log_threshold:.*?python -m fewlabel fit_log_threshold[^\n]*", text,
+                    flags=re.DOTALL)  # fmt: skip
+    assert job and "--splits val" in job.group(0), text[-3000:]
+    assert "--output-dir results/models/log_baseline" in job.group(0)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["detection"] = {"log": {"compare": False}}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert "fit_log_threshold" not in dry_run(workdir).stdout

@@ -59,6 +59,7 @@ from fewlabel.plan_bfs import (  # noqa: E402
     BFS_S2,
     BfsPlan,
 )
+from fewlabel.plan_log import LOG_BASELINE, LogPlan  # noqa: E402
 
 
 def expand(template: str, samples: Iterable[str]) -> list[str]:
@@ -67,7 +68,7 @@ def expand(template: str, samples: Iterable[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Plan(BfsPlan):
+class Plan(BfsPlan, LogPlan):
     """The validated sample sheet (indexed by sample id) and the config (defaults filled)."""
 
     sheet: pd.DataFrame
@@ -161,13 +162,6 @@ class Plan(BfsPlan):
                 "roi": ROI_MASK.format(sample=s),
             }
             for s in self.detection_fit_samples(split)
-        ]
-
-    def log_items(self) -> list[dict[str, str]]:
-        """Fitting items of ``fit_log_threshold`` (train and val)."""
-        return [
-            {"sample": s, "image": IMAGE.format(sample=s), "points": POINTS.format(sample=s)}
-            for s in self.detection_fit_samples()
         ]
 
     # segmentation
@@ -385,6 +379,8 @@ class Plan(BfsPlan):
             outputs += expand(DETECTIONS, self.detection_predict_samples())
             if self.detection_eval_samples():
                 outputs.append(DETECTION_SUMMARY)
+            if self.compare_log():
+                outputs.append(LOG_BASELINE)
         if self.segmentation_enabled():
             outputs += expand(INSTANCES, self.segmentation_predict_samples())
             if self.segmentation_eval_samples():

@@ -28,6 +28,7 @@ from fewlabel.plan import (
     expand,
 )
 from fewlabel.plan_bfs import BFS_CENTRES, BFS_LIKELIHOOD, BFS_MASK, BFS_PSEUDO, BFS_RESPONSE
+from fewlabel.plan_log import LOG_BASELINE
 
 
 def report_inputs(plan: Plan) -> dict[str, Any]:
@@ -58,6 +59,8 @@ def report_inputs(plan: Plan) -> dict[str, Any]:
             for s in plan.detection_predict_samples()
         ]
         inputs["detection_model_dir"] = plan.detector_dir()
+        if plan.compare_log():
+            inputs["log_baseline_dir"] = LOG_BASELINE
         if evaluated:
             inputs["detection_summary_tsv"] = DETECTION_SUMMARY
     if plan.segmentation_enabled():

@@ -168,19 +168,24 @@ if config["detection"]["method"] == "density":
                 "python -m fewlabel finalize_prediction --sample {wildcards.sample} "
                 "--output {output} --log {log} 2>> {log}"
 
-elif config["detection"]["method"] == "log":
+
+if config["detection"]["method"] == "log" or PLAN.compare_log():
 
     rule fit_log_threshold:
-        """Tune the LoG baseline's detection threshold on the train and val annotations."""
+        """Tune the LoG's threshold on annotations: the detector (method log, train + val) or
+        the baseline beside a density detector (on the split its threshold is tuned on)."""
         input:
-            images=expand(IMAGE, sample=PLAN.detection_fit_samples()),
-            points=expand(POINTS, sample=PLAN.detection_fit_samples()),
+            images=expand(IMAGE, sample=PLAN.detection_fit_samples(PLAN.log_splits())),
+            points=expand(POINTS, sample=PLAN.detection_fit_samples(PLAN.log_splits())),
+            regions=PLAN.region_files(PLAN.detection_fit_samples(PLAN.log_splits())),
         output:
-            directory(DETECTOR),
+            directory(PLAN.log_dir()),
         params:
             sheet=config["samples"],
+            splits=",".join(PLAN.log_splits()),
             settings=to_json(config["detection"]["log"]),
             peaks=to_json(config["detection"]["peaks"]),
+            targets=to_json(config["detection"]["targets"]),
             evaluation=to_json(config["evaluation"]["detection"]),
             diameter=object_diameter_value(),
         threads: 2
@@ -192,8 +197,12 @@ elif config["detection"]["method"] == "log":
             "../../envs/image.yaml"
         shell:
             "python -m fewlabel fit_log_threshold --sample-sheet {params.sheet:q} "
-            "--params {params.settings:q} --peaks {params.peaks:q} --object-diameter-um={params.diameter:q} "
+            "--splits {params.splits:q} --params {params.settings:q} --peaks {params.peaks:q} "
+            "--targets {params.targets:q} --object-diameter-um={params.diameter:q} "
             "--evaluation {params.evaluation:q} --output-dir {output} --log {log} 2>> {log}"
+
+
+if config["detection"]["method"] == "log":
 
     rule predict_log:
         """LoG response map of one volume (the classical baseline's 'prediction')."""

@@ -272,6 +272,12 @@ class LogConfig(ConfigModel):
         "default background: one threshold transfers between volumes whose brightest "
         "structures differ, benchmarks/real_spots)",
     )
+    compare: bool = Field(
+        True,
+        description="method density: also tune the LoG on the annotations the learned "
+        "threshold is tuned on, scored the same way (results/models/log_baseline), and show "
+        "both in the report, with a warning when the LoG scores higher",
+    )
 
 
 class DetectionConfig(ConfigModel):

@@ -78,7 +78,8 @@ class ReportInputs:
     ``sample`` and optional ``image, gt_labels, pred_labels, target, pred_fluorescence,
     metrics_tsv``; ``bfs_samples``: BFS-Net panels, dicts ``sample, image`` and optional
     ``centres, likelihood, response, pseudo, mask``; ``images``: sample → image OME-Zarr used
-    behind ROI outlines when no other input names the sample's image.
+    behind ROI outlines when no other input names the sample's image; ``log_baseline_dir``: the
+    LoG tuned beside the learned detector (``detection.log.compare``), compared with it.
     """
 
     title: str | None = None
@@ -91,6 +92,7 @@ class ReportInputs:
     images: dict[str, str | Path] = field(default_factory=dict)
     detection_summary_tsv: str | Path | None = None
     detection_model_dir: str | Path | None = None
+    log_baseline_dir: str | Path | None = None
     detection_samples: list[dict[str, Any]] = field(default_factory=list)
     isl_model_dir: str | Path | None = None
     segmenter_model_dir: str | Path | None = None
@@ -143,6 +145,7 @@ class ReportInputs:
             "provenance_json",
             "detection_summary_tsv",
             "detection_model_dir",
+            "log_baseline_dir",
             "isl_model_dir",
             "segmenter_model_dir",
             "segmentation_summary_tsv",

@@ -18,6 +18,7 @@ import pandas as pd
 from fewlabel.errors import InputDataError
 from fewlabel.io.omezarr import zyx_view
 from fewlabel.metrics.tables import POOLING_COLUMNS, UNDEFINED
+from fewlabel.report.baseline import THRESHOLDS_JSON, baseline_context
 from fewlabel.report.bfs import bfs_sample_context
 from fewlabel.report.data import (
     ReportInputs,
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 CURVE_TSV = "curve.tsv"
 MODEL_JSON = "model.json"
-THRESHOLDS_JSON = "thresholds.json"
 TRAINING_JSON = "training.json"
 
 
@@ -179,12 +179,14 @@ def _member_curves(folder: Path, label: str) -> list[dict[str, Any]]:
 def _detection_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | None:
     if not (inputs.detection_summary_tsv or inputs.detection_model_dir or inputs.detection_samples):
         return None
-    section: dict[str, Any] = {"table": None, "model": None, "samples": []}
+    section: dict[str, Any] = {"table": None, "model": None, "baseline": None, "samples": []}
     if inputs.detection_summary_tsv:
         section["table"] = table_context(
             _read_tsv(inputs.detection_summary_tsv, "detection metrics")
         )
     section["model"] = _model_context(inputs.detection_model_dir, "detection model")
+    if inputs.detection_model_dir and inputs.log_baseline_dir:
+        section["baseline"] = baseline_context(inputs.detection_model_dir, inputs.log_baseline_dir)
     for entry in inputs.detection_samples:
         sample = str(entry["sample"])
         log.info("report: detection figures of %s", sample)

@@ -1,9 +1,13 @@
 """Stage ``fit_log_threshold``: tune the LoG baseline's detection threshold on annotations.
 
-Reads the annotated train/val samples (image and points; from the sample sheet or
-``--samples-json``), computes their Laplacian-of-Gaussian responses and picks the threshold
-with the best F1 against the points (:func:`fewlabel.detection.log.tuning.train_log`), and
-writes the LoG model folder (sigma, normalisation, peak parameters, ``thresholds.json``).
+Reads the annotated samples of ``--splits`` (image, points and the sheet's
+``annotated_region``; from the sample sheet or ``--samples-json``), computes their
+Laplacian-of-Gaussian responses and picks the threshold with the best F1 against what the
+points cover (:func:`fewlabel.detection.log.tuning.train_log`: click recall with known-region
+precision when partially clicked), and writes the LoG model folder (sigma, normalisation, peak
+parameters, ``thresholds.json`` with the tuned F1). With ``method: log`` it is the detector;
+beside a density detector (``detection.log.compare``) it is the baseline the report compares
+the learned threshold's validation F1 with.
 """
 
 from __future__ import annotations
@@ -28,9 +32,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--samples-json",
         default=None,
-        help="JSON list (or a .json file) of {sample, image (.ome.zarr), points (csv)}",
+        help="JSON list (or a .json file) of {sample, image (.ome.zarr), points (csv)[, "
+        "annotated_region (full | none | a box CSV or mask)]}",
     )
     add_sample_sheet(p, what="the train/val samples with points (instead of --samples-json)")
+    p.add_argument(
+        "--splits",
+        default="train,val",
+        help="comma-separated sheet splits to tune on (with --sample-sheet)",
+    )
+    p.add_argument(
+        "--targets",
+        type=json_arg,
+        default={},
+        help="JSON detection.targets section: what partially clicked points cover "
+        "(annotation, sigma, click_radius_um), read as the density detector reads it",
+    )
     p.add_argument(
         "--params",
         type=json_arg,
@@ -58,15 +75,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def fit_log_threshold(args: argparse.Namespace) -> None:
-    from fewlabel.config import LogConfig, PeaksConfig
+    from fewlabel.config import DensityTargetsConfig, LogConfig, PeaksConfig
     from fewlabel.detection.log.tuning import train_log
 
     params = LogConfig.model_validate(args.params)
     peaks = PeaksConfig.model_validate(args.peaks)
+    targets = DensityTargetsConfig.model_validate(args.targets)
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     if args.sample_sheet:
         from fewlabel.plan import Plan
 
-        samples = Plan.from_sheet(args.sample_sheet).log_items()
+        samples = Plan.from_sheet(args.sample_sheet).log_items(splits)
     else:
         samples = _read_samples(args.samples_json or "[]")
     train_log(
@@ -76,6 +95,8 @@ def fit_log_threshold(args: argparse.Namespace) -> None:
         peaks=peaks,
         object_diameter_um=args.object_diameter_um,
         evaluation=args.evaluation,
+        targets=targets,
+        tuned_on="+".join(splits) if args.sample_sheet else "given samples",
     )
 
 

@@ -120,6 +120,26 @@ def sigma_in_voxels(
     raise ConfigError(f"sigma_unit must be 'voxel' or 'um'; got {unit!r}.")
 
 
+def known_attrs(
+    annotated_region: str | None,
+    params: DensityTargetsConfig,
+    voxel_size: Sequence[float],
+) -> dict[str, Any]:
+    """What is known of one annotated volume, as :func:`partial.known_volume` reads it:
+    ``annotation`` (full | clicks), ``annotated_region`` (a box CSV or mask; "" for none) and
+    ``click_radius_voxels``. ``params``: ``detection.targets`` already derived for the volume
+    (:func:`fewlabel.detection.sizes.derive_targets`). Density targets record it; the LoG
+    baseline's tuning scores with it, so both count the same detections."""
+    kind = partial.region_kind(annotated_region, params.annotation)
+    sigma_vox = sigma_in_voxels(params.sigma, params.sigma_unit, voxel_size)
+    radius = partial.click_radius_voxels(sigma_vox, params.click_radius_um, voxel_size)
+    return {
+        "annotation": "full" if kind == "full" else "clicks",
+        "annotated_region": "" if kind != "regions" else str(annotated_region),
+        "click_radius_voxels": list(radius),
+    }
+
+
 def make_density_targets(
     image_zarr: str | Path,
     points_csv: str | Path,
@@ -163,16 +183,15 @@ def make_density_targets(
     sigma_vox = sigma_in_voxels(params.sigma, params.sigma_unit, image.voxel_size)
     radius = np.asarray(gaussian_radius(sigma_vox)) + 1
     kind = partial.region_kind(annotated_region, params.annotation)
-    click_radius = partial.click_radius_voxels(sigma_vox, params.click_radius_um, image.voxel_size)
+    known = known_attrs(annotated_region, params, image.voxel_size)
+    click_radius = known["click_radius_voxels"]
     attrs = {
         "sample": sample,
         "kind": "density_target",
         "sigma_voxels": list(sigma_vox),
         "points": str(points_csv),
         "n_points": int(len(points)),
-        "annotation": "full" if kind == "full" else "clicks",
-        "annotated_region": "" if kind != "regions" else str(annotated_region),
-        "click_radius_voxels": list(click_radius),
+        **known,
         "unlabelled_weight": float(params.unlabelled_weight),
         "unlabelled_prior": float(params.unlabelled_prior),
         "T": float(T),

@@ -206,9 +206,11 @@ def save_log_model(
     params: LogConfig | None = None,
     peaks: PeaksConfig | None = None,
     training: dict[str, Any] | None = None,
+    scores: dict[str, Any] | None = None,
 ) -> Path:
     """Write a LoG model folder atomically (layout in the module docstring); ``peaks`` (the
-    rule the threshold was tuned with) is recorded for prediction."""
+    rule the threshold was tuned with) is recorded for prediction, ``scores`` (the tuned
+    threshold's F1, precision, recall and how they were counted) in thresholds.json."""
     from fewlabel.io import atomic_path
     from fewlabel.runtime import write_json
 
@@ -234,7 +236,11 @@ def save_log_model(
             tmp / MODEL_JSON,
         )
         write_json(
-            {THRESHOLD_KEY: float(threshold), "f1_curve": f1_table.to_dict(orient="records")},
+            {
+                THRESHOLD_KEY: float(threshold),
+                **(scores or {}),
+                "f1_curve": f1_table.to_dict(orient="records"),
+            },
             tmp / THRESHOLDS_JSON,
         )
         write_json(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,10 @@ import pandas as pd
 from fewlabel.config import LogConfig, PeaksConfig
 from fewlabel.detection.log.baseline import detect_log, log_recipe, save_log_model, sigma_voxels
 from fewlabel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fewlabel.config import DensityTargetsConfig
+    from fewlabel.detection.density.partial import KnownVolume
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ def tune_log_threshold(
     sigmas: Sequence[Sequence[float]] | None = None,
     normalization: dict[str, Any] | None = None,
     voxel_sizes: Sequence[Sequence[float]] | None = None,
+    known: Sequence[KnownVolume] | None = None,
 ) -> tuple[float, pd.DataFrame]:
     """Threshold maximising the pooled F1 of :func:`detect_log` on annotated volumes.
 
@@ -48,11 +53,14 @@ def tune_log_threshold(
     ``scales`` (one (z, y, x) per volume) makes the ``gate`` physical (µm); default voxels.
     ``min_distances`` / ``sigmas`` (one (z, y, x) per volume, voxels) override ``min_distance``
     / ``sigma`` per volume; ``normalization`` (a recipe, with ``voxel_sizes``) wins over
-    ``percentiles``.
+    ``percentiles``. ``known`` (one per volume, when any is partially annotated): score only
+    what is known, click recall with known-region precision
+    (:func:`fewlabel.detection.density.partial.known_sweep`), as the density detector's tuning.
 
     Returns ``(best_threshold, table)`` with columns threshold, precision, recall, f1, tp, fp, fn.
     """
-    from fewlabel.metrics.detection import sweep_thresholds
+    from fewlabel.detection.density import partial
+    from fewlabel.metrics.detection import default_candidates, sweep_thresholds
 
     if len(volumes) != len(gt_points_list) or not volumes:
         raise ValueError("need one ground-truth point array per volume (and at least one)")
@@ -72,9 +80,17 @@ def tune_log_threshold(
         for i, v in enumerate(volumes)
     ]
     gts = [np.asarray(g, dtype=np.float64).reshape(-1, 3) for g in gt_points_list]
-    best, table = sweep_thresholds(
-        tables, gts, gate=gate, scales=scales, candidates=candidates, n_candidates=n_candidates
-    )
+    if known is not None:
+        if candidates is None:
+            scores = np.concatenate([t["score"].to_numpy(float) for t in tables])
+            candidates = default_candidates(
+                scores, sum(len(g) for g in gts), n_candidates=n_candidates
+            )
+        best, table = partial.known_sweep(tables, known, gate=gate, candidates=candidates)
+    else:
+        best, table = sweep_thresholds(
+            tables, gts, gate=gate, scales=scales, candidates=candidates, n_candidates=n_candidates
+        )
     row = table.loc[table["threshold"] == best].iloc[0]
     log.info(
         "LoG threshold %.4g: P=%.3f R=%.3f F1=%.3f on %d volume(s)",
@@ -95,6 +111,8 @@ def train_log(
     peaks: PeaksConfig | None = None,
     object_diameter_um: float | None = None,
     evaluation: Any = None,
+    targets: DensityTargetsConfig | None = None,
+    tuned_on: str = "train+val",
 ) -> tuple[float, pd.DataFrame]:
     """Tune the LoG threshold on annotated samples ``[{sample, image, points}]`` and save a model.
 
@@ -106,12 +124,27 @@ def train_log(
     (``detection.object_diameter_um``): a min_distance left at its default is each volume's
     object radius in voxels (:func:`fewlabel.detection.sizes.derive_peaks`), as in
     ``extract_points``.
+
+    What the points cover is read as the density detector reads it (an entry's optional
+    ``annotated_region`` and ``targets.annotation``, :func:`~fewlabel.detection.density.
+    targets.known_attrs`): when any volume is partially clicked, the threshold maximises click
+    recall with known-region precision, never counting an unclicked spot as a false positive.
+    ``tuned_on`` names the split(s) in thresholds.json.
     """
-    from fewlabel.detection.sizes import derive_normalisation, derive_peaks, tuning_gate
+    from fewlabel.config import DensityTargetsConfig
+    from fewlabel.detection.density import partial
+    from fewlabel.detection.density.targets import known_attrs
+    from fewlabel.detection.sizes import (
+        derive_normalisation,
+        derive_peaks,
+        derive_targets,
+        tuning_gate,
+    )
     from fewlabel.io import open_ome_zarr, read_points_csv
     from fewlabel.runtime import provenance
 
     peaks = peaks if peaks is not None else PeaksConfig()
+    targets = targets if targets is not None else DensityTargetsConfig()
     params = derive_normalisation(params, object_diameter_um)
     if not samples:
         raise ConfigError(
@@ -121,7 +154,7 @@ def train_log(
     gate, gate_unit = tuning_gate(
         params.gate, params.gate_unit, evaluation, what="detection.log.gate"
     )
-    volumes, gts, scales, distances, sigmas, voxel_sizes = [], [], [], [], [], []
+    volumes, gts, scales, distances, sigmas, voxel_sizes, known = [], [], [], [], [], [], []
     first_rule: PeaksConfig | None = None
     for entry in samples:
         missing = [k for k in ("sample", "image", "points") if k not in entry]
@@ -130,19 +163,25 @@ def train_log(
                 f"fit_log_threshold sample entry {entry} lacks {missing}.",
                 fix="give a list of {sample, image, points} objects.",
             )
-        vol = open_ome_zarr(entry["image"], sample=entry["sample"])
+        sample = str(entry["sample"])
+        vol = open_ome_zarr(entry["image"], sample=sample)
         data = np.asarray(vol.array[...])
         volumes.append(data[0] if data.ndim == 4 else data)
         pts = read_points_csv(
-            entry["points"], shape=vol.shape[-3:], sample=entry["sample"], allow_empty=True
+            entry["points"], shape=vol.shape[-3:], sample=sample, allow_empty=True
         )
         gts.append(pts[["z", "y", "x"]].to_numpy(float))
         scales.append(tuple(vol.voxel_size) if gate_unit == "um" else (1.0, 1.0, 1.0))
-        rule = derive_peaks(peaks, object_diameter_um, vol.voxel_size, sample=entry["sample"])
+        rule = derive_peaks(peaks, object_diameter_um, vol.voxel_size, sample=sample)
         first_rule = first_rule or rule
         distances.append(rule.min_distance)
         sigmas.append(sigma_voxels(params.sigma, params.sigma_unit, vol.voxel_size))
         voxel_sizes.append(tuple(vol.voxel_size))
+        derived = derive_targets(targets, object_diameter_um, vol.voxel_size, sample=sample)
+        attrs = known_attrs(entry.get("annotated_region"), derived, vol.voxel_size)
+        known.append(partial.known_volume(sample, gts[-1], vol.shape[-3:], attrs, scale=scales[-1]))
+    partially = any(k.precision_source != "full" for k in known)
+    tuned_with = f"clicks-recall+{partial.check_sources(known)}-precision" if partially else "full"
     best, table = tune_log_threshold(
         volumes,
         gts,
@@ -157,19 +196,39 @@ def train_log(
         sigmas=sigmas,
         normalization=log_recipe(params),
         voxel_sizes=voxel_sizes,
+        known=known if partially else None,
     )
     row = table.loc[table["threshold"] == best].iloc[0]
+    scores = {
+        "val_f1": float(row["f1"]),
+        "val_precision": float(row["precision"]),
+        "val_recall": float(row["recall"]),
+        "gate": float(gate),
+        "gate_unit": gate_unit,
+        "tuned_on": tuned_on,
+        "tuned_with": tuned_with,
+        "samples": [str(e["sample"]) for e in samples],
+    }
     summary = {
         "stage": "fit_log_threshold",
-        "samples": [str(e["sample"]) for e in samples],
         "best": {k: float(row[k]) for k in ("threshold", "precision", "recall", "f1")},
-        "gate": gate,
-        "gate_unit": gate_unit,
+        **scores,
         "provenance": provenance(
-            {"log": params.model_dump(mode="json"), "peaks": peaks.model_dump(mode="json")}
+            {
+                "log": params.model_dump(mode="json"),
+                "peaks": peaks.model_dump(mode="json"),
+                "targets": targets.model_dump(mode="json"),
+            }
         ),
     }
     save_log_model(
-        output_dir, params.sigma, best, table, params=params, peaks=first_rule, training=summary
+        output_dir,
+        params.sigma,
+        best,
+        table,
+        params=params,
+        peaks=first_rule,
+        training=summary,
+        scores=scores,
     )
     return best, table

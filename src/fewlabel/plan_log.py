@@ -1,0 +1,72 @@
+"""The LoG part of :class:`fewlabel.plan.Plan`: what ``fit_log_threshold`` tunes on and
+writes, as the detector (``detection.method: log``) or as the baseline tuned beside a learned
+detector (``detection.log.compare``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+LOG_BASELINE = "results/models/log_baseline"
+"""The LoG tuned beside a density detector on the same annotations (``detection.log.compare``)."""
+
+
+class LogPlan:
+    """Mixin of :class:`fewlabel.plan.Plan` for the LoG detector and baseline."""
+
+    sheet: pd.DataFrame
+    config: Mapping[str, Any]
+
+    if TYPE_CHECKING:  # provided by Plan
+
+        def detection_fit_samples(self, split: Any = ("train", "val")) -> list[str]: ...
+
+        def detection_enabled(self) -> bool: ...
+
+    def log_items(self, splits: Iterable[str] = ("train", "val")) -> list[dict[str, str]]:
+        """Tuning items of ``fit_log_threshold``: image, points and what they cover
+        (the sheet's ``annotated_region``)."""
+        from fewlabel import plan
+
+        return [
+            {
+                "sample": s,
+                "image": plan.IMAGE.format(sample=s),
+                "points": plan.POINTS.format(sample=s),
+                "annotated_region": str(self.sheet.loc[s, "annotated_region"]),
+            }
+            for s in self.detection_fit_samples(tuple(splits))
+        ]
+
+    def compare_log(self) -> bool:
+        """Tune the LoG baseline beside a density detector trained here
+        (``detection.log.compare``; a reused ``detection.model`` was tuned elsewhere)."""
+        section = self.config["detection"]
+        return bool(
+            self.detection_enabled()
+            and section.get("method", "density") == "density"
+            and (section.get("log") or {}).get("compare", True)
+            and not section.get("model")
+        )
+
+    def log_dir(self) -> str:
+        """The folder ``fit_log_threshold`` writes: the detector (``method: log``), else the
+        baseline beside the learned detector."""
+        from fewlabel import plan
+
+        return plan.DETECTOR if self.config["detection"].get("method") == "log" else LOG_BASELINE
+
+    def log_splits(self) -> tuple[str, ...]:
+        """What ``fit_log_threshold`` tunes on: train + val for ``method: log`` (nothing is
+        trained); as a baseline, the split the density threshold is tuned on (val, or train
+        when there is no val sample), so both are scored on the same annotations."""
+        if self.config["detection"].get("method") == "log":
+            return ("train", "val")
+        return ("val",) if self.detection_fit_samples("val") else ("train",)
+
+    def region_files(self, samples: Iterable[str]) -> list[str]:
+        """The ``annotated_region`` files (not keywords) of ``samples``."""
+        values = (str(self.sheet.loc[s, "annotated_region"]) for s in samples)
+        return [v for v in values if v and v not in ("full", "none")]
