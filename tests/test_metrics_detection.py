@@ -191,6 +191,56 @@ def test_aggregate_pooled_and_macro_by_hand(tmp_path):
     assert list(out.index) == ["a", "b", "ALL", "MEAN"]
 
 
+def test_partially_annotated_test_volume_scores_precision_inside_its_region(tmp_path):
+    """Clicks complete only in the left half (x < 10): every click counts for recall, a
+    prediction with no click counts as false only inside that region; the matches CSV calls
+    the others unscored, and the pooled row takes precision from the scored predictions."""
+    from fewlabel.cli import main
+
+    _write_points(tmp_path / "gt.csv", [[1, 1, 1], [1, 5, 5], [1, 5, 15], [1, 9, 15]])
+    # 2 hits on the left, 1 false on the left, 1 hit and 2 unclicked spots on the right
+    pred = [[1, 1, 1], [1, 5, 6], [1, 9, 2], [1, 5, 15], [1, 2, 17], [1, 12, 12]]
+    _write_points(tmp_path / "pred.csv", pred)
+    region = np.zeros((3, 20, 20), dtype=bool)
+    region[:, :, :10] = True
+    row = evaluate_sample(
+        tmp_path / "gt.csv", tmp_path / "pred.csv", sample="s", gate=1.5,
+        output=tmp_path / "s.tsv", matches=tmp_path / "m.csv", region=region,
+    )  # fmt: skip
+    assert (row["tp"], row["fn"], row["fp"]) == (3, 1, 1)
+    assert (row["pred_scored"], row["tp_scored"], row["scored_in"]) == (3, 2, "annotated_region")
+    assert math.isclose(row["precision"], 2 / 3) and math.isclose(row["recall"], 3 / 4)
+    status = pd.read_csv(tmp_path / "m.csv")["status"].value_counts().to_dict()
+    assert status == {"tp": 3, "fn": 1, "fp": 1, "unscored": 2}
+    full = evaluate_sample(tmp_path / "gt.csv", tmp_path / "pred.csv", sample="f", gate=1.5)
+    assert (full["fp"], full["pred_scored"], full["scored_in"]) == (3, 6, "volume")
+    assert math.isclose(full["precision"], 3 / 6)
+    evaluate_sample(
+        tmp_path / "gt.csv", tmp_path / "pred.csv", sample="f", gate=1.5, output=tmp_path / "f.tsv"
+    )
+    pooled = aggregate_metrics([tmp_path / "s.tsv", tmp_path / "f.tsv"]).set_index("sample")
+    pooled = pooled.loc["ALL"]
+    assert math.isclose(pooled["precision"], (2 + 3) / (3 + 6))
+    assert math.isclose(pooled["recall"], 6 / 8) and pooled["scored_in"] == "mixed"
+    # the stage reads a box CSV on the ingested volume's grid
+    from fewlabel.io import write_ome_zarr
+
+    write_ome_zarr(
+        tmp_path / "v.ome.zarr",
+        np.zeros((3, 20, 20), np.uint16),
+        (1.0, 1.0, 1.0),
+        chunks=(3, 20, 20),
+    )
+    (tmp_path / "box.csv").write_text("z0,y0,x0,z1,y1,x1\n0,0,0,3,20,10\n")
+    args = ["evaluate_detection", "--sample", "s", "--gt", str(tmp_path / "gt.csv"), "--pred",
+            str(tmp_path / "pred.csv"), "--volume", str(tmp_path / "v.ome.zarr"), "--params",
+            '{"gate": 1.5, "gate_unit": "voxel"}', "--output", str(tmp_path / "cli.tsv"),
+            f"--annotated-region={tmp_path / 'box.csv'}"]  # fmt: skip
+    assert main(args) == 0
+    cli = pd.read_csv(tmp_path / "cli.tsv", sep="\t").iloc[0]
+    assert (cli["fp"], cli["pred_scored"], cli["tp_scored"]) == (1, 3, 2)
+
+
 def test_sweep_thresholds_picks_the_separating_score():
     gt = _pts(0, 10, 20)
     preds = pd.DataFrame(

@@ -234,13 +234,18 @@ def test_sheet_mixing_full_and_partial_annotation(tmp_path) -> None:
             "none1\tim.tif\ttrain\tdetect\tp.csv\tnone",
             "boxed\tim.tif\tval\tdetect\tp.csv\tboxes.csv",
             "test1\tim.tif\ttest\tdetect\tp.csv\t",
+            "test2\tim.tif\ttest\tdetect\tp.csv\tboxes.csv",  # complete inside the box
+            "test3\tim.tif\ttest\tdetect\tp.csv\tfull",
         ],
     )
-    assert list(sheet["annotated_region"]) == ["full", "", "none", "boxes.csv", ""]
+    assert list(sheet["annotated_region"]) == [
+        "full", "", "none", "boxes.csv", "", "boxes.csv", "full",
+    ]  # fmt: skip
     region = load_region(str(tmp_path / "boxes.csv"), (8, 20, 20))
     assert region.sum() == 4 * 10 * 10 and region[3, 9, 9] and not region[4, 0, 0]
     cases = [
-        ("t\tim.tif\ttest\tdetect\tp.csv\tfull", "on a 'test'/'detect' row"),
+        ("t\tim.tif\tpredict\tdetect\tp.csv\tfull", "on a 'predict'/'detect' row"),
+        ("t\tim.tif\ttest\tdetect\tp.csv\tnone", "precision cannot be measured"),
         ("t\tim.tif\ttrain\tsegment\tp.csv\tfull", "on a 'train'/'segment' row"),
         ("t\tim.tif\ttrain\tdetect\tp.csv\tmask.png", "neither 'full', 'none'"),
         ("t\tim.tif\ttrain\tdetect\tp.csv\tmissing.csv", "does not exist"),

@@ -552,6 +552,27 @@ def test_read_matches_index_only_layout_equals_full_layout(tmp_path):
         read_matches(tmp_path / "idx.csv", gt[:1], pred)
 
 
+def test_unscored_predictions_are_drawn_apart_from_false_ones(tmp_path):
+    """A test volume complete only inside its region: predictions outside are read and drawn as
+    'not scored', never as false positives."""
+    from fewlabel.metrics.detection import match_points
+    from fewlabel.metrics.tables import write_matches
+    from fewlabel.report.figures import PointLayers
+
+    gt = np.array([[0, 1, 1], [0, 5, 5]], float)
+    pred = np.array([[0, 1, 2], [0, 3, 3], [0, 20, 20]], float)
+    res = match_points(gt, pred, max_distance=1.5)
+    write_matches(res, gt, pred, tmp_path / "m.csv", scored=np.array([True, True, False]))
+
+    layers = read_matches(tmp_path / "m.csv", gt, pred)
+
+    np.testing.assert_array_equal(layers.fp, pred[[1]])
+    np.testing.assert_array_equal(layers.unscored, pred[[2]])
+    assert [label for label, *_ in layers.layers()][-1] == "prediction, not scored"
+    plain = PointLayers(gt=gt, pred=pred, tp_gt=gt[:1], tp_pred=pred[:1], fn=gt[1:], fp=pred[1:])
+    assert "prediction, not scored" not in [label for label, *_ in plain.layers()]
+
+
 # --------------------------------------------------------------------------- CLI
 def test_cli_build_report(run_dir, tmp_path):
     from fewlabel.cli import main

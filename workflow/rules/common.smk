@@ -70,6 +70,18 @@ def density_target_inputs(wildcards):
     return inputs
 
 
+def evaluate_detection_inputs(wildcards):
+    """Inputs of evaluate_detection: ground truth, detections, the ingested volume and the
+    sheet's annotated-region file (a path, not a keyword)."""
+    inputs = {
+        "gt": POINTS.format(sample=wildcards.sample),
+        "pred": DETECTIONS.format(sample=wildcards.sample),
+        "volume": IMAGE.format(sample=wildcards.sample),
+    }
+    inputs["region"] = PLAN.region_files([wildcards.sample])
+    return inputs
+
+
 def ingest_source(wildcards):
     """The sheet's file for an ingest kind: image, labels or target."""
     return SAMPLES.loc[wildcards.sample, wildcards.kind]

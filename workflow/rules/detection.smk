@@ -246,16 +246,16 @@ rule extract_points:
 
 
 rule evaluate_detection:
-    """F1, precision, recall and RMSE of one test volume's detections (Hungarian matching)."""
+    """F1, precision, recall and RMSE of one test volume's detections (Hungarian matching;
+    precision inside its annotated_region when the sheet gives one)."""
     input:
-        gt=POINTS,
-        pred=DETECTIONS,
-        volume=IMAGE,
+        unpack(evaluate_detection_inputs),
     output:
         metrics=DETECTION_METRICS,
         matches=DETECTION_MATCHES,
     params:
         evaluation=to_json(config["evaluation"]["detection"]),
+        region=sheet_value("annotated_region"),
     log:
         "logs/evaluate_detection/{sample}.log",
     conda:
@@ -263,6 +263,7 @@ rule evaluate_detection:
     shell:
         "python -m fewlabel evaluate_detection --sample {wildcards.sample} --gt {input.gt} "
         "--pred {input.pred} --volume {input.volume} --params {params.evaluation:q} "
+        "--annotated-region={params.region:q} "
         "--output {output.metrics} --matches {output.matches} --log {log} 2>> {log}"
 
 

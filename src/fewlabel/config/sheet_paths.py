@@ -36,21 +36,31 @@ def check_annotated_region(
     base_dir: str | Path = ".",
     generated: Iterable[Path] = (),
 ) -> None:
-    """The ``annotated_region`` cell: only on detection train/val rows with points, and either
-    ``full``, ``none``, an existing box CSV (header z0,y0,x0,z1,y1,x1) or a mask image."""
+    """The ``annotated_region`` cell: only on detection train/val/test rows with points, and
+    either ``full``, ``none`` (not on test rows), an existing box CSV (header
+    z0,y0,x0,z1,y1,x1) or a mask image. On a test row it says where the ground truth is
+    complete: precision is counted there, recall on every point."""
     value = record.get("annotated_region", "")
     if not value:
         return
     sample = record["sample"]
     where = f"sample sheet row {row} column 'annotated_region'"
-    if record["split"] not in ("train", "val") or (record["task"] or "detect") == "segment":
+    if record["split"] not in ("train", "val", "test") or (record["task"] or "detect") == "segment":
         raise ConfigError(
             f"{where}: {value!r} on a {record['split']!r}/{record['task'] or 'detect'!r} row; "
-            "it states what the points of a detection training volume cover.",
+            "it states what the points of a detection train/val/test volume cover.",
             sample=sample,
             path=path,
-            fix="leave it empty on test/predict and segmentation rows (test points are "
-            "ground truth and must be complete).",
+            fix="leave it empty on predict and segmentation rows.",
+        )
+    if record["split"] == "test" and value == "none":
+        raise ConfigError(
+            f"{where}: 'none' on a test row: with clicks only, no detection can be called "
+            "false, so precision cannot be measured.",
+            sample=sample,
+            path=path,
+            fix="give the test volume a box CSV or mask where every spot is clicked, or "
+            "leave it empty if its points are complete.",
         )
     if not record["points"]:
         raise ConfigError(

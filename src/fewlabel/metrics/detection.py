@@ -13,6 +13,12 @@ for a whole volume.
     precision = TP / (TP + FP),  recall = TP / (TP + FN),  F1 = 2 P R / (P + R),
     RMSE = sqrt(mean(d²)) over the matched pairs (gate units).
 
+A test volume whose points are complete only inside an annotated region (the sheet's
+``annotated_region`` on a test row; the other spots were not clicked) is scored on what is
+known, as threshold tuning scores partial clicks: TP and FN count every point (recall), FP only
+the unmatched predictions inside the region (``pred_scored`` / ``tp_scored``: predictions
+inside it, and of them matched), precision = tp_scored / pred_scored; ``scored_in`` says which.
+
 Empty-set conventions: no predictions → precision = 1 (no false positive was made); no ground
 truth → recall = 1 (nothing was missed); both empty → P = R = F1 = 1; F1 = 0 whenever exactly
 one side is empty (then P·R = 0). RMSE is NaN when there is no pair.
@@ -49,6 +55,9 @@ METRIC_COLUMNS = (
     "rmse",
     "gate",
     "gate_unit",
+    "pred_scored",
+    "tp_scored",
+    "scored_in",
 )
 GATE_UNITS = ("voxel", "um")
 
@@ -85,9 +94,11 @@ class MatchResult:
         }
 
 
-def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    """Precision, recall, F1 with the empty-set conventions of the module docstring."""
-    precision = tp / (tp + fp) if tp + fp > 0 else 1.0
+def prf(tp: int, fp: int, fn: int, tp_scored: int | None = None) -> tuple[float, float, float]:
+    """Precision, recall, F1 with the empty-set conventions of the module docstring;
+    ``tp_scored``: the matched predictions among those scored for precision (default ``tp``)."""
+    tp_p = tp if tp_scored is None else tp_scored
+    precision = tp_p / (tp_p + fp) if tp_p + fp > 0 else 1.0
     recall = tp / (tp + fn) if tp + fn > 0 else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return float(precision), float(recall), float(f1)
@@ -288,13 +299,16 @@ def evaluate_sample(
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     output: str | Path | None = None,
     matches: str | Path | None = None,
+    region: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Match one sample's predicted points to its ground truth; optionally write TSV + matches CSV.
 
     Returns the metrics row (``METRIC_COLUMNS``). ``output`` gets a one-row TSV; ``matches`` a CSV
     ``status, gt_index, pred_index, distance, gt_z, gt_y, gt_x, pred_z, pred_y, pred_x`` with
     status ``tp`` for pairs, ``fn`` for unmatched ground truth (pred_index = -1) and ``fp`` for
-    unmatched predictions (gt_index = -1). Both files are written atomically.
+    unmatched predictions (gt_index = -1). Both files are written atomically. ``region``: the
+    boolean mask where the ground truth is complete (None: everywhere); unmatched predictions
+    outside it are ``unscored``, not ``fp`` (module docstring).
     """
     from fewlabel.errors import ConfigError
     from fewlabel.io import read_points_csv
@@ -317,34 +331,55 @@ def evaluate_sample(
     g = gt[["z", "y", "x"]].to_numpy(float)
     p = pred[["z", "y", "x"]].to_numpy(float)
     res = match_points(g, p, max_distance=float(gate), scale=gate_scale(gate_unit, voxel_size))
+    scored = np.ones(len(p), dtype=bool) if region is None else _inside(region, p)
+    matched = np.zeros(len(p), dtype=bool)
+    matched[res.pairs[:, 1].astype(int)] = True
+    tp_scored, pred_scored = int((matched & scored).sum()), int(scored.sum())
+    fp = pred_scored - tp_scored
+    precision, recall, f1 = prf(res.tp, fp, res.fn, tp_scored)
     row = {
         "sample": sample,
         "n_gt": len(g),
         "n_pred": len(p),
         "tp": res.tp,
-        "fp": res.fp,
+        "fp": fp,
         "fn": res.fn,
-        "precision": res.precision,
-        "recall": res.recall,
-        "f1": res.f1,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
         "rmse": res.rmse,
         "gate": float(gate),
         "gate_unit": gate_unit,
+        "pred_scored": pred_scored,
+        "tp_scored": tp_scored,
+        "scored_in": "volume" if region is None else "annotated_region",
     }
     log.info(
-        "sample %s: n_gt=%d n_pred=%d tp=%d P=%.3f R=%.3f F1=%.3f RMSE=%.3g %s",
+        "sample %s: n_gt=%d n_pred=%d tp=%d P=%.3f R=%.3f F1=%.3f RMSE=%.3g %s%s",
         sample,
         len(g),
         len(p),
         res.tp,
-        res.precision,
-        res.recall,
-        res.f1,
+        precision,
+        recall,
+        f1,
         res.rmse,
         gate_unit,
+        ""
+        if region is None
+        else f" (precision inside the annotated region: {pred_scored} of {len(p)} predictions "
+        "scored; the others lie where not every spot is annotated)",
     )
     if output is not None:
         write_tsv(pd.DataFrame([row], columns=list(METRIC_COLUMNS)), output)
     if matches is not None:
-        write_matches(res, g, p, matches)
+        write_matches(res, g, p, matches, scored=scored)
     return row
+
+
+def _inside(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Whether each point's nearest voxel lies in ``mask`` (points clipped to its shape)."""
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    idx = np.clip(np.rint(points).astype(int), 0, np.asarray(mask.shape) - 1)
+    return mask[idx[:, 0], idx[:, 1], idx[:, 2]]

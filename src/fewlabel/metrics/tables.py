@@ -25,10 +25,21 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- detection
-def write_matches(res: MatchResult, g: np.ndarray, p: np.ndarray, path: str | Path) -> None:
+def write_matches(
+    res: MatchResult,
+    g: np.ndarray,
+    p: np.ndarray,
+    path: str | Path,
+    *,
+    scored: np.ndarray | None = None,
+) -> None:
     """Write one sample's matches CSV atomically (columns: see
-    :func:`fewlabel.metrics.detection.evaluate_sample`)."""
+    :func:`fewlabel.metrics.detection.evaluate_sample`); unmatched predictions where
+    ``scored`` is False are ``unscored``, not ``fp``."""
     from fewlabel.io import atomic_path
+
+    unmatched = np.asarray(res.unmatched_pred, dtype=int)
+    outside = np.zeros(len(unmatched), dtype=bool) if scored is None else ~scored[unmatched]
 
     gi = res.pairs[:, 0].astype(int)
     pi = res.pairs[:, 1].astype(int)
@@ -43,13 +54,16 @@ def write_matches(res: MatchResult, g: np.ndarray, p: np.ndarray, path: str | Pa
             g[res.unmatched_gt],
             np.full((len(res.unmatched_gt), 3), np.nan),
         ),
-        (
-            "fp",
-            np.full(len(res.unmatched_pred), -1),
-            res.unmatched_pred,
-            np.full(len(res.unmatched_pred), np.nan),
-            np.full((len(res.unmatched_pred), 3), np.nan),
-            p[res.unmatched_pred],
+        *(
+            (
+                status,
+                np.full(len(which), -1),
+                which,
+                np.full(len(which), np.nan),
+                np.full((len(which), 3), np.nan),
+                p[which],
+            )
+            for status, which in (("fp", unmatched[~outside]), ("unscored", unmatched[outside]))
         ),
     ]
     frames = []
@@ -89,8 +103,10 @@ def aggregate_metrics(tsv_paths: Sequence[str | Path]) -> pd.DataFrame:
     """Concatenate per-sample metric TSVs and append a pooled and a macro-mean row.
 
     ``ALL`` (micro): TP/FP/FN/n summed, P/R/F1 from the sums, RMSE pooled over all matched pairs
-    ``sqrt(Σ tp_i · rmse_i² / Σ tp_i)``. ``MEAN`` (macro): unweighted mean over samples of
-    P/R/F1/RMSE (NaN RMSEs skipped) and of the counts.
+    ``sqrt(Σ tp_i · rmse_i² / Σ tp_i)``; precision from the scored predictions
+    ``Σ tp_scored_i / Σ pred_scored_i`` (= Σ TP / (Σ TP + Σ FP) when every volume is fully
+    annotated). ``MEAN`` (macro): unweighted mean over samples of P/R/F1/RMSE (NaN RMSEs skipped)
+    and of the counts. Tables written before ``pred_scored`` existed count every prediction.
     """
     from fewlabel.errors import InputDataError
 
@@ -104,6 +120,9 @@ def aggregate_metrics(tsv_paths: Sequence[str | Path]) -> pd.DataFrame:
                 fix="run evaluate-detection for this sample first.",
             )
         frame = pd.read_csv(path, sep="\t")
+        if "pred_scored" not in frame.columns and {"tp", "fp"} <= set(frame.columns):
+            frame = frame.assign(pred_scored=frame["tp"] + frame["fp"], tp_scored=frame["tp"])
+            frame["scored_in"] = "volume"
         missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
         if missing:
             raise InputDataError(
@@ -116,8 +135,9 @@ def aggregate_metrics(tsv_paths: Sequence[str | Path]) -> pd.DataFrame:
         return pd.DataFrame(columns=list(METRIC_COLUMNS))
     per = pd.concat(frames, ignore_index=True)
     per["sample"] = per["sample"].astype(str)
-    tp, fp, fn = (int(per[c].sum()) for c in ("tp", "fp", "fn"))
-    precision, recall, f1 = prf(tp, fp, fn)
+    tp, fp, fn, tp_scored = (int(per[c].sum()) for c in ("tp", "fp", "fn", "tp_scored"))
+    precision, recall, f1 = prf(tp, fp, fn, tp_scored)
+    scored_in = per["scored_in"].astype(str).unique()
     rm = per["rmse"].to_numpy(float)
     w = per["tp"].to_numpy(float)
     ok = np.isfinite(rm) & (w > 0)
@@ -139,12 +159,17 @@ def aggregate_metrics(tsv_paths: Sequence[str | Path]) -> pd.DataFrame:
         "rmse": pooled_rmse,
         "gate": gate,
         "gate_unit": unit,
+        "pred_scored": int(per["pred_scored"].sum()),
+        "tp_scored": tp_scored,
+        "scored_in": scored_in[0] if len(scored_in) == 1 else "mixed",
     }
-    macro = {"sample": "MEAN"}
-    for column in ("n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1"):
+    macro: dict[str, Any] = {"sample": "MEAN"}
+    counts = ("n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "pred_scored")
+    for column in (*counts, "tp_scored"):
         macro[column] = float(per[column].astype(float).mean())
     macro["rmse"] = float(np.nanmean(rm)) if np.isfinite(rm).any() else np.nan
     macro["gate"], macro["gate_unit"] = gate, unit
+    macro["scored_in"] = pooled["scored_in"]
     return pd.concat([per, pd.DataFrame([pooled, macro])], ignore_index=True)[list(METRIC_COLUMNS)]
 
 

@@ -238,7 +238,8 @@ def read_matches(
 ) -> PointLayers:
     """Split points into TP / FN / FP from a matches CSV of ``evaluate_sample``.
 
-    Needs ``gt_index, pred_index`` (-1 or empty for unmatched); ``status`` (tp/fn/fp) and the
+    Needs ``gt_index, pred_index`` (-1 or empty for unmatched); ``status`` (tp/fn/fp, and
+    unscored: a prediction outside a test volume's annotated region) and the
     coordinate columns ``gt_z..pred_x`` are used when present, otherwise the indices address the
     rows of ``gt`` / ``pred``.
     """
@@ -282,7 +283,7 @@ def read_matches(
             )
         return source[idx].reshape(-1, 3)
 
-    tp, fn, fp = (np.flatnonzero(status == s) for s in ("tp", "fn", "fp"))
+    tp, fn, fp, unscored = (np.flatnonzero(status == s) for s in ("tp", "fn", "fp", "unscored"))
     return PointLayers(
         gt=gt,
         pred=pred,
@@ -290,6 +291,7 @@ def read_matches(
         tp_pred=coords("pred", pi, pred, tp),
         fn=coords("gt", gi, gt, fn),
         fp=coords("pred", pi, pred, fp),
+        unscored=coords("pred", pi, pred, unscored) if len(unscored) else None,
     )
 
 

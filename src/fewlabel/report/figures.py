@@ -33,6 +33,7 @@ GT_STYLE = {"marker": "o", "facecolors": "none", "edgecolors": "#00e676", "linew
 PRED_STYLE = {"marker": "+", "c": "#ff40ff", "linewidths": 1.0}
 FN_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "#ff1744", "linewidths": 1.4}
 FP_STYLE = {"marker": "x", "c": "#ffd600", "linewidths": 1.4}
+UNSCORED_STYLE = {"marker": "+", "c": "#9e9e9e", "linewidths": 1.0}
 GT_OUTLINE = (0.0, 0.9, 0.46)  # RGB of ground-truth instance outlines
 PRED_OUTLINE = (1.0, 0.25, 1.0)  # RGB of predicted instance outlines
 ROI_OUTLINE = (0.0, 0.9, 1.0)
@@ -103,6 +104,7 @@ class PointLayers:
     tp_pred: np.ndarray | None = None
     fn: np.ndarray | None = None
     fp: np.ndarray | None = None
+    unscored: np.ndarray | None = None  # outside the test volume's annotated region
 
     def layers(self) -> list[tuple[str, np.ndarray, dict[str, Any]]]:
         """(label, points, style) in drawing order."""
@@ -113,6 +115,8 @@ class PointLayers:
                 ("FN: missed GT", self.fn, FN_STYLE),
                 ("FP: false prediction", self.fp, FP_STYLE),
             ]
+            if self.unscored is not None and len(self.unscored):
+                spec.append(("prediction, not scored", self.unscored, UNSCORED_STYLE))
         else:
             spec = [("ground truth", self.gt, GT_STYLE), ("prediction", self.pred, PRED_STYLE)]
         return [

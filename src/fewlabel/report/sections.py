@@ -200,12 +200,19 @@ def _detection_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | No
         counts = {"GT": None if gt is None else len(gt), "predicted": len(pred)}
         if layers.tp_gt is not None:
             counts.update({"TP": len(layers.tp_gt), "FP": len(layers.fp), "FN": len(layers.fn)})
+        if layers.unscored is not None:
+            counts["not scored (outside the annotated region)"] = len(layers.unscored)
         figures = detection_figures(
             volume.array, volume.voxel_size, layers, sample=sample, max_px=max_px
         )
         legend = (
             "; green circles: matched ground truth, magenta +: matched predictions, red "
             "squares: missed ground truth (FN), yellow ×: false predictions (FP)"
+            + (
+                "; grey +: predictions outside the annotated region (not scored)"
+                if layers.unscored is not None
+                else ""
+            )
             if layers.tp_gt is not None
             else "; green circles: ground truth, magenta +: predictions (no matching given)"
             if gt is not None

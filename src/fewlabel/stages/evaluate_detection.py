@@ -3,7 +3,8 @@
 Reads the predicted and ground-truth points CSVs and the voxel size (``--voxel-size``, else
 the sample's ingested ``--volume``), matches the points one-to-one within the gate (voxels or
 µm; :func:`fewlabel.metrics.detection.evaluate_sample`) and writes a one-row TSV (P, R, F1 at
-the gate, RMSE) and optionally the per-point matches CSV.
+the gate, RMSE) and optionally the per-point matches CSV. With ``--annotated-region`` (a test
+volume clicked completely only inside boxes or a mask) precision counts the predictions there.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default={},
         help='JSON evaluation.detection section: {"gate": 5.0, "gate_unit": "voxel"|"um"}',
     )
+    p.add_argument(
+        "--annotated-region",
+        default="",
+        help="where the ground truth is complete (the sheet's annotated_region: a box CSV or "
+        "a mask image; empty or 'full': everywhere): precision counts predictions inside only",
+    )
     p.add_argument("--output", required=True, help="one-row metrics TSV")
     p.add_argument("--matches", default=None, help="per-point matches CSV")
     add_common(p)
@@ -75,7 +82,26 @@ def evaluate_detection(args: argparse.Namespace) -> None:
         voxel_size=voxel,
         output=args.output,
         matches=args.matches,
+        region=_region(args),
     )
+
+
+def _region(args: argparse.Namespace) -> Any:
+    """The annotated region's mask on the ingested volume's grid (None: complete everywhere)."""
+    spec = (args.annotated_region or "").strip()
+    if spec in ("", "full"):
+        return None
+    if args.volume is None:
+        raise ConfigError(
+            f"--annotated-region {spec!r} needs the sample's ingested --volume (its shape).",
+            sample=args.sample,
+            fix="pass --volume results/ingest/<sample>/image.ome.zarr.",
+        )
+    from fewlabel.detection.density.partial import load_region
+    from fewlabel.io import open_ome_zarr
+
+    shape = open_ome_zarr(args.volume, sample=args.sample).shape[-3:]
+    return load_region(spec, shape, sample=args.sample)
 
 
 def _voxel_size(value: Any, sample: str) -> tuple[float, float, float]:

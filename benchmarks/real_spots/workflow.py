@@ -1,0 +1,182 @@
+"""The real smFISH crops through the workflow, as a user runs it (``snakemake --cores 2``).
+
+A description, written before any of its numbers (2026-12-03); nothing is chosen on it. Every
+other script here calls the library's functions; this one writes a sample sheet and a config
+and runs Snakemake, so what it scores is what a user gets: the detections the workflow
+writes (``results/points/<sample>/points.csv``, at the threshold the workflow tuned) and the
+report's comparison of the learned threshold with the LoG tuned beside it
+(``detection.log.compare``, new this session).
+
+Sheet (protocol 1 of this benchmark, as a sheet can say it): img1_c1 train (33 clicks, no
+region: clicks only), img2_c0 val, img4_c0 / img4_c1 / img5_c0 / img6_c1 test (32 clicks).
+The val and test rows have their boxes as ``annotated_region`` (on a test row new this
+session: where its points are complete) and, as points, their clicks plus the box truth's
+unclicked spots (``box_spots.csv``; img2: 35 clicks, 64 spots in the box). Each row is the
+data's own ZCYX TIFF with ``channel`` and ``axes`` (read in place, never copied); the points
+and boxes are written to the work folder.
+
+Runs (``--run``), each in its own work folder, config = the shipped defaults plus:
+* ``log``: ``detection.method: log``;
+* ``density defaults``: nothing else but ``detection.predict.pad_to_tile: true``, which is the
+  fix the workflow's error names for these 10-plane crops (the default tile has 16 planes);
+* ``density library row``: as this benchmark's library row (``ensemble: 2, mirror: true``,
+  40 epochs, patience 10, normalisation background), same tile fix.
+Scoring: ``run.score`` (recall on the 32 test clicks, precision in the test boxes against
+``box_spots.csv``; ``precision_half`` against the lenient truth), gate 0.5 µm, of every
+detection the workflow wrote; the threshold is the workflow's own. The workflow's own
+evaluation (``workflow_*``: recall on clicks + box spots, precision in the boxes) is listed
+beside it.
+
+``OMP_NUM_THREADS=2 python benchmarks/real_spots/workflow.py --workdir /tmp/spots_wf --run log``
+(then the other runs); ``--collect`` writes ``workflow_split.tsv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data
+import run
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = [(data.TRAIN[0], "train"), (data.TRAIN[1], "val")] + [(t, "test") for t in data.TEST]
+TILE_FIX = {"predict": {"pad_to_tile": True}}
+RUNS = {
+    "log": {"detection": {"method": "log"}},
+    "density defaults": {"detection": TILE_FIX},
+    "density library row": {
+        "detection": {
+            **TILE_FIX,
+            "train": {
+                "ensemble": 2,
+                "mirror": True,
+                "epochs": 40,
+                "patience": 10,
+                "normalisation": {"mode": "background"},
+            },
+        }
+    },
+}
+TABLE = Path(__file__).resolve().parent / "workflow_split.tsv"
+
+
+def prepare(workdir: Path, settings: dict) -> None:
+    """The sample sheet, the clicks per (image, channel), img2's box and the config."""
+    folder = workdir / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for (stem, channel), split in ROLES:
+        vol = data.load(stem, channel)
+        points = vol.clicks
+        region = ""
+        if split in ("val", "test"):
+            boxes = pd.DataFrame(data.boxes(vol.name), columns=["z0", "y0", "x0", "z1", "y1", "x1"])
+            boxes.to_csv(folder / f"{vol.name}_box.csv", index=False)
+            region = f"data/{vol.name}_box.csv"
+        if split in ("val", "test"):  # the box truth's spots nobody clicked complete the boxes
+            truth = pd.read_csv(data.HERE / "box_spots.csv")
+            extra = truth.loc[(truth["volume"] == vol.name) & ~truth["clicked"], ["z", "y", "x"]]
+            points = np.concatenate([points, extra.to_numpy(np.float64)])
+        pd.DataFrame(points, columns=["z", "y", "x"]).to_csv(
+            folder / f"{vol.name}.csv", index=False
+        )
+        rows.append(
+            {
+                "sample": vol.name,
+                "image": str(data.DATA / f"{stem}.tif"),
+                "channel": channel,
+                "axes": "ZCYX",
+                "voxel_size": ",".join(str(v) for v in vol.voxel_size),
+                "split": split,
+                "task": "detect",
+                "points": f"data/{vol.name}.csv",
+                "annotated_region": region,
+            }
+        )
+    pd.DataFrame(rows).to_csv(workdir / "samples.tsv", sep="\t", index=False)
+    config = {
+        "samples": "samples.tsv",
+        "seed": 0,
+        "demo": {"enabled": False},
+        "segmentation": {"enabled": False},
+        **settings,
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def execute(workdir: Path) -> float:
+    """``snakemake --cores 2`` in ``workdir``; returns the wall time (s)."""
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d"]
+    command += [str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2"]
+    with open(workdir / "snakemake.log", "w") as out:
+        subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def score(workdir: Path, name: str, wall_s: float) -> dict:
+    """The workflow's detections scored as every row of this benchmark; its tuned scores."""
+    vols = [data.load(stem, channel) for stem, channel in data.TEST]
+    tables = [pd.read_csv(workdir / "results" / "points" / v.name / "points.csv") for v in vols]
+    test = run.pooled(tables, vols, -np.inf)  # every detection written: the workflow's threshold
+    models = workdir / "results" / "models"
+    tuned = json.loads((models / "detector" / "thresholds.json").read_text())
+    own = pd.read_csv(workdir / "results" / "evaluate" / "detection_summary.tsv", sep="\t")
+    own = own.set_index("sample").loc["ALL"]
+    row = {
+        "run": name,
+        "threshold": tuned["detection_threshold"],
+        "val_f1": tuned.get("val_f1"),
+        "val_counted_with": tuned.get("tuned_with"),
+        **{k: v for k, v in test.items() if k != "threshold"},
+        "workflow_recall": own["recall"],
+        "workflow_precision": own["precision"],
+        "workflow_f1": own["f1"],
+        "workflow_scored_in": own["scored_in"],
+        "wall_s": round(wall_s),
+    }
+    baseline = models / "log_baseline" / "thresholds.json"
+    if baseline.exists():
+        log_scores = json.loads(baseline.read_text())
+        row["log_baseline_threshold"] = log_scores["detection_threshold"]
+        row["log_baseline_val_f1"] = log_scores["val_f1"]
+        html = (workdir / "results" / "report" / "report.html").read_text()
+        row["report_warns"] = 'class="warn"' in html
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/spots_wf"))
+    parser.add_argument("--run", choices=sorted(RUNS))
+    parser.add_argument("--collect", action="store_true")
+    args = parser.parse_args()
+    if args.run:
+        folder = args.workdir / args.run.replace(" ", "_")
+        prepare(folder, RUNS[args.run])
+        wall = execute(folder)
+        row = score(folder, args.run, wall)
+        (folder / "row.json").write_text(json.dumps(row, indent=1, default=float))
+        print(json.dumps(row, indent=1, default=float))
+    if args.collect:
+        rows = [
+            json.loads((args.workdir / n.replace(" ", "_") / "row.json").read_text())
+            for n in RUNS
+            if (args.workdir / n.replace(" ", "_") / "row.json").exists()
+        ]
+        pd.DataFrame(rows).to_csv(TABLE, sep="\t", index=False, float_format="%.4g")
+        print(pd.DataFrame(rows).to_string())
+
+
+if __name__ == "__main__":
+    main()
