@@ -316,6 +316,14 @@ def known_sweep(
     return float(ties[(len(ties) - 1) // 2]), table
 
 
+def tuned_with(vols: Sequence[KnownVolume]) -> str:
+    """How a threshold tuned on ``vols`` was counted: ``full``, or
+    ``clicks-recall+<precision sources>-precision`` (logged by :func:`check_sources`)."""
+    if all(v.precision_source == "full" for v in vols):
+        return "full"
+    return f"clicks-recall+{check_sources(vols)}-precision"
+
+
 def check_sources(vols: Sequence[KnownVolume]) -> str:
     """Log (and return) which precision source threshold tuning uses."""
     sources = sorted({v.precision_source for v in vols})

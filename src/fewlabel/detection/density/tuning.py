@@ -113,9 +113,8 @@ def tune_threshold(
         partial.known_volume(v.item.sample, v.points, v.shape, v.attrs, scale=sc)
         for v, sc in zip(vols, scales, strict=True)
     ]
-    source = partial.check_sources(known)
     best, table = partial.known_sweep(tables, known, gate=gate, candidates=candidates)
-    return best, table, f"clicks-recall+{source}-precision"
+    return best, table, partial.tuned_with(known)
 
 
 def grid_peaks(

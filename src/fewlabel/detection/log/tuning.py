@@ -180,8 +180,8 @@ def train_log(
         derived = derive_targets(targets, object_diameter_um, vol.voxel_size, sample=sample)
         attrs = known_attrs(entry.get("annotated_region"), derived, vol.voxel_size)
         known.append(partial.known_volume(sample, gts[-1], vol.shape[-3:], attrs, scale=scales[-1]))
-    partially = any(k.precision_source != "full" for k in known)
-    tuned_with = f"clicks-recall+{partial.check_sources(known)}-precision" if partially else "full"
+    tuned_with = partial.tuned_with(known)
+    partially = tuned_with != "full"
     best, table = tune_log_threshold(
         volumes,
         gts,
