@@ -719,6 +719,27 @@ def test_learned_detector_is_set_beside_the_log_baseline(run_dir, tmp_path, log_
         json.dumps({**scores, **log_record, "val_f1": log_f1, "tuned_on": "train"})
     )
     build_report(out, inputs=ReportInputs.from_dict(inputs))
-    assert "only indicative" in out.read_text()
+    assert "only indicative" in out.read_text() and "optimistic" in out.read_text()
     build_report(out, inputs=ReportInputs.from_dict({"detection_model_dir": str(learned)}))
     assert "LoG baseline" not in out.read_text()
+
+    # with test rows the held-out scores decide, whatever the validation said
+    summaries = {}
+    for name, f1 in (("learned", 0.85), ("log", 0.70 if log_f1 > 0.9 else 0.95)):
+        path = tmp_path / f"{name}.tsv"
+        pd.DataFrame(
+            [{"sample": "t", "precision": 0.9, "recall": 0.8, "f1": f1, "scored_in": "volume"},
+             {"sample": "ALL", "precision": 0.9, "recall": 0.8, "f1": f1,
+              "scored_in": "annotated_region"}]
+        ).to_csv(path, sep="\t", index=False)  # fmt: skip
+        summaries[name] = str(path)
+    inputs |= {"detection_summary_tsv": summaries["learned"]}
+    inputs |= {"log_baseline_summary_tsv": summaries["log"]}
+    build_report(out, inputs=ReportInputs.from_dict(inputs))
+    html = out.read_text()
+    assert "on the held-out test volumes" in html and "test (held out)" in html
+    assert "precision in the annotated_region" in html and "optimistic" not in html
+    if log_f1 > 0.9:  # the LoG was higher on validation, lower on the test
+        assert 'class="warn"' not in html and "F1 0.850 vs 0.700" in html
+    else:
+        assert 'class="warn"' in html and "F1 0.950 vs 0.850" in html

@@ -227,8 +227,20 @@ def test_learned_detector_is_compared_with_the_log_on_its_validation(finished_ru
         evaluation=plan.config["evaluation"]["detection"],
     )
     assert best == pytest.approx(baseline["detection_threshold"])
+    # both scored on the held-out test volume, the same way; the report reads the test
+    summaries = [
+        pd.read_csv(Path("results") / folder / "detection_summary.tsv", sep="\t")
+        .set_index("sample")
+        .loc["ALL"]
+        for folder in ("evaluate", "log_baseline/evaluate")
+    ]
+    assert summaries[0]["n_gt"] == summaries[1]["n_gt"] > 0
+    log_points = pd.read_csv(Path("results") / "log_baseline/points/spots_test/points.csv")
+    assert summaries[1]["n_pred"] == len(log_points)
+    assert (log_points["score"] > baseline["detection_threshold"]).all()
     html = (Path("results") / "report" / "report.html").read_text()
-    f1, f1_log = learned["val_f1"], baseline["val_f1"]
+    f1, f1_log = summaries[0]["f1"], summaries[1]["f1"]
+    assert "on the held-out test volumes" in html
     assert f"F1 {max(f1, f1_log):.3f} vs {min(f1, f1_log):.3f}" in html
     assert ('class="warn"' in html) == (f1_log > f1)
 

@@ -59,7 +59,7 @@ from fewlabel.plan_bfs import (  # noqa: E402
     BFS_S2,
     BfsPlan,
 )
-from fewlabel.plan_log import LOG_BASELINE, LogPlan  # noqa: E402
+from fewlabel.plan_log import LOG_BASELINE, LOG_BASELINE_SUMMARY, LogPlan  # noqa: E402
 
 
 def expand(template: str, samples: Iterable[str]) -> list[str]:
@@ -381,6 +381,8 @@ class Plan(BfsPlan, LogPlan):
                 outputs.append(DETECTION_SUMMARY)
             if self.compare_log():
                 outputs.append(LOG_BASELINE)
+            if self.compare_log_on_test():
+                outputs.append(LOG_BASELINE_SUMMARY)
         if self.segmentation_enabled():
             outputs += expand(INSTANCES, self.segmentation_predict_samples())
             if self.segmentation_eval_samples():

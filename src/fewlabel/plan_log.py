@@ -11,6 +11,12 @@ import pandas as pd
 
 LOG_BASELINE = "results/models/log_baseline"
 """The LoG tuned beside a density detector on the same annotations (``detection.log.compare``)."""
+# its detections and metrics on the test volumes, beside the learned detector's
+LOG_BASELINE_MAP = "results/log_baseline/predict/{sample}/detection.ome.zarr"
+LOG_BASELINE_POINTS = "results/log_baseline/points/{sample}/points.csv"
+LOG_BASELINE_METRICS = "results/log_baseline/evaluate/{sample}/detection.tsv"
+LOG_BASELINE_MATCHES = "results/log_baseline/evaluate/{sample}/detection_matches.csv"
+LOG_BASELINE_SUMMARY = "results/log_baseline/evaluate/detection_summary.tsv"
 
 
 class LogPlan:
@@ -24,6 +30,8 @@ class LogPlan:
         def detection_fit_samples(self, split: Any = ("train", "val")) -> list[str]: ...
 
         def detection_enabled(self) -> bool: ...
+
+        def detection_eval_samples(self) -> list[str]: ...
 
     def log_items(self, splits: Iterable[str] = ("train", "val")) -> list[dict[str, str]]:
         """Tuning items of ``fit_log_threshold``: image, points and what they cover
@@ -57,6 +65,20 @@ class LogPlan:
         from fewlabel import plan
 
         return plan.DETECTOR if self.config["detection"].get("method") == "log" else LOG_BASELINE
+
+    def log_map(self) -> str:
+        """The LoG response map ``predict_log`` writes: the detection map (``method: log``),
+        else the baseline's."""
+        from fewlabel import plan
+
+        if self.config["detection"].get("method") == "log":
+            return plan.DETECTION_MAP
+        return LOG_BASELINE_MAP
+
+    def compare_log_on_test(self) -> bool:
+        """The baseline is also evaluated on the annotated test volumes (held out from both
+        thresholds), beside the learned detector."""
+        return self.compare_log() and bool(self.detection_eval_samples())
 
     def log_splits(self) -> tuple[str, ...]:
         """What ``fit_log_threshold`` tunes on: train + val for ``method: log`` (nothing is

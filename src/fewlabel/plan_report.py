@@ -28,7 +28,7 @@ from fewlabel.plan import (
     expand,
 )
 from fewlabel.plan_bfs import BFS_CENTRES, BFS_LIKELIHOOD, BFS_MASK, BFS_PSEUDO, BFS_RESPONSE
-from fewlabel.plan_log import LOG_BASELINE
+from fewlabel.plan_log import LOG_BASELINE, LOG_BASELINE_SUMMARY
 
 
 def report_inputs(plan: Plan) -> dict[str, Any]:
@@ -61,6 +61,8 @@ def report_inputs(plan: Plan) -> dict[str, Any]:
         inputs["detection_model_dir"] = plan.detector_dir()
         if plan.compare_log():
             inputs["log_baseline_dir"] = LOG_BASELINE
+        if plan.compare_log_on_test():
+            inputs["log_baseline_summary_tsv"] = LOG_BASELINE_SUMMARY
         if evaluated:
             inputs["detection_summary_tsv"] = DETECTION_SUMMARY
     if plan.segmentation_enabled():

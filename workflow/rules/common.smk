@@ -70,15 +70,18 @@ def density_target_inputs(wildcards):
     return inputs
 
 
-def evaluate_detection_inputs(wildcards):
-    """Inputs of evaluate_detection: ground truth, detections, the ingested volume and the
-    sheet's annotated-region file (a path, not a keyword)."""
-    inputs = {
-        "gt": POINTS.format(sample=wildcards.sample),
-        "pred": DETECTIONS.format(sample=wildcards.sample),
-        "volume": IMAGE.format(sample=wildcards.sample),
-    }
-    inputs["region"] = PLAN.region_files([wildcards.sample])
+def evaluate_detection_inputs(pred):
+    """Input function of evaluate_detection for the detections at template `pred`: ground
+    truth, detections, the ingested volume and the sheet's annotated-region file."""
+
+    def inputs(wildcards):
+        return {
+            "gt": POINTS.format(sample=wildcards.sample),
+            "pred": pred.format(sample=wildcards.sample),
+            "volume": IMAGE.format(sample=wildcards.sample),
+            "region": PLAN.region_files([wildcards.sample]),
+        }
+
     return inputs
 
 

@@ -201,16 +201,14 @@ if config["detection"]["method"] == "log" or PLAN.compare_log():
             "--targets {params.targets:q} --object-diameter-um={params.diameter:q} "
             "--evaluation {params.evaluation:q} --output-dir {output} --log {log} 2>> {log}"
 
-
-if config["detection"]["method"] == "log":
-
     rule predict_log:
-        """LoG response map of one volume (the classical baseline's 'prediction')."""
+        """LoG response map of one volume (the classical baseline's 'prediction'; beside a
+        learned detector, of the test volumes it is compared on)."""
         input:
-            model=PLAN.detector_dir(),
+            model=PLAN.detector_dir() if config["detection"]["method"] == "log" else LOG_BASELINE,
             image=IMAGE,
         output:
-            directory(DETECTION_MAP),
+            directory(PLAN.log_map()),
         threads: 2
         log:
             "logs/predict_log/{sample}.log",
@@ -249,7 +247,7 @@ rule evaluate_detection:
     """F1, precision, recall and RMSE of one test volume's detections (Hungarian matching;
     precision inside its annotated_region when the sheet gives one)."""
     input:
-        unpack(evaluate_detection_inputs),
+        unpack(evaluate_detection_inputs(DETECTIONS)),
     output:
         metrics=DETECTION_METRICS,
         matches=DETECTION_MATCHES,
@@ -280,10 +278,44 @@ rule aggregate_detection:
         ),
     params:
         sheet=config["samples"],
+        metrics=lambda wildcards: DETECTION_METRICS,  # a template: {sample} stays
     log:
         "logs/aggregate_detection/detection.log",
     conda:
         "../../envs/image.yaml"
     shell:
         "python -m fewlabel aggregate_detection --sample-sheet {params.sheet:q} "
-        "--output {output} --log {log} 2>> {log}"
+        "--metrics {params.metrics:q} --output {output} --log {log} 2>> {log}"
+
+
+if PLAN.compare_log_on_test():
+    # the LoG baseline's detections of the test volumes, scored as the learned detector's
+
+    use rule extract_points as extract_points_log_baseline with:
+        input:
+            model=LOG_BASELINE,
+            density=LOG_BASELINE_MAP,
+        output:
+            LOG_BASELINE_POINTS,
+        log:
+            "logs/extract_points_log_baseline/{sample}.log",
+
+    use rule evaluate_detection as evaluate_detection_log_baseline with:
+        input:
+            unpack(evaluate_detection_inputs(LOG_BASELINE_POINTS)),
+        output:
+            metrics=LOG_BASELINE_METRICS,
+            matches=LOG_BASELINE_MATCHES,
+        log:
+            "logs/evaluate_detection_log_baseline/{sample}.log",
+
+    use rule aggregate_detection as aggregate_detection_log_baseline with:
+        input:
+            expand(LOG_BASELINE_METRICS, sample=PLAN.detection_eval_samples()),
+        output:
+            LOG_BASELINE_SUMMARY,
+        params:
+            sheet=config["samples"],
+            metrics=lambda wildcards: LOG_BASELINE_METRICS,
+        log:
+            "logs/aggregate_detection_log_baseline/detection.log",

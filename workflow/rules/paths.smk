@@ -32,6 +32,14 @@ from fewlabel.plan import (
     TILE_CHECK,
     Plan,
 )
+from fewlabel.plan_log import (
+    LOG_BASELINE,
+    LOG_BASELINE_MAP,
+    LOG_BASELINE_MATCHES,
+    LOG_BASELINE_METRICS,
+    LOG_BASELINE_POINTS,
+    LOG_BASELINE_SUMMARY,
+)
 
 PLAN = Plan(SAMPLES, config)
 if PLAN.problems():

@@ -79,7 +79,8 @@ class ReportInputs:
     metrics_tsv``; ``bfs_samples``: BFS-Net panels, dicts ``sample, image`` and optional
     ``centres, likelihood, response, pseudo, mask``; ``images``: sample → image OME-Zarr used
     behind ROI outlines when no other input names the sample's image; ``log_baseline_dir``: the
-    LoG tuned beside the learned detector (``detection.log.compare``), compared with it.
+    LoG tuned beside the learned detector (``detection.log.compare``), compared with it, and
+    ``log_baseline_summary_tsv`` its metrics on the same test volumes.
     """
 
     title: str | None = None
@@ -93,6 +94,7 @@ class ReportInputs:
     detection_summary_tsv: str | Path | None = None
     detection_model_dir: str | Path | None = None
     log_baseline_dir: str | Path | None = None
+    log_baseline_summary_tsv: str | Path | None = None
     detection_samples: list[dict[str, Any]] = field(default_factory=list)
     isl_model_dir: str | Path | None = None
     segmenter_model_dir: str | Path | None = None
@@ -146,6 +148,7 @@ class ReportInputs:
             "detection_summary_tsv",
             "detection_model_dir",
             "log_baseline_dir",
+            "log_baseline_summary_tsv",
             "isl_model_dir",
             "segmenter_model_dir",
             "segmentation_summary_tsv",

@@ -186,7 +186,12 @@ def _detection_section(inputs: ReportInputs, max_px: int) -> dict[str, Any] | No
         )
     section["model"] = _model_context(inputs.detection_model_dir, "detection model")
     if inputs.detection_model_dir and inputs.log_baseline_dir:
-        section["baseline"] = baseline_context(inputs.detection_model_dir, inputs.log_baseline_dir)
+        section["baseline"] = baseline_context(
+            inputs.detection_model_dir,
+            inputs.log_baseline_dir,
+            inputs.detection_summary_tsv,
+            inputs.log_baseline_summary_tsv,
+        )
     for entry in inputs.detection_samples:
         sample = str(entry["sample"])
         log.info("report: detection figures of %s", sample)

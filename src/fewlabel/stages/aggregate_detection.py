@@ -19,6 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--inputs", nargs="*", default=[], help="metrics TSVs (evaluate_detection)")
     add_sample_sheet(p, what="the test samples' metrics TSVs (instead of --inputs)")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="with --sample-sheet: the metrics path template ({sample}; default "
+        "results/evaluate/{sample}/detection.tsv)",
+    )
     p.add_argument("--output", required=True, help="summary TSV")
     add_common(p)
     p.set_defaults(handler=aggregate_detection)
@@ -33,7 +39,8 @@ def aggregate_detection(args: argparse.Namespace) -> None:
         from fewlabel.plan import DETECTION_METRICS, Plan, expand
 
         inputs += expand(
-            DETECTION_METRICS, Plan.from_sheet(args.sample_sheet).detection_eval_samples()
+            args.metrics or DETECTION_METRICS,
+            Plan.from_sheet(args.sample_sheet).detection_eval_samples(),
         )
     if not inputs:
         raise ConfigError(
