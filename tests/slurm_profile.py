@@ -13,7 +13,9 @@ from fewlabel.slurm import detection_minutes
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-RULE_RE = re.compile(r"^\s*(?:rule|checkpoint) (\w+):", re.MULTILINE)
+RULE_RE = re.compile(
+    r"^\s*(?:(?:rule|checkpoint) (\w+):|use rule (\w+) as (\w+) with:)", re.MULTILINE
+)
 
 
 def with_site(site: dict, dest: Path, profile: Path = PROFILE) -> Path:
@@ -37,15 +39,29 @@ def render(profile: Path = PROFILE) -> dict:
 
 
 def rule_blocks() -> dict[str, str]:
-    """Every rule/checkpoint name in workflow/rules -> the text of its definition."""
+    """Every rule/checkpoint name in workflow/rules -> the text of its definition; a rule
+    derived with ``use rule A as B with:`` gets its overrides followed by A's text (what it
+    does not override, it inherits)."""
     blocks: dict[str, str] = {}
+    derived: dict[str, tuple[str, str]] = {}
     for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         text = path.read_text()
-        starts = [(m.start(), m.group(1)) for m in RULE_RE.finditer(text)]
-        for index, (start, name) in enumerate(starts):
+        starts = [(m.start(), m.group(1), m.group(2), m.group(3)) for m in RULE_RE.finditer(text)]
+        for index, (start, name, parent, child) in enumerate(starts):
             end = starts[index + 1][0] if index + 1 < len(starts) else len(text)
-            blocks[name] = text[start:end]
+            if name:
+                blocks[name] = text[start:end]
+            else:
+                derived[child] = (parent, text[start:end])
+    for child, (parent, overrides) in derived.items():
+        blocks[child] = overrides + blocks[parent]
     return blocks
+
+
+def parent_rule(rule: str) -> str | None:
+    """The rule a ``use rule … as`` rule derives from (None for a rule of its own)."""
+    found = re.match(r"\s*use rule (\w+) as", rule_blocks()[rule])
+    return found.group(1) if found else None
 
 
 def gpu_rules() -> set[str]:

@@ -384,13 +384,17 @@ RUN_RULES = {"record_config", "check_predict_tiles"}  # `run:` in Snakemake's Py
 
 
 def rules_with_env_and_stage() -> list[tuple[str, str | None, str | None, Path]]:
+    """(rule, conda env, stage, file) of every rule; a ``use rule A as B`` rule reads A's
+    (tests/slurm_profile.rule_blocks)."""
+    from slurm_profile import rule_blocks
+
+    blocks = rule_blocks()
     found = []
     for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         text = path.read_text()
-        starts = [(m.start(), m.group(1) or m.group(2)) for m in RULE_RE.finditer(text)]
-        for index, (start, name) in enumerate(starts):
-            end = starts[index + 1][0] if index + 1 < len(starts) else len(text)
-            body = text[start:end]
+        for match in RULE_RE.finditer(text):
+            name = match.group(1) or match.group(2)
+            body = blocks[name]
             conda = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", body)
             stage = re.search(r"python -m fewlabel ([\w-]+)", body) or re.search(
                 r"run:\s*\n\s*(\w+)\(", body
@@ -458,6 +462,8 @@ def env_packages(env_file: Path) -> set[str]:
 
 
 def test_every_rule_has_an_env_file_listing_its_imports():
+    from slurm_profile import parent_rule
+
     rules = rules_with_env_and_stage()
     names = [name for name, *_ in rules]
     assert len(names) == len(set(names)), f"rule names must be distinct: {sorted(names)}"
@@ -465,7 +471,8 @@ def test_every_rule_has_an_env_file_listing_its_imports():
     for name, conda, stage, path in rules:
         if name == "all":
             continue
-        assert stage == name, (
+        parent = parent_rule(name)  # a `use rule <stage> as <stage>_<what>` rule: its stage
+        assert stage == (parent or name) and name.startswith(stage), (
             f"rule {name} calls stage {stage!r}: a rule and its stage share one name"
         )
         stage_module_file(stage)  # stages/<rule>.py: every stage also runs without Snakemake

@@ -153,6 +153,7 @@ def test_bookkeeping_rules_run_on_the_submit_host():
         "ingest_points",
         "finalize_prediction",
         "aggregate_detection",
+        "aggregate_detection_log_baseline",  # use rule aggregate_detection as …: inherited
         "aggregate_segmentation",
     }
     assert not local_rules() & gpu_rules()
