@@ -20,7 +20,7 @@ demo: setup  ## generate the synthetic demo data and run the whole chain
 test: setup  ## the test suite (what CI runs): ruff, unit tests, real snakemake runs
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q --durations=15
 
 test-fast: setup  ## unit tests only (no snakemake runs), ~1-2 minutes on 2 cores
 	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q -m "not workflow"

@@ -310,6 +310,7 @@ if PLAN.compare_log_on_test():
             "logs/evaluate_detection_log_baseline/{sample}.log",
 
     use rule aggregate_detection as aggregate_detection_log_baseline with:
+        localrule: True  # `use rule` resets it to False unless given here
         input:
             expand(LOG_BASELINE_METRICS, sample=PLAN.detection_eval_samples()),
         output:
