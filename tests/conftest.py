@@ -58,5 +58,6 @@ def finished_run(tmp_path_factory) -> Path:
 
     workdir = make_workdir(tmp_path_factory.mktemp("run"))
     # a hang guard only (about 2 min on 2 idle cores; much longer on a loaded machine)
-    snakemake(workdir, "--cores", "2", *run_thread_args(), timeout=3600)
+    result = snakemake(workdir, "--cores", "2", *run_thread_args(), timeout=3600)
+    (workdir / "snakemake.out").write_text(result.stdout + result.stderr)  # what the user saw
     return workdir

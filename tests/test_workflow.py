@@ -243,6 +243,9 @@ def test_learned_detector_is_compared_with_the_log_on_its_validation(finished_ru
     assert "on the held-out test volumes" in html
     assert f"F1 {max(f1, f1_log):.3f} vs {min(f1, f1_log):.3f}" in html
     assert ('class="warn"' in html) == (f1_log > f1)
+    said = Path("snakemake.out").read_text()  # the end of the run repeats a warning
+    assert "fewlabel: report results/report/report.html" in said
+    assert ("fewlabel: WARNING: The LoG baseline scores higher" in said) == (f1_log > f1)
 
 
 def test_rerun_is_noop(finished_run):

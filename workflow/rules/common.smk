@@ -85,6 +85,19 @@ def evaluate_detection_inputs(pred):
     return inputs
 
 
+def run_end_message():
+    """After a successful run: where the report is, and the warning of the learned detector
+    vs LoG comparison when the LoG scored higher (fewlabel.detection.log.compare)."""
+    if Path(REPORT).exists():
+        print(f"fewlabel: report {REPORT}", file=sys.stderr)
+    if PLAN.compare_log() and Path(LOG_BASELINE).exists():
+        from fewlabel.detection.log.compare import compare
+
+        result = compare(PLAN.detector_dir(), LOG_BASELINE, DETECTION_SUMMARY, LOG_BASELINE_SUMMARY)
+        if result is not None and result.warn:
+            print(f"fewlabel: WARNING: {result.verdict}", file=sys.stderr)
+
+
 def ingest_source(wildcards):
     """The sheet's file for an ingest kind: image, labels or target."""
     return SAMPLES.loc[wildcards.sample, wildcards.kind]

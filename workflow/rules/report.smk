@@ -18,3 +18,7 @@ rule build_report:
     shell:
         "python -m fewlabel build_report --sample-sheet {params.sheet:q} "
         "--config {input.config} --output {output} --log {log} 2>> {log}"
+
+
+onsuccess:
+    run_end_message()
