@@ -64,9 +64,7 @@ def density_target_inputs(wildcards):
     inputs["points"] = POINTS.format(sample=wildcards.sample)
     if config["roi"]["enabled"]:
         inputs["roi"] = ROI_MASK.format(sample=wildcards.sample)
-    region = SAMPLES.loc[wildcards.sample, "annotated_region"]
-    if region and region not in ("full", "none"):
-        inputs["region"] = region
+    inputs["region"] = PLAN.region_files([wildcards.sample])
     return inputs
 
 

@@ -331,7 +331,7 @@ def evaluate_sample(
     g = gt[["z", "y", "x"]].to_numpy(float)
     p = pred[["z", "y", "x"]].to_numpy(float)
     res = match_points(g, p, max_distance=float(gate), scale=gate_scale(gate_unit, voxel_size))
-    scored = np.ones(len(p), dtype=bool) if region is None else _inside(region, p)
+    scored = np.ones(len(p), dtype=bool) if region is None else points_in_mask(region, p)
     matched = np.zeros(len(p), dtype=bool)
     matched[res.pairs[:, 1].astype(int)] = True
     tp_scored, pred_scored = int((matched & scored).sum()), int(scored.sum())
@@ -377,8 +377,10 @@ def evaluate_sample(
     return row
 
 
-def _inside(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Whether each point's nearest voxel lies in ``mask`` (points clipped to its shape)."""
+def points_in_mask(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Whether each point's nearest voxel lies in ``mask`` (points clipped to its shape): the
+    predictions a fully annotated region scores (here and in threshold tuning,
+    :func:`fewlabel.detection.density.partial.known_counts`)."""
     if len(points) == 0:
         return np.zeros(0, dtype=bool)
     idx = np.clip(np.rint(points).astype(int), 0, np.asarray(mask.shape) - 1)

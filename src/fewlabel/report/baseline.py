@@ -9,10 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from fewlabel.detection.log.compare import THRESHOLDS_JSON, compare
+from fewlabel.detection.log.compare import compare
 from fewlabel.report.data import table_context
-
-__all__ = ["THRESHOLDS_JSON", "baseline_context"]
 
 log = logging.getLogger(__name__)
 

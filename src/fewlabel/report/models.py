@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fewlabel.report.baseline import THRESHOLDS_JSON
+from fewlabel.detection.log.compare import THRESHOLDS_JSON
 from fewlabel.report.data import (
     _read_json,
     _read_tsv,

@@ -244,13 +244,6 @@ def known_volume(
     return KnownVolume(sample, clicks, near, "click-neighbourhoods", scale3)  # type: ignore[arg-type]
 
 
-def _inside(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
-    if len(points) == 0:
-        return np.zeros(0, dtype=bool)
-    idx = np.clip(np.rint(points).astype(int), 0, np.asarray(mask.shape) - 1)
-    return mask[idx[:, 0], idx[:, 1], idx[:, 2]]
-
-
 def known_counts(vol: KnownVolume, pred: np.ndarray, gate: float) -> tuple[int, int, int, int]:
     """(matched clicks, clicks, true detections, detections) counted where they are known.
 
@@ -258,7 +251,7 @@ def known_counts(vol: KnownVolume, pred: np.ndarray, gate: float) -> tuple[int, 
     ``vol.scale``). Precision: only detections inside ``vol.precision_mask`` (all when None),
     true = matched to a click.
     """
-    from fewlabel.metrics.detection import match_points
+    from fewlabel.metrics.detection import match_points, points_in_mask
 
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 3)
     res = match_points(vol.clicks, pred, max_distance=gate, scale=vol.scale)
@@ -267,7 +260,7 @@ def known_counts(vol: KnownVolume, pred: np.ndarray, gate: float) -> tuple[int, 
         matched_pred[res.pairs[:, 1].astype(int)] = True
     counted = np.ones(len(pred), dtype=bool)
     if vol.precision_mask is not None:
-        counted = _inside(vol.precision_mask, pred)
+        counted = points_in_mask(vol.precision_mask, pred)
     return int(res.tp), len(vol.clicks), int((matched_pred & counted).sum()), int(counted.sum())
 
 
