@@ -255,3 +255,38 @@ def test_sweep_thresholds_picks_the_separating_score():
 def test_invalid_gate(bad):
     with pytest.raises(ValueError):
         match_points(_pts(0), _pts(0), max_distance=bad)
+
+
+def test_threshold_ties_within_one_detection_go_to_the_higher_precision() -> None:
+    from fewlabel.metrics.detection import choose_threshold_row
+
+    # a validation sweep whose F1 is flat from 0.45 to 0.6 (80 points; P rises, R falls)
+    rows = [  # threshold, true detections, detections, matched points
+        (0.40, 73, 102, 73),
+        (0.45, 72, 87, 72),
+        (0.50, 70, 83, 70),
+        (0.55, 66, 75, 66),
+        (0.60, 65, 71, 65),
+        (0.65, 60, 65, 60),
+    ]
+    table = pd.DataFrame(rows, columns=["threshold", "tp", "det", "matched"])
+    table["precision"] = table["tp"] / table["det"]
+    table["recall"] = table["matched"] / 80
+    p, r = table["precision"], table["recall"]
+    table["f1"] = 2 * p * r / (p + r)
+    best = int(table["f1"].idxmax())
+    assert table["threshold"][best] == 0.45
+    row = choose_threshold_row(table, "tp", table["det"], "matched", pd.Series([80] * len(table)))
+    # 0.6 is within one detection of the best F1 and has the highest precision of the ties;
+    # 0.65 is further than one detection below
+    assert table["f1"][best] - table["f1"][4] < table["f1"][best] - table["f1"][5]
+    assert table["threshold"][row] == 0.60
+    # equal precision everywhere: nothing to gain, the best F1 stays (no drift upwards)
+    flat = table.assign(tp=table["det"], precision=1.0)
+    flat["f1"] = 2 * flat["recall"] / (1 + flat["recall"])
+    row = choose_threshold_row(flat, "tp", flat["det"], "matched", pd.Series([80] * len(flat)))
+    assert row == int(flat["f1"].idxmax()) == 0
+    # rows with equal counts (an exact plateau): the middle one, as before the tie rule
+    same = flat.assign(det=60, tp=60, matched=60, recall=0.75, f1=2 * 0.75 / 1.75)
+    row = choose_threshold_row(same, "tp", same["det"], "matched", pd.Series([80] * len(same)))
+    assert row == 2

@@ -168,12 +168,15 @@ def fit(
     curve: CurveLogger | None = None,
     desc: str = "train",
     clip_grad_norm: float | None = None,
+    validate_first: bool = False,
 ) -> TrainResult:
     """A plain epoch loop with AMP, early stopping and best/last weights.
 
     ``train_step_loss(model)`` draws a mini-batch and returns its loss (called under autocast);
     ``validate(model)`` (called under ``torch.no_grad`` in eval mode) returns a dict that
     contains ``monitor``. The best weights are those with the lowest ``monitor`` value.
+    ``validate_first``: the starting weights are validated too, as epoch 0, and kept when no
+    epoch beats them (a model that starts from a useful detector, e.g. the LoG prior).
     """
     curve = curve or CurveLogger()
     scaler = grad_scaler(device)
@@ -181,6 +184,13 @@ def fit(
     best_state = state_copy(model)
     start = time.monotonic()
     epoch = 0
+    if validate_first:
+        model.eval()
+        with torch.no_grad(), autocast(device):
+            metrics = dict(validate(model))
+        stopper.step(float(metrics[monitor]), 0)
+        curve.log(epoch=0, train_loss=math.nan, **metrics, best=1, seconds=0.0)
+        log.info("%s epoch 0 (the starting weights) %s %.5f", desc, monitor, metrics[monitor])
     for epoch in range(1, epochs + 1):
         model.train()
         losses = []

@@ -97,10 +97,21 @@ class DetectorModelConfig(ModelConfig):
         "trilinear", description="decoder up-sampling"
     )
     head_bias_init: float = Field(-2.0, description="initial bias of the density head")
+    log_prior: bool = Field(
+        False,
+        description="add a fixed Laplacian-of-Gaussian of the input (sigma: the density "
+        "target's, on the training grid) times a learned gain to the density logit, with the "
+        "head starting at zero: training starts from the LoG and learns a correction, and "
+        "the starting network is validated as epoch 0 and kept when no epoch beats it "
+        "(fewlabel.detection.density.log_prior). Use it with normalisation background and "
+        "select f1: under percentile normalisation the prior's threshold does not transfer "
+        "between volumes (benchmarks/real_spots)",
+    )
 
     def kwargs(self) -> dict[str, Any]:
-        """Constructor arguments of DMDetNet3D (single input channel)."""
-        return {"in_channels": 1, **self.model_dump(mode="json")}
+        """Constructor arguments of DMDetNet3D (single input channel; the LoG prior's sigma
+        is added by train_detector, which knows the training grid)."""
+        return {"in_channels": 1, **self.model_dump(mode="json", exclude={"log_prior"})}
 
 
 def _default_threshold_grid() -> tuple[float, ...]:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewlabel.detection.density.log_prior import LogPrior
 from fewlabel.errors import ConfigError
 from fewlabel.models.store import register_architecture
 
@@ -108,6 +109,9 @@ class DMDetNet3D(nn.Module):
     pool_kernels : explicit per-level (z, y, x) factors; overrides ``pool_z``.
     upsample : 'trilinear' (interpolation + conv) or 'transposed'.
     head_bias_init : initial bias of the output convolution (initialisation only).
+    log_prior_sigma : when set (ZYX voxels), add a fixed LoG of the input times a learned gain
+        to the logit and start the head at zero weight
+        (:mod:`fewlabel.detection.density.log_prior`).
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class DMDetNet3D(nn.Module):
         pool_kernels: Sequence[Sequence[int]] | None = None,
         upsample: str = "trilinear",
         head_bias_init: float = -2.0,
+        log_prior_sigma: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if in_channels < 1 or base_channels < 1 or depth < 0 or blocks_per_level < 1:
@@ -158,6 +163,10 @@ class DMDetNet3D(nn.Module):
         # push the whole map down, which makes few-shot training converge much faster
         nn.init.constant_(self.head.bias, head_bias_init)
         self.upsample = upsample
+        self.log_prior: LogPrior | None = None
+        if log_prior_sigma is not None:
+            self.log_prior = LogPrior(log_prior_sigma)
+            nn.init.zeros_(self.head.weight)  # the untrained network is the LoG
 
     @property
     def total_factor(self) -> tuple[int, int, int]:
@@ -180,7 +189,10 @@ class DMDetNet3D(nn.Module):
         y = self.bottleneck(y)
         for stage in self.decoder:
             y = stage(y)
-        y = torch.sigmoid(self.head(y))
+        logit = self.head(y)
+        if self.log_prior is not None:
+            logit = logit + self.log_prior(x[:, :1])
+        y = torch.sigmoid(logit)
         return y[..., : size[0], : size[1], : size[2]]
 
     def receptive_field(self) -> tuple[int, int, int]:
@@ -217,6 +229,8 @@ class DMDetNet3D(nn.Module):
             for _ in range(self.blocks_per_level):
                 conv((3, 3, 3))
                 conv((3, 3, 3))
+        if self.log_prior is not None:  # a parallel path: the wider of the two
+            rf = [max(a, b) for a, b in zip(rf, self.log_prior.receptive_field(), strict=True)]
         return tuple(int(round(v)) for v in rf)  # type: ignore[return-value]
 
 

@@ -29,6 +29,8 @@ from fewlabel.sampling import CropSampler
 from fewlabel.training import CurveLogger, batches_to_device, fit, json_ready
 
 SELECT_LOSS_WEIGHT = 1e-4  # select: f1 — weight of the validation loss in 1 - F1 (tie-break)
+PRIOR_LIFT = 4.0  # LoG prior: the clicks' median response, in logits above the head's bias
+PRIOR_CLICKS = 64  # clicks per training volume read to set the prior's gain
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
     """Train one DM-DetNet3D (crops, initialisation and validation crops from ``seed``, torch
     seeded by the caller); returns the network with its best weights and the fit result."""
     from fewlabel.detection.density.detnet import DMDetNet3D
+    from fewlabel.detection.density.log_prior import init_gain
 
     params, device = run.params, run.device
     point_fraction = params.point_fraction
@@ -86,9 +89,14 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
             100 * params.pair_augment.probability,
             list(params.pair_augment.distance_um),
         )
-    model = DMDetNet3D(**params.model.kwargs()).to(device)
+    model = DMDetNet3D(**run.arch["kwargs"]).to(device)
     if run.init_state is not None:
         model.load_state_dict(run.init_state)
+    elif model.log_prior is not None:
+        gain = init_gain(
+            model.log_prior, prior_windows(run.train_vols, model.log_prior.radius), PRIOR_LIFT
+        )
+        log.info("LoG prior gain %.4g: the clicks' median response is %g logits", gain, PRIOR_LIFT)
     log.info(
         "model %s, %d parameters, receptive field %s voxels",
         run.arch,
@@ -149,6 +157,7 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
         monitor=monitor,
         curve=CurveLogger(title="DM-DetNet3D"),
         desc="train_detector",
+        validate_first=model.log_prior is not None,
     )
     warning = barely_trained(result, monitor)
     if warning:
@@ -158,9 +167,31 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
     return model, result
 
 
+def prior_windows(vols: list[Volume], radius: tuple[int, ...]) -> list[tuple[np.ndarray, Any]]:
+    """(normalised window, click) pairs around up to :data:`PRIOR_CLICKS` clicks per volume,
+    ``radius`` voxels each side (the LoG prior's kernel radius: its response at the click is
+    the whole volume's)."""
+    out = []
+    for vol in vols:
+        for click in vol.points[:PRIOR_CLICKS]:
+            centre = np.rint(click).astype(int)
+            lo = [max(0, c - r) for c, r in zip(centre, radius, strict=True)]
+            hi = [min(n, c + r + 1) for c, r, n in zip(centre, radius, vol.shape, strict=True)]
+            window = vol.normalise(np.asarray(vol.image[tuple(map(slice, lo, hi))]))
+            out.append((np.asarray(window, dtype=np.float32), (centre - np.array(lo))[None]))
+    return out
+
+
 def barely_trained(result: Any, monitor: str) -> str | None:
     """The warning for weights kept from the first epoch of a longer run (the validation
     ``monitor`` got worse as the network learned), else None."""
+    if result.best_epoch == 0:
+        return (
+            f"no epoch of {result.epochs_run} beat the starting network (the LoG prior) on "
+            f"the validation {'loss' if monitor == 'val_loss' else 'F1'}: the saved network "
+            "is the LoG prior, untrained. The clicks did not teach a correction that holds on "
+            "the validation volumes; more (or complete) annotation may."
+        )
     if not result.best_epoch <= 1 < result.epochs_run:
         return None
     return (

@@ -275,9 +275,12 @@ def known_sweep(
 
     ``tables``: per volume the peaks (``z, y, x, score``) at the lowest candidate; a threshold
     ``t`` keeps ``score > t`` (as :func:`fewlabel.metrics.detection.sweep_thresholds`). Returns
-    the best threshold (ties: the median one) and one row per candidate (threshold, precision,
+    the best threshold (:func:`fewlabel.metrics.detection.choose_threshold_row`) and one row
+    per candidate (threshold, precision,
     recall, f1, counts, precision_source).
     """
+    from fewlabel.metrics.detection import choose_threshold_row
+
     rows = []
     sources = sorted({v.precision_source for v in vols})
     for t in sorted(float(c) for c in candidates):
@@ -305,8 +308,10 @@ def known_sweep(
     table = pd.DataFrame(rows)
     if not len(table):
         return math.nan, table
-    ties = table.loc[np.isclose(table["f1"], table["f1"].max()), "threshold"].to_numpy()
-    return float(ties[(len(ties) - 1) // 2]), table
+    row = choose_threshold_row(
+        table, "true_in_known", table["detections_in_known"], "matched_clicks", table["clicks"]
+    )
+    return float(table["threshold"].iloc[row]), table
 
 
 def tuned_with(vols: Sequence[KnownVolume]) -> str:

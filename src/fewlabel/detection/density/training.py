@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fewlabel.config import DetectorTrainConfig, PeaksConfig
 from fewlabel.detection.density.member import MemberRun, fit_member, initial_state
 from fewlabel.detection.density.tuning import tune_threshold
@@ -156,7 +158,11 @@ def train_detector(
     grid = training_grid([v.voxel_size for v in train_vols])
 
     gate, gate_unit = tuning_gate(params.gate, params.gate_unit, evaluation)
-    arch = {"name": ARCH_NAME, "kwargs": json_ready(params.model.kwargs())}
+    kwargs = params.model.kwargs()
+    if params.model.log_prior:
+        kwargs["log_prior_sigma"] = prior_sigma(train_vols, grid)
+        log.info("LoG prior: sigma %s voxels of the training grid", kwargs["log_prior_sigma"])
+    arch = {"name": ARCH_NAME, "kwargs": json_ready(kwargs)}
     init_from = init_from if init_from is not None else params.init_from
     init_state = (
         None if init_from is None else initial_state(arch, init_from, normalisation_recipe(params))
@@ -275,6 +281,23 @@ def train_detector(
         normalization={**normalisation_recipe(params), "per_volume": True},
     )
     return summary
+
+
+def prior_sigma(vols: Sequence[Volume], grid: Sequence[float]) -> list[float]:
+    """σ (voxels of ``grid``) of ``detection.model.log_prior``: the density targets' σ in µm
+    (median over the training volumes), so the filter matches the spots the network is taught."""
+    sigmas = []
+    for vol in vols:
+        if not vol.sigma_voxels:
+            raise ConfigError(
+                "detection.model.log_prior needs the density target's sigma_voxels, which "
+                "this volume's target does not record.",
+                sample=vol.item.sample,
+                fix="recreate its density targets (make_density_targets).",
+            )
+        sigmas.append([s * v for s, v in zip(vol.sigma_voxels, vol.voxel_size, strict=True)])
+    um = np.median(np.asarray(sigmas, dtype=float), axis=0)
+    return [round(float(s) / float(g), 4) for s, g in zip(um, grid, strict=True)]
 
 
 def _size_warnings(vols: Sequence[Volume], diameter_um: float | None) -> list[str]:
