@@ -194,12 +194,17 @@ def barely_trained(result: Any, monitor: str) -> str | None:
         )
     if not result.best_epoch <= 1 < result.epochs_run:
         return None
+    fix = (
+        "detection.train.select: f1 (pick the epoch by detection F1), more validation points, "
+        "or a higher patience"
+        if monitor == "val_loss"
+        else "more validation points (with the LoG prior: the network is close to the LoG)"
+    )
     return (
         f"the best {monitor} was at epoch {result.best_epoch} of {result.epochs_run}: the saved "
         f"weights are barely trained (the validation "
-        f"{'loss' if monitor == 'val_loss' else 'F1'} got worse as the network learned). Fix: "
-        "detection.train.select: f1 (pick the epoch by detection F1), more validation points, "
-        "or a higher patience."
+        f"{'loss' if monitor == 'val_loss' else 'F1'} got worse as the network learned). "
+        f"Fix: {fix}."
     )
 
 

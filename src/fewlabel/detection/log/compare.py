@@ -103,7 +103,10 @@ def compare(
             f"(F1 {f1_log:.3f} vs {f1:.3f}). Check the detections before trusting them; on "
             "this data the classical filter may be the better choice (detection.method: log). "
             "More clicks, an annotated_region with every spot marked, or a validation volume "
-            "like the data to predict let the learned detector catch up."
+            "like the data to predict let the learned detector catch up; so may a network "
+            "that starts from the LoG (detection.train.model.log_prior: true with "
+            "detection.train.normalisation.mode: background, detection.train.select: f1 "
+            "and detection.predict.model_grid: false; benchmarks/real_spots)."
         )
     else:
         verdict = (
