@@ -284,18 +284,11 @@ def train_detector(
 
 
 def prior_sigma(vols: Sequence[Volume], grid: Sequence[float]) -> list[float]:
-    """σ (voxels of ``grid``) of ``detection.model.log_prior``: the density targets' σ in µm
-    (median over the training volumes), so the filter matches the spots the network is taught."""
-    sigmas = []
-    for vol in vols:
-        if not vol.sigma_voxels:
-            raise ConfigError(
-                "detection.model.log_prior needs the density target's sigma_voxels, which "
-                "this volume's target does not record.",
-                sample=vol.item.sample,
-                fix="recreate its density targets (make_density_targets).",
-            )
-        sigmas.append([s * v for s, v in zip(vol.sigma_voxels, vol.voxel_size, strict=True)])
+    """σ (voxels of ``grid``) of ``detection.train.model.log_prior``: the density targets' σ in
+    µm (median over the training volumes), so the filter matches the spots the network is
+    taught."""
+    key = "detection.train.model.log_prior"
+    sigmas = [np.asarray(vol.target_sigma(key)) * np.asarray(vol.voxel_size) for vol in vols]
     um = np.median(np.asarray(sigmas, dtype=float), axis=0)
     return [round(float(s) / float(g), 4) for s, g in zip(um, grid, strict=True)]
 

@@ -116,18 +116,22 @@ class Volume:
             crop_augment=self.pair_paste(pair_augment),
         )
 
+    def target_sigma(self, needed_by: str) -> tuple[float, ...]:
+        """The density target's σ (voxels), or a ConfigError saying ``needed_by`` needs it."""
+        if not self.sigma_voxels:
+            raise ConfigError(
+                f"{needed_by} needs the density target's sigma_voxels, which this volume's "
+                "target does not record.",
+                sample=self.item.sample,
+                fix="recreate its density targets (make_density_targets).",
+            )
+        return self.sigma_voxels
+
     def pair_paste(self, config: PairAugmentConfig | None) -> PairPaste | None:
         """The crop transform of ``config`` for this volume (None when off)."""
         if config is None or config.probability <= 0:
             return None
-        if not self.sigma_voxels:
-            raise ConfigError(
-                "detection.train.pair_augment needs the density target's sigma_voxels, which "
-                "this volume's target does not record.",
-                sample=self.item.sample,
-                fix="recreate its density targets (make_density_targets).",
-            )
-        sigma = self.sigma_voxels
+        sigma = self.target_sigma("detection.train.pair_augment")
         radius = self.attrs.get("click_radius_voxels") or click_radius_voxels(
             sigma, None, self.voxel_size
         )
