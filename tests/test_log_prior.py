@@ -148,4 +148,4 @@ def test_fit_keeps_the_starting_weights_when_no_epoch_beats_them(tmp_path) -> No
     assert list(curve["epoch"]) == [0, 1, 2, 3] and np.isnan(curve["train_loss"][0])
     from fewlabel.detection.density.member import barely_trained
 
-    assert "LoG prior" in barely_trained(result, "val_error")
+    assert "the saved network is the starting one" in barely_trained(result, "val_error")

@@ -258,7 +258,7 @@ def test_invalid_gate(bad):
 
 
 def test_threshold_ties_within_one_detection_go_to_the_higher_precision() -> None:
-    from fewlabel.metrics.detection import choose_threshold_row
+    from fewlabel.metrics.thresholds import choose_threshold_row
 
     # a validation sweep whose F1 is flat from 0.45 to 0.6 (80 points; P rises, R falls)
     rows = [  # threshold, true detections, detections, matched points

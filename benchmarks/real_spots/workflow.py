@@ -44,7 +44,7 @@ Runs (``--run``), each in its own work folder, config = the shipped defaults plu
   0.6) broken towards the lower threshold, and its test precision fell from the untrained
   prior's .57 to .25. That is a test observation, so the rule made from it is reported as
   such: tunings now count F1 values less than one detection apart as ties and keep the tie
-  with the highest precision (``fewlabel.metrics.detection.choose_threshold_row``, for the
+  with the highest precision (``fewlabel.metrics.thresholds.choose_threshold_row``, for the
   learned and the LoG thresholds alike). Every run of this list except the library row was
   rerun with it; the runs other than ``select f1`` check it on rows it was not made from.
 Scoring: ``run.score`` (recall on the 32 test clicks, precision in the test boxes against

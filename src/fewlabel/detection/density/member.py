@@ -187,10 +187,11 @@ def barely_trained(result: Any, monitor: str) -> str | None:
     ``monitor`` got worse as the network learned), else None."""
     if result.best_epoch == 0:
         return (
-            f"no epoch of {result.epochs_run} beat the starting network (the LoG prior) on "
-            f"the validation {'loss' if monitor == 'val_loss' else 'F1'}: the saved network "
-            "is the LoG prior, untrained. The clicks did not teach a correction that holds on "
-            "the validation volumes; more (or complete) annotation may."
+            f"no epoch of {result.epochs_run} beat the starting network (the LoG prior, or "
+            f"init_from's weights) on the validation "
+            f"{'loss' if monitor == 'val_loss' else 'F1'}: the saved network is the starting "
+            "one. The clicks did not teach a correction that holds on the validation volumes; "
+            "more (or complete) annotation may."
         )
     if not result.best_epoch <= 1 < result.epochs_run:
         return None

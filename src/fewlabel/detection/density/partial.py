@@ -275,11 +275,11 @@ def known_sweep(
 
     ``tables``: per volume the peaks (``z, y, x, score``) at the lowest candidate; a threshold
     ``t`` keeps ``score > t`` (as :func:`fewlabel.metrics.detection.sweep_thresholds`). Returns
-    the best threshold (:func:`fewlabel.metrics.detection.choose_threshold_row`) and one row
+    the best threshold (:func:`fewlabel.metrics.thresholds.choose_threshold_row`) and one row
     per candidate (threshold, precision,
     recall, f1, counts, precision_source).
     """
-    from fewlabel.metrics.detection import choose_threshold_row
+    from fewlabel.metrics.thresholds import choose_threshold_row
 
     rows = []
     sources = sorted({v.precision_source for v in vols})
