@@ -274,9 +274,10 @@ def test_threshold_ties_within_one_detection_go_to_the_higher_precision() -> Non
     table["recall"] = table["matched"] / 80
     p, r = table["precision"], table["recall"]
     table["f1"] = 2 * p * r / (p + r)
+    n_points = pd.Series([80] * len(table))
     best = int(table["f1"].idxmax())
     assert table["threshold"][best] == 0.45
-    row = choose_threshold_row(table, "tp", table["det"], "matched", pd.Series([80] * len(table)))
+    row = choose_threshold_row(table, table["tp"], table["det"], table["matched"], n_points)
     # 0.6 is within one detection of the best F1 and has the highest precision of the ties;
     # 0.65 is further than one detection below
     assert table["f1"][best] - table["f1"][4] < table["f1"][best] - table["f1"][5]
@@ -284,9 +285,9 @@ def test_threshold_ties_within_one_detection_go_to_the_higher_precision() -> Non
     # equal precision everywhere: nothing to gain, the best F1 stays (no drift upwards)
     flat = table.assign(tp=table["det"], precision=1.0)
     flat["f1"] = 2 * flat["recall"] / (1 + flat["recall"])
-    row = choose_threshold_row(flat, "tp", flat["det"], "matched", pd.Series([80] * len(flat)))
+    row = choose_threshold_row(flat, flat["tp"], flat["det"], flat["matched"], n_points)
     assert row == int(flat["f1"].idxmax()) == 0
     # rows with equal counts (an exact plateau): the middle one, as before the tie rule
     same = flat.assign(det=60, tp=60, matched=60, recall=0.75, f1=2 * 0.75 / 1.75)
-    row = choose_threshold_row(same, "tp", same["det"], "matched", pd.Series([80] * len(same)))
+    row = choose_threshold_row(same, same["tp"], same["det"], same["matched"], n_points)
     assert row == 2

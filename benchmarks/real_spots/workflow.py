@@ -95,59 +95,25 @@ RUNS = {
         }
     },
 }
-RUNS["density log prior"] = {"detection": {**TILE_FIX, "train": {"model": {"log_prior": True}}}}
-RUNS["density log prior [background]"] = {
-    "detection": {
-        **TILE_FIX,
-        "train": {"model": {"log_prior": True}, "normalisation": {"mode": "background"}},
-    }
-}
-RUNS["density log prior [background], select f1"] = {
-    "detection": {
-        **TILE_FIX,
-        "train": {
-            "model": {"log_prior": True},
-            "normalisation": {"mode": "background"},
-            "select": "f1",
-        },
-    }
-}
-RUNS["density log prior [background], untrained"] = {  # a diagnostic, as below
-    "detection": {
-        **TILE_FIX,
-        "train": {
-            "model": {"log_prior": True},
-            "normalisation": {"mode": "background"},
-            "lr": 1e-9,
-            "epochs": 1,
-        },
-    }
-}
-RUNS["density log prior [background], untrained, own grid"] = {  # a diagnostic, as below
-    "detection": {
-        "predict": {"pad_to_tile": True, "model_grid": False},
-        "train": RUNS["density log prior [background], untrained"]["detection"]["train"],
-    }
-}
-RUNS["density log prior [background], select f1, own grid"] = {  # a diagnostic
-    "detection": {
-        "predict": {"pad_to_tile": True, "model_grid": False},
-        "train": RUNS["density log prior [background], select f1"]["detection"]["train"],
-    }
-}
-RUNS["density log prior [background], select f1, own grid, clicks only"] = RUNS[
-    "density log prior [background], select f1, own grid"
-]
-RUNS["density log prior, untrained"] = {  # a diagnostic: the prior alone (no learning)
-    "detection": {
-        **TILE_FIX,
-        "train": {"model": {"log_prior": True}, "lr": 1e-9, "epochs": 1},
-    }
-}
+PRIOR = {"model": {"log_prior": True}}
+PRIOR_BG = {**PRIOR, "normalisation": {"mode": "background"}}
+UNTRAINED = {"lr": 1e-9, "epochs": 1}  # the prior alone (no learning): a diagnostic
+OWN_GRID = {"predict": {"pad_to_tile": True, "model_grid": False}}
+for _name, _train, _predict in (
+    ("density log prior", PRIOR, TILE_FIX),
+    ("density log prior [background]", PRIOR_BG, TILE_FIX),
+    ("density log prior [background], select f1", {**PRIOR_BG, "select": "f1"}, TILE_FIX),
+    ("density log prior [background], untrained", {**PRIOR_BG, **UNTRAINED}, TILE_FIX),
+    ("density log prior [background], untrained, own grid", {**PRIOR_BG, **UNTRAINED}, OWN_GRID),
+    ("density log prior [background], select f1, own grid", {**PRIOR_BG, "select": "f1"}, OWN_GRID),
+    ("density log prior, untrained", {**PRIOR, **UNTRAINED}, TILE_FIX),
+):
+    RUNS[_name] = {"detection": {**_predict, "train": _train}}
 for _name in (
     "log",
     "density defaults",
     "density log prior [background], select f1",
+    "density log prior [background], select f1, own grid",
 ):  # clicks, no box anywhere
     RUNS[f"{_name}, clicks only"] = RUNS[_name]
 TABLE = Path(__file__).resolve().parent / "workflow_split.tsv"

@@ -184,10 +184,14 @@ def fit(
     best_state = state_copy(model)
     start = time.monotonic()
     epoch = 0
-    if validate_first:
+
+    def validated() -> dict[str, float]:
         model.eval()
         with torch.no_grad(), autocast(device):
-            metrics = dict(validate(model))
+            return dict(validate(model))
+
+    if validate_first:
+        metrics = validated()
         stopper.step(float(metrics[monitor]), 0)
         curve.log(epoch=0, train_loss=math.nan, **metrics, best=1, seconds=0.0)
         log.info("%s epoch 0 (the starting weights) %s %.5f", desc, monitor, metrics[monitor])
@@ -207,9 +211,7 @@ def fit(
             scaler.step(optimizer)
             scaler.update()
             losses.append(float(loss.detach()))
-        model.eval()
-        with torch.no_grad(), autocast(device):
-            metrics = dict(validate(model))
+        metrics = validated()
         value = float(metrics[monitor])
         improved = stopper.step(value, epoch)
         if improved:

@@ -249,9 +249,8 @@ def sweep_thresholds(
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError("no candidate thresholds given")
-    best_index = choose_threshold_row(
-        table, "tp", table["tp"] + table["fp"], "tp", table["tp"] + table["fn"]
-    )
+    tp = table["tp"]
+    best_index = choose_threshold_row(table, tp, tp + table["fp"], tp, tp + table["fn"])
     best = float(table["threshold"].iloc[best_index])
     if not given:
         kept, dropped = scores[scores > best], scores[scores <= best]

@@ -8,9 +8,9 @@ import pandas as pd
 
 def choose_threshold_row(
     table: pd.DataFrame,
-    tp_precision: str,
+    true_detections: pd.Series,
     detections: pd.Series,
-    tp_recall: str,
+    matched: pd.Series,
     positives: pd.Series,
 ) -> int:
     """Row (of a sweep sorted by threshold) whose threshold a tuning keeps.
@@ -21,14 +21,14 @@ def choose_threshold_row(
     the highest F1, then the middle one of equal rows) wins: precision is counted on the few
     detections inside annotated volumes or regions, while a lower threshold adds false
     positives wherever else the detector runs (benchmarks/real_spots: a tie broken towards
-    the lower threshold tripled the detections on held-out volumes). ``tp_precision`` /
-    ``tp_recall`` name the columns of the
-    true detections and matched points; ``detections`` / ``positives`` are their denominators.
+    the lower threshold tripled the detections on held-out volumes). The four series are the
+    counts behind each row's precision (true / all detections counted) and recall (matched /
+    all points).
     """
     f1 = table["f1"].to_numpy(float)
     best = int(np.argmax(f1))
-    tp_p, n_det = float(table[tp_precision].iloc[best]), float(detections.iloc[best])
-    tp_r, n_pos = float(table[tp_recall].iloc[best]), float(positives.iloc[best])
+    tp_p, n_det = float(true_detections.iloc[best]), float(detections.iloc[best])
+    tp_r, n_pos = float(matched.iloc[best]), float(positives.iloc[best])
 
     def score(p: float, r: float) -> float:
         return 2 * p * r / (p + r) if p + r > 0 else 0.0

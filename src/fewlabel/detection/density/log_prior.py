@@ -48,18 +48,17 @@ class LogPrior(nn.Module):
         if len(self.sigma) != 3 or min(self.sigma) < 0 or max(self.sigma) <= 0:
             raise ValueError(f"LoG prior sigma must be three values >= 0, one > 0; got {sigma!r}")
         self.radius = tuple(int(math.ceil(TRUNCATE * s)) if s > 0 else 0 for s in self.sigma)
-        for term in range(3):
-            for axis in range(3):
-                s, r = self.sigma[axis], self.radius[axis]
-                if s > 0:
-                    smooth, second = gaussian_kernels(s, r)
-                    kernel = second * self.sigma[term] ** 2 if axis == term else smooth
-                else:
-                    kernel = np.ones(1)
-                shape = [1, 1, 1, 1, 1]
-                shape[2 + axis] = len(kernel)
+        for axis, (s, r) in enumerate(zip(self.sigma, self.radius, strict=True)):
+            smooth, second = gaussian_kernels(s, r) if s > 0 else (np.ones(1), np.zeros(1))
+            second = second * s**2  # the scale normalisation of this axis' term
+            shape = [1, 1, 1, 1, 1]
+            shape[2 + axis] = len(smooth)
+            for name, kernel in (("smooth", smooth), ("second", second)):
+                # derived from sigma (the architecture's kwargs): not part of the weights
                 self.register_buffer(
-                    f"k{term}{axis}", torch.tensor(kernel, dtype=torch.float32).reshape(shape)
+                    f"{name}{axis}",
+                    torch.tensor(kernel, dtype=torch.float32).reshape(shape),
+                    persistent=False,
                 )
         self.gain = nn.Parameter(torch.ones(()))
 
@@ -70,10 +69,11 @@ class LogPrior(nn.Module):
         out = torch.zeros_like(x)
         for term in range(3):
             if self.sigma[term] <= 0:
-                continue
+                continue  # no derivative along a flat axis
             y = padded
             for axis in range(3):
-                y = F.conv3d(y, getattr(self, f"k{term}{axis}").to(y.dtype))
+                kernel = getattr(self, f"{'second' if axis == term else 'smooth'}{axis}")
+                y = F.conv3d(y, kernel.to(y.dtype))
             out = out - y
         return out
 

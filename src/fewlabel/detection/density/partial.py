@@ -276,8 +276,7 @@ def known_sweep(
     ``tables``: per volume the peaks (``z, y, x, score``) at the lowest candidate; a threshold
     ``t`` keeps ``score > t`` (as :func:`fewlabel.metrics.detection.sweep_thresholds`). Returns
     the best threshold (:func:`fewlabel.metrics.thresholds.choose_threshold_row`) and one row
-    per candidate (threshold, precision,
-    recall, f1, counts, precision_source).
+    per candidate (threshold, precision, recall, f1, counts, precision_source).
     """
     from fewlabel.metrics.thresholds import choose_threshold_row
 
@@ -308,9 +307,8 @@ def known_sweep(
     table = pd.DataFrame(rows)
     if not len(table):
         return math.nan, table
-    row = choose_threshold_row(
-        table, "true_in_known", table["detections_in_known"], "matched_clicks", table["clicks"]
-    )
+    counts = [table[k] for k in ("true_in_known", "detections_in_known", "matched_clicks")]
+    row = choose_threshold_row(table, *counts, table["clicks"])
     return float(table["threshold"].iloc[row]), table
 
 
