@@ -111,11 +111,17 @@ def test_train_detector_builds_the_prior_from_the_target_sigma(samples) -> None:
     idx = tuple(np.rint(points).astype(int).T)
     lift = float(prior.gain.detach()) * float(np.median(response[idx]))
     assert 3.0 < lift < 5.0
-    # the same seed gives the same network
-    train_detector([train], [val], root / "prior2", params=params, seed=5, threads=1)
+    # the same seed gives the same network (tuning on the volumes' own grid, which here is the
+    # training grid: the same threshold; thresholds.json says which grid tuned it)
+    train_detector(
+        [train], [val], root / "prior2", params=params, seed=5, threads=1, model_grid=False
+    )
     a = torch.load(root / "prior" / "weights.pt", weights_only=True)
     b = torch.load(root / "prior2" / "weights.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    tuned = [json.loads((root / m / "thresholds.json").read_text()) for m in ("prior", "prior2")]
+    assert [t["tuned_on_grid"] for t in tuned] == ["training", "own"]
+    assert tuned[0]["detection_threshold"] == tuned[1]["detection_threshold"]
 
 
 def test_fit_keeps_the_starting_weights_when_no_epoch_beats_them(tmp_path) -> None:
@@ -149,3 +155,97 @@ def test_fit_keeps_the_starting_weights_when_no_epoch_beats_them(tmp_path) -> No
     from fewlabel.detection.density.member import barely_trained
 
     assert "the saved network is the starting one" in barely_trained(result, "val_error")
+
+
+def test_the_prior_keeps_its_sigma_in_um_on_another_grid() -> None:
+    from fewlabel.detection.density.log_prior import priors_on_grid
+
+    volume = _volume(3, (20, 40, 40))
+    model = DMDetNet3D(base_channels=2, depth=1, log_prior_sigma=SIGMA)
+    prior = model.log_prior
+    assert prior is not None
+    prior.gain.data.fill_(2.5)
+    trained, own = (0.4, 0.11, 0.11), (0.3, 0.11, 0.11)
+    with priors_on_grid(model, trained, own):
+        assert prior.sigma == pytest.approx((1.0 * 0.4 / 0.3, 1.5, 1.5))
+        assert prior.radius == (5, 6, 6) and model.receptive_field()[0] >= 11
+        ours = prior.response(torch.tensor(volume)[None, None])[0, 0].numpy()
+    inner = (slice(6, -6), slice(6, -6), slice(6, -6))
+    np.testing.assert_allclose(ours[inner], log_response(volume, prior_um(own))[inner], atol=1e-5)
+    assert prior.sigma == SIGMA and prior.radius == (4, 6, 6)  # restored
+    assert float(prior.gain.detach()) == 2.5
+    for grid in (trained, None):  # the training grid itself, or no recorded grid: unchanged
+        with priors_on_grid(model, grid, trained):
+            assert prior.sigma == SIGMA
+
+
+def prior_um(voxel_size) -> tuple[float, ...]:
+    """SIGMA (voxels of the grid (0.4, 0.11, 0.11)) in voxels of ``voxel_size``."""
+    return tuple(s * g / v for s, g, v in zip(SIGMA, (0.4, 0.11, 0.11), voxel_size, strict=True))
+
+
+def test_engine_and_tuning_predict_an_off_grid_volume_with_its_own_log(tmp_path) -> None:
+    """detection.predict.model_grid false: a volume of another voxel size is predicted on its
+    own grid; the untrained network (zero head) is then that volume's LoG with σ in µm, in the
+    prediction engine and in train_detector's threshold tuning alike."""
+    from types import SimpleNamespace
+
+    from fewlabel.config import DetectionPredictConfig, PeaksConfig
+    from fewlabel.detection.density.tuning import grid_peaks
+    from fewlabel.detection.peaks import find_peaks
+    from fewlabel.inference.engine import predict_volume
+    from fewlabel.io import write_ome_zarr
+    from fewlabel.normalize import apply_range, prepare, recipe
+
+    own, grid = (0.3, 0.11, 0.11), (0.4, 0.11, 0.11)
+    rng = np.random.default_rng(4)
+    image = rng.gamma(2.0, 40.0, size=(22, 48, 44)) + 100
+    zz, yy, xx = np.indices(image.shape)
+    for z, y, x in ((8, 15, 14), (13, 30, 28), (11, 20, 33)):
+        image += 600 * np.exp(
+            -0.5 * (((zz - z) / 1.4) ** 2 + ((yy - y) / 1.5) ** 2 + ((xx - x) / 1.5) ** 2)
+        )
+    image = image.astype(np.uint16)
+    path = tmp_path / "img.ome.zarr"
+    write_ome_zarr(path, image, own, chunks=(8, 16, 16))
+    norm = recipe("percentile", (1.0, 99.8), (0.6, 0.55, 0.55))
+    torch.manual_seed(0)
+    kwargs = {"base_channels": 2, "depth": 1, "log_prior_sigma": list(SIGMA)}
+    model = DMDetNet3D(**kwargs).eval()
+    model.log_prior.gain.data.fill_(3.0)  # type: ignore[union-attr]
+    folder = save_model(
+        tmp_path / "m", model, arch={"name": "dmdetnet3d", "kwargs": {"in_channels": 1, **kwargs}},
+        training={"voxel_size_um": list(grid)}, thresholds={"detection_threshold": 0.5},
+        normalization=norm,
+    )  # fmt: skip
+    params = DetectionPredictConfig(  # one tile: instance-norm networks are not tiling-exact
+        tile=(22, 48, 44), overlap=(0, 0, 0), batch_size=1, precision="float32", model_grid=False
+    )
+    out = tmp_path / "pred.ome.zarr"
+    predict_volume(folder, path, out, params=params, sample="s1", device="cpu")
+    engine = np.asarray(open_ome_zarr(out).array[...])
+    view, _, _ = prepare(image, norm, own)
+    low, high = open_ome_zarr(out).attrs["fewlabel"]["intensity_range"]  # subsampled percentiles
+    x = apply_range(np.asarray(view[...]), low, high)
+    bias = float(model.head.bias.detach()[0])
+    inner = (slice(6, -6), slice(6, -6), slice(6, -6))
+    expected = 1 / (1 + np.exp(-(bias + 3.0 * log_response(x, prior_um(own)))))
+    np.testing.assert_allclose(engine[inner], expected[inner], atol=1e-4)
+    stale = 1 / (1 + np.exp(-(bias + 3.0 * log_response(x, SIGMA))))  # σ in training voxels
+    assert np.abs(stale[inner] - engine[inner]).max() > 1e-2
+    # tuning (model_grid false: grid None) predicts the same map
+    vol = SimpleNamespace(
+        image=view, voxel_size=own, raw=image, recipe=norm,
+        normalise=lambda block: apply_range(block, low, high),
+    )  # fmt: skip
+    tuned = grid_peaks(model, vol, None, 0.3, (1, 2, 2), PeaksConfig(), "cpu", (32, 64, 64), grid)
+    reference = find_peaks(
+        engine, threshold=0.3, min_distance=(1, 2, 2), refine_radius=PeaksConfig().refine_radius
+    )
+    assert len(tuned) == len(reference) >= 3
+    np.testing.assert_allclose(
+        tuned.sort_values(["z", "y", "x"])[["z", "y", "x"]].to_numpy(),
+        reference.sort_values(["z", "y", "x"])[["z", "y", "x"]].to_numpy(),
+        atol=1e-3,
+    )
+    assert model.log_prior.sigma == SIGMA  # type: ignore[union-attr]

@@ -297,4 +297,15 @@ def test_extract_points_warns_when_the_map_is_not_on_the_tuning_grid(tmp_path, c
         assert main(args) == 0
         said = capsys.readouterr().err  # the stage's log (fewlabel.logs) goes to stderr
         assert ("WARNING" in said and "training grid [0.4, 0.11, 0.11]" in said) == warned, said
+        assert ("may not carry over" in said) == warned, said
         assert len(pd.read_csv(tmp_path / f"{name}.csv")) == 3
+    # a folder tuned on the volumes' own grids (train_detector with model_grid false) says so
+    (folder / "thresholds.json").write_text(
+        json.dumps({"detection_threshold": 0.3, "tuned_on_grid": "own"})
+    )
+    args[args.index("--density") + 1] = str(tmp_path / "own.ome.zarr")  # the 0.3 µm map
+    capsys.readouterr()
+    assert main([*args[:-1], str(tmp_path / "again.csv")]) == 0
+    said = capsys.readouterr().err
+    assert "threshold was tuned as it is applied here" in said, said
+    assert "may not carry over" not in said

@@ -48,6 +48,7 @@ if config["detection"]["method"] == "density":
             peaks=to_json(config["detection"]["peaks"]),
             evaluation=to_json(config["evaluation"]["detection"]),
             diameter=object_diameter_value(),
+            grid="model" if config["detection"]["predict"]["model_grid"] else "image",
             seed=config["seed"],
         threads: 1
         resources:
@@ -62,7 +63,7 @@ if config["detection"]["method"] == "density":
         shell:
             "python -m fewlabel train_detector --sample-sheet {params.sheet:q} "
             "--out-dir {output} --params {params.settings:q} --peaks {params.peaks:q} "
-            "--evaluation {params.evaluation:q} "
+            "--evaluation {params.evaluation:q} --predict-grid {params.grid:q} "
             "--object-diameter-um={params.diameter:q} --threads {threads} --seed {params.seed:q} --log {log} 2>> {log}"
 
     if config["detection"]["slabs"] == 1:

@@ -222,6 +222,7 @@ def predict_volume(
         model_info=info,
         roi=roi,
         grid=model_grid_of(loaded.training, params),
+        trained_grid=loaded.training.get("voxel_size_um"),
     )
 
 
@@ -265,82 +266,87 @@ def predict_with_module(
     model_info: Mapping[str, Any] | None = None,
     roi: str | Path | None = None,
     grid: Sequence[float] | None = None,
+    trained_grid: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """:func:`predict_volume` for an already built ``torch.nn.Module`` (eval mode, on device);
-    ``grid``: the voxel size to predict on (:mod:`fewlabel.inference.resample`)."""
+    ``grid``: the voxel size to predict on (:mod:`fewlabel.inference.resample`);
+    ``trained_grid``: the one the module was trained on (its LoG priors keep their σ in µm on
+    the grid predicted on: :func:`fewlabel.detection.density.log_prior.priors_on_grid`)."""
+    from fewlabel.detection.density.log_prior import priors_on_grid
     from fewlabel.inference.gating import open_roi
     from fewlabel.inference.resample import roi_on_grid
 
     device = device or _default_device()
     t0 = time.perf_counter()
     image, in_channels, resampled = open_input(image_path, params, sample, arch, grid)
-    source = input_view(image.array, normalization, image.voxel_size, sample=sample)
-    spatial = tuple(int(s) for s in source.shape[-3:])
-    own = spatial if resampled is None else resampled["image_shape"]
-    mask = roi_on_grid(open_roi(roi, own, sample=sample), resampled)
-    if slab is not None:
-        from fewlabel.inference.slabs import _predict_slab  # slabs imports this module
+    with priors_on_grid(module, trained_grid, image.voxel_size):
+        source = input_view(image.array, normalization, image.voxel_size, sample=sample)
+        spatial = tuple(int(s) for s in source.shape[-3:])
+        own = spatial if resampled is None else resampled["image_shape"]
+        mask = roi_on_grid(open_roi(roi, own, sample=sample), resampled)
+        if slab is not None:
+            from fewlabel.inference.slabs import _predict_slab  # slabs imports this module
 
-        return _predict_slab(
-            module,
-            source,
+            return _predict_slab(
+                module,
+                source,
+                output_path,
+                params=params,
+                sample=sample,
+                device=device,
+                slab=slab,
+                n_slabs=n_slabs,
+                t0=t0,
+                roi=mask,
+            )
+        rf, margin, value_range, out_channels, chunks = _output_geometry(
+            module, source, in_channels, params, sample, normalization, arch, device
+        )
+        attrs = _attrs(
+            sample, image_path, params, value_range, margin, rf, out_channels, model_info, n_slabs=1
+        )
+        attrs["roi"] = None if mask is None else str(roi)
+        attrs["resampled"] = resampled
+        with atomic_path(output_path) as tmp:
+            target = _create_output(
+                tmp,
+                spatial=spatial,
+                out_channels=out_channels,
+                chunks=chunks,
+                voxel_size=image.voxel_size,
+                sample=sample,
+                attrs=attrs,
+            )
+            stats = _run_engine(
+                module,
+                source,
+                target,
+                params=params,
+                value_range=value_range,
+                margin=margin,
+                blocks=None,
+                device=device,
+                out_channels=out_channels,
+                desc=f"predict {sample}",
+                roi=mask,
+            )
+            _set_attrs(tmp, complete=True, stats=stats.as_dict())
+        summary = {
+            **attrs,
+            "complete": True,
+            "output": str(output_path),
+            "device": device,
+            "stats": stats.as_dict(),
+            "seconds": time.perf_counter() - t0,
+        }
+        log.info(
+            "sample %s: prediction %s written (%s, %.1fs)",
+            sample,
             output_path,
-            params=params,
-            sample=sample,
-            device=device,
-            slab=slab,
-            n_slabs=n_slabs,
-            t0=t0,
-            roi=mask,
+            "x".join(map(str, target.shape)),
+            summary["seconds"],
         )
-    rf, margin, value_range, out_channels, chunks = _output_geometry(
-        module, source, in_channels, params, sample, normalization, arch, device
-    )
-    attrs = _attrs(
-        sample, image_path, params, value_range, margin, rf, out_channels, model_info, n_slabs=1
-    )
-    attrs["roi"] = None if mask is None else str(roi)
-    attrs["resampled"] = resampled
-    with atomic_path(output_path) as tmp:
-        target = _create_output(
-            tmp,
-            spatial=spatial,
-            out_channels=out_channels,
-            chunks=chunks,
-            voxel_size=image.voxel_size,
-            sample=sample,
-            attrs=attrs,
-        )
-        stats = _run_engine(
-            module,
-            source,
-            target,
-            params=params,
-            value_range=value_range,
-            margin=margin,
-            blocks=None,
-            device=device,
-            out_channels=out_channels,
-            desc=f"predict {sample}",
-            roi=mask,
-        )
-        _set_attrs(tmp, complete=True, stats=stats.as_dict())
-    summary = {
-        **attrs,
-        "complete": True,
-        "output": str(output_path),
-        "device": device,
-        "stats": stats.as_dict(),
-        "seconds": time.perf_counter() - t0,
-    }
-    log.info(
-        "sample %s: prediction %s written (%s, %.1fs)",
-        sample,
-        output_path,
-        "x".join(map(str, target.shape)),
-        summary["seconds"],
-    )
-    return summary
+        return summary
 
 
 def _attrs(

@@ -135,6 +135,7 @@ def create_prediction_array(
         device=device,
         model_info={"model_dir": str(model_dir), "arch": loaded.arch},
         grid=model_grid_of(loaded.training, params),
+        trained_grid=loaded.training.get("voxel_size_um"),
     )
 
 
@@ -152,55 +153,64 @@ def create_prediction_array_for_module(
     device: str | None = None,
     model_info: Mapping[str, Any] | None = None,
     grid: Sequence[float] | None = None,
+    trained_grid: Sequence[float] | None = None,
 ) -> Path:
     """:func:`create_prediction_array` for an already built module (``grid``: the voxel size
-    to predict on)."""
+    to predict on; ``trained_grid`` as for
+    :func:`fewlabel.inference.engine.predict_with_module`)."""
+    from fewlabel.detection.density.log_prior import priors_on_grid
+
     check_n_slabs(n_slabs, slab_voxels)
     device = device or _default_device()
     image, in_channels, resampled = open_input(image_path, params, sample, arch, grid)
-    source = input_view(image.array, normalization, image.voxel_size, sample=sample)
-    rf, margin, value_range, out_channels, chunks = _output_geometry(
-        module, source, in_channels, params, sample, normalization, arch, device
-    )
-    n_slabs = plan_slabs(tuple(source.shape[-3:]), chunks, n_slabs, slab_voxels)
-    n_blocks = len(block_grid(tuple(source.shape[-3:]), chunks))
-    if n_slabs > n_blocks:
-        log.warning(
-            "sample %s: %d slabs for %d output chunks; %d slab jobs will have nothing to do.",
+    with priors_on_grid(module, trained_grid, image.voxel_size):
+        source = input_view(image.array, normalization, image.voxel_size, sample=sample)
+        rf, margin, value_range, out_channels, chunks = _output_geometry(
+            module, source, in_channels, params, sample, normalization, arch, device
+        )
+        n_slabs = plan_slabs(tuple(source.shape[-3:]), chunks, n_slabs, slab_voxels)
+        n_blocks = len(block_grid(tuple(source.shape[-3:]), chunks))
+        if n_slabs > n_blocks:
+            log.warning(
+                "sample %s: %d slabs for %d output chunks; %d slab jobs will have nothing to do.",
+                sample,
+                n_slabs,
+                n_blocks,
+                n_slabs - n_blocks,
+            )
+        attrs = _attrs(
             sample,
+            image_path,
+            params,
+            value_range,
+            margin,
+            rf,
+            out_channels,
+            model_info,
+            n_slabs=n_slabs,
+        )
+        attrs["run_id"] = uuid.uuid4().hex
+        attrs["resampled"] = resampled
+        partial = partial_path(output_path)
+        with atomic_path(partial) as tmp:
+            _create_output(
+                tmp,
+                spatial=tuple(source.shape[-3:]),
+                out_channels=out_channels,
+                chunks=chunks,
+                voxel_size=image.voxel_size,
+                sample=sample,
+                attrs=attrs,
+                defer_pyramid=True,
+            )
+        log.info(
+            "sample %s: created %s for %d slab jobs (run %s)",
+            sample,
+            partial,
             n_slabs,
-            n_blocks,
-            n_slabs - n_blocks,
+            attrs["run_id"],
         )
-    attrs = _attrs(
-        sample,
-        image_path,
-        params,
-        value_range,
-        margin,
-        rf,
-        out_channels,
-        model_info,
-        n_slabs=n_slabs,
-    )
-    attrs["run_id"] = uuid.uuid4().hex
-    attrs["resampled"] = resampled
-    partial = partial_path(output_path)
-    with atomic_path(partial) as tmp:
-        _create_output(
-            tmp,
-            spatial=tuple(source.shape[-3:]),
-            out_channels=out_channels,
-            chunks=chunks,
-            voxel_size=image.voxel_size,
-            sample=sample,
-            attrs=attrs,
-            defer_pyramid=True,
-        )
-    log.info(
-        "sample %s: created %s for %d slab jobs (run %s)", sample, partial, n_slabs, attrs["run_id"]
-    )
-    return partial
+        return partial
 
 
 def _predict_slab(

@@ -90,18 +90,27 @@ def extract_points(args: argparse.Namespace) -> None:
 
 
 def _warn_other_grid(model_dir: str, voxel_size: tuple[float, ...], sample: str) -> None:
-    """Warn when the map is not on the grid the model folder tuned its threshold on
-    (``detection.predict.model_grid: false`` predicts a volume of another voxel size on its
-    own grid)."""
+    """Warn when the map is not on the model's training grid (``detection.predict.model_grid:
+    false`` predicts a volume of another voxel size on its own grid), saying on which grid the
+    threshold was tuned (``thresholds.json``'s ``tuned_on_grid``; folders without it: the
+    training grid)."""
+    from fewlabel.detection.log.baseline import read_thresholds
     from fewlabel.inference.resample import warn_other_grid
 
+    own = read_thresholds(model_dir).get("tuned_on_grid") == "own"
     warn_other_grid(
         model_dir,
         voxel_size,
         sample,
-        "the detection threshold was tuned on the training grid, so it may not carry over "
-        "(benchmarks/real_spots: F1 0.77 on the image's grid vs 0.88 on the training grid). "
-        "Fix: detection.predict.model_grid: true. A network with the LoG prior "
-        "(detection.train.model.log_prior) is the exception: there the image's grid scored "
-        "higher (test F1 0.81 vs 0.73), and this warning is expected.",
+        (
+            "the network learnt on the training grid and is applied on this volume's; its "
+            "threshold was tuned as it is applied here (validation volumes on their own grids, "
+            "detection.predict.model_grid: false)."
+            if own
+            else "the detection threshold was tuned on the training grid, so it may not carry "
+            "over (benchmarks/real_spots: F1 0.77 on the image's grid vs 0.88 on the training "
+            "grid). Fix: detection.predict.model_grid: true. A network with the LoG prior "
+            "(detection.train.model.log_prior) is the exception: there the image's grid scored "
+            "higher (test F1 0.81 vs 0.73), and this warning is expected."
+        ),
     )

@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_evaluation_gate(p)
+    p.add_argument(
+        "--predict-grid",
+        choices=("model", "image"),
+        default="model",
+        help="the grid prediction will use (detection.predict.model_grid true: model, false: "
+        "image); the threshold is tuned on it",
+    )
     add_common(p)
     p.set_defaults(handler=train_detector)
 
@@ -62,6 +69,7 @@ def train_detector(args: argparse.Namespace) -> None:
         threads=args.threads,
         object_diameter_um=args.object_diameter_um,
         evaluation=args.evaluation,
+        model_grid=args.predict_grid == "model",
     )
     if args.summary:
         write_json(summary, args.summary)

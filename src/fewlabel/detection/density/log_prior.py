@@ -13,15 +13,17 @@ on a classical detector: a learned model that starts from the LoG cannot begin b
 DM-DetNet3D started from random weights did on real data (benchmarks/real_spots).
 
 The filter is separable: per axis term, a 1D second derivative of the sampled Gaussian along that
-axis and the Gaussian along the others (scipy's ``gaussian_filter(order=2)`` kernels, radius
-``ceil(4σ)``); the input is padded by replication, so tiles with the receptive-field margin give
-the whole-volume response.
+axis and the Gaussian along the others (scipy's ``gaussian_filter(order=2)`` kernels and its
+radius ``int(4σ + 0.5)``); the input is padded by replication, so tiles with the receptive-field
+margin give the whole-volume response. σ is a physical size: a volume of another voxel size
+predicted on its own grid (``detection.predict.model_grid: false``) gets the filter with the same
+σ in µm (:func:`priors_on_grid`), so the untrained network is that volume's LoG too.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -44,10 +46,17 @@ class LogPrior(nn.Module):
 
     def __init__(self, sigma: Sequence[float]) -> None:
         super().__init__()
-        self.sigma = tuple(float(s) for s in sigma)
-        if len(self.sigma) != 3 or min(self.sigma) < 0 or max(self.sigma) <= 0:
+        self.set_sigma(sigma)
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def set_sigma(self, sigma: Sequence[float]) -> None:
+        """(Re)build the six kernel buffers for ``sigma`` (voxels, ZYX); the gain is kept."""
+        sigma = tuple(float(s) for s in sigma)
+        if len(sigma) != 3 or min(sigma) < 0 or max(sigma) <= 0:
             raise ValueError(f"LoG prior sigma must be three values >= 0, one > 0; got {sigma!r}")
-        self.radius = tuple(int(math.ceil(TRUNCATE * s)) if s > 0 else 0 for s in self.sigma)
+        self.sigma = sigma
+        self.radius = tuple(int(TRUNCATE * s + 0.5) if s > 0 else 0 for s in self.sigma)
+        device = self.gain.device if hasattr(self, "gain") else None
         for axis, (s, r) in enumerate(zip(self.sigma, self.radius, strict=True)):
             smooth, second = gaussian_kernels(s, r) if s > 0 else (np.ones(1), np.zeros(1))
             second = second * s**2  # the scale normalisation of this axis' term
@@ -57,10 +66,9 @@ class LogPrior(nn.Module):
                 # derived from sigma (the architecture's kwargs): not part of the weights
                 self.register_buffer(
                     f"{name}{axis}",
-                    torch.tensor(kernel, dtype=torch.float32).reshape(shape),
+                    torch.tensor(kernel, dtype=torch.float32, device=device).reshape(shape),
                     persistent=False,
                 )
-        self.gain = nn.Parameter(torch.ones(()))
 
     def response(self, x: torch.Tensor) -> torch.Tensor:
         """``R(x)`` (no gain), same shape as ``x``."""
@@ -82,6 +90,32 @@ class LogPrior(nn.Module):
 
     def receptive_field(self) -> tuple[int, int, int]:
         return tuple(2 * r + 1 for r in self.radius)  # type: ignore[return-value]
+
+
+@contextmanager
+def priors_on_grid(
+    module: nn.Module, trained: Sequence[float] | None, voxel_size: Sequence[float]
+) -> Iterator[None]:
+    """Within the block, every :class:`LogPrior` of ``module`` filters with its σ in µm on a
+    volume of ``voxel_size`` (µm, ZYX): σ × ``trained`` / ``voxel_size``, ``trained`` being the
+    training grid its σ is in voxels of. No-op without a prior, a recorded training grid or a
+    difference; the training-grid σ is restored on exit."""
+    priors = [m for m in module.modules() if isinstance(m, LogPrior)]
+    if not priors or trained is None:
+        yield
+        return
+    scale = [float(t) / float(v) for t, v in zip(trained, voxel_size[-3:], strict=True)]
+    if np.allclose(scale, 1.0, rtol=1e-6, atol=0.0):
+        yield
+        return
+    before = [p.sigma for p in priors]
+    for prior, sigma in zip(priors, before, strict=True):
+        prior.set_sigma([s * k for s, k in zip(sigma, scale, strict=True)])
+    try:
+        yield
+    finally:
+        for prior, sigma in zip(priors, before, strict=True):
+            prior.set_sigma(sigma)
 
 
 @torch.no_grad()

@@ -47,7 +47,8 @@ class MemberRun:
     device: str
     gate: float
     gate_unit: str
-    grid: Any
+    grid: Any  # the training grid (voxel_size_um)
+    tune_grid: Any  # the grid validation volumes are predicted on (None: their own)
     arch: dict[str, Any]
     init_state: dict[str, torch.Tensor] | None = None  # init_from's weights (read once)
 
@@ -135,7 +136,8 @@ def fit_member(run: MemberRun, seed: int) -> tuple[nn.Module, Any]:
                 device,
                 gate=run.gate,
                 gate_unit=run.gate_unit,
-                grid=run.grid,
+                grid=run.tune_grid,
+                trained=run.grid,
             )
             f1 = float(table["f1"].max())
             # 1 - F1; equal F1 (few validation points) is decided by the loss

@@ -72,6 +72,7 @@ def train_detector(
     object_diameter_um: float | None = None,
     evaluation: Any = None,
     init_from: str | Path | None = None,
+    model_grid: bool = True,
 ) -> dict[str, Any]:
     """Train DM-DetNet3D on annotated volumes and write the model folder ``out_dir``.
 
@@ -95,6 +96,9 @@ def train_detector(
         object size (or the annotated spacing) and a mismatch is warned about.
     evaluation : the ``evaluation.detection`` section: its gate tunes the threshold unless
         ``params.gate`` is set (:func:`fewlabel.detection.sizes.tuning_gate`).
+    model_grid : ``detection.predict.model_grid``: the threshold is tuned (and ``select: f1``
+        validates) on the grid prediction will use: the training grid (true) or each
+        validation volume's own (false).
 
     Partially annotated volumes (density targets made with ``annotation: clicks`` or an
     annotated region; :mod:`fewlabel.detection.density.partial`): crops are centred on voxels
@@ -156,6 +160,12 @@ def train_detector(
     size_checks = _size_warnings(train_vols, object_diameter_um)
     # the grid prediction resamples to (fewlabel.inference.resample); tuning predicts on it too
     grid = training_grid([v.voxel_size for v in train_vols])
+    tune_grid = grid if model_grid else None
+    log.info(
+        "threshold tuning predicts on %s (detection.predict.model_grid: %s)",
+        f"the training grid {list(grid)} µm" if model_grid else "each volume's own grid",
+        str(model_grid).lower(),
+    )
 
     gate, gate_unit = tuning_gate(params.gate, params.gate_unit, evaluation)
     kwargs = params.model.kwargs()
@@ -168,8 +178,8 @@ def train_detector(
         None if init_from is None else initial_state(arch, init_from, normalisation_recipe(params))
     )
     run = MemberRun(
-        train_vols, val_vols, val_peaks, params, peaks, device, gate, gate_unit, grid, arch,
-        init_state,
+        train_vols, val_vols, val_peaks, params, peaks, device, gate, gate_unit, grid, tune_grid,
+        arch, init_state,
     )  # fmt: skip
     nets, results = [], []
     for member in range(params.ensemble):  # member i = the training with seed + i
@@ -200,7 +210,8 @@ def train_detector(
         device,
         gate=gate,
         gate_unit=gate_unit,
-        grid=grid,
+        grid=tune_grid,
+        trained=grid,
     )
     best = f1_table.loc[f1_table["threshold"] == threshold].iloc[0]
     thresholds = {
@@ -216,6 +227,7 @@ def train_detector(
         "gate_unit": gate_unit,
         "tuned_on": tuned_on,
         "tuned_with": tuned_with,
+        "tuned_on_grid": "training" if model_grid else "own",
     }
     log.info(
         "detection threshold %.3f: %s F1 %.3f (P %.3f, R %.3f; %s; gate %g %s)",

@@ -82,6 +82,7 @@ def tune_threshold(
     gate: float,
     gate_unit: str = "voxel",
     grid: Sequence[float] | None = None,
+    trained: Sequence[float] | None = None,
 ) -> tuple[float, pd.DataFrame, str]:
     """Detection threshold of ``params.threshold_grid`` maximising the pooled F1 on ``vols``.
 
@@ -90,8 +91,10 @@ def tune_threshold(
     annotated one: click recall with known-region precision
     (:func:`fewlabel.detection.density.partial.known_sweep`). Returns the threshold, the F1
     table and what it was tuned with (``full`` or ``clicks-recall+<precision source>``).
-    ``grid``: the training voxel size; a volume whose own differs is predicted on it, as
-    ``detection.predict.model_grid`` predicts (:func:`grid_peaks`).
+    ``grid``: the voxel size prediction uses (the training grid with
+    ``detection.predict.model_grid``, None: each volume's own); a volume whose own differs is
+    predicted on it (:func:`grid_peaks`). ``trained``: the training grid, whose voxels the
+    LoG prior's σ is in (kept in µm on the grid predicted on).
     """
     from fewlabel.detection.density import partial
     from fewlabel.metrics.detection import sweep_thresholds
@@ -102,7 +105,7 @@ def tune_threshold(
     for vol in vols:
         min_distance = peaks_by_sample[vol.item.sample].min_distance
         tables.append(
-            grid_peaks(model, vol, grid, candidates[0], min_distance, peaks, device, tile)
+            grid_peaks(model, vol, grid, candidates[0], min_distance, peaks, device, tile, trained)
         )
         gts.append(vol.points)
     scales = [tuple(v.voxel_size) if gate_unit == "um" else (1.0, 1.0, 1.0) for v in vols]
@@ -126,10 +129,13 @@ def grid_peaks(
     peaks: PeaksConfig,
     device: str,
     tile: Sequence[int],
+    trained: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Peaks of ``vol``'s density in its own voxels, predicted on ``grid`` where its voxel size
     differs (:mod:`fewlabel.inference.resample`; min_distance kept in µm), the volume
-    normalised on that grid as prediction normalises it (:func:`grid_input`)."""
+    normalised on that grid as prediction normalises it (:func:`grid_input`), a LoG prior
+    with its σ in µm on that grid (``trained``: the training grid; as the engine does)."""
+    from fewlabel.detection.density.log_prior import priors_on_grid
     from fewlabel.detection.peaks import find_peaks
     from fewlabel.inference.resample import points_to_image, target_grid
 
@@ -140,7 +146,8 @@ def grid_peaks(
             int(math.floor(d * v / g + 0.5))
             for d, v, g in zip(min_distance, vol.voxel_size, on, strict=True)
         )
-    density = predict_density(model, image, device=device, normalise=normalise, tile=tile)
+    with priors_on_grid(model, trained, on if on is not None else vol.voxel_size):
+        density = predict_density(model, image, device=device, normalise=normalise, tile=tile)
     table = find_peaks(
         density, threshold=threshold, min_distance=min_distance, refine_radius=peaks.refine_radius
     )
