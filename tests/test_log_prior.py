@@ -249,3 +249,18 @@ def test_engine_and_tuning_predict_an_off_grid_volume_with_its_own_log(tmp_path)
         atol=1e-3,
     )
     assert model.log_prior.sigma == SIGMA  # type: ignore[union-attr]
+
+
+def test_training_volumes_off_the_training_grid_are_named(caplog) -> None:
+    from types import SimpleNamespace
+
+    from fewlabel.detection.density.training import prior_grid_warnings
+
+    def vol(sample: str, voxel: tuple[float, float, float]) -> SimpleNamespace:
+        return SimpleNamespace(item=SimpleNamespace(sample=sample), voxel_size=voxel)
+
+    grid = (0.4, 0.11, 0.11)
+    assert prior_grid_warnings([vol("a", grid), vol("b", (0.401, 0.11, 0.11))], grid) == []
+    (text,) = prior_grid_warnings([vol("a", grid), vol("c", (0.3, 0.11, 0.11))], grid)
+    assert "training volume(s) c" in text and "[0.3, 0.11, 0.11]" in text
+    assert "[0.4, 0.11, 0.11]" in text and "Fix:" in text and text in caplog.text

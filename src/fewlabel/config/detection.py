@@ -100,7 +100,8 @@ class DetectorModelConfig(ModelConfig):
     log_prior: bool = Field(
         False,
         description="add a fixed Laplacian-of-Gaussian of the input (sigma: the density "
-        "target's, on the training grid) times a learned gain to the density logit, with the "
+        "target's, in µm on whatever grid the network predicts) times a learned gain to the "
+        "density logit, with the "
         "head starting at zero: training starts from the LoG and learns a correction, and "
         "the starting network is validated as epoch 0 and kept when no epoch beats it "
         "(fewlabel.detection.density.log_prior). Use it with normalisation background and "
@@ -220,7 +221,8 @@ class DetectionPredictConfig(PredictConfig):
         description="predict on the training volumes' voxel size (median per axis, recorded "
         "by train_detector) where a volume's differs by more than 5 % (linear resampling; "
         "points are written in the image's voxels, the map keeps the training grid with its "
-        "NGFF scale); false: on the image's own grid",
+        "NGFF scale); false: on the image's own grid. train_detector tunes the threshold "
+        "on the grid this chooses",
     )
 
 

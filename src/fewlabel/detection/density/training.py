@@ -172,6 +172,7 @@ def train_detector(
     if params.model.log_prior:
         kwargs["log_prior_sigma"] = prior_sigma(train_vols, grid)
         log.info("LoG prior: sigma %s voxels of the training grid", kwargs["log_prior_sigma"])
+        size_checks += prior_grid_warnings(train_vols, grid)
     arch = {"name": ARCH_NAME, "kwargs": json_ready(kwargs)}
     init_from = init_from if init_from is not None else params.init_from
     init_state = (
@@ -303,6 +304,27 @@ def prior_sigma(vols: Sequence[Volume], grid: Sequence[float]) -> list[float]:
     sigmas = [np.asarray(vol.target_sigma(key)) * np.asarray(vol.voxel_size) for vol in vols]
     um = np.median(np.asarray(sigmas, dtype=float), axis=0)
     return [round(float(s) / float(g), 4) for s, g in zip(um, grid, strict=True)]
+
+
+def prior_grid_warnings(vols: Sequence[Volume], grid: Sequence[float]) -> list[str]:
+    """Warnings (logged and returned) for training volumes off the training ``grid``: training
+    crops are not resampled, so the LoG prior filters them with σ in voxels of ``grid``, a
+    different σ in µm from the one it predicts with."""
+    from fewlabel.inference.resample import target_grid
+
+    off = [v for v in vols if target_grid(v.voxel_size, grid) is not None]
+    if not off:
+        return []
+    text = (
+        f"LoG prior: training volume(s) {', '.join(v.item.sample for v in off)} (voxel size "
+        f"{', '.join(str(list(v.voxel_size)) for v in off)} µm) are not on the training grid "
+        f"{list(grid)} µm; their crops are filtered with the prior's sigma in voxels of that "
+        "grid, so the network learns its correction against another filter size there than "
+        "the one it predicts with. Fix: train on volumes of one voxel size (resample the "
+        "others), or drop detection.train.model.log_prior."
+    )
+    log.warning(text)
+    return [text]
 
 
 def _size_warnings(vols: Sequence[Volume], diameter_um: float | None) -> list[str]:
